@@ -1,0 +1,188 @@
+"""The configuration schema: one YAML file, validated by these models.
+
+Every model forbids unknown fields so a typo is an error, not a silently ignored setting.
+Devices are a discriminated union on ``driver``; the union is built at load time from the
+installed drivers' settings models (``gateway.driver_api.registry``), so adding a driver package
+adds its settings to the schema without the gateway importing it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from gateway.clock import SyncPolicy
+from gateway.config.billing import BillingSection
+from gateway.driver_api import DriverSpec, registry
+from gateway.config.processing import AlarmSection, ProcessingSection, VitalLimits, check_vital_names
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Ident = Annotated[str, Field(pattern=_ID, description="Letters, digits, '-', '_', '.'; up to 64 chars")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Model):
+    id: Ident = Field(description="This hub's id: appears in every record key and topic")
+    site: str = Field("", description="Free text shown in status (ward, home, ...)")
+
+
+class ClockSection(_Model):
+    sync: SyncPolicy = Field(
+        SyncPolicy.AUTO,
+        description="auto: ask the kernel whether NTP has synchronised the clock; "
+        "assume_synced: hosts with an RTC; assume_unsynced: testing",
+    )
+
+
+class UpstreamSection(_Model):
+    url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS)")
+    topic_prefix: str = Field("iomt", description="First topic level, e.g. 'iomt' -> iomt/<gateway>/...")
+    client_id: str | None = Field(None, description="MQTT client id; default: the gateway id")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="File holding the password (systemd credential)")
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts; default: the system store")
+    cert_file: Path | None = Field(None, description="Client certificate (mTLS)")
+    key_file: Path | None = Field(None, description="Client private key (mTLS)")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    inflight: int = Field(32, ge=1, le=1000, description="Unacknowledged publishes at once")
+    publish_timeout_s: float = Field(10.0, gt=0, le=300)
+    backoff_max_s: float = Field(300.0, ge=1, le=3600, description="Reconnect backoff cap")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("has no host name")
+        try:
+            _ = parts.port
+        except ValueError as e:
+            raise ValueError("has an invalid port") from e
+        return v
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        host = urlsplit(self.url).hostname
+        assert host is not None
+        return host
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @model_validator(mode="after")
+    def _mtls_pair(self) -> UpstreamSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together (mutual TLS)")
+        if (self.cert_file or self.ca_file) and not self.tls:
+            raise ValueError("ca_file/cert_file need an mqtts:// url")
+        return self
+
+
+class QuotaSection(_Model):
+    alarm: int = Field(100_000, ge=100, description="Max pending alarm records")
+    billing: int = Field(1_000_000, ge=100, description="Max pending billing records (never dropped)")
+    summary: int = Field(500_000, ge=100, description="Max pending summaries; oldest dropped beyond")
+    status: int = Field(100_000, ge=100, description="Max pending status records; oldest dropped beyond")
+
+
+class StorageSection(_Model):
+    path: Path = Field(Path("/var/lib/iomt-gateway"), description="State directory (outbox, device state)")
+    quotas: QuotaSection = QuotaSection()
+    min_free_mb: int = Field(64, ge=0, description="Free-disk floor: below it only alarms/billing are taken")
+    commit_interval_ms: int = Field(200, ge=10, le=5000, description="Group commit: at most one per interval")
+    commit_max_records: int = Field(2000, ge=1, le=100_000, description="...or when this many are waiting")
+
+
+class LoggingSection(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: pretty on a terminal, JSON lines with syslog prefix otherwise"
+    )
+
+
+class PatientOverrides(_Model):
+    limits: dict[str, VitalLimits] = Field(default_factory=dict, description="Replace the default limits per vital")
+
+    @field_validator("limits")
+    @classmethod
+    def _known_vitals(cls, v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
+        return check_vital_names(v)
+
+
+class PatientBase(_Model):
+    id: Ident = Field(description="Pseudonym sent upstream — never a name")
+    timezone: str | None = Field(None, description="IANA zone used to cut billing days; default: gateway's")
+    alarms: PatientOverrides = PatientOverrides()
+    devices: list[Any]  # replaced by the discriminated union in ``build_config_model``
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like 'America/Chicago')") from e
+        return v
+
+
+class ConfigBase(_Model):
+    gateway: GatewaySection
+    clock: ClockSection = ClockSection()
+    upstream: UpstreamSection
+    storage: StorageSection = StorageSection()
+    logging: LoggingSection = LoggingSection()
+    processing: ProcessingSection = ProcessingSection()
+    alarms: AlarmSection = AlarmSection()
+    billing: BillingSection = BillingSection()
+    patients: list[Any]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ConfigBase:
+        seen_p: set[str] = set()
+        seen_d: set[str] = set()
+        for p in self.patients:
+            if p.id in seen_p:
+                raise ValueError(f"patient id {p.id!r} is used twice")
+            seen_p.add(p.id)
+            for d in p.devices:
+                if d.id in seen_d:
+                    raise ValueError(f"device id {d.id!r} is used twice (device ids are gateway-wide)")
+                seen_d.add(d.id)
+        return self
+
+
+def build_config_model(specs: dict[str, DriverSpec] | None = None) -> type[ConfigBase]:
+    """The full config model, with ``devices`` a discriminated union of the installed drivers."""
+    specs = registry() if specs is None else specs
+    if not specs:
+        raise RuntimeError("no device drivers are installed (entry-point group iomt_gateway.drivers)")
+    settings = tuple(spec.settings for spec in specs.values())
+    device_union: Any = settings[0] if len(settings) == 1 else Union[settings]  # noqa: UP007
+    device_type = Annotated[device_union, Field(discriminator="driver")]
+    patient = create_model(
+        "Patient",
+        __base__=PatientBase,
+        devices=(list[device_type], Field(min_length=1, description="This patient's devices")),  # type: ignore[valid-type]
+    )
+    return create_model(
+        "GatewayConfig",
+        __base__=ConfigBase,
+        patients=(list[patient], Field(min_length=1)),  # type: ignore[valid-type]
+    )

@@ -1,0 +1,91 @@
+"""Config sections for edge processing: summaries, alarm limits with hysteresis, signal settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SummarySection(_Model):
+    period_s: float = Field(60.0, ge=1, le=3600, description="Summary period per patient and vital")
+
+
+class Limit(_Model):
+    """One threshold rule: raise after ``min_duration_s`` beyond ``raise_at``, clear inside ``clear_at``."""
+
+    raise_at: float
+    clear_at: float | None = Field(None, description="Hysteresis: default = raise_at (no hysteresis)")
+    min_duration_s: float = Field(10.0, ge=0)
+    severity: Literal["low", "medium", "high"] = "medium"
+
+
+class VitalLimits(_Model):
+    low: Limit | None = None
+    high: Limit | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> VitalLimits:
+        if self.low and self.low.clear_at is not None and self.low.clear_at < self.low.raise_at:
+            raise ValueError("low.clear_at must be >= low.raise_at (hysteresis clears above the limit)")
+        if self.high and self.high.clear_at is not None and self.high.clear_at > self.high.raise_at:
+            raise ValueError("high.clear_at must be <= high.raise_at (hysteresis clears below the limit)")
+        if self.low and self.high and self.low.raise_at >= self.high.raise_at:
+            raise ValueError("low.raise_at must be below high.raise_at")
+        return self
+
+
+def _default_limits() -> dict[str, VitalLimits]:
+    return {
+        "spo2": VitalLimits(low=Limit(raise_at=90, clear_at=92, min_duration_s=10, severity="high")),
+        "heart_rate": VitalLimits(
+            low=Limit(raise_at=45, clear_at=50, min_duration_s=10, severity="high"),
+            high=Limit(raise_at=130, clear_at=120, min_duration_s=10, severity="high"),
+        ),
+        "pulse_rate": VitalLimits(
+            low=Limit(raise_at=45, clear_at=50, min_duration_s=10, severity="high"),
+            high=Limit(raise_at=130, clear_at=120, min_duration_s=10, severity="high"),
+        ),
+        "body_temperature": VitalLimits(
+            high=Limit(raise_at=38.5, clear_at=38.0, min_duration_s=0, severity="medium"),
+        ),
+        "systolic_bp": VitalLimits(
+            low=Limit(raise_at=90, clear_at=95, min_duration_s=0, severity="medium"),
+            high=Limit(raise_at=180, clear_at=170, min_duration_s=0, severity="high"),
+        ),
+    }
+
+
+VITAL_NAMES = (
+    "heart_rate pulse_rate spo2 rr_interval hrv_sdnn hrv_rmssd perfusion_index systolic_bp diastolic_bp "
+    "mean_bp body_temperature body_weight body_height bmi glucose respiratory_rate energy_expended"
+).split()
+
+
+def check_vital_names(v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
+    for name in v:
+        if name not in VITAL_NAMES:
+            raise ValueError(f"unknown vital {name!r}; allowed: {', '.join(VITAL_NAMES)}")
+    return v
+
+
+class AlarmSection(_Model):
+    limits: dict[str, VitalLimits] = Field(
+        default_factory=_default_limits, description="Per-vital limits; keys are vital names"
+    )
+    no_data_minutes: float = Field(5.0, gt=0, description="Technical alarm after this long without data")
+    battery_low_pct: float = Field(15.0, ge=0, le=100)
+
+    @field_validator("limits")
+    @classmethod
+    def _known_vitals(cls, v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
+        return check_vital_names(v)
+
+
+class ProcessingSection(_Model):
+    summaries: SummarySection = SummarySection()
+    ecg_hrv_window_s: float = Field(300.0, ge=10, le=3600, description="Window for SDNN/RMSSD")

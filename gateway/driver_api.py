@@ -1,0 +1,146 @@
+"""The contract between the gateway and its device drivers, and the registry that finds them.
+
+A driver is used as ``async with driver:`` (connect; leave no half state when that fails) and
+yields typed readings from ``driver.readings()``.  When the link drops it raises
+``DriverDisconnected``; it never retries by itself — the supervisor owns retries and backoff.
+
+Drivers are found by name through the ``iomt_gateway.drivers`` entry-point group.  Each entry
+names a ``DriverSpec``: the pydantic settings model (used by the config loader to build the
+discriminated union on ``driver``) and the import path of the driver class, imported lazily so
+that validating a config never pulls in bleak or pyserial.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from gateway.clock import Clock
+from gateway.records import Reading
+
+ENTRY_POINT_GROUP = "iomt_gateway.drivers"
+
+
+class DriverError(Exception):
+    """Base of the errors a driver raises.  ``retryable`` tells the supervisor whether to retry."""
+
+    retryable: ClassVar[bool] = True
+
+
+class DriverDisconnected(DriverError):
+    """The link to the device dropped (unplug, out of range, EOF, silence beyond the timeout)."""
+
+
+class DriverConnectFailed(DriverError):
+    """The device could not be reached now (absent, busy, not advertising)."""
+
+
+class DriverConfigError(DriverError):
+    """The settings cannot work (e.g. the port path is not a character device).  Retried slowly."""
+
+
+class DriverFinished(DriverError):
+    """A finite source (a recording played once) has nothing more to give."""
+
+    retryable = False
+
+
+class DriverSettings(BaseModel):
+    """Base of every driver's settings model.  Subclasses add ``driver: Literal["name"]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    """Device id, unique within the gateway (used in records, logs and topics)."""
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What a driver may know about where it runs — nothing about MQTT or SQLite."""
+
+    device_id: str
+    patient: str
+    clock: Clock
+    state_dir: Path
+    """A directory private to this device for small persistent state (e.g. last glucose seq)."""
+    base_dir: Path = Path(".")
+    """Directory that relative paths in the settings are resolved against (the config's folder)."""
+    log: Any = field(default_factory=structlog.get_logger)
+
+
+class Driver(abc.ABC):
+    """Base class for drivers.  Subclasses implement ``connect``, ``close`` and ``readings``."""
+
+    def __init__(self, ctx: DeviceContext, settings: DriverSettings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the link.  On failure, release anything half-built and raise a DriverError."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the link.  Safe to call twice and after a failed connect."""
+
+    @abc.abstractmethod
+    def readings(self) -> AsyncIterator[Reading]:
+        """Yield readings until the link drops (raise DriverDisconnected) or the source ends."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+DriverFactory = Callable[[DeviceContext, Any], Driver]
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """Registry entry: a driver's name, its settings model and where its class lives."""
+
+    name: str
+    settings: type[DriverSettings]
+    factory: str
+    """``module:attribute`` of the Driver subclass, imported only when a session starts."""
+    summary: str = ""
+
+    def load(self) -> DriverFactory:
+        module_name, _, attr = self.factory.partition(":")
+        module = importlib.import_module(module_name)
+        factory: DriverFactory = getattr(module, attr)
+        return factory
+
+
+@cache
+def registry() -> dict[str, DriverSpec]:
+    """All installed drivers by name."""
+    specs: dict[str, DriverSpec] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, DriverSpec):
+            raise TypeError(f"entry point {ep.name!r} does not name a DriverSpec")
+        specs[spec.name] = spec
+    return dict(sorted(specs.items()))
