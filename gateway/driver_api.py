@@ -136,11 +136,17 @@ class DriverSpec:
 
 @cache
 def registry() -> dict[str, DriverSpec]:
-    """All installed drivers by name."""
+    """All installed drivers by name.  A driver package that fails to import is logged and skipped:
+    one broken plug-in must not take the whole gateway down."""
     specs: dict[str, DriverSpec] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        spec = ep.load()
+        try:
+            spec = ep.load()
+        except Exception as e:  # noqa: BLE001 - any import error of a plug-in
+            structlog.get_logger().error("driver_plugin_broken", entry_point=ep.name, error=repr(e))
+            continue
         if not isinstance(spec, DriverSpec):
-            raise TypeError(f"entry point {ep.name!r} does not name a DriverSpec")
+            structlog.get_logger().error("driver_plugin_broken", entry_point=ep.name, error="not a DriverSpec")
+            continue
         specs[spec.name] = spec
     return dict(sorted(specs.items()))
