@@ -209,15 +209,13 @@ class ReplayDriver(Driver):
         mono0 = clock.monotonic()
         loop_index = 0
         while True:
-            n = 0
-            for t_rec, _, reading in self._events(loop_index, t0):
+            for n, (t_rec, _, reading) in enumerate(self._events(loop_index, t0)):
                 if s.speed > 0:
                     delay = mono0 + t_rec / s.speed - clock.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 elif n % 256 == 0:
                     await asyncio.sleep(0)  # as fast as possible, but let the loop breathe
-                n += 1
                 yield reading
             if not s.loop or self._duration <= 0:
                 raise DriverFinished("recording finished")

@@ -67,7 +67,10 @@ def read_record(path: Path) -> WfdbRecord:
     if nsamp >= 0:
         n = min(n, nsamp)
     data = data[: n * nsig].reshape(n, nsig)
-    gains, baselines, units, names = [], [], [], []
+    gains: list[float] = []
+    baselines: list[int] = []
+    units: list[str] = []
+    names: list[str] = []
     for s in specs:
         gain_field = s[2] if len(s) > 2 else "200"
         unit = "mV"

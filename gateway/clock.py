@@ -41,7 +41,7 @@ class Clock(Protocol):
 
 class _Timex(ctypes.Structure):
     # Only the leading fields matter; the tail is padding the kernel may write into.
-    _fields_ = [  # noqa: RUF012 - ctypes API
+    _fields_ = [
         ("modes", ctypes.c_uint),
         ("offset", ctypes.c_long),
         ("freq", ctypes.c_long),

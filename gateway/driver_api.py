@@ -142,7 +142,7 @@ def registry() -> dict[str, DriverSpec]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             spec = ep.load()
-        except Exception as e:  # noqa: BLE001 - any import error of a plug-in
+        except Exception as e:
             structlog.get_logger().error("driver_plugin_broken", entry_point=ep.name, error=repr(e))
             continue
         if not isinstance(spec, DriverSpec):

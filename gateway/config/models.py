@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from gateway.clock import SyncPolicy
 from gateway.config.billing import BillingSection
-from gateway.driver_api import DriverSpec, registry
 from gateway.config.processing import AlarmSection, ProcessingSection, VitalLimits, check_vital_names
+from gateway.driver_api import DriverSpec, registry
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Ident = Annotated[str, Field(pattern=_ID, description="Letters, digits, '-', '_', '.'; up to 64 chars")]
@@ -179,10 +179,10 @@ def build_config_model(specs: dict[str, DriverSpec] | None = None) -> type[Confi
     patient = create_model(
         "Patient",
         __base__=PatientBase,
-        devices=(list[device_type], Field(min_length=1, description="This patient's devices")),  # type: ignore[valid-type]
+        devices=(list[device_type], Field(min_length=1, description="This patient's devices")),
     )
     return create_model(
         "GatewayConfig",
         __base__=ConfigBase,
-        patients=(list[patient], Field(min_length=1)),  # type: ignore[valid-type]
+        patients=(list[patient], Field(min_length=1)),
     )

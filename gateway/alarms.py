@@ -1,0 +1,167 @@
+"""Alarm rules: thresholds with minimum duration and hysteresis, and technical alarms.
+
+Each alarm is exactly one *raise* and one *clear* transition sharing an ``alarm_id``.  A threshold
+alarm raises only after the value has stayed beyond ``raise_at`` for ``min_duration_s`` and clears
+only once the value is back inside ``clear_at`` — so a signal wandering around one threshold cannot
+make the alarm flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.config.processing import Limit, VitalLimits
+from gateway.records import AlarmEvent, Severity, Vital
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTransition:
+    alarm_id: str
+    event: AlarmEvent
+    condition: str
+    technical: bool
+    severity: Severity
+    time: float
+    vital: Vital | None = None
+    value: float | None = None
+    threshold: float | None = None
+    device: str | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class _ThresholdState:
+    pending_since: float | None = None
+    active_id: str | None = None
+    worst: float | None = None
+
+
+class ThresholdRule:
+    """One direction ('low' or 'high') of one vital's limit, as a small state machine."""
+
+    def __init__(self, scope: str, vital: Vital, direction: str, limit: Limit) -> None:
+        self.scope = scope
+        self.vital = vital
+        self.direction = direction
+        self.limit = limit
+        self.condition = f"{vital.value}_{direction}"
+        self._s = _ThresholdState()
+
+    def _beyond(self, v: float) -> bool:
+        return v < self.limit.raise_at if self.direction == "low" else v > self.limit.raise_at
+
+    def _recovered(self, v: float) -> bool:
+        clear = self.limit.clear_at if self.limit.clear_at is not None else self.limit.raise_at
+        return v >= clear if self.direction == "low" else v <= clear
+
+    @property
+    def active(self) -> bool:
+        return self._s.active_id is not None
+
+    def observe(self, value: float, t: float, device: str | None) -> AlarmTransition | None:
+        s = self._s
+        if s.active_id is not None:
+            if self._recovered(value):
+                alarm_id, s.active_id, s.pending_since = s.active_id, None, None
+                return self._transition(alarm_id, AlarmEvent.CLEARED, t, value, device)
+            return None
+        if not self._beyond(value):
+            s.pending_since = None
+            return None
+        if s.pending_since is None:
+            s.pending_since = t
+        if t - s.pending_since >= self.limit.min_duration_s:
+            s.active_id = f"{self.scope}/{self.condition}/{int(t * 1000)}"
+            return self._transition(s.active_id, AlarmEvent.RAISED, t, value, device)
+        return None
+
+    def interrupt(self) -> None:
+        """The signal became invalid: a pending (not yet raised) episode must start again."""
+        self._s.pending_since = None
+
+    def _transition(
+        self, alarm_id: str, event: AlarmEvent, t: float, value: float, device: str | None
+    ) -> AlarmTransition:
+        return AlarmTransition(
+            alarm_id=alarm_id,
+            event=event,
+            condition=self.condition,
+            technical=False,
+            severity=Severity(self.limit.severity),
+            time=t,
+            vital=self.vital,
+            value=value,
+            threshold=self.limit.raise_at,
+            device=device,
+        )
+
+
+class AlarmEngine:
+    """All alarm state of one patient: threshold rules per vital and technical conditions."""
+
+    def __init__(self, scope: str, limits: Mapping[str, VitalLimits]) -> None:
+        self.scope = scope
+        self._rules: dict[Vital, list[ThresholdRule]] = {}
+        for name, lim in limits.items():
+            vital = Vital(name)
+            rules = []
+            if lim.low is not None:
+                rules.append(ThresholdRule(scope, vital, "low", lim.low))
+            if lim.high is not None:
+                rules.append(ThresholdRule(scope, vital, "high", lim.high))
+            self._rules[vital] = rules
+        self._technical: dict[tuple[str, str | None], str] = {}
+
+    def observe(self, vital: Vital, value: float, t: float, device: str | None = None) -> list[AlarmTransition]:
+        out = []
+        for rule in self._rules.get(vital, ()):
+            tr = rule.observe(value, t, device)
+            if tr is not None:
+                out.append(tr)
+        return out
+
+    def invalid(self, vital: Vital) -> None:
+        """A reading of ``vital`` was rejected: do not let a gap count toward a minimum duration."""
+        for rule in self._rules.get(vital, ()):
+            rule.interrupt()
+
+    def technical(
+        self,
+        condition: str,
+        active: bool,
+        t: float,
+        *,
+        device: str | None = None,
+        severity: Severity = Severity.MEDIUM,
+        detail: str = "",
+    ) -> list[AlarmTransition]:
+        """Raise or clear a technical condition (idempotent: repeated raises yield one alarm)."""
+        k = (condition, device)
+        current = self._technical.get(k)
+        if active and current is None:
+            alarm_id = f"{self.scope}/{condition}/{device or '-'}/{int(t * 1000)}"
+            self._technical[k] = alarm_id
+            event = AlarmEvent.RAISED
+        elif not active and current is not None:
+            alarm_id = current
+            del self._technical[k]
+            event = AlarmEvent.CLEARED
+        else:
+            return []
+        return [
+            AlarmTransition(
+                alarm_id=alarm_id,
+                event=event,
+                condition=condition,
+                technical=True,
+                severity=severity,
+                time=t,
+                device=device,
+                detail=detail,
+            )
+        ]
+
+    def active_conditions(self) -> list[str]:
+        names = [r.condition for rules in self._rules.values() for r in rules if r.active]
+        return names + [c for c, _ in self._technical]

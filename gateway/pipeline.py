@@ -1,0 +1,299 @@
+"""The processing pipeline: typed readings in, outbound records out.
+
+It knows nothing of transports: the daemon feeds it readings from driver sessions and hands the
+records it returns to the outbox.  Per patient it keeps alarm state and summary accumulators.
+It also reports *evidence* — valid physiologic readings — for the billing ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.alarms import AlarmEngine, AlarmTransition
+from gateway.config.processing import VitalLimits
+from gateway.records import (
+    AlarmRecord,
+    BillingRecord,
+    ClockQuality,
+    DeviceEvent,
+    DeviceFlag,
+    DeviceState,
+    DeviceStatusRecord,
+    Reading,
+    SampleBlock,
+    Severity,
+    SummaryRecord,
+    Vital,
+    VitalReading,
+    utc_from_unix,
+)
+from gateway.summaries import SummaryAggregator, VitalSummary
+
+AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
+
+# Flags under which a device itself says its value is not to be trusted.
+INVALIDATING_FLAGS = frozenset(
+    {
+        DeviceFlag.SENSOR_OFF,
+        DeviceFlag.SENSOR_FAULT,
+        DeviceFlag.LEAD_OFF,
+        DeviceFlag.ARTIFACT,
+        DeviceFlag.OUT_OF_TRACK,
+        DeviceFlag.SEARCHING,
+    }
+)
+
+# Physiologically possible ranges; outside them a value is a decoding or sensor error, not a patient.
+PLAUSIBLE: dict[Vital, tuple[float, float]] = {
+    Vital.HEART_RATE: (15, 350),
+    Vital.PULSE_RATE: (15, 350),
+    Vital.SPO2: (40, 100),
+    Vital.RR_INTERVAL: (170, 4000),
+    Vital.SYSTOLIC_BP: (40, 300),
+    Vital.DIASTOLIC_BP: (15, 200),
+    Vital.MEAN_BP: (20, 250),
+    Vital.BODY_TEMPERATURE: (25, 45),
+    Vital.BODY_WEIGHT: (0.5, 500),
+    Vital.GLUCOSE: (10, 1000),
+    Vital.RESPIRATORY_RATE: (1, 120),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A valid physiologic reading, as the billing ledger needs to know of it."""
+
+    patient: str
+    device: str
+    time: float
+    clock: ClockQuality
+
+
+@dataclass(slots=True)
+class PipelineOutput:
+    records: list[AnyRecord] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    accepted: list[VitalReading] = field(default_factory=list)
+
+    def extend(self, other: PipelineOutput) -> None:
+        self.records.extend(other.records)
+        self.evidence.extend(other.evidence)
+        self.accepted.extend(other.accepted)
+
+
+@dataclass(frozen=True)
+class PatientSetup:
+    patient: str
+    limits: Mapping[str, VitalLimits]
+    devices: Mapping[str, str]  # device id -> driver name
+
+
+def is_valid(reading: VitalReading) -> bool:
+    if reading.value is None or reading.flags & INVALIDATING_FLAGS:
+        return False
+    bounds = PLAUSIBLE.get(reading.vital)
+    return bounds is None or bounds[0] <= reading.value <= bounds[1]
+
+
+class _Patient:
+    def __init__(self, setup: PatientSetup, period_s: float) -> None:
+        self.setup = setup
+        self.alarms = AlarmEngine(setup.patient, setup.limits)
+        self.summaries = SummaryAggregator(period_s)
+        self.last_data: dict[str, float] = {}  # device -> time of its last reading
+        self.clock = ClockQuality.SYNCED
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        new_key: Callable[[], str],
+        patients: Mapping[str, PatientSetup],
+        summary_period_s: float = 60.0,
+        no_data_s: float = 300.0,
+        battery_low_pct: float = 15.0,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.new_key = new_key
+        self.summary_period_s = summary_period_s
+        self.no_data_s = no_data_s
+        self.battery_low_pct = battery_low_pct
+        self._patients: dict[str, _Patient] = {}
+        self.reconfigure(patients)
+
+    def reconfigure(self, patients: Mapping[str, PatientSetup]) -> None:
+        """Apply a new set of patients; state of unchanged patients is kept (SIGHUP)."""
+        kept = {}
+        for pid, setup in patients.items():
+            old = self._patients.get(pid)
+            if old is not None and old.setup.limits == setup.limits:
+                old.setup = setup
+                kept[pid] = old
+            else:
+                kept[pid] = _Patient(setup, self.summary_period_s)
+        self._patients = kept
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, patient: str, reading: Reading) -> PipelineOutput:
+        p = self._patients.get(patient)
+        out = PipelineOutput()
+        if p is None:
+            return out
+        if isinstance(reading, VitalReading):
+            self._vital(p, reading, out)
+        elif isinstance(reading, SampleBlock):
+            self._block(p, reading, out)
+        else:
+            self._event(p, reading, out)
+        return out
+
+    def _vital(self, p: _Patient, r: VitalReading, out: PipelineOutput) -> None:
+        p.clock = r.clock
+        valid = is_valid(r)
+        for s in p.summaries.add(r.vital, r.value, r.unit, r.time, r.device_id, valid):
+            out.records.append(self._summary(p, s))
+        if not valid:
+            p.alarms.invalid(r.vital)
+            return
+        assert r.value is not None
+        self._seen(p, r.device_id, r.time, r.clock, out)
+        out.accepted.append(r)
+        for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id):
+            out.records.append(self._alarm(p, tr, r.clock))
+
+    def _block(self, p: _Patient, b: SampleBlock, out: PipelineOutput) -> None:
+        p.clock = b.clock
+        self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+
+    def _seen(self, p: _Patient, device: str, t: float, clock: ClockQuality, out: PipelineOutput) -> None:
+        p.last_data[device] = t
+        out.evidence.append(Evidence(p.setup.patient, device, t, clock))
+        for tr in p.alarms.technical("no_data", False, t, device=device):
+            out.records.append(self._alarm(p, tr, clock))
+
+    def _event(self, p: _Patient, e: DeviceEvent, out: PipelineOutput) -> None:
+        out.records.append(
+            DeviceStatusRecord(
+                key=self.new_key(),
+                gateway_id=self.gateway_id,
+                patient=p.setup.patient,
+                time=utc_from_unix(e.time),
+                clock=e.clock,
+                device=e.device_id,
+                driver=p.setup.devices.get(e.device_id, ""),
+                state=e.state,
+                detail=e.detail,
+                battery_pct=e.battery_pct,
+            )
+        )
+        transitions: list[AlarmTransition] = []
+        if e.state in (DeviceState.SENSOR_OFF, DeviceState.SENSOR_ON):
+            transitions = p.alarms.technical(
+                "sensor_off", e.state is DeviceState.SENSOR_OFF, e.time, device=e.device_id, detail=e.detail
+            )
+        elif e.state in (DeviceState.BATTERY_LOW, DeviceState.BATTERY_OK):
+            transitions = p.alarms.technical(
+                "battery_low", e.state is DeviceState.BATTERY_LOW, e.time, device=e.device_id, detail=e.detail
+            )
+        elif e.battery_pct is not None:
+            transitions = p.alarms.technical(
+                "battery_low", e.battery_pct < self.battery_low_pct, e.time, device=e.device_id
+            )
+        if e.state is DeviceState.CONNECTED:
+            # A reconnected device starts a fresh silence timer rather than inheriting the old one.
+            p.last_data.setdefault(e.device_id, e.time)
+        out.records.extend(self._alarm(p, tr, e.clock) for tr in transitions)
+
+    def technical(
+        self,
+        patient: str,
+        condition: str,
+        active: bool,
+        t: float,
+        *,
+        device: str | None = None,
+        severity: Severity = Severity.MEDIUM,
+        detail: str = "",
+        clock: ClockQuality = ClockQuality.SYNCED,
+    ) -> PipelineOutput:
+        """Raise/clear a technical alarm from outside the data path (supervisor, outbox)."""
+        out = PipelineOutput()
+        p = self._patients.get(patient)
+        if p is not None:
+            for tr in p.alarms.technical(condition, active, t, device=device, severity=severity, detail=detail):
+                out.records.append(self._alarm(p, tr, clock))
+        return out
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self, now: float, clock: ClockQuality = ClockQuality.SYNCED) -> PipelineOutput:
+        """Close summary periods that have ended and check for silent devices."""
+        out = PipelineOutput()
+        for p in self._patients.values():
+            # Summaries close on data time; grace of one period lets late readings land first.
+            for s in p.summaries.flush(now - self.summary_period_s):
+                out.records.append(self._summary(p, s))
+            for device, last in p.last_data.items():
+                if now - last >= self.no_data_s:
+                    for tr in p.alarms.technical(
+                        "no_data",
+                        True,
+                        now,
+                        device=device,
+                        detail=f"no valid data for {int(now - last)} s",
+                    ):
+                        out.records.append(self._alarm(p, tr, clock))
+        return out
+
+    def flush(self, now: float) -> PipelineOutput:
+        """At shutdown: emit the open summary periods as partial ones."""
+        out = PipelineOutput()
+        for p in self._patients.values():
+            for s in p.summaries.flush(now, partial=True):
+                out.records.append(self._summary(p, s))
+        return out
+
+    # -- record building --------------------------------------------------------------------
+
+    def _summary(self, p: _Patient, s: VitalSummary) -> SummaryRecord:
+        return SummaryRecord(
+            key=self.new_key(),
+            gateway_id=self.gateway_id,
+            patient=p.setup.patient,
+            time=utc_from_unix(s.period_end),
+            clock=p.clock,
+            vital=s.vital,
+            unit=s.unit,
+            period_start=utc_from_unix(s.period_start),
+            period_end=utc_from_unix(s.period_end),
+            count=s.count,
+            rejected=s.rejected,
+            min=s.min,
+            mean=s.mean,
+            max=s.max,
+            quality=s.quality,
+            devices=list(s.devices),
+        )
+
+    def _alarm(self, p: _Patient, tr: AlarmTransition, clock: ClockQuality) -> AlarmRecord:
+        return AlarmRecord(
+            key=self.new_key(),
+            gateway_id=self.gateway_id,
+            patient=p.setup.patient,
+            time=utc_from_unix(tr.time),
+            clock=clock,
+            alarm_id=tr.alarm_id,
+            event=tr.event,
+            condition=tr.condition,
+            technical=tr.technical,
+            severity=tr.severity,
+            vital=tr.vital,
+            value=tr.value,
+            threshold=tr.threshold,
+            device=tr.device,
+            detail=tr.detail,
+        )
