@@ -228,6 +228,9 @@ class Pipeline:
                 out.records.append(self._alarm(p, tr, clock))
         return out
 
+    def active_alarm_count(self) -> int:
+        return sum(len(p.alarms.active_conditions()) for p in self._patients.values())
+
     # -- time -------------------------------------------------------------------------------
 
     def tick(self, now: float, clock: ClockQuality = ClockQuality.SYNCED) -> PipelineOutput:
