@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from gateway.clock import SyncPolicy
 from gateway.config.billing import BillingSection
+from gateway.config.errors import ValueErrorAt
 from gateway.config.processing import AlarmSection, ProcessingSection, VitalLimits, check_vital_names
 from gateway.driver_api import DriverSpec, registry
 
@@ -152,19 +153,27 @@ class ConfigBase(_Model):
     alarms: AlarmSection = AlarmSection()
     billing: BillingSection = BillingSection()
     patients: list[Any]
+    # Set by the loader (``gateway.config.loader.loaded_from``): relative paths resolve against its folder.
+    _source_file: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ConfigBase:
-        seen_p: set[str] = set()
-        seen_d: set[str] = set()
-        for p in self.patients:
+        seen_p: dict[str, int] = {}
+        seen_d: dict[str, tuple[int, int]] = {}
+        for i, p in enumerate(self.patients):
             if p.id in seen_p:
-                raise ValueError(f"patient id {p.id!r} is used twice")
-            seen_p.add(p.id)
-            for d in p.devices:
+                first_p = ("patients", seen_p[p.id], "id")
+                raise ValueErrorAt(f"patient id {p.id!r} is used twice", ("patients", i, "id"), first_p)
+            seen_p[p.id] = i
+            for j, d in enumerate(p.devices):
                 if d.id in seen_d:
-                    raise ValueError(f"device id {d.id!r} is used twice (device ids are gateway-wide)")
-                seen_d.add(d.id)
+                    fi, fj = seen_d[d.id]
+                    raise ValueErrorAt(
+                        f"device id {d.id!r} is used twice (device ids are gateway-wide)",
+                        ("patients", i, "devices", j, "id"),
+                        ("patients", fi, "devices", fj, "id"),
+                    )
+                seen_d[d.id] = (i, j)
         return self
 
 
