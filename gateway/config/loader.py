@@ -500,11 +500,19 @@ def _expand_paths(data: Any, tp: Any, path: Loc, env: Mapping[str, str], found: 
     return data
 
 
-def _unset_var_problem(path: Loc, name: str, src: _SourceMap) -> Problem:
-    message = f"uses ${name}, which is not set"
-    if name == "CREDENTIALS_DIRECTORY":
-        message += " (systemd sets it for a service with LoadCredential=; run under the unit, or set it)"
-    return Problem(src.line_of(path), None, _display(path), message)
+@dataclass(frozen=True)
+class UnsetVariable:
+    """A ``$NAME`` in a path field whose variable is not set in the loader's environment."""
+
+    name: str
+    path: str
+    line: int | None
+
+    def problem(self) -> Problem:
+        message = f"uses ${self.name}, which is not set"
+        if self.name == "CREDENTIALS_DIRECTORY":
+            message += " (systemd sets it for a service with LoadCredential=; run under the unit, or set it)"
+        return Problem(self.line, None, self.path, message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,7 +524,7 @@ class LoadReport:
     """A validated config plus what the loader noticed without refusing it (for ``check-config``)."""
 
     config: ConfigBase
-    notes: list[Problem]
+    unset: list[UnsetVariable]
 
 
 def _read_text(path: Path) -> str:
@@ -570,7 +578,7 @@ def analyse_config_text(
 ) -> LoadReport:
     """Validate ``text`` as if read from ``file``.  Raises ``ConfigError`` with every problem found.
 
-    With ``require_env=False`` an unset variable in a path field is reported in ``notes`` and the
+    With ``require_env=False`` an unset variable in a path field is reported in ``unset`` and the
     path keeps the ``$NAME`` text; otherwise it is a problem like any other.
     """
     env = os.environ if env is None else env
@@ -580,10 +588,12 @@ def analyse_config_text(
         except RuntimeError as e:  # no driver installed: a broken installation, not a typo, but no traceback
             raise ConfigError(file, [Problem(None, None, "", str(e), kind=ProblemKind.FILE)]) from None
     data, src, problems = _parse_yaml(text, file)
-    unset: list[Problem] = []
-    data = _expand_paths(data, model, (), env, lambda p, name: unset.append(_unset_var_problem(p, name, src)))
+    unset: list[UnsetVariable] = []
+    data = _expand_paths(
+        data, model, (), env, lambda p, name: unset.append(UnsetVariable(name, _display(p), src.line_of(p)))
+    )
     if require_env:
-        problems += unset
+        problems += [u.problem() for u in unset]
     try:
         cfg = model.model_validate(data)
     except ValidationError as e:
