@@ -295,6 +295,7 @@ class BillingRecord(_Envelope):
     dates: list[str]
     devices: list[str]
     evidence: list[DayEvidence] = Field(default_factory=list)
+    reason: str = Field("", description="Why this transition happened, e.g. 'superseded by 99454'")
 
 
 OutboundRecord = Annotated[

@@ -5,9 +5,11 @@ Codes, thresholds and period rules live here as data, not in the ledger's code: 
 
 from __future__ import annotations
 
+import itertools
+from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -24,9 +26,19 @@ class BillingSection(_Model):
     enabled: bool = True
     period_days: int = Field(30, ge=1, le=31, description="Device-supply period length")
     period_anchor: Literal["first_data", "enrolment"] = Field(
-        "first_data", description="Periods roll from the first day of data, or from the enrolment date"
+        "first_data",
+        description="first_data: a period starts on the first day of data not covered by the previous one; "
+        "enrolment: back-to-back periods from the patient's enrolment date (see 'enrolment')",
     )
-    setup_code: str = "99453"
+    enrolment: dict[str, date] = Field(
+        default_factory=dict,
+        description="Enrolment date per patient id; needed by period_anchor 'enrolment' "
+        "(a patient without one falls back to first data)",
+    )
+    timezone: str | None = Field(
+        None, description="IANA zone cutting billing days for patients without their own; default: the host's"
+    )
+    setup_code: str | None = Field("99453", description="Set-up service code; null disables set-up records")
     setup_min_days: int = Field(1, ge=1, le=31, description="Days of data before the set-up record is emitted")
     supply_tiers: list[SupplyTier] = Field(
         default_factory=lambda: [
@@ -36,6 +48,36 @@ class BillingSection(_Model):
         description="Device-supply codes by qualifying days per period (one per patient per period)",
     )
     eligible_at_days: int = Field(16, ge=1, le=31, description="Emit an 'eligible' record on reaching this day")
+    close_grace_s: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="A period closes this long after its last local midnight, so late-arriving readings "
+        "of its last day still count",
+    )
+    persist_interval_s: float = Field(
+        5.0, gt=0, le=600, description="Reading counters of an already counted day are saved at most this often"
+    )
+    max_future_s: float = Field(
+        300.0, gt=0, description="Readings dated further ahead of a synchronised host clock are refused"
+    )
+    unsynced_hold_max: int = Field(
+        10_000, ge=1, description="Spans of readings held while the clock is unsynchronised (oldest dropped)"
+    )
+    history_periods: int = Field(13, ge=0, le=1000, description="Closed periods kept for the billing CLI")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like 'America/Chicago')") from e
+        return v
 
     @model_validator(mode="after")
     def _tiers_disjoint(self) -> BillingSection:
@@ -43,7 +85,12 @@ class BillingSection(_Model):
         for lo, hi, code in spans:
             if lo > hi:
                 raise ValueError(f"supply tier {code}: min_days {lo} > max_days {hi}")
-        for (_, hi1, c1), (lo2, _, c2) in zip(spans, spans[1:], strict=False):
+        for (_, hi1, c1), (lo2, _, c2) in itertools.pairwise(spans):
             if lo2 <= hi1:
                 raise ValueError(f"supply tiers {c1} and {c2} overlap: a period must map to one code")
+        if len({c for _, _, c in spans}) != len(spans) or self.setup_code in {c for _, _, c in spans}:
+            raise ValueError("supply tier codes must differ from each other and from the set-up code")
+        if spans and spans[-1][1] < self.period_days:
+            # Otherwise a fully monitored period would silently map to no code at all.
+            raise ValueError(f"the highest supply tier ends at {spans[-1][1]} days but a period has {self.period_days}")
         return self
