@@ -1,0 +1,133 @@
+"""The serial driver: one class for every protocol of ``drivers.serial.protocols``, chosen by ``driver:``.
+
+bytes (link) -> frames (pure decoder) -> readings (pure translator, host reception time).  A
+session ends with ``DriverDisconnected`` on a read error, EOF, or no valid frame for the silence
+timeout; the supervisor reopens the port (the same by-id path after USB re-enumeration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from drivers.serial.contec import ContecTranslator
+from drivers.serial.framing import Dropped, FramerStats
+from drivers.serial.link import LinkLost, PortAbsent, PortConfigError, PortParams, PortUnusable, SerialLink
+from drivers.serial.protocol import Decoder, ProtocolInfo, Translator
+from drivers.serial.protocols import PROTOCOLS
+from drivers.serial.settings import ContecSettings, SerialSettings
+from gateway.driver_api import (
+    DeviceContext,
+    Driver,
+    DriverConfigError,
+    DriverConnectFailed,
+    DriverDisconnected,
+)
+from gateway.records import DeviceEvent, DeviceState, Reading
+
+DROP_LOG_INTERVAL_S = 10.0
+
+
+class SerialDriver(Driver):
+    settings: SerialSettings
+
+    def __init__(self, ctx: DeviceContext, settings: SerialSettings) -> None:
+        super().__init__(ctx, settings)
+        name = getattr(settings, "driver", "")
+        if name not in PROTOCOLS:
+            raise DriverConfigError(f"no serial protocol named {name!r}")
+        self.protocol: ProtocolInfo = PROTOCOLS[name]
+        self.decoder: Decoder = self.protocol.make_decoder()
+        self.translator: Translator = self._make_translator()
+        self._link: SerialLink | None = None
+
+    def _make_translator(self) -> Translator:
+        tr = self.protocol.make_translator(self.ctx.device_id)
+        if isinstance(tr, ContecTranslator) and isinstance(self.settings, ContecSettings):
+            tr.vitals_every = self.settings.vitals_every
+        return tr
+
+    @property
+    def stats(self) -> FramerStats:
+        return self.decoder.stats
+
+    @property
+    def silence_timeout_s(self) -> float:
+        return self.settings.silence_timeout_s or self.protocol.default_silence_s
+
+    def _resolve_port(self) -> str:
+        port = self.settings.port
+        if "://" in port:
+            return port
+        return str(self.ctx.base_dir / port) if not port.startswith("/") else port
+
+    async def connect(self) -> None:
+        s = self.settings
+        params = PortParams(self._resolve_port(), s.baud, s.format, s.exclusive)
+        try:
+            self._link = await SerialLink.open(params)
+        except PortConfigError as e:
+            raise DriverConfigError(str(e)) from e
+        except (PortAbsent, PortUnusable) as e:
+            raise DriverConnectFailed(str(e)) from e
+        # A new session starts from a clean decoder: bytes of the old link are not glued on.
+        self.decoder = self.protocol.make_decoder()
+        self.translator = self._make_translator()
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        link = self._link
+        if link is None:
+            raise DriverDisconnected("not connected")
+        loop = asyncio.get_running_loop()
+        clock = self.ctx.clock
+        s = self.settings
+        silence = self.silence_timeout_s
+        yield DeviceEvent(
+            self.ctx.device_id,
+            DeviceState.CONNECTED,
+            clock.now(),
+            f"{s.port} {s.baud} {s.format} {self.protocol.name}",
+            clock=clock.quality(),
+        )
+        deadline = loop.time() + silence
+        next_drop_log = loop.time()
+        logged_drops = 0
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await link.read()
+            except TimeoutError:
+                for r in self.translator.flush():
+                    yield r
+                raise DriverDisconnected(
+                    f"no valid {self.protocol.name} frame for {silence:g} s "
+                    f"({self.stats.dropped_bytes} bytes dropped; check baud/format)"
+                ) from None
+            except LinkLost as e:
+                for r in self.translator.flush():
+                    yield r
+                raise DriverDisconnected(str(e)) from e
+            now = clock.now()
+            frames_before = self.decoder.stats.frames
+            items = self.decoder.feed(chunk)
+            if self.decoder.stats.frames != frames_before:
+                deadline = loop.time() + silence
+            if any(isinstance(it, Dropped) for it in items) and loop.time() >= next_drop_log:
+                st = self.stats
+                self.ctx.log.warning(
+                    "serial_bytes_dropped",
+                    device=self.ctx.device_id,
+                    protocol=self.protocol.name,
+                    dropped_bytes=st.dropped_bytes,
+                    since_last_log=st.dropped_bytes - logged_drops,
+                    frames=st.frames,
+                )
+                logged_drops = st.dropped_bytes
+                next_drop_log = loop.time() + DROP_LOG_INTERVAL_S
+            for r in self.translator.translate(items, now, clock.quality()):
+                yield r

@@ -1,0 +1,190 @@
+"""Masimo Radical-7 serial ASCII output: one CRLF-terminated line per second, parsed by key.
+
+``12/01/05 11:56:29 SN=0123456789 SPO2=098% BPM=240 PI=20.00% ... ALARM=0000 EXC=000820``
+
+Dashes mean "no value".  ALARM and EXC are hex bit fields.  Keys we do not know (newer firmware
+adds SPHB, SPOC, RESVD, EXC1, ...) are ignored.  There is no checksum, so a line is rejected as a
+whole when it holds a non-printable byte, does not start with a date and time, or a known key has a
+value that does not parse or is out of range: a line with one corrupted number is not half-trusted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.serial.framing import Dropped, FramerStats
+from drivers.serial.oximetry import StateEvents
+from drivers.serial.waveform import back_dated_times
+from gateway.records import VITAL_UNITS, ClockQuality, DeviceFlag, Reading, Vital, VitalReading
+
+MAX_LINE = 512  # real lines are ~150 bytes; a longer run without LF is garbage
+LINE_PERIOD_S = 1.0
+
+_DATE = re.compile(rb"^\d\d/\d\d/\d\d$")
+_TIME = re.compile(rb"^\d\d:\d\d:\d\d$")
+_NUMBER = re.compile(rb"^-?\d+(\.\d+)?$")
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,8}$")
+
+# key -> (vital, unit suffix the device appends, valid range)
+_VITAL_KEYS: dict[bytes, tuple[Vital, bytes, float, float]] = {
+    b"SPO2": (Vital.SPO2, b"%", 0.0, 100.0),
+    b"BPM": (Vital.PULSE_RATE, b"", 0.0, 300.0),
+    b"PI": (Vital.PERFUSION_INDEX, b"%", 0.0, 20.0),
+}
+
+ALARM_BITS = {0x1: "spo2_high", 0x2: "spo2_low", 0x4: "pr_high", 0x8: "pr_low", 0x10: "active", 0x20: "silenced"}
+EXC_FLAGS = {
+    0x1: DeviceFlag.SENSOR_OFF,  # no sensor
+    0x4: DeviceFlag.LOW_PERFUSION,
+    0x8: DeviceFlag.SEARCHING,
+    0x20: DeviceFlag.SENSOR_OFF,
+    0x400: DeviceFlag.LOW_SIGNAL_QUALITY,
+}
+
+
+class _BadLine(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MasimoLine:
+    device_time: str  # "MM/DD/YY HH:MM:SS" as sent; the device's zone is unknown
+    values: dict[Vital, float | None]
+    alarm: int
+    exc: int
+    serial: str | None = None
+
+    @property
+    def flags(self) -> frozenset[DeviceFlag]:
+        flags = {flag for bit, flag in EXC_FLAGS.items() if self.exc & bit}
+        if self.alarm & 0x10:
+            flags.add(DeviceFlag.DEVICE_ALARM)
+        return frozenset(flags)
+
+    @property
+    def alarms(self) -> list[str]:
+        return [name for bit, name in ALARM_BITS.items() if self.alarm & bit]
+
+
+def _value(raw: bytes, suffix: bytes, lo: float, hi: float) -> float | None:
+    if suffix and raw.endswith(suffix):
+        raw = raw[: -len(suffix)]
+    if raw and set(raw) <= {ord("-"), ord(".")}:
+        return None
+    if not _NUMBER.match(raw):
+        raise _BadLine(f"value {raw!r}")
+    v = float(raw)
+    if not lo <= v <= hi:
+        raise _BadLine(f"value {v} out of range")
+    return v
+
+
+def parse_line(line: bytes) -> MasimoLine:
+    """Parse one line (without CR/LF); raise ``ValueError`` if it cannot be trusted."""
+    if any(b < 0x20 or b > 0x7E for b in line):
+        raise _BadLine("non-printable byte")
+    tokens = line.split()
+    if len(tokens) < 3 or not _DATE.match(tokens[0]) or not _TIME.match(tokens[1]):
+        raise _BadLine("no leading date and time")
+    values: dict[Vital, float | None] = {}
+    alarm = exc = 0
+    serial: str | None = None
+    seen = False
+    for tok in tokens[2:]:
+        key, eq, raw = tok.partition(b"=")
+        if not eq or not key:
+            raise _BadLine(f"token {tok!r} is not KEY=VALUE")
+        if key in _VITAL_KEYS:
+            vital, suffix, lo, hi = _VITAL_KEYS[key]
+            values[vital] = _value(raw, suffix, lo, hi)
+            seen = True
+        elif key in (b"ALARM", b"EXC"):
+            if not _HEX.match(raw):
+                raise _BadLine(f"{key.decode()} is not hex")
+            if key == b"ALARM":
+                alarm = int(raw, 16)
+            else:
+                exc = int(raw, 16)
+            seen = True
+        elif key == b"SN":
+            serial = raw.decode()
+    if not seen:
+        raise _BadLine("no known key")
+    return MasimoLine((tokens[0] + b" " + tokens[1]).decode(), values, alarm, exc, serial)
+
+
+@dataclass
+class MasimoDecoder:
+    stats: FramerStats = field(default_factory=FramerStats)
+    _buf: bytearray = field(default_factory=bytearray)
+    _offset: int = 0
+
+    def _reject(self, n: int, reason: str, out: list[MasimoLine | Dropped]) -> None:
+        out.append(Dropped(self._offset, n, reason))
+        self.stats.dropped_bytes += n
+        self.stats.drops += 1
+
+    def feed(self, data: bytes) -> list[MasimoLine | Dropped]:
+        self.stats.bytes_in += len(data)
+        self._buf += data
+        out: list[MasimoLine | Dropped] = []
+        buf = self._buf
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                if len(buf) - start > MAX_LINE:
+                    self._reject(len(buf) - start, "line too long", out)
+                    self._offset += len(buf) - start
+                    start = len(buf)
+                break
+            raw = bytes(buf[start:nl]).rstrip(b"\r")
+            n = nl + 1 - start
+            if raw.strip():
+                try:
+                    line = parse_line(raw)
+                except ValueError as e:
+                    self._reject(n, f"bad line: {e}", out)
+                else:
+                    out.append(line)
+                    self.stats.frames += 1
+            self._offset += n
+            start = nl + 1
+        del buf[:start]
+        return out
+
+    def finish(self) -> list[MasimoLine | Dropped]:
+        """A last line without its newline is still a line."""
+        if not self._buf:
+            return []
+        return self.feed(b"\n")
+
+
+@dataclass
+class MasimoTranslator:
+    device_id: str
+    events: StateEvents = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = StateEvents(self.device_id)
+
+    def duration(self, item: Any) -> float:
+        return LINE_PERIOD_S if isinstance(item, MasimoLine) else 0.0
+
+    def translate(self, items: Sequence[Any], t_end: float, clock: ClockQuality) -> list[Reading]:
+        out: list[Reading] = []
+        times = back_dated_times(items, t_end, self.duration)
+        for it, t in zip(items, times, strict=True):
+            if not isinstance(it, MasimoLine):
+                continue
+            flags = it.flags
+            self.events.update(flags, t, clock, out, battery=False)
+            for vital, value in it.values.items():
+                out.append(VitalReading(self.device_id, vital, value, VITAL_UNITS[vital], t, clock, flags))
+        return out
+
+    def flush(self) -> list[Reading]:
+        return []
