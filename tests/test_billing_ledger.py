@@ -1,0 +1,179 @@
+"""The async ledger: when state is saved, the unsynced-clock hold, and restarts — against an in-memory store.
+
+The same scenarios run on the real SQLite outbox in ``test_billing_outbox.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import date
+
+from gateway.billing.ledger import BillingLedger, PatientBilling, state_key
+from gateway.clock import ManualClock
+from gateway.config.billing import BillingSection
+from gateway.records import BillingRecord, ClockQuality
+from tests.billing_helpers import CHICAGO, brief, ts
+
+S = ClockQuality.SYNCED
+PATIENTS = {"p1": PatientBilling(CHICAGO, devices=frozenset({"ox1", "cuff1"}))}
+
+
+class MemoryStore:
+    """Commits at once; remembers each commit as (records, state keys) to check what went together."""
+
+    def __init__(self) -> None:
+        self.records: list[BillingRecord] = []
+        self.state: dict[str, bytes] = {}
+        self.commits: list[tuple[list[str], list[str]]] = []
+
+    def _done(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def submit(self, record: BillingRecord, *, state: Mapping[str, bytes | None] | None = None) -> asyncio.Future[None]:
+        if record.key not in {r.key for r in self.records}:
+            self.records.append(record)
+        self._apply(state or {})
+        self.commits.append(([record.key], sorted(state or {})))
+        return self._done()
+
+    def submit_state(self, state: Mapping[str, bytes | None]) -> asyncio.Future[None]:
+        self._apply(state)
+        self.commits.append(([], sorted(state)))
+        return self._done()
+
+    def _apply(self, state: Mapping[str, bytes | None]) -> None:
+        for k, v in state.items():
+            if v is None:
+                self.state.pop(k, None)
+            else:
+                self.state[k] = v
+
+    async def load_state(self, prefix: str) -> dict[str, bytes]:
+        return {k: v for k, v in self.state.items() if k.startswith(prefix)}
+
+
+async def open_ledger(store: MemoryStore, clock: ManualClock, cfg: BillingSection | None = None) -> BillingLedger:
+    return await BillingLedger.open(store, cfg or BillingSection(), gateway_id="gw1", patients=PATIENTS, clock=clock)
+
+
+async def test_first_reading_of_a_day_is_saved_with_its_record_later_ones_are_throttled() -> None:
+    store, clock = MemoryStore(), ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    ledger = await open_ledger(store, clock)
+    await ledger.on_reading("p1", "ox1", clock.now(), S)
+    assert store.commits == [(["rpm:p1:99453:2026-03-01:v1"], [state_key("p1")])]
+    for _ in range(10):  # same day, within the save interval: memory only
+        clock.advance(0.1)
+        await ledger.on_reading("p1", "ox1", clock.now(), S)
+    assert len(store.commits) == 1
+    clock.advance(10)
+    await ledger.on_reading("p1", "cuff1", clock.now(), S)  # interval passed: a state-only save
+    await asyncio.sleep(0)
+    assert store.commits[-1] == ([], [state_key("p1")])
+    clock.advance(86400)
+    await ledger.on_reading("p1", "ox1", clock.now(), S)  # day 2: a record and the state together
+    assert store.commits[-1] == (["rpm:p1:99445:2026-03-01:v1"], [state_key("p1")])
+    view = ledger.summary()[0]
+    assert (view.period_start, view.days_counted, view.projected_code, view.status) == (
+        "2026-03-01",
+        2,
+        "99445",
+        "accruing",
+    )
+
+
+async def test_counters_survive_flush_and_restart() -> None:
+    store, clock = MemoryStore(), ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    ledger = await open_ledger(store, clock)
+    for _ in range(5):
+        await ledger.on_reading("p1", "ox1", clock.now(), S)
+        clock.advance(1)
+    await ledger.flush()
+    again = await open_ledger(store, clock)
+    book = again._books["p1"]
+    assert book.current is not None and book.current.days[date(2026, 3, 1)].readings == 5
+
+
+async def test_a_clock_starting_in_1970_is_held_then_dated_by_the_monotonic_clock() -> None:
+    # Boot without RTC: wall clock at 1970 + uptime, monotonic from 0, not synchronised.
+    clock = ManualClock(t=120.0, mono=120.0, synced=False)
+    store = MemoryStore()
+    ledger = await open_ledger(store, clock)
+    for _ in range(3):  # three readings a minute apart, stamped in 1970
+        await ledger.on_reading("p1", "ox1", clock.now(), ClockQuality.UNSYNCED)
+        clock.advance(60)
+    await ledger.tick(clock.now())
+    assert store.records == [] and store.state == {}  # nothing counted on 1970
+    assert ledger.summary()[0].held_readings == 3
+    # NTP answers: the wall clock jumps to 23:30 local on 2 March; the monotonic clock goes on.
+    clock.t = ts("2026-03-02T23:30:00-06:00")
+    clock.mono += 5
+    clock.synced = True
+    await ledger.tick(clock.now())
+    assert brief(store.records) == [("99453", "billable", 1, "2026-03-02")]
+    ev = store.records[0].evidence[0]
+    assert ev.date == "2026-03-02" and ev.clock_flags == [ClockQuality.CORRECTED]
+    book = ledger._books["p1"]
+    assert book.current is not None and book.current.days[date(2026, 3, 2)].readings == 3
+    # first reading was 185 s before the jump (3 minutes of readings + 5 s)
+    assert ev.first.timestamp() == clock.now() - 185
+    assert ledger.summary()[0].held_readings == 0
+
+
+async def test_held_readings_straddling_midnight_are_dated_on_both_days() -> None:
+    clock = ManualClock(t=1000.0, mono=1000.0, synced=False)
+    store = MemoryStore()
+    ledger = await open_ledger(store, clock)
+    for _ in range(4):  # 00:00 - 4 min .. 00:00 + 2 min, once the clock is known
+        await ledger.on_reading("p1", "ox1", clock.now(), ClockQuality.UNSYNCED)
+        clock.advance(120)
+    clock.t = ts("2026-03-03T00:04:00-06:00")
+    clock.synced = True
+    await ledger.on_reading("p1", "ox1", clock.now(), S)  # the first synced reading releases the hold first
+    dates = ledger.summary()[0].dates
+    assert dates == ["2026-03-02", "2026-03-03"]
+
+
+async def test_implausible_future_and_unknown_readings_are_counted_not_billed() -> None:
+    clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    store = MemoryStore()
+    ledger = await open_ledger(store, clock)
+    await ledger.on_reading("p1", "ox1", 86400.0, ClockQuality.DEVICE)  # a device clock in 1970
+    await ledger.on_reading("p1", "ox1", clock.now() + 86400 * 365, ClockQuality.DEVICE)  # one year ahead
+    await ledger.on_reading("nobody", "ox1", clock.now(), S)
+    assert store.records == []
+    assert ledger.summary()[0].counters == {"implausible_time": 1, "future_time": 1}
+    assert ledger.unknown_patient == 1
+
+
+async def test_tick_closes_the_period_and_emits_the_supply_record_once() -> None:
+    clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    store = MemoryStore()
+    ledger = await open_ledger(store, clock)
+    for _ in range(3):
+        await ledger.on_reading("p1", "ox1", clock.now(), S)
+        clock.advance(86400)
+    clock.t = ts("2026-03-31T00:59:00-05:00")  # period ended at midnight; the grace runs one hour
+    await ledger.tick(clock.now())
+    assert [r.status.value for r in store.records].count("billable") == 1  # the set-up only
+    clock.advance(120)
+    await ledger.tick(clock.now())
+    await ledger.tick(clock.now())
+    assert brief(store.records[-1:]) == [("99445", "billable", 2, "2026-03-01")]
+    assert len(store.records) == 3
+    again = await open_ledger(store, clock)
+    await again.tick(clock.now())
+    assert len(store.records) == 3
+
+
+async def test_an_unsynced_host_clock_closes_nothing() -> None:
+    clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    store = MemoryStore()
+    ledger = await open_ledger(store, clock)
+    await ledger.on_reading("p1", "ox1", clock.now(), S)
+    await ledger.on_reading("p1", "ox1", clock.now() + 86400, S)
+    clock.synced = False
+    await ledger.tick(ts("2026-06-01T00:00:00-05:00"))
+    assert ledger.summary()[0].period_start == "2026-03-01"
