@@ -32,8 +32,8 @@ class Problem:
     allowed: str = ""
     kind: ProblemKind = ProblemKind.VALUE
 
-    def sort_key(self) -> tuple[int, int, str]:
-        return (self.line or 0, self.column or 0, self.path)
+    def sort_key(self) -> tuple[int, str, int]:
+        return (self.line or 0, self.path, self.column or 0)
 
     def render(self, file: Path) -> str:
         where = str(file)

@@ -139,7 +139,8 @@ def _index(loader: _Loader, node: yaml.Node, path: Loc, src: _SourceMap, dups: l
 
 
 _SYNTAX_HINTS = {
-    "cannot start any token": "a tab? indent with spaces only",
+    "found character '\\t'": "a tab: YAML indentation must use spaces",
+    "cannot start any token": "text starting with this character must be in quotes",
     "mapping values are not allowed here": "a ':' where none is expected: check this line's indentation,"
     " or put the value in quotes",
     "could not find expected ':'": "a line that is not 'key: value': check its indentation or a missing ':'",
@@ -183,14 +184,15 @@ def _reader_problem(e: yaml.reader.ReaderError, text: str) -> Problem:
 
 
 def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # checks for unprintable characters already
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(file, [_reader_problem(e, text)]) from None
     try:
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
             raise ConfigError(file, [_syntax_problem(e)]) from None
-        except yaml.reader.ReaderError as e:
-            raise ConfigError(file, [_reader_problem(e, text)]) from None
         if root is None:
             raise ConfigError(
                 file,
