@@ -193,6 +193,18 @@ def test_recursive_alias_does_not_hang_or_crash(tmp_path: Path) -> None:
         parse_config_text(MINIMAL + "processing: &a\n  summaries: *a\n", file=tmp_path / "c.yaml")
 
 
+def test_keys_are_names_even_when_yaml_reads_them_as_booleans(tmp_path: Path) -> None:
+    text = MINIMAL.replace("gateway:\n", "on: 1\ngateway:\n  no: 2\n") + "      - pulse-ox\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, file=tmp_path / "c.yaml")
+    assert [(p.line, p.path, p.kind) for p in info.value.problems] == [
+        (1, "on", ProblemKind.UNKNOWN_FIELD),
+        (3, "gateway.no", ProblemKind.UNKNOWN_FIELD),
+        (13, "patients[0].devices[1]", ProblemKind.VALUE),
+    ]
+    assert info.value.problems[2].message == "must be a section of 'key: value' lines (got 'pulse-ox')"
+
+
 def test_missing_top_level_section_has_no_line(tmp_path: Path) -> None:
     text = "gateway:\n  id: hub\npatients: []\n"
     with pytest.raises(ConfigError) as info:

@@ -48,6 +48,7 @@ __all__ = [
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,29 +91,25 @@ class _SourceMap:
         return None if node is None else str(node.value)
 
 
-def _key_of(loader: _Loader, node: yaml.Node) -> str | int | None:
-    """The Python key a mapping key node becomes, or None when it cannot be a field name anyway."""
+def _key_of(node: yaml.Node) -> str | None:
+    """Config keys are names: a scalar key is its text, even if YAML would read ``on``/``no``/``1`` as a
+    boolean or number (``on:`` then is an unknown field, not a baffling "keys should be strings")."""
     if not isinstance(node, yaml.ScalarNode):
         return None
-    try:
-        key = loader.construct_object(node, deep=True)
-    except (yaml.YAMLError, ValueError):
-        return str(node.value)
-    if isinstance(key, bool):  # YAML 1.1 reads `on:`/`no:` as booleans; keep the text for messages
-        return str(node.value)
-    return key if isinstance(key, str | int) else str(node.value)
+    node.tag = _STR_TAG  # construct it as written
+    return str(node.value)
 
 
-def _index(loader: _Loader, node: yaml.Node, path: Loc, src: _SourceMap, dups: list[Problem], active: set[int]) -> None:
+def _index(node: yaml.Node, path: Loc, src: _SourceMap, dups: list[Problem], active: set[int]) -> None:
     if id(node) in active:  # a recursive alias (&a [*a]); pydantic will reject the value anyway
         return
     active.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        first_seen: dict[str | int, yaml.Mark] = {}
+        first_seen: dict[str, yaml.Mark] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
-            key = _key_of(loader, key_node)
+            key = _key_of(key_node)
             if key is None:
                 continue
             if key in first_seen:
@@ -128,11 +125,11 @@ def _index(loader: _Loader, node: yaml.Node, path: Loc, src: _SourceMap, dups: l
                 first_seen[key] = key_node.start_mark
             # The later occurrence wins in the constructed data, so it is the one errors point to.
             src.marks[(*path, key)] = key_node.start_mark
-            _index(loader, value_node, (*path, key), src, dups, active)
+            _index(value_node, (*path, key), src, dups, active)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             src.marks[(*path, i)] = item.start_mark
-            _index(loader, item, (*path, i), src, dups, active)
+            _index(item, (*path, i), src, dups, active)
     elif isinstance(node, yaml.ScalarNode):
         src.scalars[path] = node
     active.discard(id(node))
@@ -215,7 +212,7 @@ def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
             )
         src = _SourceMap()
         dups: list[Problem] = []
-        _index(loader, root, (), src, dups, set())
+        _index(root, (), src, dups, set())
         try:
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as e:
