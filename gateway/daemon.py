@@ -1,0 +1,313 @@
+"""The daemon: config, storage, sessions, pipeline, uplink and systemd integration in one TaskGroup.
+
+Data flows in few hops: driver session → pipeline → outbox (committed = accepted) → uplink
+(PUBACK = delivered) → outbox ack.  Signals: SIGTERM/SIGINT stop within 5 s with every accepted
+record on disk; SIGHUP re-reads the config and restarts only the devices whose settings changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.clock import Clock, SystemClock
+from gateway.config.loader import ConfigError, load_config
+from gateway.config.models import ConfigBase
+from gateway.driver_api import DeviceContext, registry
+from gateway.outbox import Outbox, OutboxError
+from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
+from gateway.records import ClockQuality, Reading, Severity
+from gateway.sd_notify import Notifier
+from gateway.supervisor import Assignment, Supervisor
+from gateway.uplink import Uplink
+
+GATEWAY_SCOPE = "_gateway"
+"""Patient field of gateway-level technical alarms (outbox full, corrupt database, ...)."""
+
+SHUTDOWN_BUDGET_S = 5.0
+MAX_UNCOMMITTED = 5000  # records handed to the outbox and not yet committed before producers wait
+
+Observer = Callable[[str, Reading, PipelineOutput], None]
+
+
+@dataclass(frozen=True)
+class Paths:
+    config: Path
+    base_dir: Path
+    state_dir: Path
+
+    @property
+    def outbox(self) -> Path:
+        return self.state_dir / "outbox.sqlite3"
+
+    def device_dir(self, device_id: str) -> Path:
+        return self.state_dir / "devices" / device_id
+
+
+def resolve_paths(config_path: Path, cfg: ConfigBase) -> Paths:
+    base = config_path.resolve().parent
+    state = cfg.storage.path if cfg.storage.path.is_absolute() else base / cfg.storage.path
+    return Paths(config=config_path, base_dir=base, state_dir=state)
+
+
+def assignments(cfg: ConfigBase) -> dict[str, Assignment]:
+    return {d.id: Assignment(p.id, d) for p in cfg.patients for d in p.devices}
+
+
+def patient_setups(cfg: ConfigBase) -> dict[str, PatientSetup]:
+    setups = {}
+    for p in cfg.patients:
+        limits = {**cfg.alarms.limits, **p.alarms.limits}
+        setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices})
+    setups[GATEWAY_SCOPE] = PatientSetup(GATEWAY_SCOPE, {}, {})
+    return setups
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: Path,
+        cfg: ConfigBase,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.cfg = cfg
+        self.paths = resolve_paths(config_path, cfg)
+        self.clock: Clock = clock or SystemClock(policy=cfg.clock.sync)
+        self.notifier = notifier or Notifier()
+        self.observer = observer
+        self.log = structlog.get_logger()
+        self._stop = asyncio.Event()
+        self._heartbeat = time.monotonic()
+        self._uncommitted = 0
+        self._drain = asyncio.Event()
+        self._drain.set()
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.supervisor: Supervisor | None = None
+        self.pipeline: Pipeline | None = None
+        self.refused = 0
+
+    # -- control ------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as e:
+            self.log.error("config_reload_failed", problems=e.render())
+            self.notifier.status(self.status_line())
+            return
+        for section in ("gateway", "upstream", "storage", "clock"):
+            if getattr(new, section) != getattr(self.cfg, section):
+                self.log.warning("config_section_needs_restart", section=section)
+        self.cfg = new
+        assert self.pipeline is not None and self.supervisor is not None
+        self.pipeline.reconfigure(patient_setups(new))
+        report = self.supervisor.apply(assignments(new))
+        self.log.info(
+            "config_reloaded",
+            added=report.added,
+            removed=report.removed,
+            restarted=report.restarted,
+            unchanged=len(report.unchanged),
+        )
+        self.notifier.ready(self.status_line())
+
+    # -- main ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        st = self.cfg.storage
+        self.outbox = await Outbox.open(
+            self.paths.outbox,
+            gateway_id=self.cfg.gateway.id,
+            quotas=st.quotas,
+            min_free_mb=st.min_free_mb,
+            commit_interval_ms=st.commit_interval_ms,
+            commit_max_records=st.commit_max_records,
+            on_alarm=lambda cond, detail: loop.call_soon_threadsafe(self._gateway_alarm, cond, detail),
+        )
+        self.pipeline = Pipeline(
+            gateway_id=self.cfg.gateway.id,
+            new_key=self.outbox.next_key,
+            patients=patient_setups(self.cfg),
+            summary_period_s=self.cfg.processing.summaries.period_s,
+            no_data_s=self.cfg.alarms.no_data_minutes * 60,
+            battery_low_pct=self.cfg.alarms.battery_low_pct,
+        )
+        self.uplink = Uplink(self.cfg.upstream, self.outbox, gateway_id=self.cfg.gateway.id)
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
+            loop.add_signal_handler(sig, handler)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.supervisor = Supervisor(
+                    specs=registry(), sink=self._sink, clock=self.clock, context_for=self._context
+                )
+                self.supervisor.apply(assignments(self.cfg))
+                uplink_task = tg.create_task(self.uplink.run(), name="uplink")
+                ticker = tg.create_task(self._ticker(), name="ticker")
+                watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                self.log.info(
+                    "gateway_ready",
+                    gateway=self.cfg.gateway.id,
+                    devices=len(assignments(self.cfg)),
+                    startup_ms=round((time.monotonic() - started) * 1000),
+                )
+                self.notifier.ready(self.status_line())
+                await self._stop.wait()
+                await self._shutdown(uplink_task)
+                ticker.cancel()
+                watchdog.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            if self.outbox is not None:
+                await self.outbox.close()
+
+    async def _shutdown(self, uplink_task: asyncio.Task[None]) -> None:
+        t0 = time.monotonic()
+        self.notifier.stopping()
+        self.log.info("gateway_stopping")
+        assert self.supervisor is not None and self.pipeline is not None and self.outbox is not None
+        await self.supervisor.stop_all(grace_s=2.0)
+        self._submit_all(self.pipeline.flush(self.clock.now()).records)
+        # The uplink releases whatever it leased and did not get acknowledged.
+        uplink_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(uplink_task, timeout=1.0)
+        await self.outbox.close()
+        self.log.info("gateway_stopped", shutdown_ms=round((time.monotonic() - t0) * 1000))
+
+    # -- data path ----------------------------------------------------------------------------
+
+    def _context(self, device_id: str, a: Assignment) -> DeviceContext:
+        state = self.paths.device_dir(device_id)
+        state.mkdir(parents=True, exist_ok=True)
+        return DeviceContext(
+            device_id=device_id,
+            patient=a.patient,
+            clock=self.clock,
+            state_dir=state,
+            base_dir=self.paths.base_dir,
+            log=structlog.get_logger().bind(device=device_id, patient=a.patient),
+        )
+
+    async def _sink(self, patient: str, reading: Reading) -> None:
+        assert self.pipeline is not None
+        try:
+            out = self.pipeline.feed(patient, reading)
+        except Exception:  # a pipeline bug must not take the device down
+            self.log.exception("pipeline_error", patient=patient, reading=type(reading).__name__)
+            return
+        self._submit_all(out.records)
+        if self.observer is not None:
+            self.observer(patient, reading, out)
+        if self._uncommitted > MAX_UNCOMMITTED:
+            await self._drain.wait()
+
+    def _submit_all(self, records: list[AnyRecord]) -> None:
+        assert self.outbox is not None
+        for rec in records:
+            try:
+                fut = self.outbox.submit(rec)
+            except OutboxError as e:
+                self._refused(rec, e)
+                continue
+            self._uncommitted += 1
+            if self._uncommitted > MAX_UNCOMMITTED:
+                self._drain.clear()
+            fut.add_done_callback(lambda f, rec=rec: self._committed(rec, f))
+
+    def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:
+        self._uncommitted -= 1
+        if self._uncommitted <= MAX_UNCOMMITTED // 2:
+            self._drain.set()
+        if not fut.cancelled() and fut.exception() is not None:
+            self._refused(rec, fut.exception())
+
+    def _refused(self, rec: AnyRecord, e: BaseException | None) -> None:
+        self.refused += 1
+        self.log.error("record_refused", kind=rec.kind, key=rec.key, patient=rec.patient, error=repr(e))
+
+    def _gateway_alarm(self, condition: str, detail: str) -> None:
+        assert self.pipeline is not None
+        self.log.error("gateway_technical_alarm", condition=condition, detail=detail)
+        out = self.pipeline.technical(
+            GATEWAY_SCOPE,
+            condition,
+            True,
+            self.clock.now(),
+            severity=Severity.HIGH,
+            detail=detail,
+            clock=self.clock.quality(),
+        )
+        self._submit_all(out.records)
+
+    # -- periodic -----------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        assert self.pipeline is not None
+        n = 0
+        while True:
+            await asyncio.sleep(1.0)
+            self._heartbeat = time.monotonic()
+            out = self.pipeline.tick(self.clock.now(), self.clock.quality())
+            self._submit_all(out.records)
+            n += 1
+            if n % 10 == 0:
+                self.notifier.status(self.status_line())
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_s
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval / 2)
+            # Only a live supervisor loop may keep systemd from restarting us.
+            if time.monotonic() - self._heartbeat < interval / 2:
+                self.notifier.watchdog()
+            else:
+                self.log.error("watchdog_withheld", heartbeat_age_s=round(time.monotonic() - self._heartbeat, 1))
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        sessions = self.supervisor.sessions() if self.supervisor else []
+        up = sum(1 for s in sessions if s.state == "running")
+        broker = "connected" if self.uplink and self.uplink.stats.connected else "offline"
+        depth = self.outbox.stats().depth if self.outbox else 0
+        alarms = self.pipeline.active_alarm_count() if self.pipeline else 0
+        return f"{up}/{len(sessions)} devices up, broker {broker}, outbox {depth} pending, {alarms} alarms active"
+
+    def snapshot(self) -> Mapping[str, Any]:
+        return {
+            "sessions": self.supervisor.sessions() if self.supervisor else [],
+            "outbox": self.outbox.stats() if self.outbox else None,
+            "uplink": self.uplink.stats if self.uplink else None,
+            "refused": self.refused,
+        }
+
+
+def clock_quality_label(q: ClockQuality) -> str:
+    return "" if q is ClockQuality.SYNCED else f" [{q.value}]"

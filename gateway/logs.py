@@ -1,0 +1,70 @@
+"""Logging: one structlog processor chain for our logs and for the stdlib logs of bleak/aiomqtt.
+
+On a terminal: colourful console lines.  Otherwise (systemd): one JSON object per line, prefixed with
+the syslog priority ``<N>`` so ``journalctl -p warning`` filters by level (systemd strips the prefix,
+``SyslogLevelPrefix=yes`` being its default).  ``device=`` and ``patient=`` are bound per session task
+through context variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+# syslog priorities (RFC 5424) by stdlib level name
+_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7, "notset": 7, "exception": 3}
+
+
+class _PrefixRenderer:
+    """JSON renderer that prefixes each line with ``<priority>``."""
+
+    def __init__(self) -> None:
+        self._json = structlog.processors.JSONRenderer(sort_keys=False)
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> str:
+        prio = _PRIORITY.get(str(event_dict.get("level", "info")).lower(), 6)
+        return f"<{prio}>" + str(self._json(logger, name, event_dict))
+
+
+def configure(
+    level: str = "info",
+    fmt: Literal["auto", "console", "json"] = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: structlog.typing.Processor
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = _PrefixRenderer()
+
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Libraries are chatty at debug; their warnings still come through the same chain.
+    for noisy in ("bleak", "aiomqtt", "paho", "dbus_fast", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
