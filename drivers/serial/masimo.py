@@ -24,6 +24,7 @@ MAX_LINE = 512  # real lines are ~150 bytes; a longer run without LF is garbage
 LINE_PERIOD_S = 1.0
 
 _DATE = re.compile(rb"^\d\d/\d\d/\d\d$")
+_LINE_START = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
 _TIME = re.compile(rb"^\d\d:\d\d:\d\d$")
 _NUMBER = re.compile(rb"^-?\d+(\.\d+)?$")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,8}$")
@@ -136,25 +137,45 @@ class MasimoDecoder:
         while True:
             nl = buf.find(b"\n", start)
             if nl < 0:
-                if len(buf) - start > MAX_LINE:
-                    self._reject(len(buf) - start, "line too long", out)
-                    self._offset += len(buf) - start
-                    start = len(buf)
+                # Keep the last MAX_LINE bytes: a real line may have begun inside them.
+                excess = len(buf) - start - MAX_LINE
+                if excess > 0:
+                    self._reject(excess, "line too long", out)
+                    self._offset += excess
+                    start += excess
                 break
             raw = bytes(buf[start:nl]).rstrip(b"\r")
             n = nl + 1 - start
             if raw.strip():
-                try:
-                    line = parse_line(raw)
-                except ValueError as e:
-                    self._reject(n, f"bad line: {e}", out)
-                else:
-                    out.append(line)
-                    self.stats.frames += 1
+                self._line(raw, n, out)
             self._offset += n
             start = nl + 1
         del buf[:start]
         return out
+
+    def _line(self, raw: bytes, n: int, out: list[MasimoLine | Dropped]) -> None:
+        try:
+            line = parse_line(raw)
+        except ValueError as e:
+            # Garbage glued in front of a good line (no newline between): start again at the
+            # last date-and-time in the line, so the line itself is not lost.
+            starts = [m.start() for m in _LINE_START.finditer(raw) if m.start() > 0]
+            if starts:
+                try:
+                    line = parse_line(raw[starts[-1] :])
+                except ValueError:
+                    pass
+                else:
+                    self._reject(starts[-1], "garbage before line", out)
+                    self._accept(line, out)
+                    return
+            self._reject(n, f"bad line: {e}", out)
+        else:
+            self._accept(line, out)
+
+    def _accept(self, line: MasimoLine, out: list[MasimoLine | Dropped]) -> None:
+        out.append(line)
+        self.stats.frames += 1
 
     def finish(self) -> list[MasimoLine | Dropped]:
         """A last line without its newline is still a line."""
