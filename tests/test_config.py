@@ -188,9 +188,12 @@ def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     assert [d.id for d in cfg.patients[0].devices] == ["x", "d1"]
 
 
-def test_recursive_alias_does_not_hang_or_crash(tmp_path: Path) -> None:
+def test_recursive_alias_and_deep_nesting_do_not_hang_or_crash(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         parse_config_text(MINIMAL + "processing: &a\n  summaries: *a\n", file=tmp_path / "c.yaml")
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(MINIMAL + "extra: " + "[" * 5000 + "]" * 5000 + "\n", file=tmp_path / "c.yaml")
+    assert _only_line(info.value).endswith(": YAML nested too deeply")
 
 
 def test_keys_are_names_even_when_yaml_reads_them_as_booleans(tmp_path: Path) -> None:

@@ -100,10 +100,13 @@ def _key_of(node: yaml.Node) -> str | None:
     return str(node.value)
 
 
-def _index(node: yaml.Node, path: Loc, src: _SourceMap, dups: list[Problem], active: set[int]) -> None:
-    if id(node) in active:  # a recursive alias (&a [*a]); pydantic will reject the value anyway
+def _index(node: yaml.Node, path: Loc, src: _SourceMap, dups: list[Problem], visited: set[int]) -> None:
+    # An alias is the anchored node again: index it once, so a recursive alias (&a [*a]) ends and a
+    # chain of aliases to aliases ("billion laughs") stays linear.  Its other uses fall back to the
+    # line of the key holding them.
+    if id(node) in visited:
         return
-    active.add(id(node))
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         first_seen: dict[str, yaml.Mark] = {}
         for key_node, value_node in node.value:
@@ -125,14 +128,13 @@ def _index(node: yaml.Node, path: Loc, src: _SourceMap, dups: list[Problem], act
                 first_seen[key] = key_node.start_mark
             # The later occurrence wins in the constructed data, so it is the one errors point to.
             src.marks[(*path, key)] = key_node.start_mark
-            _index(value_node, (*path, key), src, dups, active)
+            _index(value_node, (*path, key), src, dups, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             src.marks[(*path, i)] = item.start_mark
-            _index(item, (*path, i), src, dups, active)
+            _index(item, (*path, i), src, dups, visited)
     elif isinstance(node, yaml.ScalarNode):
         src.scalars[path] = node
-    active.discard(id(node))
 
 
 _SYNTAX_HINTS = {
@@ -180,6 +182,10 @@ def _reader_problem(e: yaml.reader.ReaderError, text: str) -> Problem:
     )
 
 
+def _too_deep() -> Problem:
+    return Problem(None, None, "", "YAML nested too deeply", kind=ProblemKind.SYNTAX)
+
+
 def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
     try:
         loader = _Loader(text)  # checks for unprintable characters already
@@ -190,6 +196,8 @@ def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
             raise ConfigError(file, [_syntax_problem(e)]) from None
+        except RecursionError:  # PyYAML composes recursively
+            raise ConfigError(file, [_too_deep()]) from None
         if root is None:
             raise ConfigError(
                 file,
@@ -212,11 +220,13 @@ def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
             )
         src = _SourceMap()
         dups: list[Problem] = []
-        _index(root, (), src, dups, set())
         try:
+            _index(root, (), src, dups, set())
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as e:
             raise ConfigError(file, [*dups, _syntax_problem(e)]) from None
+        except RecursionError:
+            raise ConfigError(file, [_too_deep()]) from None
         return data, src, dups
     finally:
         loader.dispose()
@@ -595,6 +605,8 @@ def analyse_config_text(
         problems += [u.problem() for u in unset]
     try:
         cfg = model.model_validate(data)
+    except RecursionError:
+        raise ConfigError(file, [*problems, _too_deep()]) from None
     except ValidationError as e:
         problems += [_problem_from_error(err, model, src) for err in e.errors(include_url=False)]
         raise ConfigError(file, problems) from None
