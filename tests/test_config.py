@@ -447,3 +447,13 @@ def test_mangled_config_gives_config_error_or_model(text: str) -> None:
         for p in e.problems:
             assert p.line is None or 1 <= p.line <= nlines
         assert "Traceback" not in e.render()
+
+
+def test_reloading_the_same_file_gives_an_equal_config(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL)
+    first, again = load_config(path), load_config(path)
+    assert first == again and first.patients[0] == again.patients[0]
+    path.write_text(MINIMAL.replace("a.jsonl", "b.jsonl"))
+    changed = load_config(path)
+    assert changed.patients[0] != first.patients[0] and changed.upstream == first.upstream

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import os
 import re
 import types
@@ -577,6 +578,16 @@ def _user() -> str:
         return "running the gateway"
 
 
+@functools.cache
+def installed_config_model() -> type[ConfigBase]:
+    """The config model of the installed drivers, built once per process.
+
+    One class for every load matters beyond speed: pydantic models of different classes never compare
+    equal, so a config re-read on SIGHUP could not be compared with the running one otherwise.
+    """
+    return build_config_model()
+
+
 def analyse_config_text(
     text: str,
     *,
@@ -593,7 +604,7 @@ def analyse_config_text(
     env = os.environ if env is None else env
     if model is None:
         try:
-            model = build_config_model()
+            model = installed_config_model()
         except RuntimeError as e:  # no driver installed: a broken installation, not a typo, but no traceback
             raise ConfigError(file, [Problem(None, None, "", str(e), kind=ProblemKind.FILE)]) from None
     data, src, problems = _parse_yaml(text, file)
@@ -648,7 +659,7 @@ def resolve_path(cfg: ConfigBase, p: Path) -> Path:
 
 def config_json_schema(model: type[ConfigBase] | None = None) -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the full config, with every installed driver's settings."""
-    model = build_config_model() if model is None else model
+    model = installed_config_model() if model is None else model
     schema = model.model_json_schema()
     schema.pop("title", None)
     return {
