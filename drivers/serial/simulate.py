@@ -112,7 +112,7 @@ def masimo_stream(seconds: Sequence[OxiSecond], start: datetime, newer_firmware:
     out = bytearray()
     for k, sec in enumerate(seconds):
         t = start + timedelta(seconds=k)
-        exc = 0x000820 if not sec.sensor_off else 0x000021
+        exc = 0x000800 if not sec.sensor_off else 0x000821  # 0x800: SET mode
         if sec.artifact:
             exc |= 0x400
         spo2 = "---" if sec.spo2 is None or sec.sensor_off else f"{sec.spo2:03d}"
