@@ -1,0 +1,498 @@
+"""MQTT uplink: drains the outbox to the broker, QoS 1 over an MQTT 5 persistent session.
+
+Topic layout (``prefix`` is ``upstream.topic_prefix``, default ``iomt``)::
+
+    <prefix>/<gateway_id>/<kind>/<patient>   one message per record, kind = alarm|billing|summary|status
+    <prefix>/<gateway_id>/status             retained {"state": "online"|"offline", ...}
+
+A record message's payload is the record's JSON exactly as the outbox stored it.  Each carries the
+MQTT 5 user properties ``key`` (the record's idempotency key, also inside the JSON), ``kind`` and
+``schema`` (``"1"``) and the content type ``application/json``.  Delivery is at least once:
+consumers drop duplicates by ``key``.  A topic level never contains ``/``, ``+``, ``#``, ``%`` or
+NUL: those characters are written ``%2F``, ``%2B``, ``%23``, ``%25``, ``%00``.  Note that a
+subscription to ``<prefix>/<gw>/status/#`` also matches the retained ``<prefix>/<gw>/status``.
+
+The status message is ``{"gateway_id", "state", "time", "schema"}``.  ``online`` is published
+(retained) after every connect; ``offline`` is the retained last will, so the broker publishes it
+when the link dies, and the uplink publishes it itself before a deliberate disconnect (an MQTT 5
+normal DISCONNECT discards the will).  The will's ``time`` is the time of the connect that set it.
+
+Delivery rules:
+
+* A row is *delivered* when its PUBACK arrives with a success reason code; only then is it acked
+  in the outbox (acks are batched).
+* A publish timeout, a dropped link or a refusal (PUBACK reason >= 0x80, e.g. "not authorised")
+  means the row is not known to be delivered: it goes back to the outbox (``release``) and is
+  sent again, with the same key, after a reconnect.  Every exit path — cancellation included —
+  acks what was acknowledged and releases every other leased row.
+* At most ``upstream.inflight`` publishes are unacknowledged at once (that many publishing tasks).
+  Rows go out in the outbox's lease order; a row released after a failure may arrive after rows
+  leased later than it, and may arrive twice.
+* Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))``; ``n``
+  starts again from 0 after a connect that got as far as announcing ``online``.
+
+This is the only module that imports aiomqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.config.models import UpstreamSection
+from gateway.records import SCHEMA_VERSION, RecordKind
+
+CONTENT_TYPE = "application/json"
+# The broker keeps the session this long after the link drops; a day covers any outage worth
+# resuming, and a publish-only client keeps little state there.
+SESSION_EXPIRY_S = 86_400
+# Safety net for a missed wake-up from ``Outbox.wait_pending``.
+IDLE_POLL_S = 5.0
+# A deliberate disconnect announces ``offline`` but does not wait long for a dying link.
+GOODBYE_TIMEOUT_S = 0.5
+BACKOFF_BASE_S = 1.0
+
+_RESERVED = {"/": "%2F", "+": "%2B", "#": "%23", "%": "%25", "\x00": "%00"}
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def topic_level(value: str) -> str:
+    """``value`` made safe as one topic level (reversible; see the module docstring)."""
+    if not any(c in _RESERVED for c in value):
+        return value
+    return "".join(_RESERVED.get(c, c) for c in value)
+
+
+def topic_for(prefix: str, gateway_id: str, kind: RecordKind, patient: str) -> str:
+    return f"{prefix}/{topic_level(gateway_id)}/{RecordKind(kind).value}/{topic_level(patient)}"
+
+
+def status_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/{topic_level(gateway_id)}/status"
+
+
+def status_payload(gateway_id: str, state: str, now: float) -> bytes:
+    doc = {
+        "gateway_id": gateway_id,
+        "state": state,
+        "time": datetime.fromtimestamp(now, tz=UTC).isoformat(),
+        "schema": SCHEMA_VERSION,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: spreads a fleet's reconnects after a broker outage."""
+    ceiling = min(cap, base * 2.0 ** min(attempt, 64))
+    return rng.uniform(0.0, ceiling)
+
+
+# --------------------------------------------------------------------------------------------
+# What the uplink needs from the outbox
+# --------------------------------------------------------------------------------------------
+
+
+class QueuedRow(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> RecordKind: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def patient(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class DeliveryQueue(Protocol):
+    """The part of ``gateway.outbox.Outbox`` the uplink uses."""
+
+    async def wait_pending(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
+    async def lease(self, limit: int) -> Sequence[QueuedRow]: ...
+    async def ack(self, ids: Sequence[int]) -> None: ...
+    async def release(self, ids: Sequence[int]) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and stats
+# --------------------------------------------------------------------------------------------
+
+
+class UplinkError(Exception):
+    """A publish whose outcome is not a success; the connection is dropped and rebuilt."""
+
+
+class PublishTimeout(UplinkError):
+    pass
+
+
+class PublishRefused(UplinkError):
+    def __init__(self, topic: str, reason: ReasonCode) -> None:
+        super().__init__(f"broker refused publish on {topic}: {reason} (0x{reason.value:02x})")
+        self.reason = reason
+
+
+# Failures of the link or of the broker: log, back off, reconnect.  Anything else is a bug or a
+# broken outbox and propagates after the leased rows have been put back.
+_LINK_ERRORS = (aiomqtt.MqttError, UplinkError, OSError)
+
+
+@dataclass
+class UplinkStats:
+    connected: bool = False
+    delivered: int = 0  # rows acked in the outbox after a successful PUBACK
+    resent: int = 0  # rows released back to the outbox, outcome unknown, to be sent again
+    publish_timeouts: int = 0
+    connects: int = 0
+    last_delivery: float | None = None  # Unix time of the last ack
+    last_error: str | None = None
+    refused: int = 0  # publishes the broker answered with a failure reason code
+
+
+# --------------------------------------------------------------------------------------------
+# aiomqtt client that reports the PUBACK reason code
+# --------------------------------------------------------------------------------------------
+
+
+class _AckingClient(aiomqtt.Client):
+    """``aiomqtt.Client`` with a publish that returns the PUBACK reason code.
+
+    aiomqtt 2.x completes ``publish()`` on any PUBACK and drops its reason code, so a message an
+    MQTT 5 broker refused (0x87 not authorised, 0x97 quota exceeded) would look delivered and its
+    row would be deleted.  This uses aiomqtt internals (``_client``, ``_loop``, ``_connected``,
+    ``_lock`` and two callbacks), stable within the pinned 2.x series.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reason_code)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        # aiomqtt ignores a link lost before CONNACK and lets the connect wait for its whole
+        # timeout; fail the connect attempt at once instead (only while one is in progress).
+        if not self._connected.done() and self._lock.locked():
+            self._connected.set_exception(aiomqtt.MqttError(f"connection closed before CONNACK: {reason_code}"))
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    async def publish_acked(
+        self, topic: str, payload: bytes, *, retain: bool, properties: Properties, wait_s: float
+    ) -> ReasonCode:
+        info = self._client.publish(topic, payload, 1, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        # The PUBACK is read by a loop callback, so it cannot arrive before this registration.
+        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self._acks[info.mid] = fut
+        try:
+            return await asyncio.wait_for(fut, wait_s)
+        except TimeoutError:
+            raise PublishTimeout(f"no PUBACK within {wait_s} s on {topic}") from None
+        finally:
+            self._acks.pop(info.mid, None)
+
+
+# --------------------------------------------------------------------------------------------
+# The uplink
+# --------------------------------------------------------------------------------------------
+
+
+class Uplink:
+    def __init__(
+        self,
+        cfg: UpstreamSection,
+        outbox: DeliveryQueue,
+        *,
+        gateway_id: str,
+        log: Any = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        backoff_base_s: float = BACKOFF_BASE_S,
+    ) -> None:
+        self._cfg = cfg
+        self._outbox = outbox
+        self._gateway_id = gateway_id
+        self._client_id = cfg.client_id or gateway_id
+        self._log = (log if log is not None else structlog.get_logger("gateway.uplink")).bind(
+            component="uplink", gateway=gateway_id
+        )
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._backoff_base_s = backoff_base_s
+        self._status_topic = status_topic(cfg.topic_prefix, gateway_id)
+        self._stats = UplinkStats()
+        # Source of truth for "leased and not yet acked in the outbox": whatever is here when a
+        # connection ends goes back to the outbox (except rows in ``_acked``, which were delivered).
+        self._leased: dict[int, QueuedRow] = {}
+        self._ready: deque[QueuedRow] = deque()
+        self._acked: list[int] = []
+        self._ack_wanted = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
+        self._announced = False
+
+    @property
+    def stats(self) -> UplinkStats:
+        return replace(self._stats)
+
+    # ---------------------------------------------------------------- connection loop
+
+    async def run(self) -> None:
+        """Connect, announce, drain the outbox; reconnect with backoff.  Returns only by cancel."""
+        attempt = 0
+        try:
+            while True:
+                self._announced = False
+                good = False
+                try:
+                    await self._connection()
+                except _LINK_ERRORS as e:
+                    self._stats.last_error = f"{type(e).__name__}: {e}"
+                    # A broker that accepts the connection but refuses or ignores publishes
+                    # must not get a reconnect every second: only a clean loss resets backoff.
+                    good = self._announced and not isinstance(e, UplinkError)
+                finally:
+                    self._stats.connected = False
+                    await self._settle()
+                if good:
+                    attempt = 0
+                delay = backoff_delay(attempt, base=self._backoff_base_s, cap=self._cfg.backoff_max_s, rng=self._rng)
+                self._log.info("uplink_backoff", attempt=attempt, delay_s=round(delay, 3), error=self._stats.last_error)
+                attempt += 1
+                await asyncio.sleep(delay)
+        finally:
+            await self._settle()
+
+    async def _connection(self) -> None:
+        client = await self._make_client()
+        self._log.info("uplink_connecting", host=self._cfg.host, port=self._cfg.port, tls=self._cfg.tls)
+        await client.__aenter__()
+        try:
+            self._stats.connected = True
+            self._stats.connects += 1
+            self._log.info("uplink_connected", host=self._cfg.host, port=self._cfg.port, client_id=self._client_id)
+            await self._publish_status(client, "online", self._cfg.publish_timeout_s)
+            self._announced = True
+            try:
+                await self._pump(client)
+            except aiomqtt.MqttError as e:
+                self._log.warning("uplink_disconnected", error=str(e), cause=repr(e.__cause__))
+                raise
+            except (UplinkError, asyncio.CancelledError) as e:
+                # Rows first (a stopping daemon gives us about a second), then, as the link may
+                # still be up, the goodbye: a normal disconnect makes the broker drop the will.
+                self._log.info("uplink_closing", reason=type(e).__name__)
+                await self._settle()
+                await self._goodbye(client)
+                raise
+        finally:
+            self._stats.connected = False
+            # A failure here means the link was already gone: nothing left to close cleanly.
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await client.__aexit__(None, None, None)
+
+    async def _make_client(self) -> _AckingClient:
+        cfg = self._cfg
+        password = None
+        if cfg.password_file is not None:
+            text = await asyncio.to_thread(cfg.password_file.read_text, encoding="utf-8")
+            password = text.rstrip("\r\n")
+        tls_params = None
+        if cfg.tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                keyfile=str(cfg.key_file) if cfg.key_file else None,
+            )
+        now = self._clock()
+        will_props = _properties(PacketTypes.WILLMESSAGE)
+        will_props.ContentType = CONTENT_TYPE
+        connect_props = _properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+        return _AckingClient(
+            cfg.host,
+            cfg.port,
+            identifier=self._client_id,
+            username=cfg.username,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=connect_props,
+            will=aiomqtt.Will(
+                self._status_topic,
+                status_payload(self._gateway_id, "offline", now),
+                qos=1,
+                retain=True,
+                properties=will_props,
+            ),
+            tls_params=tls_params,
+            keepalive=cfg.keepalive_s,
+            timeout=cfg.publish_timeout_s,
+            max_inflight_messages=cfg.inflight + 1,  # +1: the status message
+        )
+
+    async def _publish_status(self, client: _AckingClient, state: str, wait_s: float) -> None:
+        props = _properties(PacketTypes.PUBLISH)
+        props.ContentType = CONTENT_TYPE
+        payload = status_payload(self._gateway_id, state, self._clock())
+        reason = await client.publish_acked(self._status_topic, payload, retain=True, properties=props, wait_s=wait_s)
+        if reason.is_failure:
+            raise PublishRefused(self._status_topic, reason)
+
+    async def _goodbye(self, client: _AckingClient) -> None:
+        try:
+            await self._publish_status(client, "offline", min(GOODBYE_TIMEOUT_S, self._cfg.publish_timeout_s))
+        except (*_LINK_ERRORS, TimeoutError):
+            pass  # the will covers a link that died meanwhile
+
+    # ---------------------------------------------------------------- draining
+
+    async def _pump(self, client: _AckingClient) -> None:
+        """Run the publishing tasks until one of them fails; the failure ends the connection."""
+        tasks = [
+            asyncio.create_task(self._watch(client), name="uplink-watch"),
+            asyncio.create_task(self._acker(), name="uplink-acker"),
+        ]
+        tasks += [
+            asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(self._cfg.inflight)
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # A refusal or timeout is the root cause even if the link died right after it
+            # (Mosquitto closes the link after refusing); otherwise the watcher's "link lost"
+            # explains the other tasks' failures best.
+            watch = tasks[0]
+            ranked = sorted(done, key=lambda t: (not isinstance(t.exception(), UplinkError), t is not watch))
+            for task in ranked:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            raise aiomqtt.MqttError("uplink task ended unexpectedly")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, client: _AckingClient) -> None:
+        # We subscribe to nothing; the iterator's job here is to raise when the link dies, which
+        # also ends publishes that would otherwise wait for their timeout.
+        async for _message in client.messages:
+            pass
+
+    async def _next_row(self) -> QueuedRow:
+        while not self._ready:
+            async with self._lease_lock:
+                if self._ready:
+                    break
+                rows = await self._outbox.lease(self._cfg.inflight)
+                if rows:
+                    for row in rows:
+                        self._leased[row.id] = row
+                    self._ready.extend(rows)
+                else:
+                    await self._outbox.wait_pending(timeout=IDLE_POLL_S)
+        return self._ready.popleft()
+
+    async def _publisher(self, client: _AckingClient) -> None:
+        prefix = self._cfg.topic_prefix
+        wait_s = self._cfg.publish_timeout_s
+        while True:
+            row = await self._next_row()
+            topic = topic_for(prefix, self._gateway_id, row.kind, row.patient)
+            props = _properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("key", row.key), ("kind", RecordKind(row.kind).value), ("schema", "1")]
+            props.ContentType = CONTENT_TYPE
+            try:
+                reason = await client.publish_acked(topic, row.payload, retain=False, properties=props, wait_s=wait_s)
+            except PublishTimeout:
+                self._stats.publish_timeouts += 1
+                raise
+            if reason.is_failure:
+                self._stats.refused += 1
+                self._log.error("uplink_publish_refused", topic=topic, key=row.key, reason=str(reason))
+                raise PublishRefused(topic, reason)
+            self._acked.append(row.id)
+            self._ack_wanted.set()
+
+    async def _acker(self) -> None:
+        while True:
+            await self._ack_wanted.wait()
+            self._ack_wanted.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        ids = list(self._acked)
+        if not ids:
+            return
+        await self._outbox.ack(ids)
+        # Only the prefix we acked: publishers may have appended meanwhile.  Ids stay in
+        # ``_acked`` until the ack returns, so an interrupted ack is simply repeated.
+        del self._acked[: len(ids)]
+        for row_id in ids:
+            self._leased.pop(row_id, None)
+        self._stats.delivered += len(ids)
+        self._stats.last_delivery = self._clock()
+        self._log.debug("uplink_acked", count=len(ids))
+
+    async def _settle(self) -> None:
+        """Ack what the broker acknowledged; give every other leased row back to the outbox."""
+        self._ready.clear()
+        try:
+            await self._flush_acks()
+        except Exception as e:
+            self._log.error("uplink_ack_failed", error=repr(e), count=len(self._acked))
+        delivered = set(self._acked)
+        unknown = [row_id for row_id in self._leased if row_id not in delivered]
+        if not unknown:
+            return
+        try:
+            await self._outbox.release(unknown)
+        except Exception as e:
+            self._log.error("uplink_release_failed", error=repr(e), count=len(unknown))
+            return
+        for row_id in unknown:
+            del self._leased[row_id]
+        self._stats.resent += len(unknown)
+        self._log.info("uplink_released", count=len(unknown))

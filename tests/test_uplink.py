@@ -1,0 +1,488 @@
+"""The MQTT uplink against a real Mosquitto (tests/broker.py) and a real outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import string
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from gateway.config.models import UpstreamSection
+from gateway.records import (
+    PRIORITY,
+    AlarmEvent,
+    AlarmRecord,
+    ClockQuality,
+    RecordKind,
+    Severity,
+    SummaryRecord,
+    Vital,
+)
+from gateway.uplink import Uplink, backoff_delay, status_topic, topic_for, topic_level
+from tests.broker import MosquittoBroker, Received, Subscriber, TcpProxy, TlsFiles
+
+GW = "gw-test"
+PREFIX = "iomt"
+
+
+# --------------------------------------------------------------------------------------------
+# Stand-in outbox until gateway/outbox.py lands (same API, in memory)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    kind: RecordKind
+    key: str
+    patient: str
+    seq: int
+    payload: bytes
+    created: float
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self._rows: dict[int, _Row] = {}
+        self._leased: set[int] = set()
+        self._seq = 0
+        self._changed = asyncio.Event()
+
+    def next_key(self) -> str:
+        self._seq += 1
+        return f"{GW}:{self._seq}"
+
+    def submit(self, record: Any, *, state: Any = None) -> asyncio.Future[None]:
+        row_id = len(self._rows) + 1 + max(self._rows, default=0)
+        seq = int(record.key.rpartition(":")[2])
+        self._rows[row_id] = _Row(
+            row_id, RecordKind(record.kind), record.key, record.patient, seq, record.model_dump_json().encode(), 0.0
+        )
+        self._changed.set()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def wait_pending(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        if self.pending_ids():
+            return True
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        return bool(self.pending_ids())
+
+    def pending_ids(self) -> list[int]:
+        return [i for i in self._rows if i not in self._leased]
+
+    async def lease(self, limit: int) -> list[_Row]:
+        rows = sorted((self._rows[i] for i in self.pending_ids()), key=lambda r: (PRIORITY[r.kind], r.id))[:limit]
+        self._leased.update(r.id for r in rows)
+        return rows
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            self._rows.pop(i, None)
+            self._leased.discard(i)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        self._leased.difference_update(ids)
+        self._changed.set()
+
+    def depth(self) -> tuple[int, int]:
+        """(pending, leased)."""
+        return len(self.pending_ids()), len(self._leased)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[FakeOutbox]:
+    ob = FakeOutbox()
+    yield ob
+    await ob.close()
+
+
+def depth(outbox: FakeOutbox) -> tuple[int, int]:
+    return outbox.depth()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def summary(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> SummaryRecord:
+    return SummaryRecord(
+        key=outbox.next_key(),
+        gateway_id=GW,
+        patient=patient,
+        time=T0,
+        clock=ClockQuality.SYNCED,
+        vital=Vital.HEART_RATE,
+        unit="/min",
+        period_start=T0,
+        period_end=T0,
+        count=60,
+        min=60.0 + i % 7,
+        mean=70.0,
+        max=80.0,
+        quality=1.0,
+        devices=["hr1"],
+    )
+
+
+def alarm(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> AlarmRecord:
+    return AlarmRecord(
+        key=outbox.next_key(),
+        gateway_id=GW,
+        patient=patient,
+        time=T0,
+        clock=ClockQuality.SYNCED,
+        alarm_id=f"a{i}",
+        event=AlarmEvent.RAISED,
+        condition="spo2_low",
+        technical=False,
+        severity=Severity.HIGH,
+        vital=Vital.SPO2,
+        value=85.0,
+        threshold=88.0,
+    )
+
+
+async def submit_mixed(outbox: FakeOutbox, n: int, patients: Sequence[str] = ("p1", "p2")) -> list[str]:
+    """``n`` records, one alarm in five, round-robin over ``patients``; returns their keys."""
+    keys: list[str] = []
+    futures = []
+    for i in range(n):
+        make = alarm if i % 5 == 0 else summary
+        record = make(outbox, patients[i % len(patients)], i)
+        keys.append(record.key)
+        futures.append(outbox.submit(record))
+    await asyncio.gather(*futures)
+    return keys
+
+
+def upstream(url: str, **kw: Any) -> UpstreamSection:
+    base: dict[str, Any] = {"url": url, "topic_prefix": PREFIX, "publish_timeout_s": 5.0, "keepalive_s": 5}
+    base.update(kw)
+    return UpstreamSection(**base)
+
+
+@contextlib.asynccontextmanager
+async def running(uplink: Uplink) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(uplink.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def record_keys(received: Sequence[Received]) -> list[str]:
+    return [r.user_properties["key"] for r in received if not r.topic.endswith("/status")]
+
+
+def first_arrivals(received: Sequence[Received]) -> list[Received]:
+    seen: set[str] = set()
+    out = []
+    for r in received:
+        if r.topic.endswith("/status"):
+            continue
+        key = r.user_properties["key"]
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def states(received: Sequence[Received]) -> list[str]:
+    return [r.json()["state"] for r in received if r.topic == status_topic(PREFIX, GW)]
+
+
+async def until(predicate: Callable[[], bool], within_s: float = 20.0) -> None:
+    """Poll a condition; the deadline only turns a hang into a failure."""
+
+    async def _poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - watches state owned by other objects
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(_poll(), within_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts
+# --------------------------------------------------------------------------------------------
+
+
+def test_topic_layout() -> None:
+    assert topic_for("iomt", "gw-1", RecordKind.ALARM, "p-7") == "iomt/gw-1/alarm/p-7"
+    assert topic_for("site/a", "gw-1", RecordKind.BILLING, "p") == "site/a/gw-1/billing/p"
+    assert status_topic("iomt", "gw-1") == "iomt/gw-1/status"
+
+
+_ESCAPES = {"%2F": "/", "%2B": "+", "%23": "#", "%25": "%", "%00": "\x00"}
+
+
+def _unescape(level: str) -> str:
+    # One left-to-right pass, so a decoded "%" never forms a new escape with what follows.
+    return re.sub("%(2F|2B|23|25|00)", lambda m: _ESCAPES[m.group(0)], level)
+
+
+@given(st.text())
+def test_topic_level_is_safe_and_reversible(value: str) -> None:
+    level = topic_level(value)
+    assert not any(c in level for c in "/+#\x00")
+    assert _unescape(level) == value
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "-_.", min_size=1, max_size=64))
+def test_topic_level_keeps_ids_verbatim(value: str) -> None:
+    assert topic_level(value) == value
+
+
+@given(st.integers(0, 200), st.floats(0.001, 10), st.floats(1, 3600), st.integers(0, 2**32))
+def test_backoff_is_full_jitter_under_the_cap(attempt: int, base: float, cap: float, seed: int) -> None:
+    d = backoff_delay(attempt, base=base, cap=cap, rng=random.Random(seed))
+    assert 0.0 <= d <= min(cap, base * 2.0 ** min(attempt, 64))
+
+
+# --------------------------------------------------------------------------------------------
+# Against a real broker
+# --------------------------------------------------------------------------------------------
+
+
+async def test_every_record_delivered_once_with_properties(
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+) -> None:
+    keys = await submit_mixed(outbox, 300, patients=("p1", "p2", "p3"))
+    uplink = Uplink(upstream(broker.url, inflight=8), outbox, gateway_id=GW)
+    async with running(uplink):
+        await subscriber.wait_until(lambda rs: len(record_keys(rs)) >= len(keys))
+        await until(lambda: uplink.stats.delivered == len(keys))
+        stats = uplink.stats
+    got = subscriber.records()
+    assert sorted(record_keys(got)) == sorted(keys)  # each once, none extra
+    assert depth(outbox) == (0, 0)
+    assert stats.connects == 1 and stats.resent == 0 and stats.last_delivery is not None
+    for r in got:
+        doc = r.json()
+        assert r.topic == topic_for(PREFIX, GW, RecordKind(doc["kind"]), doc["patient"])
+        assert r.user_properties == {"key": doc["key"], "kind": doc["kind"], "schema": "1"}
+        assert r.content_type == "application/json"
+        assert not r.retain
+    # Priority: every alarm was leased before any summary (all were pending at the start).
+    kinds = [r.json()["kind"] for r in got]
+    assert kinds.index("summary") > max(i for i, k in enumerate(kinds) if k == "alarm")
+
+
+async def test_broker_down_then_back_delivers_everything_in_class_order(
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+) -> None:
+    # Through a proxy only to hold the uplink back until the test's subscriber is subscribed
+    # again: Mosquitto 2.0 does not queue for a restored offline session before it reconnects.
+    proxy = TcpProxy(broker.port)
+    await proxy.start()
+    cfg = upstream(proxy.url, inflight=4, backoff_max_s=1.0)
+    uplink = Uplink(cfg, outbox, gateway_id=GW, backoff_base_s=0.05)
+    try:
+        async with running(uplink):
+            before = await submit_mixed(outbox, 50)
+            await subscriber.wait_until(lambda rs: len(record_keys(rs)) >= len(before))
+            proxy.refuse()
+            broker.stop()
+            during = await submit_mixed(outbox, 200)
+            await until(lambda: not uplink.stats.connected)
+            broker.start()
+            await subscriber.wait_subscriptions(2)
+            proxy.heal()
+            await subscriber.wait_until(lambda rs: set(before + during) <= set(record_keys(rs)))
+            await until(lambda: depth(outbox) == (0, 0))
+            stats = uplink.stats
+    finally:
+        await proxy.close()
+    assert stats.connects >= 2
+    arrivals = first_arrivals(subscriber.received)
+    assert {r.user_properties["key"] for r in arrivals} == set(before + during)
+    for kind in (RecordKind.ALARM, RecordKind.SUMMARY):
+        seqs = [int(r.user_properties["key"].rpartition(":")[2]) for r in arrivals if r.user_properties["kind"] == kind]
+        assert seqs == sorted(seqs), f"{kind} records out of order"
+
+
+async def test_will_says_offline_when_the_link_dies_and_online_after_reconnect(
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+) -> None:
+    proxy = TcpProxy(broker.port)
+    await proxy.start()
+    uplink = Uplink(upstream(proxy.url, backoff_max_s=1.0), outbox, gateway_id=GW, backoff_base_s=0.05)
+    try:
+        async with running(uplink):
+            await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+            proxy.sever()  # RST: the broker sees an unclean loss and publishes the will
+            await subscriber.wait_until(lambda rs: states(rs)[:2] == ["online", "offline"])
+            await subscriber.wait_until(lambda rs: states(rs)[:3] == ["online", "offline", "online"])
+            assert uplink.stats.connects == 2
+            # A late subscriber is told the current state by the retained message.
+            async with Subscriber("127.0.0.1", broker.port, topic=status_topic(PREFIX, GW), client_id="late") as late:
+                await late.wait_until(lambda rs: len(rs) == 1)
+                assert late.received[0].retain and late.received[0].json()["state"] == "online"
+        # A deliberate stop announces offline itself (a normal DISCONNECT drops the will).
+        await subscriber.wait_until(lambda rs: states(rs)[-1:] == ["offline"])
+        doc = subscriber.status()[-1].json()
+        assert doc["gateway_id"] == GW and doc["schema"] == 1
+        datetime.fromisoformat(doc["time"])
+    finally:
+        await proxy.close()
+
+
+async def test_publish_timeout_releases_rows_and_nothing_is_lost(
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+) -> None:
+    proxy = TcpProxy(broker.port)
+    await proxy.start()
+    cfg = upstream(proxy.url, inflight=8, publish_timeout_s=0.5, backoff_max_s=1.0)
+    uplink = Uplink(cfg, outbox, gateway_id=GW, backoff_base_s=0.05)
+    try:
+        async with running(uplink):
+            await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+            proxy.blackhole()  # half-open link: bytes vanish, no RST
+            keys = await submit_mixed(outbox, 40)
+            await until(lambda: uplink.stats.publish_timeouts >= 1)
+            await until(lambda: uplink.stats.resent >= 1)
+            # Outcome unknown: the rows are back in the outbox, not lost and not acked.
+            pending, leased = depth(outbox)
+            assert pending + leased == len(keys)
+            assert uplink.stats.delivered == 0
+            proxy.heal()
+            proxy.sever()  # let the uplink start over on a fresh link
+            await subscriber.wait_until(lambda rs: set(keys) <= set(record_keys(rs)))
+            await until(lambda: depth(outbox) == (0, 0))
+    finally:
+        await proxy.close()
+
+
+async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: FakeOutbox) -> None:
+    proxy = TcpProxy(broker.port)
+    await proxy.start()
+    uplink = Uplink(upstream(proxy.url, inflight=16, publish_timeout_s=30.0), outbox, gateway_id=GW)
+    try:
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: uplink.stats.connected)
+        proxy.blackhole()
+        keys = await submit_mixed(outbox, 50)
+        await until(lambda: depth(outbox)[1] > 0)  # publishes are in flight, unanswered
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert depth(outbox) == (len(keys), 0)
+        assert uplink.stats.delivered == 0
+    finally:
+        await proxy.close()
+
+
+async def test_refused_publish_keeps_the_row(tmp_path: Path, outbox: FakeOutbox) -> None:
+    """An MQTT 5 PUBACK with 'not authorised' is not a delivery."""
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite {PREFIX}/{GW}/status\ntopic readwrite {PREFIX}/{GW}/summary/#\n")
+    with MosquittoBroker(tmp_path / "acl-broker", extra_config=f"acl_file {acl}") as b:
+        await outbox.submit(alarm(outbox, "p1"))
+        cfg = upstream(b.url, backoff_max_s=1.0)
+        uplink = Uplink(cfg, outbox, gateway_id=GW, backoff_base_s=0.05)
+        with capture_logs() as logs:
+            async with running(uplink):
+                await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 3)
+                stats = uplink.stats
+    assert stats.delivered == 0 and stats.refused >= 3
+    assert "0x87" in (stats.last_error or "")
+    assert sum(depth(outbox)) == 1  # still there, to be sent once the ACL is fixed
+    assert any(e["event"] == "uplink_publish_refused" for e in logs)
+    # Connecting works, publishing does not: the backoff must still grow.
+    assert [e["attempt"] for e in logs if e["event"] == "uplink_backoff"][:3] == [0, 1, 2]
+
+
+async def test_backoff_schedule_uses_injected_rng_and_resets_after_a_good_connect(
+    tmp_path: Path, outbox: FakeOutbox
+) -> None:
+    b = MosquittoBroker(tmp_path / "b")  # configured, not started: connection refused
+    cfg = upstream(b.url, backoff_max_s=1.0)
+    uplink = Uplink(cfg, outbox, gateway_id=GW, rng=random.Random(7), backoff_base_s=0.02)
+    with capture_logs() as logs:
+        async with running(uplink):
+            await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 7)
+            b.start()
+            try:
+                await until(lambda: uplink.stats.connected)
+                b.stop()
+                await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 9)
+            finally:
+                b.kill()
+    backoffs = [e for e in logs if e["event"] == "uplink_backoff"]
+    attempts = [e["attempt"] for e in backoffs]
+    connected_at = next(i for i, e in enumerate(backoffs) if e["attempt"] == 0 and i > 0)
+    assert attempts[:connected_at] == list(range(connected_at))
+    assert attempts[connected_at] == 0  # the good connect reset the schedule
+    replay = random.Random(7)
+    for i, e in enumerate(backoffs[: min(7, connected_at)]):
+        expected = backoff_delay(i, base=0.02, cap=1.0, rng=replay)
+        assert e["delay_s"] == round(expected, 3)
+        assert 0 <= e["delay_s"] <= min(1.0, 0.02 * 2**i)
+
+
+async def test_mutual_tls(tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: FakeOutbox) -> None:
+    keys = await submit_mixed(outbox, 20)
+    cfg = upstream(
+        tls_broker.url,
+        ca_file=tls_files.ca,
+        cert_file=tls_files.client_cert,
+        key_file=tls_files.client_key,
+    )
+    uplink = Uplink(cfg, outbox, gateway_id=GW)
+    async with running(uplink):
+        await until(lambda: uplink.stats.delivered == len(keys))
+    assert depth(outbox) == (0, 0)
+
+
+async def test_tls_without_client_certificate_is_refused(
+    tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: FakeOutbox
+) -> None:
+    await submit_mixed(outbox, 3)
+    cfg = upstream(tls_broker.url, ca_file=tls_files.ca, backoff_max_s=1.0)
+    uplink = Uplink(cfg, outbox, gateway_id=GW, backoff_base_s=0.05)
+    with capture_logs() as logs:
+        async with running(uplink):
+            await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 2)
+            stats = uplink.stats
+    assert stats.delivered == 0 and stats.last_error is not None
+    assert depth(outbox) == (3, 0)
+
+
+async def test_password_file_is_used(tmp_path: Path, outbox: FakeOutbox) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_passwd", "-b", str(passwd), "gw", "s3cret", stdout=asyncio.subprocess.DEVNULL
+    )
+    if await proc.wait() != 0:
+        pytest.skip("mosquitto_passwd unavailable")
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    config = f"allow_anonymous false\npassword_file {passwd}"
+    with MosquittoBroker(tmp_path / "auth-broker", extra_config=config) as b:
+        keys = await submit_mixed(outbox, 5)
+        uplink = Uplink(upstream(b.url, username="gw", password_file=secret), outbox, gateway_id=GW)
+        async with running(uplink):
+            await until(lambda: uplink.stats.delivered == len(keys))
