@@ -381,12 +381,84 @@ def _refs_resolve(node: Any, defs: dict[str, Any]) -> None:
             _refs_resolve(v, defs)
 
 
+# Draft 2020-12 keywords pydantic may emit, plus OpenAPI's "discriminator" (ignored by JSON Schema tools).
+_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "type",
+        "enum",
+        "const",
+        "properties",
+        "additionalProperties",
+        "required",
+        "patternProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "items",
+        "prefixItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "format",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "discriminator",
+    }
+)
+_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+
+def _check_schema(node: Any, where: str = "#") -> None:
+    """Every key is a keyword and every subschema is a schema: what a meta-schema check would catch."""
+    assert isinstance(node, dict), where
+    assert set(node) <= _KEYWORDS, (where, set(node) - _KEYWORDS)
+    for key, value in node.items():
+        if key in ("properties", "$defs", "patternProperties"):
+            for name, sub in value.items():
+                _check_schema(sub, f"{where}/{key}/{name}")
+        elif key in ("items", "additionalProperties", "not", "contains", "propertyNames") and isinstance(value, dict):
+            _check_schema(value, f"{where}/{key}")
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            for i, sub in enumerate(value):
+                _check_schema(sub, f"{where}/{key}/{i}")
+        elif key == "type":
+            assert set([value] if isinstance(value, str) else value) <= _TYPES, where
+        elif key == "required":
+            assert set(value) <= set(node.get("properties", {})), where
+
+
 def test_schema_structure_includes_every_driver() -> None:
     schema = config_json_schema(_two_driver_model())
     assert schema["$schema"] == JSON_SCHEMA_DIALECT
     json.dumps(schema)  # serialisable as is
     defs = schema["$defs"]
     _refs_resolve(schema, defs)
+    _check_schema(schema)
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert {"gateway", "upstream", "patients"} <= set(schema["required"])
     devices = defs["Patient"]["properties"]["devices"]["items"]
