@@ -1,0 +1,261 @@
+"""Streaming QRS (R-peak) detector with explicit state.
+
+Design, after Pan & Tompkins (1985) and Hamilton & Tompkins (1986), reworked for streaming with
+a hard latency bound:
+
+1. Band-pass 5-18 Hz (causal Butterworth), first difference, square, low-pass 4 Hz: an energy
+   envelope that peaks once per QRS ``feature_delay`` samples after the R wave.
+2. A QRS candidate is a sample of that envelope that is the largest within ``refractory`` before it
+   and ``lookahead`` after it.  It is decided when the look-ahead has arrived, never later, so a
+   beat leaves the detector ``feature_delay + lookahead`` (< 300 ms) after its R wave.
+3. Adaptive thresholds: running signal and noise peak levels; a candidate above
+   ``noise + k * (signal - noise)`` is a beat.
+4. Search-back, bounded by the latency budget: once the time since the last beat exceeds
+   ``searchback_rr`` times the recent RR, the threshold halves, so a small beat that arrives late
+   (a missed beat's successor, a low-amplitude ectopic) is still taken.
+5. T-wave discrimination: a candidate closer than ``t_wave_window`` to the previous beat whose
+   energy is under ``t_wave_ratio`` of that beat's is a T wave (or a second hump of the same QRS).
+6. The R wave is located as the extreme of the band-passed signal near the candidate.
+
+All state lives in :class:`DetectorState`: fixed-size tails of the filtered signals and a few
+numbers, so memory does not grow with time, and any split of the input into blocks gives exactly
+the beats of the whole signal processed at once (tested with hypothesis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.signal.ecg_filters import FeatureDesign, SosFilter, design_feature
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorParams:
+    """Physiological settings, in seconds or ratios, independent of the sample rate."""
+
+    refractory_s: float = 0.20  # absolute refractory period: no two QRS closer than this
+    lookahead_s: float = 0.15  # how long after an envelope peak we wait before deciding on it
+    learn_s: float = 2.0  # thresholds are learnt from the running maximum for this long
+    threshold_k: float = 0.3125  # threshold between noise (0) and signal (1) level
+    searchback_rr: float = 1.5  # beyond this many RR intervals without a beat, halve the threshold
+    t_wave_window_s: float = 0.36
+    t_wave_ratio: float = 0.5  # envelope ratio (~ slope ratio squared) below which it is a T wave
+    level_gain: float = 0.125  # adaptation speed of the signal/noise levels, per peak
+    min_qrs_mv: float = 0.08  # a QRS smaller than this is not a beat, whatever the thresholds say
+    rr_history: int = 8
+    default_rr_s: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One detected R wave."""
+
+    index: int  # sample index of the R wave (same counter as SampleBlock.first_index)
+    decided_index: int  # the sample whose arrival made the beat certain: latency = this - index
+    energy: float  # envelope peak, for quality and debugging
+
+
+@dataclass(slots=True)
+class DetectorState:
+    """Everything the detector remembers between blocks (constant size)."""
+
+    design: FeatureDesign
+    bandpass: SosFilter
+    lowpass: SosFilter
+    lookahead: int
+    back: int  # samples of history kept before the decision frontier
+    refractory: int
+    min_energy: float
+    next_index: int = 0  # absolute index of the next sample to arrive
+    start_index: int = 0  # where the current run (after start or a gap) began
+    tail_bp: FloatArray = field(default_factory=lambda: np.zeros(0))
+    tail_f: FloatArray = field(default_factory=lambda: np.zeros(0))
+    decided_upto: int = 0  # candidates before this absolute index have been decided
+    learn_max: float = 0.0
+    learn_scanned: int = 0
+    signal_level: float = 0.0
+    noise_level: float = 0.0
+    last_beat: int | None = None
+    last_beat_energy: float = 0.0
+    rr: tuple[int, ...] = ()
+
+
+def new_state(fs: float, params: DetectorParams | None = None, first_index: int = 0) -> DetectorState:
+    p = params or DetectorParams()
+    design = design_feature(fs)
+    lookahead = max(2, round(p.lookahead_s * fs))
+    refractory = max(2, round(p.refractory_s * fs))
+    # Envelope of a QRS of ``min_qrs_mv``: the energy chain is quadratic in amplitude.
+    unit_peak = _unit_qrs_energy(design)
+    return DetectorState(
+        design=design,
+        bandpass=SosFilter.design(design.bandpass),
+        lowpass=SosFilter.design(design.lowpass),
+        lookahead=lookahead,
+        back=max(refractory, design.feature_delay + round(0.1 * fs)) + 1,
+        refractory=refractory,
+        min_energy=unit_peak * p.min_qrs_mv,
+        next_index=first_index,
+        start_index=first_index,
+        decided_upto=first_index,
+        learn_scanned=first_index,
+    )
+
+
+def _unit_qrs_energy(design: FeatureDesign) -> float:
+    """Envelope peak of a 1 mV, 80 ms-wide QRS at this design's rate."""
+    from scipy.signal import sosfilt  # noqa: PLC0415
+
+    fs = design.fs
+    n = int(fs * 2)
+    t = (np.arange(n) - n // 2) / fs
+    qrs = np.exp(-0.5 * (t / 0.012) ** 2)
+    bp = sosfilt(design.bandpass, qrs)
+    energy = np.abs(np.diff(bp, prepend=0.0) * fs)
+    return float(np.max(sosfilt(design.lowpass, energy)))
+
+
+def restart(state: DetectorState, first_index: int) -> None:
+    """Forget the signal (after a gap): filters and candidates restart, learnt levels are kept."""
+    state.bandpass.reset()
+    state.lowpass.reset()
+    state.next_index = state.start_index = state.decided_upto = state.learn_scanned = first_index
+    state.tail_bp = np.zeros(0)
+    state.tail_f = np.zeros(0)
+    state.last_beat = None
+    state.rr = ()
+
+
+def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams | None = None) -> list[Beat]:
+    """Feed the next contiguous samples (in mV); return the beats decided by them, in order."""
+    p = params or DetectorParams()
+    n = len(samples_mv)
+    if n == 0:
+        return []
+    fs = state.design.fs
+    bp = state.bandpass.run(samples_mv)
+    prev = state.tail_bp[-1] if len(state.tail_bp) else bp[0]
+    slope = np.diff(bp, prepend=prev) * fs
+    env = state.lowpass.run(np.abs(slope))
+
+    buf_bp = np.concatenate((state.tail_bp, bp))
+    buf_f = np.concatenate((state.tail_f, env))
+    end = state.next_index + n
+    buf_start = end - len(buf_f)
+
+    beats: list[Beat] = []
+    lo = max(state.decided_upto, buf_start + 1)  # a candidate needs its left neighbour
+    hi = end - state.lookahead  # ...and its whole look-ahead
+    if hi > lo:
+        a = lo - buf_start
+        b = hi - buf_start
+        mid = buf_f[a:b]
+        peaks = np.flatnonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1])) + a
+        for i in peaks.tolist():
+            fp = float(buf_f[i])
+            win_lo = max(0, i - state.refractory)
+            if fp < float(buf_f[win_lo : i + state.lookahead + 1].max()):
+                continue
+            beat = _decide(state, p, buf_start + i, fp, buf_f, buf_bp, buf_start)
+            if beat is not None:
+                beats.append(beat)
+        state.decided_upto = hi
+
+    keep = state.back + state.lookahead
+    state.tail_bp = buf_bp[-keep:].copy()
+    state.tail_f = buf_f[-keep:].copy()
+    state.next_index = end
+    return beats
+
+
+def _decide(
+    state: DetectorState,
+    p: DetectorParams,
+    peak: int,
+    fp: float,
+    buf_f: FloatArray,
+    buf_bp: FloatArray,
+    buf_start: int,
+) -> Beat | None:
+    fs = state.design.fs
+    learning = peak < state.start_index + round(p.learn_s * fs)
+    if learning:
+        # The running maximum up to the end of this candidate's look-ahead: a function of the
+        # signal only, not of how it was split into blocks.
+        upto = peak + state.lookahead + 1
+        if upto > state.learn_scanned:
+            seg = buf_f[max(0, state.learn_scanned - buf_start) : upto - buf_start]
+            if len(seg):
+                state.learn_max = max(state.learn_max, float(seg.max()))
+            state.learn_scanned = upto
+        threshold = 0.3 * state.learn_max
+    else:
+        threshold = state.noise_level + p.threshold_k * (state.signal_level - state.noise_level)
+
+    rr_expected = float(np.median(state.rr)) if state.rr else p.default_rr_s * fs
+    elapsed = peak - state.last_beat if state.last_beat is not None else None
+
+    if elapsed is None:
+        is_beat = fp >= state.min_energy and fp > threshold
+    elif fp < state.min_energy or elapsed < state.refractory:
+        is_beat = False
+    elif elapsed < p.t_wave_window_s * fs and fp < p.t_wave_ratio * state.last_beat_energy:
+        is_beat = False  # T wave, or the second hump of the same QRS
+    elif elapsed > p.searchback_rr * rr_expected:
+        is_beat = fp > 0.5 * threshold
+    else:
+        is_beat = fp > threshold
+
+    if not is_beat:
+        state.noise_level += p.level_gain * (fp - state.noise_level)
+        return None
+
+    # Cap one peak's pull on the signal level so a single artefact cannot blind the detector.
+    pull = min(fp, 4.0 * state.signal_level) if state.signal_level > 0 else fp
+    state.signal_level += (p.level_gain if state.signal_level > 0 else 1.0) * (pull - state.signal_level)
+    if elapsed is not None:
+        state.rr = (*state.rr[-(p.rr_history - 1) :], elapsed)
+    state.last_beat = peak
+    state.last_beat_energy = fp
+    return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + state.lookahead, energy=fp)
+
+
+def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int) -> int:
+    """The R wave: the largest band-passed deflection around where the envelope says the QRS is."""
+    d = state.design
+    half = round(0.06 * d.fs)
+    centre = peak - d.feature_delay + d.bp_delay
+    lo = max(centre - half - buf_start, 0)
+    hi = min(centre + half + 1 - buf_start, len(buf_bp))
+    if hi <= lo:
+        return peak - d.feature_delay
+    j = lo + int(np.argmax(np.abs(buf_bp[lo:hi])))
+    return buf_start + j - d.bp_delay
+
+
+class RPeakDetector:
+    """Convenience wrapper: one detector per ECG channel, fed with consecutive sample blocks."""
+
+    def __init__(self, fs: float, params: DetectorParams | None = None, first_index: int = 0) -> None:
+        self.params = params or DetectorParams()
+        self.fs = fs
+        self.state = new_state(fs, self.params, first_index)
+
+    def feed(self, samples_mv: FloatArray, first_index: int | None = None) -> list[Beat]:
+        """Process the next block; a ``first_index`` that does not follow on restarts the detector."""
+        if first_index is not None and first_index != self.state.next_index:
+            restart(self.state, first_index)
+        return process(self.state, samples_mv, self.params)
+
+
+def detect_all(signal_mv: FloatArray, fs: float, params: DetectorParams | None = None) -> list[Beat]:
+    """Batch convenience: the whole signal as one block (same result as any streaming split)."""
+    return RPeakDetector(fs, params).feed(signal_mv)

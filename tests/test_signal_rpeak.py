@@ -1,0 +1,140 @@
+"""Streaming R-peak detector on MIT-BIH excerpts: accuracy, chunk invariance, rates, latency."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.signal import resample_poly
+
+from gateway.signal.ecg_filters import to_millivolts
+from gateway.signal.rpeak_detector import Beat, RPeakDetector, detect_all
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+
+
+def load(rel: str) -> tuple[np.ndarray, float, np.ndarray]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
+    ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
+    return np.nan_to_num(rec.p_signal[:, 0]), float(rec.fs), ref
+
+
+def match(ref: np.ndarray, det: np.ndarray, tol: int) -> list[tuple[int, int]]:
+    pairs = []
+    used: set[int] = set()
+    for i, r in enumerate(ref):
+        cands = [j for j in np.flatnonzero(np.abs(det - r) <= tol) if j not in used]
+        if cands:
+            j = min(cands, key=lambda k: abs(det[k] - r))
+            used.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def f1(ref: np.ndarray, det: np.ndarray, fs: float) -> float:
+    tp = len(match(ref, det, round(0.15 * fs)))
+    return 2 * tp / (len(ref) + len(det))
+
+
+def indices(beats: list[Beat]) -> np.ndarray:
+    return np.asarray([b.index for b in beats])
+
+
+@pytest.mark.parametrize(
+    ("rel", "min_f1"),
+    [
+        ("ecg/mitdb_119_0s", 0.995),
+        ("ecg/mitdb_116_600s", 0.99),
+        ("ecg_tests/mitdb_228_0s", 0.97),
+        ("ecg_tests/mitdb_203_600s", 0.97),
+        ("ecg_tests/mitdb_104_120s", 0.93),
+    ],
+)
+def test_detects_annotated_beats(rel: str, min_f1: float) -> None:
+    sig, fs, ref = load(rel)
+    det = RPeakDetector(fs)
+    beats = [b for start in range(0, len(sig), 36) for b in det.feed(sig[start : start + 36])]
+    assert f1(ref, indices(beats), fs) >= min_f1
+
+
+_IRREGULAR = load("ecg_tests/mitdb_203_600s")
+_BATCH = detect_all(_IRREGULAR[0][: 20 * 360], 360.0)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=1, max_value=1500), min_size=1, max_size=60))
+def test_any_block_split_gives_the_batch_beats(sizes: list[int]) -> None:
+    sig = _IRREGULAR[0][: 20 * 360]
+    det = RPeakDetector(360.0)
+    beats: list[Beat] = []
+    start = 0
+    i = 0
+    while start < len(sig):
+        n = sizes[i % len(sizes)]
+        beats.extend(det.feed(sig[start : start + n]))
+        start += n
+        i += 1
+    assert beats == _BATCH
+    assert len(_BATCH) > 20
+
+
+@pytest.mark.parametrize("fs_new", [100, 130, 250, 500, 1000])
+def test_resampled_input_still_detects_beats(fs_new: int) -> None:
+    sig, fs, ref = load("ecg/mitdb_119_0s")
+    ratio = Fraction(fs_new, int(fs))
+    res = resample_poly(sig, ratio.numerator, ratio.denominator)
+    beats = detect_all(res, float(fs_new))
+    ref_new = np.round(ref * fs_new / fs).astype(int)
+    assert f1(ref_new, indices(beats), fs_new) >= 0.995
+
+
+@pytest.mark.parametrize("rel", ["ecg/mitdb_119_0s", "ecg/mitdb_116_600s", "ecg_tests/mitdb_228_0s"])
+def test_each_beat_is_decided_within_300_ms_of_its_r_wave(rel: str) -> None:
+    sig, fs, ref = load(rel)
+    beats = detect_all(sig, fs)
+    pairs = match(ref, indices(beats), round(0.15 * fs))
+    latencies = [(beats[j].decided_index - ref[i]) / fs for i, j in pairs]
+    assert len(latencies) > 0.99 * len(ref)
+    assert max(latencies) <= 0.300
+    # Never "decided" before the R wave it reports: the detector is causal.
+    assert all(b.decided_index > b.index for b in beats)
+
+
+def test_beats_are_emitted_once_in_order_and_respect_refractory() -> None:
+    sig, fs, _ = load("ecg_tests/mitdb_203_600s")
+    idx = indices(detect_all(sig, fs))
+    assert np.all(np.diff(idx) >= round(0.15 * fs))
+
+
+def test_gap_restarts_the_detector_and_beats_resume() -> None:
+    sig, fs, ref = load("ecg/mitdb_119_0s")
+    det = RPeakDetector(fs)
+    first = det.feed(sig[: 30 * 360], first_index=0)
+    # 10 s lost: the next block starts at its true index, the detector must not glue the two runs.
+    second = det.feed(sig[40 * 360 : 70 * 360], first_index=40 * 360)
+    assert all(b.index < 30 * 360 for b in first)
+    assert all(b.index >= 40 * 360 for b in second)
+    ref_after = ref[(ref >= 40 * 360) & (ref < 70 * 360)]
+    assert f1(ref_after, indices(second), fs) >= 0.97
+
+
+def test_flat_line_and_tiny_noise_give_no_beats() -> None:
+    fs = 250.0
+    assert detect_all(np.full(int(30 * fs), 0.7), fs) == []
+    rng = np.random.default_rng(3)
+    assert detect_all(rng.normal(0, 0.005, int(30 * fs)), fs) == []
+
+
+def test_rejects_rates_outside_100_to_1000_hz_and_non_voltage_units() -> None:
+    with pytest.raises(ValueError, match="sample rate"):
+        RPeakDetector(50.0)
+    with pytest.raises(ValueError, match="voltage"):
+        to_millivolts(np.zeros(3), "1")
+    assert to_millivolts(np.array([1000.0]), "uV")[0] == pytest.approx(1.0)
