@@ -136,6 +136,16 @@ def test_directory_and_non_utf8_are_config_errors(tmp_path: Path) -> None:
     assert re.fullmatch(rf"{re.escape(str(bad))}:11: not UTF-8 text \(byte 0xe9\).*", _only_line(_error(bad)))
 
 
+def test_control_characters_and_oversized_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL.replace("hub-01", "hub-\x0001"))
+    assert _only_line(_error(path)).endswith(
+        ":2:11: YAML syntax error: control character U+0000 is not allowed in YAML text"
+    )
+    path.write_text("# x\n" * 300_000)
+    assert _only_line(_error(path)) == f"{path}: larger than 1024 KiB: not a config file?"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "secret.yaml"

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+MAX_CONFIG_BYTES = 1024 * 1024  # a large site's config is a few KiB
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -178,7 +179,7 @@ def _reader_problem(e: yaml.reader.ReaderError, text: str) -> Problem:
         line,
         column,
         "",
-        f"YAML syntax error: character {e.character!r} is not allowed in YAML text",
+        f"YAML syntax error: control character U+{int(e.character):04X} is not allowed in YAML text",
         kind=ProblemKind.SYNTAX,
     )
 
@@ -542,7 +543,8 @@ def _read_text(path: Path) -> str:
         return ConfigError(path, [Problem(None, None, "", message, kind=ProblemKind.FILE)])
 
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # bounded: `check-config /dev/zero` must not eat the RAM
     except FileNotFoundError:
         raise fail("file not found") from None
     except IsADirectoryError:
@@ -551,6 +553,8 @@ def _read_text(path: Path) -> str:
         raise fail(f"permission denied: the user {_user()} cannot read it") from None
     except OSError as e:
         raise fail(f"cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise fail(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config file?")
     try:
         return raw.decode("utf-8-sig")  # a BOM from a Windows editor is harmless; drop it
     except UnicodeDecodeError as e:
