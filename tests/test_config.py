@@ -314,6 +314,9 @@ def test_loaded_from_and_relative_paths(tmp_path: Path) -> None:
     assert resolve_path(cfg, cfg.storage.path) == tmp_path / "etc" / "state"
     assert resolve_path(cfg, Path("/abs")) == Path("/abs")
     assert loaded_from(cfg.model_copy()) == path
+    link = tmp_path / "link.yaml"
+    link.symlink_to(path)
+    assert config_dir(load_config(link)) == tmp_path / "etc"  # the real file's folder, like the daemon
     built = build_config_model().model_validate(cfg.model_dump())
     assert loaded_from(built) is None
     assert config_dir(built) == Path.cwd()

@@ -627,7 +627,8 @@ def analyse_config_text(
         raise ConfigError(file, problems) from None
     if problems:
         raise ConfigError(file, problems)
-    cfg._source_file = file.absolute()
+    # Symlinks resolved, as the daemon's resolve_paths does: one answer for "relative to what".
+    cfg._source_file = file.resolve()
     return LoadReport(cfg, [] if require_env else unset)
 
 
