@@ -38,12 +38,17 @@ from gateway.config.models import _ID, ConfigBase, build_config_model
 
 __all__ = [
     "ConfigError",
+    "LoadReport",
     "Problem",
+    "UnsetVariable",
+    "analyse_config_text",
     "config_dir",
     "config_json_schema",
+    "installed_config_model",
     "load_config",
     "loaded_from",
     "parse_config_text",
+    "read_config_report",
     "resolve_path",
 ]
 
