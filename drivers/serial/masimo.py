@@ -179,9 +179,15 @@ class MasimoDecoder:
 
     def finish(self) -> list[MasimoLine | Dropped]:
         """A last line without its newline is still a line."""
-        if not self._buf:
-            return []
-        return self.feed(b"\n")
+        out: list[MasimoLine | Dropped] = []
+        raw, n = bytes(self._buf).rstrip(b"\r"), len(self._buf)
+        if raw.strip():
+            self._line(raw, n, out)
+        elif n:
+            self._reject(n, "trailing bytes", out)
+        self._offset += n
+        self._buf.clear()
+        return out
 
 
 @dataclass
