@@ -1,0 +1,181 @@
+"""One BLE link: find a device, connect with bleak-retry-connector, turn notifications into a stream.
+
+bleak calls our notification and disconnect callbacks on the event loop; they only put items on a
+bounded queue, so a slow consumer can never stall D-Bus.  When the queue is full the *oldest*
+notification is dropped and counted (the newest data is the most useful to a monitor).  A dropped
+link ends the stream with ``DriverDisconnected``; nothing here retries — the supervisor does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import bleak_retry_connector
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+
+from gateway.clock import Clock
+from gateway.driver_api import DriverConnectFailed, DriverDisconnected
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    uuid: str  # characteristic UUID, lower case, 128-bit form
+    data: bytes
+    received_at: float  # host time
+
+
+class _Lost:
+    """Queue sentinel: the link dropped."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class BleLink:
+    def __init__(
+        self,
+        address: str,
+        adapter: str,
+        clock: Clock,
+        *,
+        connect_timeout_s: float = 20.0,
+        queue_size: int = 1024,
+        name: str = "",
+    ) -> None:
+        self.address = address.upper()
+        self.adapter = adapter
+        self.clock = clock
+        self.connect_timeout_s = connect_timeout_s
+        self.name = name or self.address
+        self.dropped = 0
+        self._queue: asyncio.Queue[Notification | _Lost] = asyncio.Queue(maxsize=queue_size)
+        self._client: BleakClient | None = None
+        self._closing = False
+
+    # --- discovery -----------------------------------------------------------------------------
+
+    async def find(self, timeout_s: float) -> BLEDevice | None:
+        """The device once it advertises, or None after ``timeout_s``."""
+        try:
+            return await BleakScanner.find_device_by_address(
+                self.address, timeout=timeout_s, bluez={"adapter": self.adapter}
+            )
+        except (BleakError, OSError) as e:
+            raise DriverConnectFailed(f"scanning on {self.adapter} failed: {e}") from e
+
+    # --- connection ----------------------------------------------------------------------------
+
+    async def connect(self, device: BLEDevice) -> None:
+        """One connection attempt.  Leaves nothing half-built when it fails."""
+        self._closing = False
+        self._reset_queue()
+        # bleak-retry-connector reads its per-attempt timeout from a module global.
+        bleak_retry_connector.BLEAK_TIMEOUT = self.connect_timeout_s
+        try:
+            self._client = await bleak_retry_connector.establish_connection(
+                BleakClient,
+                device,
+                self.name,
+                disconnected_callback=self._on_disconnect,
+                max_attempts=1,  # retries and backoff belong to the supervisor
+                bluez={"adapter": self.adapter},
+            )
+        except (BleakError, TimeoutError, OSError, EOFError) as e:
+            await self.close()
+            raise DriverConnectFailed(f"cannot connect to {self.address}: {e}") from e
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    def has_characteristic(self, uuid: str) -> bool:
+        return self._client is not None and self._client.services.get_characteristic(uuid) is not None
+
+    def _require(self) -> BleakClient:
+        if self._client is None or not self._client.is_connected:
+            raise DriverDisconnected(f"{self.address}: not connected")
+        return self._client
+
+    async def subscribe(self, uuid: str) -> None:
+        client = self._require()
+
+        def callback(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+            self._put(Notification(uuid, bytes(data), self.clock.now()))
+
+        try:
+            await client.start_notify(uuid, callback)
+        except (BleakError, OSError, EOFError) as e:
+            raise self._lost_or(e, f"subscribe to {uuid}") from e
+
+    async def read(self, uuid: str) -> bytes:
+        client = self._require()
+        try:
+            return bytes(await client.read_gatt_char(uuid))
+        except (BleakError, OSError, EOFError) as e:
+            raise self._lost_or(e, f"read {uuid}") from e
+
+    async def write(self, uuid: str, data: bytes, response: bool = True) -> None:
+        client = self._require()
+        try:
+            await client.write_gatt_char(uuid, data, response=response)
+        except (BleakError, OSError, EOFError) as e:
+            raise self._lost_or(e, f"write {uuid}") from e
+
+    def _lost_or(self, e: Exception, what: str) -> DriverDisconnected | DriverConnectFailed:
+        if not self.connected:
+            return DriverDisconnected(f"{self.address}: link lost during {what}: {e}")
+        # The link is up but the device refused: a session set-up failure, retried by the supervisor.
+        return DriverConnectFailed(f"{self.address}: {what} failed: {e}")
+
+    async def disconnect(self) -> None:
+        """Let the device go (passive mode): the resulting callback is not a loss."""
+        self._closing = True
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(BleakError, TimeoutError, OSError, EOFError):
+                await client.disconnect()
+
+    async def close(self) -> None:
+        await self.disconnect()
+
+    # --- the stream ----------------------------------------------------------------------------
+
+    def _reset_queue(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def _put(self, item: Notification | _Lost) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(item)
+
+    def _on_disconnect(self, _client: BleakClient) -> None:
+        if not self._closing:
+            self._put(_Lost("device disconnected"))
+
+    async def next(self, timeout_s: float | None = None) -> Notification | None:
+        """The next notification; None after ``timeout_s`` of silence; raises when the link drops."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                item = await self._queue.get()
+        except TimeoutError:
+            return None
+        if isinstance(item, _Lost):
+            self._client = None
+            raise DriverDisconnected(f"{self.address}: {item.reason}")
+        return item
+
+    async def notifications(self, idle_timeout_s: float | None = None) -> AsyncIterator[Notification]:
+        """Every notification until the link drops, or until ``idle_timeout_s`` without any."""
+        while True:
+            item = await self.next(idle_timeout_s)
+            if item is None:
+                raise DriverDisconnected(f"{self.address}: no data for {idle_timeout_s} s")
+            yield item

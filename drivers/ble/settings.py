@@ -1,0 +1,103 @@
+"""Settings of the BLE drivers and their registry entries.
+
+Kept apart from the drivers and free of bleak, so validating a config never imports the radio
+stack (``gateway.driver_api.DriverSpec`` imports the driver class lazily).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gateway.driver_api import DriverSettings, DriverSpec
+
+Mode = Literal["connected", "passive"]
+
+
+class BleSettings(DriverSettings):
+    address: str = Field(
+        pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", description="Device address, e.g. C4:7C:8D:6A:12:3F"
+    )
+    adapter: str = Field("hci0", pattern=r"^hci[0-9]{1,2}$", description="Local Bluetooth adapter")
+    mode: Mode = Field(
+        "connected",
+        description="connected: stay connected, a lost link ends the session; passive: wait for the device "
+        "to advertise (it has a reading), connect, collect, let it go, wait again",
+    )
+    scan_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="connected mode: how long to look for the device before giving up"
+    )
+    connect_timeout_s: float = Field(20.0, gt=0, le=120, description="One connection attempt (BlueZ level)")
+    idle_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="connected mode: no data for this long = link lost; passive mode: release the device "
+        "after this long without data (default: never / 60 s)",
+    )
+    queue_size: int = Field(1024, ge=16, le=65536, description="Notifications buffered before the oldest are dropped")
+
+    @property
+    def passive_release_s(self) -> float:
+        return self.idle_timeout_s if self.idle_timeout_s is not None else 60.0
+
+
+class HeartRateSettings(BleSettings):
+    driver: Literal["ble-heart-rate"] = "ble-heart-rate"
+    idle_timeout_s: float | None = Field(10.0, gt=0, description="A strap notifies every second")
+
+
+class PulseOximeterSettings(BleSettings):
+    driver: Literal["ble-pulse-oximeter"] = "ble-pulse-oximeter"
+    idle_timeout_s: float | None = Field(None, gt=0)
+
+
+class BloodPressureSettings(BleSettings):
+    driver: Literal["ble-blood-pressure"] = "ble-blood-pressure"
+    mode: Mode = "passive"
+
+
+class ThermometerSettings(BleSettings):
+    driver: Literal["ble-thermometer"] = "ble-thermometer"
+    mode: Mode = "passive"
+
+
+class WeightSettings(BleSettings):
+    driver: Literal["ble-weight"] = "ble-weight"
+    mode: Mode = "passive"
+
+
+class GlucoseSettings(BleSettings):
+    driver: Literal["ble-glucose"] = "ble-glucose"
+    mode: Mode = "passive"
+    racp_timeout_s: float = Field(30.0, gt=0, le=600, description="Time allowed to transfer stored records")
+
+
+class PolarEcgSettings(BleSettings):
+    driver: Literal["polar-ecg"] = "polar-ecg"
+    idle_timeout_s: float | None = Field(5.0, gt=0, description="ECG frames arrive every ~0.5 s")
+
+    @model_validator(mode="after")
+    def _streams(self) -> PolarEcgSettings:
+        if self.mode != "connected":
+            raise ValueError("polar-ecg streams continuously: mode must be 'connected'")
+        return self
+
+
+def _spec(name: str, settings: type[BleSettings], cls: str, summary: str) -> DriverSpec:
+    return DriverSpec(name=name, settings=settings, factory=f"drivers.ble.driver:{cls}", summary=summary)
+
+
+HEART_RATE_SPEC = _spec("ble-heart-rate", HeartRateSettings, "HeartRateDriver", "BLE Heart Rate profile (0x180D)")
+PULSE_OXIMETER_SPEC = _spec(
+    "ble-pulse-oximeter", PulseOximeterSettings, "PulseOximeterDriver", "BLE Pulse Oximeter profile (0x1822)"
+)
+BLOOD_PRESSURE_SPEC = _spec(
+    "ble-blood-pressure", BloodPressureSettings, "BloodPressureDriver", "BLE Blood Pressure profile (0x1810)"
+)
+THERMOMETER_SPEC = _spec(
+    "ble-thermometer", ThermometerSettings, "ThermometerDriver", "BLE Health Thermometer profile (0x1809)"
+)
+WEIGHT_SPEC = _spec("ble-weight", WeightSettings, "WeightDriver", "BLE Weight Scale profile (0x181D)")
+GLUCOSE_SPEC = _spec("ble-glucose", GlucoseSettings, "GlucoseDriver", "BLE Glucose profile (0x1808) with RACP")
+POLAR_ECG_SPEC = _spec("polar-ecg", PolarEcgSettings, "PolarEcgDriver", "Polar H10 raw ECG over PMD")

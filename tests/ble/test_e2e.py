@@ -1,0 +1,233 @@
+"""End to end through real bleak and bleak-retry-connector against bluezoo on a private D-Bus.
+
+The drivers are built the way the daemon builds them: settings validated from a config mapping by
+the registered ``DriverSpec``, class loaded through the entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd
+from gateway.driver_api import DeviceContext, Driver, DriverConnectFailed, DriverDisconnected, registry
+from gateway.records import ClockQuality, DeviceEvent, DeviceState, Reading, SampleBlock, Vital, VitalReading
+from tests.ble.conftest import MockBluez
+from tests.ble.devices import GlucoseMeter, PolarH10, bp_cuff, bp_payload, heart_rate_strap, hr_payload, naive
+
+pytestmark = pytest.mark.timeout(60)
+
+# Low bleak timeouts keep the suite fast; the mock answers in milliseconds.
+FAST = {"scan_timeout_s": 3.0, "connect_timeout_s": 3.0}
+
+
+def utc_wall_clock() -> datetime:
+    """Now as a device would show it if set to UTC (naive, whole seconds)."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def make_driver(ctx: DeviceContext, config: dict[str, Any]) -> Driver:
+    spec = registry()[config["driver"]]
+    settings = spec.settings.model_validate({"id": ctx.device_id, **FAST, **config})
+    return spec.load()(ctx, settings)
+
+
+async def take(it: AsyncIterator[Reading], n: int, within_s: float = 10.0) -> list[Reading]:
+    out: list[Reading] = []
+    async with asyncio.timeout(within_s):
+        while len(out) < n:
+            out.append(await anext(it))
+    return out
+
+
+def vitals(readings: list[Reading], vital: Vital) -> list[VitalReading]:
+    return [r for r in readings if isinstance(r, VitalReading) and r.vital is vital]
+
+
+async def test_heart_rate_strap_streams(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    address = mock_bluez.peripherals[0]
+    strap = heart_rate_strap(mock_bluez.adapter_of(address), battery_pct=15)
+    await strap.start()
+    driver = make_driver(device_ctx, {"driver": "ble-heart-rate", "address": address})
+    try:
+        async with driver:
+            it = aiter(driver.readings())
+            (battery,) = await take(it, 1)
+            assert isinstance(battery, DeviceEvent)
+            assert (battery.state, battery.battery_pct) == (DeviceState.BATTERY_LOW, 15.0)
+            await strap.wait_subscribed(heart_rate.MEASUREMENT)
+            for bpm in (61, 62, 63):
+                strap.notify(heart_rate.MEASUREMENT, hr_payload(bpm, [1000, 990]))
+            got = await take(it, 9)
+    finally:
+        await strap.stop()
+    assert [r.value for r in vitals(got, Vital.HEART_RATE)] == [61.0, 62.0, 63.0]
+    rr = vitals(got, Vital.RR_INTERVAL)
+    assert [r.value for r in rr] == pytest.approx([1000 * 1000 / 1024, 990 * 1000 / 1024] * 3)
+    assert all(r.unit == "ms" and r.device_id == "dev1" for r in rr)
+
+
+async def test_absent_device_is_a_connect_failure(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    driver = make_driver(
+        device_ctx, {"driver": "ble-heart-rate", "address": mock_bluez.peripherals[0], "scan_timeout_s": 0.5}
+    )
+    with pytest.raises(DriverConnectFailed):
+        async with driver:
+            pass
+
+
+async def test_bp_cuff_passive_visit(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """The cuff appears with one reading, indicates it and goes away; the session waits for the next."""
+    address = mock_bluez.peripherals[1]
+    host_now = utc_wall_clock()
+    skew = timedelta(hours=-1, seconds=-20)  # the cuff's clock is 1 h 20 s behind (DST never set)
+    cuff_now = host_now + skew
+    measured_at = cuff_now - timedelta(seconds=30)
+    driver = make_driver(device_ctx, {"driver": "ble-blood-pressure", "address": address})
+    assert driver.settings.mode == "passive"  # type: ignore[attr-defined]
+    async with driver:
+        it = aiter(driver.readings())
+        pending = asyncio.ensure_future(take(it, 6, within_s=15))
+        for _visit in range(2):
+            cuff = bp_cuff(mock_bluez.adapter_of(address), cuff_now)
+            await cuff.start()
+            await cuff.wait_subscribed(blood_pressure.MEASUREMENT)
+            cuff.notify(blood_pressure.MEASUREMENT, bp_payload(128, 82, 97, 66, measured_at))
+            await asyncio.sleep(0.2)
+            await cuff.stop()
+            if _visit == 0:
+                got = await pending
+                pending = asyncio.ensure_future(take(it, 6, within_s=15))
+        got2 = await pending
+    for visit in (got, got2):
+        connected, *values, gone = visit
+        assert isinstance(connected, DeviceEvent) and connected.state is DeviceState.CONNECTED
+        # The correction measured from Current Time is recorded with the visit.
+        assert connected.extra["clock_source"] == "current-time"
+        assert connected.extra["clock_offset_s"] == pytest.approx(-skew.total_seconds(), abs=3)
+        assert isinstance(gone, DeviceEvent) and gone.state is DeviceState.DISCONNECTED
+        by = {v.vital: v for v in values if isinstance(v, VitalReading)}
+        assert [by[k].value for k in (Vital.SYSTOLIC_BP, Vital.DIASTOLIC_BP, Vital.MEAN_BP, Vital.PULSE_RATE)] == [
+            128,
+            82,
+            97,
+            66,
+        ]
+        sys_ = by[Vital.SYSTOLIC_BP]
+        assert sys_.clock is ClockQuality.CORRECTED
+        assert sys_.device_time == naive(measured_at)
+        # Corrected onto the host's time line: 30 s before the host's "now", not 1 h 20 min earlier.
+        assert sys_.time == pytest.approx(naive(host_now) - 30, abs=3)
+
+
+async def run_glucose_session(
+    mock_bluez: MockBluez, ctx: DeviceContext, meter: GlucoseMeter, expected: int
+) -> list[Reading]:
+    address = mock_bluez.peripherals[2]
+    driver = make_driver(ctx, {"driver": "ble-glucose", "address": address})
+    async with driver:
+        it = aiter(driver.readings())
+        pending = asyncio.ensure_future(take(it, expected + 2, within_s=15))  # + connected, disconnected
+        await meter.peripheral.start()
+        got = await pending
+        await meter.peripheral.stop()
+    return got
+
+
+async def test_glucose_records_fetched_across_restart(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    address = mock_bluez.peripherals[2]
+    now = utc_wall_clock()
+    meter = GlucoseMeter(mock_bluez.adapter_of(address), now)
+    for seq, mg in ((1, 95), (2, 110), (3, 142)):
+        meter.add(seq, now - timedelta(hours=10 - seq), mg)
+
+    first = await run_glucose_session(mock_bluez, device_ctx, meter, 3)
+    assert [r.value for r in vitals(first, Vital.GLUCOSE)] == [95.0, 110.0, 142.0]
+    assert isinstance(first[-1], DeviceEvent) and first[-1].state is DeviceState.DISCONNECTED
+    state = json.loads((device_ctx.state_dir / "ble-glucose.json").read_text())
+    assert state == {"address": address, "last_sequence": 3}
+
+    # The meter took two more readings while away; a new driver (a daemon restart) fetches only those.
+    meter.add(4, now - timedelta(hours=2), 88)
+    meter.add(5, now - timedelta(hours=1), 201)
+    second = await run_glucose_session(mock_bluez, device_ctx, meter, 2)
+    assert [r.value for r in vitals(second, Vital.GLUCOSE)] == [88.0, 201.0]
+    assert meter.requests == [glucose.racp_all_records(), glucose.racp_records_from(4)]
+    assert json.loads((device_ctx.state_dir / "ble-glucose.json").read_text())["last_sequence"] == 5
+    g = vitals(second, Vital.GLUCOSE)[0]
+    assert g.device_time == naive(now - timedelta(hours=2))
+    assert g.clock is ClockQuality.CORRECTED
+
+
+async def test_vanishing_strap_then_new_session(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """One strap vanishes mid-stream: DriverDisconnected; a new session connects when it returns.
+    Another strap streams on, unaffected."""
+    a1, a2 = mock_bluez.peripherals[0], mock_bluez.peripherals[1]
+    s1, s2 = heart_rate_strap(mock_bluez.adapter_of(a1)), heart_rate_strap(mock_bluez.adapter_of(a2))
+    await s1.start()
+    await s2.start()
+    ctx2 = replace(device_ctx, device_id="dev2", state_dir=device_ctx.state_dir.parent / "dev2")
+    d1 = make_driver(device_ctx, {"driver": "ble-heart-rate", "address": a1})
+    d2 = make_driver(ctx2, {"driver": "ble-heart-rate", "address": a2})
+    try:
+        async with d1, d2:
+            it1, it2 = aiter(d1.readings()), aiter(d2.readings())
+            await take(it1, 1)
+            await take(it2, 1)  # battery events
+            await s1.wait_subscribed(heart_rate.MEASUREMENT)
+            await s2.wait_subscribed(heart_rate.MEASUREMENT)
+            s1.notify(heart_rate.MEASUREMENT, bytes([0, 70]))
+            assert [r.value for r in await take(it1, 1)] == [70.0]
+            await s1.stop()
+            with pytest.raises(DriverDisconnected):
+                await take(it1, 1)
+            s2.notify(heart_rate.MEASUREMENT, bytes([0, 80]))
+            assert [r.value for r in await take(it2, 1)] == [80.0]
+            await d1.close()
+
+            await s1.start()  # back in range: the supervisor's next session connects
+            d1b = make_driver(device_ctx, {"driver": "ble-heart-rate", "address": a1})
+            async with d1b:
+                it1b = aiter(d1b.readings())
+                await take(it1b, 1)
+                await s1.wait_subscribed(heart_rate.MEASUREMENT)
+                s1.notify(heart_rate.MEASUREMENT, bytes([0, 72]))
+                s2.notify(heart_rate.MEASUREMENT, bytes([0, 81]))
+                assert [r.value for r in await take(it1b, 1)] == [72.0]
+                assert [r.value for r in await take(it2, 1)] == [81.0]
+    finally:
+        await s1.stop()
+        await s2.stop()
+
+
+async def test_polar_ecg_stream_with_lost_frame(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    address = mock_bluez.peripherals[0]
+    strap = PolarH10(mock_bluez.adapter_of(address))
+    await strap.peripheral.start()
+    driver = make_driver(device_ctx, {"driver": "polar-ecg", "address": address})
+    try:
+        async with driver:
+            pending = asyncio.ensure_future(take(aiter(driver.readings()), 4))
+            async with asyncio.timeout(10):
+                await strap.started.wait()
+            n = PolarH10.FRAME
+            for k in range(5):
+                frame = strap.frame(k * n, skip=(k == 2))
+                if frame is not None:
+                    strap.peripheral.notify(polar_pmd.DATA, frame)
+            blocks = await pending
+    finally:
+        await strap.peripheral.stop()
+    assert all(isinstance(b, SampleBlock) for b in blocks)
+    sb = [b for b in blocks if isinstance(b, SampleBlock)]
+    assert [b.first_index for b in sb] == [0, n, 3 * n, 4 * n]
+    assert [b.gap_before for b in sb] == [False, False, True, False]
+    assert sb[0].samples[:3].tolist() == [0.0, 10.0, 20.0]
+    assert (sb[0].channel, sb[0].unit, sb[0].sample_rate_hz) == ("ecg", "uV", 130.0)
+    assert strap.peripheral.writes[0] == (polar_pmd.CONTROL_POINT, polar_pmd.START_ECG)
