@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd
+from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd, scan_cli
 from gateway.driver_api import DeviceContext, Driver, DriverConnectFailed, DriverDisconnected, registry
 from gateway.records import ClockQuality, DeviceEvent, DeviceState, Reading, SampleBlock, Vital, VitalReading
 from tests.ble.conftest import MockBluez
@@ -231,3 +231,19 @@ async def test_polar_ecg_stream_with_lost_frame(mock_bluez: MockBluez, device_ct
     assert sb[0].samples[:3].tolist() == [0.0, 10.0, 20.0]
     assert (sb[0].channel, sb[0].unit, sb[0].sample_rate_hz) == ("ecg", "uV", 130.0)
     assert strap.peripheral.writes[0] == (polar_pmd.CONTROL_POINT, polar_pmd.START_ECG)
+
+
+async def test_scan_lists_health_devices(mock_bluez: MockBluez) -> None:
+    strap = heart_rate_strap(mock_bluez.adapter_of(mock_bluez.peripherals[0]))
+    meter = GlucoseMeter(mock_bluez.adapter_of(mock_bluez.peripherals[2]), utc_wall_clock())
+    await strap.start()
+    await meter.peripheral.start()
+    try:
+        found = await scan_cli.scan("hci0", 1.0)
+    finally:
+        await strap.stop()
+        await meter.peripheral.stop()
+    by = {f.address: f for f in found}
+    assert by[mock_bluez.peripherals[0]].drivers == ["ble-heart-rate"]
+    assert by[mock_bluez.peripherals[2]].drivers == ["ble-glucose"]
+    assert by[mock_bluez.peripherals[2]].name == "Glucose-Meter"

@@ -1,0 +1,159 @@
+"""The BLE package's small parts, without a bus: device clock, sequence store, queue, settings, CLIs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.ble import decode_cli
+from drivers.ble.device_time import DeviceClock, decode_current_time
+from drivers.ble.driver import SequenceStore
+from drivers.ble.link import BleLink, Notification
+from drivers.ble.settings import GlucoseSettings, HeartRateSettings, PolarEcgSettings
+from drivers.ble.wire import DecodeError, DeviceDateTime
+from gateway.clock import ManualClock
+from gateway.driver_api import DriverDisconnected
+from gateway.records import ClockQuality
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- device clock ------------------------------------------------------------------------------
+
+
+def test_current_time_offset_corrects_stored_readings() -> None:
+    host = ManualClock(t=1_800_000_000.0)
+    dc = DeviceClock(host)
+    device_now = DeviceDateTime(2027, 1, 15, 7, 0, 0)  # device shows this while the host says t
+    correction = dc.calibrate(device_now)
+    assert correction is not None and correction.source == "current-time"
+    stamp = device_now.as_naive_unix()
+    assert stamp is not None
+    p = dc.place(stamp - 600, received_at=host.now())
+    assert p.time == pytest.approx(host.now() - 600)
+    assert (p.clock, p.device_time) == (ClockQuality.CORRECTED, stamp - 600)
+
+
+def test_corrected_against_an_unsynced_host_is_only_unsynced() -> None:
+    host = ManualClock(t=1_800_000_000.0, synced=False)
+    dc = DeviceClock(host)
+    dc.calibrate(DeviceDateTime(2027, 1, 15, 7, 0, 0))
+    assert dc.place(1_800_000_000.0, host.now()).clock is ClockQuality.UNSYNCED
+
+
+def test_unset_device_clock_falls_back_to_receipt_time() -> None:
+    host = ManualClock(t=1_800_000_000.0)
+    dc = DeviceClock(host)
+    assert dc.calibrate(DeviceDateTime(0, 0, 0, 0, 0, 0)) is None  # clock never set
+    unset = DeviceDateTime(2000, 1, 1, 0, 5, 0).as_naive_unix()  # reset after a battery change
+    p = dc.place(unset, received_at=host.now())
+    assert (p.time, p.clock, p.device_time) == (host.now(), ClockQuality.SYNCED, unset)
+    future = dc.place(host.now() + 86400, received_at=host.now())
+    assert future.time == host.now()
+    assert dc.place(None, host.now()).device_time is None
+
+
+def test_plausible_device_time_without_reference_is_kept_as_device_time() -> None:
+    host = ManualClock(t=1_800_000_000.0)
+    p = DeviceClock(host).place(host.now() - 3600, received_at=host.now())
+    assert (p.time, p.clock) == (host.now() - 3600, ClockQuality.DEVICE)
+
+
+def test_current_time_characteristic() -> None:
+    assert decode_current_time(bytes.fromhex("EA070B1B0E1E2D050000")) == DeviceDateTime(2026, 11, 27, 14, 30, 45)
+    with pytest.raises(DecodeError):
+        decode_current_time(bytes.fromhex("EA070D1B0E1E2D050000"))  # month 13
+
+
+# --- glucose sequence store --------------------------------------------------------------------
+
+
+def test_sequence_store_round_trip_and_foreign_meter(tmp_path: Path) -> None:
+    store = SequenceStore(tmp_path / "dev" / "ble-glucose.json", "aa:bb:cc:dd:ee:03")
+    assert store.load() is None
+    store.save(41)
+    assert store.load() == 41
+    assert not list((tmp_path / "dev").glob("*.tmp"))  # replaced atomically, no leftovers
+    other = SequenceStore(store.path, "AA:BB:CC:DD:EE:99")
+    assert other.load() is None  # another meter at this device id: fetch everything
+
+
+def test_sequence_store_corrupt_file_means_fetch_all(tmp_path: Path) -> None:
+    path = tmp_path / "ble-glucose.json"
+    path.write_text("{not json")
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() is None
+    path.write_text(json.dumps({"address": "AA:BB:CC:DD:EE:03", "last_sequence": 70000}))
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() is None
+
+
+# --- notification queue ------------------------------------------------------------------------
+
+
+async def test_full_queue_drops_oldest_and_counts() -> None:
+    link = BleLink("AA:BB:CC:DD:EE:01", "hci0", ManualClock(), queue_size=16)
+    for i in range(20):
+        link._put(Notification("u", bytes([i]), float(i)))
+    assert link.dropped == 4
+    first = await link.next(0.1)
+    assert first is not None and first.data == bytes([4])
+
+
+async def test_disconnect_ends_the_stream_with_a_typed_error() -> None:
+    link = BleLink("AA:BB:CC:DD:EE:01", "hci0", ManualClock(), queue_size=16)
+    link._put(Notification("u", b"\x01", 0.0))
+    link._on_disconnect(None)  # type: ignore[arg-type]
+    it = aiter(link.notifications())
+    assert (await anext(it)).data == b"\x01"
+    with pytest.raises(DriverDisconnected):
+        await anext(it)
+
+
+async def test_silence_beyond_the_idle_timeout_is_a_lost_link() -> None:
+    link = BleLink("AA:BB:CC:DD:EE:01", "hci0", ManualClock(), queue_size=16)
+    with pytest.raises(DriverDisconnected, match="no data"):
+        await anext(aiter(link.notifications(idle_timeout_s=0.01)))
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_settings_validate_and_default_modes() -> None:
+    hr = HeartRateSettings(id="hr", address="c4:7c:8d:6a:12:3f")
+    assert (hr.mode, hr.adapter, hr.driver) == ("connected", "hci0", "ble-heart-rate")
+    assert GlucoseSettings(id="g", address="C4:7C:8D:6A:12:3F").mode == "passive"
+    with pytest.raises(ValidationError):
+        HeartRateSettings(id="hr", address="not-an-address")
+    with pytest.raises(ValidationError):
+        HeartRateSettings(id="hr", address="C4:7C:8D:6A:12:3F", adapter="usb0")
+    with pytest.raises(ValidationError):
+        PolarEcgSettings(id="ecg", address="C4:7C:8D:6A:12:3F", mode="passive")
+
+
+def test_settings_and_decoders_do_not_import_bleak() -> None:
+    code = (
+        "import sys; import drivers.ble.settings, drivers.ble.decode_cli; "
+        "from gateway.driver_api import registry; registry(); "
+        "sys.exit('bleak' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
+
+
+# --- decode CLI --------------------------------------------------------------------------------
+
+
+def test_decode_cli_prints_json_and_flags_rejects(capsys: pytest.CaptureFixture[str]) -> None:
+    assert decode_cli.blood_pressure_cmd(["15 BD F0 0B 00 9F F0 3C 00 12 00"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoded"]["systolic"] == 18.9 and out["decoded"]["unit"] == "kPa"
+    assert decode_cli.heart_rate_cmd(["1E5532002100", "17 01 01", "zz"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["decoded"]["rr_intervals_1024"] == [33]
+    assert "error" in lines[1] and lines[2]["error"] == "not hexadecimal"
+    assert decode_cli.glucose_cmd(["06 00 01 06"]) == 0
+    assert json.loads(capsys.readouterr().out)["decoded"]["result"] == "no_records_found"
+    assert decode_cli.polar_ecg_cmd([]) == 2
