@@ -1,5 +1,5 @@
 """Property tests: garbage anywhere never crashes a decoder, a damaged frame never comes out, and the
-decoder re-locks on the first intact frame after the garbage (only the frame the garbage cut into is lost).
+decoder re-locks within one frame after the garbage ends.
 """
 
 from __future__ import annotations
@@ -91,8 +91,11 @@ def test_garbage_anywhere_loses_at_most_the_frame_it_cuts(protocol: str, data: s
     pos = data.draw(st.integers(int(starts[2]), len(stream)), label="pos")
     chunk = data.draw(st.integers(1, 600), label="chunk")
     items = decode(protocol, stream[:pos] + garbage + stream[pos:], chunk)
-    # The frame the garbage lands in (if any) may be lost; every other frame must come out, in order.
+    # The frame the garbage lands in (if any) and the first frame after the garbage may be lost (a
+    # garbage byte may pass for the start of a frame and swallow it: formats #7, #8 and Contec have only
+    # a sync bit, or a one-byte sum, to tell); every other frame must come out, in order.
     cut = {k for k in range(len(parts)) if starts[k] < pos < starts[k + 1]}
+    cut |= {min(k for k in range(len(parts) + 1) if starts[k] >= pos)} - {len(parts)}
     expected = [f for k, f in enumerate(CLEAN[protocol]) if k not in cut]
     got = frames(items)
     assert is_subsequence(expected, got)

@@ -134,11 +134,11 @@ class EcgDecoder:
             self._drop_start = self._offset + pos
             self._drop_reason = reason
         self._drop_count += n
+        self.stats.dropped_bytes += n
 
     def _flush_drop(self, out: list[EcgFrame | Dropped]) -> None:
         if self._drop_count:
             out.append(Dropped(self._drop_start, self._drop_count, self._drop_reason))
-            self.stats.dropped_bytes += self._drop_count
             self.stats.drops += 1
             self._drop_count = 0
 

@@ -58,11 +58,11 @@ class FixedFramer(Generic[F]):
         if self._drop_count == 0:
             self._drop_start = self._offset + pos
         self._drop_count += 1
+        self.stats.dropped_bytes += 1  # counted now; reported as one Dropped when the run ends
 
     def _flush_drop(self, out: list[F | Dropped]) -> None:
         if self._drop_count:
             out.append(Dropped(self._drop_start, self._drop_count, self.reason))
-            self.stats.dropped_bytes += self._drop_count
             self.stats.drops += 1
             self._drop_count = 0
 

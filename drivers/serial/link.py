@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,15 @@ class PortParams:
 
 
 def _open_blocking(p: PortParams) -> serial.SerialBase:
-    if "://" not in p.url and not os.path.exists(p.url):
-        raise PortAbsent(f"{p.url}: no such device")
+    if "://" not in p.url:
+        try:
+            mode = os.stat(p.url).st_mode
+        except FileNotFoundError:
+            raise PortAbsent(f"{p.url}: no such device") from None
+        except OSError as e:
+            raise PortUnusable(f"{p.url}: {e.strerror}") from e
+        if not stat.S_ISCHR(mode):
+            raise PortConfigError(f"{p.url}: not a serial device (not a character device)")
     try:
         return serial.serial_for_url(p.url, **p.serial_kwargs())
     except serial.SerialException as e:
