@@ -70,7 +70,6 @@ class WeightSettings(BleSettings):
 class GlucoseSettings(BleSettings):
     driver: Literal["ble-glucose"] = "ble-glucose"
     mode: Mode = "passive"
-    racp_timeout_s: float = Field(30.0, gt=0, le=600, description="Time allowed to transfer stored records")
 
 
 class PolarEcgSettings(BleSettings):

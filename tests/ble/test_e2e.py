@@ -11,15 +11,19 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd, scan_cli
+from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd, scan_cli, thermometer
+from gateway.clock import SyncPolicy, SystemClock
+from gateway.config.loader import parse_config_text
 from gateway.driver_api import DeviceContext, Driver, DriverConnectFailed, DriverDisconnected, registry
 from gateway.records import ClockQuality, DeviceEvent, DeviceState, Reading, SampleBlock, Vital, VitalReading
-from tests.ble.conftest import MockBluez
 from tests.ble.devices import GlucoseMeter, PolarH10, bp_cuff, bp_payload, heart_rate_strap, hr_payload, naive
+from tests.ble.harness import MockBluez
+from tests.ble.peripheral import CharSpec, Peripheral, ServiceSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -247,3 +251,84 @@ async def test_scan_lists_health_devices(mock_bluez: MockBluez) -> None:
     assert by[mock_bluez.peripherals[0]].drivers == ["ble-heart-rate"]
     assert by[mock_bluez.peripherals[2]].drivers == ["ble-glucose"]
     assert by[mock_bluez.peripherals[2]].name == "Glucose-Meter"
+
+
+async def test_devices_configured_from_yaml(mock_bluez: MockBluez, tmp_path: Path) -> None:
+    """The config loader builds the BLE settings from YAML; the registry gives the drivers; a strap
+    streams while a meter hands over its records, side by side."""
+    hr_addr, g_addr = mock_bluez.peripherals[0], mock_bluez.peripherals[2]
+    text = f"""
+gateway: {{id: hub-ble}}
+upstream: {{url: "mqtt://127.0.0.1:1883"}}
+patients:
+  - id: p-ble
+    timezone: UTC
+    devices:
+      - id: hr-1
+        driver: ble-heart-rate
+        address: "{hr_addr}"
+        adapter: hci0
+        scan_timeout_s: 3
+        connect_timeout_s: 3
+      - id: bg-1
+        driver: ble-glucose
+        address: "{g_addr.lower()}"
+        connect_timeout_s: 3
+"""
+    cfg = parse_config_text(text, file=tmp_path / "gateway.yaml")
+    hr_settings, g_settings = cfg.patients[0].devices
+    clock = SystemClock(SyncPolicy.ASSUME_SYNCED)
+
+    def driver_for(settings: Any) -> Driver:
+        ctx = DeviceContext(settings.id, "p-ble", clock, tmp_path / "state" / settings.id)
+        return registry()[settings.driver].load()(ctx, settings)
+
+    strap = heart_rate_strap(mock_bluez.adapter_of(hr_addr))
+    meter = GlucoseMeter(mock_bluez.adapter_of(g_addr), utc_wall_clock())
+    meter.add(1, utc_wall_clock() - timedelta(hours=3), 104)
+    await strap.start()
+    try:
+        async with driver_for(hr_settings) as hr, driver_for(g_settings) as bg:
+            hr_it, bg_it = aiter(hr.readings()), aiter(bg.readings())
+            bg_pending = asyncio.ensure_future(take(bg_it, 3))
+            await take(hr_it, 1)  # battery
+            await strap.wait_subscribed(heart_rate.MEASUREMENT)
+            await meter.peripheral.start()
+            strap.notify(heart_rate.MEASUREMENT, bytes([0, 77]))
+            assert [r.value for r in await take(hr_it, 1)] == [77.0]
+            bg_got = await bg_pending
+            strap.notify(heart_rate.MEASUREMENT, bytes([0, 78]))
+            assert [r.value for r in await take(hr_it, 1)] == [78.0]
+    finally:
+        await strap.stop()
+        await meter.peripheral.stop()
+    assert [r.value for r in vitals(bg_got, Vital.GLUCOSE)] == [104.0]
+    assert {r.device_id for r in bg_got} == {"bg-1"}
+
+
+async def test_passive_device_released_when_idle(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """A thermometer that stays connected after its reading is let go after idle_timeout_s; garbage
+    in between is counted and dropped, the session goes on."""
+    address = mock_bluez.peripherals[1]
+    thermo = Peripheral(
+        "Thermo",
+        mock_bluez.adapter_of(address),
+        [ServiceSpec(thermometer.SERVICE, [CharSpec(thermometer.MEASUREMENT, ["indicate"])])],
+    )
+    driver = make_driver(device_ctx, {"driver": "ble-thermometer", "address": address, "idle_timeout_s": 0.5})
+    await thermo.start()
+    try:
+        async with driver:
+            pending = asyncio.ensure_future(take(aiter(driver.readings()), 3))
+            await thermo.wait_subscribed(thermometer.MEASUREMENT)
+            thermo.notify(thermometer.MEASUREMENT, bytes.fromhex("01FFFF"))  # truncated FLOAT: rejected
+            thermo.notify(thermometer.MEASUREMENT, bytes.fromhex("00720100FF"))  # 37.0 °C, no timestamp
+            connected, temp, released = await pending
+    finally:
+        await thermo.stop()
+    assert isinstance(connected, DeviceEvent) and connected.state is DeviceState.CONNECTED
+    assert isinstance(temp, VitalReading) and temp.value == pytest.approx(37.0)
+    assert temp.clock is ClockQuality.SYNCED and temp.device_time is None
+    assert isinstance(released, DeviceEvent) and released.state is DeviceState.DISCONNECTED
+    assert "released" in released.detail
+    assert driver.decode_errors == 1  # type: ignore[attr-defined]
