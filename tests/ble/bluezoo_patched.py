@@ -59,13 +59,12 @@ _orig_add_device = Adapter.add_device
 
 async def _add_device(self: Adapter, device: Device) -> None:
     device.rssi = next(_rssi)
-    path = device.get_object_path() if device.adapter is self else None
-    known = path is not None and path in self.devices
     await _orig_add_device(self, device)
-    if known or device.get_object_path() in self.devices:
-        existing = self.devices[device.get_object_path()]
-        if existing is not device:
-            await existing.RSSI.set_async(next(_rssi))
+    # A known device is only "synced" by bluezoo, which emits nothing when no property changed:
+    # a fresh RSSI makes it a PropertiesChanged that bleak's scanner reports, as BlueZ does per advert.
+    existing = self.devices[device.get_object_path()]
+    if existing is not device:
+        await existing.RSSI.set_async(next(_rssi))
 
 
 Adapter.add_device = _add_device  # type: ignore[method-assign]
