@@ -86,6 +86,7 @@ class DetectorState:
     last_beat: int | None = None
     last_beat_energy: float = 0.0
     rr: tuple[int, ...] = ()
+    n_noise: int = 0
 
 
 def new_state(fs: float, params: DetectorParams | None = None, first_index: int = 0) -> DetectorState:
@@ -215,12 +216,20 @@ def _decide(
         is_beat = fp > threshold
 
     if not is_beat:
-        state.noise_level += p.level_gain * (fp - state.noise_level)
+        # While learning, levels are plain means of what was seen (an exponential average
+        # started from zero would under-estimate the noise right when learning ends).
+        state.n_noise += 1
+        gain = max(p.level_gain, 1.0 / state.n_noise) if learning else p.level_gain
+        state.noise_level += gain * (fp - state.noise_level)
         return None
 
-    # Cap one peak's pull on the signal level so a single artefact cannot blind the detector.
-    pull = min(fp, 4.0 * state.signal_level) if state.signal_level > 0 else fp
-    state.signal_level += (p.level_gain if state.signal_level > 0 else 1.0) * (pull - state.signal_level)
+    if learning or state.signal_level <= 0:
+        # The largest complex seen so far sets the scale: before the first real QRS, noise peaks
+        # pass the provisional threshold, and must not set the level the detector starts with.
+        state.signal_level = max(state.signal_level, fp)
+    else:
+        # Cap one peak's pull on the signal level so a single artefact cannot blind the detector.
+        state.signal_level += p.level_gain * (min(fp, 4.0 * state.signal_level) - state.signal_level)
     if elapsed is not None:
         state.rr = (*state.rr[-(p.rr_history - 1) :], elapsed)
     state.last_beat = peak

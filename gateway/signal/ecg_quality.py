@@ -1,0 +1,147 @@
+"""ECG signal-quality index: is this stretch of ECG fit to derive a heart rate from?
+
+The signal is judged in fixed windows (``window_s``, aligned on the sample index so any block
+split gives the same verdicts).  Each window gets one verdict:
+
+* ``FLAT`` — peak-to-peak below ``flat_mv``: lead off on many front-ends, or a dead channel.
+* ``SATURATED`` — a large share of samples sits exactly on the window's extreme values: the
+  amplifier is pinned at a rail (lead off on others, or a huge offset).
+* ``NOISY`` — the band-passed signal is not spiky enough (kurtosis under ``min_kurtosis``; clean
+  ECG is dominated by a few sharp QRS and has kurtosis well above 5, Gaussian noise has 3, after
+  Li, Clifford et al. 2008), or its amplitude jumps to several times that of recent good
+  windows (electrode motion).
+* ``GOOD`` otherwise.
+
+Downstream, any verdict but ``GOOD`` means "no valid ECG": heart-rate alarms are suppressed and a
+technical condition is raised instead, so a loose electrode does not read as asystole.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from statistics import median
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.signal.ecg_filters import SosFilter
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+
+class EcgQuality(enum.StrEnum):
+    GOOD = "good"
+    FLAT = "flat"
+    SATURATED = "saturated"
+    NOISY = "noisy"
+
+
+@dataclass(frozen=True, slots=True)
+class QualityParams:
+    window_s: float = 4.0
+    flat_mv: float = 0.05
+    rail_share: float = 0.05  # share of samples on the window's max or min value
+    min_kurtosis: float = 4.0
+    max_amplitude_jump: float = 4.0  # band-passed p-p over the median of recent good windows
+    history: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class QualityWindow:
+    start_index: int
+    end_index: int  # exclusive
+    quality: EcgQuality
+    kurtosis: float
+    ptp_mv: float
+
+
+@dataclass(slots=True)
+class QualityState:
+    fs: float
+    params: QualityParams
+    band: SosFilter
+    window: int
+    window_start: int
+    raw: list[FloatArray] = field(default_factory=list)
+    filtered: list[FloatArray] = field(default_factory=list)
+    filled: int = 0
+    good_ptp: tuple[float, ...] = ()
+
+
+def new_quality_state(fs: float, params: QualityParams | None = None, first_index: int = 0) -> QualityState:
+    from scipy.signal import butter  # noqa: PLC0415
+
+    p = params or QualityParams()
+    # 1-40 Hz: removes wander (which the detector copes with) but keeps muscle noise visible.
+    sos = np.asarray(butter(2, (1.0, min(40.0, 0.45 * fs)), btype="bandpass", fs=fs, output="sos"))
+    return QualityState(
+        fs=fs,
+        params=p,
+        band=SosFilter.design(sos),
+        window=max(1, round(p.window_s * fs)),
+        window_start=first_index,
+    )
+
+
+def restart(state: QualityState, first_index: int) -> None:
+    state.band.reset()
+    state.raw.clear()
+    state.filtered.clear()
+    state.filled = 0
+    state.window_start = first_index
+
+
+def feed(state: QualityState, samples_mv: FloatArray) -> list[QualityWindow]:
+    """Add contiguous samples; returns the verdicts of the windows they complete."""
+    out: list[QualityWindow] = []
+    if len(samples_mv) == 0:
+        return out
+    filt = state.band.run(samples_mv)
+    pos = 0
+    while pos < len(samples_mv):
+        take = min(state.window - state.filled, len(samples_mv) - pos)
+        state.raw.append(samples_mv[pos : pos + take])
+        state.filtered.append(filt[pos : pos + take])
+        state.filled += take
+        pos += take
+        if state.filled == state.window:
+            out.append(_judge(state, np.concatenate(state.raw), np.concatenate(state.filtered)))
+            state.window_start += state.window
+            state.raw.clear()
+            state.filtered.clear()
+            state.filled = 0
+    return out
+
+
+def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWindow:
+    p = state.params
+    ptp = float(np.ptp(raw))
+    centred = filt - filt.mean()
+    var = float(np.mean(centred**2))
+    kurt = float(np.mean(centred**4) / var**2) if var > 0 else 0.0
+    hi, lo = float(raw.max()), float(raw.min())
+    on_rails = int(np.count_nonzero(raw == hi)) + int(np.count_nonzero(raw == lo))
+    band_ptp = float(np.ptp(filt))
+
+    if ptp < p.flat_mv:
+        quality = EcgQuality.FLAT
+    elif on_rails >= p.rail_share * len(raw):
+        quality = EcgQuality.SATURATED
+    elif kurt < p.min_kurtosis or (
+        len(state.good_ptp) >= 3 and band_ptp > p.max_amplitude_jump * median(state.good_ptp)
+    ):
+        quality = EcgQuality.NOISY
+    else:
+        quality = EcgQuality.GOOD
+        state.good_ptp = (*state.good_ptp[-(p.history - 1) :], band_ptp)
+    return QualityWindow(
+        start_index=state.window_start,
+        end_index=state.window_start + len(raw),
+        quality=quality,
+        kurtosis=kurt,
+        ptp_mv=ptp,
+    )

@@ -1,0 +1,56 @@
+"""Heart rate and RR intervals from detected beats, robust to ectopic beats.
+
+The rate is 60 / median of the last few RR intervals: one premature beat and its compensatory
+pause shift a mean but not a median.  Each RR interval is also marked normal-to-normal (NN) or
+not, by comparison with that running median, so HRV can leave ectopics out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+MIN_RR_S = 0.17  # 350 /min: anything shorter is a double detection, not a heart
+MAX_RR_S = 4.0  # 15 /min: a longer gap is a pause or lost signal, not a rate
+
+
+@dataclass(frozen=True, slots=True)
+class RRInterval:
+    end_index: int  # sample index of the beat that closes the interval
+    time: float  # Unix seconds of that beat
+    rr_ms: float
+    normal: bool  # within ``nn_tolerance`` of the running median: usable for HRV
+    heart_rate: float | None  # /min, median-based; None until enough intervals are seen
+
+
+@dataclass(slots=True)
+class HeartRateState:
+    fs: float
+    window: int = 8  # RR intervals in the running median (about 6-8 s at rest)
+    nn_tolerance: float = 0.2
+    min_intervals: int = 3
+    last_index: int | None = None
+    recent_rr: tuple[float, ...] = ()  # seconds, newest last, at most ``window``
+
+
+def add_beat(state: HeartRateState, index: int, time: float) -> RRInterval | None:
+    """Record a beat; returns the RR interval it closes, or None (first beat, implausible gap)."""
+    prev, state.last_index = state.last_index, index
+    if prev is None:
+        return None
+    rr = (index - prev) / state.fs
+    if not MIN_RR_S <= rr <= MAX_RR_S:
+        # A pause or signal loss breaks the sequence: the next interval starts afresh, and the
+        # running median is not polluted by a value that is not a heart period.
+        return None
+    ref = median(state.recent_rr) if state.recent_rr else rr
+    normal = abs(rr - ref) <= state.nn_tolerance * ref
+    state.recent_rr = (*state.recent_rr[-(state.window - 1) :], rr)
+    hr = 60.0 / median(state.recent_rr) if len(state.recent_rr) >= state.min_intervals else None
+    return RRInterval(end_index=index, time=time, rr_ms=rr * 1000.0, normal=normal, heart_rate=hr)
+
+
+def reset(state: HeartRateState) -> None:
+    """Forget the rhythm (after a gap in the samples or a long invalid-ECG spell)."""
+    state.last_index = None
+    state.recent_rr = ()

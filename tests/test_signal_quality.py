@@ -1,0 +1,173 @@
+"""ECG quality index and beat-derived vitals on MIT-BIH excerpts with noise added at known SNRs.
+
+Noise is made here, seeded, in the spirit of the MIT-BIH Noise Stress Test: SNR is defined from
+the QRS peak-to-peak amplitude (signal power = p-p^2 / 8) over the noise's mean power.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.signal import butter, sosfilt
+
+from gateway.signal import heart_rate, hrv
+from gateway.signal.ecg_quality import EcgQuality, feed, new_quality_state
+from gateway.signal.rpeak_detector import detect_all
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+
+
+def load(rel: str) -> tuple[np.ndarray, float, np.ndarray]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
+    ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
+    return np.nan_to_num(rec.p_signal[:, 0]), float(rec.fs), ref
+
+
+SIG, FS, REF = load("ecg/mitdb_119_0s")
+SIG = SIG[: 120 * 360]
+REF = REF[REF < 120 * 360]
+
+
+def scaled(noise: np.ndarray, snr_db: float, sig: np.ndarray = SIG) -> np.ndarray:
+    qrs_pp = np.percentile(sig, 99.5) - np.percentile(sig, 0.5)
+    power = qrs_pp**2 / 8 / 10 ** (snr_db / 10)
+    return noise * np.sqrt(power / np.mean(noise**2))
+
+
+def muscle(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Broadband EMG-like noise: white noise band-limited to 20-150 Hz."""
+    return sosfilt(butter(2, (20, 150), btype="bandpass", fs=FS, output="sos"), rng.normal(size=n))
+
+
+def wander(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Respiration-like baseline wander: 0.15-0.5 Hz sinusoids with random phases."""
+    t = np.arange(n) / FS
+    return sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) for f in (0.15, 0.3, 0.5))  # type: ignore[return-value]
+
+
+def motion_bursts(rng: np.random.Generator, n: int, every_s: float = 20.0, length_s: float = 3.0) -> np.ndarray:
+    """Electrode-motion-like artefact: 1-15 Hz noise in bursts, QRS-band overlapping."""
+    burst = sosfilt(butter(2, (1, 15), btype="bandpass", fs=FS, output="sos"), rng.normal(size=n))
+    gate = np.zeros(n)
+    for start in np.arange(5.0, n / FS - length_s, every_s):
+        gate[int(start * FS) : int((start + length_s) * FS)] = 1.0
+    return burst * gate
+
+
+def verdicts(x: np.ndarray) -> list[EcgQuality]:
+    return [w.quality for w in feed(new_quality_state(FS), x)]
+
+
+def share(vs: list[EcgQuality], q: EcgQuality) -> float:
+    return sum(v is q for v in vs) / len(vs)
+
+
+def f1(ref: np.ndarray, det: np.ndarray) -> float:
+    tol = round(0.15 * FS)
+    used: set[int] = set()
+    tp = 0
+    for r in ref:
+        c = [j for j in np.flatnonzero(np.abs(det - r) <= tol) if j not in used]
+        if c:
+            used.add(c[0])
+            tp += 1
+    return 2 * tp / (len(ref) + len(det))
+
+
+def test_clean_ecg_is_good() -> None:
+    assert share(verdicts(SIG), EcgQuality.GOOD) >= 0.95
+
+
+def test_flat_line_is_flagged() -> None:
+    x = SIG.copy()
+    x[40 * 360 : 80 * 360] = x[40 * 360]  # lead off on a front-end that holds the last value
+    vs = verdicts(x)
+    assert all(v is EcgQuality.FLAT for v in vs[11:19])
+    assert share(vs[:9], EcgQuality.GOOD) == 1.0
+
+
+def test_saturation_is_flagged() -> None:
+    x = SIG.copy()
+    seg = slice(40 * 360, 80 * 360)
+    x[seg] = np.clip(x[seg] * 8 + 3.0, -5.0, 5.0)  # offset + gain: pinned at the +5 mV rail
+    vs = verdicts(x)
+    assert all(v is EcgQuality.SATURATED for v in vs[11:19])
+
+
+@pytest.mark.parametrize(("snr_db", "min_share"), [(0.0, 0.7), (-6.0, 0.95)])
+def test_heavy_muscle_noise_is_flagged(snr_db: float, min_share: float) -> None:
+    rng = np.random.default_rng(int(10 - snr_db))
+    vs = verdicts(SIG + scaled(muscle(rng, len(SIG)), snr_db))
+    assert share(vs, EcgQuality.NOISY) >= min_share
+
+
+def test_moderate_noise_and_baseline_wander_stay_good_and_beats_are_found() -> None:
+    rng = np.random.default_rng(7)
+    x = SIG + scaled(muscle(rng, len(SIG)), 12.0) + scaled(wander(rng, len(SIG)), 0.0)
+    assert share(verdicts(x), EcgQuality.GOOD) >= 0.9
+    assert f1(REF, np.asarray([b.index for b in detect_all(x, FS)])) >= 0.99
+
+
+def test_electrode_motion_bursts_are_flagged_where_they_are() -> None:
+    rng = np.random.default_rng(11)
+    noise = motion_bursts(rng, len(SIG))
+    x = SIG + scaled(noise, -6.0)
+    windows = feed(new_quality_state(FS), x)
+    in_burst = [w for w in windows if np.any(noise[w.start_index : w.end_index] != 0)]
+    clear = [w for w in windows if not np.any(noise[w.start_index : w.end_index] != 0)]
+    assert sum(w.quality is not EcgQuality.GOOD for w in in_burst) >= 0.8 * len(in_burst)
+    assert sum(w.quality is EcgQuality.GOOD for w in clear) >= 0.9 * len(clear)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(1, 3000), min_size=1, max_size=30))
+def test_quality_verdicts_do_not_depend_on_block_split(sizes: list[int]) -> None:
+    x = SIG[: 40 * 360]
+    state = new_quality_state(FS)
+    got = []
+    start = i = 0
+    while start < len(x):
+        n = sizes[i % len(sizes)]
+        got.extend(feed(state, x[start : start + n]))
+        start, i = start + n, i + 1
+    assert got == feed(new_quality_state(FS), x)
+
+
+def test_heart_rate_ignores_an_ectopic_and_its_pause() -> None:
+    fs = 360.0
+    st_ = heart_rate.HeartRateState(fs=fs)
+    rr = [0.8] * 10 + [0.45, 1.15] + [0.8] * 3  # a PVC and its compensatory pause
+    t = 0.0
+    out = []
+    for r in [0.0, *rr]:
+        t += r
+        iv = heart_rate.add_beat(st_, round(t * fs), t)
+        if iv is not None:
+            out.append(iv)
+    assert all(iv.heart_rate is None or abs(iv.heart_rate - 75.0) < 0.5 for iv in out)
+    assert [iv.normal for iv in out[9:12]] == [True, False, False]
+
+
+def test_hrv_from_annotated_beats_matches_direct_computation() -> None:
+    st_hr = heart_rate.HeartRateState(fs=FS)
+    st_hrv = hrv.HrvState(window_s=60.0)
+    nn = []
+    for idx in REF:
+        iv = heart_rate.add_beat(st_hr, int(idx), idx / FS)
+        if iv is not None:
+            hrv.add_interval(st_hrv, iv)
+            if iv.normal and iv.time >= REF[-1] / FS - 60.0:
+                nn.append(iv.rr_ms)
+    got = hrv.values(st_hrv, REF[-1] / FS)
+    assert got is not None
+    assert got.sdnn_ms == pytest.approx(float(np.std(nn, ddof=1)), rel=1e-9)
+    assert 0 < got.rmssd_ms < 200
+    # Too short a window gives no value rather than a meaningless one.
+    assert hrv.values(hrv.HrvState(), 0.0) is None
