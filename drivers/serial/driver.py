@@ -23,7 +23,7 @@ from gateway.driver_api import (
     DriverConnectFailed,
     DriverDisconnected,
 )
-from gateway.records import DeviceEvent, DeviceState, Reading
+from gateway.records import Reading
 
 DROP_LOG_INTERVAL_S = 10.0
 
@@ -87,13 +87,8 @@ class SerialDriver(Driver):
         clock = self.ctx.clock
         s = self.settings
         silence = self.silence_timeout_s
-        yield DeviceEvent(
-            self.ctx.device_id,
-            DeviceState.CONNECTED,
-            clock.now(),
-            f"{s.port} {s.baud} {s.format} {self.protocol.name}",
-            clock=clock.quality(),
-        )
+        # The supervisor reports the CONNECTED event; the port details go to the log.
+        self.ctx.log.info("serial_port_open", port=s.port, baud=s.baud, format=s.format, protocol=self.protocol.name)
         deadline = loop.time() + silence
         next_drop_log = loop.time()
         logged_drops = 0
