@@ -18,7 +18,10 @@ from gateway.records import ClockQuality, DeviceEvent, DeviceFlag, DeviceState, 
 FIX = Path(__file__).resolve().parent.parent / "hil_fixtures" / "serial"
 
 # Reference: pez-globo/pufferfish TestNoninOEM3.cpp, via ../shared/reference/serial-oximeters.md
-NONIN2_VECTOR = bytes.fromhex("018101008301800148CA01800161E301800130B2")
+NONIN2_VECTOR = bytes.fromhex("0181010083" "01800148CA" "01800161E3" "01800130B2")  # fmt: skip
+# The vector's four frames completed to a full packet with 21 frames of FLOAT 0: a packet is read
+# only once all 25 of its frames are in (see PacketAssembler).
+NONIN2_PACKET = NONIN2_VECTOR + bytes.fromhex("0180010082") * 21
 
 
 def frames_of(items: list[Any]) -> list[Any]:
@@ -34,22 +37,32 @@ def decode_all(protocol: str, data: bytes) -> list[Any]:
 
 
 def test_nonin2_reference_vector() -> None:
-    items = decode_all("nonin2", NONIN2_VECTOR)
+    items = decode_all("nonin2", NONIN2_PACKET)
     frames = [it for it in items if isinstance(it, nonin.NoninFrame)]
     packets = [it for it in items if isinstance(it, nonin.NoninPacket)]
-    assert [f.value for f in frames] == [0x00, 0x48, 0x61, 0x30]
+    assert [f.value for f in frames[:4]] == [0x00, 0x48, 0x61, 0x30]
     assert frames[0].sync and not frames[1].sync
     assert packets == [nonin.NoninPacket(pulse_rate=72, spo2=97, flags=frozenset())]
     assert not any(isinstance(it, Dropped) for it in items)
 
 
 def test_nonin2_vector_after_garbage_and_a_lost_byte() -> None:
-    broken = NONIN2_VECTOR[:7] + NONIN2_VECTOR[8:]  # frame 1 loses a byte
-    items = decode_all("nonin2", b"\x01\x80\x99\xfe" + broken + NONIN2_VECTOR)
+    broken = NONIN2_PACKET[:7] + NONIN2_PACKET[8:]  # frame 1 loses a byte
+    items = decode_all("nonin2", b"\x01\x80\x99\xfe" + broken + NONIN2_PACKET)
     packets = [it for it in items if isinstance(it, nonin.NoninPacket)]
     # The first packet lost its HR LSB frame: no packet from it; the intact copy decodes.
     assert packets == [nonin.NoninPacket(72, 97, frozenset())]
     assert sum(d.count for d in items if isinstance(d, Dropped)) == 4 + 9
+
+
+def test_nonin2_packet_with_a_vanished_frame_is_discarded_not_misread() -> None:
+    # Frame 1 (HR LSB) vanishes whole at a frame boundary: no byte is dropped, every checksum is good.
+    shifted = NONIN2_PACKET[:5] + NONIN2_PACKET[10:]
+    items = decode_all("nonin2", NONIN2_PACKET + shifted + NONIN2_PACKET)
+    assert not any(isinstance(it, Dropped) for it in items)
+    packets = [it for it in items if isinstance(it, nonin.NoninPacket)]
+    # Read naively, the shifted packet would say HR 97, SpO2 48 (the revision byte).
+    assert packets == [nonin.NoninPacket(72, 97, frozenset())] * 2
 
 
 def test_nonin2_bad_checksum_is_never_a_frame() -> None:

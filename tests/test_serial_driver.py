@@ -355,7 +355,7 @@ def test_decode_cli_entry_point_prints_json_lines(capsys: pytest.CaptureFixture[
 
 
 def test_decode_cli_reads_stdin_through_the_gateway_command() -> None:
-    vector = bytes.fromhex("018101008301800148CA01800161E301800130B2")
+    vector = bytes.fromhex("018101008301800148CA01800161E301800130B2") + bytes.fromhex("0180010082") * 21
     proc = subprocess.run(
         [sys.executable, "-c", "import sys; from gateway.cli import main; sys.exit(main())", "decode", "nonin2", "-"],
         input=vector,

@@ -5,7 +5,8 @@ Formats (``../shared/reference/serial-oximeters.md``):
 * #2: ``01 | STATUS | PLETH | FLOAT | CHK``; #7: ``STATUS | PLETH_MSB | PLETH_LSB | FLOAT | CHK``.
   CHK is the sum of the first four bytes mod 256, STATUS bit 7 is always 1 and bit 0 marks the
   first frame of a 25-frame packet.  FLOAT carries the packet's numbers one byte per frame:
-  frame 0 HR MSB, 1 HR LSB, 2 SpO2, 3 firmware revision.  HR 511 and SpO2 127 mean "no value".
+  frame 0 HR MSB, 1 HR LSB, 2 SpO2, 3 firmware revision (the others are not decoded here).
+  HR 511 and SpO2 127 mean "no value".
 * #8: ``STATUS | HR_LSB | SPO2 | STATUS2``, no checksum: frames are found by STATUS bit 7 set and
   bit 7 clear in the other three bytes, and checked for plausible values.
 """
@@ -104,33 +105,48 @@ def _parse7(buf: bytes | bytearray, i: int) -> NoninFrame | None:
 
 @dataclass
 class PacketAssembler:
-    """Tracks the frame index within the 25-frame packet; any drop loses the place until the next sync."""
+    """Assembles the 25 frames after a sync frame into HR and SpO2.
+
+    A packet is emitted with its 25th frame, not its 3rd: only then is it known that no frame of it
+    went missing.  A frame can vanish whole (a USB buffer overrun at a frame boundary) without a
+    single dropped byte to show for it; counting to 25 between sync frames is what catches that,
+    and such a packet is discarded rather than read with its bytes shifted (SpO2 from the revision
+    byte).  A drop report also loses the place until the next sync frame.
+    """
 
     index: int | None = None
+    revision: int | None = None
     _msb: int = 0
     _lsb: int = 0
+    _spo2: int = 0
     _flags: frozenset[DeviceFlag] = frozenset()
 
     def frame(self, f: NoninFrame) -> NoninPacket | None:
         if f.sync:
             self.index = 0
+            self._flags = frozenset()
         elif self.index is not None:
             self.index += 1
-            if self.index >= FRAMES_PER_PACKET:  # a sync frame went missing: out of step
+            if self.index >= FRAMES_PER_PACKET:  # no sync where one was due: a frame went missing
                 self.index = None
         if self.index is None:
             return None
+        self._flags |= status_flags(f.status)
         if self.index == 0:
-            self._msb, self._flags = f.value, status_flags(f.status)
+            self._msb = f.value
         elif self.index == 1:
-            self._lsb, self._flags = f.value, self._flags | status_flags(f.status)
+            self._lsb = f.value
         elif self.index == 2:
+            self._spo2 = f.value
+        elif self.index == 3:
+            self.revision = f.value
+        elif self.index == FRAMES_PER_PACKET - 1:
             hr = hr_from_bytes(self._msb, self._lsb)
-            spo2 = f.value
+            spo2 = self._spo2
             return NoninPacket(
                 pulse_rate=None if hr == HR_MISSING or hr > HR_MAX else hr,
                 spo2=None if spo2 == SPO2_MISSING or spo2 > 100 else spo2,
-                flags=self._flags | status_flags(f.status),
+                flags=self._flags,
             )
         return None
 
