@@ -55,15 +55,10 @@ class SerialDriver(Driver):
     def silence_timeout_s(self) -> float:
         return self.settings.silence_timeout_s or self.protocol.default_silence_s
 
-    def _resolve_port(self) -> str:
-        port = self.settings.port
-        if "://" in port:
-            return port
-        return str(self.ctx.base_dir / port) if not port.startswith("/") else port
-
     async def connect(self) -> None:
+        await self.close()  # a second connect must not leak the first port
         s = self.settings
-        params = PortParams(self._resolve_port(), s.baud, s.format, s.exclusive)
+        params = PortParams(s.port, s.baud, s.format, s.exclusive)
         try:
             self._link = await SerialLink.open(params)
         except PortConfigError as e:

@@ -79,6 +79,8 @@ def _open_blocking(p: PortParams) -> serial.SerialBase:
             raise PortAbsent(f"{p.url}: {e}") from e
         if code in (errno.ENOTTY, errno.EINVAL):
             raise PortConfigError(f"{p.url}: {e}") from e
+        if code in (errno.EACCES, errno.EPERM):
+            raise PortConfigError(f"{p.url}: permission denied (is the service user in the 'dialout' group?)") from e
         raise PortUnusable(f"{p.url}: {e}") from e
     except ValueError as e:  # pyserial: unsupported baud/format or malformed URL
         raise PortConfigError(f"{p.url}: {e}") from e
