@@ -19,6 +19,7 @@ import pytest
 
 from drivers.serial.decode_cli import decode_stream
 from drivers.serial.driver import SerialDriver
+from drivers.serial.link import LinkLost, PortParams, SerialLink
 from drivers.serial.settings import (
     ContecSettings,
     EcgStreamSettings,
@@ -379,3 +380,21 @@ def test_vital_units() -> None:
     objs = list(decode_stream("masimo", io.BytesIO((FIX / "masimo_patient-a_100s.txt").read_bytes()[:2000])))
     units = {(o["vital"], o["unit"]) for o in objs if o["kind"] == "vital"}
     assert units == {(Vital.SPO2.value, "%"), (Vital.PULSE_RATE.value, "/min"), (Vital.PERFUSION_INDEX.value, "%")}
+
+
+async def test_ports_without_a_descriptor_are_read_by_a_helper_thread() -> None:
+    # pyserial's loop:// (like rfc2217://) has no file descriptor to watch.
+    link = await SerialLink.open(PortParams("loop://", 9600))
+    try:
+        assert link._thread is not None
+        vector = bytes.fromhex("C53C064861") * 40
+        await asyncio.to_thread(link.port.write, vector)
+        got = b""
+        async with asyncio.timeout(5):
+            while len(got) < len(vector):
+                got += await link.read()
+        assert got == vector
+    finally:
+        await link.close()
+    with pytest.raises(LinkLost):
+        await link.read()
