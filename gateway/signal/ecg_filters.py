@@ -4,14 +4,16 @@ Every filter is a cascade of second-order sections run with its state (``zi``) c
 blocks, so a signal fed in any split gives bit-for-bit the output of the same signal fed at once
 (the recurrence runs over the same numbers in the same order).
 
-scipy.signal is imported only when an ECG filter is first designed: it costs tens of MB of
-resident memory, which a gateway with only oximeters and scales never pays.
+scipy.signal itself is never imported (it costs ~80 MB of resident memory on its own): the
+Butterworth designs are computed here with numpy, and only scipy's compiled SOS kernel is loaded,
+on first use (see ``_sos_kernel``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,29 +51,133 @@ _kernel: _SosKernel | None = None
 
 
 def _sos_kernel() -> _SosKernel:
-    """scipy's in-place SOS kernel, imported on first use.
+    """scipy's compiled, in-place SOS kernel, loaded without the rest of scipy.signal.
 
-    ``scipy.signal.sosfilt`` validates and copies its arguments on every call (~25 µs), which at
-    10 blocks/s per channel costs more than the filtering itself; its compiled kernel does the
-    same arithmetic in ~1.5 µs.  If a future scipy moves the private kernel we fall back to the
-    public function, same numbers, just slower.
+    ``import scipy.signal`` adds ~80 MB of resident memory (it pulls in linalg, special, fft,
+    ...); the one compiled routine the filters need adds ~1.5 MB when its extension file is loaded
+    on its own.  It also skips ``sosfilt``'s per-call validation and copies (~25 µs a call, more
+    than the filtering of a 100 ms block).  If the private module ever moves, we fall back to the
+    public ``sosfilt``: same arithmetic, just heavier.
     """
     global _kernel  # noqa: PLW0603 - a process-wide, idempotent import cache
     if _kernel is None:
-        try:
-            from scipy.signal._sosfilt import _sosfilt  # noqa: PLC0415
-
-            _kernel = _sosfilt
-        except ImportError:  # pragma: no cover - depends on the installed scipy
-            from scipy.signal import sosfilt  # noqa: PLC0415
-
-            def _public(sos: Any, x: Any, zi: Any) -> None:
-                y, zf = sosfilt(sos, x[0], zi=zi[0])
-                x[0] = y
-                zi[0] = zf
-
-            _kernel = _public
+        _kernel = _load_light_kernel() or _public_kernel()
     return _kernel
+
+
+def _load_light_kernel() -> _SosKernel | None:
+    import importlib.machinery  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    loaded = sys.modules.get("scipy.signal._sosfilt")
+    if loaded is not None:
+        return getattr(loaded, "_sosfilt", None)
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    base = Path(next(iter(spec.submodule_search_locations))) / "signal"
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = base / f"_sosfilt{suffix}"
+        if path.exists():
+            try:
+                ext = importlib.util.spec_from_file_location("scipy.signal._sosfilt", path)
+                if ext is None or ext.loader is None:
+                    return None
+                module = importlib.util.module_from_spec(ext)
+                ext.loader.exec_module(module)
+            except ImportError:
+                return None
+            kernel = getattr(module, "_sosfilt", None)
+            return kernel if callable(kernel) else None
+    return None
+
+
+def _public_kernel() -> _SosKernel:  # pragma: no cover - only with an unusual scipy install
+    from scipy.signal import sosfilt  # noqa: PLC0415
+
+    def run(sos: Any, x: Any, zi: Any) -> None:
+        y, zf = sosfilt(sos, x[0], zi=zi[0])
+        x[0] = y
+        zi[0] = zf
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Butterworth design, in numpy (bilinear transform of the analogue prototype, as scipy does), so
+# that designing a filter does not import scipy.signal either.
+# --------------------------------------------------------------------------------------------
+
+
+def _section(zeros: tuple[complex, complex], pole: complex, gain: float = 1.0) -> list[float]:
+    z1, z2 = zeros
+    b = [gain, -gain * (z1 + z2).real, gain * (z1 * z2).real]
+    return [*b, 1.0, -2.0 * pole.real, abs(pole) ** 2]
+
+
+def _bilinear(poles: FloatArray | Any, fs: float) -> Any:
+    fs2 = 2.0 * fs
+    return (fs2 + poles) / (fs2 - poles)
+
+
+def butter2_lowpass(fc: float, fs: float) -> FloatArray:
+    """Second-order Butterworth low-pass as one SOS row (same response as scipy's butter)."""
+    if not 0 < fc < fs / 2:
+        raise ValueError(f"cut-off {fc} Hz must lie between 0 and {fs / 2} Hz")
+    w = 2.0 * fs * np.tan(np.pi * fc / fs)  # pre-warped
+    p_analog = w * np.exp(1j * np.pi * 3 / 4)  # upper pole of the 2nd-order prototype
+    p = complex(_bilinear(p_analog, fs))
+    fs2 = 2.0 * fs
+    gain = float(w**2 / abs(fs2 - p_analog) ** 2)
+    return np.asarray([_section((-1.0, -1.0), p, gain)], dtype=np.float64)
+
+
+def butter2_bandpass(lo: float, hi: float, fs: float) -> FloatArray:
+    """Second-order Butterworth band-pass (4 poles) as two SOS rows."""
+    if not 0 < lo < hi < fs / 2:
+        raise ValueError(f"band {lo}-{hi} Hz must lie between 0 and {fs / 2} Hz")
+    wl = 2.0 * fs * np.tan(np.pi * lo / fs)
+    wh = 2.0 * fs * np.tan(np.pi * hi / fs)
+    bw, w0 = wh - wl, np.sqrt(wl * wh)
+    proto = np.exp(1j * np.pi * np.array([3 / 4, 5 / 4]))
+    half = proto * bw / 2
+    root = np.sqrt(half**2 - w0**2 + 0j)
+    p_analog = np.concatenate((half + root, half - root))
+    # Keep one pole of each conjugate pair (upper half-plane).
+    upper = sorted((p for p in p_analog if p.imag > 0), key=abs)
+    fs2 = 2.0 * fs
+    gain = float(bw**2 * abs(fs2**2 / np.prod(fs2 - p_analog)))
+    sections = [
+        _section((1.0, -1.0), complex(_bilinear(upper[0], fs)), gain),
+        _section((1.0, -1.0), complex(_bilinear(upper[1], fs))),
+    ]
+    return np.asarray(sections, dtype=np.float64)
+
+
+def steady_state(sos: FloatArray) -> FloatArray:
+    """Per-section state for a unit step already applied forever (scipy's ``sosfilt_zi``)."""
+    zi = np.zeros((sos.shape[0], 2))
+    scale = 1.0
+    for s, (b0, b1, b2, _a0, a1, a2) in enumerate(sos):
+        # (I - A^T) zi = B - a[1:] b0, with A the companion matrix of the denominator.
+        m = np.array([[1.0 + a1, -1.0], [a2, 1.0]])
+        rhs = np.array([b1 - a1 * b0, b2 - a2 * b0])
+        zi[s] = scale * np.linalg.solve(m, rhs)
+        scale *= (b0 + b1 + b2) / (1.0 + a1 + a2)
+    return zi
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDesign:
+    """Filter coefficients and delays for one sample rate."""
+
+    fs: float
+    bandpass: FloatArray
+    lowpass: FloatArray
+    bp_delay: int  # samples from an R wave to its peak in the band-passed signal
+    feature_delay: int  # samples from an R wave to its peak in the envelope
+    unit_peak: float  # envelope peak of a 1 mV QRS
 
 
 @dataclass(slots=True)
@@ -91,9 +197,7 @@ class SosFilter:
         if not self.primed:
             # Start as if the first value had always been there: no step transient from a DC
             # offset at power-on or after a gap.
-            from scipy.signal import sosfilt_zi  # noqa: PLC0415
-
-            self.zi[0] = sosfilt_zi(self.sos) * (x[0] if len(x) else 0.0)
+            self.zi[0] = steady_state(self.sos) * (x[0] if len(x) else 0.0)
             self.primed = True
         y = np.array(x, dtype=np.float64, ndmin=2, order="C", copy=True)
         _sos_kernel()(self.sos, y, self.zi)
@@ -105,37 +209,29 @@ class SosFilter:
         self.primed = False
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureDesign:
-    """Filter coefficients and delays for one sample rate."""
-
-    fs: float
-    bandpass: FloatArray
-    lowpass: FloatArray
-    bp_delay: int  # samples from an R wave to its peak in the band-passed signal
-    feature_delay: int  # samples from an R wave to its peak in the energy feature
+def filter_once(sos: FloatArray, x: FloatArray) -> FloatArray:
+    """Filter a whole signal from rest (zero state)."""
+    return SosFilter(sos=np.ascontiguousarray(sos), zi=np.zeros((1, sos.shape[0], 2)), primed=True).run(x)
 
 
 def design_feature(fs: float) -> FeatureDesign:
-    """Design the QRS band-pass and energy low-pass for ``fs`` and measure their delays."""
+    """Design the QRS band-pass and envelope low-pass for ``fs``; measure delays and scale."""
     if not MIN_RATE_HZ <= fs <= MAX_RATE_HZ:
         raise ValueError(f"ECG sample rate {fs} Hz is outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
-    from scipy.signal import butter, sosfilt  # noqa: PLC0415
-
-    bandpass = np.asarray(butter(2, QRS_BAND_HZ, btype="bandpass", fs=fs, output="sos"), dtype=np.float64)
-    lowpass = np.asarray(butter(2, ENERGY_LOWPASS_HZ, btype="lowpass", fs=fs, output="sos"), dtype=np.float64)
-    # Delays measured on a synthetic 80 ms-wide QRS rather than from a formula: the chain is
-    # non-linear (squaring), and what matters is where a QRS-shaped input peaks.
+    bandpass = butter2_bandpass(*QRS_BAND_HZ, fs)
+    lowpass = butter2_lowpass(ENERGY_LOWPASS_HZ, fs)
+    # Delays and scale measured on a synthetic QRS (1 mV, ~80 ms wide) rather than from a formula:
+    # the chain is non-linear (rectified slope), and what matters is where a QRS-shaped input peaks.
     n = int(fs * 2)
     t = (np.arange(n) - n // 2) / fs
     qrs = np.exp(-0.5 * (t / 0.012) ** 2)
-    bp = sosfilt(bandpass, qrs)
-    energy = np.abs(np.diff(bp, prepend=0.0))
-    feat = sosfilt(lowpass, energy)
+    bp = filter_once(bandpass, qrs)
+    envelope = filter_once(lowpass, np.abs(np.diff(bp, prepend=0.0)) * fs)
     return FeatureDesign(
         fs=fs,
         bandpass=bandpass,
         lowpass=lowpass,
         bp_delay=int(np.argmax(np.abs(bp))) - n // 2,
-        feature_delay=int(np.argmax(feat)) - n // 2,
+        feature_delay=int(np.argmax(envelope)) - n // 2,
+        unit_peak=float(envelope.max()),
     )

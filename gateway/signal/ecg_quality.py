@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.signal.ecg_filters import SosFilter
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -73,11 +73,9 @@ class QualityState:
 
 
 def new_quality_state(fs: float, params: QualityParams | None = None, first_index: int = 0) -> QualityState:
-    from scipy.signal import butter  # noqa: PLC0415
-
     p = params or QualityParams()
     # 1-40 Hz: removes wander (which the detector copes with) but keeps muscle noise visible.
-    sos = np.asarray(butter(2, (1.0, min(40.0, 0.45 * fs)), btype="bandpass", fs=fs, output="sos"))
+    sos = butter2_bandpass(1.0, min(40.0, 0.45 * fs), fs)
     return QualityState(
         fs=fs,
         params=p,

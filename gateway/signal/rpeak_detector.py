@@ -25,6 +25,7 @@ the beats of the whole signal processed at once (tested with hypothesis).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import median
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -94,8 +95,6 @@ def new_state(fs: float, params: DetectorParams | None = None, first_index: int 
     design = design_feature(fs)
     lookahead = max(2, round(p.lookahead_s * fs))
     refractory = max(2, round(p.refractory_s * fs))
-    # Envelope of a QRS of ``min_qrs_mv``: the energy chain is quadratic in amplitude.
-    unit_peak = _unit_qrs_energy(design)
     return DetectorState(
         design=design,
         bandpass=SosFilter.design(design.bandpass),
@@ -103,25 +102,12 @@ def new_state(fs: float, params: DetectorParams | None = None, first_index: int 
         lookahead=lookahead,
         back=max(refractory, design.feature_delay + round(0.1 * fs)) + 1,
         refractory=refractory,
-        min_energy=unit_peak * p.min_qrs_mv,
+        min_energy=design.unit_peak * p.min_qrs_mv,  # the envelope is linear in amplitude
         next_index=first_index,
         start_index=first_index,
         decided_upto=first_index,
         learn_scanned=first_index,
     )
-
-
-def _unit_qrs_energy(design: FeatureDesign) -> float:
-    """Envelope peak of a 1 mV, 80 ms-wide QRS at this design's rate."""
-    from scipy.signal import sosfilt  # noqa: PLC0415
-
-    fs = design.fs
-    n = int(fs * 2)
-    t = (np.arange(n) - n // 2) / fs
-    qrs = np.exp(-0.5 * (t / 0.012) ** 2)
-    bp = sosfilt(design.bandpass, qrs)
-    energy = np.abs(np.diff(bp, prepend=0.0) * fs)
-    return float(np.max(sosfilt(design.lowpass, energy)))
 
 
 def restart(state: DetectorState, first_index: int) -> None:
@@ -143,11 +129,16 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         return []
     fs = state.design.fs
     bp = state.bandpass.run(samples_mv)
-    prev = state.tail_bp[-1] if len(state.tail_bp) else bp[0]
-    slope = np.diff(bp, prepend=prev) * fs
-    env = state.lowpass.run(np.abs(slope))
-
-    buf_bp = np.concatenate((state.tail_bp, bp))
+    k = len(state.tail_bp)
+    if k:
+        buf_bp = np.concatenate((state.tail_bp, bp))
+        slope = buf_bp[k:] - buf_bp[k - 1 : -1]
+    else:
+        buf_bp = bp
+        slope = np.concatenate(((0.0,), bp[1:] - bp[:-1]))
+    np.abs(slope, out=slope)
+    slope *= fs
+    env = state.lowpass.run(slope)
     buf_f = np.concatenate((state.tail_f, env))
     end = state.next_index + n
     buf_start = end - len(buf_f)
@@ -159,7 +150,7 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         a = lo - buf_start
         b = hi - buf_start
         mid = buf_f[a:b]
-        peaks = np.flatnonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1])) + a
+        peaks = np.nonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1]))[0] + a
         for i in peaks.tolist():
             fp = float(buf_f[i])
             win_lo = max(0, i - state.refractory)
@@ -171,8 +162,10 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         state.decided_upto = hi
 
     keep = state.back + state.lookahead
-    state.tail_bp = buf_bp[-keep:].copy()
-    state.tail_f = buf_f[-keep:].copy()
+    # Views, not copies: each block's buffers are fresh arrays, so the kept tail pins at most
+    # one block's worth of memory.
+    state.tail_bp = buf_bp[-keep:]
+    state.tail_f = buf_f[-keep:]
     state.next_index = end
     return beats
 
@@ -201,7 +194,7 @@ def _decide(
     else:
         threshold = state.noise_level + p.threshold_k * (state.signal_level - state.noise_level)
 
-    rr_expected = float(np.median(state.rr)) if state.rr else p.default_rr_s * fs
+    rr_expected = float(median(state.rr)) if state.rr else p.default_rr_s * fs
     elapsed = peak - state.last_beat if state.last_beat is not None else None
 
     if elapsed is None:

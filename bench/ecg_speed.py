@@ -1,0 +1,133 @@
+"""Throughput of our streaming R-peak detector against the batch references, on one core.
+
+    uv sync --group bench
+    uv run python bench/ecg_speed.py [--data DIR] [--records 100 ...] [--seconds 600] [--block-s 0.1]
+
+Figures are seconds of ECG processed per CPU-second (``time.process_time``, this process only,
+BLAS/OpenMP pinned to one thread).  Ours is fed in 100 ms blocks, as from a live device, and
+includes the ECG quality index when ``--with-quality`` is given; the references get the whole
+excerpt at once (their best case).  Also printed: resident memory added by importing what the
+detector needs, measured in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.signal import ecg_quality  # noqa: E402
+from gateway.signal.rpeak_detector import RPeakDetector  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mitdb"
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def import_cost() -> str:
+    probe = (
+        "import sys\n"
+        "def rss():\n"
+        "    for l in open('/proc/self/status'):\n"
+        "        if l.startswith('VmRSS:'): return int(l.split()[1])\n"
+        "a = rss(); import numpy; b = rss()\n"
+        "sys.path.insert(0, sys.argv[1]); import gateway.signal.rpeak_detector as r\n"
+        "from gateway.signal import ecg_quality as q\n"
+        "r.RPeakDetector(250.0).feed(numpy.zeros(25)); q.feed(q.new_quality_state(250.0), numpy.zeros(25))\n"
+        "c = rss(); import scipy.signal; d = rss()\n"
+        "print(a, b, c, d)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", probe, root], capture_output=True, text=True, check=True)
+    a, b, c, d = (int(x) / 1024 for x in out.stdout.split())
+    return (
+        f"interpreter {a:.0f} MB; +numpy {b - a:.1f} MB; +our detector and quality index running "
+        f"{c - b:.1f} MB (total {c:.0f} MB RSS); a full 'import scipy.signal' would add {d - c:.1f} MB more"
+    )
+
+
+def cpu_seconds(fn: object, *args: object) -> float:
+    t0 = time.process_time()
+    fn(*args)  # type: ignore[operator]
+    return time.process_time() - t0
+
+
+def ours(sig: np.ndarray, fs: float, block_s: float, with_quality: bool) -> None:
+    det = RPeakDetector(fs)
+    q = ecg_quality.new_quality_state(fs) if with_quality else None
+    step = max(1, round(block_s * fs))
+    for start in range(0, len(sig), step):
+        block = sig[start : start + step]
+        det.feed(block)
+        if q is not None:
+            ecg_quality.feed(q, block)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--records", nargs="*", default=["100", "119", "203", "208", "228", "104"])
+    ap.add_argument("--seconds", type=float, default=600.0, help="excerpt length per record")
+    ap.add_argument("--block-s", type=float, default=0.1)
+    ap.add_argument("--with-quality", action="store_true", help="also run the ECG quality index on each block")
+    ap.add_argument("--only-ours", action="store_true")
+    args = ap.parse_args(argv)
+
+    import wfdb  # noqa: PLC0415
+
+    names = [r for r in args.records if (args.data / f"{r}.hea").exists()]
+    if not names:
+        names = sorted(p.stem for p in args.data.glob("*.hea"))[:6]
+    signals = []
+    for name in names:
+        rec = wfdb.rdrecord(str(args.data / name), channels=[0])
+        n = min(rec.sig_len, int(args.seconds * rec.fs))
+        signals.append((np.nan_to_num(rec.p_signal[:n, 0]).astype(np.float64), float(rec.fs)))
+    total_s = sum(len(s) / fs for s, fs in signals)
+    print(f"records {' '.join(names)}: {total_s:.0f} s of ECG, lead 0; single thread")
+    print(f"imports: {import_cost()}")
+
+    results: dict[str, float] = {}
+    ours(signals[0][0][:3600], signals[0][1], args.block_s, args.with_quality)  # warm-up: lazy scipy import
+    cpu = sum(cpu_seconds(ours, s, fs, args.block_s, args.with_quality) for s, fs in signals)
+    label = "ours (streaming" + (" + quality" if args.with_quality else "") + f", {args.block_s * 1000:.0f} ms blocks)"
+    results[label] = total_s / cpu
+
+    if not args.only_ours:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from ecg_accuracy import reference_detectors  # noqa: PLC0415
+
+        for name, fn in reference_detectors().items():
+            fn(signals[0][0][:3600], signals[0][1])  # warm-up: imports, JIT, caches
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cpu = sum(cpu_seconds(fn, s, fs) for s, fs in signals)
+            results[f"{name} (batch)"] = total_s / cpu
+
+    base = results[label]
+    for name, speed in results.items():
+        ratio = "" if name == label else f"   ours/this = {base / speed:.2f}"
+        print(f"{name:45s} {speed:10.0f} s of ECG per CPU-second ({speed:.0f}x real time){ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

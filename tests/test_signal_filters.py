@@ -1,0 +1,69 @@
+"""Our numpy Butterworth designs and the light kernel against scipy.signal (imported only here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from gateway.signal.ecg_filters import (
+    SosFilter,
+    butter2_bandpass,
+    butter2_lowpass,
+    filter_once,
+    steady_state,
+)
+
+
+def response(sos: np.ndarray, fs: float) -> np.ndarray:
+    return signal.sosfreqz(sos, worN=512, fs=fs)[1]
+
+
+@pytest.mark.parametrize("fs", [100.0, 130.0, 250.0, 360.0, 500.0, 1000.0])
+@pytest.mark.parametrize(("lo", "hi"), [(5.0, 18.0), (1.0, 40.0)])
+def test_bandpass_matches_scipy_butter(fs: float, lo: float, hi: float) -> None:
+    hi = min(hi, 0.45 * fs)
+    ours = butter2_bandpass(lo, hi, fs)
+    ref = signal.butter(2, (lo, hi), btype="bandpass", fs=fs, output="sos")
+    np.testing.assert_allclose(np.abs(response(ours, fs)), np.abs(response(ref, fs)), atol=1e-9)
+    np.testing.assert_allclose(response(ours, fs), response(ref, fs), atol=1e-9)
+
+
+@pytest.mark.parametrize("fs", [100.0, 360.0, 1000.0])
+def test_lowpass_matches_scipy_butter(fs: float) -> None:
+    ours = butter2_lowpass(4.0, fs)
+    ref = signal.butter(2, 4.0, btype="lowpass", fs=fs, output="sos")
+    np.testing.assert_allclose(response(ours, fs), response(ref, fs), atol=1e-9)
+
+
+def test_steady_state_matches_sosfilt_zi_and_filtering_matches_sosfilt() -> None:
+    sos = butter2_bandpass(5.0, 18.0, 360.0)
+    np.testing.assert_allclose(steady_state(sos), signal.sosfilt_zi(sos), atol=1e-12)
+    x = np.random.default_rng(0).normal(size=5000)
+    np.testing.assert_allclose(filter_once(sos, x), signal.sosfilt(sos, x), rtol=1e-12, atol=1e-12)
+    # Primed with the first value, a constant input gives no transient out of a band-pass.
+    f = SosFilter.design(sos)
+    np.testing.assert_allclose(f.run(np.full(100, 3.0)), 0.0, atol=1e-9)
+
+
+def test_bad_designs_are_refused() -> None:
+    with pytest.raises(ValueError, match="band"):
+        butter2_bandpass(20.0, 10.0, 360.0)
+    with pytest.raises(ValueError, match="cut-off"):
+        butter2_lowpass(60.0, 100.0)
+
+
+def test_detector_does_not_import_scipy_signal() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from gateway.signal.rpeak_detector import RPeakDetector\n"
+        "from gateway.signal import ecg_quality\n"
+        "RPeakDetector(250.0).feed(np.zeros(500))\n"
+        "ecg_quality.feed(ecg_quality.new_quality_state(250.0), np.zeros(2000))\n"
+        "print('scipy.signal' in sys.modules, 'scipy.linalg' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
