@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import resource
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import structlog  # noqa: E402
 
 from drivers.serial import simulate  # noqa: E402
 from drivers.serial.driver import SerialDriver  # noqa: E402
@@ -140,6 +142,7 @@ def main() -> None:
     if args.feeder:
         feeder(args.feeder, args.seconds)
         return
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; one core per figure")
     print(f"{'protocol':<10} {'stream':>9} {'decode B/s':>12} {'+readings B/s':>14} {'x real time':>12}")
     for name in PROTOCOLS:
