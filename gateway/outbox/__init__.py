@@ -1,0 +1,31 @@
+"""Durable store-and-forward outbox (SQLite, WAL, one writer thread, group commits).
+
+Records are *accepted* once committed to disk and *delivered* once the broker acknowledged them
+(``ack``); in between they survive crashes and power cuts.  See ``api.Outbox``.
+"""
+
+from gateway.outbox.api import Outbox
+from gateway.outbox.policy import LeasePolicy
+from gateway.outbox.types import (
+    AlarmHook,
+    ClassStats,
+    OutboxClosed,
+    OutboxError,
+    OutboxFull,
+    OutboxStats,
+    PendingRow,
+    Record,
+)
+
+__all__ = [
+    "AlarmHook",
+    "ClassStats",
+    "LeasePolicy",
+    "Outbox",
+    "OutboxClosed",
+    "OutboxError",
+    "OutboxFull",
+    "OutboxStats",
+    "PendingRow",
+    "Record",
+]

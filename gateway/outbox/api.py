@@ -1,0 +1,314 @@
+"""The outbox as the event loop sees it: non-blocking calls, futures resolved by the writer.
+
+``submit`` is accepted when its group commit is on disk (``synchronous=FULL``); ``lease`` hands
+out committed rows in priority order; ``ack`` (PUBACK) deletes them in a later group commit, and
+``release`` (publish failed or timed out: outcome unknown) makes them pending again, same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from gateway.config.models import QuotaSection
+from gateway.outbox import schema
+from gateway.outbox.keys import SeqCounter, format_key, parse_seq
+from gateway.outbox.policy import LeasePolicy
+from gateway.outbox.types import (
+    AlarmHook,
+    ClassStats,
+    OutboxClosed,
+    OutboxError,
+    OutboxStats,
+    PendingRow,
+    Record,
+)
+from gateway.outbox.writer import (
+    Ack,
+    Close,
+    Completion,
+    Insert,
+    Lease,
+    LoadState,
+    PutState,
+    Release,
+    Reserve,
+    Settings,
+    Snapshot,
+    Writer,
+    ids_tuple,
+    state_rows,
+    statvfs_free_bytes,
+)
+from gateway.records import RecordKind
+
+log = structlog.get_logger()
+
+
+class Outbox:
+    """Durable store-and-forward queue of outbound records. Create with ``await Outbox.open(...)``."""
+
+    def __init__(self, *, _writer: Writer, _gateway_id: str, _clock: Callable[[], float],
+                 _on_alarm: AlarmHook | None) -> None:
+        self._writer = _writer
+        self._gateway_id = _gateway_id
+        self._clock = _clock
+        self._on_alarm = _on_alarm
+        self._loop = asyncio.get_running_loop()
+        self._snapshot: Snapshot | None = None
+        self._pending = asyncio.Event()
+        self._closed = False
+        self._close_done: asyncio.Future[None] | None = None
+        self._counter: SeqCounter | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        gateway_id: str,
+        quotas: QuotaSection = QuotaSection(),  # noqa: B008 - frozen model, safe as a default
+        min_free_mb: int = 64,
+        commit_interval_ms: int = 200,
+        commit_max_records: int = 2000,
+        on_alarm: AlarmHook | None = None,
+        free_bytes: Callable[[Path], int] = statvfs_free_bytes,
+        max_db_bytes: int | None = None,
+        lease_policy: LeasePolicy = LeasePolicy(),  # noqa: B008 - frozen dataclass
+        clock: Callable[[], float] = time.time,
+    ) -> Outbox:
+        """Open (creating, migrating or — if damaged — replacing) the outbox at ``path``.
+
+        ``free_bytes(folder)`` measures free disk space (injectable for tests); ``max_db_bytes``
+        is an optional hard cap on the file (SQLite then fails writes with SQLITE_FULL, handled
+        like a full disk); ``clock`` gives Unix time for ``created`` and ages.
+        """
+        if commit_interval_ms < 1 or commit_max_records < 1:
+            raise ValueError("commit_interval_ms and commit_max_records must be >= 1")
+        loop = asyncio.get_running_loop()
+        settings = Settings(
+            path=Path(path),
+            quotas=quotas,
+            min_free_bytes=min_free_mb * 1024 * 1024,
+            interval_s=commit_interval_ms / 1000.0,
+            max_records=commit_max_records,
+            free_bytes=free_bytes,
+            clock=clock,
+            lease_policy=lease_policy,
+            max_db_bytes=max_db_bytes,
+        )
+        box: Outbox | None = None
+
+        def post(completions: list[Completion], snapshot: Snapshot | None,
+                 alarms: list[tuple[str, str]]) -> None:
+            if box is not None:
+                box._on_writer(completions, snapshot, alarms)
+            else:  # still opening: only the open result (and corruption alarms) can arrive
+                _settle(completions)
+                _raise_alarms(on_alarm, alarms)
+
+        writer = Writer(settings, loop, post)
+        box = cls(_writer=writer, _gateway_id=gateway_id, _clock=clock, _on_alarm=on_alarm)
+        opened = await writer.start()
+        box._snapshot = opened.snapshot
+        box._counter = SeqCounter(opened.seq_start, opened.seq_limit, box._reserve)
+        box._update_pending(opened.snapshot)
+        return box
+
+    # ---- producers ----------------------------------------------------------------------
+
+    def next_key(self) -> str:
+        """A fresh idempotency key ``<gateway_id>:<seq>``; strictly increasing across restarts."""
+        return format_key(self._gateway_id, self._next_seq())
+
+    def submit(self, record: Record, *, state: Mapping[str, bytes | None] | None = None) -> asyncio.Future[None]:
+        """Queue ``record`` (and ``state`` rows, same transaction) for the next group commit.
+
+        The future resolves once committed (accepted), or fails with OutboxFull / OutboxClosed.
+        A key already stored, or a billing key delivered recently, is accepted as a no-op.
+        Cancelling the future does not withdraw the record.
+        """
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self._closed:
+            fut.set_exception(OutboxClosed("the outbox is closed"))
+            return fut
+        kind = RecordKind(record.kind)
+        rows = state_rows(state)
+        seq = parse_seq(self._gateway_id, record.key)
+        if seq is None:  # a service key (billing): order it by when it was queued
+            seq = self._next_seq()
+        op = Insert(kind, record.key, record.patient, seq, record.model_dump_json().encode(),
+                    self._clock(), rows, fut)
+        try:
+            self._writer.put(op, write=True)
+        except OutboxClosed as e:
+            fut.set_exception(e)
+        return fut
+
+    async def accept(self, record: Record, *, state: Mapping[str, bytes | None] | None = None) -> None:
+        await self.submit(record, state=state)
+
+    def submit_state(self, state: Mapping[str, bytes | None]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        rows = state_rows(state)
+        if not rows:
+            fut.set_result(None)
+            return fut
+        try:
+            self._writer.put(PutState(rows, fut), write=True)
+        except OutboxClosed as e:
+            fut.set_exception(e)
+        return fut
+
+    async def load_state(self, prefix: str) -> dict[str, bytes]:
+        fut: asyncio.Future[dict[str, bytes]] = self._loop.create_future()
+        self._writer.put(LoadState(prefix, fut), urgent=True)
+        return await fut
+
+    # ---- the uplink ---------------------------------------------------------------------
+
+    async def wait_pending(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - agreed API
+        """True as soon as at least one row may be leased; False after ``timeout`` seconds."""
+        if self._closed:
+            raise OutboxClosed("the outbox is closed")
+        if self._pending.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._pending.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def lease(self, limit: int) -> list[PendingRow]:
+        """Up to ``limit`` committed rows, priority order with a starvation guard; [] if none."""
+        if limit <= 0:
+            return []
+        fut: asyncio.Future[list[PendingRow]] = self._loop.create_future()
+        self._writer.put(Lease(limit, fut), urgent=True)
+        return await fut
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        """Delivered (PUBACK): the rows are never leased again and are deleted in the next commit."""
+        if ids:
+            self._writer.put(Ack(ids_tuple(ids)), write=True)
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Publish failed or timed out: the rows become pending again with the same key."""
+        if ids:
+            self._writer.put(Release(ids_tuple(ids)), urgent=True)
+
+    # ---- observation and shutdown -------------------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        snap = self._snapshot
+        if snap is None:
+            raise OutboxError("the outbox is not open")
+        now = self._clock()
+        classes = {
+            k: ClassStats(
+                pending=snap.available(k),
+                leased=snap.leased[k],
+                oldest_pending_age_s=None if snap.oldest[k] is None else max(0.0, now - snap.oldest[k]),  # type: ignore[operator]
+                dropped=snap.counters.dropped.get(k.value, 0),
+            )
+            for k in RecordKind
+        }
+        c = snap.counters
+        return OutboxStats(classes, c.accepted, c.delivered, c.refused, c.last_delivery, c.commits,
+                           snap.db_bytes)
+
+    async def close(self) -> None:
+        """Commit everything queued (records, state, acks), then close. Idempotent."""
+        if self._close_done is None:
+            self._closed = True
+            self._close_done = self._loop.create_future()
+            try:
+                self._writer.put(Close(self._close_done))
+            except OutboxClosed:
+                self._close_done.set_result(None)  # the writer already stopped
+        await asyncio.shield(self._close_done)
+        await self._writer.join()
+        self._pending.set()  # wake anyone in wait_pending so they notice the close
+
+    @staticmethod
+    def inspect(path: Path) -> OutboxStats:
+        """Read-only figures from the file, safe while the daemon runs (WAL readers do not block)."""
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot open {path}: {e}") from e
+        try:
+            totals = schema.class_totals(conn)
+            oldest = schema.oldest_created(conn)
+            c = schema.Counters.from_json(schema.read_meta(conn, "counters"))
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {path}: {e}") from e
+        finally:
+            conn.close()
+        now = time.time()
+        classes = {}
+        for k in RecordKind:
+            leased = min(totals[k], c.leased.get(k.value, 0))
+            age = oldest[k]
+            classes[k] = ClassStats(totals[k] - leased, leased, None if age is None else max(0.0, now - age),
+                                    c.dropped.get(k.value, 0))
+        return OutboxStats(classes, c.accepted, c.delivered, c.refused, c.last_delivery, c.commits,
+                           schema.file_bytes(Path(path)))
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        if self._counter is None:
+            raise OutboxError("the outbox is not open")
+        return self._counter.next()
+
+    def _reserve(self, hi: int) -> None:
+        self._writer.put(Reserve(hi), write=True)
+
+    def _on_writer(self, completions: list[Completion], snapshot: Snapshot | None,
+                   alarms: list[tuple[str, str]]) -> None:
+        if snapshot is not None:
+            self._snapshot = snapshot
+            self._update_pending(snapshot)
+        _settle(completions)
+        if alarms and self._on_alarm is not None:
+            _raise_alarms(self._on_alarm, alarms)
+        elif alarms:
+            for condition, detail in alarms:
+                log.warning("outbox_alarm_unhandled", condition=condition, detail=detail)
+
+    def _update_pending(self, snapshot: Snapshot) -> None:
+        if any(snapshot.available(k) for k in RecordKind):
+            self._pending.set()
+        else:
+            self._pending.clear()
+
+
+def _settle(completions: list[Completion]) -> None:
+    for fut, exc, result in completions:
+        if fut.done():  # cancelled by its waiter: the outcome has nobody to go to
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _raise_alarms(hook: AlarmHook | None, alarms: list[tuple[str, str]]) -> None:
+    for condition, detail in alarms:
+        log.warning("outbox_alarm", condition=condition, detail=detail)
+        if hook is None:
+            continue
+        try:
+            hook(condition, detail)
+        except Exception:
+            log.exception("outbox_alarm_hook_failed", condition=condition)
+
+
+__all__ = ["Outbox"]

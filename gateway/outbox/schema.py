@@ -1,0 +1,227 @@
+"""The outbox database file: schema, migrations, opening with corruption recovery.
+
+Only this package speaks SQL.  The schema version lives in ``PRAGMA user_version``; each entry of
+``MIGRATIONS`` brings the file from version ``n - 1`` to ``n`` inside one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+
+from gateway.outbox.types import OutboxError
+from gateway.records import RecordKind
+
+log = structlog.get_logger()
+
+CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+FULL_CODES = frozenset({sqlite3.SQLITE_FULL})
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    # statement by statement: executescript() would COMMIT the migration's transaction early
+    _run_script(conn, """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL UNIQUE,
+            patient TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            created REAL NOT NULL,
+            payload BLOB NOT NULL
+        );
+        -- lease order within a class, and "oldest row of a class"
+        CREATE INDEX outbox_class_seq ON outbox(kind, seq);
+        -- recently delivered deterministic (billing) keys, so a re-emitted record is a no-op
+        CREATE TABLE delivered (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+        CREATE INDEX delivered_at ON delivered(at);
+        -- small key/value table other modules commit together with their records
+        CREATE TABLE state (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+        """)
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
+    for stmt in "\n".join(lines).split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+LATEST = max(MIGRATIONS)
+
+
+class CorruptDatabase(Exception):
+    """The file is not a usable outbox database (damaged, not SQLite, or from a newer version)."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, CorruptDatabase) or (
+        isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorcode", None) in CORRUPT_CODES
+    )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.DatabaseError):
+        return getattr(exc, "sqlite_errorcode", None) in FULL_CODES
+    return isinstance(exc, OSError) and exc.errno == 28  # ENOSPC
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > LATEST:
+        raise CorruptDatabase(f"schema version {version} is newer than this software ({LATEST})")
+    for target in range(version + 1, LATEST + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[target](conn)
+            conn.execute(f"PRAGMA user_version = {target:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("outbox_migrated", to_version=target)
+    return LATEST
+
+
+def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connection:
+    """Open, check and migrate; raises CorruptDatabase or sqlite3 errors (the caller sorts them)."""
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per group commit.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=10.0)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OutboxError(f"cannot switch {path} to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        result = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        if result != ["ok"]:
+            raise CorruptDatabase("quick_check: " + "; ".join(map(str, result)))
+        migrate(conn)
+        if max_db_bytes is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(1, max_db_bytes // page):d}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _utc_stamp() -> str:
+    return datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the file (and its -wal/-shm) to ``<name>.corrupt-<UTC>``; returns the new name."""
+    base = path.with_name(f"{path.name}.corrupt-{_utc_stamp()}")
+    target, n = base, 1
+    while target.exists():
+        target = base.with_name(f"{base.name}.{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{target}{suffix}")
+    return target
+
+
+def open_or_recover(path: Path, *, on_corrupt: Callable[[str], None],
+                    max_db_bytes: int | None = None) -> sqlite3.Connection:
+    """Open the outbox; a damaged file is moved aside once and replaced by an empty one.
+
+    Anything else (permissions, missing folder, a second failure) raises OutboxError: the caller
+    stops with a clear message instead of restarting into the same damage forever.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return connect(path, max_db_bytes=max_db_bytes)
+    except (sqlite3.DatabaseError, CorruptDatabase) as e:
+        if not is_corruption(e):
+            raise OutboxError(f"cannot open outbox {path}: {e}") from e
+        moved = move_aside(path)
+        detail = f"{path} unusable ({e}); moved to {moved.name}, started an empty outbox"
+        log.error("outbox_corrupt", path=str(path), moved_to=str(moved), error=str(e))
+        on_corrupt(detail)
+    try:
+        return connect(path, max_db_bytes=max_db_bytes)
+    except (sqlite3.DatabaseError, CorruptDatabase) as e:
+        raise OutboxError(f"cannot create a fresh outbox at {path}: {e}") from e
+
+
+# ---- persisted counters (so stats survive restarts and `inspect` can show them) -------------
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    delivered: int = 0
+    refused: int = 0
+    commits: int = 0
+    last_delivery: float | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    leased: dict[str, int] = field(default_factory=dict)  # as of the last commit, for `inspect`
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Counters:
+        if not text:
+            return cls()
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            return cls()  # counters are informative; a damaged value must not stop the outbox
+        c = cls()
+        for name in ("accepted", "delivered", "refused", "commits"):
+            v = raw.get(name)
+            if isinstance(v, int):
+                setattr(c, name, v)
+        ld = raw.get("last_delivery")
+        c.last_delivery = float(ld) if isinstance(ld, int | float) else None
+        for name in ("dropped", "leased"):
+            v = raw.get(name)
+            if isinstance(v, dict):
+                setattr(c, name, {str(k): int(n) for k, n in v.items() if isinstance(n, int)})
+        return c
+
+
+def read_meta(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def class_totals(conn: sqlite3.Connection) -> dict[RecordKind, int]:
+    totals = dict.fromkeys(RecordKind, 0)
+    for kind, n in conn.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
+        if kind in RecordKind.__members__.values():
+            totals[RecordKind(kind)] = int(n)
+    return totals
+
+
+def oldest_created(conn: sqlite3.Connection) -> dict[RecordKind, float | None]:
+    out: dict[RecordKind, float | None] = {}
+    for kind in RecordKind:
+        # seq follows creation order, and (kind, seq) is indexed: one index probe per class
+        row = conn.execute(
+            "SELECT created FROM outbox WHERE kind = ? ORDER BY seq LIMIT 1", (kind.value,)
+        ).fetchone()
+        out[kind] = None if row is None else float(row[0])
+    return out
+
+
+def file_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total

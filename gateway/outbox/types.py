@@ -1,0 +1,67 @@
+"""Public value types and errors of the outbox (no SQL, no threads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.records import AlarmRecord, BillingRecord, DeviceStatusRecord, RecordKind, SummaryRecord
+
+Record = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
+
+AlarmHook = Callable[[str, str], None]
+"""``(condition, detail)``, e.g. ``("outbox_full", "...")`` or ``("outbox_corrupt", "...")``."""
+
+
+class OutboxError(Exception):
+    """Base of every error the outbox raises to its callers."""
+
+    retryable = False
+
+
+class OutboxFull(OutboxError):
+    """A billing or alarm record could not be taken: quota, free-disk floor or a full disk.
+
+    The producer keeps the record and tries again later; nothing was written.
+    """
+
+    retryable = True
+
+
+class OutboxClosed(OutboxError):
+    """The outbox was closed (or its writer stopped) before the request could be served."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    id: int
+    kind: RecordKind
+    key: str
+    patient: str
+    seq: int
+    payload: bytes
+    created: float  # Unix seconds when the record was submitted
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    pending: int
+    leased: int
+    oldest_pending_age_s: float | None  # oldest undelivered row of the class (pending or leased)
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    classes: dict[RecordKind, ClassStats]
+    accepted: int
+    delivered: int
+    refused: int
+    last_delivery: float | None
+    commits: int
+    db_bytes: int
+
+    @property
+    def depth(self) -> int:
+        """Records stored and not yet acknowledged (pending plus leased)."""
+        return sum(c.pending + c.leased for c in self.classes.values())

@@ -1,0 +1,782 @@
+"""The outbox's single writer: one thread owns the SQLite connection and does group commits.
+
+The event loop never touches the database.  It appends operations to a FIFO (``Writer.put``,
+a lock and a list: no I/O); the thread drains the FIFO, keeps every write of the batch in memory
+and commits them in ONE transaction when ``interval_s`` has passed since the previous commit or
+``max_records`` writes are waiting.  Leases are answered at once from committed rows only (no
+transaction is open between commits), so a row is never published before it is accepted.
+Results travel back with ``loop.call_soon_threadsafe``, once per wake-up, not once per row.
+
+All bookkeeping that decides what a lease may return (leased ids, acked-but-not-yet-deleted ids,
+per-class row counts) lives in this thread; the loop sees an immutable ``Snapshot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.config.models import QuotaSection
+from gateway.outbox import schema
+from gateway.outbox.keys import SEQ_BLOCK
+from gateway.outbox.policy import CLASS_ORDER, Backlog, LeasePolicy, lease_shares
+from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, PendingRow
+from gateway.records import RecordKind
+
+log = structlog.get_logger()
+
+_CHUNK = 900  # host parameters per IN (...) query, well under SQLite's limit
+_DELIVERED_KEEP_S = 7 * 86_400.0
+_DELIVERED_KEEP_ROWS = 100_000
+_PRUNE_EVERY_S = 600.0
+_DROP_LOG_EVERY_S = 60.0
+_NEVER_DROPPED = frozenset({RecordKind.BILLING})
+_REFUSABLE = frozenset({RecordKind.BILLING, RecordKind.ALARM})
+
+Fut = asyncio.Future[Any]
+Completion = tuple[Fut, BaseException | None, Any]
+StateRows = Mapping[str, bytes | None]
+
+
+# ---- operations queued by the loop ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Insert:
+    kind: RecordKind
+    key: str
+    patient: str
+    seq: int
+    payload: bytes
+    created: float
+    state: StateRows | None
+    future: Fut
+
+
+@dataclass(slots=True)
+class PutState:
+    state: StateRows
+    future: Fut
+
+
+@dataclass(slots=True)
+class Ack:
+    ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class Release:
+    ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class Lease:
+    limit: int
+    future: Fut
+
+
+@dataclass(slots=True)
+class LoadState:
+    prefix: str
+    future: Fut
+
+
+@dataclass(slots=True)
+class Reserve:
+    hi: int  # durable upper end of the key-sequence block now in use
+
+
+@dataclass(slots=True)
+class Close:
+    future: Fut
+
+
+Op = Insert | PutState | Ack | Release | Lease | LoadState | Reserve | Close
+
+
+# ---- what the loop sees ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    totals: dict[RecordKind, int]  # rows stored per class
+    leased: dict[RecordKind, int]
+    deleting: dict[RecordKind, int]  # acked, delete not yet committed
+    oldest: dict[RecordKind, float | None]
+    counters: schema.Counters
+    db_bytes: int
+
+    def available(self, kind: RecordKind) -> int:
+        return max(0, self.totals[kind] - self.leased[kind] - self.deleting[kind])
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    seq_start: int
+    seq_limit: int
+    snapshot: Snapshot
+
+
+Post = Callable[[list[Completion], Snapshot | None, list[tuple[str, str]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path
+    quotas: QuotaSection
+    min_free_bytes: int
+    interval_s: float
+    max_records: int
+    free_bytes: Callable[[Path], int]
+    clock: Callable[[], float]
+    lease_policy: LeasePolicy
+    max_db_bytes: int | None = None
+
+
+@dataclass(slots=True)
+class _Effects:
+    """What one transaction changed; applied to the thread's bookkeeping only after COMMIT."""
+
+    deleted: dict[int, RecordKind] = field(default_factory=dict)
+    inserted: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
+    dropped: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
+    refused: list[Insert] = field(default_factory=list)
+    totals: dict[RecordKind, int] | None = None  # rows per class after the transaction
+    counters: schema.Counters | None = None
+
+
+def statvfs_free_bytes(folder: Path) -> int:
+    import os  # noqa: PLC0415 - keep the module's top free of platform calls
+
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+class Writer:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, post: Post) -> None:
+        self._s = settings
+        self._loop = loop
+        self._post_cb = post
+        self._cond = threading.Condition()
+        # guarded by _cond
+        self._queue: list[Op] = []
+        self._queued_writes = 0
+        self._urgent = False
+        self._accepting = True
+        # writer thread only
+        self._conn: sqlite3.Connection | None = None
+        self._inserts: list[Insert] = []
+        self._states: list[tuple[Insert | PutState, StateRows]] = []
+        self._acks: list[int] = []
+        self._reserve_hi: int | None = None
+        self._batch_ops = 0
+        self._leased: dict[int, tuple[RecordKind, str]] = {}
+        self._deleting: dict[int, RecordKind | None] = {}
+        self._totals: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
+        self._oldest: dict[RecordKind, float | None] = dict.fromkeys(RecordKind, None)
+        self._counters = schema.Counters()
+        self._db_bytes = 0
+        self._last_commit = -math.inf
+        self._last_prune = -math.inf
+        self._lease_batches = 0
+        self._episodes: set[str] = set()
+        self._drops_unlogged: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
+        self._drop_logged_at = -math.inf
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._opened: Fut = loop.create_future()
+
+    # ---- loop side ----------------------------------------------------------------------
+
+    async def start(self) -> Opened:
+        self._thread.start()
+        opened: Opened = await self._opened
+        return opened
+
+    def put(self, op: Op, *, write: bool = False, urgent: bool = False) -> None:
+        """Queue an operation (called on the loop; never blocks on I/O)."""
+        with self._cond:
+            if not self._accepting:
+                raise OutboxClosed("the outbox is closed")
+            if isinstance(op, Close):
+                self._accepting = False
+                urgent = True
+            self._queue.append(op)
+            if write:
+                self._queued_writes += 1
+                # wake the thread when a batch starts (it then sleeps until the commit is due)
+                # and when the batch is big enough to commit at once
+                urgent = urgent or self._queued_writes == 1 or self._queued_writes >= self._s.max_records
+            if urgent:
+                self._urgent = True
+                self._cond.notify()
+
+    async def join(self) -> None:
+        await asyncio.to_thread(self._thread.join)
+
+    # ---- thread -------------------------------------------------------------------------
+
+    def _post(self, completions: list[Completion], snapshot: Snapshot | None,
+              alarms: list[tuple[str, str]]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is left to tell
+            self._loop.call_soon_threadsafe(self._post_cb, completions, snapshot, alarms)
+
+    def _run(self) -> None:
+        alarms: list[tuple[str, str]] = []
+        try:
+            opened = self._open(alarms)
+        except BaseException as e:
+            err = e if isinstance(e, OutboxError) else OutboxError(f"cannot open outbox: {e}")
+            with self._cond:
+                self._accepting = False
+            self._post([(self._opened, err, None)], None, alarms)
+            return
+        self._post([(self._opened, None, opened)], opened.snapshot, alarms)
+        try:
+            self._serve()
+        except BaseException as e:
+            log.exception("outbox_writer_failed", error=str(e))
+            self._fail_everything(e)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _open(self, alarms: list[tuple[str, str]]) -> Opened:
+        def corrupt(detail: str) -> None:
+            alarms.append(("outbox_corrupt", detail))
+
+        conn = schema.open_or_recover(self._s.path, on_corrupt=corrupt, max_db_bytes=self._s.max_db_bytes)
+        self._conn = conn
+        raw_hi = schema.read_meta(conn, "seq_hi")
+        start = int(raw_hi) if raw_hi and raw_hi.isdigit() else 1
+        limit = start + SEQ_BLOCK
+        self._counters = schema.Counters.from_json(schema.read_meta(conn, "counters"))
+        # leases do not survive a restart: every stored row is pending again
+        self._counters.leased = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
+                [("seq_hi", str(limit)), ("counters", self._counters.to_json())],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._totals = schema.class_totals(conn)
+        self._oldest = schema.oldest_created(conn)
+        self._db_bytes = schema.file_bytes(self._s.path)
+        log.info("outbox_opened", path=str(self._s.path), pending=sum(self._totals.values()),
+                 **{f"pending_{k.value}": n for k, n in self._totals.items() if n})
+        return Opened(seq_start=start, seq_limit=limit, snapshot=self._snapshot())
+
+    def _serve(self) -> None:
+        interval = self._s.interval_s
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    due = self._queued_writes > 0 and now >= self._last_commit + interval
+                    if self._urgent or due or self._queued_writes >= self._s.max_records:
+                        break
+                    timeout = self._last_commit + interval - now if self._queued_writes > 0 else None
+                    self._cond.wait(timeout)
+                ops, self._queue = self._queue, []
+                self._urgent = False
+            completions: list[Completion] = []
+            alarms: list[tuple[str, str]] = []
+            closing: Close | None = None
+            for op in ops:
+                closing = self._handle(op, completions, alarms) or closing
+            now = time.monotonic()
+            if self._batch_ops and (
+                closing is not None
+                or now >= self._last_commit + interval
+                or self._batch_ops >= self._s.max_records
+            ):
+                self._commit(completions, alarms)
+            if closing is not None:
+                self._shutdown(closing, completions)
+                self._post(completions, self._snapshot(), alarms)
+                return
+            self._post(completions, self._snapshot(), alarms)
+
+    def _handle(self, op: Op, completions: list[Completion], alarms: list[tuple[str, str]]) -> Close | None:
+        if isinstance(op, Insert):
+            self._inserts.append(op)
+            if op.state:
+                self._states.append((op, op.state))
+            self._batch_ops += 1
+        elif isinstance(op, PutState):
+            self._states.append((op, op.state))
+            self._batch_ops += 1
+        elif isinstance(op, Ack):
+            for i in op.ids:
+                info = self._leased.pop(i, None)
+                if i not in self._deleting:
+                    self._deleting[i] = None if info is None else info[0]
+                    self._acks.append(i)
+            self._batch_ops += 1
+        elif isinstance(op, Release):
+            for i in op.ids:
+                self._leased.pop(i, None)
+        elif isinstance(op, Reserve):
+            self._reserve_hi = op.hi
+            self._batch_ops += 1
+        elif isinstance(op, Lease):
+            try:
+                completions.append((op.future, None, self._lease(op.limit)))
+            except sqlite3.Error as e:
+                completions.append((op.future, self._read_error(e, alarms), None))
+        elif isinstance(op, LoadState):
+            # read-your-writes: commit what is queued first (load_state is a start-up call)
+            if self._batch_ops:
+                self._commit(completions, alarms)
+            try:
+                completions.append((op.future, None, self._load_state(op.prefix)))
+            except sqlite3.Error as e:
+                completions.append((op.future, self._read_error(e, alarms), None))
+        else:
+            return op
+        return None
+
+    def _read_error(self, e: sqlite3.Error, alarms: list[tuple[str, str]]) -> OutboxError:
+        if schema.is_corruption(e):
+            self._episode(alarms, "outbox_corrupt", f"read failed: {e}")
+        log.error("outbox_read_failed", error=str(e))
+        return OutboxError(f"outbox read failed: {e}")
+
+    def _shutdown(self, closing: Close, completions: list[Completion]) -> None:
+        conn = self._conn
+        self._conn = None
+        if conn is not None:
+            conn.close()  # the last connection checkpoints the WAL into the main file
+        self._db_bytes = schema.file_bytes(self._s.path)
+        log.info("outbox_closed", pending=sum(self._totals.values()), commits=self._counters.commits)
+        completions.append((closing.future, None, None))
+
+    def _fail_everything(self, e: BaseException) -> None:
+        err = OutboxClosed(f"outbox writer stopped: {e}")
+        with self._cond:
+            self._accepting = False
+            ops, self._queue = self._queue, []
+        waiting: list[Fut] = [i.future for i in self._inserts] + [
+            src.future for src, _ in self._states if isinstance(src, PutState)
+        ]
+        for op in ops:
+            if isinstance(op, Insert | PutState | Lease | LoadState | Close):
+                waiting.append(op.future)
+        self._post([(f, err, None) for f in waiting], None, [("outbox_failed", str(e))])
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def _conn_(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxClosed("the outbox is closed")
+        return self._conn
+
+    def _excluded_counts(self) -> dict[RecordKind, int]:
+        excl = dict.fromkeys(RecordKind, 0)
+        for kind, _ in self._leased.values():
+            excl[kind] += 1
+        for dkind in self._deleting.values():
+            if dkind is not None:
+                excl[dkind] += 1
+        return excl
+
+    def _lease(self, limit: int) -> list[PendingRow]:
+        if limit <= 0:
+            return []
+        conn = self._conn_()
+        excl = self._excluded_counts()
+        backlog = {k: Backlog(self._totals[k] - excl[k], self._oldest[k]) for k in RecordKind}
+        if not any(b.available > 0 for b in backlog.values()):
+            return []
+        self._lease_batches += 1
+        shares = lease_shares(limit, backlog, now=self._s.clock(), batch_no=self._lease_batches,
+                              policy=self._s.lease_policy)
+        out: list[PendingRow] = []
+        for kind in CLASS_ORDER:
+            want = shares[kind]
+            if want <= 0:
+                continue
+            # rows of the class already leased or being deleted are skipped, so fetch that many more
+            cur = conn.execute(
+                "SELECT id, key, patient, seq, created, payload FROM outbox WHERE kind = ? "
+                "ORDER BY seq LIMIT ?",
+                (kind.value, want + excl[kind] + self._unknown_deleting()),
+            )
+            got = 0
+            for row_id, key, patient, seq, created, payload in cur:
+                if row_id in self._leased or row_id in self._deleting:
+                    continue
+                out.append(PendingRow(row_id, kind, key, patient, seq, bytes(payload), created))
+                self._leased[row_id] = (kind, key)
+                got += 1
+                if got >= want:
+                    break
+            cur.close()
+        return out
+
+    def _unknown_deleting(self) -> int:
+        return sum(1 for k in self._deleting.values() if k is None)
+
+    def _load_state(self, prefix: str) -> dict[str, bytes]:
+        cur = self._conn_().execute(
+            "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(k): bytes(v) for k, v in cur}
+
+    # ---- the group commit ---------------------------------------------------------------
+
+    def _commit(self, completions: list[Completion], alarms: list[tuple[str, str]]) -> None:
+        inserts, states, acks = self._inserts, self._states, self._acks
+        reserve_hi = self._reserve_hi
+        n_ops = self._batch_ops
+        self._inserts, self._states, self._acks, self._batch_ops = [], [], [], 0
+        self._last_commit = time.monotonic()
+        conn = self._conn_()
+        try:
+            free = self._s.free_bytes(self._s.path.parent)
+        except OSError as e:
+            log.warning("outbox_free_space_unknown", error=str(e))
+            free = self._s.min_free_bytes  # unknown: do not refuse on a failed measurement
+        below_floor = free < self._s.min_free_bytes
+        eff = _Effects()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._write_batch(conn, eff, inserts, states, acks, reserve_hi, below_floor)
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as e:
+            self._rollback(conn)
+            self._commit_failed(e, completions, alarms, inserts, states, acks, reserve_hi, n_ops)
+            return
+        with self._cond:
+            self._queued_writes -= n_ops
+        self._applied(eff, acks, reserve_hi)
+        refused = {id(op) for op in eff.refused}
+        for op in inserts:
+            if id(op) in refused:
+                completions.append((op.future, OutboxFull(self._refusal_detail(op.kind, below_floor)), None))
+            else:
+                completions.append((op.future, None, None))
+        for src, _ in states:
+            if isinstance(src, PutState):
+                completions.append((src.future, None, None))
+        if eff.refused:
+            kinds = sorted({op.kind.value for op in eff.refused})
+            log.warning("outbox_refused", count=len(eff.refused), kinds=kinds, below_floor=below_floor,
+                        free_mb=free // 1_000_000, **{f"pending_{k.value}": self._totals[k] for k in _REFUSABLE})
+            self._episode(alarms, "outbox_full", self._refusal_detail(eff.refused[0].kind, below_floor))
+        elif inserts and not below_floor and "outbox_full" in self._episodes:
+            self._episodes.discard("outbox_full")
+            log.info("outbox_full_cleared")
+        self._log_drops(eff.dropped)
+
+    def _refusal_detail(self, kind: RecordKind, below_floor: bool) -> str:
+        if below_floor:
+            return f"free disk below {self._s.min_free_bytes // 1_000_000} MB: {kind.value} records refused"
+        quota = getattr(self._s.quotas, kind.value)
+        return f"{kind.value} quota of {quota} pending records reached: new {kind.value} records refused"
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                log.error("outbox_rollback_failed", error=str(e))
+
+    def _write_batch(self, conn: sqlite3.Connection, eff: _Effects, inserts: list[Insert],
+                     states: list[tuple[Insert | PutState, StateRows]], acks: list[int],
+                     reserve_hi: int | None, below_floor: bool) -> None:
+        now = self._s.clock()
+        if acks:
+            self._delete_acked(conn, eff, acks, now)
+        totals = dict(self._totals)
+        for kind in eff.deleted.values():
+            totals[kind] -= 1
+        new = self._dedupe(conn, inserts)
+        for kind in CLASS_ORDER:
+            rows = new.get(kind)
+            if not rows:
+                continue
+            self._admit(conn, eff, totals, kind, rows, below_floor)
+        eff.totals = totals
+        # the ledger's state commits only together with its record: skip a refused record's state
+        self._write_state(conn, states, {id(op) for op in eff.refused})
+        c = self._next_counters(eff, now)
+        eff.counters = c
+        meta = [("counters", c.to_json())]
+        if reserve_hi is not None:
+            meta.append(("seq_hi", str(reserve_hi)))
+        conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
+        if time.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
+            self._last_prune = time.monotonic()
+            conn.execute("DELETE FROM delivered WHERE at < ?", (now - _DELIVERED_KEEP_S,))
+            conn.execute(
+                "DELETE FROM delivered WHERE key IN "
+                "(SELECT key FROM delivered ORDER BY at DESC LIMIT -1 OFFSET ?)",
+                (_DELIVERED_KEEP_ROWS,),
+            )
+
+    @staticmethod
+    def _write_state(conn: sqlite3.Connection, states: Iterable[tuple[Insert | PutState, StateRows]],
+                     refused: set[int]) -> None:
+        # last write wins, so a key set then deleted in one batch ends deleted
+        last: dict[str, bytes | None] = {}
+        for src, rows in states:
+            if id(src) not in refused:
+                last.update(rows)
+        conn.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)",
+                         [(k, v) for k, v in last.items() if v is not None])
+        conn.executemany("DELETE FROM state WHERE key = ?", [(k,) for k, v in last.items() if v is None])
+
+    def _delete_acked(self, conn: sqlite3.Connection, eff: _Effects, acks: list[int], now: float) -> None:
+        delivered_keys: list[tuple[str, float]] = []
+        for i in range(0, len(acks), _CHUNK):
+            chunk = acks[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row_id, kind, key in conn.execute(
+                f"SELECT id, kind, key FROM outbox WHERE id IN ({marks})", chunk
+            ).fetchall():
+                rk = RecordKind(kind)
+                eff.deleted[int(row_id)] = rk
+                if rk is RecordKind.BILLING:
+                    delivered_keys.append((str(key), now))
+        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in eff.deleted])
+        if delivered_keys:
+            conn.executemany("INSERT OR REPLACE INTO delivered(key, at) VALUES (?, ?)", delivered_keys)
+
+    def _dedupe(self, conn: sqlite3.Connection, inserts: list[Insert]) -> dict[RecordKind, list[Insert]]:
+        """New rows per class; a key already stored, delivered, or earlier in the batch is a no-op."""
+        if not inserts:
+            return {}
+        keys = list({op.key for op in inserts})
+        seen: set[str] = set()
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(r[0] for r in conn.execute(f"SELECT key FROM outbox WHERE key IN ({marks})", chunk))
+        billing = [op.key for op in inserts if op.kind is RecordKind.BILLING]
+        for i in range(0, len(billing), _CHUNK):
+            chunk = billing[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(r[0] for r in conn.execute(f"SELECT key FROM delivered WHERE key IN ({marks})", chunk))
+        new: dict[RecordKind, list[Insert]] = {}
+        for op in inserts:
+            if op.key in seen:
+                continue
+            seen.add(op.key)
+            new.setdefault(op.kind, []).append(op)
+        return new
+
+    def _admit(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
+               kind: RecordKind, rows: list[Insert], below_floor: bool) -> None:
+        quota: int = getattr(self._s.quotas, kind.value)
+        take = rows
+        if kind is RecordKind.BILLING:
+            room = 0 if below_floor else max(0, quota - totals[kind])
+            take = rows[:room]
+            eff.refused.extend(rows[room:])
+        elif kind is RecordKind.ALARM and below_floor:
+            # make room by dropping the least valuable rows first; refuse only what cannot fit
+            made = 0
+            for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
+                made += self._drop_oldest(conn, eff, totals, victim, len(rows) - made)
+            take = rows[:made]
+            eff.refused.extend(rows[made:])
+        elif below_floor:
+            eff.dropped[kind] += len(rows)
+            return
+        if take:
+            conn.executemany(
+                "INSERT INTO outbox(kind, key, patient, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                [(kind.value, op.key, op.patient, op.seq, op.created, op.payload) for op in take],
+            )
+            eff.inserted[kind] += len(take)
+            totals[kind] += len(take)
+        if kind not in _NEVER_DROPPED and totals[kind] > quota:
+            self._drop_oldest(conn, eff, totals, kind, totals[kind] - quota)
+
+    def _drop_oldest(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
+                     kind: RecordKind, n: int) -> int:
+        if n <= 0 or totals[kind] <= 0:
+            return 0
+        # rows in flight are left alone: their PUBACK may be on its way
+        in_flight = sum(1 for k, _ in self._leased.values() if k is kind)
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?", (kind.value, n + in_flight)
+            )
+            if r[0] not in self._leased
+        ][:n]
+        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+        eff.dropped[kind] += len(ids)
+        totals[kind] -= len(ids)
+        return len(ids)
+
+    def _next_counters(self, eff: _Effects, now: float) -> schema.Counters:
+        old = self._counters
+        dropped = dict(old.dropped)
+        for k, n in eff.dropped.items():
+            if n:
+                dropped[k.value] = dropped.get(k.value, 0) + n
+        leased: dict[str, int] = {}
+        for k, _ in self._leased.values():
+            leased[k.value] = leased.get(k.value, 0) + 1
+        return schema.Counters(
+            accepted=old.accepted + sum(eff.inserted.values()),
+            delivered=old.delivered + len(eff.deleted),
+            refused=old.refused + len(eff.refused),
+            commits=old.commits + 1,
+            last_delivery=now if eff.deleted else old.last_delivery,
+            dropped=dropped,
+            leased=leased,
+        )
+
+    def _applied(self, eff: _Effects, acks: Iterable[int], reserve_hi: int | None) -> None:
+        """Bring the bookkeeping in step with the transaction that just committed."""
+        # every acked id is settled now: deleted, or already gone (acked twice, or unknown)
+        for row_id in acks:
+            self._deleting.pop(row_id, None)
+        if eff.totals is not None:
+            self._totals = eff.totals
+        if eff.counters is not None:
+            self._counters = eff.counters
+        if reserve_hi is not None and self._reserve_hi == reserve_hi:
+            self._reserve_hi = None
+        conn = self._conn_()
+        self._oldest = schema.oldest_created(conn)
+        self._db_bytes = schema.file_bytes(self._s.path)
+
+    def _commit_failed(self, e: BaseException, completions: list[Completion], alarms: list[tuple[str, str]],
+                       inserts: list[Insert], states: list[tuple[Insert | PutState, StateRows]],
+                       acks: list[int], reserve_hi: int | None, n_ops: int) -> None:
+        full = schema.is_disk_full(e)
+        # one error line per episode; the alarm and the counters carry the rest
+        quiet = bool(self._episodes & {"outbox_full", "outbox_corrupt", "outbox_write_failed"})
+        (log.debug if quiet else log.error)(
+            "outbox_commit_failed", error=str(e), disk_full=full, records=len(inserts)
+        )
+        if full:
+            self._episode(alarms, "outbox_full", f"disk full while committing: {e}")
+        elif schema.is_corruption(e):
+            self._episode(alarms, "outbox_corrupt", f"commit failed: {e}")
+        else:
+            self._episode(alarms, "outbox_write_failed", f"commit failed: {e}")
+        dropped = dict.fromkeys(RecordKind, 0)
+        refused = 0
+        for op in inserts:
+            if full and op.kind not in _REFUSABLE:
+                dropped[op.kind] += 1  # summaries/status: dropped and counted, producer not bothered
+                completions.append((op.future, None, None))
+            else:
+                refused += 1
+                err: OutboxError = OutboxFull(f"disk full: {e}") if full else OutboxError(f"commit failed: {e}")
+                completions.append((op.future, err, None))
+        self._counters.refused += refused
+        for k, n in dropped.items():
+            if n:
+                self._counters.dropped[k.value] = self._counters.dropped.get(k.value, 0) + n
+        self._log_drops(dropped)
+        # Acks, bare state writes and the key reservation are retried without the records: deleting
+        # rows frees room, and the reservation must precede any record that uses its numbers.
+        bare = [(src, rows) for src, rows in states if isinstance(src, PutState)]
+        retry_ok = False
+        conn = self._conn_()
+        if acks or bare or reserve_hi is not None:
+            eff = _Effects()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if acks:
+                    self._delete_acked(conn, eff, acks, self._s.clock())
+                self._write_state(conn, bare, set())
+                eff.totals = dict(self._totals)
+                for kind in eff.deleted.values():
+                    eff.totals[kind] -= 1
+                eff.counters = self._next_counters(eff, self._s.clock())
+                meta = [("counters", eff.counters.to_json())]
+                if reserve_hi is not None:
+                    meta.append(("seq_hi", str(reserve_hi)))
+                conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
+                conn.execute("COMMIT")
+                retry_ok = True
+                self._applied(eff, acks, reserve_hi)
+            except (sqlite3.Error, OSError) as e2:
+                self._rollback(conn)
+                log.error("outbox_retry_failed", error=str(e2))
+        for src, _ in bare:
+            if isinstance(src, PutState):
+                completions.append((src.future, None if retry_ok else OutboxFull(f"state not written: {e}"),
+                                    None))
+        requeued = 0
+        if not retry_ok and (acks or reserve_hi is not None):
+            self._acks = acks + self._acks
+            requeued = 1
+            self._batch_ops += 1
+        with self._cond:
+            self._queued_writes -= n_ops - requeued
+
+    # ---- alarms and logs ----------------------------------------------------------------
+
+    def _episode(self, alarms: list[tuple[str, str]], condition: str, detail: str) -> None:
+        """Raise an alarm once per episode, not once per record."""
+        if condition not in self._episodes:
+            self._episodes.add(condition)
+            alarms.append((condition, detail))
+
+    def _log_drops(self, dropped: Mapping[RecordKind, int]) -> None:
+        for k, n in dropped.items():
+            self._drops_unlogged[k] += n
+        if not any(self._drops_unlogged.values()):
+            return
+        now = time.monotonic()
+        if now - self._drop_logged_at < _DROP_LOG_EVERY_S:
+            return
+        self._drop_logged_at = now
+        log.warning("outbox_dropped", **{k.value: n for k, n in self._drops_unlogged.items() if n},
+                    total=sum(self._counters.dropped.values()))
+        self._drops_unlogged = dict.fromkeys(RecordKind, 0)
+
+    # ---- snapshot -----------------------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        leased = dict.fromkeys(RecordKind, 0)
+        for kind, _ in self._leased.values():
+            leased[kind] += 1
+        deleting = dict.fromkeys(RecordKind, 0)
+        for dkind in self._deleting.values():
+            if dkind is not None:
+                deleting[dkind] += 1
+        c = self._counters
+        counters = schema.Counters(c.accepted, c.delivered, c.refused, c.commits, c.last_delivery,
+                                   dict(c.dropped), {})
+        return Snapshot(dict(self._totals), leased, deleting, dict(self._oldest), counters, self._db_bytes)
+
+
+def state_rows(state: Mapping[str, bytes | None] | None) -> dict[str, bytes | None] | None:
+    """A private copy of a state mapping, checked at the producer (a bad value is its bug)."""
+    if not state:
+        return None
+    out: dict[str, bytes | None] = {}
+    for k, v in state.items():
+        if not isinstance(k, str) or not (v is None or isinstance(v, bytes | bytearray | memoryview)):
+            raise TypeError("state must map str keys to bytes or None")
+        out[k] = None if v is None else bytes(v)
+    return out
+
+
+def ids_tuple(ids: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) for i in ids)

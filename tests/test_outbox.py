@@ -1,0 +1,518 @@
+"""The durable outbox against real SQLite files: acceptance, leases, priorities, quotas, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.config.models import QuotaSection
+from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow
+from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
+from gateway.outbox.policy import Backlog, lease_shares
+from gateway.records import (
+    PRIORITY,
+    AlarmEvent,
+    AlarmRecord,
+    BillingRecord,
+    BillingStatus,
+    ClockQuality,
+    DeviceState,
+    DeviceStatusRecord,
+    RecordKind,
+    Severity,
+    SummaryRecord,
+    Vital,
+)
+
+GW = "gw-test"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def summary(key: str, patient: str = "p1") -> SummaryRecord:
+    return SummaryRecord(key=key, gateway_id=GW, patient=patient, time=T0, clock=ClockQuality.SYNCED,
+                         vital=Vital.HEART_RATE, unit="/min", period_start=T0, period_end=T0, count=60,
+                         min=55.0, mean=61.5, max=70.0, quality=0.97, devices=["ox1"])
+
+
+def alarm(key: str) -> AlarmRecord:
+    return AlarmRecord(key=key, gateway_id=GW, patient="p1", time=T0, clock=ClockQuality.SYNCED,
+                       alarm_id="a1", event=AlarmEvent.RAISED, condition="spo2_low", technical=False,
+                       severity=Severity.HIGH, vital=Vital.SPO2, value=85.0, threshold=88.0)
+
+
+def status(key: str) -> DeviceStatusRecord:
+    return DeviceStatusRecord(key=key, gateway_id=GW, patient="p1", time=T0, clock=ClockQuality.SYNCED,
+                              device="ox1", driver="replay", state=DeviceState.CONNECTED)
+
+
+def billing(service_key: str, version: int = 1) -> BillingRecord:
+    key = f"{service_key}:v{version}"
+    return BillingRecord(key=key, gateway_id=GW, patient="p1", time=T0, clock=ClockQuality.SYNCED,
+                         service_key=service_key, version=version, code="99454",
+                         status=BillingStatus.BILLABLE, period_start="2026-03-01", period_end="2026-03-30",
+                         timezone="UTC", qualifying_days=16, dates=["2026-03-01"], devices=["ox1"])
+
+
+async def open_box(path: Path, **kw: object) -> Outbox:
+    kw.setdefault("commit_interval_ms", 5)
+    kw.setdefault("free_bytes", lambda _folder: 10**12)
+    return await Outbox.open(path, gateway_id=GW, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Outbox]:
+    b = await open_box(tmp_path / "outbox.db")
+    yield b
+    await b.close()
+
+
+async def drain(b: Outbox, limit: int = 10_000) -> list[PendingRow]:
+    rows = await b.lease(limit)
+    await b.release([r.id for r in rows])
+    return rows
+
+
+def moved_aside(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if ".corrupt-" in p.name]
+
+
+def keys_of(rows: list[PendingRow]) -> list[str]:
+    return [r.key for r in rows]
+
+
+# ---- round trip and durability --------------------------------------------------------------
+
+
+async def test_accept_lease_ack_round_trip(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    rec = summary(b.next_key())
+    await b.accept(rec)
+    assert await b.wait_pending(timeout=5)
+    rows = await b.lease(10)
+    assert [r.key for r in rows] == [rec.key]
+    row = rows[0]
+    assert row.kind is RecordKind.SUMMARY and row.patient == "p1"
+    assert SummaryRecord.model_validate_json(row.payload) == rec
+    assert row.seq == parse_seq(GW, rec.key)
+    assert await b.lease(10) == []  # leased rows are not handed out twice
+    await b.ack([row.id])
+    assert await b.lease(10) == []
+    await b.close()
+    b2 = await open_box(tmp_path / "o.db")
+    assert await b2.lease(10) == []
+    st = b2.stats()
+    assert (st.accepted, st.delivered, st.depth) == (1, 1, 0)
+    assert st.last_delivery is not None
+    await b2.close()
+
+
+async def test_release_returns_row_with_same_key(box: Outbox) -> None:
+    await box.accept(summary(box.next_key()))
+    (row,) = await box.lease(5)
+    await box.release([row.id])
+    (again,) = await box.lease(5)
+    assert (again.id, again.key, again.payload) == (row.id, row.key, row.payload)
+
+
+async def test_leased_rows_return_to_pending_on_reopen(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    for _ in range(3):
+        await b.accept(summary(b.next_key()))
+    leased = await b.lease(2)
+    assert b.stats().classes[RecordKind.SUMMARY].leased == 2
+    await b.close()  # the uplink never acked
+    b2 = await open_box(tmp_path / "o.db")
+    assert b2.stats().classes[RecordKind.SUMMARY].pending == 3
+    rows = await b2.lease(10)
+    assert set(keys_of(leased)) <= set(keys_of(rows)) and len(rows) == 3
+    await b2.close()
+
+
+async def test_unacked_rows_survive_and_acked_are_gone_after_reopen(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    recs = [summary(b.next_key()) for _ in range(10)]
+    await asyncio.gather(*(b.submit(r) for r in recs))
+    rows = await b.lease(4)
+    await b.ack([r.id for r in rows])
+    await b.close()  # close flushes the queued acks
+    b2 = await open_box(tmp_path / "o.db")
+    left = await b2.lease(100)
+    assert set(keys_of(left)) == {r.key for r in recs} - set(keys_of(rows))
+    await b2.close()
+
+
+async def test_closed_outbox_refuses_work(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    await b.close()
+    await b.close()  # idempotent
+    with pytest.raises(OutboxClosed):
+        await b.accept(summary(f"{GW}:1"))
+    with pytest.raises(OutboxClosed):
+        await b.lease(1)
+
+
+async def test_close_flushes_queued_submits(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db", commit_interval_ms=5000)
+    futs = [b.submit(summary(b.next_key())) for _ in range(50)]
+    await b.close()
+    assert all(f.done() and f.exception() is None for f in futs)
+    assert Outbox.inspect(tmp_path / "o.db").classes[RecordKind.SUMMARY].pending == 50
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+
+async def test_next_key_strictly_increasing_across_reopen(tmp_path: Path) -> None:
+    seen: list[int] = []
+    for _ in range(3):
+        b = await open_box(tmp_path / "o.db")
+        for _ in range(5):
+            seq = parse_seq(GW, b.next_key())
+            assert seq is not None
+            seen.append(seq)
+        await b.close()
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+
+
+async def test_next_key_crossing_a_block_persists_the_reservation(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    last = 0
+    for _ in range(SEQ_BLOCK + 10):  # crosses into the second block
+        seq = parse_seq(GW, b.next_key())
+        assert seq is not None and seq > last
+        last = seq
+    await b.accept(summary(f"{GW}:{last}"))
+    await b.close()
+    b2 = await open_box(tmp_path / "o.db")
+    first = parse_seq(GW, b2.next_key())
+    assert first is not None and first > last
+    await b2.close()
+
+
+def test_seq_counter_reserves_before_handing_out() -> None:
+    reserved: list[int] = []
+    c = SeqCounter(5, 7, reserved.append, block=3)
+    assert [c.next() for _ in range(5)] == [5, 6, 7, 8, 9]
+    assert reserved == [10]  # the block [7, 10) was reserved before 7 was returned
+    assert parse_seq("gw", "gw:12") == 12
+    assert parse_seq("gw", "other:12") is None
+    assert parse_seq("gw", "gw:svc:v1") is None
+
+
+# ---- idempotency ----------------------------------------------------------------------------
+
+
+async def test_duplicate_pending_key_is_a_noop(box: Outbox) -> None:
+    rec = summary(box.next_key())
+    await box.accept(rec)
+    await box.accept(rec)
+    await asyncio.gather(box.submit(billing("svc-A")), box.submit(billing("svc-A")))
+    rows = await drain(box)
+    assert sorted(keys_of(rows)) == sorted([rec.key, "svc-A:v1"])
+    assert box.stats().accepted == 2
+
+
+async def test_redelivered_billing_key_is_a_noop_after_delivery(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    await b.accept(billing("svc-B"))
+    rows = await b.lease(5)
+    await b.ack([r.id for r in rows])
+    await b.close()
+    b2 = await open_box(tmp_path / "o.db")  # e.g. the ledger re-emits after a restart
+    await b2.accept(billing("svc-B"))
+    await b2.accept(billing("svc-B", version=2))  # a new version is a new record
+    assert keys_of(await drain(b2)) == ["svc-B:v2"]
+    await b2.close()
+
+
+# ---- state table ----------------------------------------------------------------------------
+
+
+async def test_state_commits_with_record_and_loads_by_prefix(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    await b.accept(billing("svc-C"), state={"ledger/p1/2026-03": b"16", "ledger/p1/tmp": b"x"})
+    await b.submit_state({"ledger/p1/tmp": None, "other/x": b"1"})
+    assert await b.load_state("ledger/") == {"ledger/p1/2026-03": b"16"}
+    await b.close()
+    b2 = await open_box(tmp_path / "o.db")
+    assert await b2.load_state("ledger/p1/") == {"ledger/p1/2026-03": b"16"}
+    assert await b2.load_state("") == {"ledger/p1/2026-03": b"16", "other/x": b"1"}
+    await b2.close()
+
+
+async def test_state_of_a_refused_billing_record_is_not_written(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(billing=100))
+    await asyncio.gather(*(b.submit(billing(f"svc-{i}")) for i in range(100)))
+    with pytest.raises(OutboxFull):
+        await b.accept(billing("svc-over"), state={"ledger/over": b"counted"})
+    assert await b.load_state("ledger/") == {}
+    await b.close()
+
+
+# ---- priority and the starvation guard ------------------------------------------------------
+
+
+async def test_priority_order_and_seq_order_within_class(tmp_path: Path) -> None:
+    # every_n large: this test looks at plain priority only
+    b = await open_box(tmp_path / "o.db", lease_policy=LeasePolicy(every_n=1000, max_age_s=1e9))
+    made: list[tuple[RecordKind, str]] = []
+    for make in (status, summary, alarm, summary, status, alarm):
+        rec = make(b.next_key())
+        made.append((RecordKind(rec.kind), rec.key))
+    # submitted in reverse creation order: the lease must still follow seq within a class
+    for kind, key in reversed(made):
+        maker = {RecordKind.STATUS: status, RecordKind.SUMMARY: summary, RecordKind.ALARM: alarm}[kind]
+        await b.accept(maker(key))
+    await b.accept(billing("svc-P"))
+    rows = await b.lease(100)
+    order = [r.kind for r in rows]
+    assert order == sorted(order, key=PRIORITY.__getitem__)
+    for kind in RecordKind:
+        seqs = [r.seq for r in rows if r.kind is kind]
+        assert seqs == sorted(seqs)
+    await b.close()
+
+
+async def test_starvation_guard_every_nth_batch(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db", lease_policy=LeasePolicy(every_n=3, max_age_s=1e9))
+    await asyncio.gather(*(b.submit(alarm(b.next_key())) for _ in range(40)))
+    await asyncio.gather(*(b.submit(status(b.next_key())) for _ in range(5)))
+    kinds_per_batch = []
+    for _ in range(6):
+        rows = await b.lease(4)
+        kinds_per_batch.append({r.kind for r in rows})
+        await b.ack([r.id for r in rows])
+    # batches 3 and 6 carry status despite a backlog of alarms; the others are alarms only
+    assert [RecordKind.STATUS in k for k in kinds_per_batch] == [False, False, True, False, False, True]
+    await b.close()
+
+
+async def test_starvation_guard_by_age(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    b = await open_box(tmp_path / "o.db", clock=lambda: now[0],
+                       lease_policy=LeasePolicy(every_n=1000, max_age_s=30.0))
+    await b.accept(summary(b.next_key()))
+    await asyncio.gather(*(b.submit(alarm(b.next_key())) for _ in range(20)))
+    rows = await b.lease(4)
+    assert {r.kind for r in rows} == {RecordKind.ALARM}
+    await b.ack([r.id for r in rows])
+    now[0] += 31.0  # the summary has now waited longer than max_age_s
+    rows = await b.lease(4)
+    assert RecordKind.SUMMARY in {r.kind for r in rows}
+    assert b.stats().classes[RecordKind.ALARM].oldest_pending_age_s == pytest.approx(31.0)
+    await b.close()
+
+
+def test_lease_shares_are_bounded_and_fill_the_batch() -> None:
+    backlog = {RecordKind.ALARM: Backlog(100, 0.0), RecordKind.BILLING: Backlog(100, 0.0),
+               RecordKind.SUMMARY: Backlog(100, 0.0), RecordKind.STATUS: Backlog(1, 0.0)}
+    shares = lease_shares(10, backlog, now=0.0, batch_no=4, policy=LeasePolicy(every_n=4))
+    assert sum(shares.values()) == 10
+    assert shares[RecordKind.STATUS] == 1 and shares[RecordKind.SUMMARY] >= 1
+    assert shares[RecordKind.ALARM] >= 5  # starving classes together take at most half
+    plain = lease_shares(10, backlog, now=0.0, batch_no=1, policy=LeasePolicy(every_n=4))
+    assert plain == {RecordKind.ALARM: 10, RecordKind.BILLING: 0, RecordKind.SUMMARY: 0, RecordKind.STATUS: 0}
+
+
+# ---- bounds: quotas, disk floor, disk full --------------------------------------------------
+
+
+async def test_summary_quota_drops_oldest_and_counts(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(summary=100))
+    recs = [summary(b.next_key()) for _ in range(130)]
+    with capture_logs() as logs:
+        await asyncio.gather(*(b.submit(r) for r in recs))  # summaries never fail the producer
+    st = b.stats().classes[RecordKind.SUMMARY]
+    assert (st.pending, st.dropped) == (100, 30)
+    rows = await drain(b, 1000)
+    assert keys_of(rows) == [r.key for r in recs[30:]]  # the oldest 30 went
+    drops = [e for e in logs if e["event"] == "outbox_dropped"]
+    assert len(drops) == 1 and drops[0]["summary"] == 30 and drops[0]["log_level"] == "warning"
+    await b.close()
+    assert Outbox.inspect(tmp_path / "o.db").classes[RecordKind.SUMMARY].dropped == 30
+
+
+async def test_quota_drop_spares_leased_rows(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(status=100))
+    first = [status(b.next_key()) for _ in range(100)]
+    await asyncio.gather(*(b.submit(r) for r in first))
+    in_flight = await b.lease(3)
+    await b.accept(status(b.next_key()))
+    await b.release([r.id for r in in_flight])
+    rows = await drain(b, 1000)
+    assert set(keys_of(in_flight)) <= set(keys_of(rows))
+    assert first[3].key not in keys_of(rows)  # the oldest row not in flight was dropped
+    assert b.stats().classes[RecordKind.STATUS].dropped == 1
+    await b.close()
+
+
+async def test_billing_over_quota_refused_with_alarm_once(tmp_path: Path) -> None:
+    alarms: list[tuple[str, str]] = []
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(billing=100),
+                       on_alarm=lambda c, d: alarms.append((c, d)))
+    await asyncio.gather(*(b.submit(billing(f"svc-{i}")) for i in range(100)))
+    results = await asyncio.gather(*(b.submit(billing(f"svc-x{i}")) for i in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, OutboxFull) and r.retryable for r in results)
+    with pytest.raises(OutboxFull):
+        await b.accept(billing("svc-late"))
+    assert [c for c, _ in alarms] == ["outbox_full"]
+    assert "billing" in alarms[0][1]
+    st = b.stats()
+    assert st.refused == 6 and st.classes[RecordKind.BILLING].pending == 100
+    assert st.classes[RecordKind.BILLING].dropped == 0
+    # room again after delivery: the same record is taken
+    rows = await b.lease(10)
+    await b.ack([r.id for r in rows])
+    await b.accept(billing("svc-late"))
+    await b.close()
+
+
+async def test_disk_floor_drops_summaries_refuses_billing_and_makes_room_for_alarms(tmp_path: Path) -> None:
+    free = [10**12]
+    alarms: list[str] = []
+    b = await open_box(tmp_path / "o.db", min_free_mb=64, free_bytes=lambda _f: free[0],
+                       on_alarm=lambda c, _d: alarms.append(c))
+    olds = [summary(b.next_key()) for _ in range(3)]
+    await asyncio.gather(*(b.submit(r) for r in olds))
+    free[0] = 10 * 1024 * 1024  # below the 64 MB floor
+    await b.accept(summary(b.next_key()))  # not an error for the producer...
+    assert b.stats().classes[RecordKind.SUMMARY].dropped == 1  # ...but dropped and counted
+    with pytest.raises(OutboxFull):
+        await b.accept(billing("svc-F"))
+    await b.accept(alarm(b.next_key()))  # room made by dropping the oldest summary
+    await b.accept(alarm(b.next_key()))
+    left = await drain(b)
+    assert [r.kind for r in left].count(RecordKind.ALARM) == 2
+    assert [r.key for r in left if r.kind is RecordKind.SUMMARY] == [olds[2].key]
+    await b.accept(alarm(b.next_key()))  # the last summary makes room
+    with pytest.raises(OutboxFull):
+        await b.accept(alarm(b.next_key()))  # nothing left to drop
+    assert alarms == ["outbox_full"]
+    free[0] = 10**12
+    await b.accept(billing("svc-F"))
+    await b.close()
+
+
+async def test_disk_full_during_commit_keeps_running(tmp_path: Path) -> None:
+    # max_db_bytes makes SQLite itself fail with SQLITE_FULL, as a full SD card would
+    alarms: list[str] = []
+    b = await open_box(tmp_path / "o.db", max_db_bytes=200 * 1024, on_alarm=lambda c, _d: alarms.append(c))
+    big = "x" * 4000
+    n_ok = 0
+    refused = 0
+    for i in range(80):
+        try:
+            await b.accept(billing(f"svc-{big}-{i}"))
+            n_ok += 1
+        except OutboxFull:
+            refused += 1
+    assert n_ok > 0 and refused > 0
+    assert alarms == ["outbox_full"]
+    s_before = b.stats().classes[RecordKind.SUMMARY].dropped
+    fat = summary(b.next_key()).model_copy(update={"devices": ["d" * 40_000]})
+    await b.accept(fat)  # summaries: dropped and counted, no error
+    assert b.stats().classes[RecordKind.SUMMARY].dropped == s_before + 1
+    # delivering frees pages: billing is taken again
+    rows = await b.lease(1000)
+    assert len(rows) == n_ok
+    await b.ack([r.id for r in rows])
+    await b.accept(billing("svc-after"))
+    await b.close()
+    b2 = await open_box(tmp_path / "o.db")
+    assert keys_of(await drain(b2)) == ["svc-after:v1"]
+    await b2.close()
+
+
+# ---- corruption -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["garbage", "malformed"])
+async def test_corrupt_file_is_moved_aside(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "o.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is not an sqlite file" * 200)
+    else:
+        b = await open_box(path)
+        await asyncio.gather(*(b.submit(summary(b.next_key())) for _ in range(400)))
+        await b.close()
+        raw = bytearray(path.read_bytes())
+        page = int.from_bytes(raw[16:18], "big")
+        for p in range(1, len(raw) // page):  # scribble over every page but the header page
+            raw[p * page : p * page + 64] = b"\xa5" * 64
+        path.write_bytes(bytes(raw))
+    alarms: list[tuple[str, str]] = []
+    b = await open_box(path, on_alarm=lambda c, d: alarms.append((c, d)))
+    assert [c for c, _ in alarms] == ["outbox_corrupt"]
+    aside = moved_aside(tmp_path)
+    assert aside and all(p.name.startswith("o.db.corrupt-") for p in aside)
+    await b.accept(summary(b.next_key()))  # a fresh, working outbox
+    assert len(await b.lease(10)) == 1
+    await b.close()
+
+
+async def test_newer_schema_is_moved_aside_not_crash_looped(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    alarms: list[str] = []
+    b = await open_box(path, on_alarm=lambda c, _d: alarms.append(c))
+    assert alarms == ["outbox_corrupt"]
+    await b.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+# ---- observation ----------------------------------------------------------------------------
+
+
+async def test_stats_and_inspect_while_open(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    await asyncio.gather(*(b.submit(summary(b.next_key())) for _ in range(7)),
+                         b.submit(alarm(b.next_key())))
+    rows = await b.lease(2)
+    await b.accept(status(b.next_key()))  # one more commit records the lease for `inspect`
+    st = b.stats()
+    assert st.depth == 9 and st.accepted == 9
+    assert st.classes[RecordKind.ALARM].leased == 1 and st.classes[RecordKind.SUMMARY].leased == 1
+    assert st.commits >= 1 and st.db_bytes > 0
+    seen = Outbox.inspect(tmp_path / "o.db")  # another connection while the writer runs
+    assert seen.depth == 9 and seen.accepted == 9
+    assert seen.classes[RecordKind.SUMMARY].leased == 1
+    await b.ack([r.id for r in rows])
+    await b.close()
+    after = Outbox.inspect(tmp_path / "o.db")
+    assert after.depth == 7 and after.delivered == 2
+
+
+async def test_wait_pending_times_out_then_wakes(box: Outbox) -> None:
+    assert await box.wait_pending(timeout=0.01) is False
+    waiter = asyncio.create_task(box.wait_pending(timeout=10))
+    await box.accept(summary(box.next_key()))
+    assert await waiter is True
+
+
+async def test_bad_state_values_are_the_producers_error(box: Outbox) -> None:
+    bad: dict[str, object] = {"k": "not bytes"}
+    with pytest.raises(TypeError):
+        box.submit_state(bad)  # type: ignore[arg-type]
+
+
+async def test_alarm_hook_failure_does_not_break_the_outbox(tmp_path: Path) -> None:
+    def hook(_c: str, _d: str) -> None:
+        raise RuntimeError("hook bug")
+
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(billing=100), on_alarm=hook)
+    await asyncio.gather(*(b.submit(billing(f"svc-{i}")) for i in range(100)))
+    with pytest.raises(OutboxFull):
+        await b.accept(billing("svc-over"))
+    await b.accept(summary(b.next_key()))
+    await b.close()
+
+
