@@ -7,11 +7,12 @@ It also reports *evidence* — valid physiologic readings — for the billing le
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.alarms import AlarmEngine, AlarmTransition
-from gateway.config.processing import VitalLimits
+from gateway.config.processing import ProcessingSection, VitalLimits
 from gateway.records import (
     AlarmRecord,
     BillingRecord,
@@ -28,6 +29,8 @@ from gateway.records import (
     VitalReading,
     utc_from_unix,
 )
+from gateway.signal import spo2
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange
 from gateway.summaries import SummaryAggregator, VitalSummary
 
 AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
@@ -90,10 +93,18 @@ class PatientSetup:
 
 
 def is_valid(reading: VitalReading) -> bool:
-    if reading.value is None or reading.flags & INVALIDATING_FLAGS:
+    if reading.value is None or reading.flags & INVALIDATING_FLAGS or not math.isfinite(reading.value):
         return False
     bounds = PLAUSIBLE.get(reading.vital)
     return bounds is None or bounds[0] <= reading.value <= bounds[1]
+
+
+# Condition of the technical alarm raised while an ECG channel gives no usable signal.
+NO_VALID_ECG = "no_valid_ecg"
+
+
+def is_ecg(block: SampleBlock) -> bool:
+    return block.channel.lower().startswith("ecg")
 
 
 class _Patient:
@@ -103,6 +114,8 @@ class _Patient:
         self.summaries = SummaryAggregator(period_s)
         self.last_data: dict[str, float] = {}  # device -> time of its last reading
         self.clock = ClockQuality.SYNCED
+        self.ecg: dict[tuple[str, str], EcgChannel] = {}  # (device, channel) -> processing state
+        self.spo2: dict[str, spo2.Spo2State] = {}  # device -> SpO2 filter
 
 
 class Pipeline:
@@ -115,7 +128,13 @@ class Pipeline:
         summary_period_s: float = 60.0,
         no_data_s: float = 300.0,
         battery_low_pct: float = 15.0,
+        processing: ProcessingSection | None = None,
     ) -> None:
+        proc = processing or ProcessingSection()
+        self.ecg_settings = EcgSettings(hrv_window_s=proc.ecg_hrv_window_s, hrv_every_s=proc.ecg_hrv_every_s)
+        self.spo2_params = spo2.Spo2Params(
+            max_jump=proc.spo2.max_jump, median_s=proc.spo2.median_s, tau_s=proc.spo2.tau_s
+        )
         self.gateway_id = gateway_id
         self.new_key = new_key
         self.summary_period_s = summary_period_s
@@ -152,8 +171,28 @@ class Pipeline:
         return out
 
     def _vital(self, p: _Patient, r: VitalReading, out: PipelineOutput) -> None:
+        if r.vital is Vital.SPO2:
+            state = p.spo2.get(r.device_id)
+            if state is None:
+                state = p.spo2[r.device_id] = spo2.Spo2State(self.spo2_params)
+            for o in spo2.feed(state, r.time, r.value, r.flags):
+                self._spo2(p, r, o, out)
+            return
+        self._apply(p, r, out)
+
+    def _spo2(self, p: _Patient, r: VitalReading, o: spo2.Spo2Output, out: PipelineOutput) -> None:
+        """One settled SpO2 reading: the smoothed value if accepted, the raw one marked invalid if not."""
+        if o.verdict is spo2.Spo2Verdict.HELD:
+            return
+        accepted = o.verdict is spo2.Spo2Verdict.ACCEPTED and o.smoothed is not None
+        value = o.smoothed if accepted else o.raw
+        flags = r.flags if o.time == r.time else frozenset()
+        settled = VitalReading(r.device_id, Vital.SPO2, value, r.unit, o.time, r.clock, flags, r.device_time)
+        self._apply(p, settled, out, valid=accepted and is_valid(settled))
+
+    def _apply(self, p: _Patient, r: VitalReading, out: PipelineOutput, valid: bool | None = None) -> None:
         p.clock = r.clock
-        valid = is_valid(r)
+        valid = is_valid(r) if valid is None else valid
         for s in p.summaries.add(r.vital, r.value, r.unit, r.time, r.device_id, valid):
             out.records.append(self._summary(p, s))
         if not valid:
@@ -167,7 +206,35 @@ class Pipeline:
 
     def _block(self, p: _Patient, b: SampleBlock, out: PipelineOutput) -> None:
         p.clock = b.clock
-        self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+        if not is_ecg(b):
+            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+            return
+        ch = p.ecg.get((b.device_id, b.channel))
+        if ch is None:
+            ch = p.ecg[(b.device_id, b.channel)] = EcgChannel(b.device_id, self.ecg_settings)
+        result = ch.feed(b)
+        if not result.dropped_blocks:
+            # Samples count as data (no "no data" alarm) even while the ECG is not valid: the
+            # device is there, its signal is the problem, and that has its own alarm.
+            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+        for change in result.changes:
+            self._ecg_validity(p, b, change, out)
+        for reading in result.readings:
+            self._apply(p, reading, out)
+
+    def _ecg_validity(self, p: _Patient, b: SampleBlock, change: ValidityChange, out: PipelineOutput) -> None:
+        if not change.valid:
+            # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
+            p.alarms.invalid(Vital.HEART_RATE)
+            p.alarms.invalid(Vital.RR_INTERVAL)
+        for tr in p.alarms.technical(
+            NO_VALID_ECG,
+            not change.valid,
+            change.time,
+            device=b.device_id,
+            detail=f"{b.channel}: {change.detail}",
+        ):
+            out.records.append(self._alarm(p, tr, b.clock))
 
     def _seen(self, p: _Patient, device: str, t: float, clock: ClockQuality, out: PipelineOutput) -> None:
         p.last_data[device] = t
@@ -256,6 +323,10 @@ class Pipeline:
         """At shutdown: emit the open summary periods as partial ones."""
         out = PipelineOutput()
         for p in self._patients.values():
+            for device, state in p.spo2.items():
+                # Jumps still waiting for confirmation will not get it: settle them as rejected.
+                for o in spo2.settle(state):
+                    self._spo2(p, _placeholder_spo2(device, o), o, out)
             for s in p.summaries.flush(now, partial=True):
                 out.records.append(self._summary(p, s))
         return out
@@ -300,3 +371,7 @@ class Pipeline:
             device=tr.device,
             detail=tr.detail,
         )
+
+
+def _placeholder_spo2(device: str, o: spo2.Spo2Output) -> VitalReading:
+    return VitalReading(device, Vital.SPO2, o.raw, "%", o.time)

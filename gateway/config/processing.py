@@ -60,10 +60,25 @@ def _default_limits() -> dict[str, VitalLimits]:
     }
 
 
-VITAL_NAMES = (
-    "heart_rate pulse_rate spo2 rr_interval hrv_sdnn hrv_rmssd perfusion_index systolic_bp diastolic_bp "
-    "mean_bp body_temperature body_weight body_height bmi glucose respiratory_rate energy_expended"
-).split()
+VITAL_NAMES = [
+    "heart_rate",
+    "pulse_rate",
+    "spo2",
+    "rr_interval",
+    "hrv_sdnn",
+    "hrv_rmssd",
+    "perfusion_index",
+    "systolic_bp",
+    "diastolic_bp",
+    "mean_bp",
+    "body_temperature",
+    "body_weight",
+    "body_height",
+    "bmi",
+    "glucose",
+    "respiratory_rate",
+    "energy_expended",
+]
 
 
 def check_vital_names(v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
@@ -86,6 +101,14 @@ class AlarmSection(_Model):
         return check_vital_names(v)
 
 
+class Spo2Section(_Model):
+    max_jump: float = Field(4.0, gt=0, le=50, description="Points off the recent median that need confirming")
+    median_s: float = Field(5.0, ge=0, le=60, description="Running-median window")
+    tau_s: float = Field(3.0, gt=0, le=60, description="Exponential smoothing time constant")
+
+
 class ProcessingSection(_Model):
     summaries: SummarySection = SummarySection()
     ecg_hrv_window_s: float = Field(300.0, ge=10, le=3600, description="Window for SDNN/RMSSD")
+    ecg_hrv_every_s: float = Field(60.0, ge=5, le=3600, description="How often SDNN/RMSSD are reported")
+    spo2: Spo2Section = Spo2Section()

@@ -129,6 +129,11 @@ def feed(state: Spo2State, time: float, value: float | None, flags: frozenset[De
     return [_accept(state, time, value)]
 
 
+def settle(state: Spo2State) -> list[Spo2Output]:
+    """End of stream: held jumps were never confirmed and are rejected."""
+    return _drop_held(state)
+
+
 def _drop_held(state: Spo2State) -> list[Spo2Output]:
     out = [_out(state, t, v, Spo2Verdict.REJECTED_JUMP) for t, v in state.held]
     state.held.clear()

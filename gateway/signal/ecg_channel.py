@@ -1,0 +1,190 @@
+"""One ECG channel end to end: sample blocks in, beat-derived vitals and validity changes out.
+
+Glues the R-peak detector, the quality index, heart rate and HRV together with the rules that
+make their output safe to alarm on:
+
+* Beat-derived readings (heart rate, RR interval) are held until the quality window they fall in
+  has been judged, and dropped if it was not ``GOOD``: beats found in noise never reach an alarm.
+  That delays them by at most one quality window (4 s), well inside the alarms' minimum duration.
+* "No valid ECG" starts at the first bad window and ends after ``recover_windows`` good ones in a
+  row (a flickering electrode must not toggle the state on every window).
+* A good window with no beat for ``max(3 s, 2 x recent RR)`` reports the rate that the silence
+  implies (60 / seconds since the last beat), so a real pause or asystole on a valid signal still
+  drives the low-rate alarm, while a lead-off flat line (invalid) does not.
+* A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
+  glued across a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.records import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
+from gateway.signal import ecg_quality, heart_rate, hrv
+from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, to_millivolts
+from gateway.signal.ecg_quality import EcgQuality, QualityWindow
+from gateway.signal.rpeak_detector import RPeakDetector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@dataclass(frozen=True, slots=True)
+class EcgSettings:
+    hrv_window_s: float = 300.0
+    hrv_every_s: float = 60.0
+    recover_windows: int = 2
+    max_noise_ratio: float = 0.4  # detector noise level over QRS level beyond which a window is noisy
+
+
+@dataclass(frozen=True, slots=True)
+class ValidityChange:
+    time: float
+    valid: bool
+    detail: str  # the quality verdict that caused it
+
+
+@dataclass(slots=True)
+class EcgOutput:
+    readings: list[VitalReading] = field(default_factory=list)
+    changes: list[ValidityChange] = field(default_factory=list)
+    dropped_blocks: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int  # sample index the reading belongs to (to find its quality window)
+    reading: VitalReading
+
+
+class EcgChannel:
+    """Processing state for one ECG channel of one device."""
+
+    def __init__(self, device_id: str, settings: EcgSettings | None = None) -> None:
+        self.device_id = device_id
+        self.settings = settings or EcgSettings()
+        self.fs: float | None = None
+        self.valid = True
+        self.good_streak = 0
+        self.dropped = 0
+        self._next_index: int | None = None
+        self._anchor: tuple[int, float] = (0, 0.0)  # (sample index, its Unix time)
+        self._pending: list[_Pending] = []
+        self._last_beat_time: float | None = None
+        self._last_hrv: float | None = None
+        self._hrv = hrv.HrvState(window_s=self.settings.hrv_window_s)
+        self._clock = ClockQuality.SYNCED
+
+    def _start(self, fs: float, first_index: int) -> None:
+        self.fs = fs
+        self.detector = RPeakDetector(fs, first_index=first_index)
+        self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
+        self.hr = heart_rate.HeartRateState(fs=fs)
+        hrv.break_sequence(self._hrv)
+        self._pending.clear()
+        self._last_beat_time = None
+
+    def feed(self, block: SampleBlock) -> EcgOutput:
+        out = EcgOutput()
+        fs = block.sample_rate_hz
+        try:
+            samples = to_millivolts(block.samples, block.unit)
+        except ValueError:
+            samples = None
+        if (
+            samples is None
+            or not MIN_RATE_HZ <= fs <= MAX_RATE_HZ
+            or samples.ndim != 1
+            or not np.all(np.isfinite(samples))
+        ):
+            # Unusable block: counted, and the next good one starts afresh (never glued).
+            self.dropped += 1
+            out.dropped_blocks = 1
+            self._next_index = None
+            return out
+        if len(samples) == 0:
+            return out
+        if fs != self.fs or block.gap_before or block.first_index != self._next_index:
+            self._start(fs, block.first_index)
+        self._next_index = block.first_index + len(samples)
+        self._anchor = (block.first_index, block.first_sample_time)
+        self._clock = block.clock
+
+        for beat in self.detector.feed(samples):
+            t = self._time(beat.index)
+            self._last_beat_time = t
+            iv = heart_rate.add_beat(self.hr, beat.index, t)
+            if iv is None:
+                continue
+            hrv.add_interval(self._hrv, iv)
+            self._hold(beat.index, Vital.RR_INTERVAL, iv.rr_ms, t)
+            if iv.heart_rate is not None:
+                self._hold(beat.index, Vital.HEART_RATE, iv.heart_rate, t)
+
+        for window in ecg_quality.feed(self.quality, samples):
+            self._judge(window, out)
+        return out
+
+    def _time(self, index: int) -> float:
+        i0, t0 = self._anchor
+        assert self.fs is not None
+        return t0 + (index - i0) / self.fs
+
+    def _hold(self, index: int, vital: Vital, value: float, t: float) -> None:
+        self._pending.append(
+            _Pending(index, VitalReading(self.device_id, vital, value, VITAL_UNITS[vital], t, self._clock))
+        )
+
+    def _judge(self, window: QualityWindow, out: EcgOutput) -> None:
+        s = self.settings
+        quality = window.quality
+        st = self.detector.state
+        if quality is EcgQuality.GOOD and st.signal_level > 0 and st.noise_level > s.max_noise_ratio * st.signal_level:
+            quality = EcgQuality.NOISY
+        end_time = self._time(window.end_index)
+        good = quality is EcgQuality.GOOD
+        self.good_streak = self.good_streak + 1 if good else 0
+        if self.valid and not good:
+            self.valid = False
+            out.changes.append(ValidityChange(end_time, False, quality.value))
+        elif not self.valid and self.good_streak >= s.recover_windows:
+            self.valid = True
+            out.changes.append(ValidityChange(end_time, True, quality.value))
+
+        settled = [p for p in self._pending if p.index < window.end_index]
+        self._pending = [p for p in self._pending if p.index >= window.end_index]
+        if good and self.valid:
+            out.readings.extend(p.reading for p in settled)
+            out.readings.extend(self._silence(end_time))
+            out.readings.extend(self._hrv_values(end_time))
+        elif not good:
+            # The rhythm seen through noise is not to be trusted, nor continued across it.
+            heart_rate.reset(self.hr)
+            hrv.break_sequence(self._hrv)
+
+    def _silence(self, now: float) -> Iterable[VitalReading]:
+        last = self._last_beat_time
+        if last is None:
+            return ()
+        recent = self.hr.recent_rr
+        limit = max(3.0, 2.0 * float(np.median(recent))) if recent else 3.0
+        gap = now - last
+        if gap <= limit:
+            return ()
+        hr = 60.0 / gap
+        return (VitalReading(self.device_id, Vital.HEART_RATE, hr, VITAL_UNITS[Vital.HEART_RATE], now, self._clock),)
+
+    def _hrv_values(self, now: float) -> Iterable[VitalReading]:
+        if self._last_hrv is not None and now - self._last_hrv < self.settings.hrv_every_s:
+            return ()
+        values = hrv.values(self._hrv, now)
+        if values is None:
+            return ()
+        self._last_hrv = now
+        return (
+            VitalReading(self.device_id, Vital.HRV_SDNN, values.sdnn_ms, "ms", now, self._clock),
+            VitalReading(self.device_id, Vital.HRV_RMSSD, values.rmssd_ms, "ms", now, self._clock),
+        )
