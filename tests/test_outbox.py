@@ -243,6 +243,7 @@ async def test_state_commits_with_record_and_loads_by_prefix(tmp_path: Path) -> 
     b2 = await open_box(tmp_path / "o.db")
     assert await b2.load_state("ledger/p1/") == {"ledger/p1/2026-03": b"16"}
     assert await b2.load_state("") == {"ledger/p1/2026-03": b"16", "other/x": b"1"}
+    assert Outbox.read_state(tmp_path / "o.db", "other/") == {"other/x": b"1"}  # CLI, daemon running
     await b2.close()
 
 

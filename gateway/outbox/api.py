@@ -238,11 +238,7 @@ class Outbox:
     @staticmethod
     def inspect(path: Path) -> OutboxStats:
         """Read-only figures from the file, safe while the daemon runs (WAL readers do not block)."""
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-        except sqlite3.Error as e:
-            raise OutboxError(f"cannot open {path}: {e}") from e
+        conn = _read_only(path)
         try:
             totals = schema.class_totals(conn)
             oldest = schema.oldest_created(conn)
@@ -260,6 +256,17 @@ class Outbox:
                                     c.dropped.get(k.value, 0))
         return OutboxStats(classes, c.accepted, c.delivered, c.refused, c.last_delivery, c.commits,
                            schema.file_bytes(Path(path)))
+
+    @staticmethod
+    def read_state(path: Path, prefix: str) -> dict[str, bytes]:
+        """Read-only ``load_state`` for command-line tools, safe while the daemon runs."""
+        conn = _read_only(path)
+        try:
+            return schema.load_state(conn, prefix)
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {path}: {e}") from e
+        finally:
+            conn.close()
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -288,6 +295,16 @@ class Outbox:
             self._pending.set()
         else:
             self._pending.clear()
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    if not Path(path).exists():  # mode=ro would not create it, but say so plainly
+        raise OutboxError(f"no outbox database at {path}")
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=5.0)
+    except sqlite3.Error as e:
+        raise OutboxError(f"cannot open {path}: {e}") from e
 
 
 def _settle(completions: list[Completion]) -> None:

@@ -208,6 +208,11 @@ def class_totals(conn: sqlite3.Connection) -> dict[RecordKind, int]:
     return totals
 
 
+def load_state(conn: sqlite3.Connection, prefix: str) -> dict[str, bytes]:
+    cur = conn.execute("SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+    return {str(k): bytes(v) for k, v in cur}
+
+
 def oldest_created(conn: sqlite3.Connection) -> dict[RecordKind, float | None]:
     out: dict[RecordKind, float | None] = {}
     for kind in RecordKind:

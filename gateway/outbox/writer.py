@@ -432,10 +432,7 @@ class Writer:
         return sum(1 for k in self._deleting.values() if k is None)
 
     def _load_state(self, prefix: str) -> dict[str, bytes]:
-        cur = self._conn_().execute(
-            "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
-        )
-        return {str(k): bytes(v) for k, v in cur}
+        return schema.load_state(self._conn_(), prefix)
 
     # ---- the group commit ---------------------------------------------------------------
 
