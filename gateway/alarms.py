@@ -47,6 +47,7 @@ class ThresholdRule:
         self.limit = limit
         self.condition = f"{vital.value}_{direction}"
         self._s = _ThresholdState()
+        self.retired = False  # removed from the config: may still clear, never raises again
 
     def _beyond(self, v: float) -> bool:
         return v < self.limit.raise_at if self.direction == "low" else v > self.limit.raise_at
@@ -66,7 +67,7 @@ class ThresholdRule:
                 alarm_id, s.active_id, s.pending_since = s.active_id, None, None
                 return self._transition(alarm_id, AlarmEvent.CLEARED, t, value, device)
             return None
-        if not self._beyond(value):
+        if self.retired or not self._beyond(value):
             s.pending_since = None
             return None
         if s.pending_since is None:
@@ -112,6 +113,29 @@ class AlarmEngine:
                 rules.append(ThresholdRule(scope, vital, "high", lim.high))
             self._rules[vital] = rules
         self._technical: dict[tuple[str, str | None], str] = {}
+
+    def update_limits(self, limits: Mapping[str, VitalLimits]) -> None:
+        """New limits (config reload): alarms already raised stay raised under the same id and
+        clear by the new rule, so each still gets exactly one clear; a rule that no longer exists
+        keeps its active alarm until the value recovers by the old rule."""
+        old = {(r.vital, r.direction): r for rules in self._rules.values() for r in rules}
+        self._rules = {}
+        for name, lim in limits.items():
+            vital = Vital(name)
+            rules = []
+            for direction, limit in (("low", lim.low), ("high", lim.high)):
+                if limit is None:
+                    continue
+                rule = ThresholdRule(self.scope, vital, direction, limit)
+                prev = old.pop((vital, direction), None)
+                if prev is not None and prev.active:
+                    rule._s.active_id = prev._s.active_id
+                rules.append(rule)
+            self._rules[vital] = rules
+        for (vital, _), prev in old.items():
+            if prev.active:
+                prev.retired = True
+                self._rules.setdefault(vital, []).append(prev)
 
     def observe(self, vital: Vital, value: float, t: float, device: str | None = None) -> list[AlarmTransition]:
         out = []

@@ -148,7 +148,9 @@ class Pipeline:
         kept = {}
         for pid, setup in patients.items():
             old = self._patients.get(pid)
-            if old is not None and old.setup.limits == setup.limits:
+            if old is not None:
+                if old.setup.limits != setup.limits:
+                    old.alarms.update_limits(setup.limits)
                 old.setup = setup
                 kept[pid] = old
             else:
