@@ -7,6 +7,8 @@
 2. CPU % of this process while ``--devices`` Nonin #2 oximeters stream at their real rate (one
    5-byte frame every 1/75 s each) through pseudo-terminals into the real ``SerialDriver``.  The
    devices are simulated by a separate feeder process, so only the gateway side is measured.
+3. With ``--daemon``: the same devices read by the whole daemon (``iomt-gateway run``: supervisor,
+   pipeline, SQLite outbox, MQTT uplink to a private Mosquitto), its CPU % read from /proc.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tty
 from datetime import datetime
@@ -133,10 +136,76 @@ async def live_cpu(proc: subprocess.Popen[str], paths: list[str]) -> tuple[float
     return 100.0 * cpu / wall, frames, sum(counts)
 
 
+def spawn_feeder(devices: int, seconds: float) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--feeder", str(devices), "--seconds", str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, [proc.stdout.readline().strip() for _ in range(devices)]
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def daemon_cpu(devices: int, seconds: float, warmup_s: float = 5.0) -> float:
+    """CPU % of one core used by ``iomt-gateway run`` reading ``devices`` live Nonin #2 devices."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from broker import MosquittoBroker  # noqa: PLC0415 - test helper, only for this measurement
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = MosquittoBroker(work / "mqtt")
+        broker.start()
+        feeder_proc, paths = spawn_feeder(devices, seconds + warmup_s + 5)
+        patients = "".join(
+            f"  - id: p-{k}\n    devices:\n      - {{id: ox-{k}, driver: nonin2, port: {p}}}\n"
+            for k, p in enumerate(paths)
+        )
+        cfg = work / "gateway.yaml"
+        cfg.write_text(
+            "gateway: {id: bench}\nclock: {sync: assume_synced}\n"
+            f"upstream: {{url: '{broker.url}'}}\nstorage: {{path: '{work / 'state'}'}}\n"
+            f"logging: {{level: info, format: json}}\npatients:\n{patients}"
+        )
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        with (work / "daemon.log").open("wb") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        try:
+            time.sleep(2.0)  # let the daemon open its ports before the devices start talking
+            assert feeder_proc.stdin is not None
+            feeder_proc.stdin.write("go\n")
+            feeder_proc.stdin.flush()
+            time.sleep(warmup_s)
+            if daemon.poll() is not None:
+                raise RuntimeError((work / "daemon.log").read_text()[-2000:])
+            t0, c0 = time.monotonic(), _cpu_ticks(daemon.pid)
+            time.sleep(seconds)
+            t1, c1 = time.monotonic(), _cpu_ticks(daemon.pid)
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            feeder_proc.kill()
+            feeder_proc.wait()
+            broker.stop()
+        log_text = (work / "daemon.log").read_text()
+        # A figure is only meaningful if every device stayed connected for the whole run.
+        if log_text.count('"device_connected"') != devices or '"device_disconnected"' in log_text:
+            raise RuntimeError("a device session failed during the run:\n" + log_text[-3000:])
+        return 100.0 * (c1 - c0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the live run")
     ap.add_argument("--devices", type=int, default=4)
+    ap.add_argument("--daemon", action="store_true", help="also measure the whole daemon (needs mosquitto)")
     ap.add_argument("--feeder", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.feeder:
@@ -151,14 +220,7 @@ def main() -> None:
         full = throughput(name, data, translate=True)
         real_rate = len(data) / (600 * (4 if name == "masimo" else 75 if name == "nonin8" else 1))
         print(f"{name:<10} {len(data):>9} {dec:>12,.0f} {full:>14,.0f} {full / real_rate:>12,.0f}")
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--feeder", str(args.devices), "--seconds", str(args.seconds)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    paths = [proc.stdout.readline().strip() for _ in range(args.devices)]
+    proc, paths = spawn_feeder(args.devices, args.seconds)
     cpu, frames, readings = asyncio.run(live_cpu(proc, paths))
     proc.wait()
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -166,6 +228,12 @@ def main() -> None:
         f"\n{args.devices} Nonin #2 devices at 75 frames/s through ptys for {args.seconds:g} s: "
         f"{cpu:.1f} % of one core ({frames} frames, {readings} readings; max RSS {ru.ru_maxrss / 1024:.0f} MiB)"
     )
+
+    if args.daemon:
+        pct = daemon_cpu(args.devices, args.seconds)
+        print(
+            f"the whole daemon (pipeline, outbox, uplink to Mosquitto) with the same devices: {pct:.1f} % of one core"
+        )
 
 
 if __name__ == "__main__":
