@@ -93,14 +93,18 @@ class BleDriver(Driver):
             if device is None:
                 continue
             await self._open(device)
+            released = False
             try:
                 async for r in self._visit():
                     yield r
+                released = True
                 detail = "released by the gateway"
             except DriverDisconnected as e:
                 detail = f"device left: {e}"
             await self.link.disconnect()
             yield self._event(DeviceState.DISCONNECTED, detail)
+            if released:
+                await asyncio.sleep(self.settings.passive_cooldown_s)
 
     # --- one visit of the device ---------------------------------------------------------------
 

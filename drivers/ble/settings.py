@@ -35,6 +35,13 @@ class BleSettings(DriverSettings):
         description="connected mode: no data for this long = link lost; passive mode: release the device "
         "after this long without data (default: never / 60 s)",
     )
+    passive_cooldown_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="passive mode: after the gateway lets a device go, ignore it this long (meters and cuffs "
+        "often keep advertising for a while after the hand-over; reconnecting would drain them)",
+    )
     queue_size: int = Field(1024, ge=16, le=65536, description="Notifications buffered before the oldest are dropped")
 
     @property
