@@ -24,6 +24,7 @@ from gateway.billing.hold import UnsyncedHold
 from gateway.billing.views import PatientBillingView, view_of
 from gateway.clock import PLAUSIBLE_EPOCH, Clock
 from gateway.config.billing import BillingSection
+from gateway.outbox.types import OutboxError
 from gateway.records import BillingRecord, ClockQuality
 
 STATE_PREFIX = "billing/"
@@ -88,6 +89,7 @@ class BillingLedger:
         self._dirty: set[str] = set()
         self._saved_at: dict[str, float] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self._unsent: dict[str, list[BillingRecord]] = {}
         self._log = structlog.get_logger("gateway.billing")
         self.unknown_patient = 0
 
@@ -152,6 +154,8 @@ class BillingLedger:
                 records = book.close_due(now)
                 if records:
                     await self._save(patient, Step(records, False))
+        for patient in list(self._unsent):
+            await self._save(patient, Step([], False), retry=True)
         mono = self._clock.monotonic()
         for patient in list(self._dirty):
             if mono - self._saved_at.get(patient, -1e18) >= self.cfg.persist_interval_s:
@@ -159,6 +163,8 @@ class BillingLedger:
 
     async def flush(self) -> None:
         """Save every pending counter and wait for all saves (call before shutting the outbox)."""
+        for patient in list(self._unsent):
+            await self._save(patient, Step([], False), retry=True)
         for patient in list(self._dirty):
             self._save_in_background(patient)
         if self._background:
@@ -194,33 +200,48 @@ class BillingLedger:
         for patient, done in steps.items():
             await self._save(patient, Step([r for s in done for r in s.records], any(s.new_day for s in done)))
 
-    async def _save(self, patient: str, step: Step) -> None:
-        if not step.must_persist:
+    async def _save(self, patient: str, step: Step, *, retry: bool = False) -> None:
+        if not (step.must_persist or retry):
             self._dirty.add(patient)
             if self._clock.monotonic() - self._saved_at.get(patient, -1e18) >= self.cfg.persist_interval_s:
                 self._save_in_background(patient)
             return
+        # Records refused earlier go first, with this save (retried from tick, not on the hot path).
+        records = self._unsent.pop(patient, []) + step.records
         state = {state_key(patient): self._books[patient].to_state()}
         self._dirty.discard(patient)
         self._saved_at[patient] = self._clock.monotonic()
-        if step.records:
-            # Submitted in order: the outbox commits them (and the state with the last) in one group.
-            futures = [self._store.submit(r) for r in step.records[:-1]]
-            futures.append(self._store.submit(step.records[-1], state=state))
-            for r in step.records:
-                self._log.info(
-                    "billing_record",
-                    patient=patient,
-                    key=r.key,
-                    code=r.code,
-                    status=r.status.value,
-                    days=r.qualifying_days,
-                )
+        if records:
+            # The state rides with the last record: it is never on disk before every record it accounts
+            # for.  Should an earlier record commit alone and the host die, the book restarts from the
+            # previous state and emits that record again under the same key — a no-op for the outbox.
+            futures = [self._store.submit(r) for r in records[:-1]]
+            futures.append(self._store.submit(records[-1], state=state))
         else:
             futures = [self._store.submit_state(state)]
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.gather(*futures)
+        except OutboxError as e:
+            # Outbox full or closing: the book has moved on in memory, so keep its records and save
+            # them (same keys) with the state on the next tick or new day.  Never dropped.
+            if records:
+                self._unsent[patient] = records
+            self._dirty.add(patient)
+            self._log.error("billing_save_refused", patient=patient, records=len(records), error=repr(e))
+            return
+        for r in records:
+            self._log.info(
+                "billing_record",
+                patient=patient,
+                key=r.key,
+                code=r.code,
+                status=r.status.value,
+                days=r.qualifying_days,
+            )
 
     def _save_in_background(self, patient: str) -> None:
+        if patient in self._unsent:  # the state must not get ahead of records still to be saved
+            return
         self._dirty.discard(patient)
         self._saved_at[patient] = self._clock.monotonic()
         fut = self._store.submit_state({state_key(patient): self._books[patient].to_state()})

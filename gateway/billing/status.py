@@ -1,0 +1,83 @@
+"""``iomt-gateway billing``: per patient, the current period, its days and what it will bill.
+
+Reads the ledger's saved state from the outbox file, read-only, so it is safe while the daemon runs
+(what it shows is as of the ledger's last save: at most ``persist_interval_s`` behind for counters,
+never behind for days or records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.billing.book import StateFormatError
+from gateway.billing.ledger import STATE_PREFIX, new_book, patients_from_config, state_key
+from gateway.billing.views import PatientBillingView, view_of
+
+
+def render(view: PatientBillingView) -> str:
+    lines = [f"{view.patient}  (days cut in {view.timezone})"]
+    if view.period_start is None:
+        lines.append("  no open period")
+    else:
+        lines.append(
+            f"  period {view.period_start} .. {view.period_end}: {view.days_counted} day(s) of data"
+            + (f", last {view.dates[-1]}" if view.dates else "")
+        )
+        if view.projected_code is None:
+            lines.append("  will bill: nothing yet (below the lowest device-supply tier)")
+        else:
+            sent = f"{view.status.value} sent upstream" if view.status else "not sent yet"
+            lines.append(f"  will bill: {view.projected_code} if the period closed now ({sent})")
+    lines.append(f"  set-up: {'sent' if view.setup_sent else 'not yet'}")
+    for h in reversed(view.history):
+        lines.append(f"  closed {h.period.start} .. {h.period.end}: {h.days} day(s) -> {h.code or 'nothing billable'}")
+    if view.counters:
+        lines.append(
+            "  not counted: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(view.counters.items()))
+        )
+    return "\n".join(lines)
+
+
+def status_main(argv: list[str]) -> int:
+    from gateway.config.errors import ConfigError  # noqa: PLC0415
+    from gateway.config.loader import load_config  # noqa: PLC0415
+    from gateway.daemon import resolve_paths  # noqa: PLC0415
+    from gateway.outbox import Outbox, OutboxError  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="iomt-gateway billing", description=__doc__)
+    ap.add_argument("-c", "--config", type=Path, required=True, help="config file (patients, rules, storage.path)")
+    ap.add_argument("--db", type=Path, help="outbox database file (default: the config's)")
+    ap.add_argument("--json", action="store_true", help="one JSON object per patient")
+    args = ap.parse_args(argv)
+    try:
+        config: Any = load_config(args.config)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+    db: Path = args.db or resolve_paths(args.config, config).outbox
+    if not db.exists():
+        print(f"iomt-gateway billing: no outbox database at {db} (has the daemon run?)", file=sys.stderr)
+        return 1
+    try:
+        states = Outbox.read_state(db, STATE_PREFIX)
+    except OutboxError as e:
+        print(f"iomt-gateway billing: {e}", file=sys.stderr)
+        return 1
+    views: list[PatientBillingView] = []
+    for patient, info in patients_from_config(config).items():
+        book = new_book(patient, info, config.billing, config.gateway.id)
+        raw = states.get(state_key(patient))
+        if raw is not None:
+            try:
+                book.load_state(raw)
+            except StateFormatError as e:
+                print(f"iomt-gateway billing: {e}", file=sys.stderr)
+                return 1
+        views.append(view_of(book))
+    for v in views:
+        print(json.dumps(v.to_json()) if args.json else render(v) + "\n")
+    return 0
