@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from drivers.serial import link as link_module
 from drivers.serial.decode_cli import decode_stream
 from drivers.serial.driver import SerialDriver
 from drivers.serial.link import LinkLost, PortParams, SerialLink
@@ -398,3 +399,27 @@ async def test_ports_without_a_descriptor_are_read_by_a_helper_thread() -> None:
         await link.close()
     with pytest.raises(LinkLost):
         await link.read()
+
+
+async def test_a_consumer_that_stops_reading_pauses_the_port_not_memory(
+    pty: Pty, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(link_module, "MAX_PENDING", 4096)
+    link = await SerialLink.open(PortParams(str(pty.link), 9600))
+    data = bytes(range(256)) * 200  # 51 kB: far beyond what the link may hold for a stalled reader
+    writer = asyncio.create_task(pty.write(data))
+    try:
+        async with asyncio.timeout(10):
+            while not link._paused:  # noqa: ASYNC110 - a reader-side state with nothing to await
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert link._pending <= 4096 + link_module.READ_SIZE
+        assert not writer.done()  # the writer is held back by the full tty buffer, not by our memory
+        got = b""
+        async with asyncio.timeout(10):
+            while len(got) < len(data):
+                got += await link.read()
+        assert got == data  # the pause lost nothing: the tty buffered it
+    finally:
+        writer.cancel()
+        await link.close()

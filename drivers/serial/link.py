@@ -20,6 +20,10 @@ from typing import Any
 import serial
 
 READ_SIZE = 65536
+MAX_PENDING = 1 << 20
+"""Bytes held for a consumer that is not reading (its sink is blocked).  Beyond this the link stops
+reading: the kernel's tty buffer fills and the device's excess is lost there, which the decoders
+see as dropped bytes — memory stays bounded whatever the device sends."""
 
 
 class LinkError(Exception):
@@ -95,6 +99,8 @@ class SerialLink:
         self.port = port
         self._loop = loop
         self._chunks: list[bytes] = []
+        self._pending = 0
+        self._paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._lost: LinkLost | None = None
         self._fd: int | None = None
@@ -151,6 +157,9 @@ class SerialLink:
 
     def _thread_reader(self) -> None:
         while not self._stop.is_set():
+            if self._pending > MAX_PENDING:  # the consumer is behind: let the URL handler's buffer take it
+                self._stop.wait(0.05)
+                continue
             try:
                 data = self.port.read(max(1, self.port.in_waiting))
             except Exception as e:  # whatever the URL handler raises means the link is gone
@@ -163,6 +172,10 @@ class SerialLink:
     def _deliver(self, data: bytes) -> None:
         self.bytes_read += len(data)
         self._chunks.append(data)
+        self._pending += len(data)
+        if self._pending > MAX_PENDING and self._fd is not None and not self._paused:
+            self._loop.remove_reader(self._fd)
+            self._paused = True
         self._wake()
 
     def _set_lost(self, exc: LinkLost) -> None:
@@ -189,6 +202,10 @@ class SerialLink:
                 self._waiter = None
         data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
         self._chunks.clear()
+        self._pending = 0
+        if self._paused and self._fd is not None:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._paused = False
         return data
 
     def _detach(self) -> None:
