@@ -8,7 +8,6 @@ import random
 import re
 import string
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from gateway.config.models import UpstreamSection
+from gateway.outbox import Outbox
 from gateway.records import (
-    PRIORITY,
     AlarmEvent,
     AlarmRecord,
     ClockQuality,
@@ -36,86 +35,18 @@ GW = "gw-test"
 PREFIX = "iomt"
 
 
-# --------------------------------------------------------------------------------------------
-# Stand-in outbox until gateway/outbox.py lands (same API, in memory)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Row:
-    id: int
-    kind: RecordKind
-    key: str
-    patient: str
-    seq: int
-    payload: bytes
-    created: float
-
-
-class FakeOutbox:
-    def __init__(self) -> None:
-        self._rows: dict[int, _Row] = {}
-        self._leased: set[int] = set()
-        self._seq = 0
-        self._changed = asyncio.Event()
-
-    def next_key(self) -> str:
-        self._seq += 1
-        return f"{GW}:{self._seq}"
-
-    def submit(self, record: Any, *, state: Any = None) -> asyncio.Future[None]:
-        row_id = len(self._rows) + 1 + max(self._rows, default=0)
-        seq = int(record.key.rpartition(":")[2])
-        self._rows[row_id] = _Row(
-            row_id, RecordKind(record.kind), record.key, record.patient, seq, record.model_dump_json().encode(), 0.0
-        )
-        self._changed.set()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    async def wait_pending(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        if self.pending_ids():
-            return True
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        return bool(self.pending_ids())
-
-    def pending_ids(self) -> list[int]:
-        return [i for i in self._rows if i not in self._leased]
-
-    async def lease(self, limit: int) -> list[_Row]:
-        rows = sorted((self._rows[i] for i in self.pending_ids()), key=lambda r: (PRIORITY[r.kind], r.id))[:limit]
-        self._leased.update(r.id for r in rows)
-        return rows
-
-    async def ack(self, ids: Sequence[int]) -> None:
-        for i in ids:
-            self._rows.pop(i, None)
-            self._leased.discard(i)
-
-    async def release(self, ids: Sequence[int]) -> None:
-        self._leased.difference_update(ids)
-        self._changed.set()
-
-    def depth(self) -> tuple[int, int]:
-        """(pending, leased)."""
-        return len(self.pending_ids()), len(self._leased)
-
-    async def close(self) -> None:
-        pass
-
-
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[FakeOutbox]:
-    ob = FakeOutbox()
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    # Short group-commit interval: acks and releases show in ``stats()`` after a commit.
+    ob = await Outbox.open(tmp_path / "outbox.db", gateway_id=GW, commit_interval_ms=20)
     yield ob
     await ob.close()
 
 
-def depth(outbox: FakeOutbox) -> tuple[int, int]:
-    return outbox.depth()
+def depth(outbox: Outbox) -> tuple[int, int]:
+    """(pending, leased) as of the outbox's last commit."""
+    classes = outbox.stats().classes.values()
+    return sum(c.pending for c in classes), sum(c.leased for c in classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +56,7 @@ def depth(outbox: FakeOutbox) -> tuple[int, int]:
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def summary(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> SummaryRecord:
+def summary(outbox: Outbox, patient: str = "p1", i: int = 0) -> SummaryRecord:
     return SummaryRecord(
         key=outbox.next_key(),
         gateway_id=GW,
@@ -145,7 +76,7 @@ def summary(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> SummaryRecor
     )
 
 
-def alarm(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> AlarmRecord:
+def alarm(outbox: Outbox, patient: str = "p1", i: int = 0) -> AlarmRecord:
     return AlarmRecord(
         key=outbox.next_key(),
         gateway_id=GW,
@@ -163,7 +94,7 @@ def alarm(outbox: FakeOutbox, patient: str = "p1", i: int = 0) -> AlarmRecord:
     )
 
 
-async def submit_mixed(outbox: FakeOutbox, n: int, patients: Sequence[str] = ("p1", "p2")) -> list[str]:
+async def submit_mixed(outbox: Outbox, n: int, patients: Sequence[str] = ("p1", "p2")) -> list[str]:
     """``n`` records, one alarm in five, round-robin over ``patients``; returns their keys."""
     keys: list[str] = []
     futures = []
@@ -267,17 +198,17 @@ def test_backoff_is_full_jitter_under_the_cap(attempt: int, base: float, cap: fl
 
 
 async def test_every_record_delivered_once_with_properties(
-    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
 ) -> None:
     keys = await submit_mixed(outbox, 300, patients=("p1", "p2", "p3"))
     uplink = Uplink(upstream(broker.url, inflight=8), outbox, gateway_id=GW)
     async with running(uplink):
         await subscriber.wait_until(lambda rs: len(record_keys(rs)) >= len(keys))
         await until(lambda: uplink.stats.delivered == len(keys))
+        await until(lambda: depth(outbox) == (0, 0))
         stats = uplink.stats
     got = subscriber.records()
     assert sorted(record_keys(got)) == sorted(keys)  # each once, none extra
-    assert depth(outbox) == (0, 0)
     assert stats.connects == 1 and stats.resent == 0 and stats.last_delivery is not None
     for r in got:
         doc = r.json()
@@ -285,13 +216,23 @@ async def test_every_record_delivered_once_with_properties(
         assert r.user_properties == {"key": doc["key"], "kind": doc["kind"], "schema": "1"}
         assert r.content_type == "application/json"
         assert not r.retain
-    # Priority: every alarm was leased before any summary (all were pending at the start).
-    kinds = [r.json()["kind"] for r in got]
-    assert kinds.index("summary") > max(i for i, k in enumerate(kinds) if k == "alarm")
+
+
+async def test_alarm_overtakes_waiting_summaries(
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
+) -> None:
+    for i in range(20):
+        await outbox.submit(summary(outbox, "p1", i))
+    late_alarm = alarm(outbox, "p1")
+    await outbox.submit(late_alarm)
+    uplink = Uplink(upstream(broker.url, inflight=4), outbox, gateway_id=GW)
+    async with running(uplink):
+        await subscriber.wait_until(lambda rs: len(record_keys(rs)) >= 21)
+    assert record_keys(subscriber.received)[0] == late_alarm.key
 
 
 async def test_broker_down_then_back_delivers_everything_in_class_order(
-    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
 ) -> None:
     # Through a proxy only to hold the uplink back until the test's subscriber is subscribed
     # again: Mosquitto 2.0 does not queue for a restored offline session before it reconnects.
@@ -324,7 +265,7 @@ async def test_broker_down_then_back_delivers_everything_in_class_order(
 
 
 async def test_will_says_offline_when_the_link_dies_and_online_after_reconnect(
-    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
 ) -> None:
     proxy = TcpProxy(broker.port)
     await proxy.start()
@@ -350,7 +291,7 @@ async def test_will_says_offline_when_the_link_dies_and_online_after_reconnect(
 
 
 async def test_publish_timeout_releases_rows_and_nothing_is_lost(
-    broker: MosquittoBroker, subscriber: Subscriber, outbox: FakeOutbox
+    broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
 ) -> None:
     proxy = TcpProxy(broker.port)
     await proxy.start()
@@ -375,7 +316,7 @@ async def test_publish_timeout_releases_rows_and_nothing_is_lost(
         await proxy.close()
 
 
-async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: FakeOutbox) -> None:
+async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: Outbox) -> None:
     proxy = TcpProxy(broker.port)
     await proxy.start()
     uplink = Uplink(upstream(proxy.url, inflight=16, publish_timeout_s=30.0), outbox, gateway_id=GW)
@@ -388,13 +329,13 @@ async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: Fa
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert depth(outbox) == (len(keys), 0)
-        assert uplink.stats.delivered == 0
+        await until(lambda: depth(outbox) == (len(keys), 0))
+        assert uplink.stats.delivered == 0 and uplink.stats.resent > 0
     finally:
         await proxy.close()
 
 
-async def test_refused_publish_keeps_the_row(tmp_path: Path, outbox: FakeOutbox) -> None:
+async def test_refused_publish_keeps_the_row(tmp_path: Path, outbox: Outbox) -> None:
     """An MQTT 5 PUBACK with 'not authorised' is not a delivery."""
     acl = tmp_path / "acl"
     acl.write_text(f"topic readwrite {PREFIX}/{GW}/status\ntopic readwrite {PREFIX}/{GW}/summary/#\n")
@@ -415,7 +356,7 @@ async def test_refused_publish_keeps_the_row(tmp_path: Path, outbox: FakeOutbox)
 
 
 async def test_backoff_schedule_uses_injected_rng_and_resets_after_a_good_connect(
-    tmp_path: Path, outbox: FakeOutbox
+    tmp_path: Path, outbox: Outbox
 ) -> None:
     b = MosquittoBroker(tmp_path / "b")  # configured, not started: connection refused
     cfg = upstream(b.url, backoff_max_s=1.0)
@@ -442,7 +383,7 @@ async def test_backoff_schedule_uses_injected_rng_and_resets_after_a_good_connec
         assert 0 <= e["delay_s"] <= min(1.0, 0.02 * 2**i)
 
 
-async def test_mutual_tls(tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: FakeOutbox) -> None:
+async def test_mutual_tls(tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: Outbox) -> None:
     keys = await submit_mixed(outbox, 20)
     cfg = upstream(
         tls_broker.url,
@@ -453,11 +394,11 @@ async def test_mutual_tls(tls_broker: MosquittoBroker, tls_files: TlsFiles, outb
     uplink = Uplink(cfg, outbox, gateway_id=GW)
     async with running(uplink):
         await until(lambda: uplink.stats.delivered == len(keys))
-    assert depth(outbox) == (0, 0)
+        await until(lambda: depth(outbox) == (0, 0))
 
 
 async def test_tls_without_client_certificate_is_refused(
-    tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: FakeOutbox
+    tls_broker: MosquittoBroker, tls_files: TlsFiles, outbox: Outbox
 ) -> None:
     await submit_mixed(outbox, 3)
     cfg = upstream(tls_broker.url, ca_file=tls_files.ca, backoff_max_s=1.0)
@@ -466,11 +407,11 @@ async def test_tls_without_client_certificate_is_refused(
         async with running(uplink):
             await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 2)
             stats = uplink.stats
-    assert stats.delivered == 0 and stats.last_error is not None
+    assert stats.delivered == 0 and stats.last_error is not None and stats.connects == 0
     assert depth(outbox) == (3, 0)
 
 
-async def test_password_file_is_used(tmp_path: Path, outbox: FakeOutbox) -> None:
+async def test_password_file_is_used(tmp_path: Path, outbox: Outbox) -> None:
     passwd = tmp_path / "passwd"
     passwd.write_text("")
     proc = await asyncio.create_subprocess_exec(
