@@ -205,7 +205,6 @@ class ReplayDriver(Driver):
         else:
             t0 = clock.now()
             self._clock = clock.quality()
-        yield DeviceEvent(self.ctx.device_id, DeviceState.CONNECTED, t0, "replay started", clock=self._clock)
         mono0 = clock.monotonic()
         loop_index = 0
         while True:

@@ -187,17 +187,33 @@ class Daemon:
 
     async def _shutdown(self, uplink_task: asyncio.Task[None]) -> None:
         t0 = time.monotonic()
+        steps: dict[str, int] = {}
+
+        def step(name: str) -> None:
+            steps[name] = round((time.monotonic() - t0) * 1000)
+
         self.notifier.stopping()
         self.log.info("gateway_stopping")
         assert self.supervisor is not None and self.pipeline is not None and self.outbox is not None
         await self.supervisor.stop_all(grace_s=2.0)
+        step("sessions_ms")
         self._submit_all(self.pipeline.flush(self.clock.now()).records)
-        # The uplink releases whatever it leased and did not get acknowledged.
+        # Give a connected uplink a moment to deliver what is in flight; then it releases whatever it
+        # leased and did not get acknowledged — those rows stay in the outbox for the next start.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._uplink_idle(), timeout=0.5)
         uplink_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(uplink_task, timeout=1.0)
+        step("uplink_ms")
         await self.outbox.close()
-        self.log.info("gateway_stopped", shutdown_ms=round((time.monotonic() - t0) * 1000))
+        step("outbox_ms")
+        self.log.info("gateway_stopped", shutdown_ms=steps["outbox_ms"], **steps)
+
+    async def _uplink_idle(self) -> None:
+        assert self.outbox is not None and self.uplink is not None
+        while self.uplink.stats.connected and self.outbox.stats().depth > 0:  # noqa: ASYNC110 - bounded by caller
+            await asyncio.sleep(0.05)
 
     # -- data path ----------------------------------------------------------------------------
 

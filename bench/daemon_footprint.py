@@ -1,0 +1,141 @@
+"""Daemon footprint: time to READY=1, resident memory while running the demo load, import costs.
+
+Usage: uv run python bench/daemon_footprint.py [--seconds 20]
+
+Starts `iomt-gateway run` on config/demo.yaml (with a private Mosquitto when installed) as systemd
+would — with a NOTIFY_SOCKET — and reports:
+  * start → READY=1 (target ≤ 1.5 s), measured from process spawn;
+  * RSS (VmRSS) and peak RSS (VmHWM) after --seconds of the demo's four replayed devices (target ≤ 80 MB);
+  * CPU seconds used over that time;
+  * what each heavy import costs on its own, in a fresh interpreter (RSS delta and wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.local_broker import LocalBroker, find_mosquitto  # noqa: E402
+
+IMPORTS = [
+    "pydantic",
+    "structlog",
+    "yaml",
+    "tenacity",
+    "aiomqtt",
+    "numpy",
+    "scipy.signal",
+    "serial",
+    "bleak",
+    "gateway.config.loader",
+    "gateway.daemon",
+]
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0])  # kB
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def import_cost(module: str) -> tuple[float, float]:
+    code = (
+        "import time,resource,sys;"
+        "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;t=time.perf_counter();"
+        f"import {module};"
+        "dt=time.perf_counter()-t;r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(dt, (r1-r0)/1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    dt, mb = out.stdout.split()
+    return float(dt), float(mb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    broker = None
+    exe = find_mosquitto()
+    if exe:
+        broker = LocalBroker(exe, tmp / "broker")
+        broker.start()
+        cfg["upstream"]["url"] = broker.url
+    else:
+        cfg["upstream"]["url"] = "mqtt://127.0.0.1:9"
+    cfg["storage"]["path"] = str(tmp / "state")
+    for p in cfg["patients"]:
+        for d in p["devices"]:
+            for k in ("vitals", "ecg"):
+                if k in d:
+                    d[k] = str((ROOT / "config" / d[k]).resolve())
+    cfg_path = tmp / "gateway.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    sock_path = tmp / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ready_s = None
+    try:
+        while ready_s is None:
+            msg = sock.recv(4096).decode()
+            if "READY=1" in msg.split("\n"):
+                ready_s = time.perf_counter() - t0
+        cpu0 = _cpu_s(proc.pid)
+        time.sleep(args.seconds)
+        st = _status(proc.pid)
+        cpu = _cpu_s(proc.pid) - cpu0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if broker:
+            broker.stop()
+    print(f"{'measure':<44}{'value':>12}   target")
+    print(f"{'start -> READY=1':<44}{ready_s:>10.2f} s   <= 1.5 s")
+    print(f"{'RSS after ' + str(int(args.seconds)) + ' s of the demo (4 devices)':<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
+    print(f"{'peak RSS (VmHWM)':<44}{st['VmHWM'] / 1024:>9.1f} MB")
+    print(f"{'CPU while running':<44}{100 * cpu / args.seconds:>10.1f} %   of one core")
+    print()
+    print(f"{'import (fresh interpreter)':<30}{'wall s':>8}{'RSS MB':>9}")
+    for m in IMPORTS:
+        try:
+            dt, mb = import_cost(m)
+        except subprocess.CalledProcessError:
+            print(f"{m:<30}{'(not importable)':>17}")
+            continue
+        print(f"{m:<30}{dt:>8.3f}{mb:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
