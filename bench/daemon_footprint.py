@@ -123,7 +123,8 @@ def main() -> None:
             broker.stop()
     print(f"{'measure':<44}{'value':>12}   target")
     print(f"{'start -> READY=1':<44}{ready_s:>10.2f} s   <= 1.5 s")
-    print(f"{'RSS after ' + str(int(args.seconds)) + ' s of the demo (4 devices)':<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
+    label = f"RSS after {args.seconds:g} s of the demo (4 devices)"
+    print(f"{label:<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
     print(f"{'peak RSS (VmHWM)':<44}{st['VmHWM'] / 1024:>9.1f} MB")
     print(f"{'CPU while running':<44}{100 * cpu / args.seconds:>10.1f} %   of one core")
     print()
