@@ -59,11 +59,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
     parser.add_argument("--all", action="store_true", help="also list devices without a health service")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
+    # ``iomt-gateway scan -- --seconds 5``: the CLI hands plug-in verbs their words after a "--".
+    args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     try:
         found = asyncio.run(scan(args.adapter, args.seconds))
     except (BleakError, OSError, EOFError) as e:
-        print(f"scan on {args.adapter} failed: {e}", file=sys.stderr)
+        print(f"scan on {args.adapter} failed: {e} (is BlueZ running, is {args.adapter} there?)", file=sys.stderr)
         return 1
     shown = [f for f in found if f.drivers or args.all]
     for f in shown:

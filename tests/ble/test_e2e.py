@@ -237,13 +237,15 @@ async def test_polar_ecg_stream_with_lost_frame(mock_bluez: MockBluez, device_ct
     assert strap.peripheral.writes[0] == (polar_pmd.CONTROL_POINT, polar_pmd.START_ECG)
 
 
-async def test_scan_lists_health_devices(mock_bluez: MockBluez) -> None:
+async def test_scan_lists_health_devices(mock_bluez: MockBluez, capsys: pytest.CaptureFixture[str]) -> None:
     strap = heart_rate_strap(mock_bluez.adapter_of(mock_bluez.peripherals[0]))
     meter = GlucoseMeter(mock_bluez.adapter_of(mock_bluez.peripherals[2]), utc_wall_clock())
     await strap.start()
     await meter.peripheral.start()
     try:
         found = await scan_cli.scan("hci0", 1.0)
+        # The command as a technician runs it (its own event loop, hence a thread here).
+        rc = await asyncio.to_thread(scan_cli.main, ["--", "--seconds", "1", "--json"])
     finally:
         await strap.stop()
         await meter.peripheral.stop()
@@ -251,6 +253,9 @@ async def test_scan_lists_health_devices(mock_bluez: MockBluez) -> None:
     assert by[mock_bluez.peripherals[0]].drivers == ["ble-heart-rate"]
     assert by[mock_bluez.peripherals[2]].drivers == ["ble-glucose"]
     assert by[mock_bluez.peripherals[2]].name == "Glucose-Meter"
+    assert rc == 0
+    printed = {json.loads(line)["address"]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    assert printed[mock_bluez.peripherals[0]]["services"] == ["heart rate"]
 
 
 async def test_devices_configured_from_yaml(mock_bluez: MockBluez, tmp_path: Path) -> None:
