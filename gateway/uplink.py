@@ -25,7 +25,8 @@ Delivery rules:
   means the row is not known to be delivered: it goes back to the outbox (``release``) and is
   sent again, with the same key, after a reconnect.  Every exit path — cancellation included —
   acks what was acknowledged and releases every other leased row.
-* At most ``upstream.inflight`` publishes are unacknowledged at once (that many publishing tasks).
+* At most ``upstream.inflight`` publishes are unacknowledged at once (that many publishing tasks),
+  fewer if the broker's CONNACK announces a lower Receive Maximum.
   Rows go out in the outbox's lease order; a row released after a failure may arrive after rows
   leased later than it, and may arrive twice.
 * Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))``; ``n``
@@ -171,6 +172,7 @@ class UplinkStats:
     last_delivery: float | None = None  # Unix time of the last ack
     last_error: str | None = None
     refused: int = 0  # publishes the broker answered with a failure reason code
+    window: int = 0  # publishes allowed in flight on the current connection
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +192,22 @@ class _AckingClient(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        self.receive_maximum: int | None = None
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        # The broker's limit on unacknowledged QoS 1 publishes; paho does not enforce it and a
+        # strict broker disconnects a client that exceeds it.
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and receive_maximum > 0:
+            self.receive_maximum = receive_maximum
+        super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_publish(
         self,
@@ -320,9 +338,10 @@ class Uplink:
             except aiomqtt.MqttError as e:
                 self._log.warning("uplink_disconnected", error=str(e), cause=repr(e.__cause__))
                 raise
-            except (UplinkError, asyncio.CancelledError) as e:
-                # Rows first (a stopping daemon gives us about a second), then, as the link may
-                # still be up, the goodbye: a normal disconnect makes the broker drop the will.
+            except BaseException as e:
+                # Refusal, timeout, cancellation or a failing outbox: the link may still be up.
+                # Rows first (a stopping daemon gives us about a second), then the goodbye,
+                # since a normal disconnect makes the broker drop the will.
                 self._log.info("uplink_closing", reason=type(e).__name__)
                 await self._settle()
                 await self._goodbye(client)
@@ -395,9 +414,11 @@ class Uplink:
             asyncio.create_task(self._watch(client), name="uplink-watch"),
             asyncio.create_task(self._acker(), name="uplink-acker"),
         ]
-        tasks += [
-            asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(self._cfg.inflight)
-        ]
+        window = min(self._cfg.inflight, client.receive_maximum or self._cfg.inflight)
+        if window < self._cfg.inflight:
+            self._log.info("uplink_window_capped", inflight=self._cfg.inflight, receive_maximum=client.receive_maximum)
+        self._stats.window = window
+        tasks += [asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(window)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             # A refusal or timeout is the root cause even if the link died right after it
@@ -426,7 +447,7 @@ class Uplink:
             async with self._lease_lock:
                 if self._ready:
                     break
-                rows = await self._outbox.lease(self._cfg.inflight)
+                rows = await self._outbox.lease(max(1, self._stats.window))
                 if rows:
                     for row in rows:
                         self._leased[row.id] = row

@@ -210,12 +210,22 @@ async def test_every_record_delivered_once_with_properties(
     got = subscriber.records()
     assert sorted(record_keys(got)) == sorted(keys)  # each once, none extra
     assert stats.connects == 1 and stats.resent == 0 and stats.last_delivery is not None
+    assert stats.window == 8
     for r in got:
         doc = r.json()
         assert r.topic == topic_for(PREFIX, GW, RecordKind(doc["kind"]), doc["patient"])
         assert r.user_properties == {"key": doc["key"], "kind": doc["kind"], "schema": "1"}
         assert r.content_type == "application/json"
         assert not r.retain
+
+
+async def test_window_respects_the_brokers_receive_maximum(tmp_path: Path, outbox: Outbox) -> None:
+    with MosquittoBroker(tmp_path / "rm-broker", extra_config="max_inflight_messages 3") as b:
+        keys = await submit_mixed(outbox, 30)
+        uplink = Uplink(upstream(b.url, inflight=32), outbox, gateway_id=GW)
+        async with running(uplink):
+            await until(lambda: uplink.stats.delivered == len(keys))
+            assert uplink.stats.window == 3
 
 
 async def test_alarm_overtakes_waiting_summaries(
