@@ -59,6 +59,7 @@ class BleDriver(Driver):
             connect_timeout_s=settings.connect_timeout_s,
             queue_size=settings.queue_size,
             name=ctx.device_id,
+            log=ctx.log,
         )
         self.device_clock = DeviceClock(ctx.clock)
         self.decode_errors = 0
@@ -143,7 +144,15 @@ class BleDriver(Driver):
                 out = self._decode(n)
             except DecodeError as e:
                 self.decode_errors += 1
-                self.log.warning("ble_payload_rejected", uuid=n.uuid, data=n.data.hex(), error=str(e))
+                # Logged at 1, 2, 4, 8… rejects: a device sending garbage must not flood the journal.
+                if self.decode_errors & (self.decode_errors - 1) == 0:
+                    self.log.warning(
+                        "ble_payload_rejected",
+                        uuid=n.uuid,
+                        data=n.data[:64].hex(),
+                        error=str(e),
+                        rejected_total=self.decode_errors,
+                    )
                 continue
             for r in out:
                 yield r

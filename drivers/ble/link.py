@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import bleak_retry_connector
 from bleak import BleakClient, BleakScanner
@@ -47,6 +48,7 @@ class BleLink:
         connect_timeout_s: float = 20.0,
         queue_size: int = 1024,
         name: str = "",
+        log: Any = None,
     ) -> None:
         self.address = address.upper()
         self.adapter = adapter
@@ -54,6 +56,7 @@ class BleLink:
         self.connect_timeout_s = connect_timeout_s
         self.name = name or self.address
         self.dropped = 0
+        self._log = log
         self._queue: asyncio.Queue[Notification | _Lost] = asyncio.Queue(maxsize=queue_size)
         self._client: BleakClient | None = None
         self._closing = False
@@ -66,7 +69,7 @@ class BleLink:
             return await BleakScanner.find_device_by_address(
                 self.address, timeout=timeout_s, bluez={"adapter": self.adapter}
             )
-        except (BleakError, OSError) as e:
+        except (BleakError, OSError, EOFError) as e:
             raise DriverConnectFailed(f"scanning on {self.adapter} failed: {e}") from e
 
     # --- connection ----------------------------------------------------------------------------
@@ -154,6 +157,9 @@ class BleLink:
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
+            # Logged at 1, 2, 4, 8… drops: visible without flooding the journal.
+            if self._log is not None and self.dropped & (self.dropped - 1) == 0:
+                self._log.warning("ble_queue_overflow", dropped=self.dropped, queue_size=self._queue.maxsize)
         self._queue.put_nowait(item)
 
     def _on_disconnect(self, _client: BleakClient) -> None:
