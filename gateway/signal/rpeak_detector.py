@@ -47,6 +47,7 @@ class DetectorParams:
     learn_s: float = 2.0  # thresholds are learnt from the running maximum for this long
     threshold_k: float = 0.3125  # threshold between noise (0) and signal (1) level
     searchback_rr: float = 1.5  # beyond this many RR intervals without a beat, halve the threshold
+    precursor_ratio: float = 0.7  # envelope still rising past this share of the peak: a precursor
     t_wave_window_s: float = 0.36
     t_wave_ratio: float = 0.5  # envelope ratio (~ slope ratio squared) below which it is a T wave
     level_gain: float = 0.125  # adaptation speed of the signal/noise levels, per peak
@@ -88,6 +89,7 @@ class DetectorState:
     last_beat_energy: float = 0.0
     rr: tuple[int, ...] = ()
     n_noise: int = 0
+    precursor: int = -(2**62)  # index of the last candidate set aside as a precursor
 
 
 def new_state(fs: float, params: DetectorParams | None = None, first_index: int = 0) -> DetectorState:
@@ -154,7 +156,18 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         for i in peaks.tolist():
             fp = float(buf_f[i])
             win_lo = max(0, i - state.refractory)
+            pre = state.precursor - buf_start
+            if pre >= win_lo:
+                # A precursor set aside must not overshadow the complex it announced: compare
+                # only from the trough that separates them.
+                win_lo = pre + int(np.argmin(buf_f[pre : i + 1]))
             if fp < float(buf_f[win_lo : i + state.lookahead + 1].max()):
+                continue
+            end_f = float(buf_f[i + state.lookahead])
+            if end_f >= p.precursor_ratio * fp and end_f > float(buf_f[i + state.lookahead - 1]):
+                # The envelope is climbing steeply as the look-ahead ends: another complex is
+                # coming, and this was its precursor (a P wave before a QRS, a pacing spike).
+                state.precursor = buf_start + i
                 continue
             beat = _decide(state, p, buf_start + i, fp, buf_f, buf_bp, buf_start)
             if beat is not None:
