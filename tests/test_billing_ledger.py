@@ -177,3 +177,22 @@ async def test_an_unsynced_host_clock_closes_nothing() -> None:
     clock.synced = False
     await ledger.tick(ts("2026-06-01T00:00:00-05:00"))
     assert ledger.summary()[0].period_start == "2026-03-01"
+
+
+async def test_reconfigure_adds_a_patient_with_its_saved_state_and_changes_devices() -> None:
+    store, clock = MemoryStore(), ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    both = {**PATIENTS, "p2": PatientBilling(CHICAGO, devices=frozenset({"scale2"}))}
+    earlier = await BillingLedger.open(store, BillingSection(), gateway_id="gw1", patients=both, clock=clock)
+    await earlier.on_reading("p2", "scale2", clock.now(), S)  # a previous run knew p2
+    ledger = await open_ledger(store, clock)  # this run started without p2
+    await ledger.on_reading("p2", "scale2", clock.now(), S)
+    assert ledger.unknown_patient == 1
+    moved = {**both, "p1": PatientBilling(CHICAGO, devices=frozenset({"ox9"}))}
+    await ledger.reconfigure(BillingSection(), moved)
+    clock.advance(86400)
+    await ledger.on_reading("p2", "scale2", clock.now(), S)
+    await ledger.on_reading("p1", "ox1", clock.now(), S)  # no longer p1's device
+    views = {v.patient: v for v in ledger.summary()}
+    assert views["p2"].days_counted == 2 and views["p2"].projected_code == "99445"
+    assert views["p1"].counters == {"unassigned_device": 1}
+    assert store.records[-1].key == "rpm:p2:99445:2026-03-01:v1"

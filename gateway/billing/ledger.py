@@ -80,8 +80,11 @@ def new_book(patient: str, info: PatientBilling, cfg: BillingSection, gateway_id
 
 
 class BillingLedger:
-    def __init__(self, store: BillingStore, cfg: BillingSection, books: dict[str, PatientBook], clock: Clock) -> None:
+    def __init__(
+        self, store: BillingStore, cfg: BillingSection, books: dict[str, PatientBook], clock: Clock, gateway_id: str
+    ) -> None:
         self._store = store
+        self.gateway_id = gateway_id
         self.cfg = cfg
         self._books = books
         self._clock = clock
@@ -117,7 +120,31 @@ class BillingLedger:
                     raise StateFormatError(f"{e}; refusing to start billing over it") from e
             books[patient] = book
         log.info("billing_ledger_open", patients=len(books), restored=sum(state_key(p) in states for p in books))
-        return cls(outbox, cfg, books, clock)
+        return cls(outbox, cfg, books, clock, gateway_id)
+
+    async def reconfigure(self, cfg: BillingSection, patients: Mapping[str, PatientBilling]) -> None:
+        """Apply a reloaded config: rules, zones, devices; a patient new to this run gets its saved state.
+
+        A removed patient's book stays (its counters are still saved); days already counted keep the
+        zone they were cut in.
+        """
+        states: dict[str, bytes] | None = None
+        for patient, info in patients.items():
+            book = self._books.get(patient)
+            if book is None:
+                if states is None:
+                    states = await self._store.load_state(STATE_PREFIX)
+                book = new_book(patient, info, cfg, self.gateway_id)
+                raw = states.get(state_key(patient))
+                if raw is not None:
+                    book.load_state(raw)
+                self._books[patient] = book
+            else:
+                book.cfg = cfg
+                book.tz = info.timezone
+                book.devices = info.devices
+                book.enrolment = info.enrolment if cfg.period_anchor == "enrolment" else None
+        self.cfg = cfg
 
     # ---------------------------------------------------------------- hot path
 
