@@ -556,20 +556,22 @@ class Writer:
             conn.executemany("INSERT OR REPLACE INTO delivered(key, at) VALUES (?, ?)", delivered_keys)
 
     def _dedupe(self, conn: sqlite3.Connection, inserts: list[Insert]) -> dict[RecordKind, list[Insert]]:
-        """New rows per class; a key already stored, delivered, or earlier in the batch is a no-op."""
+        """Rows per class, without keys repeated in the batch; billing rows also without stored or
+        recently delivered keys.
+
+        Billing needs the exact count of new rows before inserting (it is refused, never dropped,
+        beyond its quota).  The other classes rely on INSERT OR IGNORE and its row count, which
+        saves a lookup per row on the hot path.
+        """
         if not inserts:
             return {}
-        keys = list({op.key for op in inserts})
         seen: set[str] = set()
-        for i in range(0, len(keys), _CHUNK):
-            chunk = keys[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            seen.update(r[0] for r in conn.execute(f"SELECT key FROM outbox WHERE key IN ({marks})", chunk))
-        billing = [op.key for op in inserts if op.kind is RecordKind.BILLING]
-        for i in range(0, len(billing), _CHUNK):
-            chunk = billing[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            seen.update(r[0] for r in conn.execute(f"SELECT key FROM delivered WHERE key IN ({marks})", chunk))
+        billing = list({op.key for op in inserts if op.kind is RecordKind.BILLING})
+        for table in ("outbox", "delivered"):
+            for i in range(0, len(billing), _CHUNK):
+                chunk = billing[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                seen.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
         new: dict[RecordKind, list[Insert]] = {}
         for op in inserts:
             if op.key in seen:
@@ -597,12 +599,13 @@ class Writer:
             eff.dropped[kind] += len(rows)
             return
         if take:
-            conn.executemany(
-                "INSERT INTO outbox(kind, key, patient, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
+            # OR IGNORE: a key already stored is a no-op success (idempotent re-submission)
+            cur = conn.executemany(
+                "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
                 [(kind.value, op.key, op.patient, op.seq, op.created, op.payload) for op in take],
             )
-            eff.inserted[kind] += len(take)
-            totals[kind] += len(take)
+            eff.inserted[kind] += cur.rowcount
+            totals[kind] += cur.rowcount
         if kind not in _NEVER_DROPPED and totals[kind] > quota:
             self._drop_oldest(conn, eff, totals, kind, totals[kind] - quota)
 
@@ -610,14 +613,15 @@ class Writer:
                      kind: RecordKind, n: int) -> int:
         if n <= 0 or totals[kind] <= 0:
             return 0
-        # rows in flight are left alone: their PUBACK may be on its way
-        in_flight = sum(1 for k, _ in self._leased.values() if k is kind)
+        # rows in flight are left alone (their PUBACK may be on its way), and so are rows already
+        # acked whose delete waits for the next commit: they count as delivered, not dropped
+        skip = sum(1 for k, _ in self._leased.values() if k is kind) + len(self._deleting)
         ids = [
             r[0]
             for r in conn.execute(
-                "SELECT id FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?", (kind.value, n + in_flight)
+                "SELECT id FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?", (kind.value, n + skip)
             )
-            if r[0] not in self._leased
+            if r[0] not in self._leased and r[0] not in self._deleting
         ][:n]
         conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
         eff.dropped[kind] += len(ids)
