@@ -9,6 +9,9 @@ import asyncio
 from collections.abc import Mapping
 from datetime import date
 
+import pytest
+
+from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, PatientBilling, state_key
 from gateway.clock import ManualClock
 from gateway.config.billing import BillingSection
@@ -196,3 +199,14 @@ async def test_reconfigure_adds_a_patient_with_its_saved_state_and_changes_devic
     assert views["p2"].days_counted == 2 and views["p2"].projected_code == "99445"
     assert views["p1"].counters == {"unassigned_device": 1}
     assert store.records[-1].key == "rpm:p2:99445:2026-03-01:v1"
+
+
+async def test_unreadable_saved_state_stops_billing_rather_than_starting_afresh() -> None:
+    store, clock = MemoryStore(), ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    store.state[state_key("p1")] = b'{"format": 1, "truncated'
+    with pytest.raises(StateFormatError, match="refusing to start billing"):
+        await open_ledger(store, clock)
+    ledger = await BillingLedger.open(store, BillingSection(), gateway_id="gw1", patients={}, clock=clock)
+    await ledger.reconfigure(BillingSection(), PATIENTS)  # on reload: logged, the patient left out
+    await ledger.on_reading("p1", "ox1", clock.now(), S)
+    assert ledger.summary() == [] and ledger.unknown_patient == 1 and store.records == []

@@ -137,7 +137,12 @@ class BillingLedger:
                 book = new_book(patient, info, cfg, self.gateway_id)
                 raw = states.get(state_key(patient))
                 if raw is not None:
-                    book.load_state(raw)
+                    try:
+                        book.load_state(raw)
+                    except StateFormatError as e:
+                        # Billing this patient afresh could repeat a set-up under a new key: leave it out.
+                        self._log.error("billing_state_unreadable", patient=patient, error=str(e))
+                        continue
                 self._books[patient] = book
             else:
                 book.cfg = cfg
@@ -177,7 +182,7 @@ class BillingLedger:
         if self.cfg.enabled and self._clock.quality() is ClockQuality.SYNCED:
             if len(self._hold):
                 await self._release_hold()
-            for patient, book in self._books.items():
+            for patient, book in list(self._books.items()):  # a reload may add books meanwhile
                 records = book.close_due(now)
                 if records:
                     await self._save(patient, Step(records, False))
