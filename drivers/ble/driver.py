@@ -312,7 +312,11 @@ class SequenceStore:
 class GlucoseDriver(BleDriver):
     """Fetches the records the gateway does not hold yet through the RACP, then listens (connected
     mode) or lets the meter go (passive mode).  The sequence number is saved only after the consumer
-    took the reading, so a crash repeats at most the reading in flight, and never skips one."""
+    took the reading, so a crash repeats at most the reading in flight, and never skips one.
+
+    When the meter has nothing newer than the last number held, the driver asks for its newest
+    record: a number *below* the one held means the meter's numbering started again (factory reset,
+    replaced meter with the same address), and everything it stores is fetched once more."""
 
     settings: GlucoseSettings
     SUBSCRIBE = (glucose.MEASUREMENT, glucose.RACP)
@@ -324,6 +328,8 @@ class GlucoseDriver(BleDriver):
         self.last_held: int | None = None
         self.racp_result: glucose.RacpResult | None = None
         self._pending_seq: int | None = None
+        self._probing = False
+        self._newest_on_meter: int | None = None
 
     async def _prepare(self) -> None:
         for uuid in self.SUBSCRIBE:
@@ -334,8 +340,10 @@ class GlucoseDriver(BleDriver):
 
     async def _start(self) -> None:
         self.last_held = await asyncio.to_thread(self.store.load)
+        await self._request(glucose.racp_records_after(self.last_held))
+
+    async def _request(self, request: bytes) -> None:
         self.racp_result = None
-        request = glucose.racp_records_after(self.last_held)
         self.log.info("ble_glucose_fetch", last_held=self.last_held, request=request.hex())
         await self.link.write(glucose.RACP, request)
 
@@ -347,8 +355,11 @@ class GlucoseDriver(BleDriver):
                 self.racp_result = response.result
             return []
         m = glucose.decode(n.data)
+        if self._probing:
+            self._newest_on_meter = m.sequence
         if self.last_held is not None and m.sequence <= self.last_held:
-            self.log.info("ble_glucose_repeat_skipped", sequence=m.sequence, last_held=self.last_held)
+            if not self._probing:
+                self.log.info("ble_glucose_repeat_skipped", sequence=m.sequence, last_held=self.last_held)
             return []
         self._pending_seq = m.sequence
         time_fault = m.status is not None and bool(m.status & (1 << 11))
@@ -361,12 +372,26 @@ class GlucoseDriver(BleDriver):
             await asyncio.to_thread(self.store.save, seq)
             self.last_held = seq
             return False
-        if n.uuid == glucose.RACP and self.racp_result is not None:
-            ok = self.racp_result in (glucose.RacpResult.SUCCESS, glucose.RacpResult.NO_RECORDS_FOUND)
-            level = self.log.info if ok else self.log.warning
-            level("ble_glucose_fetch_done", result=self.racp_result.name.lower(), last_held=self.last_held)
-            return self.passive
-        return False
+        if n.uuid != glucose.RACP or self.racp_result is None:
+            return False
+        result = self.racp_result
+        if self._probing:
+            self._probing = False
+            newest, self._newest_on_meter = self._newest_on_meter, None
+            if newest is not None and self.last_held is not None and newest < self.last_held:
+                self.log.warning("ble_glucose_numbering_restarted", newest_on_meter=newest, last_held=self.last_held)
+                self.last_held = None
+                await self._request(glucose.racp_all_records())
+                return False
+        elif result is glucose.RacpResult.NO_RECORDS_FOUND and self.last_held is not None:
+            self._probing = True
+            self._newest_on_meter = None
+            await self._request(glucose.racp_last_record())
+            return False
+        ok = result in (glucose.RacpResult.SUCCESS, glucose.RacpResult.NO_RECORDS_FOUND)
+        level = self.log.info if ok else self.log.warning
+        level("ble_glucose_fetch_done", result=result.name.lower(), last_held=self.last_held)
+        return self.passive
 
 
 class PolarEcgDriver(BleDriver):

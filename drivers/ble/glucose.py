@@ -158,6 +158,7 @@ class RacpResult(enum.IntEnum):
 
 _OP_ALL = 1
 _OP_GREATER_OR_EQUAL = 3
+_OP_LAST = 6
 _FILTER_SEQUENCE = 1
 
 
@@ -179,6 +180,11 @@ def racp_records_after(last_held: int | None) -> bytes:
     if last_held >= 0xFFFF:
         raise ValueError("sequence numbers exhausted")
     return racp_records_from(last_held + 1)
+
+
+def racp_last_record() -> bytes:
+    """The newest record only: how the gateway notices a meter whose numbering started again."""
+    return bytes([RacpOpcode.REPORT_RECORDS, _OP_LAST])
 
 
 def racp_count_all() -> bytes:

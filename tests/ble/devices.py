@@ -86,10 +86,16 @@ class GlucoseMeter:
     def add(self, seq: int, at: datetime, mg_dl: int) -> None:
         self.records[seq] = glucose_payload(seq, at, mg_dl)
 
+    def factory_reset(self) -> None:
+        """Memory erased, numbering starts again at 1."""
+        self.records.clear()
+
     async def _racp(self, request: bytes) -> None:
         self.requests.append(request)
         if request == glucose.racp_all_records():
             wanted = sorted(self.records)
+        elif request == glucose.racp_last_record():
+            wanted = sorted(self.records)[-1:]
         elif request[:3] == bytes([1, 3, 1]) and len(request) == 5:
             start = int.from_bytes(request[3:5], "little")
             wanted = sorted(s for s in self.records if s >= start)

@@ -221,6 +221,7 @@ def test_racp_requests() -> None:
     assert glucose.racp_records_after(41) == h("0103012A00")
     assert glucose.racp_records_after(None) == h("0101")
     assert glucose.racp_count_all() == h("0401")
+    assert glucose.racp_last_record() == h("0106")
     assert glucose.racp_abort() == h("0300")
 
 

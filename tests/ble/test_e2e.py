@@ -169,6 +169,35 @@ async def test_glucose_records_fetched_across_restart(mock_bluez: MockBluez, dev
     assert g.clock is ClockQuality.CORRECTED
 
 
+async def test_glucose_meter_numbering_restarted(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """Nothing newer than the number held, and the meter's newest record is below it: the meter was
+    reset, so everything it stores now is new to the gateway."""
+    address = mock_bluez.peripherals[2]
+    now = utc_wall_clock()
+    meter = GlucoseMeter(mock_bluez.adapter_of(address), now)
+    for seq, mg in ((1, 95), (2, 110), (3, 142)):
+        meter.add(seq, now - timedelta(hours=10 - seq), mg)
+    await run_glucose_session(mock_bluez, device_ctx, meter, 3)
+
+    meter.factory_reset()
+    meter.add(1, now - timedelta(hours=2), 99)
+    meter.add(2, now - timedelta(hours=1), 123)
+    after_reset = await run_glucose_session(mock_bluez, device_ctx, meter, 2)
+    assert [r.value for r in vitals(after_reset, Vital.GLUCOSE)] == [99.0, 123.0]
+    assert meter.requests == [
+        glucose.racp_all_records(),
+        glucose.racp_records_from(4),
+        glucose.racp_last_record(),
+        glucose.racp_all_records(),
+    ]
+    assert json.loads((device_ctx.state_dir / "ble-glucose.json").read_text())["last_sequence"] == 2
+
+    # Nothing new since: one probe, no repeats, the meter is let go.
+    nothing = await run_glucose_session(mock_bluez, device_ctx, meter, 0)
+    assert vitals(nothing, Vital.GLUCOSE) == []
+    assert meter.requests[-2:] == [glucose.racp_records_from(3), glucose.racp_last_record()]
+
+
 async def test_vanishing_strap_then_new_session(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
     """One strap vanishes mid-stream: DriverDisconnected; a new session connects when it returns.
     Another strap streams on, unaffected."""
