@@ -16,11 +16,20 @@ from typing import Any
 
 import pytest
 
-from drivers.ble import blood_pressure, glucose, heart_rate, polar_pmd, scan_cli, thermometer
+from drivers.ble import blood_pressure, glucose, heart_rate, plx, polar_pmd, scan_cli, thermometer
 from gateway.clock import SyncPolicy, SystemClock
 from gateway.config.loader import parse_config_text
 from gateway.driver_api import DeviceContext, Driver, DriverConnectFailed, DriverDisconnected, registry
-from gateway.records import ClockQuality, DeviceEvent, DeviceState, Reading, SampleBlock, Vital, VitalReading
+from gateway.records import (
+    ClockQuality,
+    DeviceEvent,
+    DeviceFlag,
+    DeviceState,
+    Reading,
+    SampleBlock,
+    Vital,
+    VitalReading,
+)
 from tests.ble.devices import GlucoseMeter, PolarH10, bp_cuff, bp_payload, heart_rate_strap, hr_payload, naive
 from tests.ble.harness import MockBluez
 from tests.ble.peripheral import CharSpec, Peripheral, ServiceSpec
@@ -366,3 +375,53 @@ async def test_passive_device_released_when_idle(mock_bluez: MockBluez, device_c
     assert isinstance(released, DeviceEvent) and released.state is DeviceState.DISCONNECTED
     assert "released" in released.detail
     assert driver.decode_errors == 1  # type: ignore[attr-defined]
+
+
+async def test_pulse_oximeter_continuous_and_spot_check(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    address = mock_bluez.peripherals[0]
+    ox = Peripheral(
+        "PLX",
+        mock_bluez.adapter_of(address),
+        [
+            ServiceSpec(
+                plx.SERVICE,
+                [CharSpec(plx.CONTINUOUS, ["notify"]), CharSpec(plx.SPOT_CHECK, ["indicate"])],
+            )
+        ],
+    )
+    await ox.start()
+    driver = make_driver(device_ctx, {"driver": "ble-pulse-oximeter", "address": address})
+    try:
+        async with driver:
+            pending = asyncio.ensure_future(take(aiter(driver.readings()), 6))
+            await ox.wait_subscribed(plx.CONTINUOUS)
+            await ox.wait_subscribed(plx.SPOT_CHECK)
+            ox.notify(plx.CONTINUOUS, bytes.fromhex("1C5F005A00200000000057F0"))
+            ox.notify(plx.SPOT_CHECK, bytes.fromhex("0FACF3BEF5E8070B1D1708392040220000" + "66E3"))
+            got = await pending
+    finally:
+        await ox.stop()
+    live, spot = got[:3], got[3:]
+    assert [r.value for r in live if isinstance(r, VitalReading)] == [95.0, 90.0, pytest.approx(8.7)]
+    assert all(isinstance(r, VitalReading) and DeviceFlag.SEARCHING in r.flags for r in live)
+    s = spot[0]
+    assert isinstance(s, VitalReading) and (s.vital, s.value) == (Vital.SPO2, 94.0)
+    # A 2024 spot-check stamp on a device without Current Time: kept as the device's time, not "now".
+    assert s.device_time == naive(datetime(2024, 11, 29, 23, 8, 57))
+    assert DeviceFlag.LOW_PERFUSION in s.flags
+
+
+async def test_adapter_choice(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """The configured adapter is the one that scans and connects."""
+    address = mock_bluez.peripherals[0]
+    strap = heart_rate_strap(mock_bluez.adapter_of(address))
+    await strap.start()
+    driver = make_driver(device_ctx, {"driver": "ble-heart-rate", "address": address, "adapter": "hci3"})
+    try:
+        async with driver:
+            client = driver.link._client  # type: ignore[attr-defined]
+            assert client is not None and client.is_connected
+            path: str = client._backend._device_path
+            assert path.startswith("/org/bluez/hci3/"), path
+    finally:
+        await strap.stop()
