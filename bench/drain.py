@@ -7,9 +7,12 @@ private Mosquitto on a free loopback port, and times two ways of emptying it:
 * ``naive``  — lease one row, publish it with QoS 1, wait for the PUBACK, ack it, repeat.
 
 The clock runs from the uplink's start until the outbox has acked every row, so connecting and
-the final group commit are included.  Prints records/s for both and their ratio.
+the final group commit are included.  Prints records/s for both and their ratio.  On loopback a
+PUBACK takes well under a millisecond, which flatters the naive loop; ``--rtt-ms`` puts an
+in-process delaying proxy between both clients and the broker to show a WAN link's effect.
 
     uv run python bench/drain.py                       # 100,000 records, naive on 5,000
+    uv run python bench/drain.py --records 20000 --rtt-ms 40 --naive-records 200
     uv run python bench/drain.py --records 20000 --inflight 64 --verify
 """
 
@@ -31,7 +34,7 @@ from gateway.config.models import UpstreamSection
 from gateway.outbox import Outbox
 from gateway.records import AlarmEvent, AlarmRecord, ClockQuality, Severity, SummaryRecord, Vital
 from gateway.uplink import Uplink, topic_for
-from tests.broker import MosquittoBroker, Subscriber, find_mosquitto
+from tests.broker import MosquittoBroker, Subscriber, TcpProxy, find_mosquitto
 
 GW = "bench-gw"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -67,9 +70,10 @@ async def until_empty(outbox: Outbox) -> None:
         await asyncio.sleep(0.01)
 
 
-async def drain_with_uplink(broker: MosquittoBroker, workdir: Path, n: int, inflight: int) -> float:
+async def drain_with_uplink(port: int, workdir: Path, n: int, inflight: int) -> float:
     outbox = await fill(workdir / "uplink.db", n)
-    cfg = UpstreamSection(url=broker.url, topic_prefix="bench", inflight=inflight, publish_timeout_s=30.0)
+    url = f"mqtt://127.0.0.1:{port}"
+    cfg = UpstreamSection(url=url, topic_prefix="bench", inflight=inflight, publish_timeout_s=30.0)
     uplink = Uplink(cfg, outbox, gateway_id=GW)
     t = time.perf_counter()
     task = asyncio.create_task(uplink.run())
@@ -88,10 +92,10 @@ async def drain_with_uplink(broker: MosquittoBroker, workdir: Path, n: int, infl
     return elapsed
 
 
-async def drain_naively(broker: MosquittoBroker, workdir: Path, n: int) -> float:
+async def drain_naively(port: int, workdir: Path, n: int) -> float:
     outbox = await fill(workdir / "naive.db", n)
     t = time.perf_counter()
-    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="naive",
+    async with aiomqtt.Client("127.0.0.1", port, identifier="naive",
                               protocol=aiomqtt.ProtocolVersion.V5) as client:  # fmt: skip
         while rows := await outbox.lease(1):
             row = rows[0]
@@ -109,6 +113,7 @@ async def main() -> int:
     ap.add_argument("--naive-records", type=int, default=5_000, help="the naive loop is slow; 0 skips it")
     ap.add_argument("--inflight", type=int, default=32, help="upstream.inflight (default: the config default)")
     ap.add_argument("--verify", action="store_true", help="also subscribe and check every key arrived once")
+    ap.add_argument("--rtt-ms", type=float, default=0.0, help="emulated round trip to the broker (0: loopback)")
     args = ap.parse_args()
 
     # Per-ack debug lines would dominate the run.
@@ -116,13 +121,23 @@ async def main() -> int:
     if find_mosquitto() is None:
         print("mosquitto not found (apt-get install mosquitto)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as tmp, MosquittoBroker(Path(tmp) / "broker") as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        MosquittoBroker(Path(tmp) / "broker", extra_config="set_tcp_nodelay true") as broker,
+    ):
         work = Path(tmp)
-        print(f"mosquitto on port {broker.port}; {args.records} records, inflight={args.inflight}")
+        port = broker.port
+        proxy = None
+        if args.rtt_ms > 0:
+            proxy = TcpProxy(broker.port, latency_s=args.rtt_ms / 2000)
+            await proxy.start()
+            port = proxy.port
+        print(f"mosquitto on port {broker.port}; {args.records} records, inflight={args.inflight},"
+              f" rtt={'loopback' if proxy is None else f'{args.rtt_ms:g} ms'}")  # fmt: skip
         sub = Subscriber("127.0.0.1", broker.port, topic="bench/#") if args.verify else None
         if sub is not None:
             await sub.__aenter__()
-        elapsed = await drain_with_uplink(broker, work, args.records, args.inflight)
+        elapsed = await drain_with_uplink(port, work, args.records, args.inflight)
         rate = args.records / elapsed
         verdict = "OK" if elapsed <= 60 else "SLOWER THAN TARGET"
         print(f"uplink: {args.records} records in {elapsed:.2f} s = {rate:,.0f} records/s  [{verdict}: <= 60 s]")
@@ -132,10 +147,12 @@ async def main() -> int:
             print(f"  verify: {len(keys)} received, {len(set(keys))} distinct keys")
             await sub.__aexit__(None, None, None)
         if args.naive_records > 0:
-            naive_elapsed = await drain_naively(broker, work, args.naive_records)
+            naive_elapsed = await drain_naively(port, work, args.naive_records)
             naive_rate = args.naive_records / naive_elapsed
             print(f"naive:  {args.naive_records} records in {naive_elapsed:.2f} s = {naive_rate:,.0f} records/s")
             print(f"ratio uplink/naive: {rate / naive_rate:.1f}x")
+        if proxy is not None:
+            await proxy.close()
     return 0
 
 

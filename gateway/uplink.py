@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -289,6 +290,8 @@ class Uplink:
         self._acked: list[int] = []
         self._ack_wanted = asyncio.Event()
         self._lease_lock = asyncio.Lock()
+        self._leases: set[asyncio.Task[Sequence[QueuedRow]]] = set()
+        self._prefetch: asyncio.Task[Sequence[QueuedRow]] | None = None
         self._announced = False
 
     @property
@@ -390,6 +393,9 @@ class Uplink:
             keepalive=cfg.keepalive_s,
             timeout=cfg.publish_timeout_s,
             max_inflight_messages=cfg.inflight + 1,  # +1: the status message
+            # paho leaves Nagle on: with several publishes in flight, a small PUBLISH then waits
+            # for the ACK of the previous segment, which the peer may delay by up to 40 ms.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _publish_status(self, client: _AckingClient, state: str, wait_s: float) -> None:
@@ -443,18 +449,40 @@ class Uplink:
             pass
 
     async def _next_row(self) -> QueuedRow:
+        batch = max(1, self._stats.window)
         while not self._ready:
             async with self._lease_lock:
                 if self._ready:
                     break
-                rows = await self._outbox.lease(max(1, self._stats.window))
-                if rows:
-                    for row in rows:
-                        self._leased[row.id] = row
-                    self._ready.extend(rows)
-                else:
+                if self._prefetch is not None and not self._prefetch.done():
+                    await asyncio.shield(self._prefetch)
+                    continue
+                if not await asyncio.shield(self._start_lease(batch)):
                     await self._outbox.wait_pending(timeout=IDLE_POLL_S)
-        return self._ready.popleft()
+        row = self._ready.popleft()
+        # Keep the next batch coming while this one is in flight: on a slow link the window
+        # would otherwise sit idle for a lease round trip (a group commit, at worst) per batch.
+        if len(self._ready) < batch and (self._prefetch is None or self._prefetch.done()):
+            self._prefetch = self._start_lease(batch)
+        return row
+
+    def _start_lease(self, limit: int) -> asyncio.Task[Sequence[QueuedRow]]:
+        """Lease in a task of its own, awaited through ``shield`` by whoever needs the rows.
+
+        The rows are booked by a done-callback, so a lease whose caller was cancelled still
+        has its rows recorded (and released by ``_settle``) instead of leased forever.
+        """
+        task = asyncio.create_task(self._lease(limit))
+        self._leases.add(task)
+        task.add_done_callback(self._leases.discard)
+        return task
+
+    async def _lease(self, limit: int) -> Sequence[QueuedRow]:
+        rows = await self._outbox.lease(limit)
+        for row in rows:
+            self._leased[row.id] = row
+        self._ready.extend(rows)
+        return rows
 
     async def _publisher(self, client: _AckingClient) -> None:
         prefix = self._cfg.topic_prefix
@@ -499,6 +527,9 @@ class Uplink:
 
     async def _settle(self) -> None:
         """Ack what the broker acknowledged; give every other leased row back to the outbox."""
+        # Leases still on their way have rows to book first (they are short: no network).
+        await asyncio.gather(*self._leases, return_exceptions=True)
+        self._prefetch = None
         self._ready.clear()
         try:
             await self._flush_acks()

@@ -226,10 +226,15 @@ class MosquittoBroker:
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to the broker; lets a test cut or freeze the link."""
+    """Forwards 127.0.0.1:<port> to the broker; lets a test cut or freeze the link.
 
-    def __init__(self, target_port: int) -> None:
+    ``latency_s`` delays every chunk by that much in each direction (a WAN's round trip is twice
+    it), for benchmarks; ordering is kept.
+    """
+
+    def __init__(self, target_port: int, *, latency_s: float = 0.0) -> None:
         self.target_port = target_port
+        self.latency_s = latency_s
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -270,15 +275,37 @@ class TcpProxy:
         dst: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
+        loop = asyncio.get_running_loop()
+        delayed: asyncio.Queue[tuple[float, bytes]] | None = None
+        sender: asyncio.Task[None] | None = None
+        if self.latency_s > 0:
+            delayed = asyncio.Queue()
+            sender = asyncio.create_task(self._send_late(delayed, dst))
         try:
             while data := await src.read(65536):
                 await self._flowing.wait()
-                dst.write(data)
-                await dst.drain()
+                if delayed is not None:
+                    delayed.put_nowait((loop.time() + self.latency_s, data))
+                else:
+                    dst.write(data)
+                    await dst.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            if sender is not None:
+                sender.cancel()
             self._drop(pair)
+
+    @staticmethod
+    async def _send_late(delayed: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            while True:
+                due, data = await delayed.get()
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                dst.write(data)
+                await dst.drain()
 
     def _drop(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
         if pair in self._pairs:
