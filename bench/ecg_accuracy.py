@@ -242,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     for n in refs:
         s = totals[n]
         print(f"overall {n}: Se={s.se:.2f} +P={s.ppv:.2f} F1={s.f1:.2f} (FN={s.fn} FP={s.fp})")
+    lat = np.asarray(all_lat)
+    print(
+        f"ours latency: p95 {np.percentile(lat, 95):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms, "
+        f"{int(np.sum(lat > 300))} of {len(lat)} matched beats over 300 ms"
+    )
     print(
         f"overall ours: Se={total.se:.2f} +P={total.ppv:.2f} F1={total.f1:.2f} "
         f"latency_median_ms={np.median(all_lat):.0f} latency_max_ms={np.max(all_lat):.0f}"
