@@ -345,6 +345,40 @@ async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: Ou
         await proxy.close()
 
 
+class GatedLease:
+    """The real outbox, except that a lease's answer is held back until ``gate`` opens."""
+
+    def __init__(self, inner: Outbox) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def lease(self, limit: int) -> Any:
+        rows = await self.inner.lease(limit)  # leased in the outbox from here on
+        if rows:
+            self.holding.set()
+            await self.gate.wait()
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_cancel_during_a_lease_still_gives_the_rows_back(broker: MosquittoBroker, outbox: Outbox) -> None:
+    gated = GatedLease(outbox)
+    uplink = Uplink(upstream(broker.url, inflight=4), gated, gateway_id=GW)  # type: ignore[arg-type]
+    task = asyncio.create_task(uplink.run())
+    keys = await submit_mixed(outbox, 10)
+    await asyncio.wait_for(gated.holding.wait(), 10)
+    task.cancel()
+    for _ in range(5):  # let the cancellation reach the publishers waiting for the lease
+        await asyncio.sleep(0)
+    gated.gate.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await until(lambda: depth(outbox) == (len(keys), 0))
+
+
 async def test_refused_publish_keeps_the_row(tmp_path: Path, outbox: Outbox) -> None:
     """An MQTT 5 PUBACK with 'not authorised' is not a delivery."""
     acl = tmp_path / "acl"
