@@ -112,6 +112,22 @@ async def test_accept_lease_ack_round_trip(tmp_path: Path) -> None:
     await b2.close()
 
 
+async def test_row_ids_are_never_reused(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    await b.accept(summary(b.next_key()))
+    (first,) = await b.lease(5)
+    await b.ack([first.id])
+    await b.close()
+    b = await open_box(tmp_path / "o.db")
+    await b.accept(summary(b.next_key()))
+    (second,) = await b.lease(5)
+    assert second.id > first.id  # a stale ack of the old id cannot hit the new row
+    await b.ack([first.id])
+    await b.release([second.id])
+    assert [r.id for r in await b.lease(5)] == [second.id]
+    await b.close()
+
+
 async def test_release_returns_row_with_same_key(box: Outbox) -> None:
     await box.accept(summary(box.next_key()))
     (row,) = await box.lease(5)

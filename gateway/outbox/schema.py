@@ -29,8 +29,10 @@ FULL_CODES = frozenset({sqlite3.SQLITE_FULL})
 def _v1(conn: sqlite3.Connection) -> None:
     # statement by statement: executescript() would COMMIT the migration's transaction early
     _run_script(conn, """
+        -- AUTOINCREMENT: an id is never reused, so a late or repeated ack can only ever
+        -- delete the record it was meant for
         CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             kind TEXT NOT NULL,
             key TEXT NOT NULL UNIQUE,
             patient TEXT NOT NULL,
