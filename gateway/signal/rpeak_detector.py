@@ -294,7 +294,11 @@ class RPeakDetector:
         """Process the next block; a ``first_index`` that does not follow on restarts the detector."""
         if first_index is not None and first_index != self.state.next_index:
             restart(self.state, first_index)
-        return process(self.state, samples_mv, self.params)
+        x = np.asarray(samples_mv, dtype=np.float64)
+        if x.ndim != 1 or not np.isfinite(x).all():
+            # A NaN would poison the filter state for good: refuse the block, the caller restarts.
+            raise ValueError("ECG samples must be a 1-D array of finite values")
+        return process(self.state, x, self.params)
 
 
 def detect_all(signal_mv: FloatArray, fs: float, params: DetectorParams | None = None) -> list[Beat]:
