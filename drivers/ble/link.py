@@ -174,7 +174,8 @@ class BleLink:
         except TimeoutError:
             return None
         if isinstance(item, _Lost):
-            self._client = None
+            # The client is kept: only its disconnect() releases its D-Bus connection (bleak does not
+            # on a device-side drop), and close() must do that or every lost link leaks a socket.
             raise DriverDisconnected(f"{self.address}: {item.reason}")
         return item
 

@@ -125,6 +125,20 @@ def _stop(procs: list[subprocess.Popen[bytes]], sock_dir: Path) -> None:
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def release_bleak_bus() -> None:
+    """Close this loop's bleak BlueZ manager connection before its bus goes away.
+
+    bleak keeps one D-Bus connection per event loop; when the private bus is killed under it, dbus-fast
+    leaves a "Future exception was never retrieved: EOFError" on stderr.  Private bleak API: harness only.
+    """
+    from bleak.backends.bluezdbus import manager  # noqa: PLC0415 - only where bleak is wanted
+
+    instance = manager._global_instances.pop(asyncio.get_running_loop(), None)
+    bus = getattr(instance, "_bus", None)
+    if bus is not None and bus.connected:
+        bus.disconnect()
+
+
 class DbusDaemonMissing(RuntimeError):
     pass
 
@@ -147,4 +161,5 @@ async def running_mock_bluez(workdir: Path, scan_interval_s: float = 0.2) -> Asy
         await _wait_ready(address, 1 + len(PERIPHERALS), procs[-1], workdir / "bluezoo.log")
         yield MockBluez(address, CENTRAL, list(PERIPHERALS), workdir / "bluezoo.log")
     finally:
+        release_bleak_bus()
         await asyncio.to_thread(_stop, procs, sock_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -425,3 +426,29 @@ async def test_adapter_choice(mock_bluez: MockBluez, device_ctx: DeviceContext) 
             assert path.startswith("/org/bluez/hci3/"), path
     finally:
         await strap.stop()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_lost_links_leak_no_connections(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """Weeks of a strap coming and going: each lost link's D-Bus connection is released on close."""
+    address = mock_bluez.peripherals[0]
+
+    async def cycle() -> None:
+        strap = heart_rate_strap(mock_bluez.adapter_of(address))
+        await strap.start()
+        driver = make_driver(device_ctx, {"driver": "ble-heart-rate", "address": address})
+        async with driver:
+            it = aiter(driver.readings())
+            await take(it, 1)
+            await strap.stop()  # device-side drop
+            with pytest.raises(DriverDisconnected):
+                await take(it, 1)
+
+    await cycle()  # bleak's own long-lived connection is opened on first use
+    baseline = _open_fds()
+    for _ in range(4):
+        await cycle()
+    assert _open_fds() <= baseline
