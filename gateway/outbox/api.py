@@ -18,17 +18,7 @@ import structlog
 from gateway.config.models import QuotaSection
 from gateway.outbox import schema
 from gateway.outbox.keys import SeqCounter, format_key, parse_seq
-from gateway.outbox.policy import LeasePolicy
-from gateway.outbox.types import (
-    AlarmHook,
-    ClassStats,
-    OutboxClosed,
-    OutboxError,
-    OutboxStats,
-    PendingRow,
-    Record,
-)
-from gateway.outbox.writer import (
+from gateway.outbox.ops import (
     Ack,
     Close,
     Completion,
@@ -40,11 +30,21 @@ from gateway.outbox.writer import (
     Reserve,
     Settings,
     Snapshot,
-    Writer,
     ids_tuple,
     state_rows,
     statvfs_free_bytes,
 )
+from gateway.outbox.policy import LeasePolicy
+from gateway.outbox.types import (
+    AlarmHook,
+    ClassStats,
+    OutboxClosed,
+    OutboxError,
+    OutboxStats,
+    PendingRow,
+    Record,
+)
+from gateway.outbox.writer import Writer
 from gateway.records import RecordKind
 
 log = structlog.get_logger()

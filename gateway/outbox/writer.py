@@ -19,17 +19,32 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import structlog
 
-from gateway.config.models import QuotaSection
 from gateway.outbox import schema
 from gateway.outbox.keys import SEQ_BLOCK
-from gateway.outbox.policy import CLASS_ORDER, Backlog, LeasePolicy, lease_shares
+from gateway.outbox.ops import (
+    Ack,
+    Close,
+    Completion,
+    Fut,
+    Insert,
+    Lease,
+    LoadState,
+    Op,
+    Opened,
+    Post,
+    PutState,
+    Release,
+    Reserve,
+    Settings,
+    Snapshot,
+    StateRows,
+)
+from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares
 from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, PendingRow
 from gateway.records import RecordKind
 
@@ -43,106 +58,6 @@ _DROP_LOG_EVERY_S = 60.0
 _NEVER_DROPPED = frozenset({RecordKind.BILLING})
 _REFUSABLE = frozenset({RecordKind.BILLING, RecordKind.ALARM})
 
-Fut = asyncio.Future[Any]
-Completion = tuple[Fut, BaseException | None, Any]
-StateRows = Mapping[str, bytes | None]
-
-
-# ---- operations queued by the loop ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Insert:
-    kind: RecordKind
-    key: str
-    patient: str
-    seq: int
-    payload: bytes
-    created: float
-    state: StateRows | None
-    future: Fut
-
-
-@dataclass(slots=True)
-class PutState:
-    state: StateRows
-    future: Fut
-
-
-@dataclass(slots=True)
-class Ack:
-    ids: tuple[int, ...]
-
-
-@dataclass(slots=True)
-class Release:
-    ids: tuple[int, ...]
-
-
-@dataclass(slots=True)
-class Lease:
-    limit: int
-    future: Fut
-
-
-@dataclass(slots=True)
-class LoadState:
-    prefix: str
-    future: Fut
-
-
-@dataclass(slots=True)
-class Reserve:
-    hi: int  # durable upper end of the key-sequence block now in use
-
-
-@dataclass(slots=True)
-class Close:
-    future: Fut
-
-
-Op = Insert | PutState | Ack | Release | Lease | LoadState | Reserve | Close
-
-
-# ---- what the loop sees ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    totals: dict[RecordKind, int]  # rows stored per class
-    leased: dict[RecordKind, int]
-    deleting: dict[RecordKind, int]  # acked, delete not yet committed
-    oldest: dict[RecordKind, float | None]
-    counters: schema.Counters
-    db_bytes: int
-
-    def available(self, kind: RecordKind) -> int:
-        return max(0, self.totals[kind] - self.leased[kind] - self.deleting[kind])
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    seq_start: int
-    seq_limit: int
-    snapshot: Snapshot
-
-
-Post = Callable[[list[Completion], Snapshot | None, list[tuple[str, str]]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    path: Path
-    quotas: QuotaSection
-    min_free_bytes: int
-    interval_s: float
-    max_records: int
-    free_bytes: Callable[[Path], int]
-    clock: Callable[[], float]
-    lease_policy: LeasePolicy
-    max_db_bytes: int | None = None
-
-
 @dataclass(slots=True)
 class _Effects:
     """What one transaction changed; applied to the thread's bookkeeping only after COMMIT."""
@@ -153,13 +68,6 @@ class _Effects:
     refused: list[Insert] = field(default_factory=list)
     totals: dict[RecordKind, int] | None = None  # rows per class after the transaction
     counters: schema.Counters | None = None
-
-
-def statvfs_free_bytes(folder: Path) -> int:
-    import os  # noqa: PLC0415 - keep the module's top free of platform calls
-
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
 
 
 class Writer:
@@ -765,19 +673,3 @@ class Writer:
         counters = schema.Counters(c.accepted, c.delivered, c.refused, c.commits, c.last_delivery,
                                    dict(c.dropped), {})
         return Snapshot(dict(self._totals), leased, deleting, dict(self._oldest), counters, self._db_bytes)
-
-
-def state_rows(state: Mapping[str, bytes | None] | None) -> dict[str, bytes | None] | None:
-    """A private copy of a state mapping, checked at the producer (a bad value is its bug)."""
-    if not state:
-        return None
-    out: dict[str, bytes | None] = {}
-    for k, v in state.items():
-        if not isinstance(k, str) or not (v is None or isinstance(v, bytes | bytearray | memoryview)):
-            raise TypeError("state must map str keys to bytes or None")
-        out[k] = None if v is None else bytes(v)
-    return out
-
-
-def ids_tuple(ids: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(i) for i in ids)
