@@ -247,6 +247,21 @@ async def test_redelivered_billing_key_is_a_noop_after_delivery(tmp_path: Path) 
     await b2.close()
 
 
+async def test_delivered_keys_are_forgotten_after_a_week(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    b = await open_box(tmp_path / "o.db", clock=lambda: now[0])
+    await b.accept(billing("svc-old"))
+    rows = await b.lease(5)
+    await b.ack([r.id for r in rows])
+    await b.close()
+    now[0] += 8 * 86_400.0
+    b = await open_box(tmp_path / "o.db", clock=lambda: now[0])
+    await b.accept(summary(b.next_key()))  # the first commit of a run prunes the delivered table
+    await b.accept(billing("svc-old"))  # no longer remembered: stored again
+    assert "svc-old:v1" in keys_of(await drain(b))
+    await b.close()
+
+
 # ---- state table ----------------------------------------------------------------------------
 
 
