@@ -101,11 +101,12 @@ class _Characteristic(ServiceInterface):
 
     @method()
     def Confirm(self) -> None:
-        # bluezoo calls this after forwarding each notification (defect note in ble-testing.md).
-        pass
+        # bluezoo calls this after forwarding each notification (see ble-testing.md).
+        self._owner._confirmed()
 
     def push(self, value: bytes) -> None:
         self.spec.value = value
+        self._owner._unconfirmed += 1
         self.emit_properties_changed({"Value": value})
 
 
@@ -161,6 +162,10 @@ class Peripheral:
         self._chars: dict[str, _Characteristic] = {}
         self._objects: dict[str, list[ServiceInterface]] = {}
         self._subscriptions: dict[str, asyncio.Event] = {}
+        # Notifications bluezoo has not confirmed yet: stop() waits for them, as a radio would finish
+        # its pending packets, so no Confirm call lands on a closing connection.
+        self._unconfirmed = 0
+        self._all_confirmed = asyncio.Event()
 
     def _managed_objects(self) -> dict[str, dict[str, dict[str, Variant]]]:
         out: dict[str, dict[str, dict[str, Variant]]] = {}
@@ -172,6 +177,11 @@ class Peripheral:
                     props[prop.name] = Variant(prop.signature, getattr(iface, prop.prop_getter.__name__))
                 out[path][iface.name] = props
         return out
+
+    def _confirmed(self) -> None:
+        self._unconfirmed = max(0, self._unconfirmed - 1)
+        if self._unconfirmed == 0:
+            self._all_confirmed.set()
 
     def _subscribed(self, uuid: str) -> None:
         self._subscriptions.setdefault(uuid, asyncio.Event()).set()
@@ -202,6 +212,7 @@ class Peripheral:
 
     async def start(self) -> None:
         self._subscriptions.clear()
+        self._unconfirmed = 0
         bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
         self.bus = bus
         self._objects = {}
@@ -238,6 +249,11 @@ class Peripheral:
     async def stop(self) -> None:
         """Switch the device off: its bus connection goes, bluezoo drops its app, advert and links."""
         if self.bus is not None:
+            if self._unconfirmed:
+                self._all_confirmed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._all_confirmed.wait()
             self.bus.disconnect()
             with contextlib.suppress(Exception):
                 await self.bus.wait_for_disconnect()
