@@ -240,3 +240,14 @@ def test_other_zone_same_instants_other_days() -> None:
     tokyo.observe("ox1", t, S)
     chicago.observe("ox1", t, S)
     assert tokyo.all_dates() == [date(2026, 3, 3)] and chicago.all_dates() == [date(2026, 3, 2)]
+
+
+def test_a_reading_dated_on_the_last_day_of_a_closed_period_is_late() -> None:
+    b = book(BillingSection(close_grace_s=0))
+    feed_days(b, D0, [0, 1])
+    assert brief(b.close_due(ts("2026-03-31T00:00:00-05:00"))) == [("99445", "billable", 2, "2026-03-01")]
+    assert b.current is None  # nothing open: the next data opens a period, unless it is dated in the past
+    assert b.observe("ox1", ts("2026-03-30T23:00:00-05:00"), S).records == []
+    assert b.current is None and b.counters == {"late": 1}
+    b.observe("ox1", ts("2026-03-31T08:00:00-05:00"), S)
+    assert b.current is not None and list(b.current.days) == [date(2026, 3, 31)]
