@@ -521,6 +521,7 @@ async def test_stats_and_inspect_while_open(tmp_path: Path) -> None:
     await b.close()
     after = Outbox.inspect(tmp_path / "o.db")
     assert after.depth == 7 and after.delivered == 2
+    assert vars(after.classes[RecordKind.SUMMARY])["pending"] == 6  # plain dataclasses: the CLI dumps them
 
 
 async def test_wait_pending_times_out_then_wakes(box: Outbox) -> None:

@@ -32,7 +32,7 @@ class OutboxClosed(OutboxError):
     """The outbox was closed (or its writer stopped) before the request could be served."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PendingRow:
     id: int
     kind: RecordKind
@@ -43,7 +43,7 @@ class PendingRow:
     created: float  # Unix seconds when the record was submitted
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClassStats:
     pending: int
     leased: int
@@ -51,7 +51,7 @@ class ClassStats:
     dropped: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OutboxStats:
     classes: dict[RecordKind, ClassStats]
     accepted: int
