@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw[:1] == ["billing"]:  # its own parser: argparse's REMAINDER refuses options right after the verb
+        from gateway.billing.cli import main as billing_main  # noqa: PLC0415
+
+        return billing_main(raw[1:])
     ap = _parser()
     args = ap.parse_args(argv)
     verb = args.verb
