@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,27 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
         main(["simulate", str(DATA / "march.csv"), "--tz", "Mars/Olympus"])
     assert e.value.code == 2
     assert "unknown time zone" in capsys.readouterr().err
+
+
+def test_the_gateway_cli_dispatches_billing_with_its_options() -> None:
+    root = Path(__file__).resolve().parent.parent
+    argv = ["billing", "simulate", str(DATA / "march.csv"), "--tz", "UTC", "--latest"]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *argv],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # the two bad rows of the fixture
+    assert {json.loads(x)["key"] for x in done.stdout.splitlines()} >= {"rpm:p1:99454:2026-03-01:v2"}
+    status = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "billing", "-c", str(root / "missing.yaml")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 2 and "missing.yaml" in status.stderr
