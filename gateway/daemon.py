@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -18,13 +19,14 @@ from typing import Any
 
 import structlog
 
+from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.models import ConfigBase
 from gateway.driver_api import DeviceContext, registry
 from gateway.outbox import Outbox, OutboxError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
-from gateway.records import ClockQuality, Reading, Severity
+from gateway.records import BillingRecord, ClockQuality, Reading, Severity
 from gateway.sd_notify import Notifier
 from gateway.supervisor import Assignment, Supervisor
 from gateway.uplink import Uplink
@@ -35,7 +37,27 @@ GATEWAY_SCOPE = "_gateway"
 SHUTDOWN_BUDGET_S = 5.0
 MAX_UNCOMMITTED = 5000  # records handed to the outbox and not yet committed before producers wait
 
-Observer = Callable[[str, Reading, PipelineOutput], None]
+Observer = Callable[[str, Reading | None, PipelineOutput], None]
+"""(patient, reading or None for records not caused by a reading, what the pipeline made of it)"""
+
+
+class _TappedStore:
+    """The outbox as the billing ledger sees it, letting the daemon's observer see billing records too."""
+
+    def __init__(self, outbox: Outbox, tap: Callable[[BillingRecord], None]) -> None:
+        self._outbox = outbox
+        self._tap = tap
+
+    def submit(self, record: BillingRecord, *, state: Mapping[str, bytes | None] | None = None) -> asyncio.Future[None]:
+        fut = self._outbox.submit(record, state=state)
+        self._tap(record)
+        return fut
+
+    def submit_state(self, state: Mapping[str, bytes | None]) -> asyncio.Future[None]:
+        return self._outbox.submit_state(state)
+
+    async def load_state(self, prefix: str) -> dict[str, bytes]:
+        return await self._outbox.load_state(prefix)
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,7 @@ class Daemon:
         self.uplink: Uplink | None = None
         self.supervisor: Supervisor | None = None
         self.pipeline: Pipeline | None = None
+        self.ledger: BillingLedger | None = None
         self.refused = 0
 
     # -- control ------------------------------------------------------------------------------
@@ -134,7 +157,7 @@ class Daemon:
     # -- main ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         st = self.cfg.storage
@@ -145,7 +168,7 @@ class Daemon:
             min_free_mb=st.min_free_mb,
             commit_interval_ms=st.commit_interval_ms,
             commit_max_records=st.commit_max_records,
-            on_alarm=lambda cond, detail: loop.call_soon_threadsafe(self._gateway_alarm, cond, detail),
+            on_alarm=self._gateway_alarm_threadsafe,
         )
         self.pipeline = Pipeline(
             gateway_id=self.cfg.gateway.id,
@@ -154,6 +177,13 @@ class Daemon:
             summary_period_s=self.cfg.processing.summaries.period_s,
             no_data_s=self.cfg.alarms.no_data_minutes * 60,
             battery_low_pct=self.cfg.alarms.battery_low_pct,
+        )
+        self.ledger = await BillingLedger.open(
+            _TappedStore(self.outbox, self._billing_tap),
+            self.cfg.billing,
+            gateway_id=self.cfg.gateway.id,
+            patients=patients_from_config(self.cfg),
+            clock=self.clock,
         )
         self.uplink = Uplink(self.cfg.upstream, self.outbox, gateway_id=self.cfg.gateway.id)
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
@@ -197,7 +227,12 @@ class Daemon:
         assert self.supervisor is not None and self.pipeline is not None and self.outbox is not None
         await self.supervisor.stop_all(grace_s=2.0)
         step("sessions_ms")
-        self._submit_all(self.pipeline.flush(self.clock.now()).records)
+        last = self._submit_all(self.pipeline.flush(self.clock.now()).records)
+        if self.ledger is not None:
+            await self.ledger.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*last, return_exceptions=True), timeout=1.0)
+        step("billing_ms")
         # Give a connected uplink a moment to deliver what is in flight; then it releases whatever it
         # leased and did not get acknowledged — those rows stay in the outbox for the next start.
         with contextlib.suppress(TimeoutError):
@@ -237,13 +272,17 @@ class Daemon:
             self.log.exception("pipeline_error", patient=patient, reading=type(reading).__name__)
             return
         self._submit_all(out.records)
+        if self.ledger is not None:
+            for ev in out.evidence:
+                await self.ledger.on_reading(ev.patient, ev.device, ev.time, ev.clock)
         if self.observer is not None:
             self.observer(patient, reading, out)
         if self._uncommitted > MAX_UNCOMMITTED:
             await self._drain.wait()
 
-    def _submit_all(self, records: list[AnyRecord]) -> None:
+    def _submit_all(self, records: list[AnyRecord]) -> list[asyncio.Future[None]]:
         assert self.outbox is not None
+        futures = []
         for rec in records:
             try:
                 fut = self.outbox.submit(rec)
@@ -253,7 +292,9 @@ class Daemon:
             self._uncommitted += 1
             if self._uncommitted > MAX_UNCOMMITTED:
                 self._drain.clear()
-            fut.add_done_callback(lambda f, rec=rec: self._committed(rec, f))
+            fut.add_done_callback(functools.partial(self._committed, rec))
+            futures.append(fut)
+        return futures
 
     def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:
         self._uncommitted -= 1
@@ -265,6 +306,22 @@ class Daemon:
     def _refused(self, rec: AnyRecord, e: BaseException | None) -> None:
         self.refused += 1
         self.log.error("record_refused", kind=rec.kind, key=rec.key, patient=rec.patient, error=repr(e))
+
+    def _billing_tap(self, record: BillingRecord) -> None:
+        self.log.info(
+            "billing_record",
+            patient=record.patient,
+            code=record.code,
+            status=record.status.value,
+            version=record.version,
+            days=record.qualifying_days,
+        )
+        if self.observer is not None:
+            self.observer(record.patient, None, PipelineOutput(records=[record]))
+
+    def _gateway_alarm_threadsafe(self, condition: str, detail: str) -> None:
+        # The outbox calls this from its writer thread.
+        self._loop.call_soon_threadsafe(self._gateway_alarm, condition, detail)
 
     def _gateway_alarm(self, condition: str, detail: str) -> None:
         assert self.pipeline is not None
@@ -288,8 +345,11 @@ class Daemon:
         while True:
             await asyncio.sleep(1.0)
             self._heartbeat = time.monotonic()
-            out = self.pipeline.tick(self.clock.now(), self.clock.quality())
+            now = self.clock.now()
+            out = self.pipeline.tick(now, self.clock.quality())
             self._submit_all(out.records)
+            if self.ledger is not None:
+                await self.ledger.tick(now)
             n += 1
             if n % 10 == 0:
                 self.notifier.status(self.status_line())

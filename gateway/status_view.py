@@ -84,7 +84,7 @@ class LiveView:
     def _say(self, patient: str, t: datetime, text: str) -> None:
         print(f"{t:%Y-%m-%d %H:%M:%S}  {patient:<8} {text}", file=self.out, flush=True)
 
-    def observe(self, patient: str, reading: Reading, output: PipelineOutput) -> None:
+    def observe(self, patient: str, reading: Reading | None, output: PipelineOutput) -> None:
         for r in output.accepted:
             if r.value is not None:
                 self.latest[patient][r.vital] = r.value
