@@ -474,11 +474,7 @@ async def test_corrupt_file_is_moved_aside(tmp_path: Path, damage: str) -> None:
         b = await open_box(path)
         await asyncio.gather(*(b.submit(summary(b.next_key())) for _ in range(400)))
         await b.close()
-        raw = bytearray(path.read_bytes())
-        page = int.from_bytes(raw[16:18], "big")
-        for p in range(1, len(raw) // page):  # scribble over every page but the header page
-            raw[p * page : p * page + 64] = b"\xa5" * 64
-        path.write_bytes(bytes(raw))
+        scribble_over_pages(path)
     alarms: list[tuple[str, str]] = []
     b = await open_box(path, on_alarm=lambda c, d: alarms.append((c, d)))
     assert [c for c, _ in alarms] == ["outbox_corrupt"]
@@ -487,6 +483,39 @@ async def test_corrupt_file_is_moved_aside(tmp_path: Path, damage: str) -> None:
     await b.accept(summary(b.next_key()))  # a fresh, working outbox
     assert len(await b.lease(10)) == 1
     await b.close()
+
+
+def scribble_over_pages(path: Path) -> None:
+    """Overwrite the head of every page but the first (the schema): b-tree headers become junk."""
+    raw = bytearray(path.read_bytes())
+    page = int.from_bytes(raw[16:18], "big")
+    for p in range(1, len(raw) // page):
+        raw[p * page : p * page + 64] = b"\xa5" * 64
+    with path.open("r+b") as f:  # in place: the open outbox keeps its file descriptor
+        f.write(raw)
+
+
+async def test_damage_found_while_running_replaces_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    b = await open_box(path)
+    fat = ["d" * 2000]  # ~11 MB of rows: far more than SQLite's page cache holds
+    await asyncio.gather(*(b.submit(summary(b.next_key()).model_copy(update={"devices": fat}))
+                           for _ in range(5000)))
+    await b.close()
+    alarms: list[tuple[str, str]] = []
+    b = await open_box(path, on_alarm=lambda c, d: alarms.append((c, d)))
+    (old,) = await b.lease(1)
+    await asyncio.to_thread(scribble_over_pages, path)  # the SD card goes bad under the daemon
+    assert await b.lease(100_000) == []  # answered from the fresh replacement
+    assert [c for c, _ in alarms] == ["outbox_corrupt"] and "5000 undelivered" in alarms[0][1]
+    assert moved_aside(tmp_path)
+    await b.ack([old.id])  # a lease from the damaged file: ignored, deletes nothing
+    rec = summary(b.next_key())
+    await b.accept(rec)
+    (row,) = await b.lease(10)
+    assert row.key == rec.key and row.seq > old.seq  # keys keep increasing
+    await b.close()
+    assert Outbox.inspect(path).depth == 1
 
 
 async def test_newer_schema_is_moved_aside_not_crash_looped(tmp_path: Path) -> None:

@@ -87,9 +87,10 @@ class Writer:
         self._states: list[tuple[Insert | PutState, StateRows]] = []
         self._acks: list[int] = []
         self._reserve_hi: int | None = None
+        self._seq_hi = 0  # highest key reservation seen: a replacement file must carry it over
         self._batch_ops = 0
         self._leased: dict[int, tuple[RecordKind, str]] = {}
-        self._deleting: dict[int, RecordKind | None] = {}
+        self._deleting: dict[int, RecordKind] = {}
         self._totals: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
         self._oldest: dict[RecordKind, float | None] = dict.fromkeys(RecordKind, None)
         self._counters = schema.Counters()
@@ -168,6 +169,7 @@ class Writer:
         raw_hi = schema.read_meta(conn, "seq_hi")
         start = int(raw_hi) if raw_hi and raw_hi.isdigit() else 1
         limit = start + SEQ_BLOCK
+        self._seq_hi = limit
         self._counters = schema.Counters.from_json(schema.read_meta(conn, "counters"))
         # leases do not survive a restart: every stored row is pending again
         self._counters.leased = {}
@@ -229,10 +231,12 @@ class Writer:
             self._states.append((op, op.state))
             self._batch_ops += 1
         elif isinstance(op, Ack):
+            # Only rows leased in this run are acked: an id from an earlier lease that was
+            # released, or from before a file replacement, must not delete anything.
             for i in op.ids:
                 info = self._leased.pop(i, None)
-                if i not in self._deleting:
-                    self._deleting[i] = None if info is None else info[0]
+                if info is not None and i not in self._deleting:
+                    self._deleting[i] = info[0]
                     self._acks.append(i)
             self._batch_ops += 1
         elif isinstance(op, Release):
@@ -240,12 +244,13 @@ class Writer:
                 self._leased.pop(i, None)
         elif isinstance(op, Reserve):
             self._reserve_hi = op.hi
+            self._seq_hi = max(self._seq_hi, op.hi)
             self._batch_ops += 1
         elif isinstance(op, Lease):
             try:
                 completions.append((op.future, None, self._lease(op.limit)))
             except sqlite3.Error as e:
-                completions.append((op.future, self._read_error(e, alarms), None))
+                completions.append((op.future, *self._read_failed(e, alarms, [])))
         elif isinstance(op, LoadState):
             # read-your-writes: commit what is queued first (load_state is a start-up call)
             if self._batch_ops:
@@ -253,16 +258,56 @@ class Writer:
             try:
                 completions.append((op.future, None, self._load_state(op.prefix)))
             except sqlite3.Error as e:
-                completions.append((op.future, self._read_error(e, alarms), None))
+                completions.append((op.future, *self._read_failed(e, alarms, {})))
         else:
             return op
         return None
 
-    def _read_error(self, e: sqlite3.Error, alarms: list[tuple[str, str]]) -> OutboxError:
+    def _read_failed(self, e: sqlite3.Error, alarms: list[tuple[str, str]],
+                     empty: object) -> tuple[OutboxError | None, object]:
+        """(error, result) for a failed read; a damaged file is replaced and the read answered
+        from the empty replacement."""
         if schema.is_corruption(e):
-            self._episode(alarms, "outbox_corrupt", f"read failed: {e}")
+            self._recover(e, alarms)
+            return None, empty
         log.error("outbox_read_failed", error=str(e))
-        return OutboxError(f"outbox read failed: {e}")
+        return OutboxError(f"outbox read failed: {e}"), None
+
+    def _recover(self, e: BaseException, alarms: list[tuple[str, str]]) -> None:
+        """The file went bad while open: move it aside and carry on with a fresh one.
+
+        The records stored in the damaged file stay in it (for forensics or manual replay); the
+        counters and the key reservation move over so keys keep increasing.  Leases are void:
+        their rows are not in the new file.  If even this fails the writer stops, every waiter
+        hears OutboxClosed, and the next start recovers at open time.
+        """
+        old = self._conn
+        self._conn = None
+        if old is not None:
+            with contextlib.suppress(sqlite3.Error):
+                old.close()
+        stranded = sum(self._totals.values())
+        moved = schema.move_aside(self._s.path)
+        conn = schema.connect(self._s.path, max_db_bytes=self._s.max_db_bytes)
+        self._conn = conn
+        self._counters.leased = {}
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
+            [("seq_hi", str(self._seq_hi)), ("counters", self._counters.to_json())],
+        )
+        conn.execute("COMMIT")
+        self._leased.clear()
+        self._deleting.clear()
+        self._acks.clear()
+        self._totals = dict.fromkeys(RecordKind, 0)
+        self._oldest = dict.fromkeys(RecordKind, None)
+        self._db_bytes = schema.file_bytes(self._s.path)
+        detail = (f"{self._s.path} damaged while running ({e}); moved to {moved.name} with "
+                  f"{stranded} undelivered records, continuing with an empty outbox")
+        log.error("outbox_corrupt", path=str(self._s.path), moved_to=str(moved), stranded=stranded,
+                  error=str(e))
+        self._episode(alarms, "outbox_corrupt", detail)
 
     def _shutdown(self, closing: Close, completions: list[Completion]) -> None:
         conn = self._conn
@@ -298,8 +343,7 @@ class Writer:
         for kind, _ in self._leased.values():
             excl[kind] += 1
         for dkind in self._deleting.values():
-            if dkind is not None:
-                excl[dkind] += 1
+            excl[dkind] += 1
         return excl
 
     def _lease(self, limit: int) -> list[PendingRow]:
@@ -322,7 +366,7 @@ class Writer:
             cur = conn.execute(
                 "SELECT id, key, patient, seq, created, payload FROM outbox WHERE kind = ? "
                 "ORDER BY seq LIMIT ?",
-                (kind.value, want + excl[kind] + self._unknown_deleting()),
+                (kind.value, want + excl[kind]),
             )
             got = 0
             for row_id, key, patient, seq, created, payload in cur:
@@ -336,15 +380,13 @@ class Writer:
             cur.close()
         return out
 
-    def _unknown_deleting(self) -> int:
-        return sum(1 for k in self._deleting.values() if k is None)
-
     def _load_state(self, prefix: str) -> dict[str, bytes]:
         return schema.load_state(self._conn_(), prefix)
 
     # ---- the group commit ---------------------------------------------------------------
 
-    def _commit(self, completions: list[Completion], alarms: list[tuple[str, str]]) -> None:
+    def _commit(self, completions: list[Completion], alarms: list[tuple[str, str]], *,
+                _retry: bool = False) -> None:
         inserts, states, acks = self._inserts, self._states, self._acks
         reserve_hi = self._reserve_hi
         n_ops = self._batch_ops
@@ -364,6 +406,14 @@ class Writer:
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             self._rollback(conn)
+            if schema.is_corruption(e) and not _retry:
+                # the batch is still in memory: nothing submitted since the last commit is lost
+                self._recover(e, alarms)
+                self._inserts = inserts + self._inserts
+                self._states = states + self._states
+                self._batch_ops += n_ops
+                self._commit(completions, alarms, _retry=True)
+                return
             self._commit_failed(e, completions, alarms, inserts, states, acks, reserve_hi, n_ops)
             return
         with self._cond:
@@ -667,8 +717,7 @@ class Writer:
             leased[kind] += 1
         deleting = dict.fromkeys(RecordKind, 0)
         for dkind in self._deleting.values():
-            if dkind is not None:
-                deleting[dkind] += 1
+            deleting[dkind] += 1
         c = self._counters
         counters = schema.Counters(c.accepted, c.delivered, c.refused, c.commits, c.last_delivery,
                                    dict(c.dropped), {})
