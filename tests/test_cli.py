@@ -1,0 +1,68 @@
+"""The command line as a technician uses it: the demo (README command one), `outbox`, `decode` dispatch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.local_broker import find_mosquitto
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+def test_demo_shows_readings_alarms_billing_and_delivery(tmp_path: Path) -> None:
+    # 300 s recordings at 40x: the desaturation (t=120-170 s) and the sensor-off spell happen within 8 s.
+    out = _cli("demo", "--duration", "9", "--speed", "40", "--state", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "Started a private Mosquitto" in text
+    assert "SpO2" in text and "HR(ECG)" in text
+    assert "ALARM RAISED: spo2 low" in text and "ALARM CLEARED: spo2 low" in text
+    assert "TECH ALARM RAISED: sensor off" in text
+    assert "BILLING 99453" in text
+    assert "broker connected" in text
+    delivered = int(text.rsplit("delivered to the broker this run (PUBACK): ", 1)[1].split(",")[0])
+    assert delivered > 20
+    assert "Traceback" not in text + out.stderr
+
+
+def test_demo_offline_fills_the_outbox(tmp_path: Path) -> None:
+    out = _cli("demo", "--duration", "4", "--speed", "40", "--offline", "--state", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "broker offline" in out.stdout
+    db = tmp_path / "gateway" / "outbox.sqlite3"
+    shown = _cli("outbox", "--db", str(db))
+    assert shown.returncode == 0, shown.stderr
+    summary = next(line for line in shown.stdout.splitlines() if line.strip().startswith("summary"))
+    assert int(summary.split()[1]) > 0, shown.stdout
+    as_json = _cli("outbox", "--db", str(db), "--json")
+    assert '"delivered": 0' in as_json.stdout
+
+
+def test_outbox_command_without_a_database_says_so(tmp_path: Path) -> None:
+    out = _cli("outbox", "--db", str(tmp_path / "none.sqlite3"))
+    assert out.returncode == 1 and "no outbox database" in out.stderr
+
+
+def test_decode_dispatches_to_the_driver_packages() -> None:
+    out = _cli("decode", "ble-heart-rate", "1E 55 32 00 21 00")
+    assert out.returncode == 0, out.stderr
+    assert "85" in out.stdout
+    unknown = _cli("decode", "no-such-protocol")
+    assert unknown.returncode == 2 and "known:" in unknown.stderr and "nonin2" in unknown.stderr
