@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import bleak_retry_connector
 from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from gateway.clock import Clock
@@ -29,6 +31,91 @@ class Notification:
     uuid: str  # characteristic UUID, lower case, 128-bit form
     data: bytes
     received_at: float  # host time
+
+
+NO_RSSI = -127  # what bleak reports when BlueZ has no RSSI for a device (nothing heard in this scan)
+
+
+class AdapterScanner:
+    """One discovery per adapter, shared by every device waiting for an advertisement on it.
+
+    BlueZ allows one discovery per D-Bus client (bleak uses one connection per process): a second
+    StartDiscovery is rejected as InProgress and the first StopDiscovery ends the scan for all.  So a
+    cuff, a scale and a meter waiting in passive mode cannot each run their own scanner; they register
+    here, the scan runs while anyone waits and stops when the last waiter leaves.
+    """
+
+    def __init__(self, adapter: str) -> None:
+        self.adapter = adapter
+        self._waiters: dict[str, list[asyncio.Future[BLEDevice]]] = {}
+        self._scanner: BleakScanner | None = None
+        self._lock = asyncio.Lock()
+        self._last_rssi: dict[str, int] = {}
+
+    @property
+    def scanning(self) -> bool:
+        return self._scanner is not None
+
+    def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
+        # bleak reports *every* change of a device's properties while scanning, including the
+        # Connected=False of a device that just left: that is no sign it is back.  An advertisement
+        # received now shows as a fresh RSSI; a missing or unchanged RSSI is some other change.
+        address = device.address.upper()
+        if adv.rssi == NO_RSSI or self._last_rssi.get(address) == adv.rssi:
+            return
+        self._last_rssi[address] = adv.rssi
+        for fut in self._waiters.pop(address, []):
+            if not fut.done():
+                fut.set_result(device)
+
+    async def wait_for(self, address: str, timeout_s: float) -> BLEDevice | None:
+        fut: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(address.upper(), [])
+        waiters.append(fut)
+        try:
+            await self._start()
+            async with asyncio.timeout(timeout_s):
+                return await fut
+        except TimeoutError:
+            return None
+        finally:
+            if fut in self._waiters.get(address.upper(), []):
+                self._waiters[address.upper()].remove(fut)
+                if not self._waiters[address.upper()]:
+                    del self._waiters[address.upper()]
+            fut.cancel()
+            if not self._waiters:
+                await asyncio.shield(self._stop())
+
+    async def _start(self) -> None:
+        async with self._lock:
+            if self._scanner is not None:
+                return
+            scanner = BleakScanner(self._on_advertisement, bluez={"adapter": self.adapter})
+            try:
+                await scanner.start()
+            except (BleakError, OSError, EOFError) as e:
+                raise DriverConnectFailed(f"scanning on {self.adapter} failed: {e}") from e
+            self._scanner = scanner
+
+    async def _stop(self) -> None:
+        async with self._lock:
+            if self._waiters or self._scanner is None:
+                return
+            scanner, self._scanner = self._scanner, None
+            with contextlib.suppress(BleakError, OSError, EOFError, TimeoutError):
+                await scanner.stop()
+
+
+# One scanner per adapter and event loop (tests run several loops in one process).
+_scanners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AdapterScanner]] = weakref.WeakKeyDictionary()
+
+
+def adapter_scanner(adapter: str) -> AdapterScanner:
+    per_loop = _scanners.setdefault(asyncio.get_running_loop(), {})
+    if adapter not in per_loop:
+        per_loop[adapter] = AdapterScanner(adapter)
+    return per_loop[adapter]
 
 
 class _Lost:
@@ -65,12 +152,7 @@ class BleLink:
 
     async def find(self, timeout_s: float) -> BLEDevice | None:
         """The device once it advertises, or None after ``timeout_s``."""
-        try:
-            return await BleakScanner.find_device_by_address(
-                self.address, timeout=timeout_s, bluez={"adapter": self.adapter}
-            )
-        except (BleakError, OSError, EOFError) as e:
-            raise DriverConnectFailed(f"scanning on {self.adapter} failed: {e}") from e
+        return await adapter_scanner(self.adapter).wait_for(self.address, timeout_s)
 
     # --- connection ----------------------------------------------------------------------------
 

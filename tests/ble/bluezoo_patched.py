@@ -15,10 +15,12 @@ import logging
 import sys
 from typing import Any
 
+import sdbus
 from bluezoo import bluezoo as bz
+from bluezoo import events
 from bluezoo.adapter import Adapter
 from bluezoo.device import Device
-from bluezoo.exceptions import DBusBluezFailedError
+from bluezoo.exceptions import DBusBluezFailedError, DBusBluezInProgressError
 from bluezoo.gatt import GattCharacteristicClientLink
 from bluezoo.gatt.manager import GattManager
 from bluezoo.interfaces.Device import DeviceInterface
@@ -130,6 +132,49 @@ async def _connect(self: Device, uuid: str | None = None) -> None:
 
 
 Device.connect = _connect  # type: ignore[method-assign]
+
+
+# --- Fidelity: discovery is per D-Bus client, as in BlueZ -----------------------------------------
+# BlueZ answers a second StartDiscovery from the same client with org.bluez.Error.InProgress and keeps
+# scanning until the *last* client stops; bluezoo restarts its scan task for every caller (orphaning
+# the previous one) and stops scanning for everybody on the first StopDiscovery.  The gateway's
+# drivers must cope with the real behaviour, so the mock has it.
+_start_discovery = Adapter.__dict__["StartDiscovery"]
+_stop_discovery = Adapter.__dict__["StopDiscovery"]
+_orig_start_discovery = _start_discovery.original_method
+_orig_stop_discovery = _stop_discovery.original_method
+
+
+async def _start_discovery_per_client(self: Adapter) -> None:
+    sender = sdbus.get_current_message().sender
+    if sender in self.scan_subscribers:
+        raise DBusBluezInProgressError("Operation already in progress")
+    if self.scan_subscribers and self.discovering:
+        # Another client scans already: join its scan (and be cleaned up if this client vanishes).
+        async def on_sender_lost() -> None:
+            self.scan_subscribers.pop(sender, None)
+            if not self.scan_subscribers:
+                self.discovering_task.cancel()
+                await self.Discovering.set_async(False)
+
+        self.scan_subscribers[sender] = events.subscribe(f"service:lost:{sender}", on_sender_lost, once=True)
+        return
+    await _orig_start_discovery(self)
+
+
+async def _stop_discovery_per_client(self: Adapter) -> None:
+    sender = sdbus.get_current_message().sender
+    subscriber = self.scan_subscribers.pop(sender, None)
+    if subscriber is None:
+        raise DBusBluezFailedError("No discovery started")
+    subscriber.unsubscribe()
+    if not self.scan_subscribers:
+        self.discovering_task.cancel()
+        await self.Discovering.set_async(False)
+
+
+_start_discovery.original_method = _start_discovery_per_client
+_stop_discovery.original_method = _stop_discovery_per_client
 
 
 # --- Defect 6: only hci0 is a central; the others are peripherals -------------------------------

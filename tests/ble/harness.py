@@ -106,6 +106,8 @@ def _spawn(tmp_path: Path, daemon: str, sock: Path, scan_interval_s: float) -> l
         time.sleep(0.01)
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={sock}"}
     cmd = [sys.executable, "-m", "tests.ble.bluezoo_patched", "--scan-interval", str(scan_interval_s), "-a", CENTRAL]
+    if os.environ.get("BLUEZOO_VERBOSE"):
+        cmd.append("-v")
     for p in PERIPHERALS:
         cmd += ["-a", p]
     with open(tmp_path / "bluezoo.log", "wb") as out:

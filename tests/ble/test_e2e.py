@@ -452,3 +452,38 @@ async def test_lost_links_leak_no_connections(mock_bluez: MockBluez, device_ctx:
     for _ in range(4):
         await cycle()
     assert _open_fds() <= baseline
+
+
+async def test_two_passive_devices_share_the_adapter(mock_bluez: MockBluez, device_ctx: DeviceContext) -> None:
+    """A cuff and a thermometer wait on the same adapter at once.  BlueZ allows one discovery per
+    client (a second StartDiscovery is InProgress, one StopDiscovery ends it): both must still be caught."""
+    cuff_addr, thermo_addr = mock_bluez.peripherals[1], mock_bluez.peripherals[0]
+    ctx2 = replace(device_ctx, device_id="dev2", state_dir=device_ctx.state_dir.parent / "dev2")
+    bp = make_driver(device_ctx, {"driver": "ble-blood-pressure", "address": cuff_addr})
+    th = make_driver(ctx2, {"driver": "ble-thermometer", "address": thermo_addr, "idle_timeout_s": 0.3})
+    cuff = bp_cuff(mock_bluez.adapter_of(cuff_addr), utc_wall_clock())
+    thermo = Peripheral(
+        "Thermo",
+        mock_bluez.adapter_of(thermo_addr),
+        [ServiceSpec(thermometer.SERVICE, [CharSpec(thermometer.MEASUREMENT, ["indicate"])])],
+    )
+    async with bp, th:
+        bp_pending = asyncio.ensure_future(take(aiter(bp.readings()), 6))
+        th_pending = asyncio.ensure_future(take(aiter(th.readings()), 3))
+        await asyncio.sleep(0.3)  # both sessions are scanning before anything advertises
+        try:
+            await thermo.start()
+            await thermo.wait_subscribed(thermometer.MEASUREMENT)
+            thermo.notify(thermometer.MEASUREMENT, bytes.fromhex("00720100FF"))
+            th_got = await th_pending  # connected, 37.0, released: its scan has stopped meanwhile
+            await cuff.start()
+            await cuff.wait_subscribed(blood_pressure.MEASUREMENT)
+            cuff.notify(blood_pressure.MEASUREMENT, bp_payload(120, 80, 93, 70, utc_wall_clock()))
+            await asyncio.sleep(0.2)
+            await cuff.stop()
+            bp_got = await bp_pending
+        finally:
+            await thermo.stop()
+            await cuff.stop()
+    assert [r.value for r in th_got if isinstance(r, VitalReading)] == [pytest.approx(37.0)]
+    assert [r.value for r in vitals(bp_got, Vital.SYSTOLIC_BP)] == [120.0]
