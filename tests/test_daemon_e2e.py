@@ -153,8 +153,13 @@ async def test_sigterm_stops_quickly_with_everything_on_disk(tmp_path: Path, dae
     )
     d = daemon_factory(cfg)
     d.start()
-    await asyncio.sleep(3)
+    await asyncio.sleep(12)  # long enough for the watchdog (every 2 s here) and a STATUS= line (every 10 s)
     assert d.stop(timeout=5.0) == 0  # raises if the daemon takes longer than 5 s
+    d.poll_notifications()
+    assert "WATCHDOG=1" in d.notifications
+    status = [n for n in d.notifications if n.startswith("STATUS=") and "devices up" in n]
+    assert status and "broker offline" in status[-1], d.notifications
+    assert "STOPPING=1" in d.notifications[d.notifications.index("READY=1") :]
     stats = Outbox.inspect(_outbox(tmp_path))
     assert stats.accepted > 0 and stats.depth == stats.accepted
     stopped = events_named(d.log_events(), "gateway_stopped")
