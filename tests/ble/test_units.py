@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -16,7 +19,7 @@ from pydantic import ValidationError
 from drivers.ble import decode_cli
 from drivers.ble.device_time import DeviceClock, decode_current_time
 from drivers.ble.driver import BleDriver, SequenceStore
-from drivers.ble.link import BleLink, Notification
+from drivers.ble.link import NO_RSSI, AdapterScanner, BleLink, Notification
 from drivers.ble.settings import GlucoseSettings, HeartRateSettings, PolarEcgSettings
 from drivers.ble.wire import DecodeError, DeviceDateTime
 from gateway.clock import ManualClock
@@ -204,3 +207,22 @@ def test_any_notification_is_decoded_or_rejected(name: str, tmp_path: Path) -> N
                 assert math.isfinite(r.value)
 
     check()
+
+
+async def test_scanner_takes_only_fresh_advertisements() -> None:
+    """bleak reports every property change while scanning; only a new RSSI means 'advertising now'."""
+    scanner = AdapterScanner("hci0")
+    fut: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+    scanner._waiters["AA:BB:CC:DD:EE:01"] = [fut]
+    dev = BLEDevice("aa:bb:cc:dd:ee:01", "strap", {})
+
+    def adv(rssi: int) -> AdvertisementData:
+        return AdvertisementData(None, {}, {}, [], None, rssi, ())
+
+    scanner._last_rssi["AA:BB:CC:DD:EE:01"] = -55  # as last heard before it connected
+    scanner._on_advertisement(dev, adv(-55))  # e.g. Connected=False after it left: same RSSI
+    scanner._on_advertisement(dev, adv(NO_RSSI))  # nothing heard in this scan
+    assert not fut.done()
+    scanner._on_advertisement(dev, adv(-61))
+    assert fut.done() and fut.result() is dev
+    assert "AA:BB:CC:DD:EE:01" not in scanner._waiters
