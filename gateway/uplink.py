@@ -30,7 +30,8 @@ Delivery rules:
   Rows go out in the outbox's lease order; a row released after a failure may arrive after rows
   leased later than it, and may arrive twice.
 * Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))``; ``n``
-  starts again from 0 after a connect that got as far as announcing ``online``.
+  starts again from 0 after a connection that announced ``online`` and stayed up for 10 s
+  without a refusal or a publish timeout.
 
 This is the only module that imports aiomqtt.
 """
@@ -68,6 +69,8 @@ IDLE_POLL_S = 5.0
 # A deliberate disconnect announces ``offline`` but does not wait long for a dying link.
 GOODBYE_TIMEOUT_S = 0.5
 BACKOFF_BASE_S = 1.0
+# A connection that stayed up this long (after announcing "online") resets the backoff.
+STABLE_AFTER_S = 10.0
 
 _RESERVED = {"/": "%2F", "+": "%2B", "#": "%23", "%": "%25", "\x00": "%00"}
 
@@ -187,7 +190,7 @@ class _AckingClient(aiomqtt.Client):
     aiomqtt 2.x completes ``publish()`` on any PUBACK and drops its reason code, so a message an
     MQTT 5 broker refused (0x87 not authorised, 0x97 quota exceeded) would look delivered and its
     row would be deleted.  This uses aiomqtt internals (``_client``, ``_loop``, ``_connected``,
-    ``_lock`` and two callbacks), stable within the pinned 2.x series.
+    ``_disconnected``, ``_lock`` and three callbacks), stable within the pinned 2.x series.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -237,6 +240,12 @@ class _AckingClient(aiomqtt.Client):
             self._connected.set_exception(aiomqtt.MqttError(f"connection closed before CONNACK: {reason_code}"))
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
+    def retrieve_link_error(self) -> None:
+        """Mark a link failure as seen: once our watcher is gone, nobody else would, and asyncio
+        logs "Future exception was never retrieved" for it."""
+        if self._disconnected.done() and not self._disconnected.cancelled():
+            self._disconnected.exception()
+
     async def publish_acked(
         self, topic: str, payload: bytes, *, retain: bool, properties: Properties, wait_s: float
     ) -> ReasonCode:
@@ -270,6 +279,7 @@ class Uplink:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         backoff_base_s: float = BACKOFF_BASE_S,
+        stable_after_s: float = STABLE_AFTER_S,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
@@ -281,6 +291,7 @@ class Uplink:
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._backoff_base_s = backoff_base_s
+        self._stable_after_s = stable_after_s
         self._status_topic = status_topic(cfg.topic_prefix, gateway_id)
         self._stats = UplinkStats()
         # Source of truth for "leased and not yet acked in the outbox": whatever is here when a
@@ -292,7 +303,7 @@ class Uplink:
         self._lease_lock = asyncio.Lock()
         self._leases: set[asyncio.Task[Sequence[QueuedRow]]] = set()
         self._prefetch: asyncio.Task[Sequence[QueuedRow]] | None = None
-        self._announced = False
+        self._announced_at: float | None = None
 
     @property
     def stats(self) -> UplinkStats:
@@ -304,16 +315,19 @@ class Uplink:
         """Connect, announce, drain the outbox; reconnect with backoff.  Returns only by cancel."""
         attempt = 0
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                self._announced = False
+                self._announced_at = None
                 good = False
                 try:
                     await self._connection()
                 except _LINK_ERRORS as e:
                     self._stats.last_error = f"{type(e).__name__}: {e}"
-                    # A broker that accepts the connection but refuses or ignores publishes
-                    # must not get a reconnect every second: only a clean loss resets backoff.
-                    good = self._announced and not isinstance(e, UplinkError)
+                    # Only a connection that worked for a while resets the backoff: a broker that
+                    # refuses or ignores publishes, or a twin gateway with the same client id
+                    # taking the session over, must not get a reconnect every second.
+                    up_s = None if self._announced_at is None else loop.time() - self._announced_at
+                    good = up_s is not None and up_s >= self._stable_after_s and not isinstance(e, UplinkError)
                 finally:
                     self._stats.connected = False
                     await self._settle()
@@ -334,8 +348,6 @@ class Uplink:
             self._stats.connected = True
             self._stats.connects += 1
             self._log.info("uplink_connected", host=self._cfg.host, port=self._cfg.port, client_id=self._client_id)
-            await self._publish_status(client, "online", self._cfg.publish_timeout_s)
-            self._announced = True
             try:
                 await self._pump(client)
             except aiomqtt.MqttError as e:
@@ -351,6 +363,7 @@ class Uplink:
                 raise
         finally:
             self._stats.connected = False
+            client.retrieve_link_error()
             # A failure here means the link was already gone: nothing left to close cleanly.
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await client.__aexit__(None, None, None)
@@ -415,22 +428,28 @@ class Uplink:
     # ---------------------------------------------------------------- draining
 
     async def _pump(self, client: _AckingClient) -> None:
-        """Run the publishing tasks until one of them fails; the failure ends the connection."""
-        tasks = [
-            asyncio.create_task(self._watch(client), name="uplink-watch"),
-            asyncio.create_task(self._acker(), name="uplink-acker"),
-        ]
-        window = min(self._cfg.inflight, client.receive_maximum or self._cfg.inflight)
-        if window < self._cfg.inflight:
-            self._log.info("uplink_window_capped", inflight=self._cfg.inflight, receive_maximum=client.receive_maximum)
-        self._stats.window = window
-        tasks += [asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(window)]
+        """Announce ``online``, then publish until a task fails; the failure ends the connection.
+
+        The watcher runs from the start, so a link lost during the announcement ends it at once
+        instead of after the publish timeout.
+        """
+        watch = asyncio.create_task(self._watch(client), name="uplink-watch")
+        announce = asyncio.create_task(
+            self._publish_status(client, "online", self._cfg.publish_timeout_s), name="uplink-announce"
+        )
+        tasks = [watch, announce]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if announce.done() and announce.exception() is None:
+                self._announced_at = asyncio.get_running_loop().time()
+                tasks.remove(announce)
+                tasks += self._start_publishing(client)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            else:
+                done = {t for t in tasks if t.done()}
             # A refusal or timeout is the root cause even if the link died right after it
             # (Mosquitto closes the link after refusing); otherwise the watcher's "link lost"
             # explains the other tasks' failures best.
-            watch = tasks[0]
             ranked = sorted(done, key=lambda t: (not isinstance(t.exception(), UplinkError), t is not watch))
             for task in ranked:
                 exc = task.exception()
@@ -441,6 +460,15 @@ class Uplink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_publishing(self, client: _AckingClient) -> list[asyncio.Task[None]]:
+        window = min(self._cfg.inflight, client.receive_maximum or self._cfg.inflight)
+        if window < self._cfg.inflight:
+            self._log.info("uplink_window_capped", inflight=self._cfg.inflight, receive_maximum=client.receive_maximum)
+        self._stats.window = window
+        tasks = [asyncio.create_task(self._acker(), name="uplink-acker")]
+        tasks += [asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(window)]
+        return tasks
 
     async def _watch(self, client: _AckingClient) -> None:
         # We subscribe to nothing; the iterator's job here is to raise when the link dies, which

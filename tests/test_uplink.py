@@ -404,24 +404,36 @@ async def test_backoff_schedule_uses_injected_rng_and_resets_after_a_good_connec
 ) -> None:
     b = MosquittoBroker(tmp_path / "b")  # configured, not started: connection refused
     cfg = upstream(b.url, backoff_max_s=1.0)
-    uplink = Uplink(cfg, outbox, gateway_id=GW, rng=random.Random(7), backoff_base_s=0.02)
+    uplink = Uplink(cfg, outbox, gateway_id=GW, rng=random.Random(7), backoff_base_s=0.02, stable_after_s=1.0)
+
+    def backoffs() -> list[dict[str, Any]]:
+        return [e for e in logs if e["event"] == "uplink_backoff"]
+
     with capture_logs() as logs:
         async with running(uplink):
-            await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 7)
+            await until(lambda: len(backoffs()) >= 7)
             b.start()
             try:
+                # Up too briefly to count as good: the schedule goes on growing.
                 await until(lambda: uplink.stats.connected)
+                refused_before = len(backoffs())
                 b.stop()
-                await until(lambda: sum(e["event"] == "uplink_backoff" for e in logs) >= 9)
+                await until(lambda: len(backoffs()) >= refused_before + 2)
+                # Up long enough: the next backoff starts from attempt 0 again.
+                b.start()
+                await until(lambda: uplink.stats.connected)
+                await asyncio.sleep(1.1)
+                stable_before = len(backoffs())
+                b.stop()
+                await until(lambda: len(backoffs()) >= stable_before + 2)
             finally:
                 b.kill()
-    backoffs = [e for e in logs if e["event"] == "uplink_backoff"]
-    attempts = [e["attempt"] for e in backoffs]
-    connected_at = next(i for i, e in enumerate(backoffs) if e["attempt"] == 0 and i > 0)
-    assert attempts[:connected_at] == list(range(connected_at))
-    assert attempts[connected_at] == 0  # the good connect reset the schedule
+    attempts = [e["attempt"] for e in backoffs()]
+    assert attempts[:refused_before] == list(range(refused_before))
+    assert attempts[refused_before] == refused_before  # a brief connection resets nothing
+    assert attempts[stable_before : stable_before + 2] == [0, 1]
     replay = random.Random(7)
-    for i, e in enumerate(backoffs[: min(7, connected_at)]):
+    for i, e in enumerate(backoffs()[:refused_before]):
         expected = backoff_delay(i, base=0.02, cap=1.0, rng=replay)
         assert e["delay_s"] == round(expected, 3)
         assert 0 <= e["delay_s"] <= min(1.0, 0.02 * 2**i)
