@@ -9,6 +9,9 @@ import pytest
 
 from tests.broker import MosquittoBroker, Subscriber, TlsFiles, find_mosquitto, make_tls_files
 
+# The daemon-as-a-child-process fixture (daemon_factory) lives with its harness.
+pytest_plugins = ["tests.daemon_harness"]
+
 
 def _require_mosquitto() -> str:
     exe = find_mosquitto()

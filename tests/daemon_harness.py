@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,3 +159,18 @@ class DaemonProcess:
 
 def events_named(events: Iterable[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("event") == name]
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Any:
+    """Makes DaemonProcess objects in the test's directory and kills whatever is left at teardown."""
+    made: list[DaemonProcess] = []
+
+    def make(config: Path) -> DaemonProcess:
+        d = DaemonProcess(config, tmp_path)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()

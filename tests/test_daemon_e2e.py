@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.outbox import Outbox
 from gateway.records import RecordKind
 from tests.broker import MosquittoBroker, Received, Subscriber
-from tests.daemon_harness import FIXTURES, DaemonProcess, events_named, replay_device, write_config
+from tests.daemon_harness import FIXTURES, events_named, replay_device, write_config
 
 VITALS_A = FIXTURES / "vitals" / "patient-a.jsonl"
 VITALS_B = FIXTURES / "vitals" / "patient-b.jsonl"
@@ -65,20 +63,6 @@ async def _assert_nothing_lost(sub: Subscriber, db: Path) -> None:
         body = r.json()
         assert body["key"] == r.user_properties["key"]
         assert r.topic.split("/")[2] == body["kind"]
-
-
-@pytest.fixture
-def daemon_factory(tmp_path: Path) -> Any:
-    made: list[DaemonProcess] = []
-
-    def make(config: Path) -> DaemonProcess:
-        d = DaemonProcess(config, tmp_path)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
 
 
 async def test_replay_reaches_broker_with_unique_keys(

@@ -20,20 +20,6 @@ VITALS_A = FIXTURES / "vitals" / "patient-a.jsonl"
 VITALS_B = FIXTURES / "vitals" / "patient-b.jsonl"
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Any:
-    made: list[DaemonProcess] = []
-
-    def make(config: Path) -> DaemonProcess:
-        d = DaemonProcess(config, tmp_path)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        d.close()
-
-
 async def _log_event(d: DaemonProcess, name: str, within_s: float = 20.0) -> dict[str, Any]:
     deadline = time.monotonic() + within_s
     while True:
@@ -44,7 +30,7 @@ async def _log_event(d: DaemonProcess, name: str, within_s: float = 20.0) -> dic
         await asyncio.sleep(0.1)
 
 
-async def test_sighup_restarts_only_changed_devices(tmp_path: Path, daemons: Any) -> None:
+async def test_sighup_restarts_only_changed_devices(tmp_path: Path, daemon_factory: Any) -> None:
     def devices(b_speed: float, with_c: bool, with_d: bool) -> dict[str, list[dict[str, Any]]]:
         p = [
             replay_device("dev-a", vitals=VITALS_A, speed=5, loop=True),
@@ -57,7 +43,7 @@ async def test_sighup_restarts_only_changed_devices(tmp_path: Path, daemons: Any
         return {"p-a": p}
 
     cfg = write_config(tmp_path, broker_url="mqtt://127.0.0.1:9", patients=devices(5, True, False))
-    d = daemons(cfg)
+    d = daemon_factory(cfg)
     d.start()
     await asyncio.sleep(1.0)
     write_config(tmp_path, broker_url="mqtt://127.0.0.1:9", patients=devices(7, False, True))
@@ -74,13 +60,13 @@ async def test_sighup_restarts_only_changed_devices(tmp_path: Path, daemons: Any
     assert d.stop() == 0
 
 
-async def test_sighup_with_a_broken_config_keeps_running(tmp_path: Path, daemons: Any) -> None:
+async def test_sighup_with_a_broken_config_keeps_running(tmp_path: Path, daemon_factory: Any) -> None:
     cfg = write_config(
         tmp_path,
         broker_url="mqtt://127.0.0.1:9",
         patients={"p-a": [replay_device("dev-a", vitals=VITALS_A, speed=5, loop=True)]},
     )
-    d = daemons(cfg)
+    d = daemon_factory(cfg)
     d.start()
     good = cfg.read_text()
     cfg.write_text(good.replace("patients:", "patients:\n  - oops: [unclosed"))
@@ -92,7 +78,7 @@ async def test_sighup_with_a_broken_config_keeps_running(tmp_path: Path, daemons
 
 
 async def test_corrupt_database_is_moved_aside_and_alarmed(
-    tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber, daemons: Any
+    tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber, daemon_factory: Any
 ) -> None:
     state = tmp_path / "state"
     state.mkdir()
@@ -102,7 +88,7 @@ async def test_corrupt_database_is_moved_aside_and_alarmed(
         broker_url=broker.url,
         patients={"p-a": [replay_device("dev-a", vitals=VITALS_A, speed=20)]},
     )
-    d = daemons(cfg)
+    d = daemon_factory(cfg)
     d.start()
     await subscriber.wait_until(
         lambda rs: any(r.json().get("condition") == "outbox_corrupt" for r in rs if "/alarm/" in r.topic)
@@ -113,7 +99,7 @@ async def test_corrupt_database_is_moved_aside_and_alarmed(
     assert d.stop() == 0
 
 
-async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: Path, daemons: Any) -> None:
+async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: Path, daemon_factory: Any) -> None:
     # A free-disk floor far above what any disk has: the outbox behaves as on a full SD card.
     cfg = write_config(
         tmp_path,
@@ -121,7 +107,7 @@ async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: 
         patients={"p-a": [replay_device("dev-a", vitals=VITALS_A, speed=50, loop=True)]},
         extra={"storage": {"min_free_mb": 1_000_000_000}, "processing": {"summaries": {"period_s": 1}}},
     )
-    d = daemons(cfg)
+    d = daemon_factory(cfg)
     d.start()
     await _log_event(d, "gateway_technical_alarm")
     await asyncio.sleep(2.0)
