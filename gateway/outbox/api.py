@@ -53,13 +53,12 @@ log = structlog.get_logger()
 class Outbox:
     """Durable store-and-forward queue of outbound records. Create with ``await Outbox.open(...)``."""
 
-    def __init__(self, *, _writer: Writer, _gateway_id: str, _clock: Callable[[], float],
-                 _on_alarm: AlarmHook | None) -> None:
-        self._writer = _writer
-        self._gateway_id = _gateway_id
-        self._clock = _clock
-        self._on_alarm = _on_alarm
+    def __init__(self, *, _settings: Settings, _gateway_id: str, _on_alarm: AlarmHook | None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._writer = Writer(_settings, self._loop, self._on_writer)
+        self._gateway_id = _gateway_id
+        self._clock = _settings.clock
+        self._on_alarm = _on_alarm
         self._snapshot: Snapshot | None = None
         self._pending = asyncio.Event()
         self._closed = False
@@ -90,7 +89,6 @@ class Outbox:
         """
         if commit_interval_ms < 1 or commit_max_records < 1:
             raise ValueError("commit_interval_ms and commit_max_records must be >= 1")
-        loop = asyncio.get_running_loop()
         settings = Settings(
             path=Path(path),
             quotas=quotas,
@@ -102,19 +100,8 @@ class Outbox:
             lease_policy=lease_policy,
             max_db_bytes=max_db_bytes,
         )
-        box: Outbox | None = None
-
-        def post(completions: list[Completion], snapshot: Snapshot | None,
-                 alarms: list[tuple[str, str]]) -> None:
-            if box is not None:
-                box._on_writer(completions, snapshot, alarms)
-            else:  # still opening: only the open result (and corruption alarms) can arrive
-                _settle(completions)
-                _raise_alarms(on_alarm, alarms)
-
-        writer = Writer(settings, loop, post)
-        box = cls(_writer=writer, _gateway_id=gateway_id, _clock=clock, _on_alarm=on_alarm)
-        opened = await writer.start()
+        box = cls(_settings=settings, _gateway_id=gateway_id, _on_alarm=on_alarm)
+        opened = await box._writer.start()
         box._snapshot = opened.snapshot
         box._counter = SeqCounter(opened.seq_start, opened.seq_limit, box._reserve)
         box._update_pending(opened.snapshot)
