@@ -95,6 +95,10 @@ class DeviceSession:
         self.backoff = backoff
         self.info = SessionInfo(ctx.device_id, assignment.patient, spec.name)
         self.log = ctx.log
+        # initial_s * 2**n plus up to initial_s of jitter, capped: sessions failing together spread out.
+        self._exponential = wait_exponential_jitter(
+            multiplier=backoff.initial_s, max=backoff.max_s, jitter=backoff.initial_s
+        )
 
     async def run(self) -> None:
         structlog.contextvars.bind_contextvars(device=self.ctx.device_id, patient=self.assignment.patient)
@@ -124,7 +128,7 @@ class DeviceSession:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, DriverConfigError):
             return self.backoff.config_error_s
-        return float(wait_exponential_jitter(initial=self.backoff.initial_s, max=self.backoff.max_s)(state))
+        return float(self._exponential(state))
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
