@@ -138,9 +138,12 @@ class Daemon:
             self.log.error("config_reload_failed", problems=e.render())
             self.notifier.status(self.status_line())
             return
-        for section in ("gateway", "upstream", "storage", "clock"):
+        for section in ("gateway", "upstream", "storage", "clock", "billing"):
             if getattr(new, section) != getattr(self.cfg, section):
                 self.log.warning("config_section_needs_restart", section=section)
+        if {p.id for p in new.patients} != {p.id for p in self.cfg.patients}:
+            # The ledger's books are opened at start-up; readings of a new patient count after a restart.
+            self.log.warning("billing_patients_change_needs_restart")
         self.cfg = new
         assert self.pipeline is not None and self.supervisor is not None
         self.pipeline.reconfigure(patient_setups(new))
