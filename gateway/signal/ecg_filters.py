@@ -29,7 +29,7 @@ MAX_RATE_HZ = 1000.0
 # QRS energy sits at roughly 5-20 Hz; P/T waves and baseline wander below, muscle noise and
 # mains above.  The band is fixed in Hz so every sample rate sees the same feature.
 QRS_BAND_HZ = (5.0, 18.0)
-# Smoothing of the squared slope: plays the role of Pan-Tompkins' 150 ms moving-window integrator
+# Smoothing of the rectified slope: plays the role of Pan-Tompkins' 150 ms moving-window integrator
 # (a 150 ms boxcar passes up to ~3 Hz) without its drift-prone running sum.
 ENERGY_LOWPASS_HZ = 4.0
 

@@ -1,21 +1,29 @@
 """Streaming QRS (R-peak) detector with explicit state.
 
 Design, after Pan & Tompkins (1985) and Hamilton & Tompkins (1986), reworked for streaming with
-a hard latency bound:
+a latency bound:
 
-1. Band-pass 5-18 Hz (causal Butterworth), first difference, square, low-pass 4 Hz: an energy
-   envelope that peaks once per QRS ``feature_delay`` samples after the R wave.
+1. Band-pass 5-18 Hz (causal Butterworth), first difference, absolute value, low-pass 4 Hz: a
+   slope envelope that peaks once per QRS, ``feature_delay`` samples (~86 ms) after the R wave.
+   Rectified rather than squared slope (as Hamilton & Tompkins): a PVC ten times a sinus beat's
+   energy is only ~3 times its slope, so the sinus beats next to it stay above threshold.
 2. A QRS candidate is a sample of that envelope that is the largest within ``refractory`` before it
-   and ``lookahead`` after it.  It is decided when the look-ahead has arrived, never later, so a
-   beat leaves the detector ``feature_delay + lookahead`` (< 300 ms) after its R wave.
-3. Adaptive thresholds: running signal and noise peak levels; a candidate above
-   ``noise + k * (signal - noise)`` is a beat.
-4. Search-back, bounded by the latency budget: once the time since the last beat exceeds
-   ``searchback_rr`` times the recent RR, the threshold halves, so a small beat that arrives late
-   (a missed beat's successor, a low-amplitude ectopic) is still taken.
-5. T-wave discrimination: a candidate closer than ``t_wave_window`` to the previous beat whose
-   energy is under ``t_wave_ratio`` of that beat's is a T wave (or a second hump of the same QRS).
-6. The R wave is located as the extreme of the band-passed signal near the candidate.
+   and a look-ahead after it, and is decided when the look-ahead has arrived, never later.  The
+   look-ahead is 150 ms, shortened (down to 60 ms) for complexes whose envelope took long to rise
+   (paced, ventricular, bundle-branch beats, whose R wave lies that much earlier): the decision
+   comes at most ``latency_budget_s`` after the envelope's half rise.
+3. Precursors: a candidate whose envelope is still climbing past ``precursor_ratio`` of its peak
+   when the look-ahead ends announces a larger complex (a tall P wave before its QRS, a pacing
+   spike before the paced QRS); it is set aside and does not overshadow that complex.
+4. Adaptive thresholds: running signal and noise peak levels; a candidate above
+   ``noise + k * (signal - noise)`` is a beat (k = 0.3125, Hamilton & Tompkins).  The first
+   ``learn_s`` use 0.3 x the running maximum; the signal level starts from the largest complex.
+5. Search-back, bounded by the latency budget: once the time since the last beat exceeds
+   ``searchback_rr`` times the recent (median) RR, the threshold halves, so a small beat that
+   arrives late is still taken - prospectively, since a beat cannot be reported seconds later.
+6. T-wave discrimination: a candidate closer than ``t_wave_window`` to the previous beat whose
+   envelope is under ``t_wave_ratio`` of that beat's (half the slope) is a T wave.
+7. The R wave is located as the extreme of the band-passed signal near the candidate.
 
 All state lives in :class:`DetectorState`: fixed-size tails of the filtered signals and a few
 numbers, so memory does not grow with time, and any split of the input into blocks gives exactly
@@ -51,7 +59,7 @@ class DetectorParams:
     searchback_rr: float = 1.5  # beyond this many RR intervals without a beat, halve the threshold
     precursor_ratio: float = 0.7  # envelope still rising past this share of the peak: a precursor
     t_wave_window_s: float = 0.36
-    t_wave_ratio: float = 0.5  # envelope ratio (~ slope ratio squared) below which it is a T wave
+    t_wave_ratio: float = 0.5  # slope (envelope) ratio to the last beat below which it is a T wave
     level_gain: float = 0.125  # adaptation speed of the signal/noise levels, per peak
     min_qrs_mv: float = 0.08  # a QRS smaller than this is not a beat, whatever the thresholds say
     rr_history: int = 8
