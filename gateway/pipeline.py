@@ -101,6 +101,8 @@ def is_valid(reading: VitalReading) -> bool:
 
 # Condition of the technical alarm raised while an ECG channel gives no usable signal.
 NO_VALID_ECG = "no_valid_ecg"
+# Technical alarms driven by status flags on a device's values.
+FLAG_CONDITIONS = (("sensor_off", DeviceFlag.SENSOR_OFF), ("lead_off", DeviceFlag.LEAD_OFF))
 
 
 def is_ecg(block: SampleBlock) -> bool:
@@ -197,6 +199,7 @@ class Pipeline:
         valid = is_valid(r) if valid is None else valid
         for s in p.summaries.add(r.vital, r.value, r.unit, r.time, r.device_id, valid):
             out.records.append(self._summary(p, s))
+        self._flag_alarms(p, r, valid, out)
         if not valid:
             p.alarms.invalid(r.vital)
             return
@@ -205,6 +208,19 @@ class Pipeline:
         out.accepted.append(r)
         for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id):
             out.records.append(self._alarm(p, tr, r.clock))
+
+    def _flag_alarms(self, p: _Patient, r: VitalReading, valid: bool, out: PipelineOutput) -> None:
+        """Sensor-off / lead-off as the device flags them on its values (not every device sends a
+        separate event): raised by a flagged value, cleared by the device's next valid one."""
+        for condition, flag in FLAG_CONDITIONS:
+            if flag in r.flags:
+                active = True
+            elif valid:
+                active = False
+            else:
+                continue
+            for tr in p.alarms.technical(condition, active, r.time, device=r.device_id):
+                out.records.append(self._alarm(p, tr, r.clock))
 
     def _block(self, p: _Patient, b: SampleBlock, out: PipelineOutput) -> None:
         p.clock = b.clock

@@ -119,3 +119,21 @@ def test_spo2_spike_is_rejected_and_a_real_desaturation_alarms() -> None:
     summaries = [r for r in out.records if isinstance(r, SummaryRecord) and r.vital is Vital.SPO2]
     assert sum(s.count + s.rejected for s in summaries) == len(values)
     assert sum(s.rejected for s in summaries) == 1
+
+
+def test_flagged_values_raise_and_a_valid_value_clears_sensor_and_lead_off() -> None:
+    pl = pipeline()
+    out = PipelineOutput()
+    off = frozenset({DeviceFlag.SENSOR_OFF})
+    for t in range(10):
+        out.extend(pl.feed("p-a", spo2_reading(float(t), 97.0)))
+    for t in range(10, 20):
+        out.extend(pl.feed("p-a", spo2_reading(float(t), None, off)))
+    for t in range(20, 30):
+        out.extend(pl.feed("p-a", spo2_reading(float(t), 97.0)))
+    lead = frozenset({DeviceFlag.LEAD_OFF})
+    out.extend(pl.feed("p-a", VitalReading("strap", Vital.HEART_RATE, None, "/min", T0 + 31, flags=lead)))
+    sensor = alarms(out, "sensor_off")
+    assert [(a.event, a.time.timestamp() - T0) for a in sensor] == [(AlarmEvent.RAISED, 10), (AlarmEvent.CLEARED, 20)]
+    assert [a.event for a in alarms(out, "lead_off")] == [AlarmEvent.RAISED]
+    assert alarms(out, "lead_off")[0].device == "strap"
