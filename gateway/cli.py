@@ -57,10 +57,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
-    if raw[:1] == ["billing"]:  # its own parser: argparse's REMAINDER refuses options right after the verb
+    # Verbs with their own parsers get everything after the verb (argparse's REMAINDER refuses
+    # options right after it, e.g. `scan --seconds 5`).
+    if raw[:1] == ["billing"]:
         from gateway.billing.cli import main as billing_main  # noqa: PLC0415
 
         return billing_main(raw[1:])
+    if raw[:1] == ["decode"] and len(raw) > 1 and not raw[1].startswith("-"):
+        return _decode(raw[1], raw[2:])
+    if raw and raw[0] in plugins.names(plugins.COMMANDS_GROUP):
+        fn = plugins.load(plugins.COMMANDS_GROUP, raw[0])
+        assert fn is not None
+        return fn(raw[1:])
     ap = _parser()
     args = ap.parse_args(argv)
     verb = args.verb
@@ -84,12 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(duration=args.duration, speed=args.speed, offline=args.offline, state=args.state)
     if verb == "decode":
-        fn = plugins.load(plugins.DECODERS_GROUP, args.protocol)
-        if fn is None:
-            known = ", ".join(plugins.names(plugins.DECODERS_GROUP))
-            print(f"iomt-gateway decode: unknown protocol {args.protocol!r}; known: {known}", file=sys.stderr)
-            return 2
-        return fn(list(args.args))
+        return _decode(args.protocol, list(args.args))
     if verb == "billing":
         from gateway.billing.cli import main as billing_main  # noqa: PLC0415
 
@@ -97,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     fn = plugins.load(plugins.COMMANDS_GROUP, verb)
     assert fn is not None
     return fn(list(args.args))
+
+
+def _decode(protocol: str, argv: list[str]) -> int:
+    fn = plugins.load(plugins.DECODERS_GROUP, protocol)
+    if fn is None:
+        known = ", ".join(plugins.names(plugins.DECODERS_GROUP))
+        print(f"iomt-gateway decode: unknown protocol {protocol!r}; known: {known}", file=sys.stderr)
+        return 2
+    return fn(argv)
 
 
 def _run(config: Path, log_format: str | None) -> int:
