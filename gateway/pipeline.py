@@ -101,6 +101,7 @@ def is_valid(reading: VitalReading) -> bool:
 
 # Condition of the technical alarm raised while an ECG channel gives no usable signal.
 NO_VALID_ECG = "no_valid_ecg"
+DEVICE_DISCONNECTED = "device_disconnected"
 # Technical alarms driven by status flags on a device's values.
 FLAG_CONDITIONS = (("sensor_off", DeviceFlag.SENSOR_OFF), ("lead_off", DeviceFlag.LEAD_OFF))
 
@@ -118,6 +119,7 @@ class _Patient:
         self.clock = ClockQuality.SYNCED
         self.ecg: dict[tuple[str, str], EcgChannel] = {}  # (device, channel) -> processing state
         self.spo2: dict[str, spo2.Spo2State] = {}  # device -> SpO2 filter
+        self.disconnected_since: dict[str, float] = {}
 
 
 class Pipeline:
@@ -131,7 +133,9 @@ class Pipeline:
         no_data_s: float = 300.0,
         battery_low_pct: float = 15.0,
         processing: ProcessingSection | None = None,
+        disconnect_alarm_s: float = 30.0,
     ) -> None:
+        self.disconnect_alarm_s = disconnect_alarm_s
         proc = processing or ProcessingSection()
         self.ecg_settings = EcgSettings(hrv_window_s=proc.ecg_hrv_window_s, hrv_every_s=proc.ecg_hrv_every_s)
         self.spo2_params = spo2.Spo2Params(
@@ -291,6 +295,12 @@ class Pipeline:
         if e.state is DeviceState.CONNECTED:
             # A reconnected device starts a fresh silence timer rather than inheriting the old one.
             p.last_data.setdefault(e.device_id, e.time)
+            p.disconnected_since.pop(e.device_id, None)
+            transitions += p.alarms.technical(DEVICE_DISCONNECTED, False, e.time, device=e.device_id)
+        elif e.state is DeviceState.DISCONNECTED:
+            # Raised by ``tick`` only if the link stays down: BLE links drop and come back within
+            # seconds all the time, and each blip must not become an alarm.
+            p.disconnected_since.setdefault(e.device_id, e.time)
         out.records.extend(self._alarm(p, tr, e.clock) for tr in transitions)
 
     def technical(
@@ -333,6 +343,16 @@ class Pipeline:
                         now,
                         device=device,
                         detail=f"no valid data for {int(now - last)} s",
+                    ):
+                        out.records.append(self._alarm(p, tr, clock))
+            for device, since in p.disconnected_since.items():
+                if now - since >= self.disconnect_alarm_s:
+                    for tr in p.alarms.technical(
+                        DEVICE_DISCONNECTED,
+                        True,
+                        now,
+                        device=device,
+                        detail=f"disconnected for {int(now - since)} s",
                     ):
                         out.records.append(self._alarm(p, tr, clock))
         return out

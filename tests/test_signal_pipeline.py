@@ -13,7 +13,9 @@ from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutpu
 from gateway.records import (
     AlarmEvent,
     AlarmRecord,
+    DeviceEvent,
     DeviceFlag,
+    DeviceState,
     SampleBlock,
     SummaryRecord,
     Vital,
@@ -137,3 +139,23 @@ def test_flagged_values_raise_and_a_valid_value_clears_sensor_and_lead_off() -> 
     assert [(a.event, a.time.timestamp() - T0) for a in sensor] == [(AlarmEvent.RAISED, 10), (AlarmEvent.CLEARED, 20)]
     assert [a.event for a in alarms(out, "lead_off")] == [AlarmEvent.RAISED]
     assert alarms(out, "lead_off")[0].device == "strap"
+
+
+def test_disconnection_alarms_only_when_it_lasts_and_clears_on_reconnect() -> None:
+    pl = pipeline()
+    out = PipelineOutput()
+
+    def event(t: float, state: DeviceState) -> None:
+        out.extend(pl.feed("p-a", DeviceEvent("strap", state, T0 + t)))
+
+    event(0, DeviceState.DISCONNECTED)  # a BLE blip: back within 20 s, no alarm
+    out.extend(pl.tick(T0 + 10))
+    event(20, DeviceState.CONNECTED)
+    out.extend(pl.tick(T0 + 60))
+    event(100, DeviceState.DISCONNECTED)
+    for t in (110, 129, 131, 140):
+        out.extend(pl.tick(T0 + t))
+    event(150, DeviceState.CONNECTED)
+    got = alarms(out, "device_disconnected")
+    assert [(a.event, a.time.timestamp() - T0) for a in got] == [(AlarmEvent.RAISED, 131), (AlarmEvent.CLEARED, 150)]
+    assert got[0].technical and got[0].device == "strap"

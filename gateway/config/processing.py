@@ -94,6 +94,9 @@ class AlarmSection(_Model):
     )
     no_data_minutes: float = Field(5.0, gt=0, description="Technical alarm after this long without data")
     battery_low_pct: float = Field(15.0, ge=0, le=100)
+    disconnect_alarm_s: float = Field(
+        30.0, ge=0, le=3600, description="Technical alarm when a device stays disconnected this long"
+    )
 
     @field_validator("limits")
     @classmethod
