@@ -364,8 +364,10 @@ async def test_summary_quota_drops_oldest_and_counts(tmp_path: Path) -> None:
     assert (st.pending, st.dropped) == (100, 30)
     rows = await drain(b, 1000)
     assert keys_of(rows) == [r.key for r in recs[30:]]  # the oldest 30 went
+    # one warning with counts, not one per row (later drops within a minute are summed into the
+    # next warning; how the 130 submits split into commits is up to timing)
     drops = [e for e in logs if e["event"] == "outbox_dropped"]
-    assert len(drops) == 1 and drops[0]["summary"] == 30 and drops[0]["log_level"] == "warning"
+    assert len(drops) == 1 and 1 <= drops[0]["summary"] <= 30 and drops[0]["log_level"] == "warning"
     await b.close()
     assert Outbox.inspect(tmp_path / "o.db").classes[RecordKind.SUMMARY].dropped == 30
 
@@ -560,10 +562,37 @@ async def test_wait_pending_times_out_then_wakes(box: Outbox) -> None:
     assert await waiter is True
 
 
+async def test_close_wakes_wait_pending(tmp_path: Path) -> None:
+    b = await open_box(tmp_path / "o.db")
+    waiter = asyncio.create_task(b.wait_pending())
+    await asyncio.sleep(0)
+    await b.close()
+    with pytest.raises(OutboxClosed):
+        await waiter
+
+
 async def test_bad_state_values_are_the_producers_error(box: Outbox) -> None:
     bad: dict[str, object] = {"k": "not bytes"}
     with pytest.raises(TypeError):
         box.submit_state(bad)  # type: ignore[arg-type]
+
+
+async def test_writer_failure_reaches_every_waiter(tmp_path: Path) -> None:
+    def broken(_folder: Path) -> int:
+        raise RuntimeError("a bug in the writer's path")
+
+    alarms: list[str] = []
+    b = await open_box(tmp_path / "o.db", free_bytes=broken, on_alarm=lambda c, _d: alarms.append(c))
+    waiter = asyncio.create_task(b.wait_pending())
+    results = await asyncio.gather(*(b.submit(summary(b.next_key())) for _ in range(3)),
+                                   b.submit_state({"k": b"v"}), return_exceptions=True)
+    assert all(isinstance(r, OutboxClosed) for r in results)  # nobody is left waiting forever
+    assert alarms == ["outbox_failed"]
+    with pytest.raises(OutboxClosed):
+        await waiter
+    with pytest.raises(OutboxClosed):
+        await b.lease(1)
+    await b.close()
 
 
 async def test_alarm_hook_failure_does_not_break_the_outbox(tmp_path: Path) -> None:

@@ -169,6 +169,8 @@ class Outbox:
             await asyncio.wait_for(self._pending.wait(), timeout)
         except TimeoutError:
             return False
+        if self._closed:  # woken by close() or by the writer's death, not by a record
+            raise OutboxClosed("the outbox is closed")
         return True
 
     async def lease(self, limit: int) -> list[PendingRow]:
@@ -218,9 +220,9 @@ class Outbox:
                 self._writer.put(Close(self._close_done))
             except OutboxClosed:
                 self._close_done.set_result(None)  # the writer already stopped
+        self._pending.set()  # wake anyone in wait_pending so they notice the close
         await asyncio.shield(self._close_done)
         await self._writer.join()
-        self._pending.set()  # wake anyone in wait_pending so they notice the close
 
     @staticmethod
     def inspect(path: Path) -> OutboxStats:
@@ -270,6 +272,9 @@ class Outbox:
         if snapshot is not None:
             self._snapshot = snapshot
             self._update_pending(snapshot)
+        elif self._writer.stopped and not self._closed:
+            self._closed = True  # the writer died: wake waiters so they hear OutboxClosed
+            self._pending.set()
         _settle(completions)
         if alarms and self._on_alarm is not None:
             _raise_alarms(self._on_alarm, alarms)

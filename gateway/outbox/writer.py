@@ -89,6 +89,7 @@ class Writer:
         self._reserve_hi: int | None = None
         self._seq_hi = 0  # highest key reservation seen: a replacement file must carry it over
         self._batch_ops = 0
+        self._committing: list[Fut] = []  # futures of the batch being committed, for _fail_everything
         self._leased: dict[int, tuple[RecordKind, str]] = {}
         self._deleting: dict[int, RecordKind] = {}
         self._totals: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
@@ -128,6 +129,12 @@ class Writer:
             if urgent:
                 self._urgent = True
                 self._cond.notify()
+
+    @property
+    def stopped(self) -> bool:
+        """True once closing or after the thread died: no further operation is taken."""
+        with self._cond:
+            return not self._accepting
 
     async def join(self) -> None:
         await asyncio.to_thread(self._thread.join)
@@ -323,9 +330,8 @@ class Writer:
         with self._cond:
             self._accepting = False
             ops, self._queue = self._queue, []
-        waiting: list[Fut] = [i.future for i in self._inserts] + [
-            src.future for src, _ in self._states if isinstance(src, PutState)
-        ]
+        waiting: list[Fut] = [*self._committing, *(i.future for i in self._inserts)]
+        waiting += [src.future for src, _ in self._states if isinstance(src, PutState)]
         for op in ops:
             if isinstance(op, Insert | PutState | Lease | LoadState | Close):
                 waiting.append(op.future)
@@ -391,6 +397,8 @@ class Writer:
         reserve_hi = self._reserve_hi
         n_ops = self._batch_ops
         self._inserts, self._states, self._acks, self._batch_ops = [], [], [], 0
+        self._committing = [op.future for op in inserts]
+        self._committing += [src.future for src, _ in states if isinstance(src, PutState)]
         self._last_commit = time.monotonic()
         conn = self._conn_()
         try:
