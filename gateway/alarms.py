@@ -65,7 +65,10 @@ class ThresholdRule:
         if s.active_id is not None:
             if self._recovered(value):
                 alarm_id, s.active_id, s.pending_since = s.active_id, None, None
-                return self._transition(alarm_id, AlarmEvent.CLEARED, t, value, device)
+                worst, s.worst = s.worst, None
+                detail = f"worst {worst:g}" if worst is not None else ""
+                return self._transition(alarm_id, AlarmEvent.CLEARED, t, value, device, detail)
+            s.worst = value if s.worst is None else self._worse(value, s.worst)
             return None
         if self.retired or not self._beyond(value):
             s.pending_since = None
@@ -74,6 +77,7 @@ class ThresholdRule:
             s.pending_since = t
         if t - s.pending_since >= self.limit.min_duration_s:
             s.active_id = f"{self.scope}/{self.condition}/{int(t * 1000)}"
+            s.worst = value
             return self._transition(s.active_id, AlarmEvent.RAISED, t, value, device)
         return None
 
@@ -81,8 +85,11 @@ class ThresholdRule:
         """The signal became invalid: a pending (not yet raised) episode must start again."""
         self._s.pending_since = None
 
+    def _worse(self, a: float, b: float) -> float:
+        return min(a, b) if self.direction == "low" else max(a, b)
+
     def _transition(
-        self, alarm_id: str, event: AlarmEvent, t: float, value: float, device: str | None
+        self, alarm_id: str, event: AlarmEvent, t: float, value: float, device: str | None, detail: str = ""
     ) -> AlarmTransition:
         return AlarmTransition(
             alarm_id=alarm_id,
@@ -95,6 +102,7 @@ class ThresholdRule:
             value=value,
             threshold=self.limit.raise_at,
             device=device,
+            detail=detail,
         )
 
 

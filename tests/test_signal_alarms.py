@@ -154,3 +154,11 @@ def test_summaries_account_for_every_reading_once(rows: list[tuple[float, float 
         assert 0.0 <= s.quality <= 1.0
     starts = [s.period_start for s in out]
     assert len(starts) == len(set(starts))
+
+
+def test_the_clear_record_reports_the_worst_value_of_the_episode() -> None:
+    engine = AlarmEngine("p", LIMITS)
+    _, _, out = run(engine, [(1.0, v) for v in [89.0] * 12 + [84.0, 86.0, 91.0, 94.0]])
+    assert [tr.event for tr in out] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
+    assert out[0].value == 89.0 and out[1].value == 94.0
+    assert out[1].detail == "worst 84"
