@@ -85,6 +85,13 @@ class Driver(abc.ABC):
         self.ctx = ctx
         self.settings = settings
 
+    @property
+    def reports_own_connection(self) -> bool:
+        """True for drivers whose session outlives the device's link (BLE devices that only connect
+        when they have a reading): they report CONNECTED per visit themselves, so the supervisor does
+        not announce the session's start as a connection."""
+        return False
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Open the link.  On failure, release anything half-built and raise a DriverError."""

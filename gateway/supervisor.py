@@ -157,10 +157,11 @@ class DeviceSession:
                 self.info.connects += 1
                 self.info.state = SessionState.RUNNING
                 self.log.info("device_connected", driver=self.spec.name)
-                await self.sink(
-                    self.assignment.patient,
-                    DeviceEvent(ctx.device_id, DeviceState.CONNECTED, ctx.clock.now(), clock=ctx.clock.quality()),
-                )
+                if not driver.reports_own_connection:
+                    await self.sink(
+                        self.assignment.patient,
+                        DeviceEvent(ctx.device_id, DeviceState.CONNECTED, ctx.clock.now(), clock=ctx.clock.quality()),
+                    )
                 async for reading in driver.readings():
                     self.info.readings += 1
                     self.info.last_reading_mono = time.monotonic()

@@ -69,6 +69,10 @@ class BleDriver(Driver):
     def passive(self) -> bool:
         return self.settings.mode == "passive"
 
+    @property
+    def reports_own_connection(self) -> bool:
+        return self.passive  # a passive session waits for visits and reports each one itself
+
     # --- Driver contract -----------------------------------------------------------------------
 
     async def connect(self) -> None:
