@@ -27,11 +27,12 @@ Delivery rules:
   acks what was acknowledged and releases every other leased row.
 * At most ``upstream.inflight`` publishes are unacknowledged at once (that many publishing tasks),
   fewer if the broker's CONNACK announces a lower Receive Maximum.
-  Rows go out in the outbox's lease order; a row released after a failure may arrive after rows
-  leased later than it, and may arrive twice.
-* Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))``; ``n``
-  starts again from 0 after a connection that announced ``online`` and stayed up for 10 s
-  without a refusal or a publish timeout.
+* Rows go out in the outbox's lease order.  After a lost link the first copy of each row still
+  arrives in that order (TCP keeps it); after a refusal or a timeout a resent row may arrive
+  after rows leased later than it.  Any row may arrive twice.
+* Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))`` with
+  base 1 s and cap ``upstream.backoff_max_s``; ``n`` starts again from 0 after a connection that
+  announced ``online`` and stayed up ``STABLE_AFTER_S`` (10 s) without a refusal or a timeout.
 
 This is the only module that imports aiomqtt.
 """
