@@ -385,7 +385,7 @@ class Subscriber:
     async def _run(self) -> None:
         first = True
         while True:
-            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             connect_props.SessionExpiryInterval = 3600
             client = aiomqtt.Client(
                 self.host,
