@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,20 +32,9 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+from gateway.local_broker import find_mosquitto, free_port
 
-
-def find_mosquitto() -> str | None:
-    for candidate in MOSQUITTO_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("mosquitto")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# The demo starts its broker with the same two helpers: one way to find Mosquitto and a free port.
 
 
 def _port_open(port: int) -> bool:
