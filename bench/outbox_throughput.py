@@ -87,6 +87,7 @@ async def bench_steady(folder: Path, rate: int, seconds: float) -> dict[str, flo
     futs: list[asyncio.Future[None]] = []
     latencies: list[float] = []
     loop = asyncio.get_running_loop()
+    w0 = written_bytes()
 
     def timed(fut: asyncio.Future[None], started: float) -> None:
         fut.add_done_callback(lambda _f: latencies.append(loop.time() - started))
@@ -104,6 +105,7 @@ async def bench_steady(folder: Path, rate: int, seconds: float) -> dict[str, flo
     commits_per_s = (box.stats().commits - (c0 or 0)) / (time.perf_counter() - tc0)
     await asyncio.gather(*futs)
     wall = time.perf_counter() - t0
+    w1 = written_bytes()
     await box.close()
     latencies.sort()
     return {
@@ -111,6 +113,7 @@ async def bench_steady(folder: Path, rate: int, seconds: float) -> dict[str, flo
         "commits_per_s": commits_per_s,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "bytes_per_record": (w1 - w0) / sent if w0 is not None and w1 is not None else float("nan"),
     }
 
 
@@ -128,6 +131,16 @@ async def bench_drain(folder: Path, n: int, batch: int) -> dict[str, float]:
     assert done == n, (done, n)
     assert Outbox.inspect(folder / "drain.db").depth == 0
     return {"rate": n / wall, "wall": wall}
+
+
+def written_bytes() -> int | None:
+    """Bytes this process has sent toward storage (Linux /proc/self/io), for the SD-wear figure."""
+    try:
+        with open("/proc/self/io") as f:
+            fields = dict(line.split(": ") for line in f.read().splitlines())
+        return int(fields["wchar"])  # write() syscalls: what SQLite hands the kernel
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def bench_raw(folder: Path, payloads: list[tuple[str, bytes]], per_commit: int) -> float:
@@ -205,6 +218,7 @@ async def main() -> None:
     row("steady load offered rec/s", f"{steady['offered']:,.0f}")
     row("  commits/s at that load (target <= 5)", f"{steady['commits_per_s']:.2f}")
     row("  accept latency p50 / p99 ms", f"{steady['p50_ms']:.0f} / {steady['p99_ms']:.0f}")
+    row("  bytes written per record (WAL + checkpoints)", f"{steady['bytes_per_record']:,.0f}")
     row("drain lease(500)+ack rec/s", f"{drain['rate']:,.0f}", drain["rate"])
     row("raw sqlite3 executemany 100 rows/commit r/s", f"{raw100:,.0f}", raw100)
     row(f"raw sqlite3 1 row/commit r/s ({args.raw_single:,} rows)", f"{raw1:,.0f}", raw1)

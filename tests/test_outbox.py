@@ -108,6 +108,7 @@ async def test_accept_lease_ack_round_trip(tmp_path: Path) -> None:
     assert await b2.lease(10) == []
     st = b2.stats()
     assert (st.accepted, st.delivered, st.depth) == (1, 1, 0)
+    assert sqlite3.connect(tmp_path / "o.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert st.last_delivery is not None
     await b2.close()
 

@@ -104,6 +104,9 @@ def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connectio
         if str(mode).lower() != "wal":
             raise OutboxError(f"cannot switch {path} to WAL (journal_mode={mode})")
         conn.execute("PRAGMA synchronous=FULL")
+        # "accepted" means on disk: refuse to run on a build that silently ignored the setting
+        if conn.execute("PRAGMA synchronous").fetchone()[0] != 2:
+            raise OutboxError("SQLite refused synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
         result = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
         if result != ["ok"]:
