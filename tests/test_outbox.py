@@ -521,6 +521,33 @@ async def test_damage_found_while_running_replaces_the_file(tmp_path: Path) -> N
     assert Outbox.inspect(path).depth == 1
 
 
+def damage_schema(path: Path) -> None:
+    """Corrupt the schema through SQLite itself (writable_schema), as a bad sector in page 1 would."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        (version,) = conn.execute("PRAGMA schema_version").fetchone()
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_master SET sql = 'CREATE TABLE meta(' WHERE name = 'meta'")
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.close()
+
+
+async def test_damage_found_by_a_commit_keeps_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    alarms: list[str] = []
+    b = await open_box(path, on_alarm=lambda c, _d: alarms.append(c))
+    await b.accept(summary(b.next_key()))
+    await asyncio.to_thread(damage_schema, path)
+    recs = [alarm(b.next_key()), billing("svc-D")]
+    await asyncio.gather(*(b.submit(r, state={"ledger/x": b"1"}) for r in recs))  # accepted all the same
+    assert alarms == ["outbox_corrupt"]
+    assert sorted(keys_of(await drain(b))) == sorted(r.key for r in recs)  # in the fresh file
+    assert await b.load_state("ledger/") == {"ledger/x": b"1"}
+    await b.close()
+    assert moved_aside(tmp_path)
+
+
 async def test_newer_schema_is_moved_aside_not_crash_looped(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     conn = sqlite3.connect(path)
