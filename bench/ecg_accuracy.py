@@ -146,10 +146,10 @@ def reference_detectors() -> dict[str, Callable[[FloatArray, float], IntArray]]:
     return {"gqrs": gqrs, "xqrs": xqrs, "sleepecg": sleep, "nk_pantompkins": nk_pt}
 
 
-def evaluate(path: Path, with_refs: bool, block_s: float) -> RecordResult:
+def evaluate(path: Path, with_refs: bool, block_s: float, lead: int = 0) -> RecordResult:
     import wfdb  # noqa: PLC0415
 
-    rec = wfdb.rdrecord(str(path), channels=[0])
+    rec = wfdb.rdrecord(str(path), channels=[lead])
     ann = wfdb.rdann(str(path), "atr")
     fs = float(rec.fs)
     sig = np.asarray(rec.p_signal[:, 0], dtype=np.float64)
@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="records scored in parallel (default 1)")
     ap.add_argument("--block-s", type=float, default=0.1, help="streaming block length in seconds")
     ap.add_argument("--records", nargs="*", help="only these record names")
+    ap.add_argument("--lead", type=int, default=0, help="signal index (default 0; the task scores lead 0)")
     args = ap.parse_args(argv)
 
     paths = sorted(p.with_suffix("") for p in args.data.glob("*.hea") if p.with_suffix(".atr").exists())
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no annotated WFDB records in {args.data}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    jobs = [(p, not args.only_ours, args.block_s) for p in paths]
+    jobs = [(p, not args.only_ours, args.block_s, args.lead) for p in paths]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             results = list(pool.map(evaluate, *zip(*jobs, strict=True)))
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     head = f"{'record':>7} {'beats':>6} | {'Se':>6} {'+P':>6} {'F1':>6} {'FN':>4} {'FP':>4} "
     head += f"{'HRerr':>5} {'latmed':>6} {'latmax':>6}"
     head += "".join(f" | {n[:9]:>9}" for n in refs)
+    print(f"lead {args.lead}")
     print(
         f"ours = gateway.signal.rpeak_detector, streaming {args.block_s * 1000:.0f} ms blocks; references: batch, F1 %"
     )

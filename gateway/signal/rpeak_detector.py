@@ -61,7 +61,7 @@ class DetectorParams:
     t_wave_window_s: float = 0.36
     t_wave_ratio: float = 0.5  # slope (envelope) ratio to the last beat below which it is a T wave
     level_gain: float = 0.125  # adaptation speed of the signal/noise levels, per peak
-    min_qrs_mv: float = 0.08  # a QRS smaller than this is not a beat, whatever the thresholds say
+    min_qrs_mv: float = 0.05  # a QRS smaller than this (as a sharp 1 mV-scaled template) is never a beat
     rr_history: int = 8
     default_rr_s: float = 0.8
 
