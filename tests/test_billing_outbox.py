@@ -228,3 +228,50 @@ async def test_billing_status_reads_the_outbox_while_it_is_open(
         ("p2", 0, None),
     ]
     await box.close()
+
+
+class ControlledStore:
+    """Commits only when the test says so, to interleave saves."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str | None, bool]] = []  # (record key or None for a bare state, with state)
+        self.pending: list[asyncio.Future[None]] = []
+
+    def _fut(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        return fut
+
+    def submit(self, record: BillingRecord, *, state: Mapping[str, bytes | None] | None = None) -> asyncio.Future[None]:
+        self.calls.append((record.key, state is not None))
+        return self._fut()
+
+    def submit_state(self, state: Mapping[str, bytes | None]) -> asyncio.Future[None]:
+        self.calls.append((None, True))
+        return self._fut()
+
+    async def load_state(self, prefix: str) -> dict[str, bytes]:
+        return {}
+
+
+async def test_a_later_state_never_overtakes_a_record_still_being_committed() -> None:
+    store = ControlledStore()
+    clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
+    ledger = await BillingLedger.open(store, BillingSection(), gateway_id="gw1", patients=PATIENTS, clock=clock)
+    first = asyncio.create_task(ledger.on_reading("p1", "ox1", clock.now(), S))  # set-up record
+    await asyncio.sleep(0)
+    assert store.calls == [("rpm:p1:99453:2026-03-01:v1", True)]
+    clock.advance(60)
+    await ledger.on_reading("p1", "ox1", clock.now(), S)  # same day, save interval passed: held back
+    clock.advance(86400)
+    second = asyncio.create_task(ledger.on_reading("p1", "ox1", clock.now(), S))  # day 2: waits its turn
+    await asyncio.sleep(0)
+    assert len(store.calls) == 1
+    store.pending[0].set_exception(OutboxFull("quota"))
+    await first
+    await asyncio.sleep(0)
+    # the refused set-up goes again, before day 2's record, and only the last carries the state
+    assert store.calls[1:] == [("rpm:p1:99453:2026-03-01:v1", False), ("rpm:p1:99445:2026-03-01:v1", True)]
+    for fut in store.pending[1:]:
+        fut.set_result(None)
+    await second

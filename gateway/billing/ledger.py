@@ -93,6 +93,7 @@ class BillingLedger:
         self._saved_at: dict[str, float] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._unsent: dict[str, list[BillingRecord]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._log = structlog.get_logger("gateway.billing")
         self.unknown_patient = 0
 
@@ -238,8 +239,14 @@ class BillingLedger:
             if self._clock.monotonic() - self._saved_at.get(patient, -1e18) >= self.cfg.persist_interval_s:
                 self._save_in_background(patient)
             return
+        # One commit at a time per patient: a later state must never reach the disk while records it
+        # accounts for could still be refused.
+        async with self._locks.setdefault(patient, asyncio.Lock()):
+            await self._commit(patient, step.records)
+
+    async def _commit(self, patient: str, new: list[BillingRecord]) -> None:
         # Records refused earlier go first, with this save (retried from tick, not on the hot path).
-        records = self._unsent.pop(patient, []) + step.records
+        records = self._unsent.pop(patient, []) + new
         state = {state_key(patient): self._books[patient].to_state()}
         self._dirty.discard(patient)
         self._saved_at[patient] = self._clock.monotonic()
@@ -272,8 +279,9 @@ class BillingLedger:
             )
 
     def _save_in_background(self, patient: str) -> None:
-        if patient in self._unsent:  # the state must not get ahead of records still to be saved
-            return
+        lock = self._locks.get(patient)
+        if patient in self._unsent or (lock is not None and lock.locked()):
+            return  # the state must not get ahead of records not yet committed (it stays dirty)
         self._dirty.discard(patient)
         self._saved_at[patient] = self._clock.monotonic()
         fut = self._store.submit_state({state_key(patient): self._books[patient].to_state()})
