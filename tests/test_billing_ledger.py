@@ -210,3 +210,23 @@ async def test_unreadable_saved_state_stops_billing_rather_than_starting_afresh(
     await ledger.reconfigure(BillingSection(), PATIENTS)  # on reload: logged, the patient left out
     await ledger.on_reading("p1", "ox1", clock.now(), S)
     assert ledger.summary() == [] and ledger.unknown_patient == 1 and store.records == []
+
+
+def test_unsynced_hold_joins_spans_per_device_and_stays_bounded() -> None:
+    from gateway.billing.hold import UnsyncedHold  # noqa: PLC0415
+
+    hold = UnsyncedHold(max_spans=3)
+    for i in range(10):  # one device every 30 s for 5 minutes: a single span
+        hold.add("p1", "ox1", 100.0 + 30 * i)
+    hold.add("p1", "cuff1", 150.0)  # another device: its own span
+    assert len(hold) == 2 and hold.held_readings() == 11
+    hold.add("p1", "ox1", 100.0 + 3600)  # an hour later: a new span
+    hold.add("p2", "ox2", 5000.0)  # over the bound: the oldest span goes, counted
+    assert len(hold) == 3 and hold.dropped_readings == 10
+    spans = hold.release(wall_now=1_800_000_000.0, mono_now=6000.0)
+    assert [(s.patient, s.device, s.count, s.first) for s in spans] == [
+        ("p1", "cuff1", 1, 1_800_000_000.0 - 5850),
+        ("p1", "ox1", 1, 1_800_000_000.0 - 2300),
+        ("p2", "ox2", 1, 1_800_000_000.0 - 1000),
+    ]
+    assert len(hold) == 0
