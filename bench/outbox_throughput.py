@@ -27,6 +27,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway.config.models import QuotaSection
 from gateway.outbox import Outbox
 from gateway.outbox.schema import MIGRATIONS
 from gateway.records import ClockQuality, SummaryRecord, Vital
@@ -45,14 +46,11 @@ def make_summary(key: str, i: int) -> SummaryRecord:
     )
 
 
+BIG = QuotaSection(summary=10_000_000, alarm=10_000_000, billing=10_000_000, status=10_000_000)
+
+
 async def open_box(folder: Path, name: str) -> Outbox:
-    return await Outbox.open(folder / name, gateway_id=GW, quotas=_big_quotas())
-
-
-def _big_quotas() -> object:
-    from gateway.config.models import QuotaSection  # noqa: PLC0415
-
-    return QuotaSection(summary=10_000_000, alarm=10_000_000, billing=10_000_000, status=10_000_000)
+    return await Outbox.open(folder / name, gateway_id=GW, quotas=BIG)
 
 
 async def bench_accept(folder: Path, n: int, window: int) -> dict[str, float]:
@@ -62,7 +60,7 @@ async def bench_accept(folder: Path, n: int, window: int) -> dict[str, float]:
     cpu0, t0, loop0 = time.process_time(), time.perf_counter(), time.thread_time()
     outstanding: list[asyncio.Future[None]] = []
     for i in range(n):
-        outstanding.append(box.submit(make_summary(box.next_key(), i)))  # type: ignore[arg-type]
+        outstanding.append(box.submit(make_summary(box.next_key(), i)))
         if len(outstanding) >= window:
             await asyncio.gather(*outstanding)
             outstanding = []
@@ -98,7 +96,7 @@ async def bench_steady(folder: Path, rate: int, seconds: float) -> dict[str, flo
             seen.append((time.perf_counter(), commits))
         due = int(elapsed / tick * per_tick) + int(per_tick)
         while sent < due:
-            f = box.submit(make_summary(box.next_key(), sent))  # type: ignore[arg-type]
+            f = box.submit(make_summary(box.next_key(), sent))
             timed(f, loop.time())
             futs.append(f)
             sent += 1
@@ -122,7 +120,7 @@ async def bench_steady(folder: Path, rate: int, seconds: float) -> dict[str, flo
 
 async def bench_drain(folder: Path, n: int, batch: int) -> dict[str, float]:
     box = await open_box(folder, "drain.db")
-    futs = [box.submit(make_summary(box.next_key(), i)) for i in range(n)]  # type: ignore[arg-type]
+    futs = [box.submit(make_summary(box.next_key(), i)) for i in range(n)]
     await asyncio.gather(*futs)
     t0 = time.perf_counter()
     done = 0

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.config.models import QuotaSection
-from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow
+from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record
 from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
 from gateway.outbox.policy import Backlog, lease_shares
 from gateway.records import (
@@ -294,14 +294,10 @@ async def test_state_of_a_refused_billing_record_is_not_written(tmp_path: Path) 
 async def test_priority_order_and_seq_order_within_class(tmp_path: Path) -> None:
     # every_n large: this test looks at plain priority only
     b = await open_box(tmp_path / "o.db", lease_policy=LeasePolicy(every_n=1000, max_age_s=1e9))
-    made: list[tuple[RecordKind, str]] = []
-    for make in (status, summary, alarm, summary, status, alarm):
-        rec = make(b.next_key())
-        made.append((RecordKind(rec.kind), rec.key))
+    made: list[Record] = [make(b.next_key()) for make in (status, summary, alarm, summary, status, alarm)]
     # submitted in reverse creation order: the lease must still follow seq within a class
-    for kind, key in reversed(made):
-        maker = {RecordKind.STATUS: status, RecordKind.SUMMARY: summary, RecordKind.ALARM: alarm}[kind]
-        await b.accept(maker(key))
+    for rec in reversed(made):
+        await b.accept(rec)
     await b.accept(billing("svc-P"))
     rows = await b.lease(100)
     order = [r.kind for r in rows]
@@ -539,7 +535,7 @@ async def test_damage_found_by_a_commit_keeps_the_batch(tmp_path: Path) -> None:
     b = await open_box(path, on_alarm=lambda c, _d: alarms.append(c))
     await b.accept(summary(b.next_key()))
     await asyncio.to_thread(damage_schema, path)
-    recs = [alarm(b.next_key()), billing("svc-D")]
+    recs: list[Record] = [alarm(b.next_key()), billing("svc-D")]
     await asyncio.gather(*(b.submit(r, state={"ledger/x": b"1"}) for r in recs))  # accepted all the same
     assert alarms == ["outbox_corrupt"]
     assert sorted(keys_of(await drain(b))) == sorted(r.key for r in recs)  # in the fresh file
