@@ -6,7 +6,10 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.config.processing import AlarmSection
 from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutput
@@ -159,3 +162,30 @@ def test_disconnection_alarms_only_when_it_lasts_and_clears_on_reconnect() -> No
     got = alarms(out, "device_disconnected")
     assert [(a.event, a.time.timestamp() - T0) for a in got] == [(AlarmEvent.RAISED, 131), (AlarmEvent.CLEARED, 150)]
     assert got[0].technical and got[0].device == "strap"
+
+
+_X60, _FS = ecg_119(60.0)
+
+
+def _ecg_vitals(sizes: list[int]) -> list[tuple[Vital, float | None, float]]:
+    pl = pipeline()
+    got = []
+    start = i = 0
+    while start < len(_X60):
+        n = sizes[i % len(sizes)]
+        block = SampleBlock("strap", "ecg", _FS, T0 + start / _FS, _X60[start : start + n], "uV", first_index=start)
+        got.extend((r.vital, r.value, r.time) for r in pl.feed("p-a", block).accepted)
+        start, i = start + n, i + 1
+    return got
+
+
+_REFERENCE = _ecg_vitals([len(_X60)])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 2000), min_size=1, max_size=40))
+def test_beat_derived_vitals_do_not_depend_on_how_samples_are_packed(sizes: list[int]) -> None:
+    got = _ecg_vitals(sizes)
+    assert [(v, x) for v, x, _ in got] == [(v, x) for v, x, _ in _REFERENCE]
+    assert [t for _, _, t in got] == pytest.approx([t for _, _, t in _REFERENCE], abs=1e-6)
+    assert len(_REFERENCE) > 100

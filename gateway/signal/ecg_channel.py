@@ -113,20 +113,30 @@ class EcgChannel:
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
 
-        for beat in self.detector.feed(samples):
-            t = self._time(beat.index)
-            self._last_beat_time = t
-            iv = heart_rate.add_beat(self.hr, beat.index, t)
-            if iv is None:
-                continue
-            hrv.add_interval(self._hrv, iv)
-            self._hold(beat.index, Vital.RR_INTERVAL, iv.rr_ms, t)
-            if iv.heart_rate is not None:
-                self._hold(beat.index, Vital.HEART_RATE, iv.heart_rate, t)
-
-        for window in ecg_quality.feed(self.quality, samples):
-            self._judge(window, out)
+        # Cut the block at quality-window boundaries, so that each window is judged with the
+        # detector in the same state whatever the block sizes: the output does not depend on
+        # how the device packs its samples.
+        pos = 0
+        while pos < len(samples):
+            take = min(len(samples) - pos, self.quality.window - self.quality.filled)
+            piece = samples[pos : pos + take]
+            pos += take
+            for beat in self.detector.feed(piece):
+                self._beat(beat.index)
+            for window in ecg_quality.feed(self.quality, piece):
+                self._judge(window, out)
         return out
+
+    def _beat(self, index: int) -> None:
+        t = self._time(index)
+        self._last_beat_time = t
+        iv = heart_rate.add_beat(self.hr, index, t)
+        if iv is None:
+            return
+        hrv.add_interval(self._hrv, iv)
+        self._hold(index, Vital.RR_INTERVAL, iv.rr_ms, t)
+        if iv.heart_rate is not None:
+            self._hold(index, Vital.HEART_RATE, iv.heart_rate, t)
 
     def _time(self, index: int) -> float:
         i0, t0 = self._anchor
