@@ -615,7 +615,7 @@ class Writer:
 
     def _applied(self, eff: _Effects, acks: Iterable[int], reserve_hi: int | None) -> None:
         """Bring the bookkeeping in step with the transaction that just committed."""
-        # every acked id is settled now: deleted, or already gone (acked twice, or unknown)
+        # every acked id is settled now: deleted, or already gone (e.g. dropped by a quota)
         for row_id in acks:
             self._deleting.pop(row_id, None)
         if eff.totals is not None:
@@ -683,7 +683,7 @@ class Writer:
                 self._applied(eff, acks, reserve_hi)
             except (sqlite3.Error, OSError) as e2:
                 self._rollback(conn)
-                log.error("outbox_retry_failed", error=str(e2))
+                (log.debug if quiet else log.error)("outbox_retry_failed", error=str(e2))
         for src, _ in bare:
             if isinstance(src, PutState):
                 completions.append((src.future, None if retry_ok else OutboxFull(f"state not written: {e}"),
