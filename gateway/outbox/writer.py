@@ -615,7 +615,7 @@ class Writer:
 
     def _applied(self, eff: _Effects, acks: Iterable[int], reserve_hi: int | None) -> None:
         """Bring the bookkeeping in step with the transaction that just committed."""
-        # every acked id is settled now: deleted, or already gone (e.g. dropped by a quota)
+        # every acked id is settled now: its row is deleted (or was already gone)
         for row_id in acks:
             self._deleting.pop(row_id, None)
         if eff.totals is not None:
