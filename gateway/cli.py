@@ -93,10 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(duration=args.duration, speed=args.speed, offline=args.offline, state=args.state)
     if verb == "decode":
         return _decode(args.protocol, list(args.args))
-    if verb == "billing":
-        from gateway.billing.cli import main as billing_main  # noqa: PLC0415
-
-        return billing_main(list(args.args))
     fn = plugins.load(plugins.COMMANDS_GROUP, verb)
     assert fn is not None
     return fn(list(args.args))

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import ConfigError, load_config
@@ -138,15 +139,14 @@ class Daemon:
             self.log.error("config_reload_failed", problems=e.render())
             self.notifier.status(self.status_line())
             return
-        for section in ("gateway", "upstream", "storage", "clock", "billing"):
+        for section in ("gateway", "upstream", "storage", "clock"):
             if getattr(new, section) != getattr(self.cfg, section):
                 self.log.warning("config_section_needs_restart", section=section)
-        if {p.id for p in new.patients} != {p.id for p in self.cfg.patients}:
-            # The ledger's books are opened at start-up; readings of a new patient count after a restart.
-            self.log.warning("billing_patients_change_needs_restart")
         self.cfg = new
         assert self.pipeline is not None and self.supervisor is not None
         self.pipeline.reconfigure(patient_setups(new))
+        if self.ledger is not None:
+            await self.ledger.reconfigure(new.billing, patients_from_config(new))
         report = self.supervisor.apply(assignments(new))
         self.log.info(
             "config_reloaded",
@@ -181,13 +181,19 @@ class Daemon:
             no_data_s=self.cfg.alarms.no_data_minutes * 60,
             battery_low_pct=self.cfg.alarms.battery_low_pct,
         )
-        self.ledger = await BillingLedger.open(
-            _TappedStore(self.outbox, self._billing_tap),
-            self.cfg.billing,
-            gateway_id=self.cfg.gateway.id,
-            patients=patients_from_config(self.cfg),
-            clock=self.clock,
-        )
+        try:
+            self.ledger = await BillingLedger.open(
+                _TappedStore(self.outbox, self._billing_tap),
+                self.cfg.billing,
+                gateway_id=self.cfg.gateway.id,
+                patients=patients_from_config(self.cfg),
+                clock=self.clock,
+            )
+        except StateFormatError as e:
+            # Starting the books afresh could bill a service twice under new keys, and stopping the
+            # daemon would stop the patients' alarms: run without billing, loudly.
+            self.ledger = None
+            loop.call_soon(self._gateway_alarm, "billing_state_unreadable", str(e))
         self.uplink = Uplink(self.cfg.upstream, self.outbox, gateway_id=self.cfg.gateway.id)
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
             loop.add_signal_handler(sig, handler)
@@ -276,8 +282,11 @@ class Daemon:
             return
         self._submit_all(out.records)
         if self.ledger is not None:
-            for ev in out.evidence:
-                await self.ledger.on_reading(ev.patient, ev.device, ev.time, ev.clock)
+            try:
+                for ev in out.evidence:
+                    await self.ledger.on_reading(ev.patient, ev.device, ev.time, ev.clock)
+            except Exception:  # a ledger bug must not take the device down either
+                self.log.exception("billing_error", patient=patient)
         if self.observer is not None:
             self.observer(patient, reading, out)
         if self._uncommitted > MAX_UNCOMMITTED:

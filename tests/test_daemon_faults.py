@@ -145,3 +145,25 @@ def test_run_with_a_broken_config_exits_2_without_traceback(tmp_path: Path, text
         assert "broken.yaml" in out and expected in out and "Traceback" not in out
     finally:
         d.close()
+
+
+async def test_unreadable_billing_state_keeps_monitoring_without_billing(tmp_path: Path, daemon_factory: Any) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    outbox = await Outbox.open(state / "outbox.sqlite3", gateway_id="gw-test")
+    await outbox.submit_state({"billing/p-a/book": b"\x00not json at all"})
+    await outbox.close()
+    cfg = write_config(
+        tmp_path,
+        broker_url="mqtt://127.0.0.1:9",
+        patients={"p-a": [replay_device("dev-a", vitals=VITALS_A, speed=50)]},
+    )
+    d = daemon_factory(cfg)
+    d.start()
+    alarm = await _log_event(d, "gateway_technical_alarm")
+    assert alarm["condition"] == "billing_state_unreadable"
+    await asyncio.sleep(1.0)
+    assert d.stop() == 0
+    stats = Outbox.inspect(state / "outbox.sqlite3")
+    assert stats.classes[RecordKind.SUMMARY].pending + stats.classes[RecordKind.ALARM].pending > 0
+    assert stats.classes[RecordKind.BILLING].pending == 0
