@@ -189,3 +189,25 @@ def test_beat_derived_vitals_do_not_depend_on_how_samples_are_packed(sizes: list
     assert [(v, x) for v, x, _ in got] == [(v, x) for v, x, _ in _REFERENCE]
     assert [t for _, _, t in got] == pytest.approx([t for _, _, t in _REFERENCE], abs=1e-6)
     assert len(_REFERENCE) > 100
+
+
+def test_qrs_complexes_vanishing_on_a_live_signal_always_alarm() -> None:
+    """Ventricular standstill-like: the QRS complexes stop, the rest of the signal goes on.
+
+    Either the low-rate alarm (valid signal, no beats: the rate implied by the silence falls) or
+    the no-valid-ECG alarm must follow; silence must never read as "nothing to report".
+    """
+    rec = wfdb.rdrecord(str(FIXTURES / "ecg" / "mitdb_119_0s"), channels=[0])
+    ann = wfdb.rdann(str(FIXTURES / "ecg" / "mitdb_119_0s"), "atr")
+    fs = float(rec.fs)
+    x = rec.p_signal[: int(90 * fs), 0] * 1000.0
+    for r in ann.sample:
+        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
+        if r > 40 * fs and b < len(x):
+            x[a:b] = np.linspace(x[a], x[b], b - a)  # QRS cut out, P and T waves left
+    out = feed_ecg(pipeline(), x, fs)
+    raised = [a for a in out.records if isinstance(a, AlarmRecord) and a.event is AlarmEvent.RAISED]
+    assert raised, "no alarm while the QRS complexes were gone"
+    first = min(a.time.timestamp() - T0 for a in raised)
+    assert 40 < first <= 40 + 25
+    assert {a.condition for a in raised} <= {"heart_rate_low", NO_VALID_ECG}

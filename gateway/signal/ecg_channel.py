@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+MIN_REPORTED_HR = 60.0 / heart_rate.MAX_RR_S  # 15 /min
+
+
 @dataclass(frozen=True, slots=True)
 class EcgSettings:
     hrv_window_s: float = 300.0
@@ -180,11 +183,14 @@ class EcgChannel:
         if last is None:
             return ()
         recent = self.hr.recent_rr
-        limit = max(3.0, 2.0 * float(np.median(recent))) if recent else 3.0
+        # Overdue: half as long again as the recent rhythm, and in any case after 3 s (20 /min).
+        limit = min(3.0, max(2.0, 1.5 * float(np.median(recent)))) if recent else 3.0
         gap = now - last
         if gap <= limit:
             return ()
-        hr = 60.0 / gap
+        # The rate the silence implies, floored at the lowest rate the pipeline accepts as
+        # plausible: a standstill must read as a very low rate, not as an invalid value.
+        hr = max(MIN_REPORTED_HR, 60.0 / gap)
         return (VitalReading(self.device_id, Vital.HEART_RATE, hr, VITAL_UNITS[Vital.HEART_RATE], now, self._clock),)
 
     def _hrv_values(self, now: float) -> Iterable[VitalReading]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from statistics import median
 
 MIN_RR_S = 0.17  # 350 /min: anything shorter is a double detection, not a heart
-MAX_RR_S = 4.0  # 15 /min: a longer gap is a pause or lost signal, not a rate
+MAX_RR_S = 4.0  # 15 /min: the lowest rate reported (the pipeline's plausibility floor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class RRInterval:
 @dataclass(slots=True)
 class HeartRateState:
     fs: float
-    window: int = 8  # RR intervals in the running median (about 6-8 s at rest)
+    window: int = 8  # RR intervals in the running median (even: bigeminy reads as the mean rate)
     nn_tolerance: float = 0.2
     min_intervals: int = 3
     last_index: int | None = None
@@ -34,18 +34,18 @@ class HeartRateState:
 
 
 def add_beat(state: HeartRateState, index: int, time: float) -> RRInterval | None:
-    """Record a beat; returns the RR interval it closes, or None (first beat, implausible gap)."""
+    """Record a beat; returns the RR interval it closes, or None (first beat, double detection)."""
     prev, state.last_index = state.last_index, index
     if prev is None:
         return None
     rr = (index - prev) / state.fs
-    if not MIN_RR_S <= rr <= MAX_RR_S:
-        # A pause or signal loss breaks the sequence: the next interval starts afresh, and the
-        # running median is not polluted by a value that is not a heart period.
-        return None
+    if rr < MIN_RR_S:
+        return None  # a double detection, not a heart period: the rate is not touched
     ref = median(state.recent_rr) if state.recent_rr else rr
-    normal = abs(rr - ref) <= state.nn_tolerance * ref
-    state.recent_rr = (*state.recent_rr[-(state.window - 1) :], rr)
+    normal = rr <= MAX_RR_S and abs(rr - ref) <= state.nn_tolerance * ref
+    # A pause longer than MAX_RR_S is real (gaps and signal loss restart this state upstream):
+    # it enters the median as MAX_RR_S, so the rate reads as the lowest reportable one.
+    state.recent_rr = (*state.recent_rr[-(state.window - 1) :], min(rr, MAX_RR_S))
     hr = 60.0 / median(state.recent_rr) if len(state.recent_rr) >= state.min_intervals else None
     return RRInterval(end_index=index, time=time, rr_ms=rr * 1000.0, normal=normal, heart_rate=hr)
 
