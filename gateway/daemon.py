@@ -180,6 +180,8 @@ class Daemon:
             summary_period_s=self.cfg.processing.summaries.period_s,
             no_data_s=self.cfg.alarms.no_data_minutes * 60,
             battery_low_pct=self.cfg.alarms.battery_low_pct,
+            processing=self.cfg.processing,
+            disconnect_alarm_s=self.cfg.alarms.disconnect_alarm_s,
         )
         try:
             self.ledger = await BillingLedger.open(
