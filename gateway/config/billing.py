@@ -9,7 +9,9 @@ import itertools
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.config.zones import ZoneName
 
 
 class _Model(BaseModel):
@@ -35,7 +37,7 @@ class BillingSection(_Model):
         description="Enrolment date per patient id; needed by period_anchor 'enrolment' "
         "(a patient without one falls back to first data)",
     )
-    timezone: str | None = Field(
+    timezone: ZoneName | None = Field(
         None, description="IANA zone cutting billing days for patients without their own; default: the host's"
     )
     setup_code: str | None = Field("99453", description="Set-up service code; null disables set-up records")
@@ -65,19 +67,6 @@ class BillingSection(_Model):
         10_000, ge=1, description="Spans of readings held while the clock is unsynchronised (oldest dropped)"
     )
     history_periods: int = Field(13, ge=0, le=1000, description="Closed periods kept for the billing CLI")
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like 'America/Chicago')") from e
-        return v
 
     @model_validator(mode="after")
     def _tiers_disjoint(self) -> BillingSection:

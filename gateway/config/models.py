@@ -18,6 +18,7 @@ from gateway.clock import SyncPolicy
 from gateway.config.billing import BillingSection
 from gateway.config.errors import ValueErrorAt
 from gateway.config.processing import AlarmSection, ProcessingSection, VitalLimits, check_vital_names
+from gateway.config.zones import ZoneName
 from gateway.driver_api import DriverSpec, registry
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -125,22 +126,9 @@ class PatientOverrides(_Model):
 
 class PatientBase(_Model):
     id: Ident = Field(description="Pseudonym sent upstream — never a name")
-    timezone: str | None = Field(None, description="IANA zone used to cut billing days; default: gateway's")
+    timezone: ZoneName | None = Field(None, description="IANA zone used to cut billing days; default: gateway's")
     alarms: PatientOverrides = PatientOverrides()
     devices: list[Any]  # replaced by the discriminated union in ``build_config_model``
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like 'America/Chicago')") from e
-        return v
 
 
 class ConfigBase(_Model):
