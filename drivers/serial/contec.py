@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.serial.framing import Dropped, FixedFramer, FramerStats
+from drivers.serial.framing import Dropped, FixedFramer
 from drivers.serial.oximetry import StateEvents, oximeter_vitals
 from drivers.serial.waveform import WaveformAssembler, back_dated_times
 from gateway.records import ClockQuality, DeviceFlag, Reading, SampleBlock
@@ -69,21 +69,9 @@ def _parse(buf: bytes | bytearray, i: int) -> ContecPacket | None:
     )
 
 
-@dataclass
-class ContecDecoder:
-    framer: FixedFramer[ContecPacket] = field(
-        default_factory=lambda: FixedFramer(5, _parse, reason="no sync or bit 7 set in payload")
-    )
-
-    @property
-    def stats(self) -> FramerStats:
-        return self.framer.stats
-
-    def feed(self, data: bytes) -> list[ContecPacket | Dropped]:
-        return self.framer.feed(data)
-
-    def finish(self) -> list[ContecPacket | Dropped]:
-        return self.framer.finish()
+def contec_decoder() -> FixedFramer[ContecPacket]:
+    """Bytes -> packets and drop reports; the framer carries the state and the counters."""
+    return FixedFramer(5, _parse, reason="no sync or bit 7 set in payload")
 
 
 @dataclass

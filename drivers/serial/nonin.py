@@ -241,21 +241,9 @@ def _parse8(buf: bytes | bytearray, i: int) -> Nonin8Frame | None:
     )
 
 
-@dataclass
-class Nonin8Decoder:
-    framer: FixedFramer[Nonin8Frame] = field(
-        default_factory=lambda: FixedFramer(4, _parse8, reason="no sync or implausible value")
-    )
-
-    @property
-    def stats(self) -> FramerStats:
-        return self.framer.stats
-
-    def feed(self, data: bytes) -> list[Nonin8Frame | Dropped]:
-        return self.framer.feed(data)
-
-    def finish(self) -> list[Nonin8Frame | Dropped]:
-        return self.framer.finish()
+def nonin8_decoder() -> FixedFramer[Nonin8Frame]:
+    """Bytes -> #8 frames and drop reports (no packets: every frame carries the numbers)."""
+    return FixedFramer(4, _parse8, reason="no sync or implausible value")
 
 
 # --------------------------------------------------------------------------------------------
