@@ -21,35 +21,41 @@ HERE = Path(__file__).parent
 EXCERPTS = [("119", 0, 300), ("116", 600, 300)]
 
 
+def cut_excerpt(mitdb: Path, name: str, start_s: int, length_s: int, out_dir: Path) -> None:
+    """Write lead 0 of MIT-BIH record ``name`` from ``start_s`` for ``length_s`` (WFDB fmt 212, with its
+    reference annotations shifted to the excerpt) as ``out_dir/mitdb_<name>_<start>s``."""
+    rec = wfdb.rdrecord(str(mitdb / name), channels=[0], physical=False)
+    fs = int(rec.fs)
+    a, b = start_s * fs, (start_s + length_s) * fs
+    out = f"mitdb_{name}_{start_s}s"
+    wfdb.wrsamp(
+        out,
+        fs=fs,
+        units=rec.units,
+        sig_name=rec.sig_name,
+        d_signal=rec.d_signal[a:b],
+        p_signal=None,
+        fmt=["212"],
+        adc_gain=rec.adc_gain,
+        baseline=rec.baseline,
+        write_dir=str(out_dir),
+        comments=[f"excerpt of MIT-BIH record {name}, samples {a}..{b}"],
+    )
+    ann = wfdb.rdann(str(mitdb / name), "atr", sampfrom=a, sampto=b - 1)
+    wfdb.wrann(
+        out,
+        "atr",
+        sample=np.asarray(ann.sample) - a,
+        symbol=ann.symbol,
+        aux_note=ann.aux_note,
+        fs=fs,
+        write_dir=str(out_dir),
+    )
+
+
 def ecg_excerpts(mitdb: Path) -> None:
     for name, start_s, length_s in EXCERPTS:
-        rec = wfdb.rdrecord(str(mitdb / name), channels=[0], physical=False)
-        fs = int(rec.fs)
-        a, b = start_s * fs, (start_s + length_s) * fs
-        out = f"mitdb_{name}_{start_s}s"
-        wfdb.wrsamp(
-            out,
-            fs=fs,
-            units=rec.units,
-            sig_name=rec.sig_name,
-            d_signal=rec.d_signal[a:b],
-            p_signal=None,
-            fmt=["212"],
-            adc_gain=rec.adc_gain,
-            baseline=rec.baseline,
-            write_dir=str(HERE / "ecg"),
-            comments=[f"excerpt of MIT-BIH record {name}, samples {a}..{b}"],
-        )
-        ann = wfdb.rdann(str(mitdb / name), "atr", sampfrom=a, sampto=b - 1)
-        wfdb.wrann(
-            out,
-            "atr",
-            sample=np.asarray(ann.sample) - a,
-            symbol=ann.symbol,
-            aux_note=ann.aux_note,
-            fs=fs,
-            write_dir=str(HERE / "ecg"),
-        )
+        cut_excerpt(mitdb, name, start_s, length_s, HERE / "ecg")
 
 
 def vitals_stream(path: Path, seed: int, desat: tuple[float, float] | None, sensor_off: tuple[float, float]) -> None:
