@@ -89,7 +89,12 @@ def patient_setups(cfg: ConfigBase) -> dict[str, PatientSetup]:
     setups = {}
     for p in cfg.patients:
         limits = {**cfg.alarms.limits, **p.alarms.limits}
-        setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices})
+        default_s = cfg.alarms.no_data_minutes * 60
+        no_data = {
+            d.id: d.no_data_minutes * 60 if d.no_data_minutes is not None else (default_s if d.streams else 0.0)
+            for d in p.devices
+        }
+        setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices}, no_data)
     setups[GATEWAY_SCOPE] = PatientSetup(GATEWAY_SCOPE, {}, {})
     return setups
 

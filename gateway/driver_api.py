@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.clock import Clock
 from gateway.records import Reading
@@ -62,6 +62,19 @@ class DriverSettings(BaseModel):
 
     id: str
     """Device id, unique within the gateway (used in records, logs and topics)."""
+
+    no_data_minutes: float | None = Field(
+        None,
+        ge=0,
+        description="Technical 'no data' alarm after this long without valid data from this device; "
+        "default: alarms.no_data_minutes for streaming devices, never for spot-check devices; 0: never",
+    )
+
+    @property
+    def streams(self) -> bool:
+        """True for devices that send data continuously; spot-check devices (a BP cuff, a scale)
+        override this so that a day without a measurement is not a technical alarm."""
+        return True
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class PatientSetup:
     patient: str
     limits: Mapping[str, VitalLimits]
     devices: Mapping[str, str]  # device id -> driver name
+    no_data_s: Mapping[str, float] = field(default_factory=dict)
+    """Per device: seconds without valid data before a 'no_data' alarm (0 = never); absent = the default."""
 
 
 def is_valid(reading: VitalReading) -> bool:
@@ -336,7 +338,8 @@ class Pipeline:
             for s in p.summaries.flush(now - self.summary_period_s):
                 out.records.append(self._summary(p, s))
             for device, last in p.last_data.items():
-                if now - last >= self.no_data_s:
+                limit = p.setup.no_data_s.get(device, self.no_data_s)
+                if limit > 0 and now - last >= limit:
                     for tr in p.alarms.technical(
                         "no_data",
                         True,

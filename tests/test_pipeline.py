@@ -11,7 +11,7 @@ from gateway.clock import ManualClock
 from gateway.config.processing import AlarmSection
 from gateway.driver_api import DeviceContext, DriverFinished
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
-from gateway.records import AlarmEvent, AlarmRecord, DeviceStatusRecord, SummaryRecord, Vital
+from gateway.records import AlarmEvent, AlarmRecord, DeviceStatusRecord, SummaryRecord, Vital, VitalReading
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 
@@ -80,3 +80,35 @@ async def test_ecg_blocks_count_as_data_and_keep_sample_continuity(tmp_path: Pat
     except DriverFinished:
         pass
     assert expected == 108000 and n == 1200
+
+
+def test_no_data_alarm_only_for_streaming_devices() -> None:
+    counter = itertools.count(1)
+    setup = PatientSetup(
+        "p-a", {}, {"ox": "nonin2", "cuff": "ble-blood-pressure"}, no_data_s={"ox": 300.0, "cuff": 0.0}
+    )
+    pipe = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+    t0 = 1_800_000_000.0
+    for dev, vital, value in (("ox", Vital.SPO2, 97.0), ("cuff", Vital.SYSTOLIC_BP, 120.0)):
+        pipe.feed("p-a", VitalReading(dev, vital, value, "%", t0))
+    raised = [r for r in pipe.tick(t0 + 301).records if isinstance(r, AlarmRecord)]
+    assert [(a.condition, a.device, a.event) for a in raised] == [("no_data", "ox", AlarmEvent.RAISED)]
+    assert not [r for r in pipe.tick(t0 + 86_400).records if isinstance(r, AlarmRecord)]
+
+
+def test_spot_check_devices_do_not_stream_by_default() -> None:
+    from gateway.config.loader import parse_config_text  # noqa: PLC0415
+    from gateway.daemon import patient_setups  # noqa: PLC0415
+
+    text = """
+gateway: {id: gw}
+upstream: {url: "mqtt://127.0.0.1"}
+patients:
+  - id: p-a
+    devices:
+      - {id: cuff, driver: ble-blood-pressure, address: "C4:7C:8D:6A:12:3F"}
+      - {id: strap, driver: ble-heart-rate, address: "C4:7C:8D:6A:12:40"}
+      - {id: scale, driver: ble-weight, address: "C4:7C:8D:6A:12:41", no_data_minutes: 1440}
+"""
+    cfg = parse_config_text(text, file=Path("t.yaml"))
+    assert dict(patient_setups(cfg)["p-a"].no_data_s) == {"cuff": 0.0, "strap": 300.0, "scale": 86_400.0}

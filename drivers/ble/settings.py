@@ -48,6 +48,10 @@ class BleSettings(DriverSettings):
     def passive_release_s(self) -> float:
         return self.idle_timeout_s if self.idle_timeout_s is not None else 60.0
 
+    @property
+    def streams(self) -> bool:
+        return self.mode == "connected"  # passive devices only come by when they have a reading
+
 
 class HeartRateSettings(BleSettings):
     driver: Literal["ble-heart-rate"] = "ble-heart-rate"
