@@ -264,7 +264,7 @@ def test_discriminator_tag_is_not_part_of_the_displayed_path(tmp_path: Path) -> 
         f"{prefix}14: patients[0].devices[1].baud: must be at least 300 (got 100)",
         f"{prefix}15: patients[0].devices[1].parity: not one of the choices (got 'mark') — allowed: none, even, odd",
         f"{prefix}16: patients[0].devices[1].baudrate: unknown field (did you mean 'baud'?) — allowed here: "
-        "id, driver, port, baud, parity",
+        "id, driver, port, baud, parity, no_data_minutes",
     ]
 
 

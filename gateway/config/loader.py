@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails
 
 from gateway.config.errors import ConfigError, Loc, Problem, ProblemKind, ValueErrorAt
 from gateway.config.models import _ID, ConfigBase, build_config_model
+from gateway.driver_api import DriverSettings
 
 __all__ = [
     "ConfigError",
@@ -384,6 +385,10 @@ def _problem_from_error(err: ErrorDetails, root: type[BaseModel], src: _SourceMa
         kind = ProblemKind.UNKNOWN_FIELD
         model = _model_of(parent_tp)
         names = list(model.model_fields) if model else []
+        if model is not None and issubclass(model, DriverSettings):
+            # Settings every driver shares read best after the driver's own: id, driver, port, ...
+            common = [n for n in DriverSettings.model_fields if n != "id"]
+            names = [n for n in names if n not in common] + common
         message = "unknown section" if at_root else "unknown field"
         close = difflib.get_close_matches(str(path[-1]), names, n=1)
         if close:
