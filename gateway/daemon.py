@@ -126,6 +126,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.pipeline: Pipeline | None = None
         self.ledger: BillingLedger | None = None
+        self._last_submit: asyncio.Future[None] | None = None
         self.refused = 0
 
     # -- control ------------------------------------------------------------------------------
@@ -278,6 +279,7 @@ class Daemon:
             state_dir=state,
             base_dir=self.paths.base_dir,
             log=structlog.get_logger().bind(device=device_id, patient=a.patient),
+            checkpoint=functools.partial(self._checkpoint, a.patient, device_id),
         )
 
     async def _sink(self, patient: str, reading: Reading) -> None:
@@ -299,6 +301,14 @@ class Daemon:
         if self._uncommitted > MAX_UNCOMMITTED:
             await self._drain.wait()
 
+    async def _checkpoint(self, patient: str, device: str) -> None:
+        """Everything the device's readings produced so far is committed when this returns."""
+        assert self.pipeline is not None
+        self._submit_all(self.pipeline.close_device(patient, device).records)
+        # Group commits resolve in submission order: the newest future covers all earlier ones.
+        if self._last_submit is not None and not self._last_submit.done():
+            await asyncio.wait({self._last_submit})
+
     def _submit_all(self, records: list[AnyRecord]) -> list[asyncio.Future[None]]:
         assert self.outbox is not None
         futures = []
@@ -313,6 +323,7 @@ class Daemon:
                 self._drain.clear()
             fut.add_done_callback(functools.partial(self._committed, rec))
             futures.append(fut)
+            self._last_submit = fut
         return futures
 
     def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
@@ -77,6 +77,10 @@ class DriverSettings(BaseModel):
         return True
 
 
+async def _accepted_at_once() -> None:
+    """Checkpoint of a context with no durable sink behind it (tests, tools)."""
+
+
 @dataclass(frozen=True)
 class DeviceContext:
     """What a driver may know about where it runs — nothing about MQTT or SQLite."""
@@ -89,6 +93,11 @@ class DeviceContext:
     base_dir: Path = Path(".")
     """Directory that relative paths in the settings are resolved against (the config's folder)."""
     log: Any = field(default_factory=structlog.get_logger)
+    checkpoint: Callable[[], Awaitable[None]] = field(default=_accepted_at_once)
+    """Wait until everything this device's readings produced so far is accepted (on disk).  A driver
+    that remembers its place in the device's own store (e.g. the last glucose record fetched) saves
+    that place only after this returns, so a crash in between fetches the record again rather than
+    losing it."""
 
 
 class Driver(abc.ABC):

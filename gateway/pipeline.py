@@ -360,6 +360,14 @@ class Pipeline:
                         out.records.append(self._alarm(p, tr, clock))
         return out
 
+    def close_device(self, patient: str, device: str) -> PipelineOutput:
+        """Emit now the summaries that hold values of ``device`` (its driver is about to checkpoint)."""
+        out = PipelineOutput()
+        p = self._patients.get(patient)
+        if p is not None:
+            out.records.extend(self._summary(p, s) for s in p.summaries.close_device(device))
+        return out
+
     def flush(self, now: float) -> PipelineOutput:
         """At shutdown: emit the open summary periods as partial ones."""
         out = PipelineOutput()

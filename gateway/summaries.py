@@ -79,6 +79,16 @@ class SummaryAggregator:
                 out.append(self._close(vital, acc, min(end, max(now, acc.start))))
         return out
 
+    def close_device(self, device: str) -> list[VitalSummary]:
+        """Close now the open periods that hold values of ``device``: its values must be on their
+        way upstream before the device is told they were taken (see ``DeviceContext.checkpoint``).
+        Later values of the same period make a second summary of that period."""
+        return [
+            self._close(vital, acc, acc.start + self.period_s)
+            for vital, acc in list(self._acc.items())
+            if device in acc.devices
+        ]
+
     def _close(self, vital: Vital, acc: _Acc, end: float) -> VitalSummary:
         del self._acc[vital]
         n = acc.count

@@ -112,3 +112,21 @@ patients:
 """
     cfg = parse_config_text(text, file=Path("t.yaml"))
     assert dict(patient_setups(cfg)["p-a"].no_data_s) == {"cuff": 0.0, "strap": 300.0, "scale": 86_400.0}
+
+
+def test_close_device_emits_the_periods_holding_its_values_at_once() -> None:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", {}, {"meter": "ble-glucose", "ox": "nonin2"})
+    pipe = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+    t0 = 1_800_000_000.0
+    assert not pipe.feed("p-a", VitalReading("meter", Vital.GLUCOSE, 95.0, "mg/dL", t0)).records
+    pipe.feed("p-a", VitalReading("ox", Vital.SPO2, 97.0, "%", t0))
+    out = pipe.close_device("p-a", "meter")
+    assert [(r.vital, r.count, r.mean) for r in out.records if isinstance(r, SummaryRecord)] == [
+        (Vital.GLUCOSE, 1, 95.0)
+    ]
+    # A second value in the same period makes a second summary of that period, not a lost one.
+    pipe.feed("p-a", VitalReading("meter", Vital.GLUCOSE, 101.0, "mg/dL", t0 + 5))
+    later = [r for r in pipe.flush(t0 + 10).records if isinstance(r, SummaryRecord) and r.vital is Vital.GLUCOSE]
+    assert [(r.count, r.mean) for r in later] == [(1, 101.0)]
+    assert later[0].period_start == out.records[0].period_start  # type: ignore[union-attr]

@@ -373,6 +373,7 @@ class GlucoseDriver(BleDriver):
     async def _delivered(self, n: Notification) -> bool:
         if self._pending_seq is not None:
             seq, self._pending_seq = self._pending_seq, None
+            await self.ctx.checkpoint()  # the reading is on disk before the meter's place is moved on
             await asyncio.to_thread(self.store.save, seq)
             self.last_held = seq
             return False
