@@ -96,7 +96,9 @@ class LiveView:
         if isinstance(rec, AlarmRecord):
             self.alarms += 1
             what = rec.condition.replace("_", " ")
-            value = f" value {rec.value:.4g} (limit {rec.threshold:g})" if rec.value is not None and rec.threshold else ""
+            value = ""
+            if rec.value is not None and rec.threshold is not None:
+                value = f" value {rec.value:.4g} (limit {rec.threshold:g})"
             kind = "TECH ALARM" if rec.technical else "ALARM"
             colour = "1;31" if rec.event is AlarmEvent.RAISED else "32"
             self._say(
