@@ -9,9 +9,14 @@ a latency bound:
    energy is only ~3 times its slope, so the sinus beats next to it stay above threshold.
 2. A QRS candidate is a sample of that envelope that is the largest within ``refractory`` before it
    and a look-ahead after it, and is decided when the look-ahead has arrived, never later.  The
-   look-ahead is 150 ms, shortened (down to 60 ms) for complexes whose envelope took long to rise
-   (paced, ventricular, bundle-branch beats, whose R wave lies that much earlier): the decision
-   comes at most ``latency_budget_s`` after the envelope's half rise.
+   look-ahead (150 ms at most, 40 ms at least) only serves to see whether a larger complex
+   follows, so it ends as soon as the complex is over: the envelope has fallen to 30 % of the
+   peak (50 % for a candidate at least as large as the learnt QRS level).  It is also bounded by
+   two deadlines counted from the rise of the envelope, near which the R wave lies (the envelope
+   peak comes late on wide, paced and ventricular complexes): 230 ms after the half rise and
+   250 ms after the foot (the envelope's last sample below 30 % of the peak, or of the QRS level
+   for a smaller candidate).  While learning (the first ``learn_s``) only the half-rise deadline
+   applies: with no QRS level yet, an early decision on a noise bump would shadow the first QRS.
 3. Precursors: a candidate whose envelope is still climbing past ``precursor_ratio`` of its peak
    when the look-ahead ends announces a larger complex (a tall P wave before its QRS, a pacing
    spike before the paced QRS); it is set aside and does not overshadow that complex.
@@ -52,8 +57,13 @@ class DetectorParams:
 
     refractory_s: float = 0.20  # absolute refractory period: no two QRS closer than this
     lookahead_s: float = 0.15  # how long after an envelope peak we wait before deciding on it...
-    min_lookahead_s: float = 0.06  # ...at least
-    latency_budget_s: float = 0.23  # ...and at most this long after the envelope's half rise
+    min_lookahead_s: float = 0.04  # ...at least
+    latency_budget_s: float = 0.23  # ...at most this long after the envelope's half rise...
+    foot_ratio: float = 0.3  # ...and at most ``foot_budget_s`` after it last stood below this share
+    foot_budget_s: float = 0.25  # of the peak or QRS level (the foot of the rise: earlier on wide beats)
+    end_ratio: float = 0.3  # the complex is over once its envelope has fallen to this share of the peak...
+    sure_ratio: float = 1.0  # ...or, for a candidate at least as large as this share of the QRS level,
+    sure_end_ratio: float = 0.5  # to this share: a clear QRS is decided as soon as it has ended
     learn_s: float = 2.0  # thresholds are learnt from the running maximum for this long
     threshold_k: float = 0.3125  # threshold between noise (0) and signal (1) level
     searchback_rr: float = 1.5  # beyond this many RR intervals without a beat, halve the threshold
@@ -86,8 +96,14 @@ class DetectorState:
     min_lookahead: int
     max_rise: int
     budget: int  # envelope half-rise to decision, in samples
+    foot_budget: int  # envelope foot to decision, in samples
+    foot_ratio: float
+    end_ratio: float
+    sure_ratio: float
+    sure_end_ratio: float
     back: int  # samples of history kept before the decision frontier
     refractory: int
+    learn: int  # samples after a (re)start during which thresholds are learnt
     min_energy: float
     next_index: int = 0  # absolute index of the next sample to arrive
     start_index: int = 0  # where the current run (after start or a gap) began
@@ -118,8 +134,14 @@ def new_state(fs: float, params: DetectorParams | None = None, first_index: int 
         min_lookahead=max(2, round(p.min_lookahead_s * fs)),
         max_rise=round(0.3 * fs),
         budget=round(p.latency_budget_s * fs),
+        foot_budget=round(p.foot_budget_s * fs),
+        foot_ratio=p.foot_ratio,
+        end_ratio=p.end_ratio,
+        sure_ratio=p.sure_ratio,
+        sure_end_ratio=p.sure_end_ratio,
         back=max(refractory, design.feature_delay + round(0.1 * fs)) + 1,
         refractory=refractory,
+        learn=round(p.learn_s * fs),
         min_energy=design.unit_peak * p.min_qrs_mv,  # the envelope is linear in amplitude
         next_index=first_index,
         start_index=first_index,
@@ -171,7 +193,7 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         peaks = np.nonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1]))[0] + a
         for i in peaks.tolist():
             fp = float(buf_f[i])
-            la = _lookahead(state, buf_f, i, fp)
+            la = _lookahead(state, buf_f, i, fp, learnt=buf_start + i >= state.start_index + state.learn)
             if buf_start + i + la >= end:
                 hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
                 break
@@ -214,7 +236,7 @@ def _decide(
     buf_start: int,
 ) -> Beat | None:
     fs = state.design.fs
-    learning = peak < state.start_index + round(p.learn_s * fs)
+    learning = peak < state.start_index + state.learn
     if learning:
         # The running maximum up to the end of this candidate's look-ahead: a function of the
         # signal only, not of how it was split into blocks.
@@ -264,17 +286,38 @@ def _decide(
     return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + la, energy=fp)
 
 
-def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float) -> int:
+def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learnt: bool) -> int:
     """How long to wait after the envelope peak at ``i`` before deciding on it.
 
-    The full look-ahead for a sharp complex; less for one whose envelope took long to rise (wide,
-    paced or ventricular beats): their R wave lies that much earlier, and the latency budget
-    counts from the R wave.  A function of the signal alone, so block splits do not matter.
+    Waiting longer only helps to see whether a larger complex follows, so the wait ends as soon
+    as the complex is over (its envelope has fallen back), and in any case within the latency
+    budgets counted from the rise of the envelope: the R wave lies near that rise, not near the
+    envelope peak, which comes late on wide, paced or ventricular complexes.  Reads only samples
+    up to ``i`` + the returned look-ahead and decided state, so block splits do not matter: when
+    the end of the complex has not arrived yet, the full look-ahead is returned and the caller
+    waits for it.
     """
     seg = buf_f[max(0, i - state.max_rise) : i]
     below = np.nonzero(seg <= 0.5 * fp)[0]
     rise = len(seg) - int(below[-1]) if len(below) else state.max_rise
-    return max(state.min_lookahead, min(state.lookahead, state.budget - rise))
+    # The foot is measured against the learnt QRS level when the candidate is smaller: a P wave
+    # riding on the previous T wave never falls to a share of its own small peak, and an early
+    # decision on it would shadow the QRS that follows.  No foot within max_rise means the
+    # envelope never settled (noise, merged complexes): only the half-rise budget applies.
+    # While learning, the QRS level is not known yet (the first "beat" may be noise) and the
+    # filters' start-up leaves no foot: no early decision.
+    below = np.nonzero(seg <= state.foot_ratio * max(fp, state.signal_level))[0]
+    foot = len(seg) - int(below[-1]) if len(below) and learnt else 0
+    la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
+    # A candidate as large as the learnt QRS level is a beat unless a larger one overshadows it,
+    # and a complex that has halved is over; smaller ones wait for a deeper fall, so a P wave
+    # rising into its QRS is not mistaken for a finished complex.
+    sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
+    end = (state.sure_end_ratio if sure else state.end_ratio) * fp
+    gone = np.nonzero(buf_f[i + 1 : i + la + 1] <= end)[0]
+    if len(gone):
+        la = max(state.min_lookahead, int(gone[0]) + 1)
+    return la
 
 
 def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int) -> int:
