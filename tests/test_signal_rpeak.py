@@ -98,14 +98,28 @@ def test_resampled_input_still_detects_beats(fs_new: int) -> None:
     assert f1(ref_new, indices(beats), fs_new) >= 0.995
 
 
-@pytest.mark.parametrize("rel", ["ecg/mitdb_119_0s", "ecg/mitdb_116_600s", "ecg_tests/mitdb_228_0s"])
-def test_each_beat_is_decided_within_300_ms_of_its_r_wave(rel: str) -> None:
+# The paced excerpt holds complexes whose envelope peaks ~240 ms after the annotated R wave: only
+# the deadlines counted from the envelope's rise (not from its peak) keep them within 300 ms.
+@pytest.mark.parametrize(
+    ("rel", "min_found"),
+    [
+        ("ecg/mitdb_119_0s", 0.97),
+        ("ecg/mitdb_116_600s", 0.97),
+        ("ecg_tests/mitdb_228_0s", 0.97),
+        ("ecg_tests/mitdb_203_600s", 0.97),
+        ("ecg_tests/mitdb_104_120s", 0.93),
+    ],
+)
+def test_each_beat_is_decided_within_300_ms_of_its_r_wave(rel: str, min_found: float) -> None:
     sig, fs, ref = load(rel)
     beats = detect_all(sig, fs)
     pairs = match(ref, indices(beats), round(0.15 * fs))
     latencies = [(beats[j].decided_index - ref[i]) / fs for i, j in pairs]
-    assert len(latencies) >= 0.97 * len(ref)
+    assert len(latencies) >= min_found * len(ref)
     assert max(latencies) <= 0.300
+    # Decisions come once the complex is over, not after a fixed wait: the median stays well
+    # inside the budget (sample counts, not wall time).
+    assert float(np.median(latencies)) <= 0.250
     # Never "decided" before the R wave it reports: the detector is causal.
     assert all(b.decided_index > b.index for b in beats)
 
