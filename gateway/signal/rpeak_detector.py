@@ -15,8 +15,9 @@ a latency bound:
    two deadlines counted from the rise of the envelope, near which the R wave lies (the envelope
    peak comes late on wide, paced and ventricular complexes): 230 ms after the half rise and
    250 ms after the foot (the envelope's last sample below 30 % of the peak, or of the QRS level
-   for a smaller candidate).  While learning (the first ``learn_s``) only the half-rise deadline
-   applies: with no QRS level yet, an early decision on a noise bump would shadow the first QRS.
+   for a smaller candidate, and below the noise level).  While learning (the first ``learn_s``)
+   only the half-rise deadline applies: with no QRS level yet, an early decision on a noise bump
+   would shadow the first QRS.
 3. Precursors: a candidate whose envelope is still climbing past ``precursor_ratio`` of its peak
    when the look-ahead ends announces a larger complex (a tall P wave before its QRS, a pacing
    spike before the paced QRS); it is set aside and does not overshadow that complex.
@@ -300,13 +301,14 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     seg = buf_f[max(0, i - state.max_rise) : i]
     below = np.nonzero(seg <= 0.5 * fp)[0]
     rise = len(seg) - int(below[-1]) if len(below) else state.max_rise
-    # The foot is measured against the learnt QRS level when the candidate is smaller: a P wave
-    # riding on the previous T wave never falls to a share of its own small peak, and an early
+    # The foot is measured against the learnt QRS level when the candidate is smaller, and never
+    # below the noise level: a P wave riding on the previous T wave, or a bump in muscle noise,
+    # never falls to a share of its own small peak, would look like a slow rise, and an early
     # decision on it would shadow the QRS that follows.  No foot within max_rise means the
     # envelope never settled (noise, merged complexes): only the half-rise budget applies.
     # While learning, the QRS level is not known yet (the first "beat" may be noise) and the
     # filters' start-up leaves no foot: no early decision.
-    below = np.nonzero(seg <= state.foot_ratio * max(fp, state.signal_level))[0]
+    below = np.nonzero(seg <= max(state.foot_ratio * max(fp, state.signal_level), state.noise_level))[0]
     foot = len(seg) - int(below[-1]) if len(below) and learnt else 0
     la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
     # A candidate as large as the learnt QRS level is a beat unless a larger one overshadows it,
