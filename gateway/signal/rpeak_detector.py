@@ -194,16 +194,18 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         peaks = np.nonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1]))[0] + a
         for i in peaks.tolist():
             fp = float(buf_f[i])
-            la = _lookahead(state, buf_f, i, fp, learnt=buf_start + i >= state.start_index + state.learn)
-            if buf_start + i + la >= end:
-                hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
-                break
             win_lo = max(0, i - state.refractory)
             pre = state.precursor - buf_start
             if pre >= win_lo:
                 # A precursor set aside must not overshadow the complex it announced: compare
                 # only from the trough that separates them.
                 win_lo = pre + int(np.argmin(buf_f[pre : i + 1]))
+            if fp < float(buf_f[win_lo : i + state.min_lookahead + 1].max()):
+                continue  # overshadowed whatever the look-ahead: most envelope wiggles end here
+            la = _lookahead(state, buf_f, i, fp, learnt=buf_start + i >= state.start_index + state.learn)
+            if buf_start + i + la >= end:
+                hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
+                break
             if fp < float(buf_f[win_lo : i + la + 1].max()):
                 continue
             end_f = float(buf_f[i + la])
