@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config.processing import Limit, VitalLimits
 from gateway.records import AlarmEvent, Severity, Vital
@@ -193,6 +194,38 @@ class AlarmEngine:
                 detail=detail,
             )
         ]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The raised alarms, so that after a restart each still gets its one clear.  Pending
+        (not yet raised) episodes are not kept: the downtime must not count toward a minimum duration."""
+        return {
+            "threshold": [
+                {
+                    "vital": r.vital.value,
+                    "direction": r.direction,
+                    "limit": r.limit.model_dump(),
+                    "active_id": r._s.active_id,
+                    "worst": r._s.worst,
+                }
+                for rules in self._rules.values()
+                for r in rules
+                if r.active
+            ],
+            "technical": [[c, d, alarm_id] for (c, d), alarm_id in self._technical.items()],
+        }
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        for item in snap.get("threshold", []):
+            vital, direction = Vital(item["vital"]), str(item["direction"])
+            rule = next((r for r in self._rules.get(vital, ()) if r.direction == direction), None)
+            if rule is None:  # the limit left the config meanwhile: clear by the rule that raised it
+                rule = ThresholdRule(self.scope, vital, direction, Limit.model_validate(item["limit"]))
+                rule.retired = True
+                self._rules.setdefault(vital, []).append(rule)
+            rule._s.active_id = str(item["active_id"])
+            rule._s.worst = None if item.get("worst") is None else float(item["worst"])
+        for condition, device, alarm_id in snap.get("technical", []):
+            self._technical[(str(condition), None if device is None else str(device))] = str(alarm_id)
 
     def active_conditions(self) -> list[str]:
         names = [r.condition for rules in self._rules.values() for r in rules if r.active]

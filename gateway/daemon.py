@@ -12,7 +12,7 @@ import contextlib
 import functools
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ from gateway.records import BillingRecord, ClockQuality, Reading, Severity
 from gateway.sd_notify import Notifier
 from gateway.supervisor import Assignment, Supervisor
 from gateway.uplink import Uplink
+
+PIPELINE_STATE_PREFIX = "pipeline/"
+STATE_SAVE_EVERY_S = 5.0  # open summary periods lose at most this much to a crash
 
 GATEWAY_SCOPE = "_gateway"
 """Patient field of gateway-level technical alarms (outbox full, corrupt database, ...)."""
@@ -127,6 +130,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.ledger: BillingLedger | None = None
         self._last_submit: asyncio.Future[None] | None = None
+        self._saved_state: dict[str, bytes] = {}
         self.refused = 0
 
     # -- control ------------------------------------------------------------------------------
@@ -189,6 +193,12 @@ class Daemon:
             processing=self.cfg.processing,
             disconnect_alarm_s=self.cfg.alarms.disconnect_alarm_s,
         )
+        for key, blob in (await self.outbox.load_state(PIPELINE_STATE_PREFIX)).items():
+            patient = key.removeprefix(PIPELINE_STATE_PREFIX)
+            if self.pipeline.restore(patient, blob):
+                self._saved_state[patient] = blob
+            else:
+                self.log.warning("pipeline_state_not_restored", patient=patient)
         try:
             self.ledger = await BillingLedger.open(
                 _TappedStore(self.outbox, self._billing_tap),
@@ -244,7 +254,7 @@ class Daemon:
         assert self.supervisor is not None and self.pipeline is not None and self.outbox is not None
         await self.supervisor.stop_all(grace_s=2.0)
         step("sessions_ms")
-        last = self._submit_all(self.pipeline.flush(self.clock.now()).records)
+        last = self._submit_all(self.pipeline.flush(self.clock.now()).records, self._states(self.pipeline.patients()))
         if self.ledger is not None:
             await self.ledger.flush()
         with contextlib.suppress(TimeoutError):
@@ -289,7 +299,8 @@ class Daemon:
         except Exception:  # a pipeline bug must not take the device down
             self.log.exception("pipeline_error", patient=patient, reading=type(reading).__name__)
             return
-        self._submit_all(out.records)
+        if out.records:
+            self._submit_all(out.records, self._states([patient]))
         if self.ledger is not None:
             try:
                 for ev in out.evidence:
@@ -304,17 +315,36 @@ class Daemon:
     async def _checkpoint(self, patient: str, device: str) -> None:
         """Everything the device's readings produced so far is committed when this returns."""
         assert self.pipeline is not None
-        self._submit_all(self.pipeline.close_device(patient, device).records)
+        self._submit_all(self.pipeline.close_device(patient, device).records, self._states([patient]))
         # Group commits resolve in submission order: the newest future covers all earlier ones.
         if self._last_submit is not None and not self._last_submit.done():
             await asyncio.wait({self._last_submit})
 
-    def _submit_all(self, records: list[AnyRecord]) -> list[asyncio.Future[None]]:
+    def _states(self, patients: Iterable[str], *, only_changed: bool = False) -> dict[str, bytes | None]:
+        """Processing state of these patients, to be committed with the records that changed it
+        (``only_changed``: skip what is already on disk, for the periodic save)."""
+        assert self.pipeline is not None
+        out: dict[str, bytes | None] = {}
+        for patient in patients:
+            blob = self.pipeline.snapshot(patient)
+            if blob is not None and not (only_changed and self._saved_state.get(patient) == blob):
+                self._saved_state[patient] = blob
+                out[PIPELINE_STATE_PREFIX + patient] = blob
+        return out
+
+    def _submit_all(
+        self, records: list[AnyRecord], state: dict[str, bytes | None] | None = None
+    ) -> list[asyncio.Future[None]]:
+        """Hand records to the outbox; ``state`` rides with the last of them (same transaction)."""
         assert self.outbox is not None
         futures = []
-        for rec in records:
+        if state and not records:
+            fut = self.outbox.submit_state(state)
+            self._last_submit = fut
+            return [fut]
+        for i, rec in enumerate(records):
             try:
-                fut = self.outbox.submit(rec)
+                fut = self.outbox.submit(rec, state=state if i == len(records) - 1 else None)
             except OutboxError as e:
                 self._refused(rec, e)
                 continue
@@ -365,7 +395,7 @@ class Daemon:
             detail=detail,
             clock=self.clock.quality(),
         )
-        self._submit_all(out.records)
+        self._submit_all(out.records, self._states([GATEWAY_SCOPE]))
 
     # -- periodic -----------------------------------------------------------------------------
 
@@ -377,7 +407,10 @@ class Daemon:
             self._heartbeat = time.monotonic()
             now = self.clock.now()
             out = self.pipeline.tick(now, self.clock.quality())
-            self._submit_all(out.records)
+            touched = {r.patient for r in out.records}
+            if n % int(STATE_SAVE_EVERY_S) == 0:
+                touched |= set(self.pipeline.patients())
+            self._submit_all(out.records, self._states(touched, only_changed=not out.records))
             if self.ledger is not None:
                 await self.ledger.tick(now)
             n += 1

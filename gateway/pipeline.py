@@ -7,6 +7,7 @@ It also reports *evidence* — valid physiologic readings — for the billing le
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -359,6 +360,36 @@ class Pipeline:
                     ):
                         out.records.append(self._alarm(p, tr, clock))
         return out
+
+    def patients(self) -> list[str]:
+        return list(self._patients)
+
+    def snapshot(self, patient: str) -> bytes | None:
+        """What must survive a crash of one patient's processing: raised alarms (each still gets its
+        one clear) and open summary periods.  Signal-filter state is relearnt in seconds and not kept."""
+        p = self._patients.get(patient)
+        if p is None:
+            return None
+        state = {"v": 1, "alarms": p.alarms.snapshot(), "summaries": p.summaries.snapshot()}
+        return json.dumps(state, separators=(",", ":")).encode()
+
+    def restore(self, patient: str, blob: bytes) -> bool:
+        """Apply a ``snapshot``; False (and nothing applied) when it cannot be read."""
+        p = self._patients.get(patient)
+        if p is None:
+            return False
+        try:
+            state = json.loads(blob)
+            if not isinstance(state, dict) or state.get("v") != 1:
+                return False
+            alarms = AlarmEngine(p.setup.patient, p.setup.limits)
+            alarms.restore(state["alarms"])
+            summaries = SummaryAggregator(self.summary_period_s)
+            summaries.restore(state["summaries"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        p.alarms, p.summaries = alarms, summaries
+        return True
 
     def close_device(self, patient: str, device: str) -> PipelineOutput:
         """Emit now the summaries that hold values of ``device`` (its driver is about to checkpoint)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.records import Vital
 
@@ -88,6 +89,37 @@ class SummaryAggregator:
             for vital, acc in list(self._acc.items())
             if device in acc.devices
         ]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Open periods, so a restart resumes them instead of losing their values."""
+        return [
+            {
+                "vital": v.value,
+                "start": a.start,
+                "unit": a.unit,
+                "count": a.count,
+                "rejected": a.rejected,
+                "total": a.total,
+                "lo": a.lo if a.count else None,
+                "hi": a.hi if a.count else None,
+                "devices": sorted(a.devices),
+            }
+            for v, a in self._acc.items()
+        ]
+
+    def restore(self, snap: list[dict[str, Any]]) -> None:
+        for item in snap:
+            count = int(item["count"])
+            self._acc[Vital(item["vital"])] = _Acc(
+                start=float(item["start"]),
+                unit=str(item["unit"]),
+                count=count,
+                rejected=int(item["rejected"]),
+                total=float(item["total"]),
+                lo=float(item["lo"]) if count else math.inf,
+                hi=float(item["hi"]) if count else -math.inf,
+                devices=set(item["devices"]),
+            )
 
     def _close(self, vital: Vital, acc: _Acc, end: float) -> VitalSummary:
         del self._acc[vital]

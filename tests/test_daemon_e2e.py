@@ -207,3 +207,34 @@ async def test_kill9_twenty_times_loses_nothing(
     stats = Outbox.inspect(db)
     assert len(received) + stats.depth == stats.accepted, (len(received), stats)
     assert stats.accepted >= 2000, "the stream should be a few thousand records"
+
+
+async def test_an_alarm_raised_before_a_crash_is_cleared_after_it(
+    tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber, daemon_factory: Any
+) -> None:
+    # The recording desaturates at t=120-170 s; at 20x the alarm is raised ~7 s in. The daemon is
+    # killed while it is raised; the restarted replay begins with normal SpO2 again.
+    cfg = write_config(
+        tmp_path,
+        broker_url=broker.url,
+        patients={"p-a": [replay_device("ox-a", vitals=VITALS_A, speed=20)]},
+    )
+
+    def spo2_alarms() -> list[dict[str, Any]]:
+        return [
+            r.json() for r in subscriber.records() if "/alarm/" in r.topic and r.json()["condition"] == "spo2_low"
+        ]
+
+    d = daemon_factory(cfg)
+    d.start()
+    await subscriber.wait_until(lambda _: bool(spo2_alarms()), within_s=30)
+    d.kill9()
+    assert [a["event"] for a in spo2_alarms()] == ["raised"]
+    again = daemon_factory(cfg)
+    again.start()
+    await subscriber.wait_until(lambda _: len({a["event"] for a in spo2_alarms()}) == 2, within_s=30)
+    assert again.stop() == 0
+    events = {a["event"]: a for a in spo2_alarms()}
+    assert events["cleared"]["alarm_id"] == events["raised"]["alarm_id"]
+    # One alarm: the restart neither raised it anew nor left it open (a resent key may repeat).
+    assert len({a["key"] for a in spo2_alarms() if a["event"] == "raised"}) == 1

@@ -130,3 +130,32 @@ def test_close_device_emits_the_periods_holding_its_values_at_once() -> None:
     later = [r for r in pipe.flush(t0 + 10).records if isinstance(r, SummaryRecord) and r.vital is Vital.GLUCOSE]
     assert [(r.count, r.mean) for r in later] == [(1, 101.0)]
     assert later[0].period_start == out.records[0].period_start  # type: ignore[union-attr]
+
+
+def test_snapshot_restores_raised_alarms_and_open_summaries() -> None:
+    limits = AlarmSection().limits
+    counter = itertools.count(1)
+
+    def make() -> Pipeline:
+        setup = PatientSetup("p-a", limits, {"ox": "nonin2"})
+        return Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+
+    t0 = 1_800_000_000.0
+    before = make()
+    raised = []
+    for i in range(15):  # below 90 % long enough to raise, then a few values to keep the period open
+        out = before.feed("p-a", VitalReading("ox", Vital.PULSE_RATE, 30.0, "/min", t0 + i))
+        raised += [r for r in out.records if isinstance(r, AlarmRecord)]
+    assert [(a.condition, a.event) for a in raised] == [("pulse_rate_low", AlarmEvent.RAISED)]
+    blob = before.snapshot("p-a")
+    assert blob is not None
+
+    after = make()  # a restarted daemon
+    assert after.restore("p-a", blob)
+    assert not after.restore("p-a", b"{not json")
+    out = after.feed("p-a", VitalReading("ox", Vital.PULSE_RATE, 70.0, "/min", t0 + 20))
+    cleared = [r for r in out.records if isinstance(r, AlarmRecord)]
+    assert [(a.alarm_id, a.event) for a in cleared] == [(raised[0].alarm_id, AlarmEvent.CLEARED)]
+    assert cleared[0].detail == "worst 30"
+    summary = [r for r in after.flush(t0 + 60).records if isinstance(r, SummaryRecord)]
+    assert [(s.count, s.min, s.max) for s in summary] == [(16, 30.0, 70.0)]
