@@ -27,7 +27,7 @@ import structlog
 from gateway.billing.book import PatientBook
 from gateway.billing.days import day_start
 from gateway.billing.ledger import BillingLedger, PatientBilling
-from gateway.clock import PLAUSIBLE_EPOCH
+from gateway.clock import PLAUSIBLE_EPOCH, ManualClock
 from gateway.config.billing import BillingSection
 from gateway.outbox import Outbox
 from gateway.records import ClockQuality
@@ -36,23 +36,9 @@ TZ = ZoneInfo("America/Chicago")
 T0 = PLAUSIBLE_EPOCH + 60 * 86400
 
 
-class BenchClock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> float:
-        return self.t
-
-    def quality(self) -> ClockQuality:
-        return ClockQuality.SYNCED
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 async def ledger_figures(readings: int, days: int, commit_ms: int, folder: Path) -> None:
     box = await Outbox.open(folder / "bench.sqlite3", gateway_id="bench", commit_interval_ms=commit_ms)
-    clock = BenchClock()
+    clock = ManualClock(t=T0, real_monotonic=True)
     patients = {"p1": PatientBilling(TZ, devices=frozenset({"ox1"}))}
     ledger = await BillingLedger.open(box, BillingSection(), gateway_id="bench", patients=patients, clock=clock)
     await ledger.on_reading("p1", "ox1", clock.t, ClockQuality.SYNCED)  # the day is counted

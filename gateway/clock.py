@@ -107,12 +107,15 @@ class ManualClock:
     t: float = PLAUSIBLE_EPOCH
     mono: float = 0.0
     synced: bool = True
+    real_monotonic: bool = False
+    """Wall time set by hand, elapsed time real: replays that jump through days while rate limits
+    (e.g. the ledger's save interval) still see seconds pass."""
 
     def now(self) -> float:
         return self.t
 
     def monotonic(self) -> float:
-        return self.mono
+        return time.monotonic() if self.real_monotonic else self.mono
 
     def quality(self) -> ClockQuality:
         return ClockQuality.SYNCED if self.synced else ClockQuality.UNSYNCED

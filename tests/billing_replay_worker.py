@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gateway.billing.ledger import BillingLedger, PatientBilling
+from gateway.clock import ManualClock
 from gateway.config.billing import BillingSection
 from gateway.outbox import Outbox
 from gateway.records import ClockQuality
@@ -46,25 +46,9 @@ def schedule(days: int) -> Iterator[tuple[int, float, str, str]]:
                 yield day, t, "p2", "scale2"
 
 
-class FollowClock:
-    """A synchronised clock reading whatever time the replay is at."""
-
-    def __init__(self) -> None:
-        self.t = START
-
-    def now(self) -> float:
-        return self.t
-
-    def quality(self) -> ClockQuality:
-        return ClockQuality.SYNCED
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 async def replay(db: Path, days: int) -> None:
     box = await Outbox.open(db, gateway_id="gw-crash", commit_interval_ms=5)
-    clock = FollowClock()
+    clock = ManualClock(t=START, real_monotonic=True)
     ledger = await BillingLedger.open(box, BillingSection(), gateway_id="gw-crash", patients=PATIENTS, clock=clock)
     last_day = -1
     next_tick = START + 3600
