@@ -2,7 +2,9 @@
 
 * ``MosquittoBroker`` — one broker process per test on a free 127.0.0.1 port, persistence in the
   test's own directory (so an MQTT 5 persistent session survives ``restart()`` on the same port),
-  optional TLS / mutual TLS with certificates made by ``make_tls_files``.
+  optional TLS / mutual TLS with certificates made by ``make_tls_files`` or ``tests.pki.Pki``, or
+  any listener section given as text (``listener_config``, e.g. the shipped site template rendered
+  by ``site_listener_config``).
 * ``TcpProxy`` — sits between the uplink and the broker; ``sever()`` resets every connection the
   way a dropped Wi-Fi link does, ``blackhole()`` keeps connections open but stops forwarding (a
   half-open link, so publishes time out), ``heal()`` goes back to normal.
@@ -19,6 +21,7 @@ import contextlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.local_broker import find_mosquitto, free_port
+from tests.pki import CertFiles, Pki, TlsFiles
 
 # The demo starts its broker with the same two helpers: one way to find Mosquitto and a free port.
 
@@ -50,33 +54,49 @@ def _port_open(port: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
+def make_tls_files(directory: Path, client_id: str = "gw-test") -> TlsFiles:
+    """A throw-away site CA, a server certificate for 127.0.0.1/localhost and a client certificate
+    with CN ``client_id`` (see ``tests.pki.Pki`` for expired, unknown-CA and wrong-host variants)."""
+    return Pki(directory).tls_files(client_id)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+SITE_TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "config" / "mosquitto"
+_SITE_PATHS = "/etc/mosquitto/iomt/"
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
-    """A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
-    d = directory
-    d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)  # fmt: skip
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, subject in (("server", "/CN=localhost"), ("client", "/CN=gw-test")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
-        extra = ["-extfile", "server.ext"] if name == "server" else []
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *extra, cwd=d)  # fmt: skip
-    return TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")
+def site_listener_config(
+    pki: Pki,
+    directory: Path,
+    port: int,
+    *,
+    crl: Path | None = None,
+    server: CertFiles | None = None,
+    receiver: str | None = None,
+) -> str:
+    """The shipped ``config/mosquitto/iomt-gateway.conf`` (mTLS, identity as username, ACL) made
+    runnable by a test: its files (site CA, ``server`` or ``pki.server``, the shipped ``acl`` and,
+    if given, ``crl`` with ``crlfile`` enabled) copied into ``directory``, its listener moved to
+    127.0.0.1:``port``.  ``receiver``: enable the ACL's commented receiver entry for that CN (a
+    client certificate with that CN may then read every hub's topics).  Pass the result as
+    ``MosquittoBroker(listener_config=...)``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = server or pki.server
+    for src, name in ((pki.site_ca.cert, "ca.crt"), (server.cert, "server.crt"), (server.key, "server.key"),
+                      (SITE_TEMPLATE_DIR / "acl", "acl"), *([(crl, "ca.crl")] if crl else [])):  # fmt: skip
+        shutil.copyfile(src, directory / name)
+    if receiver is not None:
+        acl = (directory / "acl").read_text()
+        if "#user iomt-receiver\n#topic read iomt/#\n" not in acl:
+            raise AssertionError("the shipped ACL template changed shape: update site_listener_config")
+        acl = acl.replace("#user iomt-receiver\n#topic read iomt/#\n", f"user {receiver}\ntopic read iomt/#\n")
+        (directory / "acl").write_text(acl)
+    text = (SITE_TEMPLATE_DIR / "iomt-gateway.conf").read_text()
+    if "listener 8883\n" not in text or _SITE_PATHS not in text:
+        raise AssertionError("the shipped Mosquitto template changed shape: update site_listener_config")
+    text = text.replace("listener 8883\n", f"listener {port} 127.0.0.1\n")
+    if crl is not None:
+        text = text.replace("#crlfile ", "crlfile ")
+    return text.replace(_SITE_PATHS, f"{directory}/")
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +116,12 @@ class MosquittoBroker:
         require_client_cert: bool = True,
         extra_config: str = "",
         executable: str | None = None,
+        listener_config: str | None = None,
     ) -> None:
+        """``tls`` turns the generated listener into mqtts:// (``require_client_cert``: mutual TLS).
+        ``listener_config``, if given, replaces the generated listener lines entirely: it must open
+        ``listener <self.port> ...`` itself (build it after choosing ``port``).  ``extra_config``
+        is appended after the listener, so listener options there apply to it."""
         exe = executable or find_mosquitto()
         if exe is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
@@ -107,22 +132,26 @@ class MosquittoBroker:
         self.tls = tls
         self.require_client_cert = require_client_cert
         self.extra_config = extra_config
+        self.listener_config = listener_config
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+        tls = self.tls is not None or (self.listener_config is not None and "certfile" in self.listener_config)
+        return f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+        if self.listener_config is not None:
+            lines = [self.listener_config]
+        else:
+            lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        lines += [
             "persistence true",
             f"persistence_location {self.workdir}/",
             "persistence_file mosquitto.db",
@@ -138,7 +167,7 @@ class MosquittoBroker:
             # directory (persistence) nor read its ACL files: stay who we are.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
         ]
-        if self.tls is not None:
+        if self.tls is not None and self.listener_config is None:
             lines += [
                 f"cafile {self.tls.ca}",
                 f"certfile {self.tls.server_cert}",

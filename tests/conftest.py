@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import MosquittoBroker, Subscriber, TlsFiles, find_mosquitto, make_tls_files
+from tests.broker import MosquittoBroker, Subscriber, TlsFiles, find_mosquitto
+from tests.pki import Pki
 
 # The daemon-as-a-child-process fixture (daemon_factory) lives with its harness.
 pytest_plugins = ["tests.daemon_harness"]
@@ -32,8 +33,15 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    return make_tls_files(tmp_path / "tls")
+def pki(tmp_path: Path) -> Pki:
+    """A site CA, an unknown CA and a localhost server certificate (tests/pki.py)."""
+    return Pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def tls_files(pki: Pki) -> TlsFiles:
+    """The site CA, the server certificate and a client certificate with CN ``gw-test``."""
+    return pki.tls_files("gw-test")
 
 
 @pytest.fixture
