@@ -70,6 +70,11 @@ class DriverSettings(BaseModel):
         "default: alarms.no_data_minutes for streaming devices, never for spot-check devices; 0: never",
     )
 
+    def exclusive_link(self) -> tuple[str, str, str] | None:
+        """A link only one device entry may use, as (settings field, what it is in words, normalised
+        value) — a serial port, a BLE address — or None.  The config refuses two devices on one."""
+        return None
+
     @property
     def streams(self) -> bool:
         """True for devices that send data continuously; spot-check devices (a BP cuff, a scale)

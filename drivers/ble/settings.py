@@ -6,20 +6,23 @@ stack (``gateway.driver_api.DriverSpec`` imports the driver class lazily).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.driver_api import DriverSettings, DriverSpec
 
 Mode = Literal["connected", "passive"]
 
 
+_ADDRESS = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+_ADAPTER = r"^hci[0-9]{1,2}$"
+
+
 class BleSettings(DriverSettings):
-    address: str = Field(
-        pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", description="Device address, e.g. C4:7C:8D:6A:12:3F"
-    )
-    adapter: str = Field("hci0", pattern=r"^hci[0-9]{1,2}$", description="Local Bluetooth adapter")
+    address: str = Field(pattern=_ADDRESS, description="Device address, e.g. C4:7C:8D:6A:12:3F")
+    adapter: str = Field("hci0", pattern=_ADAPTER, description="Local Bluetooth adapter")
     mode: Mode = Field(
         "connected",
         description="connected: stay connected, a lost link ends the session; passive: wait for the device "
@@ -43,6 +46,27 @@ class BleSettings(DriverSettings):
         "often keep advertising for a while after the hand-over; reconnecting would drain them)",
     )
     queue_size: int = Field(1024, ge=16, le=65536, description="Notifications buffered before the oldest are dropped")
+
+    # The patterns stay in the JSON Schema for editors; these say what is wrong in words first.
+    @field_validator("address", mode="before")
+    @classmethod
+    def _address_words(cls, v: object) -> object:
+        if isinstance(v, str) and not re.fullmatch(_ADDRESS, v):
+            raise ValueError(
+                "a BLE address is six pairs of hex digits separated by colons, e.g. A0:9E:1A:12:34:56 "
+                "(`iomt-gateway scan` lists the devices in range with their addresses)"
+            )
+        return v
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _adapter_words(cls, v: object) -> object:
+        if isinstance(v, str) and not re.fullmatch(_ADAPTER, v):
+            raise ValueError("must name a Bluetooth adapter as hci0, hci1, ... (`hciconfig` or `bluetoothctl list`)")
+        return v
+
+    def exclusive_link(self) -> tuple[str, str, str] | None:
+        return ("address", "BLE address", self.address.upper())
 
     @property
     def passive_release_s(self) -> float:

@@ -13,6 +13,7 @@ One driver name per protocol — the same names as ``iomt-gateway decode``::
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
 from urllib.parse import urlsplit
@@ -66,6 +67,11 @@ class SerialSettings(DriverSettings):
                 "must be an absolute device path (/dev/ttyUSB0, /dev/serial/by-id/...) or a socket:// or rfc2217:// URL"
             )
         return v
+
+    def exclusive_link(self) -> tuple[str, str, str] | None:
+        # The port is locked at runtime; two names of one device (by-id link and ttyUSB0) are one port.
+        port = os.path.realpath(self.port) if self.port.startswith("/") else self.port
+        return ("port", "serial port", port)
 
     @field_validator("baud")
     @classmethod

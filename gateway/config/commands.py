@@ -7,7 +7,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway.config.errors import ConfigError
 from gateway.config.loader import UnsetVariable, config_json_schema, read_config_report, resolve_path
@@ -50,6 +50,34 @@ def _alarm_lines(cfg: ConfigBase) -> list[str]:
     return lines
 
 
+def effective_zone(cfg: ConfigBase, patient: Any) -> tuple[str, str]:
+    """The zone that cuts this patient's billing days, and where it comes from."""
+    if patient.timezone:
+        return str(patient.timezone), "patient's own"
+    if cfg.billing.timezone:
+        return str(cfg.billing.timezone), "billing.timezone"
+    from gateway.billing.days import host_zone  # noqa: PLC0415 - only for patients without a zone
+
+    return str(host_zone().key), "this computer's zone: the hub uses its own; set timezone: to be sure"
+
+
+def _link(device: Any) -> str:
+    link = device.exclusive_link()
+    if link is not None:
+        return f"{link[1]} {getattr(device, link[0])}"
+    return "recording" if device.driver == "replay" else "-"
+
+
+def _patient_lines(cfg: ConfigBase) -> list[str]:
+    lines = []
+    width = max(len(d.id) for p in cfg.patients for d in p.devices)
+    for p in cfg.patients:
+        zone, source = effective_zone(cfg, p)
+        lines.append(f"  patient {p.id}: time zone {zone} ({source})")
+        lines += [f"    {d.id:<{width}}  {d.driver:<18} {_link(d)}" for d in p.devices]
+    return lines
+
+
 def summarise(cfg: ConfigBase, path: Path) -> list[str]:
     drivers = Counter(d.driver for p in cfg.patients for d in p.devices)
     per_driver = ", ".join(f"{name}: {n}" for name, n in sorted(drivers.items()))
@@ -64,7 +92,7 @@ def summarise(cfg: ConfigBase, path: Path) -> list[str]:
         ("alarm limits", alarm[0]),
         *(("", more) for more in alarm[1:]),
     ]
-    return [f"{path}: OK", *(f"  {k:<13}{v}" for k, v in rows)]
+    return [f"{path}: OK", *(f"  {k:<13}{v}" for k, v in rows), *_patient_lines(cfg)]
 
 
 def _unset_notes(unset: list[UnsetVariable]) -> list[str]:

@@ -55,6 +55,9 @@ __all__ = [
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MAX_CONFIG_BYTES = 1024 * 1024  # a large site's config is a few KiB
+# Values after YAML aliases are expanded.  A large hub's file has a few thousand; a few KiB of aliases
+# nested in aliases (patients × devices × ...) can expand to millions, which took minutes and a GiB.
+MAX_EXPANDED_VALUES = 50_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 
@@ -194,6 +197,55 @@ def _too_deep() -> Problem:
     return Problem(None, None, "", "YAML nested too deeply", kind=ProblemKind.SYNTAX)
 
 
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """Number of nodes once every alias is expanded, counting stops a little past ``limit``.
+
+    Linear in the distinct nodes: each node's size is computed once and reused wherever it is aliased.
+    A node that contains itself (``&a [*a]``) counts once; validation refuses it later.
+    """
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        known = sizes.get(id(n))
+        if known is not None:
+            return known
+        if id(n) in busy:
+            return 1
+        busy.add(id(n))
+        total = 1
+        children: list[yaml.Node] = []
+        if isinstance(n, yaml.MappingNode):
+            children = [x for pair in n.value for x in pair]
+        elif isinstance(n, yaml.SequenceNode):
+            children = list(n.value)
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        busy.discard(id(n))
+        sizes[id(n)] = total
+        return total
+
+    return size(node)
+
+
+def _alias_bomb(root: yaml.Node, distinct: int) -> Problem | None:
+    if distinct > MAX_EXPANDED_VALUES:
+        return None  # a file that big without aliases is refused by its size already
+    expanded = _expanded_size(root, MAX_EXPANDED_VALUES)
+    if expanded <= MAX_EXPANDED_VALUES:
+        return None
+    return Problem(
+        None,
+        None,
+        "",
+        f"YAML aliases (*name) expand this file to more than {MAX_EXPANDED_VALUES:,} values; "
+        "write the repeated parts out, or reuse fewer aliases inside aliases",
+        kind=ProblemKind.FILE,
+    )
+
+
 def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
     try:
         loader = _Loader(text)  # checks for unprintable characters already
@@ -228,8 +280,12 @@ def _parse_yaml(text: str, file: Path) -> tuple[Any, _SourceMap, list[Problem]]:
             )
         src = _SourceMap()
         dups: list[Problem] = []
+        visited: set[int] = set()
         try:
-            _index(root, (), src, dups, set())
+            _index(root, (), src, dups, visited)
+            bomb = _alias_bomb(root, len(visited))
+            if bomb is not None:
+                raise ConfigError(file, [bomb])
             data = loader.construct_document(root)
         except yaml.MarkedYAMLError as e:
             raise ConfigError(file, [*dups, _syntax_problem(e)]) from None

@@ -148,6 +148,7 @@ class ConfigBase(_Model):
     def _unique_ids(self) -> ConfigBase:
         seen_p: dict[str, int] = {}
         seen_d: dict[str, tuple[int, int]] = {}
+        seen_link: dict[tuple[str, str], tuple[int, int, str]] = {}
         for i, p in enumerate(self.patients):
             if p.id in seen_p:
                 first_p = ("patients", seen_p[p.id], "id")
@@ -162,6 +163,18 @@ class ConfigBase(_Model):
                         ("patients", fi, "devices", fj, "id"),
                     )
                 seen_d[d.id] = (i, j)
+                link = d.exclusive_link()
+                if link is None:
+                    continue
+                field, what, value = link
+                if (what, value) in seen_link:
+                    fi, fj, other = seen_link[(what, value)]
+                    raise ValueErrorAt(
+                        f"{what} {getattr(d, field)!r} is already used by device {other!r}: one device per {what}",
+                        ("patients", i, "devices", j, field),
+                        ("patients", fi, "devices", fj, field),
+                    )
+                seen_link[(what, value)] = (i, j, d.id)
         return self
 
 

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.config import vital_ranges
+from gateway.config.errors import ValueErrorAt
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,12 +33,24 @@ class VitalLimits(_Model):
 
     @model_validator(mode="after")
     def _order(self) -> VitalLimits:
-        if self.low and self.low.clear_at is not None and self.low.clear_at < self.low.raise_at:
-            raise ValueError("low.clear_at must be >= low.raise_at (hysteresis clears above the limit)")
-        if self.high and self.high.clear_at is not None and self.high.clear_at > self.high.raise_at:
-            raise ValueError("high.clear_at must be <= high.raise_at (hysteresis clears below the limit)")
-        if self.low and self.high and self.low.raise_at >= self.high.raise_at:
-            raise ValueError("low.raise_at must be below high.raise_at")
+        # Located at the field to change, so check-config names its line.
+        low, high = self.low, self.high
+        if low and low.clear_at is not None and low.clear_at < low.raise_at:
+            raise ValueErrorAt(
+                f"a low alarm clears above its limit: clear_at ({low.clear_at:g}) must be at least "
+                f"raise_at ({low.raise_at:g})",
+                ("low", "clear_at"),
+            )
+        if high and high.clear_at is not None and high.clear_at > high.raise_at:
+            raise ValueErrorAt(
+                f"a high alarm clears below its limit: clear_at ({high.clear_at:g}) must be at most "
+                f"raise_at ({high.raise_at:g})",
+                ("high", "clear_at"),
+            )
+        if low and high and low.raise_at >= high.raise_at:
+            raise ValueErrorAt(
+                f"low.raise_at ({low.raise_at:g}) must be below high.raise_at ({high.raise_at:g})", ("low", "raise_at")
+            )
         return self
 
 
@@ -82,9 +97,11 @@ VITAL_NAMES = [
 
 
 def check_vital_names(v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
+    """Known vital names, each with limits inside the vital's physiological range."""
     for name in v:
         if name not in VITAL_NAMES:
             raise ValueError(f"unknown vital {name!r}; allowed: {', '.join(VITAL_NAMES)}")
+    vital_ranges.check_all(v)
     return v
 
 
