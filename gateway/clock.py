@@ -1,28 +1,21 @@
 """Wall-clock access with a synchronisation check, injectable for tests.
 
 A Raspberry Pi has no RTC: after a power cut its clock restarts from the last saved time (or 1970)
-until NTP answers.  The kernel knows whether the clock is disciplined: ``adjtimex(2)`` returns
-``TIME_ERROR`` while the ``STA_UNSYNC`` status bit is set.  systemd-timesyncd also drops
-``/run/systemd/timesync/synchronized`` once it has synchronised.
+until NTP answers.  How the host is asked whether NTP has synchronised it is in ``gateway.clock_sync``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import enum
-import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.clock_sync import host_clock_synchronised, host_clock_synchronised_blocking
 from gateway.records import ClockQuality
 
 # Any time before this cannot be a real reading taken by this software (release year).
 PLAUSIBLE_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-
-_TIME_ERROR = 5
-_TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"
 
 
 class SyncPolicy(enum.StrEnum):
@@ -39,37 +32,6 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
-class _Timex(ctypes.Structure):
-    # Only the leading fields matter; the tail is padding the kernel may write into.
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("_pad", ctypes.c_byte * 256),
-    ]
-
-
-def kernel_clock_synchronised() -> bool | None:
-    """True/False from ``adjtimex``; None where the call is unavailable (non-Linux)."""
-    if os.path.exists(_TIMESYNC_FLAG):
-        return True
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        tx = _Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return bool(state != _TIME_ERROR)
-
-
 @dataclass
 class SystemClock:
     policy: SyncPolicy = SyncPolicy.AUTO
@@ -83,18 +45,31 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    async def refresh(self) -> None:
+        """Ask the host (D-Bus, flag file, kernel) off the loop; ``quality()`` then uses the answer.
+
+        The daemon calls this before READY and every ``recheck_s`` until the clock is synchronised.
+        """
+        if self.policy is not SyncPolicy.AUTO or self._synced:
+            return
+        self._checked_at = time.monotonic()
+        self._store(await host_clock_synchronised())
+
+    def _store(self, host: bool | None) -> None:
+        # Unknown host: trust the clock only if it is plausibly current.
+        self._synced = host if host is not None else time.time() >= PLAUSIBLE_EPOCH
+
     def quality(self) -> ClockQuality:
         if self.policy is SyncPolicy.ASSUME_SYNCED:
             return ClockQuality.SYNCED
         if self.policy is SyncPolicy.ASSUME_UNSYNCED:
             return ClockQuality.UNSYNCED
         mono = time.monotonic()
+        # Outside the daemon (nobody calls refresh): ask the cheap local sources now and then.
         # Once synchronised, stay synchronised: the kernel flag may flicker during slews.
-        if not self._synced and mono - self._checked_at >= self.recheck_s:
+        if self._synced is None or (not self._synced and mono - self._checked_at >= self.recheck_s * 3):
             self._checked_at = mono
-            kernel = kernel_clock_synchronised()
-            # Unknown platform: trust the clock only if it is plausibly current.
-            self._synced = kernel if kernel is not None else time.time() >= PLAUSIBLE_EPOCH
+            self._store(host_clock_synchronised_blocking())
         if self._synced and time.time() >= PLAUSIBLE_EPOCH:
             return ClockQuality.SYNCED
         return ClockQuality.UNSYNCED
