@@ -132,6 +132,10 @@ class Daemon:
         self._last_submit: asyncio.Future[None] | None = None
         self._saved_state: dict[str, bytes] = {}
         self.refused = 0
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
+        self._reload_problem: str | None = None
+        """Set while the running config is older than the file because the file did not load."""
 
     # -- control ------------------------------------------------------------------------------
 
@@ -139,15 +143,35 @@ class Daemon:
         self._stop.set()
 
     def request_reload(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        # One reload at a time; a SIGHUP during a reload runs one more after it (the file may have
+        # changed again).  The task is kept so its errors are logged, not lost with the task.
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop(), name="reload")
+
+    async def _reload_loop(self) -> None:
+        while True:
+            self._reload_again = False
+            try:
+                await self.reload()
+            except Exception as e:  # a bug in reconfiguring must not leave systemd "reloading"
+                self._reload_problem = f"config reload failed ({type(e).__name__}); previous config still running"
+                self.log.exception("config_reload_crashed")
+                self.notifier.ready(self.status_line())
+            if not self._reload_again:
+                return
 
     async def reload(self) -> None:
+        """Re-read the config file.  Always ends with READY=1, which ends systemd's "reloading"
+        state: a broken file keeps the running config, and STATUS= says so until a good one loads."""
         self.notifier.reloading()
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as e:
-            self.log.error("config_reload_failed", problems=e.render())
-            self.notifier.status(self.status_line())
+            self._reload_problem = "config reload failed, previous config still running (see journal)"
+            self.log.error("config_reload_failed", problems=e.render(), kept="previous config")
+            self.notifier.ready(self.status_line())
             return
         for section in ("gateway", "upstream", "storage", "clock"):
             if getattr(new, section) != getattr(self.cfg, section):
@@ -158,6 +182,7 @@ class Daemon:
         if self.ledger is not None:
             await self.ledger.reconfigure(new.billing, patients_from_config(new))
         report = self.supervisor.apply(assignments(new))
+        self._reload_problem = None
         self.log.info(
             "config_reloaded",
             added=report.added,
@@ -172,6 +197,9 @@ class Daemon:
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         started = time.monotonic()
+        if isinstance(self.clock, SystemClock):
+            # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
+            await self.clock.refresh()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         st = self.cfg.storage
         self.outbox = await Outbox.open(
@@ -225,6 +253,7 @@ class Daemon:
                 uplink_task = tg.create_task(self.uplink.run(), name="uplink")
                 ticker = tg.create_task(self._ticker(), name="ticker")
                 watchdog = tg.create_task(self._watchdog(), name="watchdog")
+                clock_watch = tg.create_task(self._clock_watch(), name="clock-watch")
                 self.log.info(
                     "gateway_ready",
                     gateway=self.cfg.gateway.id,
@@ -236,6 +265,7 @@ class Daemon:
                 await self._shutdown(uplink_task)
                 ticker.cancel()
                 watchdog.cancel()
+                clock_watch.cancel()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -417,6 +447,17 @@ class Daemon:
             if n % 10 == 0:
                 self.notifier.status(self.status_line())
 
+    async def _clock_watch(self) -> None:
+        clock = self.clock
+        if not isinstance(clock, SystemClock):
+            return
+        if clock.quality() is not ClockQuality.SYNCED:
+            self.log.warning("clock_not_synchronised", hint="readings are held for billing until NTP sets the clock")
+        while clock.quality() is not ClockQuality.SYNCED:
+            await asyncio.sleep(clock.recheck_s)
+            await clock.refresh()
+        self.log.info("clock_synchronised")
+
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_s
         if interval is None:
@@ -437,7 +478,12 @@ class Daemon:
         broker = "connected" if self.uplink and self.uplink.stats.connected else "offline"
         depth = self.outbox.stats().depth if self.outbox else 0
         alarms = self.pipeline.active_alarm_count() if self.pipeline else 0
-        return f"{up}/{len(sessions)} devices up, broker {broker}, outbox {depth} pending, {alarms} alarms active"
+        line = f"{up}/{len(sessions)} devices up, broker {broker}, outbox {depth} pending, {alarms} alarms active"
+        if self.clock.quality() is not ClockQuality.SYNCED:
+            line += ", clock not synchronised"
+        if self._reload_problem is not None:
+            line = f"{self._reload_problem}; {line}"
+        return line
 
     def snapshot(self) -> Mapping[str, Any]:
         return {
