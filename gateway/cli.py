@@ -119,12 +119,25 @@ def _run(config: Path, log_format: str | None) -> int:
         return 2
     fmt = log_format or cfg.logging.format
     logs.configure(cfg.logging.level, fmt)  # type: ignore[arg-type]
+    import structlog  # noqa: PLC0415
+
     from gateway.daemon import Daemon  # noqa: PLC0415
+    from gateway.outbox import OutboxError, OutboxTooNew  # noqa: PLC0415
 
     try:
         asyncio.run(Daemon(config, cfg).run())
     except KeyboardInterrupt:
         return 130
+    except OutboxTooNew as e:
+        # A restart cannot fix this (systemd: RestartPreventExitStatus=2); the file stays as it is.
+        structlog.get_logger().error("outbox_too_new", problem=str(e), file_format=e.file_format,
+                                     min_reader=e.min_reader, reads_up_to=e.reads_up_to)
+        print(f"iomt-gateway: {e}", file=sys.stderr)
+        return 2
+    except OutboxError as e:
+        structlog.get_logger().error("outbox_unusable", problem=str(e))
+        print(f"iomt-gateway: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

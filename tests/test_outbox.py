@@ -544,18 +544,6 @@ async def test_damage_found_by_a_commit_keeps_the_batch(tmp_path: Path) -> None:
     assert moved_aside(tmp_path)
 
 
-async def test_newer_schema_is_moved_aside_not_crash_looped(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
-    alarms: list[str] = []
-    b = await open_box(path, on_alarm=lambda c, _d: alarms.append(c))
-    assert alarms == ["outbox_corrupt"]
-    await b.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
-
-
 # ---- observation ----------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from gateway.outbox.types import (
     OutboxError,
     OutboxFull,
     OutboxStats,
+    OutboxTooNew,
     PendingRow,
     Record,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "OutboxError",
     "OutboxFull",
     "OutboxStats",
+    "OutboxTooNew",
     "PendingRow",
     "Record",
 ]

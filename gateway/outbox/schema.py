@@ -1,7 +1,16 @@
 """The outbox database file: schema, migrations, opening with corruption recovery.
 
-Only this package speaks SQL.  The schema version lives in ``PRAGMA user_version``; each entry of
-``MIGRATIONS`` brings the file from version ``n - 1`` to ``n`` inside one transaction.
+Only this package speaks SQL.  The schema version (the file's *format*) lives in
+``PRAGMA user_version``; each entry of ``MIGRATIONS`` brings the file from format ``n - 1`` to ``n``
+inside one transaction.
+
+Beside it, as SQLite does for its own file format (its header's read and write versions), the
+``meta`` row ``min_reader_format`` says which oldest format a reader must understand to use the
+file.  An additive migration (a new table, a new nullable column an old version may ignore) keeps
+it where it was, so the version before can still open the file after an upgrade: a rollback keeps
+every pending record.  A migration an old version truly cannot follow raises it (``MIN_READER``),
+and that old version then refuses the file with both versions named (``OutboxTooNew``) instead of
+treating it as damaged.
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ from pathlib import Path
 
 import structlog
 
-from gateway.outbox.types import OutboxError
+from gateway import __version__
+from gateway.outbox.types import OutboxError, OutboxTooNew
 from gateway.records import RecordKind
 
 log = structlog.get_logger()
@@ -61,9 +71,16 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
 LATEST = max(MIGRATIONS)
 
+MIN_READER: dict[int, int] = {1: 1}
+"""Per format: the oldest format whose reader can use a file of this format.  Raise it only for a
+change an older version would misread (a renamed column, a changed payload encoding)."""
+
+_META_MIN_READER = "min_reader_format"
+_META_WRITTEN_BY = "written_by"
+
 
 class CorruptDatabase(Exception):
-    """The file is not a usable outbox database (damaged, not SQLite, or from a newer version)."""
+    """The file is not a usable outbox database (damaged, or not SQLite)."""
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -78,21 +95,60 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == 28  # ENOSPC
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, path: Path | str = "") -> int:
+    """Bring the file to ``LATEST``; a newer file is used as it is when this version may read it.
+
+    Returns the file's format after the call.  Raises ``OutboxTooNew`` (nothing changed) when the
+    file's minimum reader format is above what this version understands.
+    """
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > LATEST:
-        raise CorruptDatabase(f"schema version {version} is newer than this software ({LATEST})")
+        min_reader = _meta_int(conn, _META_MIN_READER)
+        if min_reader is None or min_reader > LATEST:
+            raise OutboxTooNew(
+                str(path),
+                file_format=version,
+                min_reader=min_reader if min_reader is not None else version,
+                reads_up_to=LATEST,
+                written_by=_meta_str(conn, _META_WRITTEN_BY),
+            )
+        log.warning("outbox_newer_format", file_format=version, min_reader=min_reader, reads_up_to=LATEST,
+                    written_by=_meta_str(conn, _META_WRITTEN_BY), hint="a rollback: newer fields are kept as they are")
+        return int(version)
     for target in range(version + 1, LATEST + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             MIGRATIONS[target](conn)
             conn.execute(f"PRAGMA user_version = {target:d}")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (_META_MIN_READER, str(MIN_READER[target]))
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         log.info("outbox_migrated", to_version=target)
+    upsert = "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)"
+    if _meta_int(conn, _META_MIN_READER) is None:  # files made before the row existed
+        conn.execute(upsert, (_META_MIN_READER, str(MIN_READER[LATEST])))
+    if _meta_str(conn, _META_WRITTEN_BY) != __version__:
+        conn.execute(upsert, (_META_WRITTEN_BY, __version__))
     return LATEST
+
+
+def _meta_str(conn: sqlite3.Connection, name: str) -> str | None:
+    try:
+        return read_meta(conn, name)
+    except sqlite3.OperationalError:  # no meta table: not a file this software wrote
+        return None
+
+
+def _meta_int(conn: sqlite3.Connection, name: str) -> int | None:
+    raw = _meta_str(conn, name)
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
 
 
 def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connection:
@@ -111,7 +167,7 @@ def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connectio
         result = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
         if result != ["ok"]:
             raise CorruptDatabase("quick_check: " + "; ".join(map(str, result)))
-        migrate(conn)
+        migrate(conn, path)
         if max_db_bytes is not None:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(1, max_db_bytes // page):d}")

@@ -28,6 +28,29 @@ class OutboxFull(OutboxError):
     retryable = True
 
 
+class OutboxTooNew(OutboxError):
+    """The file was written by a newer version in a format this version cannot read.
+
+    Nothing is moved or changed: the fix is to run that newer version (or newer) again.
+    """
+
+    def __init__(
+        self, path: str, *, file_format: int, min_reader: int, reads_up_to: int, written_by: str | None
+    ) -> None:
+        from gateway import __version__  # noqa: PLC0415
+
+        self.file_format = file_format
+        self.min_reader = min_reader
+        self.reads_up_to = reads_up_to
+        writer = f"iomt-gateway {written_by}" if written_by else "a newer iomt-gateway"
+        fix = f"iomt-gateway {written_by} or newer" if written_by else "the newer version"
+        super().__init__(
+            f"outbox {path} was written by {writer} (outbox format {file_format}, readable by format "
+            f"{min_reader} and later); this is iomt-gateway {__version__}, which reads formats up to "
+            f"{reads_up_to}. Install {fix} again: the file is left untouched, with every pending record in it."
+        )
+
+
 class OutboxClosed(OutboxError):
     """The outbox was closed (or its writer stopped) before the request could be served."""
 
