@@ -382,6 +382,8 @@ class Subscriber:
     topic: str = "#"
     client_id: str = "test-subscriber"
     tls_context: Any = None
+    username: str | None = None  # ejabberd wants one (any, with any password)
+    password: str | None = None
     received: list[Received] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -408,6 +410,8 @@ class Subscriber:
                 self.host,
                 self.port,
                 identifier=self.client_id,
+                username=self.username,
+                password=self.password,
                 protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=first,
                 properties=connect_props,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.broker import MosquittoBroker, Subscriber, TlsFiles, find_mosquitto
+from tests.ejabberd_cluster import EjabberdCluster, unusable_reason
 from tests.pki import Pki
 
 # The daemon-as-a-child-process fixture (daemon_factory) lives with its harness.
@@ -60,3 +61,23 @@ async def subscriber(broker: MosquittoBroker) -> AsyncIterator[Subscriber]:
     """Everything published on ``broker`` (topic ``#``, QoS 1, persistent session)."""
     async with Subscriber("127.0.0.1", broker.port) as sub:
         yield sub
+
+
+@pytest.fixture(scope="session")
+def _ejabberd_session() -> Iterator[EjabberdCluster]:
+    reason = unusable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    # One cluster for the whole run: starting and joining two nodes takes several seconds.
+    with EjabberdCluster(nodes=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def ejabberd_cluster(_ejabberd_session: EjabberdCluster) -> EjabberdCluster:
+    """The session's two-node ejabberd cluster, every node running (a test may have killed one).
+
+    Shared between tests: use a topic prefix and client ids of the test's own.
+    """
+    _ejabberd_session.heal()
+    return _ejabberd_session

@@ -13,13 +13,20 @@ import random
 import signal
 import sqlite3
 import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.outbox import Outbox
 from gateway.records import RecordKind
+from tests import ejabberd_cluster as ejabberd
 from tests.broker import MosquittoBroker, Received, Subscriber
 from tests.daemon_harness import FIXTURES, events_named, replay_device, write_config
+from tests.ejabberd_cluster import EjabberdCluster
 
 VITALS_A = FIXTURES / "vitals" / "patient-a.jsonl"
 VITALS_B = FIXTURES / "vitals" / "patient-b.jsonl"
@@ -65,17 +72,51 @@ async def _assert_nothing_lost(sub: Subscriber, db: Path) -> None:
         assert r.topic.split("/")[2] == body["kind"]
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where the daemon publishes, and where the test's subscriber listens."""
+
+    publish_url: str
+    subscribe_port: int
+    upstream: dict[str, Any]  # upstream settings for this broker (prefix, credentials)
+    credentials: dict[str, Any]  # the subscriber's
+
+
+@pytest.fixture(params=["mosquitto", "ejabberd-cluster"])
+def route(request: pytest.FixtureRequest, tmp_path: Path) -> Route:
+    """One Mosquitto; or node A of a two-node ejabberd cluster, with the subscriber on node B."""
+    if request.param == "mosquitto":
+        broker: MosquittoBroker = request.getfixturevalue("broker")
+        return Route(broker.url, broker.port, {}, {})
+    cluster: EjabberdCluster = request.getfixturevalue("ejabberd_cluster")
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text(ejabberd.PASSWORD + "\n")
+    # The cluster is shared by the session: a prefix of our own keeps other tests' messages out.
+    upstream = {"topic_prefix": f"t{uuid.uuid4().hex[:8]}", "username": ejabberd.USERNAME,
+                "password_file": str(password_file)}  # fmt: skip
+    credentials = {"username": ejabberd.USERNAME, "password": ejabberd.PASSWORD,
+                   "topic": f"{upstream['topic_prefix']}/#", "client_id": f"sub-{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    return Route(cluster.nodes[0].url, cluster.nodes[1].port, upstream, credentials)
+
+
+@pytest.fixture
+async def route_subscriber(route: Route) -> AsyncIterator[Subscriber]:
+    async with Subscriber("127.0.0.1", route.subscribe_port, **route.credentials) as sub:
+        yield sub
+
+
 async def test_replay_reaches_broker_with_unique_keys(
-    tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber, daemon_factory: Any
+    tmp_path: Path, route: Route, route_subscriber: Subscriber, daemon_factory: Any
 ) -> None:
+    subscriber = route_subscriber
     cfg = write_config(
         tmp_path,
-        broker_url=broker.url,
+        broker_url=route.publish_url,
         patients={
             "p-a": [replay_device("ox-a", vitals=VITALS_A, speed=0), replay_device("ecg-a", ecg=ECG_A, speed=0)],
             "p-b": [replay_device("ox-b", vitals=VITALS_B, speed=0)],
         },
-        extra={"processing": {"summaries": {"period_s": 10}}},
+        extra={"processing": {"summaries": {"period_s": 10}}, "upstream": route.upstream},
     )
     d = daemon_factory(cfg)
     d.start()
@@ -229,9 +270,7 @@ async def test_an_alarm_raised_before_a_crash_is_cleared_after_it(
     )
 
     def spo2_alarms() -> list[dict[str, Any]]:
-        return [
-            r.json() for r in subscriber.records() if "/alarm/" in r.topic and r.json()["condition"] == "spo2_low"
-        ]
+        return [r.json() for r in subscriber.records() if "/alarm/" in r.topic and r.json()["condition"] == "spo2_low"]
 
     d = daemon_factory(cfg)
     d.start()
