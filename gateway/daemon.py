@@ -476,6 +476,8 @@ class Daemon:
         sessions = self.supervisor.sessions() if self.supervisor else []
         up = sum(1 for s in sessions if s.state == "running")
         broker = "connected" if self.uplink and self.uplink.stats.connected else "offline"
+        if self.cfg.upstream.plaintext_remote:
+            broker += " UNENCRYPTED (insecure_plaintext)"
         depth = self.outbox.stats().depth if self.outbox else 0
         alarms = self.pipeline.active_alarm_count() if self.pipeline else 0
         line = f"{up}/{len(sessions)} devices up, broker {broker}, outbox {depth} pending, {alarms} alarms active"

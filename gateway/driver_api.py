@@ -55,12 +55,17 @@ class DriverFinished(DriverError):
     retryable = False
 
 
+# Every id in the config (gateway, patients, devices): they become file names, topic levels and
+# record keys, so no '/', '+', '#', spaces or control characters, and no leading '.' or '-'.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class DriverSettings(BaseModel):
     """Base of every driver's settings model.  Subclasses add ``driver: Literal["name"]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str
+    id: str = Field(pattern=ID_PATTERN, description="Letters, digits, '-', '_', '.'; up to 64 chars")
     """Device id, unique within the gateway (used in records, logs and topics)."""
 
     no_data_minutes: float | None = Field(

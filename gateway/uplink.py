@@ -34,6 +34,10 @@ Delivery rules:
   base 1 s and cap ``upstream.backoff_max_s``; ``n`` starts again from 0 after a connection that
   announced ``online`` and stayed up ``STABLE_AFTER_S`` (10 s) without a refusal or a timeout.
 
+TLS: ``gateway.tls`` builds the context (TLS >= 1.2, host name checked, ``ca_file`` pinned, client
+certificate); a refused handshake is logged as ``uplink_tls_failed`` with its ``cause``.  The
+password comes from ``password_file`` (``gateway.credentials``), read at each connect.
+
 This is the only module that imports aiomqtt.
 """
 
@@ -58,7 +62,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway import tls
 from gateway.config.models import UpstreamSection
+from gateway.credentials import CredentialError, read_password
 from gateway.records import SCHEMA_VERSION, RecordKind
 
 CONTENT_TYPE = "application/json"
@@ -164,7 +170,8 @@ class PublishRefused(UplinkError):
 
 # Failures of the link or of the broker: log, back off, reconnect.  Anything else is a bug or a
 # broken outbox and propagates after the leased rows have been put back.
-_LINK_ERRORS = (aiomqtt.MqttError, UplinkError, OSError)
+# A credential file is checked at each connect: it may be fixed (or appear) while the daemon waits.
+_LINK_ERRORS = (aiomqtt.MqttError, UplinkError, OSError, CredentialError)
 
 
 @dataclass
@@ -305,6 +312,7 @@ class Uplink:
         self._leases: set[asyncio.Task[Sequence[QueuedRow]]] = set()
         self._prefetch: asyncio.Task[Sequence[QueuedRow]] | None = None
         self._announced_at: float | None = None
+        self._tls: tls.WatchedContext | None = None  # the current connection attempt's
 
     @property
     def stats(self) -> UplinkStats:
@@ -323,7 +331,7 @@ class Uplink:
                 try:
                     await self._connection()
                 except _LINK_ERRORS as e:
-                    self._stats.last_error = f"{type(e).__name__}: {e}"
+                    self._stats.last_error = self._explain(e)
                     # Only a connection that worked for a while resets the backoff: a broker that
                     # refuses or ignores publishes, or a twin gateway with the same client id
                     # taking the session over, must not get a reconnect every second.
@@ -341,10 +349,25 @@ class Uplink:
         finally:
             await self._settle()
 
+    def _explain(self, e: BaseException) -> str:
+        """What ended a connection, in words; TLS and credential failures logged as errors with their cause."""
+        failure = tls.failure_of(self._tls)
+        if failure is not None:
+            cause = failure.cause.value
+            self._log.error("uplink_tls_failed", cause=cause, error=failure.message, detail=failure.detail)
+            return failure.message
+        if isinstance(e, CredentialError):
+            self._log.error("uplink_credentials_unusable", error=str(e))
+        return f"{type(e).__name__}: {e}"
+
     async def _connection(self) -> None:
         client = await self._make_client()
+        if self._cfg.plaintext_remote:
+            # Every connect, at error level: a setting that sends patients' data in clear must not go unseen.
+            self._log.error("uplink_plaintext", host=self._cfg.host, port=self._cfg.port, insecure_plaintext=True)
         self._log.info("uplink_connecting", host=self._cfg.host, port=self._cfg.port, tls=self._cfg.tls)
         await client.__aenter__()
+        self._tls = None  # connected: later errors are link errors, not a refused handshake
         try:
             self._stats.connected = True
             self._stats.connects += 1
@@ -371,17 +394,12 @@ class Uplink:
 
     async def _make_client(self) -> _AckingClient:
         cfg = self._cfg
+        self._tls = None
         password = None
         if cfg.password_file is not None:
-            text = await asyncio.to_thread(cfg.password_file.read_text, encoding="utf-8")
-            password = text.rstrip("\r\n")
-        tls_params = None
+            password = await asyncio.to_thread(read_password, cfg.password_file, self._log)
         if cfg.tls:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                keyfile=str(cfg.key_file) if cfg.key_file else None,
-            )
+            self._tls = await asyncio.to_thread(tls.client_context, cfg.ca_file, cfg.cert_file, cfg.key_file)
         now = self._clock()
         will_props = _properties(PacketTypes.WILLMESSAGE)
         will_props.ContentType = CONTENT_TYPE
@@ -403,7 +421,7 @@ class Uplink:
                 retain=True,
                 properties=will_props,
             ),
-            tls_params=tls_params,
+            tls_context=self._tls,
             keepalive=cfg.keepalive_s,
             timeout=cfg.publish_timeout_s,
             max_inflight_messages=cfg.inflight + 1,  # +1: the status message
@@ -418,6 +436,8 @@ class Uplink:
         payload = status_payload(self._gateway_id, state, self._clock())
         reason = await client.publish_acked(self._status_topic, payload, retain=True, properties=props, wait_s=wait_s)
         if reason.is_failure:
+            # Usually the broker's ACL: this hub's certificate is not allowed this gateway id's topics.
+            self._log.error("uplink_publish_refused", topic=self._status_topic, reason=str(reason))
             raise PublishRefused(self._status_topic, reason)
 
     async def _goodbye(self, client: _AckingClient) -> None:

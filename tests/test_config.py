@@ -38,7 +38,7 @@ MINIMAL = """\
 gateway:
   id: hub-01
 upstream:
-  url: mqtt://broker
+  url: mqtts://broker
 patients:
   - id: p1
     devices:
@@ -183,7 +183,7 @@ def test_two_documents_and_an_unclosed_quote(tmp_path: Path) -> None:
 
 
 def test_duplicate_keys_are_reported_alongside_validation_problems(tmp_path: Path) -> None:
-    text = MINIMAL.replace("  url: mqtt://broker\n", "  url: mqtt://broker\n  url: ftp://x\n")
+    text = MINIMAL.replace("  url: mqtts://broker\n", "  url: mqtts://broker\n  url: ftp://x\n")
     with pytest.raises(ConfigError) as info:
         parse_config_text(text, file=tmp_path / "c.yaml")
     assert [(p.line, p.path) for p in info.value.problems] == [(5, "upstream"), (5, "upstream.url")]
@@ -291,7 +291,7 @@ def test_env_expansion_in_driver_path_fields_only(tmp_path: Path) -> None:
 
 
 def test_credentials_directory_expansion_and_dollar_escape(tmp_path: Path) -> None:
-    text = MINIMAL.replace("mqtt://broker", "mqtts://broker\n  password_file: ${CREDENTIALS_DIRECTORY}/pw")
+    text = MINIMAL.replace("mqtts://broker", "mqtts://broker\n  password_file: ${CREDENTIALS_DIRECTORY}/pw")
     text = text.replace("a.jsonl", "cost$$5/${X}a.jsonl")
     cfg = parse_config_text(text, file=tmp_path / "c.yaml", env={"CREDENTIALS_DIRECTORY": "/run/creds/x", "X": ""})
     assert cfg.upstream.password_file == Path("/run/creds/x/pw")
@@ -360,7 +360,7 @@ def test_check_config_summary(capsys: pytest.CaptureFixture[str], monkeypatch: p
     assert re.search(r"storage +/var/lib/iomt-gateway\n", body)
     assert re.search(r"alarm limits +gateway-wide: built-in defaults\n +per patient: p-c21e \(spo2\)", body)
     assert "note: $CREDENTIALS_DIRECTORY is not set here" in body
-    assert "upstream.password_file (line 40)" in body
+    assert "upstream.ca_file (line 45)" in body
 
 
 def test_check_config_reports_changed_and_dropped_alarm_limits(tmp_path: Path) -> None:

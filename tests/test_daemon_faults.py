@@ -127,7 +127,7 @@ async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: 
         ("gateway:\n  id: gw\nupstream:\n  url: http://broker\npatients: []\n", "upstream.url"),
         ("gateway:\n  id: gw\n   bad indent: 1\n", "YAML"),
         (
-            "gateway: {id: gw}\nupstream: {url: 'mqtt://b'}\npatients:\n  - id: p\n    devices:\n"
+            "gateway: {id: gw}\nupstream: {url: 'mqtts://b'}\npatients:\n  - id: p\n    devices:\n"
             "      - {id: d, driver: nonexistent}\n",
             "driver",
         ),

@@ -25,8 +25,11 @@ def _upstream_line(cfg: ConfigBase) -> str:
     parts = [f"{scheme}://{up.host}:{up.port}"]
     if up.tls:
         parts.append("TLS with client certificate" if up.cert_file else "TLS")
+        parts.append(f"CA {up.ca_file}" if up.ca_file else "CA from the system store")
+    elif up.plaintext_remote:
+        parts.append("NOT encrypted (insecure_plaintext: records cross the network in clear)")
     else:
-        parts.append("NOT encrypted")
+        parts.append("not encrypted (loopback broker on this machine)")
     if up.username:
         parts.append(f"user {up.username!r}" + (" with password file" if up.password_file else ""))
     parts.append(f"topics {up.topic_prefix}/{cfg.gateway.id}/...")

@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from gateway.clock import SyncPolicy
+from gateway.config import upstream as upstream_rules
 from gateway.config.billing import BillingSection
 from gateway.config.errors import ValueErrorAt
 from gateway.config.processing import AlarmSection, ProcessingSection, VitalLimits, check_vital_names
 from gateway.config.zones import ZoneName
-from gateway.driver_api import DriverSpec, registry
+from gateway.driver_api import ID_PATTERN, DriverSpec, registry
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ID = ID_PATTERN
 Ident = Annotated[str, Field(pattern=_ID, description="Letters, digits, '-', '_', '.'; up to 64 chars")]
 
 
@@ -43,13 +44,23 @@ class ClockSection(_Model):
 
 
 class UpstreamSection(_Model):
-    url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS)")
-    topic_prefix: str = Field("iomt", description="First topic level, e.g. 'iomt' -> iomt/<gateway>/...")
+    url: str = Field(
+        description="mqtts://host[:port] (TLS, port 8883 by default); mqtt://host[:port] only to a loopback "
+        "broker or with insecure_plaintext. No user or password in the URL."
+    )
+    insecure_plaintext: bool = Field(
+        False, description="Allow mqtt:// (unencrypted) to a broker on another machine; every connect logs an error"
+    )
+    topic_prefix: str = Field("iomt", description="First topic level(s), e.g. 'iomt' -> iomt/<gateway>/...")
     client_id: str | None = Field(None, description="MQTT client id; default: the gateway id")
     username: str | None = None
-    password_file: Path | None = Field(None, description="File holding the password (systemd credential)")
-    ca_file: Path | None = Field(None, description="CA bundle for mqtts; default: the system store")
-    cert_file: Path | None = Field(None, description="Client certificate (mTLS)")
+    password_file: Path | None = Field(
+        None, description="File holding the password (systemd credential); never put it in the config"
+    )
+    ca_file: Path | None = Field(
+        None, description="The CA that signs the broker's certificate; only it is trusted. Default: the system store"
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (mTLS); its CN must be the gateway id")
     key_file: Path | None = Field(None, description="Client private key (mTLS)")
     keepalive_s: int = Field(30, ge=5, le=3600)
     inflight: int = Field(32, ge=1, le=1000, description="Unacknowledged publishes at once")
@@ -59,20 +70,26 @@ class UpstreamSection(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError("must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ValueError("has no host name")
-        try:
-            _ = parts.port
-        except ValueError as e:
-            raise ValueError("has an invalid port") from e
-        return v
+        return upstream_rules.check_url(v)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, v: str) -> str:
+        return upstream_rules.check_topic_prefix(v)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str | None) -> str | None:
+        return None if v is None else upstream_rules.check_client_id(v)
 
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def plaintext_remote(self) -> bool:
+        """Unencrypted to another machine (allowed only by ``insecure_plaintext``)."""
+        return not self.tls and not upstream_rules.is_loopback(self.host)
 
     @property
     def host(self) -> str:
@@ -86,6 +103,7 @@ class UpstreamSection(_Model):
 
     @model_validator(mode="after")
     def _mtls_pair(self) -> UpstreamSection:
+        upstream_rules.check_plaintext(self.url, self.insecure_plaintext)
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together (mutual TLS)")
         if (self.cert_file or self.ca_file) and not self.tls:
