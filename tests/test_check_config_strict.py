@@ -24,7 +24,7 @@ HEAD = """\
 gateway:
   id: hub-01
 upstream:
-  url: mqtt://broker
+  url: mqtts://broker
 """
 
 
