@@ -8,49 +8,100 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__, plugins
+from gateway.config import DEFAULT_CONFIG
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran and something is wrong (broker unreachable, a check failed, ...)
+EXIT_USAGE = 2  # wrong arguments, or a config file that does not validate
+
+_EPILOG = """\
+exit status: 0 success, 1 runtime failure, 2 usage or config error.
+Each command's --help shows an example.  Commands that read the config take -c FILE
+(default: /etc/iomt-gateway/config.yaml)."""
+
+# verb -> (what it does, example): the one place the built-in verbs' help lives.
+VERBS: dict[str, tuple[str, str]] = {
+    "run": ("run the daemon (what the systemd unit starts)", "iomt-gateway run -c /etc/iomt-gateway/config.yaml"),
+    "check-config": (
+        "validate a config file; print its devices, ports, addresses and time zones",
+        "iomt-gateway check-config -c /etc/iomt-gateway/config.yaml",
+    ),
+    "schema": ("write the config's JSON Schema (for editors)", "iomt-gateway schema -o config.schema.json"),
+    "outbox": (
+        "outbox depth per class, oldest pending age, last delivery",
+        "iomt-gateway outbox -c /etc/iomt-gateway/config.yaml --json",
+    ),
+    "demo": ("run the gateway on the recorded fixtures with a live view", "iomt-gateway demo --speed 20"),
+    "decode": (
+        "decode a capture or payloads with the daemon's own decoders",
+        "iomt-gateway decode nonin2 capture.bin   |   iomt-gateway decode ble-heart-rate 1E5532002100",
+    ),
+    "billing": ("RPM billing: current periods, or simulate over a CSV", "iomt-gateway billing -c FILE"),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _add(sub: Any, verb: str, **kw: Any) -> argparse.ArgumentParser:
+    what, example = VERBS[verb]
+    parser: argparse.ArgumentParser = sub.add_parser(
+        verb,
+        help=what,
+        description=what[0].upper() + what[1:] + ".",
+        epilog=f"example:\n  {example}\n\n{_EPILOG.splitlines()[0]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
+    return parser
+
+
+def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="iomt-gateway",
         description="Edge gateway for bedside and home medical devices.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--version", action="version", version=f"iomt-gateway {__version__}")
     sub = ap.add_subparsers(dest="verb", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon (what the systemd unit starts)")
+    run = _add(sub, "run")
     run.add_argument("-c", "--config", type=Path, required=True, help="YAML config file")
     run.add_argument("--log-format", choices=["auto", "console", "json"], help="override logging.format")
 
-    cc = sub.add_parser("check-config", help="validate a config file and print a summary")
-    cc.add_argument("file", type=Path)
+    cc = _add(sub, "check-config")
+    cc.add_argument("file", type=Path, nargs="?", help="config file (same as -c)")
+    cc.add_argument("-c", "--config", type=Path, help=f"config file (default: {DEFAULT_CONFIG})")
 
-    sc = sub.add_parser("schema", help="write the config's JSON Schema (for editors)")
+    sc = _add(sub, "schema")
     sc.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
-    ob = sub.add_parser("outbox", help="outbox depth per class, oldest pending age, last delivery")
-    src = ob.add_mutually_exclusive_group(required=True)
-    src.add_argument("-c", "--config", type=Path, help="config file (reads its storage.path)")
+    ob = _add(sub, "outbox")
+    src = ob.add_mutually_exclusive_group()
+    src.add_argument(
+        "-c", "--config", type=Path, help=f"config file (reads its storage.path; default: {DEFAULT_CONFIG})"
+    )
     src.add_argument("--db", type=Path, help="outbox database file")
     ob.add_argument("--json", action="store_true", help="machine-readable output")
 
-    demo = sub.add_parser("demo", help="run the gateway on the recorded fixtures with a live view")
+    demo = _add(sub, "demo")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--speed", type=float, default=10.0, help="replay speed (default 10x real time)")
     demo.add_argument("--offline", action="store_true", help="do not start a broker; watch the outbox fill")
     demo.add_argument("--state", type=Path, default=None, help="state directory (default: a temporary one)")
 
-    dec = sub.add_parser("decode", help="decode a capture or payloads with the daemon's own decoders")
+    dec = _add(sub, "decode")
     dec.add_argument("protocol", help=f"one of: {', '.join(plugins.names(plugins.DECODERS_GROUP)) or '(none)'}")
-    dec.add_argument("args", nargs=argparse.REMAINDER, help="FILE|- for serial protocols, HEX... for BLE")
+    dec.add_argument("args", nargs=argparse.REMAINDER, help="FILE for serial protocols, HEX... for BLE")
 
-    bil = sub.add_parser("billing", help="RPM billing: current periods, or simulate over a CSV")
+    bil = _add(sub, "billing")
     bil.add_argument("args", nargs=argparse.REMAINDER)
 
     for name in plugins.names(plugins.COMMANDS_GROUP):
-        p = sub.add_parser(name, help="(plug-in command)", add_help=False)
+        # Reading the plug-in's summary costs a source parse: only when help is shown.
+        summary = (plugins.summary(plugins.COMMANDS_GROUP, name) if plugin_help else "") or "(plug-in command)"
+        p = sub.add_parser(name, help=summary, add_help=False)
         p.add_argument("args", nargs=argparse.REMAINDER)
     return ap
 
@@ -69,18 +120,24 @@ def main(argv: list[str] | None = None) -> int:
         fn = plugins.load(plugins.COMMANDS_GROUP, raw[0])
         assert fn is not None
         return fn(raw[1:])
-    ap = _parser()
-    args = ap.parse_args(argv)
+    ap = _parser(plugin_help=not raw or any(a in ("-h", "--help") for a in raw))
+    args = ap.parse_args(raw)
     verb = args.verb
     if verb is None:
-        ap.print_help()
-        return 2
+        ap.print_help(sys.stderr)
+        return EXIT_USAGE
     if verb == "run":
         return _run(args.config, args.log_format)
     if verb == "check-config":
         from gateway.config.commands import check_config_command  # noqa: PLC0415
 
-        return check_config_command(args.file)
+        if args.file is not None and args.config is not None:
+            print(
+                "iomt-gateway check-config: name the config file once: check-config -c FILE (or check-config FILE)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return check_config_command(args.config or args.file or DEFAULT_CONFIG)
     if verb == "schema":
         from gateway.config.commands import schema_command  # noqa: PLC0415
 
@@ -103,8 +160,15 @@ def _decode(protocol: str, argv: list[str]) -> int:
     if fn is None:
         known = ", ".join(plugins.names(plugins.DECODERS_GROUP))
         print(f"iomt-gateway decode: unknown protocol {protocol!r}; known: {known}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return fn(argv)
+
+
+def print_config_error(verb: str, e: Any) -> None:
+    """A config error on stderr: the header names the program, the problem lines stay ``file:line: ...``
+    (the form editors jump to)."""
+    head, *rest = e.render().splitlines()
+    print("\n".join([f"iomt-gateway {verb}: {head}", *rest]), file=sys.stderr)
 
 
 def _run(config: Path, log_format: str | None) -> int:
@@ -115,8 +179,8 @@ def _run(config: Path, log_format: str | None) -> int:
         cfg = load_config(config)
     except ConfigError as e:
         logs.configure("info", "auto")
-        print(e.render(), file=sys.stderr)
-        return 2
+        print_config_error("run", e)
+        return EXIT_USAGE
     fmt = log_format or cfg.logging.format
     logs.configure(cfg.logging.level, fmt)  # type: ignore[arg-type]
     import structlog  # noqa: PLC0415
@@ -145,15 +209,15 @@ def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:
     from gateway.outbox import Outbox  # noqa: PLC0415
 
     if db is None:
-        assert config is not None
+        config = config or DEFAULT_CONFIG
         from gateway.config.loader import ConfigError, load_config  # noqa: PLC0415
         from gateway.daemon import resolve_paths  # noqa: PLC0415
 
         try:
             cfg = load_config(config)
         except ConfigError as e:
-            print(e.render(), file=sys.stderr)
-            return 2
+            print_config_error("outbox", e)
+            return EXIT_USAGE
         db = resolve_paths(config, cfg).outbox
     if not db.exists():
         print(f"iomt-gateway outbox: no outbox database at {db}", file=sys.stderr)

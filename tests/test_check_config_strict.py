@@ -41,7 +41,7 @@ def _problem(tmp_path: Path, text: str) -> str:
     rc, out, err = _check(tmp_path, text)
     assert rc == 2 and out == "", (rc, out, err)
     lines = err.splitlines()
-    assert lines[0] == f"{tmp_path / 'c.yaml'}: 1 problem in the configuration", err
+    assert lines[0] == f"iomt-gateway check-config: {tmp_path / 'c.yaml'}: 1 problem in the configuration", err
     assert len(lines) == 2, err
     prefix = f"{tmp_path / 'c.yaml'}:"
     assert lines[1].startswith(prefix)
@@ -239,7 +239,7 @@ def test_alias_expansion_is_bounded_with_exit_2_and_no_traceback(tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        f"{path}: 1 problem in the configuration",
+        f"iomt-gateway check-config: {path}: 1 problem in the configuration",
         f"{path}: YAML aliases (*name) expand this file to more than 50,000 values; write the repeated parts "
         "out, or reuse fewer aliases inside aliases",
     ]

@@ -66,6 +66,12 @@ PROFILES: dict[str, Callable[[bytes], object]] = {
 }
 
 
+_EXAMPLES = {
+    "ble-heart-rate": '"1E 55 32 00 21 00"',
+    "ble-blood-pressure": '"00 78 00 50 00 5D 00"',
+}
+
+
 def parse_hex(text: str) -> bytes:
     cleaned = "".join(ch for ch in text if ch not in " :-_\t")
     if cleaned.lower().startswith("0x"):
@@ -76,8 +82,15 @@ def parse_hex(text: str) -> bytes:
 def run(profile: str, argv: list[str]) -> int:
     decode = PROFILES[profile]
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: iomt-gateway decode {profile} HEX [HEX...]", file=sys.stderr)
-        return 2
+        example = _EXAMPLES.get(profile, "'<payload as hex, e.g. copied from nRF Connect>'")
+        usage = (
+            f"usage: iomt-gateway decode {profile} HEX [HEX...]\n\n"
+            "Decode BLE notification payloads given as hex (spaces, colons and dashes ignored), one JSON line each.\n"
+            f"example:\n  iomt-gateway decode {profile} {example}\n\n"
+            "exit status: 0 every payload decoded, 1 one was rejected, 2 usage error."
+        )
+        print(usage, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     status = 0
     for arg in argv:
         try:

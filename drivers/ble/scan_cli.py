@@ -54,7 +54,12 @@ async def scan(adapter: str, seconds: float) -> list[Found]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="iomt-gateway scan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="iomt-gateway scan",
+        description=(__doc__ or "").replace("``", ""),
+        epilog="example:\n  sudo -u iomt-gateway iomt-gateway scan --seconds 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--adapter", default="hci0", help="local adapter (default hci0)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to listen (default 10)")
     parser.add_argument("--all", action="store_true", help="also list devices without a health service")
@@ -64,7 +69,10 @@ def main(argv: list[str]) -> int:
     try:
         found = asyncio.run(scan(args.adapter, args.seconds))
     except (BleakError, OSError, EOFError) as e:
-        print(f"scan on {args.adapter} failed: {e} (is BlueZ running, is {args.adapter} there?)", file=sys.stderr)
+        print(
+            f"iomt-gateway scan: scan on {args.adapter} failed: {e} (is BlueZ running, is {args.adapter} there?)",
+            file=sys.stderr,
+        )
         return 1
     shown = [f for f in found if f.drivers or args.all]
     for f in shown:
@@ -74,5 +82,5 @@ def main(argv: list[str]) -> int:
             what = ", ".join(f"{s} -> driver: {d}" for s, d in zip(f.services, f.drivers, strict=True)) or "-"
             print(f"{f.address}  {f.rssi:>4} dBm  {f.name or '?':<24} {what}")
     if not shown and not args.json:
-        print(f"no health devices heard on {args.adapter} in {args.seconds:g} s", file=sys.stderr)
+        print(f"iomt-gateway scan: no health devices heard on {args.adapter} in {args.seconds:g} s", file=sys.stderr)
     return 0

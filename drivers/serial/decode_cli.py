@@ -101,20 +101,29 @@ def decode_stream(
 
 
 def run(protocol: str, argv: list[str]) -> int:
+    prog = f"iomt-gateway decode {protocol}"
     ap = argparse.ArgumentParser(
-        prog=f"iomt-gateway decode {protocol}", description=f"Decode a raw {protocol} capture into JSON lines."
+        prog=prog,
+        description=f"Decode a raw {protocol} capture into JSON lines (one reading per line, summary on stderr).",
+        epilog=f"examples:\n  {prog} capture.bin\n  {prog} - < capture.bin\n\n"
+        "capture a port with: stty -F /dev/ttyUSB0 9600 raw && timeout 10 cat /dev/ttyUSB0 > capture.bin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("file", nargs="?", default="-", help="capture file, or - for stdin (default)")
+    ap.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input (default)")
     ap.add_argument("--frames", action="store_true", help="print decoded frames instead of readings")
     ap.add_argument("--no-waveform", action="store_true", help="omit the sample values of waveform blocks")
     args = ap.parse_args(argv)
     out = sys.stdout
     counts: dict[str, int] = {}
     dropped = 0
+    if args.file == "-" and sys.stdin.isatty():
+        # Waiting silently for bytes typed on a keyboard looks like a hang.
+        print(f"{prog}: no capture given: name a FILE, or pipe one in ({prog} - < capture.bin)", file=sys.stderr)
+        return 2
     try:
         src: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as e:
-        print(f"cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        print(f"{prog}: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 2
     with src:
         for obj in decode_stream(protocol, src, frames=args.frames, waveform=not args.no_waveform):

@@ -1,4 +1,6 @@
-"""Which protocol, baud rate and format is this port speaking?  ``iomt-gateway serial-probe PORT``.
+"""``iomt-gateway serial-probe PORT``: listen on a serial port and name the protocol, baud rate and format it speaks.
+
+Which protocol is this port speaking?  Use it to choose between ``nonin2``, ``nonin7`` and ``nonin8``.
 
 The port is opened once per candidate line setting (9600 8N1 for Nonin and Masimo, 19200 8O1 for
 the Contec, 115200 8N1 for the ECG front-end, unless told otherwise) and listened to for a moment;
@@ -89,7 +91,13 @@ async def probe(
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="iomt-gateway serial-probe", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="iomt-gateway serial-probe",
+        description=(__doc__ or "").replace("``", ""),
+        epilog="example:\n"
+        "  sudo -u iomt-gateway iomt-gateway serial-probe /dev/serial/by-id/usb-FTDI_FT232R_A10KXYZ-if00-port0",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("port", help="device path, /dev/serial/by-id/... name, or socket:// URL")
     ap.add_argument("--seconds", type=float, default=2.0, help="listening time per line setting (default 2)")
     ap.add_argument("--baud", type=int, action="append", help="try only these rates (repeatable), with 8N1")
@@ -98,14 +106,17 @@ def main(argv: list[str]) -> int:
     try:
         results = asyncio.run(probe(args.port, settings, args.seconds))
     except LinkError as e:
-        print(f"cannot listen on {args.port}: {e}", file=sys.stderr)
+        print(f"iomt-gateway serial-probe: cannot listen on {args.port}: {e}", file=sys.stderr)
         return 2
     heard = {(r.baud, r.format): r.bytes_in for r in results}
     for (baud, fmt), n in heard.items():
         print(f"{baud} {fmt}: {n} bytes heard")
     found = [r for r in results if r.matches]
     if not found:
-        print("no known protocol recognised (is the device sending? try longer --seconds)", file=sys.stderr)
+        print(
+            "iomt-gateway serial-probe: no known protocol recognised (is the device sending? try longer --seconds)",
+            file=sys.stderr,
+        )
         return 1
     for r in found:
         print(f"  {r.protocol:<10} at {r.baud} {r.format}: {r.frames} frames, {100 * r.share:.0f} % of bytes framed")

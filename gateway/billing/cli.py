@@ -56,7 +56,12 @@ def _load_config(path: Path) -> Any:
 
 def _simulate(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
-        prog="iomt-gateway billing simulate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="iomt-gateway billing simulate",
+        description="Run the billing ledger over a CSV of patient,device,timestamp rows and print the records\n"
+        "upstream would receive, one JSON object per line (FHIR R4 ChargeItems with --fhir).",
+        epilog="example:\n  iomt-gateway billing simulate readings.csv --tz America/Chicago --latest\n\n"
+        "exit status: 0 success, 1 some rows were rejected (the others still count), 2 usage or config error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("csv", type=Path, help="patient,device,timestamp rows ('-' for stdin)")
     ap.add_argument("--tz", type=_zone, help="zone cutting days for every patient (default: config, else host)")
@@ -74,7 +79,7 @@ def _simulate(argv: list[str]) -> int:
         try:
             config = _load_config(args.config)
         except ConfigError as e:
-            print(e.render(), file=sys.stderr)
+            print(f"iomt-gateway billing simulate: {e.render()}", file=sys.stderr)
             return EXIT_USAGE
         cfg, gateway_id = config.billing, config.gateway.id
         known = patients_from_config(config)

@@ -43,20 +43,33 @@ def render(view: PatientBillingView) -> str:
 
 
 def status_main(argv: list[str]) -> int:
+    from gateway.config import DEFAULT_CONFIG  # noqa: PLC0415
     from gateway.config.errors import ConfigError  # noqa: PLC0415
     from gateway.config.loader import load_config  # noqa: PLC0415
     from gateway.daemon import resolve_paths  # noqa: PLC0415
     from gateway.outbox import Outbox, OutboxError  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="iomt-gateway billing", description=__doc__)
-    ap.add_argument("-c", "--config", type=Path, required=True, help="config file (patients, rules, storage.path)")
+    ap = argparse.ArgumentParser(
+        prog="iomt-gateway billing",
+        description="Per patient: the current 30-day period, its days of data and what it will bill.\n"
+        "Reads what the running daemon saved (safe while it runs); day counts are never behind,\n"
+        "reading counters at most a few seconds behind.",
+        epilog="examples:\n"
+        "  sudo -u iomt-gateway iomt-gateway billing -c /etc/iomt-gateway/config.yaml\n"
+        "  iomt-gateway billing simulate readings.csv --tz America/Chicago   (see: billing simulate --help)\n\n"
+        "exit status: 0 success, 1 runtime failure, 2 usage or config error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
     ap.add_argument("--db", type=Path, help="outbox database file (default: the config's)")
     ap.add_argument("--json", action="store_true", help="one JSON object per patient")
     args = ap.parse_args(argv)
     try:
         config: Any = load_config(args.config)
     except ConfigError as e:
-        print(e.render(), file=sys.stderr)
+        print(f"iomt-gateway billing: {e.render()}", file=sys.stderr)
         return 2
     db: Path = args.db or resolve_paths(args.config, config).outbox
     if not db.exists():

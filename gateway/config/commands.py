@@ -9,10 +9,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.config import DEFAULT_CONFIG
 from gateway.config.errors import ConfigError
 from gateway.config.loader import UnsetVariable, config_json_schema, read_config_report, resolve_path
 from gateway.config.models import ConfigBase
 from gateway.config.processing import AlarmSection
+
+__all__ = ["DEFAULT_CONFIG", "check_config_command", "schema_command", "summarise"]
 
 EXIT_OK = 0
 EXIT_IO = 1
@@ -118,7 +121,9 @@ def check_config_command(path: Path, *, out: TextIO | None = None, err: TextIO |
         # Outside the service ${CREDENTIALS_DIRECTORY} is normally unset: note it, do not fail on it.
         report = read_config_report(path, require_env=False)
     except ConfigError as e:
-        print(e.render(), file=err)
+        head, *rest = e.render().splitlines()
+        # The header names the program; problem lines keep the ``file:line:`` form editors jump to.
+        print("\n".join([f"iomt-gateway check-config: {head}", *rest]), file=err)
         return EXIT_CONFIG
     for line in summarise(report.config, path):
         print(line, file=out)
@@ -133,7 +138,7 @@ def schema_command(out: Path | None, *, stdout: TextIO | None = None) -> int:
     try:
         text = json.dumps(config_json_schema(), indent=2) + "\n"
     except RuntimeError as e:  # no drivers installed
-        print(f"cannot build the schema: {e}", file=sys.stderr)
+        print(f"iomt-gateway schema: cannot build the schema: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if out is None:
         stdout.write(text)
@@ -141,7 +146,7 @@ def schema_command(out: Path | None, *, stdout: TextIO | None = None) -> int:
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as e:
-        print(f"{out}: cannot write: {e.strerror or e}", file=sys.stderr)
+        print(f"iomt-gateway schema: {out}: cannot write: {e.strerror or e}", file=sys.stderr)
         return EXIT_IO
     print(f"wrote {out}", file=stdout)
     return EXIT_OK
