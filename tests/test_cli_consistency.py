@@ -21,7 +21,7 @@ GOOD = """\
 gateway:
   id: hub-01
 upstream:
-  url: mqtt://broker
+  url: mqtt://127.0.0.1
 storage:
   path: state
 patients:
@@ -90,7 +90,7 @@ def test_check_config_takes_dash_c_and_keeps_its_positional_form(tmp_path: Path)
 
 def test_config_errors_are_prefixed_with_the_program_and_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(GOOD.replace("mqtt://broker", "http://broker"))
+    path.write_text(GOOD.replace("mqtt://127.0.0.1", "http://broker"))
     for verb in ("check-config", "outbox", "billing"):
         out = _cli(verb, "-c", str(path))
         assert out.returncode == 2, (verb, out.stderr)
