@@ -32,7 +32,11 @@ Delivery rules:
   after rows leased later than it.  Any row may arrive twice.
 * Reconnects wait a full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**n))`` with
   base 1 s and cap ``upstream.backoff_max_s``; ``n`` starts again from 0 after a connection that
-  announced ``online`` and stayed up ``STABLE_AFTER_S`` (10 s) without a refusal or a timeout.
+  announced ``online`` and stayed up ``STABLE_AFTER_S`` (10 s) without a refusal or a timeout, and
+  that first wait is drawn over ``upstream.reconnect_spread_s`` instead (a fleet's shared moment).
+* Each reconnect goes to the next broker of ``upstream.url`` + ``failover_urls``; with
+  ``return_to_primary_s`` the uplink goes back to ``url`` once it answers.  The decisions are in
+  ``gateway.failover``.
 
 TLS: ``gateway.tls`` builds the context (TLS >= 1.2, host name checked, ``ca_file`` pinned, client
 certificate); a refused handshake is logged as ``uplink_tls_failed`` with its ``cause``.  The
@@ -64,7 +68,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway import tls
 from gateway.config.models import UpstreamSection
+from gateway.config.upstream import is_loopback
 from gateway.credentials import CredentialError, read_password
+from gateway.failover import Endpoint, Failover, endpoint, reconnect_delay
 from gateway.records import SCHEMA_VERSION, RecordKind
 
 CONTENT_TYPE = "application/json"
@@ -78,6 +84,8 @@ GOODBYE_TIMEOUT_S = 0.5
 BACKOFF_BASE_S = 1.0
 # A connection that stayed up this long (after announcing "online") resets the backoff.
 STABLE_AFTER_S = 10.0
+# How long a look at the primary broker (a TCP connect) may take.
+PROBE_TIMEOUT_S = 5.0
 
 _RESERVED = {"/": "%2F", "+": "%2B", "#": "%23", "%": "%25", "\x00": "%00"}
 
@@ -114,12 +122,6 @@ def status_payload(gateway_id: str, state: str, now: float) -> bytes:
 
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: spreads a fleet's reconnects after a broker outage."""
-    ceiling = min(cap, base * 2.0 ** min(attempt, 64))
-    return rng.uniform(0.0, ceiling)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +162,10 @@ class UplinkError(Exception):
 
 class PublishTimeout(UplinkError):
     pass
+
+
+class ReturnToPrimary(Exception):
+    """The primary broker answers again: leave the failover broker cleanly."""
 
 
 class PublishRefused(UplinkError):
@@ -313,6 +319,9 @@ class Uplink:
         self._prefetch: asyncio.Task[Sequence[QueuedRow]] | None = None
         self._announced_at: float | None = None
         self._tls: tls.WatchedContext | None = None  # the current connection attempt's
+        self._failover = Failover(
+            [endpoint(url) for url in cfg.urls], return_after_s=cfg.return_to_primary_s, clock=time.monotonic
+        )
 
     @property
     def stats(self) -> UplinkStats:
@@ -329,7 +338,11 @@ class Uplink:
                 self._announced_at = None
                 good = False
                 try:
-                    await self._connection()
+                    await self._connection(self._failover.current)
+                except ReturnToPrimary:
+                    self._failover.return_to_primary()
+                    attempt = 0
+                    continue
                 except _LINK_ERRORS as e:
                     self._stats.last_error = self._explain(e)
                     # Only a connection that worked for a while resets the backoff: a broker that
@@ -342,8 +355,12 @@ class Uplink:
                     await self._settle()
                 if good:
                     attempt = 0
-                delay = backoff_delay(attempt, base=self._backoff_base_s, cap=self._cfg.backoff_max_s, rng=self._rng)
-                self._log.info("uplink_backoff", attempt=attempt, delay_s=round(delay, 3), error=self._stats.last_error)
+                nxt = self._failover.lost()
+                cfg = self._cfg
+                delay = reconnect_delay(attempt, after_stable=good, base=self._backoff_base_s, cap=cfg.backoff_max_s,
+                                        spread=cfg.reconnect_spread_s, rng=self._rng)  # fmt: skip
+                self._log.info("uplink_backoff", attempt=attempt, delay_s=round(delay, 3), error=self._stats.last_error,
+                               next=str(nxt))  # fmt: skip
                 attempt += 1
                 await asyncio.sleep(delay)
         finally:
@@ -360,18 +377,18 @@ class Uplink:
             self._log.error("uplink_credentials_unusable", error=str(e))
         return f"{type(e).__name__}: {e}"
 
-    async def _connection(self) -> None:
-        client = await self._make_client()
-        if self._cfg.plaintext_remote:
+    async def _connection(self, ep: Endpoint) -> None:
+        client = await self._make_client(ep)
+        if not ep.tls and not is_loopback(ep.host):
             # Every connect, at error level: a setting that sends patients' data in clear must not go unseen.
-            self._log.error("uplink_plaintext", host=self._cfg.host, port=self._cfg.port, insecure_plaintext=True)
-        self._log.info("uplink_connecting", host=self._cfg.host, port=self._cfg.port, tls=self._cfg.tls)
+            self._log.error("uplink_plaintext", host=ep.host, port=ep.port, insecure_plaintext=True)
+        self._log.info("uplink_connecting", host=ep.host, port=ep.port, tls=ep.tls)
         await client.__aenter__()
         self._tls = None  # connected: later errors are link errors, not a refused handshake
         try:
             self._stats.connected = True
             self._stats.connects += 1
-            self._log.info("uplink_connected", host=self._cfg.host, port=self._cfg.port, client_id=self._client_id)
+            self._log.info("uplink_connected", host=ep.host, port=ep.port, client_id=self._client_id)
             try:
                 await self._pump(client)
             except aiomqtt.MqttError as e:
@@ -392,13 +409,13 @@ class Uplink:
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await client.__aexit__(None, None, None)
 
-    async def _make_client(self) -> _AckingClient:
+    async def _make_client(self, ep: Endpoint) -> _AckingClient:
         cfg = self._cfg
         self._tls = None
         password = None
         if cfg.password_file is not None:
             password = await asyncio.to_thread(read_password, cfg.password_file, self._log)
-        if cfg.tls:
+        if ep.tls:
             self._tls = await asyncio.to_thread(tls.client_context, cfg.ca_file, cfg.cert_file, cfg.key_file)
         now = self._clock()
         will_props = _properties(PacketTypes.WILLMESSAGE)
@@ -406,8 +423,8 @@ class Uplink:
         connect_props = _properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
         return _AckingClient(
-            cfg.host,
-            cfg.port,
+            ep.host,
+            ep.port,
             identifier=self._client_id,
             username=cfg.username,
             password=password,
@@ -463,8 +480,11 @@ class Uplink:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if announce.done() and announce.exception() is None:
                 self._announced_at = asyncio.get_running_loop().time()
+                self._failover.connected()
                 tasks.remove(announce)
                 tasks += self._start_publishing(client)
+                if self._failover.probe_due_in() is not None:
+                    tasks.append(asyncio.create_task(self._watch_primary(), name="uplink-watch-primary"))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             else:
                 done = {t for t in tasks if t.done()}
@@ -496,6 +516,18 @@ class Uplink:
         # also ends publishes that would otherwise wait for their timeout.
         async for _message in client.messages:
             pass
+
+    async def _watch_primary(self) -> None:
+        """On a failover broker: end the connection once the primary accepts connections again."""
+        while (due := self._failover.probe_due_in()) is not None:
+            await asyncio.sleep(due)
+            primary = self._failover.primary
+            with contextlib.suppress(OSError, TimeoutError):
+                _, writer = await asyncio.wait_for(asyncio.open_connection(primary.host, primary.port), PROBE_TIMEOUT_S)
+                writer.close()
+                self._log.info("uplink_primary_back", primary=str(primary))
+                raise ReturnToPrimary(str(primary))
+            self._failover.probe_failed()
 
     async def _next_row(self) -> QueuedRow:
         batch = max(1, self._stats.window)

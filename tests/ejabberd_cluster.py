@@ -258,10 +258,12 @@ class EjabberdCluster:
                 proc.wait()
 
     def stop(self) -> None:
-        """Kill every node (their state is throw-away) and remove the cluster's directory."""
+        """Kill every node (their state is throw-away) and remove the cluster's directory
+        (unless ``IOMT_KEEP_EJABBERD=1``)."""
         for node in self.nodes:
             self.kill9(node)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("IOMT_KEEP_EJABBERD") != "1":  # keep the nodes' logs to debug a failure
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> EjabberdCluster:
         try:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from gateway.config.models import UpstreamSection
+from gateway.failover import backoff_delay
 from gateway.outbox import Outbox
 from gateway.records import (
     AlarmEvent,
@@ -28,7 +29,7 @@ from gateway.records import (
     SummaryRecord,
     Vital,
 )
-from gateway.uplink import Uplink, backoff_delay, status_topic, topic_for, topic_level
+from gateway.uplink import Uplink, status_topic, topic_for, topic_level
 from tests.broker import MosquittoBroker, Received, Subscriber, TcpProxy, TlsFiles
 
 GW = "gw-test"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
+from gateway import failover, mqtt_limits
 from gateway.clock import SyncPolicy
 from gateway.config import upstream as upstream_rules
 from gateway.config.billing import BillingSection
@@ -66,6 +67,18 @@ class UpstreamSection(_Model):
     inflight: int = Field(32, ge=1, le=1000, description="Unacknowledged publishes at once")
     publish_timeout_s: float = Field(10.0, gt=0, le=300)
     backoff_max_s: float = Field(300.0, ge=1, le=3600, description="Reconnect backoff cap")
+    # Fleet-scale settings (see gateway/failover.py and gateway/mqtt_limits.py).
+    failover_urls: list[str] = Field(
+        [], description="Other brokers (nodes of the same cluster, or a standby), tried in turn after url"
+    )
+    return_to_primary_s: float | None = Field(
+        None, ge=1, le=86_400, description="When on a failover broker, check url this often and go back once it "
+        "answers; unset: stay where the link works",
+    )  # fmt: skip
+    reconnect_spread_s: float = Field(
+        10.0, ge=0, le=3600, description="The first reconnect after a lost link waits a random 0..this many "
+        "seconds (at most backoff_max_s), so a fleet does not return to a restarted broker all at once",
+    )  # fmt: skip
 
     @field_validator("url")
     @classmethod
@@ -100,6 +113,36 @@ class UpstreamSection(_Model):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix_limits(cls, v: str) -> str:
+        problem = mqtt_limits.topic_prefix_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _failover_urls(self) -> UpstreamSection:
+        seen = {failover.endpoint(self.url)}
+        for i, url in enumerate(self.failover_urls):
+            try:
+                upstream_rules.check_url(url)  # the same rules as url (no credentials, TLS policy)
+                upstream_rules.check_plaintext(url, self.insecure_plaintext)
+                ep = failover.endpoint(url)
+            except ValueError as e:
+                raise ValueErrorAt(str(e), ("failover_urls", i)) from None
+            if ep.tls != self.tls:
+                raise ValueErrorAt("must use the same scheme as url (one TLS setting for all)", ("failover_urls", i))
+            if ep in seen:
+                raise ValueErrorAt(f"{ep} is listed twice", ("failover_urls", i))
+            seen.add(ep)
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        """The primary, then the failover brokers."""
+        return [self.url, *self.failover_urls]
 
     @model_validator(mode="after")
     def _mtls_pair(self) -> UpstreamSection:
