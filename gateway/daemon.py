@@ -210,6 +210,7 @@ class Daemon:
             commit_interval_ms=st.commit_interval_ms,
             commit_max_records=st.commit_max_records,
             on_alarm=self._gateway_alarm_threadsafe,
+            max_record_bytes=self.cfg.upstream.max_record_bytes,
         )
         self.pipeline = Pipeline(
             gateway_id=self.cfg.gateway.id,

@@ -79,6 +79,11 @@ class UpstreamSection(_Model):
         10.0, ge=0, le=3600, description="The first reconnect after a lost link waits a random 0..this many "
         "seconds (at most backoff_max_s), so a fleet does not return to a restarted broker all at once",
     )  # fmt: skip
+    max_record_bytes: int = Field(
+        mqtt_limits.MAX_RECORD_BYTES, ge=1024, le=16 * 1024 * 1024,
+        description="Largest record (JSON) accepted; a larger one is refused when it is created, with a "
+        "technical alarm. Default: AWS IoT Core's 128 KB",
+    )  # fmt: skip
 
     @field_validator("url")
     @classmethod

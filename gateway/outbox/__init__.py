@@ -16,6 +16,7 @@ from gateway.outbox.types import (
     OutboxTooNew,
     PendingRow,
     Record,
+    RecordTooLarge,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "OutboxTooNew",
     "PendingRow",
     "Record",
+    "RecordTooLarge",
 ]

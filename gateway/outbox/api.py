@@ -8,6 +8,7 @@ out committed rows in priority order; ``ack`` (PUBACK) deletes them in a later g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway import mqtt_limits
 from gateway.config.models import QuotaSection
 from gateway.outbox import schema
 from gateway.outbox.keys import SeqCounter, format_key, parse_seq
@@ -43,6 +45,7 @@ from gateway.outbox.types import (
     OutboxStats,
     PendingRow,
     Record,
+    RecordTooLarge,
 )
 from gateway.outbox.writer import Writer
 from gateway.records import RecordKind
@@ -64,6 +67,8 @@ class Outbox:
         self._closed = False
         self._close_done: asyncio.Future[None] | None = None
         self._counter: SeqCounter | None = None
+        self._max_record_bytes = mqtt_limits.MAX_RECORD_BYTES
+        self._too_large = 0
 
     @classmethod
     async def open(
@@ -80,12 +85,15 @@ class Outbox:
         max_db_bytes: int | None = None,
         lease_policy: LeasePolicy = LeasePolicy(),  # noqa: B008 - frozen dataclass
         clock: Callable[[], float] = time.time,
+        max_record_bytes: int = mqtt_limits.MAX_RECORD_BYTES,
     ) -> Outbox:
         """Open (creating, migrating or — if damaged — replacing) the outbox at ``path``.
 
         ``free_bytes(folder)`` measures free disk space (injectable for tests); ``max_db_bytes``
         is an optional hard cap on the file (SQLite then fails writes with SQLITE_FULL, handled
-        like a full disk); ``clock`` gives Unix time for ``created`` and ages.
+        like a full disk); ``clock`` gives Unix time for ``created`` and ages.  A record whose JSON
+        is larger than ``max_record_bytes`` is refused (``RecordTooLarge``, technical alarm
+        ``record_too_large``).
         """
         if commit_interval_ms < 1 or commit_max_records < 1:
             raise ValueError("commit_interval_ms and commit_max_records must be >= 1")
@@ -101,6 +109,7 @@ class Outbox:
             max_db_bytes=max_db_bytes,
         )
         box = cls(_settings=settings, _gateway_id=gateway_id, _on_alarm=on_alarm)
+        box._max_record_bytes = max_record_bytes
         opened = await box._writer.start()
         box._snapshot = opened.snapshot
         box._counter = SeqCounter(opened.seq_start, opened.seq_limit, box._reserve)
@@ -129,13 +138,30 @@ class Outbox:
         seq = parse_seq(self._gateway_id, record.key)
         if seq is None:  # a service key (billing): order it by when it was queued
             seq = self._next_seq()
-        op = Insert(kind, record.key, record.patient, seq, record.model_dump_json().encode(),
-                    self._clock(), rows, fut)
+        payload = record.model_dump_json().encode()
+        problem = mqtt_limits.record_size_problem(len(payload), self._max_record_bytes)
+        if problem is not None:
+            self._refuse_too_large(record, problem, rows, fut)
+            return fut
+        op = Insert(kind, record.key, record.patient, seq, payload, self._clock(), rows, fut)
         try:
             self._writer.put(op, write=True)
         except OutboxClosed as e:
             fut.set_exception(e)
         return fut
+
+    def _refuse_too_large(
+        self, record: Record, problem: str, rows: dict[str, bytes | None] | None, fut: asyncio.Future[None]
+    ) -> None:
+        self._too_large += 1
+        detail = f"{record.kind} {record.key} (patient {record.patient}): {problem}"
+        fut.set_exception(RecordTooLarge(detail))
+        _raise_alarms(self._on_alarm, [("record_too_large", detail)])
+        if rows:  # the state that rode with it is still the producer's truth: keep it
+            kept: asyncio.Future[None] = self._loop.create_future()
+            kept.add_done_callback(_log_state_failure)
+            with contextlib.suppress(OutboxClosed):  # only if the writer died: the close reports it
+                self._writer.put(PutState(rows, kept), write=True)
 
     async def accept(self, record: Record, *, state: Mapping[str, bytes | None] | None = None) -> None:
         await self.submit(record, state=state)
@@ -209,7 +235,7 @@ class Outbox:
         }
         c = snap.counters
         return OutboxStats(classes, c.accepted, c.delivered, c.refused, c.last_delivery, c.commits,
-                           snap.db_bytes)
+                           snap.db_bytes, self._too_large)
 
     async def close(self) -> None:
         """Commit everything queued (records, state, acks), then close. Idempotent."""
@@ -307,6 +333,11 @@ def _settle(completions: list[Completion]) -> None:
             fut.set_exception(exc)
         else:
             fut.set_result(result)
+
+
+def _log_state_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("outbox_state_not_written", error=repr(fut.exception()))
 
 
 def _raise_alarms(hook: AlarmHook | None, alarms: list[tuple[str, str]]) -> None:

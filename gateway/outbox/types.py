@@ -28,6 +28,15 @@ class OutboxFull(OutboxError):
     retryable = True
 
 
+class RecordTooLarge(OutboxError):
+    """The record's JSON is larger than the configured maximum (``upstream.max_record_bytes``).
+
+    Some brokers refuse such a message (AWS IoT Core above 128 KB): stored, it would be resent
+    after every reconnect and never delivered.  Nothing was written; the outbox raised the
+    ``record_too_large`` technical alarm.
+    """
+
+
 class OutboxTooNew(OutboxError):
     """The file was written by a newer version in a format this version cannot read.
 
@@ -83,6 +92,7 @@ class OutboxStats:
     last_delivery: float | None
     commits: int
     db_bytes: int
+    too_large: int = 0  # records refused since this process opened the outbox: larger than the maximum
 
     @property
     def depth(self) -> int:
