@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from gateway import device_tags
 from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
@@ -201,6 +202,7 @@ class Daemon:
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self._install_device_tags()
         st = self.cfg.storage
         self.outbox = await Outbox.open(
             self.paths.outbox,
@@ -303,6 +305,13 @@ class Daemon:
         step("outbox_ms")
         self.log.info("gateway_stopped", shutdown_ms=steps["outbox_ms"], **steps)
 
+    def _install_device_tags(self) -> None:
+        try:
+            device_tags.install(device_tags.DeviceTagger.load(self.paths.state_dir))
+        except (OSError, ValueError) as e:
+            # Still nothing in clear, but tags change at every start: worth a technician's look.
+            self.log.error("device_tag_key_unusable", error=str(e), using="a key for this run only")
+
     async def _uplink_idle(self) -> None:
         assert self.outbox is not None and self.uplink is not None
         while self.uplink.stats.connected and self.outbox.stats().depth > 0:  # noqa: ASYNC110 - bounded by caller
@@ -320,6 +329,7 @@ class Daemon:
             state_dir=state,
             base_dir=self.paths.base_dir,
             log=structlog.get_logger().bind(device=device_id, patient=a.patient),
+            tag=device_tags.current().tag,
             checkpoint=functools.partial(self._checkpoint, a.patient, device_id),
         )
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Self
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import device_tags
 from gateway.clock import Clock
 from gateway.records import Reading
 
@@ -32,27 +33,45 @@ ENTRY_POINT_GROUP = "iomt_gateway.drivers"
 
 
 class DriverError(Exception):
-    """Base of the errors a driver raises.  ``retryable`` tells the supervisor whether to retry."""
+    """Base of the errors a driver raises.  ``retryable`` tells the supervisor whether to retry.
+
+    ``reason`` is a short code (``[a-z_]+``) that goes upstream in the device's status record
+    instead of the message, which is for the journal (and may quote a library's words).  Each class
+    has a default; a driver may give a finer one: ``DriverDisconnected("...", reason="no_data")``.
+    """
 
     retryable: ClassVar[bool] = True
+    reason: str = "driver_error"
+
+    def __init__(self, *args: object, reason: str | None = None) -> None:
+        super().__init__(*args)
+        if reason is not None:
+            self.reason = reason
 
 
 class DriverDisconnected(DriverError):
     """The link to the device dropped (unplug, out of range, EOF, silence beyond the timeout)."""
 
+    reason = "disconnected"
+
 
 class DriverConnectFailed(DriverError):
     """The device could not be reached now (absent, busy, not advertising)."""
 
+    reason = "connect_failed"
+
 
 class DriverConfigError(DriverError):
     """The settings cannot work (e.g. the port path is not a character device).  Retried slowly."""
+
+    reason = "config_error"
 
 
 class DriverFinished(DriverError):
     """A finite source (a recording played once) has nothing more to give."""
 
     retryable = False
+    reason = "finished"
 
 
 # Every id in the config (gateway, patients, devices): they become file names, topic levels and
@@ -86,6 +105,12 @@ class DriverSettings(BaseModel):
         override this so that a day without a measurement is not a technical alarm."""
         return True
 
+    @property
+    def hardware_ids(self) -> tuple[str, ...]:
+        """Identifiers of the physical device in these settings (a BLE address, a serial by-id
+        name) that must not leave the driver in clear; see ``gateway.device_tags``."""
+        return ()
+
 
 async def _accepted_at_once() -> None:
     """Checkpoint of a context with no durable sink behind it (tests, tools)."""
@@ -103,6 +128,9 @@ class DeviceContext:
     base_dir: Path = Path(".")
     """Directory that relative paths in the settings are resolved against (the config's folder)."""
     log: Any = field(default_factory=structlog.get_logger)
+    tag: Callable[[str], str] = field(default_factory=lambda: device_tags.current().tag)
+    """The device tag of a hardware identifier (``gateway.device_tags``): what a driver writes in
+    its logs and messages instead of a BLE address or a serial by-id name."""
     checkpoint: Callable[[], Awaitable[None]] = field(default=_accepted_at_once)
     """Wait until everything this device's readings produced so far is accepted (on disk).  A driver
     that remembers its place in the device's own store (e.g. the last glucose record fetched) saves

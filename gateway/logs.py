@@ -3,7 +3,8 @@
 On a terminal: colourful console lines.  Otherwise (systemd): one JSON object per line, prefixed with
 the syslog priority ``<N>`` so ``journalctl -p warning`` filters by level (systemd strips the prefix,
 ``SyslogLevelPrefix=yes`` being its default).  ``device=`` and ``patient=`` are bound per session task
-through context variables.
+through context variables.  Every line goes through ``scrub_identifiers``: no Bluetooth address or
+serial by-id name reaches the journal in clear.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from gateway import device_tags
 
 # syslog priorities (RFC 5424) by stdlib level name
 _PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7, "notset": 7, "exception": 3}
@@ -27,6 +30,25 @@ class _PrefixRenderer:
     def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> str:
         prio = _PRIORITY.get(str(event_dict.get("level", "info")).lower(), 6)
         return f"<{prio}>" + str(self._json(logger, name, event_dict))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return device_tags.current().scrub_text(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    return value
+
+
+def scrub_identifiers(logger: Any, name: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """BLE addresses and serial by-id names in any field become device tags (``gateway.device_tags``):
+    the safety net under the drivers' own care, and the only one for bleak's and BlueZ's messages."""
+    for key, value in event_dict.items():
+        if not key.startswith("_"):
+            event_dict[key] = _scrub(value)
+    return event_dict
 
 
 def configure(
@@ -49,6 +71,7 @@ def configure(
     else:
         shared.append(structlog.processors.format_exc_info)
         renderer = _PrefixRenderer()
+    shared.append(scrub_identifiers)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

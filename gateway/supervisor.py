@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
+from gateway import device_tags
 from gateway.clock import Clock
 from gateway.driver_api import (
     DeviceContext,
@@ -178,7 +179,7 @@ class DeviceSession:
                         ctx.device_id,
                         DeviceState.DISCONNECTED,
                         ctx.clock.now(),
-                        detail=_describe(e),
+                        detail=reason_code(e),
                         clock=ctx.clock.quality(),
                     ),
                 )
@@ -191,10 +192,17 @@ def _final(e: BaseException) -> bool:
     return isinstance(e, DriverFinished | _RanHealthy) or (isinstance(e, DriverError) and not e.retryable)
 
 
+def reason_code(e: BaseException) -> str:
+    """What goes upstream about a failure: the driver's reason code, never the exception's text
+    (which may quote a device address or a library's message; the journal has it, scrubbed)."""
+    return e.reason if isinstance(e, DriverError) else "driver_crashed"
+
+
 def _describe(e: BaseException | None) -> str:
+    """The failure in words for the journal and local status, device identifiers scrubbed."""
     if e is None:
         return ""
-    text = str(e)
+    text = device_tags.current().scrub_text(str(e))
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 

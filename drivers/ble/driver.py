@@ -63,7 +63,9 @@ class BleDriver(Driver):
         )
         self.device_clock = DeviceClock(ctx.clock)
         self.decode_errors = 0
-        self.log = ctx.log.bind(device=ctx.device_id, address=settings.address)
+        # The address stays in the driver: logs and messages carry its keyed tag (gateway.device_tags).
+        self.device_tag = ctx.tag(settings.address)
+        self.log = ctx.log.bind(device=ctx.device_id, device_tag=self.device_tag)
 
     @property
     def passive(self) -> bool:
@@ -81,7 +83,8 @@ class BleDriver(Driver):
         device = await self.link.find(self.settings.scan_timeout_s)
         if device is None:
             raise DriverConnectFailed(
-                f"{self.settings.address} not seen on {self.settings.adapter} within {self.settings.scan_timeout_s} s"
+                f"{self.device_tag} not seen on {self.settings.adapter} within {self.settings.scan_timeout_s} s",
+                reason="not_found",
             )
         await self._open(device)
 
@@ -103,9 +106,9 @@ class BleDriver(Driver):
                 async for r in self._visit():
                     yield r
                 released = True
-                detail = "released by the gateway"
+                detail = "released"  # reason codes, not exception text: this goes upstream
             except DriverDisconnected as e:
-                detail = f"device left: {e}"
+                detail = e.reason
             await self.link.disconnect()
             yield self._event(DeviceState.DISCONNECTED, detail)
             if released:
@@ -125,14 +128,15 @@ class BleDriver(Driver):
         wanted = [u for u in self.SUBSCRIBE if self.link.has_characteristic(u)]
         if not wanted:
             raise DriverConfigError(
-                f"{self.settings.address} offers none of {', '.join(self.SUBSCRIBE)}: wrong driver for this device?"
+                f"{self.device_tag} offers none of {', '.join(self.SUBSCRIBE)}: wrong driver for this device?",
+                reason="wrong_device",
             )
         for uuid in wanted:
             await self.link.subscribe(uuid)
 
     async def _visit(self) -> AsyncIterator[Reading]:
         if self.passive:
-            yield self._event(DeviceState.CONNECTED, "device advertised; connected", **self._clock_extra())
+            yield self._event(DeviceState.CONNECTED, "advertised", **self._clock_extra())
         battery = await self._battery()
         if battery is not None:
             yield battery
@@ -143,7 +147,7 @@ class BleDriver(Driver):
             if n is None:
                 if self.passive:
                     return  # the device has said all it had to say
-                raise DriverDisconnected(f"{self.settings.address}: no data for {timeout} s")
+                raise DriverDisconnected(f"{self.device_tag}: no data for {timeout} s", reason="no_data")
             try:
                 out = self._decode(n)
             except DecodeError as e:
@@ -338,7 +342,7 @@ class GlucoseDriver(BleDriver):
     async def _prepare(self) -> None:
         for uuid in self.SUBSCRIBE:
             if not self.link.has_characteristic(uuid):
-                raise DriverConfigError(f"{self.settings.address} has no {uuid}: not a glucose meter?")
+                raise DriverConfigError(f"{self.device_tag} has no {uuid}: not a glucose meter?", reason="wrong_device")
         await self._calibrate_clock()
         await super()._prepare()
 
@@ -410,7 +414,7 @@ class PolarEcgDriver(BleDriver):
     async def _prepare(self) -> None:
         for uuid in self.SUBSCRIBE:
             if not self.link.has_characteristic(uuid):
-                raise DriverConfigError(f"{self.settings.address} has no PMD {uuid}: not a Polar H10?")
+                raise DriverConfigError(f"{self.device_tag} has no PMD {uuid}: not a Polar H10?", reason="wrong_device")
         await super()._prepare()
 
     async def _start(self) -> None:

@@ -141,7 +141,7 @@ class BleLink:
         self.adapter = adapter
         self.clock = clock
         self.connect_timeout_s = connect_timeout_s
-        self.name = name or self.address
+        self.name = name or "ble-device"  # never the address: this goes into messages and logs
         self.dropped = 0
         self._log = log
         self._queue: asyncio.Queue[Notification | _Lost] = asyncio.Queue(maxsize=queue_size)
@@ -173,7 +173,7 @@ class BleLink:
             )
         except (BleakError, TimeoutError, OSError, EOFError) as e:
             await self.close()
-            raise DriverConnectFailed(f"cannot connect to {self.address}: {e}") from e
+            raise DriverConnectFailed(f"cannot connect to {self.name}: {e}") from e
 
     @property
     def connected(self) -> bool:
@@ -184,7 +184,7 @@ class BleLink:
 
     def _require(self) -> BleakClient:
         if self._client is None or not self._client.is_connected:
-            raise DriverDisconnected(f"{self.address}: not connected")
+            raise DriverDisconnected(f"{self.name}: not connected")
         return self._client
 
     async def subscribe(self, uuid: str) -> None:
@@ -214,9 +214,9 @@ class BleLink:
 
     def _lost_or(self, e: Exception, what: str) -> DriverDisconnected | DriverConnectFailed:
         if not self.connected:
-            return DriverDisconnected(f"{self.address}: link lost during {what}: {e}")
+            return DriverDisconnected(f"{self.name}: link lost during {what}: {e}", reason="link_lost")
         # The link is up but the device refused: a session set-up failure, retried by the supervisor.
-        return DriverConnectFailed(f"{self.address}: {what} failed: {e}")
+        return DriverConnectFailed(f"{self.name}: {what} failed: {e}", reason="refused")
 
     async def disconnect(self) -> None:
         """Let the device go (passive mode): the resulting callback is not a loss."""
@@ -258,7 +258,7 @@ class BleLink:
         if isinstance(item, _Lost):
             # The client is kept: only its disconnect() releases its D-Bus connection (bleak does not
             # on a device-side drop), and close() must do that or every lost link leaks a socket.
-            raise DriverDisconnected(f"{self.address}: {item.reason}")
+            raise DriverDisconnected(f"{self.name}: {item.reason}", reason="link_lost")
         return item
 
     async def notifications(self, idle_timeout_s: float | None = None) -> AsyncIterator[Notification]:
@@ -266,5 +266,5 @@ class BleLink:
         while True:
             item = await self.next(idle_timeout_s)
             if item is None:
-                raise DriverDisconnected(f"{self.address}: no data for {idle_timeout_s} s")
+                raise DriverDisconnected(f"{self.name}: no data for {idle_timeout_s} s", reason="no_data")
             yield item

@@ -69,6 +69,10 @@ class BleSettings(DriverSettings):
         return ("address", "BLE address", self.address.upper())
 
     @property
+    def hardware_ids(self) -> tuple[str, ...]:
+        return (self.address,)
+
+    @property
     def passive_release_s(self) -> float:
         return self.idle_timeout_s if self.idle_timeout_s is not None else 60.0
 

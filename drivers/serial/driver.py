@@ -51,6 +51,13 @@ class SerialDriver(Driver):
     def stats(self) -> FramerStats:
         return self.decoder.stats
 
+    def _scrub(self, text: object) -> str:
+        """``text`` with the port's by-id name (it embeds the adapter's serial number) as its tag."""
+        out = str(text)
+        for identifier in self.settings.hardware_ids:
+            out = out.replace(identifier, self.ctx.tag(identifier))
+        return out
+
     @property
     def silence_timeout_s(self) -> float:
         return self.settings.silence_timeout_s or self.protocol.default_silence_s
@@ -62,9 +69,11 @@ class SerialDriver(Driver):
         try:
             self._link = await SerialLink.open(params)
         except PortConfigError as e:
-            raise DriverConfigError(str(e)) from e
-        except (PortAbsent, PortUnusable) as e:
-            raise DriverConnectFailed(str(e)) from e
+            raise DriverConfigError(self._scrub(e), reason="port_unusable") from e
+        except PortAbsent as e:
+            raise DriverConnectFailed(self._scrub(e), reason="port_absent") from e
+        except PortUnusable as e:
+            raise DriverConnectFailed(self._scrub(e), reason="port_unusable") from e
         # A new session starts from a clean decoder: bytes of the old link are not glued on.
         self.decoder = self.protocol.make_decoder()
         self.translator = self._make_translator()
@@ -83,7 +92,8 @@ class SerialDriver(Driver):
         s = self.settings
         silence = self.silence_timeout_s
         # The supervisor reports the CONNECTED event; the port details go to the log.
-        self.ctx.log.info("serial_port_open", port=s.port, baud=s.baud, format=s.format, protocol=self.protocol.name)
+        port = self._scrub(s.port)
+        self.ctx.log.info("serial_port_open", port=port, baud=s.baud, format=s.format, protocol=self.protocol.name)
         deadline = loop.time() + silence
         next_drop_log = loop.time()
         logged_drops = 0
@@ -96,12 +106,13 @@ class SerialDriver(Driver):
                     yield r
                 raise DriverDisconnected(
                     f"no valid {self.protocol.name} frame for {silence:g} s "
-                    f"({self.stats.dropped_bytes} bytes dropped; check baud/format)"
+                    f"({self.stats.dropped_bytes} bytes dropped; check baud/format)",
+                    reason="no_valid_frames",
                 ) from None
             except LinkLost as e:
                 for r in self.translator.flush():
                     yield r
-                raise DriverDisconnected(str(e)) from e
+                raise DriverDisconnected(self._scrub(e), reason="link_lost") from e
             now = clock.now()
             frames_before = self.decoder.stats.frames
             items = self.decoder.feed(chunk)

@@ -47,6 +47,11 @@ class SerialSettings(DriverSettings):
     )
     exclusive: bool = Field(True, description="Lock the port so no other program reads it at the same time")
 
+    @property
+    def hardware_ids(self) -> tuple[str, ...]:
+        # A by-id name embeds the USB adapter's serial number; /dev/ttyUSB0 or a URL identifies nothing.
+        return (self.port,) if self.port.startswith("/dev/serial/by-id/") else ()
+
     @field_validator("port")
     @classmethod
     def _port(cls, v: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from drivers.ble import glucose, heart_rate
+from gateway.device_tags import DeviceTagger
 from tests.ble.devices import GlucoseMeter, heart_rate_strap
 from tests.ble.harness import MockBluez
 from tests.ble.test_e2e import utc_wall_clock
@@ -131,3 +132,16 @@ async def test_daemon_with_ble_devices(
     assert meter.requests == [glucose.racp_all_records(), glucose.racp_records_from(3)]
     state = json.loads((tmp_path / "state" / "devices" / "bg-1" / "ble-glucose.json").read_text())
     assert state["last_sequence"] == 3
+
+    # No device address left the drivers: not upstream, not in the journal (both daemons' lines),
+    # whatever the spelling; the journal names the devices by their keyed tags instead, and the
+    # status records carry reason codes.
+    upstream = "".join(r.payload.decode() for r in subscriber.received)
+    journal = d.log_path.read_text()
+    for addr in (hr_addr, g_addr):
+        for spelled in (addr, addr.lower(), addr.replace(":", "_"), addr.replace(":", "_").lower()):
+            assert spelled not in upstream and spelled not in journal, spelled
+    tagger = DeviceTagger.load(tmp_path / "state", create=False)
+    assert tagger.tag(g_addr) in journal
+    details = {b["detail"] for b in _bodies(subscriber, "status") if b["state"] in ("connected", "disconnected")}
+    assert details and details <= {"", "advertised", "released", "link_lost", "no_data", "disconnected"}, details
