@@ -243,7 +243,12 @@ class Daemon:
             # daemon would stop the patients' alarms: run without billing, loudly.
             self.ledger = None
             loop.call_soon(self._gateway_alarm, "billing_state_unreadable", str(e))
-        self.uplink = Uplink(self.cfg.upstream, self.outbox, gateway_id=self.cfg.gateway.id)
+        self.uplink = Uplink(
+            self.cfg.upstream,
+            self.outbox,
+            gateway_id=self.cfg.gateway.id,
+            outage_warn_after_s=self.cfg.upstream.outage_warning_s,
+        )
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
             loop.add_signal_handler(sig, handler)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)

@@ -66,7 +66,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import tls
+from gateway import tls, uplink_outage
 from gateway.config.models import UpstreamSection
 from gateway.config.upstream import is_loopback
 from gateway.credentials import CredentialError, read_password
@@ -211,6 +211,16 @@ class _AckingClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self.receive_maximum: int | None = None
+        self.connect_error: OSError | None = None
+
+    def _client_connect(self) -> None:
+        # aiomqtt re-raises a failed socket connect as MqttError(str(e)) without the original: keep it,
+        # so a refused port, a DNS failure and a timeout stay told apart (uplink_outage.cause_of).
+        try:
+            super()._client_connect()
+        except OSError as e:
+            self.connect_error = e
+            raise
 
     def _on_connect(
         self,
@@ -294,6 +304,7 @@ class Uplink:
         clock: Callable[[], float] = time.time,
         backoff_base_s: float = BACKOFF_BASE_S,
         stable_after_s: float = STABLE_AFTER_S,
+        outage_warn_after_s: float = uplink_outage.WARN_AFTER_S,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
@@ -322,6 +333,10 @@ class Uplink:
         self._failover = Failover(
             [endpoint(url) for url in cfg.urls], return_after_s=cfg.return_to_primary_s, clock=time.monotonic
         )
+        self._attempt: _AckingClient | None = None
+        self._attempt_ep: Endpoint | None = None
+        self._outage_warn_after_s = outage_warn_after_s
+        self._outage: uplink_outage.OutageTracker | None = None
 
     @property
     def stats(self) -> UplinkStats:
@@ -334,6 +349,7 @@ class Uplink:
         attempt = 0
         try:
             loop = asyncio.get_running_loop()
+            self._outage = uplink_outage.OutageTracker(loop.time(), warn_after_s=self._outage_warn_after_s)
             while True:
                 self._announced_at = None
                 good = False
@@ -345,6 +361,7 @@ class Uplink:
                     continue
                 except _LINK_ERRORS as e:
                     self._stats.last_error = self._explain(e)
+                    self._outage_failed(e)
                     # Only a connection that worked for a while resets the backoff: a broker that
                     # refuses or ignores publishes, or a twin gateway with the same client id
                     # taking the session over, must not get a reconnect every second.
@@ -362,7 +379,7 @@ class Uplink:
                 self._log.info("uplink_backoff", attempt=attempt, delay_s=round(delay, 3), error=self._stats.last_error,
                                next=str(nxt))  # fmt: skip
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self._wait_retry(delay)
         finally:
             await self._settle()
 
@@ -377,8 +394,48 @@ class Uplink:
             self._log.error("uplink_credentials_unusable", error=str(e))
         return f"{type(e).__name__}: {e}"
 
+    def _outage_failed(self, e: BaseException) -> None:
+        assert self._outage is not None
+        rc = getattr(e, "rc", None) if isinstance(e, aiomqtt.MqttCodeError) else None
+        if isinstance(e, PublishRefused):
+            rc = e.reason
+        cause = uplink_outage.cause_of(
+            e,
+            os_error=self._attempt.connect_error if self._attempt is not None else None,
+            tls_failed=tls.failure_of(self._tls) is not None,
+            reason_code=rc.value if isinstance(rc, ReasonCode) else rc,
+        )
+        self._log_outage(self._outage.failed(asyncio.get_running_loop().time(), cause, self._stats.last_error or ""))
+
+    def _log_outage(self, w: uplink_outage.OutageWarning | None) -> None:
+        if w is not None:
+            ep = self._attempt_ep
+            self._log.warning(
+                "uplink_unreachable",
+                host=ep.host if ep else self._cfg.host,
+                port=ep.port if ep else self._cfg.port,
+                down_s=round(w.down_s),
+                cause=w.cause.value,
+                error=w.error,
+                hint=w.hint,
+                attempts=w.attempts,
+                next_warning_in_s=round(w.next_in_s),
+            )
+
+    async def _wait_retry(self, delay: float) -> None:
+        """Sleep until the next attempt, waking to warn if the outage passes a warning time meanwhile."""
+        assert self._outage is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        while (left := end - loop.time()) > 0:
+            to_warn = self._outage.seconds_to_next_warning(loop.time())
+            await asyncio.sleep(left if to_warn is None else min(left, to_warn + 0.01))
+            self._log_outage(self._outage.due(loop.time()))
+
     async def _connection(self, ep: Endpoint) -> None:
-        client = await self._make_client(ep)
+        self._attempt = None
+        self._attempt_ep = ep
+        client = self._attempt = await self._make_client(ep)
         if not ep.tls and not is_loopback(ep.host):
             # Every connect, at error level: a setting that sends patients' data in clear must not go unseen.
             self._log.error("uplink_plaintext", host=ep.host, port=ep.port, insecure_plaintext=True)
@@ -481,6 +538,7 @@ class Uplink:
             if announce.done() and announce.exception() is None:
                 self._announced_at = asyncio.get_running_loop().time()
                 self._failover.connected()
+                self._outage_up(self._announced_at)
                 tasks.remove(announce)
                 tasks += self._start_publishing(client)
                 if self._failover.probe_due_in() is not None:
@@ -501,6 +559,20 @@ class Uplink:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _outage_up(self, now: float) -> None:
+        recovered = self._outage.up(now) if self._outage is not None else None
+        if recovered is not None:
+            # At warning level, like the outage it ends: `journalctl -p warning` shows both or neither.
+            ep = self._attempt_ep
+            self._log.warning(
+                "uplink_recovered",
+                host=ep.host if ep else self._cfg.host,
+                port=ep.port if ep else self._cfg.port,
+                down_s=round(recovered.down_s),
+                attempts=recovered.attempts,
+                last_cause=recovered.cause.value if recovered.cause else None,
+            )
 
     def _start_publishing(self, client: _AckingClient) -> list[asyncio.Task[None]]:
         window = min(self._cfg.inflight, client.receive_maximum or self._cfg.inflight)

@@ -84,6 +84,12 @@ class UpstreamSection(_Model):
         description="Largest record (JSON) accepted; a larger one is refused when it is created, with a "
         "technical alarm. Default: AWS IoT Core's 128 KB",
     )  # fmt: skip
+    outage_warning_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Broker unreachable this long: a warning with the cause, repeated at a slowing interval",
+    )
 
     @field_validator("url")
     @classmethod
