@@ -112,8 +112,10 @@ class UpstreamSection(_Model):
 
     @property
     def plaintext_remote(self) -> bool:
-        """Unencrypted to another machine (allowed only by ``insecure_plaintext``)."""
-        return not self.tls and not upstream_rules.is_loopback(self.host)
+        """Unencrypted to another machine, on url or a failover url (allowed only by ``insecure_plaintext``)."""
+        return not self.tls and not all(
+            upstream_rules.is_loopback(urlsplit(u).hostname or "") for u in (self.url, *self.failover_urls)
+        )
 
     @property
     def host(self) -> str:
