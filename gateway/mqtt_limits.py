@@ -19,8 +19,9 @@ MAX_RECORD_BYTES = 128 * 1024
 # AWS IoT Core: a topic name of at most 256 bytes (UTF-8) and 7 slashes (8 levels).
 MAX_TOPIC_BYTES = 256
 MAX_TOPIC_LEVELS = 8
-# VerneMQ's default max_client_id_size; AWS IoT Core allows 128 bytes.
-MAX_CLIENT_ID_BYTES = 100
+# VerneMQ's default max_client_id_size; AWS IoT Core allows 128 bytes.  The config allows 64
+# (gateway/config/upstream.py), well within it.
+BROKER_MAX_CLIENT_ID_BYTES = 100
 # A record's topic is <prefix>/<gateway>/<kind>/<patient>: three levels after the prefix, at most
 # 1 + 64 + 1 + 7 + 1 + 64 bytes (ids are up to 64 letters, digits, '-', '_', '.'; "billing").
 LEVELS_AFTER_PREFIX = 3
@@ -45,8 +46,8 @@ def topic_prefix_problem(prefix: str) -> str | None:
 
 def client_id_problem(client_id: str) -> str | None:
     size = len(client_id.encode())
-    if size > MAX_CLIENT_ID_BYTES:
-        return f"is {size} bytes long; common brokers allow at most {MAX_CLIENT_ID_BYTES} (VerneMQ's default)"
+    if size > BROKER_MAX_CLIENT_ID_BYTES:
+        return f"is {size} bytes long; common brokers allow at most {BROKER_MAX_CLIENT_ID_BYTES} (VerneMQ's default)"
     return None
 
 

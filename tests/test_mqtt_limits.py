@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway import mqtt_limits
+from gateway.config import upstream as upstream_rules
 from gateway.config.models import UpstreamSection
 from gateway.outbox import Outbox, RecordTooLarge
 from gateway.records import ClockQuality, RecordKind, SummaryRecord, Vital
@@ -50,7 +51,8 @@ def test_config_refuses_a_prefix_too_deep_for_common_brokers() -> None:
 
 
 def test_client_id_and_record_size_limits() -> None:
-    assert mqtt_limits.client_id_problem("c" * mqtt_limits.MAX_CLIENT_ID_BYTES) is None
+    assert upstream_rules.MAX_CLIENT_ID_BYTES <= mqtt_limits.BROKER_MAX_CLIENT_ID_BYTES  # the config is stricter
+    assert mqtt_limits.client_id_problem("c" * mqtt_limits.BROKER_MAX_CLIENT_ID_BYTES) is None
     assert "101 bytes" in (mqtt_limits.client_id_problem("c" * 101) or "")
     assert mqtt_limits.record_size_problem(mqtt_limits.MAX_RECORD_BYTES) is None
     assert "131073 bytes" in (mqtt_limits.record_size_problem(mqtt_limits.MAX_RECORD_BYTES + 1) or "")
