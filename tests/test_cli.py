@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def test_outbox_command_without_a_database_says_so(tmp_path: Path) -> None:
 def test_decode_dispatches_to_the_driver_packages() -> None:
     out = _cli("decode", "ble-heart-rate", "1E 55 32 00 21 00")
     assert out.returncode == 0, out.stderr
-    assert "85" in out.stdout
+    (line,) = out.stdout.splitlines()
+    decoded = json.loads(line)["decoded"]
+    assert (decoded["heart_rate"], decoded["energy_expended_kj"], decoded["rr_intervals_1024"]) == (85, 50, [33])
     unknown = _cli("decode", "no-such-protocol")
     assert unknown.returncode == 2 and "known:" in unknown.stderr and "nonin2" in unknown.stderr

@@ -608,14 +608,21 @@ async def test_writer_failure_reaches_every_waiter(tmp_path: Path) -> None:
 
 
 async def test_alarm_hook_failure_does_not_break_the_outbox(tmp_path: Path) -> None:
-    def hook(_c: str, _d: str) -> None:
+    called: list[str] = []
+
+    def hook(condition: str, _d: str) -> None:
+        called.append(condition)
         raise RuntimeError("hook bug")
 
     b = await open_box(tmp_path / "o.db", quotas=QuotaSection(billing=100), on_alarm=hook)
     await asyncio.gather(*(b.submit(billing(f"svc-{i}")) for i in range(100)))
-    with pytest.raises(OutboxFull):
-        await b.accept(billing("svc-over"))
-    await b.accept(summary(b.next_key()))
+    with capture_logs() as logs:
+        with pytest.raises(OutboxFull):
+            await b.accept(billing("svc-over"))
+        await b.accept(summary(b.next_key()))
+    assert called == ["outbox_full"]  # the hook was really called, and its failure was contained
+    assert [e["condition"] for e in logs if e["event"] == "outbox_alarm_hook_failed"] == ["outbox_full"]
+    assert b.stats().depth == 101
     await b.close()
 
 
