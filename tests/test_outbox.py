@@ -544,6 +544,26 @@ async def test_damage_found_by_a_commit_keeps_the_batch(tmp_path: Path) -> None:
     assert moved_aside(tmp_path)
 
 
+async def test_late_ack_from_a_replaced_file_cannot_delete_a_new_row(tmp_path: Path) -> None:
+    """A PUBACK for a row leased from the damaged file arrives after the replacement file has
+    handed out its own first row: the two must not share an id, or the ack deletes a record
+    that was never published."""
+    path = tmp_path / "o.db"
+    b = await open_box(path)
+    await b.accept(summary(b.next_key()))
+    (old,) = await b.lease(1)  # in flight to the broker
+    await asyncio.to_thread(damage_schema, path)
+    rec = alarm(b.next_key())
+    await b.accept(rec)  # the commit finds the damage: the record lands in a fresh file
+    (new,) = await b.lease(10)
+    assert new.key == rec.key
+    await b.ack([old.id])  # the late PUBACK of the old row
+    await b.release([new.id])  # the new row's publish failed: it must still be there
+    assert [r.key for r in await b.lease(10)] == [rec.key]
+    await b.close()
+    assert Outbox.inspect(path).depth == 1
+
+
 # ---- observation ----------------------------------------------------------------------------
 
 

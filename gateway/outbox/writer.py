@@ -88,6 +88,7 @@ class Writer:
         self._acks: list[int] = []
         self._reserve_hi: int | None = None
         self._seq_hi = 0  # highest key reservation seen: a replacement file must carry it over
+        self._id_hi = 0  # highest row id handed out in a lease: a replacement file's ids start above it
         self._batch_ops = 0
         self._committing: list[Fut] = []  # futures of the batch being committed, for _fail_everything
         self._leased: dict[int, tuple[RecordKind, str]] = {}
@@ -303,6 +304,10 @@ class Writer:
             "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
             [("seq_hi", str(self._seq_hi)), ("counters", self._counters.to_json())],
         )
+        # A PUBACK of a row leased from the damaged file may still arrive: the new file's ids
+        # continue above every id ever leased, so that ack cannot match (and delete) a new row.
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
+        conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (self._id_hi,))
         conn.execute("COMMIT")
         self._leased.clear()
         self._deleting.clear()
@@ -380,6 +385,7 @@ class Writer:
                     continue
                 out.append(PendingRow(row_id, kind, key, patient, seq, bytes(payload), created))
                 self._leased[row_id] = (kind, key)
+                self._id_hi = max(self._id_hi, row_id)
                 got += 1
                 if got >= want:
                     break
