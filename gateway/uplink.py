@@ -440,9 +440,10 @@ class Uplink:
             # Every connect, at error level: a setting that sends patients' data in clear must not go unseen.
             self._log.error("uplink_plaintext", host=ep.host, port=ep.port, insecure_plaintext=True)
         self._log.info("uplink_connecting", host=ep.host, port=ep.port, tls=ep.tls)
-        await client.__aenter__()
-        self._tls = None  # connected: later errors are link errors, not a refused handshake
         try:
+            # Inside the try: a connect that times out or is cancelled has opened a socket too.
+            await client.__aenter__()
+            self._tls = None  # connected: later errors are link errors, not a refused handshake
             self._stats.connected = True
             self._stats.connects += 1
             self._log.info("uplink_connected", host=ep.host, port=ep.port, client_id=self._client_id)

@@ -515,3 +515,51 @@ async def test_password_file_is_used(tmp_path: Path, outbox: Outbox) -> None:
         uplink = Uplink(upstream(b.url, username="gw", password_file=secret), outbox, gateway_id=GW)
         async with running(uplink):
             await until(lambda: uplink.stats.delivered == len(keys))
+
+
+class SilentBroker:
+    """Accepts TCP connections and never answers: each CONNECT waits for a CONNACK that never comes."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.open = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"mqtt://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_failed_and_cancelled_connects_close_their_sockets(outbox: Outbox) -> None:
+    """A broker that never sends CONNACK: every timed-out connect, and the one cancelled at
+    shutdown, must close its socket instead of leaving it open for good."""
+    silent = SilentBroker()
+    url = await silent.start()
+    uplink = Uplink(upstream(url, publish_timeout_s=0.3, backoff_max_s=1.0), outbox, gateway_id=GW,
+                    backoff_base_s=0.01)
+    try:
+        task = asyncio.create_task(uplink.run())
+        await until(lambda: silent.accepted >= 3)  # two timed out, the third is waiting
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await until(lambda: silent.open == 0, within_s=5.0)
+    finally:
+        await silent.close()
