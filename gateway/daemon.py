@@ -303,8 +303,9 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._uplink_idle(), timeout=0.5)
         uplink_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(uplink_task, timeout=1.0)
+        # asyncio.wait returns without raising the uplink's outcome (the TaskGroup collects it),
+        # while a cancellation of this task itself still propagates.
+        await asyncio.wait({uplink_task}, timeout=1.0)
         step("uplink_ms")
         await self.outbox.close()
         step("outbox_ms")
