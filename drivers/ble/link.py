@@ -118,6 +118,22 @@ def adapter_scanner(adapter: str) -> AdapterScanner:
     return per_loop[adapter]
 
 
+class _TimedClient(BleakClient):
+    """A BleakClient that connects within its own timeout.
+
+    bleak-retry-connector passes ``timeout=BLEAK_TIMEOUT``, a module global it reads after an
+    await: set per connection, two devices connecting at once would race for it.
+    """
+
+    def __init__(self, *args: Any, connect_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connect_timeout_s = connect_timeout_s
+
+    async def connect(self, **kwargs: Any) -> None:
+        kwargs["timeout"] = self._connect_timeout_s
+        await super().connect(**kwargs)
+
+
 class _Lost:
     """Queue sentinel: the link dropped."""
 
@@ -160,16 +176,15 @@ class BleLink:
         """One connection attempt.  Leaves nothing half-built when it fails."""
         self._closing = False
         self._reset_queue()
-        # bleak-retry-connector reads its per-attempt timeout from a module global.
-        bleak_retry_connector.BLEAK_TIMEOUT = self.connect_timeout_s
         try:
             self._client = await bleak_retry_connector.establish_connection(
-                BleakClient,
+                _TimedClient,
                 device,
                 self.name,
                 disconnected_callback=self._on_disconnect,
                 max_attempts=1,  # retries and backoff belong to the supervisor
                 bluez={"adapter": self.adapter},
+                connect_timeout_s=self.connect_timeout_s,  # passed on to _TimedClient
             )
         except (BleakError, TimeoutError, OSError, EOFError) as e:
             await self.close()

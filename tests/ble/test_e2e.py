@@ -487,3 +487,48 @@ async def test_two_passive_devices_share_the_adapter(mock_bluez: MockBluez, devi
             await cuff.stop()
     assert [r.value for r in th_got if isinstance(r, VitalReading)] == [pytest.approx(37.0)]
     assert [r.value for r in vitals(bp_got, Vital.SYSTOLIC_BP)] == [120.0]
+
+
+async def test_simultaneous_connects_keep_their_own_timeouts(
+    mock_bluez: MockBluez, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two devices connecting at once, each with its own connect timeout: neither may take the
+    other's (bleak-retry-connector reads a module global after an await)."""
+    import bleak_retry_connector  # noqa: PLC0415 - only this test wraps them
+    from bleak import BleakClient  # noqa: PLC0415
+
+    from drivers.ble.link import BleLink  # noqa: PLC0415
+
+    seen: dict[str, float] = {}
+    real_connect = BleakClient.connect
+
+    async def recording_connect(self: BleakClient, **kw: Any) -> None:
+        seen[self.address.upper()] = kw["timeout"]
+        await real_connect(self, **kw)
+
+    monkeypatch.setattr(BleakClient, "connect", recording_connect)
+    # With BlueZ's object manager already running this lookup returns without suspending; on a
+    # first connection (or other versions of the library) it is a D-Bus round trip. Make it one.
+    real_lookup = bleak_retry_connector.get_connected_devices
+
+    async def lookup_with_a_round_trip(device: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return await real_lookup(device)
+
+    monkeypatch.setattr(bleak_retry_connector, "get_connected_devices", lookup_with_a_round_trip)
+    clock = SystemClock(policy=SyncPolicy.ASSUME_SYNCED)
+    addrs = mock_bluez.peripherals[:2]
+    straps = [heart_rate_strap(mock_bluez.adapter_of(a)) for a in addrs]
+    links = [BleLink(a, "hci0", clock, connect_timeout_s=t) for a, t in zip(addrs, (3.0, 4.0), strict=True)]
+    for s in straps:
+        await s.start()
+    try:
+        found = await asyncio.gather(*(link.find(5.0) for link in links))
+        assert all(found)
+        await asyncio.gather(*(link.connect(d) for link, d in zip(links, found, strict=True) if d is not None))
+    finally:
+        for link in links:
+            await link.close()
+        for s in straps:
+            await s.stop()
+    assert seen == {addrs[0]: 3.0, addrs[1]: 4.0}
