@@ -9,6 +9,9 @@
    devices are simulated by a separate feeder process, so only the gateway side is measured.
 3. With ``--daemon``: the same devices read by the whole daemon (``iomt-gateway run``: supervisor,
    pipeline, SQLite outbox, MQTT uplink to a private Mosquitto), its CPU % read from /proc.
+4. Vitals fabricated from noise: seeded random bytes through each protocol's decoder and
+   translator; frames and vitals with a value per MB (a trustworthy decoder makes none).
+   ``--noise-only [--noise-mb N]`` prints just this table.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ import structlog  # noqa: E402
 
 from drivers.serial import simulate  # noqa: E402
 from drivers.serial.driver import SerialDriver  # noqa: E402
+from drivers.serial.framing import Dropped  # noqa: E402
 from drivers.serial.protocols import PROTOCOLS  # noqa: E402
 from drivers.serial.settings import Nonin2Settings  # noqa: E402
 from gateway.clock import SyncPolicy, SystemClock  # noqa: E402
 from gateway.driver_api import DeviceContext, DriverDisconnected  # noqa: E402
-from gateway.records import ClockQuality  # noqa: E402
+from gateway.records import ClockQuality, VitalReading  # noqa: E402
 
 
 def test_stream(protocol: str, seconds: int) -> bytes:
@@ -78,6 +82,29 @@ def throughput(protocol: str, data: bytes, translate: bool, chunk: int = 4096) -
         dt = time.process_time() - t0
         best = max(best, len(data) / dt)
     return best
+
+
+def noise_vitals(protocol: str, mb: float, seed: int = 1, chunk: int = 4096) -> tuple[float, float]:
+    """(frames, vitals with a value) per MB of uniformly random bytes."""
+    data = np.random.default_rng(seed).bytes(int(mb * 1_000_000))
+    info = PROTOCOLS[protocol]
+    dec = info.make_decoder()
+    tr = info.make_translator("noise")
+    frames = vitals = 0
+    for i in range(0, len(data), chunk):
+        items = dec.feed(data[i : i + chunk])
+        frames += sum(1 for it in items if not isinstance(it, Dropped))
+        readings = tr.translate(items, 1.0, ClockQuality.SYNCED)
+        vitals += sum(1 for r in readings if isinstance(r, VitalReading) and r.value is not None)
+    return frames / mb, vitals / mb
+
+
+def print_noise(mb: float) -> None:
+    print(f"\n{mb:g} MB of random bytes (seed 1) per protocol: what comes out, per MB")
+    print(f"{'protocol':<10} {'frames/MB':>10} {'vitals/MB':>10}")
+    for name in PROTOCOLS:
+        frames, vitals = noise_vitals(name, mb)
+        print(f"{name:<10} {frames:>10,.1f} {vitals:>10,.1f}")
 
 
 def feeder(devices: int, seconds: float) -> None:
@@ -206,12 +233,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the live run")
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--daemon", action="store_true", help="also measure the whole daemon (needs mosquitto)")
+    ap.add_argument("--noise-mb", type=float, default=8.0, help="random bytes fed to each decoder (section 4)")
+    ap.add_argument("--noise-only", action="store_true", help="only section 4")
     ap.add_argument("--feeder", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.feeder:
         feeder(args.feeder, args.seconds)
         return
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.noise_only:
+        print_noise(args.noise_mb)
+        return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; one core per figure")
     print(f"{'protocol':<10} {'stream':>9} {'decode B/s':>12} {'+readings B/s':>14} {'x real time':>12}")
     for name in PROTOCOLS:
@@ -234,6 +266,7 @@ def main() -> None:
         print(
             f"the whole daemon (pipeline, outbox, uplink to Mosquitto) with the same devices: {pct:.1f} % of one core"
         )
+    print_noise(args.noise_mb)
 
 
 if __name__ == "__main__":

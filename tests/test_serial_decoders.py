@@ -160,9 +160,22 @@ def test_contec_flags_and_missing() -> None:
 
 def test_contec_lost_byte_is_dropped_not_misread() -> None:
     good = bytes.fromhex("C53C064861")
-    items = decode_all("contec", good * 3 + good[:2] + good[3:] + good * 3)
-    assert len(frames_of(items)) == 6
+    items = decode_all("contec", good * 5 + good[:2] + good[3:] + good * 5)
+    assert len(frames_of(items)) == 10
     assert [d.count for d in items if isinstance(d, Dropped)] == [4]
+
+
+def test_contec_makes_no_vitals_from_noise() -> None:
+    """No checksum: one random 5-byte window in 32 has the sync bits right.  Noise must still
+    never lock the decoder on (before the lock needed agreeing packets: ~1,900 packets and ~1,700
+    vitals per MB)."""
+    noise = np.random.default_rng(11).bytes(300_000)
+    dec = contec.contec_decoder()
+    items = [it for i in range(0, len(noise), 4096) for it in dec.feed(noise[i : i + 4096])]
+    out = contec.ContecTranslator("dev").translate(items, 1.0, ClockQuality.SYNCED)
+    assert frames_of(items) == []
+    assert [r for r in out if isinstance(r, VitalReading)] == []
+    assert dec.stats.dropped_bytes > len(noise) - 20  # all but the last few, still being looked at
 
 
 # -- Masimo --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.serial import simulate
+from drivers.serial import contec, simulate
 from drivers.serial.ecg_frontend import EcgFrame, EcgTranslator
 from drivers.serial.framing import Dropped
 from drivers.serial.nonin import NoninPacket
@@ -41,6 +41,9 @@ def _streams() -> dict[str, list[bytes]]:
 
 
 STREAMS = _streams()
+# Frames into a stream after which the decoder is locked: a fixed-length framer waits for one valid
+# frame to confirm the first; Contec (no checksum) for three that also agree with it.
+LOCKED_FROM = {"contec": contec.LOCK_CONFIRM + 1}
 
 
 def key(x: Any) -> Any:
@@ -85,10 +88,10 @@ def test_garbage_anywhere_loses_at_most_the_frame_it_cuts(protocol: str, data: s
     stream = b"".join(parts)
     garbage = data.draw(st.binary(min_size=1, max_size=300), label="garbage")
     starts = np.cumsum([0] + [len(p) for p in parts])
-    # From the third frame on the decoder is locked.  (Before that, an unlocked fixed-length framer
-    # waits for a second valid frame to confirm the first, so garbage right behind the very first
-    # frame of a stream costs that frame too.)
-    pos = data.draw(st.integers(int(starts[2]), len(stream)), label="pos")
+    # From the third frame on (Contec: the fifth) the decoder is locked.  (Before that, an unlocked
+    # fixed-length framer waits for the frames that confirm the first, so garbage among them costs
+    # the frames before it too.)
+    pos = data.draw(st.integers(int(starts[LOCKED_FROM.get(protocol, 2)]), len(stream)), label="pos")
     chunk = data.draw(st.integers(1, 600), label="chunk")
     items = decode(protocol, stream[:pos] + garbage + stream[pos:], chunk)
     # The frame the garbage lands in (if any) and the first frame after the garbage may be lost (a
@@ -124,7 +127,7 @@ def _corrupt(protocol: str, frame: bytes, where: int, xor: int) -> bytes:
 @given(data=st.data())
 def test_damaged_frame_never_comes_out_and_nothing_else_is_lost(protocol: str, data: st.DataObject) -> None:
     parts = list(STREAMS[protocol])
-    k = data.draw(st.integers(2, len(parts) - 2), label="frame")  # locked by then, see above
+    k = data.draw(st.integers(LOCKED_FROM.get(protocol, 2), len(parts) - 2), label="frame")  # locked by then, see above
     where = data.draw(st.integers(0, 10_000), label="byte")
     xor = data.draw(st.integers(1, 255), label="xor")
     chunk = data.draw(st.integers(1, 600), label="chunk")

@@ -1,8 +1,11 @@
 """Contec CMS50D+ legacy protocol: 5-byte packets, 60 per second, 19200 8O1.
 
 Only the first byte of a packet has bit 7 set; there is no checksum, so a packet is accepted only
-with bit 7 clear in its other four bytes and plausible values, and (when unlocked) the byte after
-it must start the next packet.
+with bit 7 clear in its other four bytes and plausible values.  One random window in 32 passes
+that, so while unlocked (at start, after any drop) the decoder locks on only when four packets in
+a row, back to back at the 5-byte pitch of the 60/s stream, also agree the way 1/60 s apart
+they must: same finger-out state, SpO2 within 2 %, pulse rate within 5 /min (or both missing).
+Noise then yields no vitals (``bench/serial_decoders.py --noise-only``).
 
 * b0: signal strength (low nibble), 0x10 finger out, 0x40 pulse beep
 * b1: pleth waveform (0-127)
@@ -69,9 +72,27 @@ def _parse(buf: bytes | bytearray, i: int) -> ContecPacket | None:
     )
 
 
+LOCK_CONFIRM = 3  # packets behind a candidate that must agree with it before the decoder locks on
+SPO2_STEP = 2  # most SpO2 (%) can change between consecutive packets
+PR_STEP = 5  # most pulse rate (/min) can change between consecutive packets
+
+
+def _near(a: int | None, b: int | None, step: int) -> bool:
+    return a == b if a is None or b is None else abs(a - b) <= step
+
+
+def _continues(a: ContecPacket, b: ContecPacket) -> bool:
+    """``b`` can follow ``a`` 1/60 s later on a real device."""
+    return (
+        a.finger_out == b.finger_out
+        and _near(a.spo2, b.spo2, SPO2_STEP)
+        and _near(a.pulse_rate, b.pulse_rate, PR_STEP)
+    )
+
+
 def contec_decoder() -> FixedFramer[ContecPacket]:
     """Bytes -> packets and drop reports; the framer carries the state and the counters."""
-    return FixedFramer(5, _parse, reason="no sync or bit 7 set in payload")
+    return FixedFramer(5, _parse, reason="no sync or bit 7 set in payload", confirm=LOCK_CONFIRM, agree=_continues)
 
 
 @dataclass

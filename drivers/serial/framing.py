@@ -5,10 +5,13 @@ passes the protocol's own check (checksum, sync bits, plausible fields), and on 
 byte and looks again, so that a real frame hidden behind garbage or a lost byte is found at its
 first byte.  Every byte that does not end up in a frame is counted and reported as ``Dropped``.
 
-While unlocked (at start, after any drop) a candidate frame must be confirmed by a valid frame
-right behind it, which keeps a random window of garbage from being taken for a frame; once locked,
-each frame is judged on its own check.  At the end of a finite capture ``finish()`` accepts a
-lone unconfirmed candidate, so the last frame of a file is not lost.
+While unlocked (at start, after any drop) a candidate frame must be confirmed by ``confirm``
+valid frames right behind it (each one ``agree``-ing with the one before, where the protocol
+gives such a test), which keeps a random window of garbage from being taken for a frame; once
+locked, each frame is judged on its own check.  At the end of a finite capture ``finish()``
+accepts a candidate followed by fewer frames than ``confirm`` when those are valid (without
+``agree``: a capture of a few unrelated reference frames still decodes), so the last frames of
+a file are not lost.
 """
 
 from __future__ import annotations
@@ -42,11 +45,15 @@ class FixedFramer(Generic[F]):
     """Frames of ``frame_len`` bytes; ``parse(buf, i)`` returns the frame at ``buf[i:]`` or None.
 
     ``parse`` must look only at ``buf[i : i + frame_len]`` and must not raise on any input.
+    ``agree(a, b)``: frame ``b`` can follow frame ``a`` on a real device (for protocols without a
+    checksum, whose frames noise passes too often on their own).
     """
 
     frame_len: int
     parse: Callable[[bytes | bytearray, int], F | None]
     reason: str = "no valid frame"
+    confirm: int = 1
+    agree: Callable[[F, F], bool] | None = None
     stats: FramerStats = field(default_factory=FramerStats)
     _buf: bytearray = field(default_factory=bytearray)
     _locked: bool = False
@@ -92,11 +99,11 @@ class FixedFramer(Generic[F]):
         while n - i >= L:
             frame = parse(buf, i)
             if frame is not None and not self._locked:
-                if n - i >= 2 * L:
-                    if parse(buf, i + L) is None:
-                        frame = None
-                elif not final:
-                    break  # wait for the confirming frame
+                behind = min(self.confirm, (n - i) // L - 1)
+                if behind < self.confirm and not final:
+                    break  # wait for the confirming frames
+                if not self._confirmed(frame, i, behind):
+                    frame = None
             if frame is None:
                 self._locked = False
                 self._drop(i, out)
@@ -111,3 +118,13 @@ class FixedFramer(Generic[F]):
             self._offset += i
             del buf[:i]
         return out
+
+    def _confirmed(self, frame: F, i: int, behind: int) -> bool:
+        agree = self.agree if behind >= self.confirm else None  # the tail of a finite capture
+        prev = frame
+        for k in range(1, behind + 1):
+            nxt = self.parse(self._buf, i + k * self.frame_len)
+            if nxt is None or (agree is not None and not agree(prev, nxt)):
+                return False
+            prev = nxt
+        return True
