@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from gateway.config.billing import BillingSection
 from gateway.outbox import Outbox
 from tests.broker import MosquittoBroker, Subscriber
 from tests.daemon_harness import DaemonProcess, replay_device, write_config
@@ -55,7 +56,8 @@ def expected_keys(sched: dict[str, list[tuple[float, str, str, float]]]) -> set[
             if not periods or d > periods[-1][0] + timedelta(days=29):
                 periods.append((d, []))
             periods[-1][1].append(d)
-        keys.add(f"rpm:{patient}:99453:{dates[0]}:v1")
+        if len(dates) >= BillingSection().setup_min_days:
+            keys.add(f"rpm:{patient}:99453:{dates[0]}:v1")
         for i, (start, days) in enumerate(periods):
             closed = i < len(periods) - 1
             n = len(days)

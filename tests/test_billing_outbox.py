@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 S = ClockQuality.SYNCED
 PATIENTS = {"p1": PatientBilling(CHICAGO, devices=frozenset({"ox1"}))}
 
+ONE_DAY_SETUP = BillingSection(setup_min_days=1)  # a payer billing set-up at the first day of data
+
 
 async def stored(db: Path) -> list[BillingRecord]:
     """Every billing record in the outbox file, in queue order (nothing is acknowledged here)."""
@@ -115,7 +117,8 @@ class RefusingStore:
 async def test_a_refused_save_keeps_its_records_and_retries_them_on_tick() -> None:
     store = RefusingStore(refusals=1)
     clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
-    ledger = await BillingLedger.open(store, BillingSection(), gateway_id="gw1", patients=PATIENTS, clock=clock)
+    # set-up after one day of data, so the first reading makes a record
+    ledger = await BillingLedger.open(store, ONE_DAY_SETUP, gateway_id="gw1", patients=PATIENTS, clock=clock)
     await ledger.on_reading("p1", "ox1", clock.now(), S)  # the set-up record is refused
     assert store.records == []
     clock.advance(1)
@@ -257,7 +260,7 @@ class ControlledStore:
 async def test_a_later_state_never_overtakes_a_record_still_being_committed() -> None:
     store = ControlledStore()
     clock = ManualClock(t=ts("2026-03-01T09:00:00-06:00"))
-    ledger = await BillingLedger.open(store, BillingSection(), gateway_id="gw1", patients=PATIENTS, clock=clock)
+    ledger = await BillingLedger.open(store, ONE_DAY_SETUP, gateway_id="gw1", patients=PATIENTS, clock=clock)
     first = asyncio.create_task(ledger.on_reading("p1", "ox1", clock.now(), S))  # set-up record
     await asyncio.sleep(0)
     assert store.calls == [("rpm:p1:99453:2026-03-01:v1", True)]

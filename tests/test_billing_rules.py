@@ -48,10 +48,10 @@ def test_sixteen_days_bill_99454_and_eligible_on_day_sixteen() -> None:
     assert [r.code for r in billable_supply(records, b.cfg)] == ["99454"]
 
 
-def test_one_day_bills_set_up_only_and_period_end_is_its_last_midnight() -> None:
+def test_one_day_of_data_bills_nothing_and_period_end_is_its_last_midnight() -> None:
     b = book()
     records = feed_days(b, D0, [3])
-    assert brief(records) == [("99453", "billable", 1, "2026-03-04")]
+    assert records == []  # 2026 rule: set-up needs the 2 days device supply needs
     # The period starts on the first day of data and closes one grace after its last local midnight.
     end = day_end(date(2026, 4, 2), CHICAGO)
     assert b.close_due(end + b.cfg.close_grace_s - 1) == []
@@ -59,6 +59,26 @@ def test_one_day_bills_set_up_only_and_period_end_is_its_last_midnight() -> None
     assert b.close_due(end + b.cfg.close_grace_s) == []  # closed, but below 2 days nothing is billed
     assert b.current is None
     assert [(h.days, h.code) for h in b.history] == [(1, None)]
+
+
+def test_set_up_is_billed_on_the_second_day_of_data() -> None:
+    b = book()
+    assert feed_days(b, D0, [0]) == []
+    day2 = feed_days(b, D0, [4])
+    assert brief(day2) == [("99453", "billable", 1, "2026-03-01"), ("99445", "accruing", 1, "2026-03-01")]
+    assert day2[0].dates == ["2026-03-01", "2026-03-05"] and day2[0].qualifying_days == 2
+    assert day2[0].reason == "first 2 day(s) of data"
+
+
+def test_set_up_minimum_days_is_a_billing_setting() -> None:
+    """Payers still on the older rule want 16 days of data before set-up is billed."""
+    assert BillingSection().setup_min_days == 2
+    b = book(BillingSection(setup_min_days=16))
+    records = feed_days(b, D0, list(range(15)))
+    assert "99453" not in [r.code for r in records]
+    day16 = feed_days(b, D0, [15])
+    assert [r.code for r in day16] == ["99453", "99445", "99454"]
+    assert day16[0].qualifying_days == 16
 
 
 def test_days_spread_over_a_period_boundary_count_in_their_own_period() -> None:

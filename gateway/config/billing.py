@@ -41,7 +41,13 @@ class BillingSection(_Model):
         None, description="IANA zone cutting billing days for patients without their own; default: the host's"
     )
     setup_code: str | None = Field("99453", description="Set-up service code; null disables set-up records")
-    setup_min_days: int = Field(1, ge=1, le=31, description="Days of data before the set-up record is emitted")
+    setup_min_days: int = Field(
+        2,
+        ge=1,
+        le=31,
+        description="Days of data before the set-up record is emitted: 2 under the CY2026 Medicare rule "
+        "(the device-supply minimum), 16 for payers still on the older rule",
+    )
     supply_tiers: list[SupplyTier] = Field(
         default_factory=lambda: [
             SupplyTier(code="99454", min_days=16, max_days=30),
