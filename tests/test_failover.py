@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,15 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from gateway.clock import ManualClock
+from gateway.config.commands import check_config_command
+from gateway.config.errors import ConfigError
+from gateway.config.loader import parse_config_text
 from gateway.config.models import UpstreamSection
 from gateway.failover import Endpoint, Failover, backoff_delay, endpoint, reconnect_delay
 from gateway.outbox import Outbox
 from gateway.uplink import Uplink
 from tests.broker import MosquittoBroker, Subscriber
+from tests.test_config_security import _config
 from tests.test_uplink import GW, depth, record_keys, running, submit_mixed, until, upstream
 
 A, B, C = Endpoint("a", 1883, False), Endpoint("b", 1884, False), Endpoint("c", 1883, False)
@@ -165,3 +171,23 @@ async def test_uplink_fails_over_to_the_standby_and_returns_to_the_primary(tmp_p
     states = [json.loads(r.payload)["state"] for r in on_standby.status()]
     assert states[-1] == "offline"
     assert any(e["event"] == "uplink_closing" and e["reason"] == "ReturnToPrimary" for e in logs)
+
+
+def test_check_config_names_the_failover_brokers_and_points_at_a_bad_one(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    brokers = "failover_urls: [mqtts://b.example.org, mqtts://c.example.org:8884]\nreturn_to_primary_s: 600"
+    path.write_text(_config(extra=brokers))
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config_command(path, out=out, err=err) == 0, err.getvalue()
+    assert ("mqtts://broker.example.org:8883 (then mqtts://b.example.org:8883, mqtts://c.example.org:8884, "
+            "back to it after 600 s)") in out.getvalue()  # fmt: skip
+    text = _config(extra="failover_urls:\n  - mqtts://b.example.org\n  - mqtt://c.example.org")
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, file=path)
+    assert re.search(r"config\.yaml:7: upstream\.failover_urls\[1\]: mqtt:// sends patients' records unencrypted",
+                     info.value.render()), info.value.render()  # fmt: skip
+    text = _config(extra="failover_urls:\n  - mqtts://b.example.org\n  - mqtts://broker.example.org:8883")
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, file=path)
+    assert re.search(r"config\.yaml:7: upstream\.failover_urls\[1\]: mqtts://broker\.example\.org:8883 is listed twice",
+                     info.value.render()), info.value.render()  # fmt: skip

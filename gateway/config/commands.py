@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway import failover
 from gateway.config import DEFAULT_CONFIG
 from gateway.config.errors import ConfigError
 from gateway.config.loader import UnsetVariable, config_json_schema, read_config_report, resolve_path
@@ -26,6 +27,9 @@ def _upstream_line(cfg: ConfigBase) -> str:
     up = cfg.upstream
     scheme = "mqtts" if up.tls else "mqtt"
     parts = [f"{scheme}://{up.host}:{up.port}"]
+    if up.failover_urls:
+        back = f", back to it after {up.return_to_primary_s:g} s" if up.return_to_primary_s else ""
+        parts[0] += f" (then {', '.join(str(failover.endpoint(u)) for u in up.failover_urls)}{back})"
     if up.tls:
         parts.append("TLS with client certificate" if up.cert_file else "TLS")
         parts.append(f"CA {up.ca_file}" if up.ca_file else "CA from the system store")
