@@ -65,23 +65,29 @@ _SITE_PATHS = "/etc/mosquitto/iomt/"
 
 
 def site_listener_config(
-    pki: Pki,
+    pki: Pki | None,
     directory: Path,
     port: int,
     *,
     crl: Path | None = None,
     server: CertFiles | None = None,
     receiver: str | None = None,
+    ca: Path | None = None,
 ) -> str:
     """The shipped ``config/mosquitto/iomt-gateway.conf`` (mTLS, identity as username, ACL) made
     runnable by a test: its files (site CA, ``server`` or ``pki.server``, the shipped ``acl`` and,
     if given, ``crl`` with ``crlfile`` enabled) copied into ``directory``, its listener moved to
     127.0.0.1:``port``.  ``receiver``: enable the ACL's commented receiver entry for that CN (a
     client certificate with that CN may then read every hub's topics).  Pass the result as
-    ``MosquittoBroker(listener_config=...)``."""
+    ``MosquittoBroker(listener_config=...)``.  Without ``pki``, give ``ca`` and ``server`` (a site
+    CA made some other way, e.g. with openssl by the enrolment guide's commands)."""
     directory.mkdir(parents=True, exist_ok=True)
-    server = server or pki.server
-    for src, name in ((pki.site_ca.cert, "ca.crt"), (server.cert, "server.crt"), (server.key, "server.key"),
+    if pki is not None:
+        server = server or pki.server
+        ca = ca or pki.site_ca.cert
+    if server is None or ca is None:
+        raise ValueError("site_listener_config needs a pki, or both ca and server")
+    for src, name in ((ca, "ca.crt"), (server.cert, "server.crt"), (server.key, "server.key"),
                       (SITE_TEMPLATE_DIR / "acl", "acl"), *([(crl, "ca.crl")] if crl else [])):  # fmt: skip
         shutil.copyfile(src, directory / name)
     if receiver is not None:
@@ -222,6 +228,11 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its ACL, certificates and CRL (connected clients stay)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
 
     def log_text(self) -> str:
         try:

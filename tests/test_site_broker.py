@@ -7,8 +7,10 @@ or foreign certificate does not get in.  The uplink's side is in test_uplink_tls
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,3 +152,21 @@ def test_revoked_expired_and_foreign_certificates_are_refused(tmp_path: Path, pk
         assert _refused(b.port, _context(pki, revoked))
         assert _refused(b.port, _context(pki, pki.client("hub-a", expired=True)))
         assert _refused(b.port, _context(pki, pki.unknown_ca.issue_client("hub-a")))
+
+
+def test_revoking_a_hub_on_a_running_broker(tmp_path: Path, pki: Pki) -> None:
+    """Enrolment guide, "Revoking a hub": publish a new CRL, SIGHUP the broker; the hub's next
+    connection is refused, the other hubs' are not."""
+    port = free_port()
+    site = tmp_path / "site"
+    config = site_listener_config(pki, site, port, crl=pki.site_ca.crl([]))
+    with MosquittoBroker(tmp_path / "broker", port=port, listener_config=config) as b:
+        hub_a, hub_b = _context(pki, pki.client("hub-a")), _context(pki, pki.client("hub-b"))
+        assert not _refused(b.port, hub_a) and not _refused(b.port, hub_b)
+        shutil.copyfile(pki.site_ca.crl([pki.client("hub-a")]), site / "ca.crl")
+        b.reload()
+        deadline = time.monotonic() + 10
+        while not _refused(b.port, hub_a):  # the reload is asynchronous to our signal
+            assert time.monotonic() < deadline, "hub-a still accepted after the CRL reload"
+            time.sleep(0.1)
+        assert not _refused(b.port, hub_b)
