@@ -40,6 +40,14 @@ VERBS: dict[str, tuple[str, str]] = {
         "iomt-gateway decode nonin2 capture.bin   |   iomt-gateway decode ble-heart-rate 1E5532002100",
     ),
     "billing": ("RPM billing: current periods, or simulate over a CSV", "iomt-gateway billing -c FILE"),
+    "keys": (
+        "the keyring: init (once, never overwrites), rotate, status, export the checkpoint verifier key",
+        "iomt-gateway keys init -c /etc/iomt-gateway/config.yaml",
+    ),
+    "verify": (
+        "check a capture of published records against the gateway's signed checkpoints",
+        "iomt-gateway verify --key hub.pub capture.tsv",
+    ),
 }
 
 
@@ -95,6 +103,12 @@ def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     dec.add_argument("protocol", help=f"one of: {', '.join(plugins.names(plugins.DECODERS_GROUP)) or '(none)'}")
     dec.add_argument("args", nargs=argparse.REMAINDER, help="FILE for serial protocols, HEX... for BLE")
 
+    keys = _add(sub, "keys")
+    keys.add_argument("args", nargs=argparse.REMAINDER)
+
+    ver = _add(sub, "verify")
+    ver.add_argument("args", nargs=argparse.REMAINDER)
+
     bil = _add(sub, "billing")
     bil.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -114,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.billing.cli import main as billing_main  # noqa: PLC0415
 
         return billing_main(raw[1:])
+    if raw[:1] == ["keys"]:
+        from gateway.keys_cli import keys_main  # noqa: PLC0415
+
+        return keys_main(raw[1:])
+    if raw[:1] == ["verify"]:
+        from gateway.verify_cli import verify_main  # noqa: PLC0415
+
+        return verify_main(raw[1:])
     if raw[:1] == ["decode"] and len(raw) > 1 and not raw[1].startswith("-"):
         return _decode(raw[1], raw[2:])
     if raw and raw[0] in plugins.names(plugins.COMMANDS_GROUP):
@@ -185,13 +207,17 @@ def _run(config: Path, log_format: str | None) -> int:
     logs.configure(cfg.logging.level, fmt)  # type: ignore[arg-type]
     import structlog  # noqa: PLC0415
 
-    from gateway.daemon import Daemon  # noqa: PLC0415
+    from gateway.daemon import Daemon, StartRefused  # noqa: PLC0415
     from gateway.outbox import OutboxError, OutboxTooNew  # noqa: PLC0415
 
     try:
         asyncio.run(Daemon(config, cfg).run())
     except KeyboardInterrupt:
         return 130
+    except StartRefused as e:
+        # no or the wrong key: a restart cannot fix it (systemd: RestartPreventExitStatus=2)
+        print(f"iomt-gateway: refusing to start: {e}", file=sys.stderr)
+        return 2
     except OutboxTooNew as e:
         # A restart cannot fix this (systemd: RestartPreventExitStatus=2); the file stays as it is.
         structlog.get_logger().error("outbox_too_new", problem=str(e), file_format=e.file_format,

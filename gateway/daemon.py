@@ -19,14 +19,14 @@ from typing import Any
 
 import structlog
 
-from gateway import device_tags
+from gateway import device_tags, keyring
 from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.models import ConfigBase
 from gateway.driver_api import DeviceContext, registry
-from gateway.outbox import Outbox, OutboxError
+from gateway.outbox import Outbox, OutboxError, OutboxKeyError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import BillingRecord, ClockQuality, Reading, Severity
 from gateway.sd_notify import Notifier
@@ -70,6 +70,7 @@ class Paths:
     config: Path
     base_dir: Path
     state_dir: Path
+    keyring_file: Path | None = None  # storage.keyring as configured (None: the default)
 
     @property
     def outbox(self) -> Path:
@@ -78,11 +79,19 @@ class Paths:
     def device_dir(self, device_id: str) -> Path:
         return self.state_dir / "devices" / device_id
 
+    @property
+    def keyring(self) -> Path:
+        """Where the keyring is read from (a systemd credential first; see gateway.keyring)."""
+        return keyring.resolve(self.keyring_file)
+
 
 def resolve_paths(config_path: Path, cfg: ConfigBase) -> Paths:
     base = config_path.resolve().parent
     state = cfg.storage.path if cfg.storage.path.is_absolute() else base / cfg.storage.path
-    return Paths(config=config_path, base_dir=base, state_dir=state)
+    ring = cfg.storage.keyring
+    if ring is not None and not ring.is_absolute():
+        ring = base / ring
+    return Paths(config=config_path, base_dir=base, state_dir=state, keyring_file=ring)
 
 
 def assignments(cfg: ConfigBase) -> dict[str, Assignment]:
@@ -101,6 +110,10 @@ def patient_setups(cfg: ConfigBase) -> dict[str, PatientSetup]:
         setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices}, no_data)
     setups[GATEWAY_SCOPE] = PatientSetup(GATEWAY_SCOPE, {}, {})
     return setups
+
+
+class StartRefused(Exception):
+    """The daemon cannot start safely (e.g. no or the wrong key); the message says why."""
 
 
 class Daemon:
@@ -195,6 +208,35 @@ class Daemon:
 
     # -- main ---------------------------------------------------------------------------------
 
+    async def _open_outbox(self) -> Outbox:
+        """The outbox, sealed with the keyring; a missing or wrong key refuses the start and
+        leaves the database exactly as it is."""
+        st = self.cfg.storage
+        try:
+            ring = await asyncio.to_thread(keyring.load, self.paths.keyring)
+            if keyring.loose_permissions(ring.source):
+                self.log.warning("keyring_permissions_loose", path=str(ring.source),
+                                 hint="chmod 600; only root (or the service user) may read it")
+            return await Outbox.open(
+                self.paths.outbox,
+                gateway_id=self.cfg.gateway.id,
+                quotas=st.quotas,
+                min_free_mb=st.min_free_mb,
+                commit_interval_ms=st.commit_interval_ms,
+                commit_max_records=st.commit_max_records,
+                on_alarm=self._gateway_alarm_threadsafe,
+                max_record_bytes=self.cfg.upstream.max_record_bytes,
+                keyring=ring,
+                quarantine_days=st.quarantine_days,
+            )
+        except (keyring.KeyringError, OutboxKeyError) as e:
+            # No record can be stored without the key: the alarm is this critical log line (the
+            # journal, `journalctl -p crit`) and the unit's STATUS=; the file is left untouched.
+            self.log.critical("gateway_technical_alarm", condition="outbox_key", detail=str(e),
+                              outbox=str(self.paths.outbox))
+            self.notifier.status(f"refusing to start: {e}")
+            raise StartRefused(str(e)) from None
+
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -203,17 +245,7 @@ class Daemon:
             await self.clock.refresh()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         self._install_device_tags()
-        st = self.cfg.storage
-        self.outbox = await Outbox.open(
-            self.paths.outbox,
-            gateway_id=self.cfg.gateway.id,
-            quotas=st.quotas,
-            min_free_mb=st.min_free_mb,
-            commit_interval_ms=st.commit_interval_ms,
-            commit_max_records=st.commit_max_records,
-            on_alarm=self._gateway_alarm_threadsafe,
-            max_record_bytes=self.cfg.upstream.max_record_bytes,
-        )
+        self.outbox = await self._open_outbox()
         self.pipeline = Pipeline(
             gateway_id=self.cfg.gateway.id,
             new_key=self.outbox.next_key,

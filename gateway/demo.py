@@ -15,7 +15,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from gateway import logs
+from gateway import keyring, logs
 from gateway.config.loader import ConfigError, load_config
 from gateway.local_broker import LocalBroker, find_mosquitto
 from gateway.status_view import LiveView, format_outbox
@@ -42,6 +42,8 @@ def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path
         print(f"Started a private Mosquitto at {broker.url} (state in {state})")
     elif not offline:
         print("Mosquitto is not installed: running offline — watch the outbox fill (apt-get install mosquitto).")
+    keyring_file = state / "keyring"
+    keyring.init(keyring_file)
     url = broker.url if broker else "mqtt://127.0.0.1:9"  # nothing listens on the discard port
     patients = [
         p.model_copy(update={"devices": [d.model_copy(update={"speed": speed}) for d in p.devices]})
@@ -50,7 +52,8 @@ def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path
     cfg = cfg.model_copy(
         update={
             "upstream": cfg.upstream.model_copy(update={"url": url, "backoff_max_s": 5.0}),
-            "storage": cfg.storage.model_copy(update={"path": state / "gateway"}),
+            # the demo's own key, in its state folder (a real hub's comes from `iomt-gateway keys init`)
+            "storage": cfg.storage.model_copy(update={"path": state / "gateway", "keyring": keyring_file}),
             "patients": patients,
         }
     )

@@ -188,6 +188,8 @@ class RecordKind(enum.StrEnum):
     BILLING = "billing"
     SUMMARY = "summary"
     STATUS = "status"
+    # written by the outbox itself: chain positions dropped by quota (see gateway.chain)
+    TOMBSTONE = "tombstone"
 
 
 PRIORITY: dict[RecordKind, int] = {
@@ -195,6 +197,7 @@ PRIORITY: dict[RecordKind, int] = {
     RecordKind.BILLING: 1,
     RecordKind.SUMMARY: 2,
     RecordKind.STATUS: 3,
+    RecordKind.TOMBSTONE: 4,
 }
 
 

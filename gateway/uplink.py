@@ -4,6 +4,7 @@ Topic layout (``prefix`` is ``upstream.topic_prefix``, default ``iomt``)::
 
     <prefix>/<gateway_id>/<kind>/<patient>   one message per record, kind = alarm|billing|summary|status
     <prefix>/<gateway_id>/status             retained {"state": "online"|"offline", ...}
+    <prefix>/<gateway_id>/checkpoint         retained signed note of the record chain (gateway.checkpoint)
 
 A record message's payload is the record's JSON exactly as the outbox stored it.  Each carries the
 MQTT 5 user properties ``key`` (the record's idempotency key, also inside the JSON), ``kind`` and
@@ -86,6 +87,8 @@ BACKOFF_BASE_S = 1.0
 STABLE_AFTER_S = 10.0
 # How long a look at the primary broker (a TCP connect) may take.
 PROBE_TIMEOUT_S = 5.0
+# The newest signed checkpoint of the record chain (gateway.checkpoint) goes out at most this often.
+CHECKPOINT_EVERY_S = 1.0
 
 _RESERVED = {"/": "%2F", "+": "%2B", "#": "%23", "%": "%25", "\x00": "%00"}
 
@@ -108,6 +111,10 @@ def topic_for(prefix: str, gateway_id: str, kind: RecordKind, patient: str) -> s
 
 def status_topic(prefix: str, gateway_id: str) -> str:
     return f"{prefix}/{topic_level(gateway_id)}/status"
+
+
+def checkpoint_topic(prefix: str, gateway_id: str) -> str:
+    return f"{prefix}/{topic_level(gateway_id)}/checkpoint"
 
 
 def status_payload(gateway_id: str, state: str, now: float) -> bytes:
@@ -318,6 +325,7 @@ class Uplink:
         self._backoff_base_s = backoff_base_s
         self._stable_after_s = stable_after_s
         self._status_topic = status_topic(cfg.topic_prefix, gateway_id)
+        self._checkpoint_sent: str | None = None
         self._stats = UplinkStats()
         # Source of truth for "leased and not yet acked in the outbox": whatever is here when a
         # connection ends goes back to the outbox (except rows in ``_acked``, which were delivered).
@@ -517,6 +525,8 @@ class Uplink:
 
     async def _goodbye(self, client: _AckingClient) -> None:
         try:
+            # the newest checkpoint, so what was delivered in this session is covered by one
+            await self._publish_checkpoint(client, min(GOODBYE_TIMEOUT_S, self._cfg.publish_timeout_s))
             await self._publish_status(client, "offline", min(GOODBYE_TIMEOUT_S, self._cfg.publish_timeout_s))
         except (*_LINK_ERRORS, TimeoutError):
             pass  # the will covers a link that died meanwhile
@@ -582,7 +592,31 @@ class Uplink:
         self._stats.window = window
         tasks = [asyncio.create_task(self._acker(), name="uplink-acker")]
         tasks += [asyncio.create_task(self._publisher(client), name=f"uplink-publish-{i}") for i in range(window)]
+        tasks.append(asyncio.create_task(self._checkpoints(client), name="uplink-checkpoint"))
         return tasks
+
+    async def _checkpoints(self, client: _AckingClient) -> None:
+        """Publish the outbox's newest signed checkpoint (retained) whenever it moved."""
+        # an outbox without a keyring (and the tests' fake queues) has no checkpoints
+        if getattr(self._outbox, "checkpoint", None) is None:
+            return
+        while True:
+            await self._publish_checkpoint(client, self._cfg.publish_timeout_s)
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+
+    async def _publish_checkpoint(self, client: _AckingClient, wait_s: float) -> None:
+        source = getattr(self._outbox, "checkpoint", None)
+        note = None if source is None else source()
+        if note is None or note == self._checkpoint_sent:
+            return
+        topic = checkpoint_topic(self._cfg.topic_prefix, self._gateway_id)
+        props = _properties(PacketTypes.PUBLISH)
+        props.ContentType = "text/plain; charset=utf-8"
+        reason = await client.publish_acked(topic, note.encode(), retain=True, properties=props, wait_s=wait_s)
+        if reason.is_failure:
+            self._stats.refused += 1
+            raise PublishRefused(topic, reason)
+        self._checkpoint_sent = note
 
     async def _watch(self, client: _AckingClient) -> None:
         # We subscribe to nothing; the iterator's job here is to raise when the link dies, which

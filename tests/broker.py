@@ -470,7 +470,11 @@ class Subscriber:
 
     def records(self, prefix: str = "") -> list[Received]:
         """Non-status messages (the record stream), optionally under a topic prefix."""
-        return [r for r in self.received if r.topic.startswith(prefix) and not r.topic.endswith("/status")]
+        return [r for r in self.received
+                if r.topic.startswith(prefix) and not r.topic.endswith(("/status", "/checkpoint"))]
+
+    def checkpoints(self) -> list[Received]:
+        return [r for r in self.received if r.topic.endswith("/checkpoint")]
 
     def status(self) -> list[Received]:
         return [r for r in self.received if r.topic.endswith("/status")]

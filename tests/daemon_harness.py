@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import keyring
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "hil_fixtures"
 
@@ -29,6 +31,12 @@ def replay_device(device_id: str, **kw: Any) -> dict[str, Any]:
     for k, v in kw.items():
         d[k] = str(v) if isinstance(v, Path) else v
     return d
+
+
+def make_keyring(directory: Path) -> Path:
+    path = directory / "keyring"
+    keyring.init(path)
+    return path
 
 
 def write_config(
@@ -44,7 +52,8 @@ def write_config(
         "gateway": {"id": gateway_id},
         "clock": {"sync": "assume_synced"},
         "upstream": {"url": broker_url, "topic_prefix": "t", "backoff_max_s": 2.0, "publish_timeout_s": 5},
-        "storage": {"path": str(directory / "state")},
+        # the keyring is made once per test folder, as the install script's `keys init` would
+        "storage": {"path": str(directory / "state"), "keyring": str(make_keyring(directory))},
         "logging": {"level": "info", "format": "json"},
         "patients": [{"id": pid, "devices": devs} for pid, devs in patients.items()],
     }

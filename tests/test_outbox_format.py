@@ -17,7 +17,10 @@ from tests.daemon_harness import FIXTURES, ROOT, replay_device, write_config
 from tests.test_outbox import GW, alarm, billing, drain, keys_of, open_box, summary
 
 
-def _v2_additive(conn: sqlite3.Connection) -> None:
+NEXT = schema.LATEST + 1  # the format a next version would write
+
+
+def _next_additive(conn: sqlite3.Connection) -> None:
     # What a next version might add: a nullable column an older reader never looks at.
     conn.execute("ALTER TABLE outbox ADD COLUMN trace TEXT")
 
@@ -50,15 +53,15 @@ async def test_upgrade_then_rollback_keeps_every_pending_record(
     await b.close()
 
     with monkeypatch.context() as m:  # upgrade: the next version migrates the file and adds records
-        m.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, 2: _v2_additive})
-        m.setattr(schema, "LATEST", 2)
-        m.setattr(schema, "MIN_READER", {**schema.MIN_READER, 2: 1})
+        m.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, NEXT: _next_additive})
+        m.setattr(schema, "LATEST", NEXT)
+        m.setattr(schema, "MIN_READER", {**schema.MIN_READER, NEXT: schema.MIN_READER[schema.LATEST]})
         m.setattr(schema, "__version__", "9.9.0")
         b = await open_box(path)
         during = summary(b.next_key())
         await b.accept(during)
         await b.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == NEXT
 
     b = await open_box(path)  # rollback: this version again, on the format-2 file
     after = summary(b.next_key())
@@ -68,7 +71,7 @@ async def test_upgrade_then_rollback_keeps_every_pending_record(
     await b.ack([r.id for r in rows])
     await b.close()
     # The rollback neither downgraded the file nor claimed it: the newer writer stays named.
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == NEXT
     assert _meta(path, "written_by") == "9.9.0"
     assert not list(tmp_path.glob("*.corrupt-*"))  # noqa: ASYNC240 (a test's own tmp folder)
 

@@ -180,6 +180,12 @@ class StorageSection(_Model):
     min_free_mb: int = Field(64, ge=0, description="Free-disk floor: below it only alarms/billing are taken")
     commit_interval_ms: int = Field(200, ge=10, le=5000, description="Group commit: at most one per interval")
     commit_max_records: int = Field(2000, ge=1, le=100_000, description="...or when this many are waiting")
+    keyring: Path | None = Field(
+        None,
+        description="Keyring file (outbox encryption, checkpoint signing); default /etc/iomt-gateway/keyring. "
+        "A systemd credential named iomt-gateway-keyring takes precedence",
+    )
+    quarantine_days: int = Field(30, ge=1, le=3650, description="Damaged outbox files moved aside are deleted after")
 
 
 class LoggingSection(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import structlog
 
-from gateway import mqtt_limits
+from gateway import chain, mqtt_limits
 from gateway.config.models import QuotaSection
+from gateway.keyring import Keyring
 from gateway.outbox import schema
 from gateway.outbox.keys import SeqCounter, format_key, parse_seq
 from gateway.outbox.ops import (
@@ -37,6 +39,7 @@ from gateway.outbox.ops import (
     statvfs_free_bytes,
 )
 from gateway.outbox.policy import LeasePolicy
+from gateway.outbox.sealing import RowSealing
 from gateway.outbox.types import (
     AlarmHook,
     ClassStats,
@@ -86,6 +89,8 @@ class Outbox:
         lease_policy: LeasePolicy = LeasePolicy(),  # noqa: B008 - frozen dataclass
         clock: Callable[[], float] = time.time,
         max_record_bytes: int = mqtt_limits.MAX_RECORD_BYTES,
+        keyring: Keyring | None = None,
+        quarantine_days: int | None = None,
     ) -> Outbox:
         """Open (creating, migrating or — if damaged — replacing) the outbox at ``path``.
 
@@ -94,6 +99,12 @@ class Outbox:
         like a full disk); ``clock`` gives Unix time for ``created`` and ages.  A record whose JSON
         is larger than ``max_record_bytes`` is refused (``RecordTooLarge``, technical alarm
         ``record_too_large``).
+
+        With a ``keyring`` every record and state row is stored sealed (AES-256-GCM) and every
+        record is chained and checkpointed (``gateway.chain``, ``gateway.checkpoint``); leased
+        payloads then carry their chain member.  A file sealed under other keys raises
+        OutboxKeyError and is left untouched.  Damaged files moved aside are deleted once older
+        than ``quarantine_days`` (kept forever when None).
         """
         if commit_interval_ms < 1 or commit_max_records < 1:
             raise ValueError("commit_interval_ms and commit_max_records must be >= 1")
@@ -107,9 +118,13 @@ class Outbox:
             clock=clock,
             lease_policy=lease_policy,
             max_db_bytes=max_db_bytes,
+            keyring=keyring,
+            gateway_id=gateway_id,
+            quarantine_max_age_s=None if quarantine_days is None else quarantine_days * 86_400.0,
         )
         box = cls(_settings=settings, _gateway_id=gateway_id, _on_alarm=on_alarm)
-        box._max_record_bytes = max_record_bytes
+        # what is published is the record plus its chain member: keep the sum within the limit
+        box._max_record_bytes = max_record_bytes - (chain.MEMBER_MAX_BYTES if keyring is not None else 0)
         opened = await box._writer.start()
         box._snapshot = opened.snapshot
         box._counter = SeqCounter(opened.seq_start, opened.seq_limit, box._reserve)
@@ -219,6 +234,11 @@ class Outbox:
 
     # ---- observation and shutdown -------------------------------------------------------
 
+    def checkpoint(self) -> str | None:
+        """The newest signed checkpoint note of the record chain (None without a keyring)."""
+        snap = self._snapshot
+        return None if snap is None else snap.checkpoint
+
     def stats(self) -> OutboxStats:
         snap = self._snapshot
         if snap is None:
@@ -273,15 +293,29 @@ class Outbox:
                            schema.file_bytes(Path(path)))
 
     @staticmethod
-    def read_state(path: Path, prefix: str) -> dict[str, bytes]:
+    def read_state(path: Path, prefix: str, *, keyring: Keyring | None = None) -> dict[str, bytes]:
         """Read-only ``load_state`` for command-line tools, safe while the daemon runs."""
         conn = _read_only(path)
         try:
-            return schema.load_state(conn, prefix)
+            sealing = RowSealing.create(keyring, "")
+            sealing.adopt(lambda name: schema.read_meta(conn, name))
+            return sealing.load_state(conn, prefix)
         except sqlite3.Error as e:
             raise OutboxError(f"cannot read {path}: {e}") from e
         finally:
             conn.close()
+
+    @staticmethod
+    def key_ids(path: Path) -> list[int]:
+        """AEAD key ids the file's sealed rows use (empty for a file in clear)."""
+        conn = _read_only(path)
+        try:
+            raw = schema.read_meta(conn, "crypto")
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {path}: {e}") from e
+        finally:
+            conn.close()
+        return [] if raw is None else [int(k) for k in json.loads(raw).get("kids", [])]
 
     # ---- internals ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.models import QuotaSection
+from gateway.keyring import Keyring
 from gateway.outbox import schema
 from gateway.outbox.policy import LeasePolicy
 from gateway.records import RecordKind
@@ -91,6 +92,7 @@ class Snapshot:
     oldest: dict[RecordKind, float | None]
     counters: schema.Counters
     db_bytes: int
+    checkpoint: str | None = None  # newest signed checkpoint note (sealed outboxes only)
 
     def available(self, kind: RecordKind) -> int:
         return max(0, self.totals[kind] - self.leased[kind] - self.deleting[kind])
@@ -117,6 +119,9 @@ class Settings:
     clock: Callable[[], float]
     lease_policy: LeasePolicy
     max_db_bytes: int | None = None
+    keyring: Keyring | None = None  # None: rows in clear, no chain (tests, benchmarks)
+    gateway_id: str = ""
+    quarantine_max_age_s: float | None = None  # damaged files moved aside are deleted after this
 
 
 def statvfs_free_bytes(folder: Path) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,10 +69,16 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             conn.execute(stmt)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+def _v2(conn: sqlite3.Connection) -> None:
+    # position of the record in the gateway's hash chain (gateway.chain); NULL: not chained
+    conn.execute("ALTER TABLE outbox ADD COLUMN chain_n INTEGER")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
 LATEST = max(MIGRATIONS)
 
-MIN_READER: dict[int, int] = {1: 1}
+# 2: rows may be sealed (AES-GCM blobs, hashed keys): a format-1 reader would publish ciphertext
+MIN_READER: dict[int, int] = {1: 1, 2: 2}
 """Per format: the oldest format whose reader can use a file of this format.  Raise it only for a
 change an older version would misread (a renamed column, a changed payload encoding)."""
 
@@ -154,8 +161,11 @@ def _meta_int(conn: sqlite3.Connection, name: str) -> int | None:
 def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connection:
     """Open, check and migrate; raises CorruptDatabase or sqlite3 errors (the caller sorts them)."""
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per group commit.
+    private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True, timeout=10.0)
     try:
+        # deleted rows (delivered, dropped) are overwritten with zeros, not left in free pages
+        conn.execute("PRAGMA secure_delete=ON")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise OutboxError(f"cannot switch {path} to WAL (journal_mode={mode})")
@@ -177,6 +187,20 @@ def connect(path: Path, *, max_db_bytes: int | None = None) -> sqlite3.Connectio
     return conn
 
 
+def private_file(path: Path) -> None:
+    """Create the database file owner-only (0600) before SQLite does (it would follow the umask),
+    and take group-write and all "other" access from an existing one; SQLite gives its -wal and
+    -shm files the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o037:
+            os.chmod(path, mode & 0o740)
+        return
+    os.close(fd)
+
+
 def _utc_stamp() -> str:
     return datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -192,7 +216,41 @@ def move_aside(path: Path) -> Path:
         src = Path(f"{path}{suffix}")
         if src.exists():
             os.replace(src, f"{target}{suffix}")
+            os.utime(f"{target}{suffix}")  # the quarantine age counts from now (purge_quarantine)
     return target
+
+
+def peek_meta(path: Path) -> dict[str, str]:
+    """The meta table read without writing anything (no -wal/-shm, no migration); {} if unreadable.
+
+    ``immutable=1`` skips locking and the WAL: good enough for the key check that must run before
+    anything touches the file (the full check repeats on the opened connection).
+    """
+    if not path.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM meta")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}  # damaged or not an outbox yet: open_or_recover sorts that out
+
+
+def purge_quarantine(path: Path, max_age_s: float, now: float) -> list[Path]:
+    """Delete files ``move_aside`` made (and their -wal/-shm) once older than ``max_age_s``."""
+    gone: list[Path] = []
+    for p in path.parent.glob(f"{path.name}.corrupt-*"):
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+                gone.append(p)
+        except OSError as e:
+            log.warning("outbox_quarantine_purge_failed", path=str(p), error=str(e))
+    if gone:
+        log.info("outbox_quarantine_purged", files=[p.name for p in gone])
+    return gone
 
 
 def open_or_recover(path: Path, *, on_corrupt: Callable[[str], None],

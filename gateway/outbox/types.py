@@ -60,6 +60,10 @@ class OutboxTooNew(OutboxError):
         )
 
 
+class OutboxKeyError(OutboxError):
+    """The keyring is missing, wrong or lacks a key the file uses; the file was left untouched."""
+
+
 class OutboxClosed(OutboxError):
     """The outbox was closed (or its writer stopped) before the request could be served."""
 

@@ -45,7 +45,8 @@ from gateway.outbox.ops import (
     StateRows,
 )
 from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares
-from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, PendingRow
+from gateway.outbox.sealing import RowSealing, SealTxn
+from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, OutboxKeyError, PendingRow
 from gateway.records import RecordKind
 
 log = structlog.get_logger()
@@ -68,6 +69,9 @@ class _Effects:
     refused: list[Insert] = field(default_factory=list)
     totals: dict[RecordKind, int] | None = None  # rows per class after the transaction
     counters: schema.Counters | None = None
+    sealing: SealTxn | None = None  # chain head and checkpoint as of this transaction
+    # chained records dropped by quota, per class: (position, prev link, link) for the tombstone
+    dropped_at: dict[str, list[tuple[int, bytes, bytes]]] = field(default_factory=dict)
 
 
 class Writer:
@@ -103,6 +107,7 @@ class Writer:
         self._episodes: set[str] = set()
         self._drops_unlogged: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
         self._drop_logged_at = -math.inf
+        self._sealing = RowSealing.create(settings.keyring, settings.gateway_id)
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._opened: Fut = loop.create_future()
 
@@ -155,6 +160,9 @@ class Writer:
             err = e if isinstance(e, OutboxError) else OutboxError(f"cannot open outbox: {e}")
             with self._cond:
                 self._accepting = False
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             self._post([(self._opened, err, None)], None, alarms)
             return
         self._post([(self._opened, None, opened)], opened.snapshot, alarms)
@@ -172,8 +180,17 @@ class Writer:
         def corrupt(detail: str) -> None:
             alarms.append(("outbox_corrupt", detail))
 
-        conn = schema.open_or_recover(self._s.path, on_corrupt=corrupt, max_db_bytes=self._s.max_db_bytes)
-        self._conn = conn
+        try:
+            # before anything touches the file: a wrong key must leave it exactly as it was
+            self._sealing.adopt(schema.peek_meta(self._s.path).get)
+            conn = schema.open_or_recover(self._s.path, on_corrupt=corrupt, max_db_bytes=self._s.max_db_bytes)
+            self._conn = conn
+            self._sealing.adopt(lambda name: schema.read_meta(conn, name))
+        except OutboxKeyError as e:
+            alarms.append(("outbox_key", str(e)))
+            raise
+        if self._s.quarantine_max_age_s is not None:
+            schema.purge_quarantine(self._s.path, self._s.quarantine_max_age_s, time.time())
         raw_hi = schema.read_meta(conn, "seq_hi")
         start = int(raw_hi) if raw_hi and raw_hi.isdigit() else 1
         limit = start + SEQ_BLOCK
@@ -185,7 +202,7 @@ class Writer:
         try:
             conn.executemany(
                 "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
-                [("seq_hi", str(limit)), ("counters", self._counters.to_json())],
+                [("seq_hi", str(limit)), ("counters", self._counters.to_json()), *self._sealing.meta_rows()],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -256,7 +273,7 @@ class Writer:
             self._batch_ops += 1
         elif isinstance(op, Lease):
             try:
-                completions.append((op.future, None, self._lease(op.limit)))
+                completions.append((op.future, None, self._lease(op.limit, alarms)))
             except sqlite3.Error as e:
                 completions.append((op.future, *self._read_failed(e, alarms, [])))
         elif isinstance(op, LoadState):
@@ -299,10 +316,11 @@ class Writer:
         conn = schema.connect(self._s.path, max_db_bytes=self._s.max_db_bytes)
         self._conn = conn
         self._counters.leased = {}
+        self._sealing.new_file()  # the chain carries over; the nonce salt does not
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             "INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
-            [("seq_hi", str(self._seq_hi)), ("counters", self._counters.to_json())],
+            [("seq_hi", str(self._seq_hi)), ("counters", self._counters.to_json()), *self._sealing.meta_rows()],
         )
         # A PUBACK of a row leased from the damaged file may still arrive: the new file's ids
         # continue above every id ever leased, so that ack cannot match (and delete) a new row.
@@ -357,7 +375,7 @@ class Writer:
             excl[dkind] += 1
         return excl
 
-    def _lease(self, limit: int) -> list[PendingRow]:
+    def _lease(self, limit: int, alarms: list[tuple[str, str]]) -> list[PendingRow]:
         if limit <= 0:
             return []
         conn = self._conn_()
@@ -375,17 +393,22 @@ class Writer:
                 continue
             # rows of the class already leased or being deleted are skipped, so fetch that many more
             cur = conn.execute(
-                "SELECT id, key, patient, seq, created, payload FROM outbox WHERE kind = ? "
+                "SELECT id, key, patient, seq, created, payload, chain_n FROM outbox WHERE kind = ? "
                 "ORDER BY seq LIMIT ?",
                 (kind.value, want + excl[kind]),
             )
             got = 0
-            for row_id, key, patient, seq, created, payload in cur:
+            for row_id, key, patient, seq, created, payload, chain_n in cur:
                 if row_id in self._leased or row_id in self._deleting:
                     continue
-                out.append(PendingRow(row_id, kind, key, patient, seq, bytes(payload), created))
-                self._leased[row_id] = (kind, key)
+                opened = self._sealing.open_row(key, patient, bytes(payload), chain_n)
+                self._leased[row_id] = (kind, key)  # an unreadable row stays parked here, never sent
                 self._id_hi = max(self._id_hi, row_id)
+                if opened is None:
+                    self._episode(alarms, "outbox_row_unreadable",
+                                  f"outbox row {row_id} failed authentication (damaged or altered); kept, not sent")
+                    continue
+                out.append(PendingRow(row_id, kind, opened[0], opened[1], seq, opened[2], created))
                 got += 1
                 if got >= want:
                     break
@@ -393,7 +416,7 @@ class Writer:
         return out
 
     def _load_state(self, prefix: str) -> dict[str, bytes]:
-        return schema.load_state(self._conn_(), prefix)
+        return self._sealing.load_state(self._conn_(), prefix)
 
     # ---- the group commit ---------------------------------------------------------------
 
@@ -476,17 +499,17 @@ class Writer:
         for kind in eff.deleted.values():
             totals[kind] -= 1
         new = self._dedupe(conn, inserts)
-        for kind in CLASS_ORDER:
-            rows = new.get(kind)
-            if not rows:
-                continue
-            self._admit(conn, eff, totals, kind, rows, below_floor)
+        admitted = {kind: self._admit(conn, eff, totals, kind, new[kind], below_floor)
+                    for kind in CLASS_ORDER if new.get(kind)}
+        txn = self._sealing.begin()
+        self._insert(conn, eff, totals, txn, inserts, admitted)
         eff.totals = totals
         # the ledger's state commits only together with its record: skip a refused record's state
         self._write_state(conn, states, {id(op) for op in eff.refused})
         c = self._next_counters(eff, now)
         eff.counters = c
-        meta = [("counters", c.to_json())]
+        meta = [("counters", c.to_json()), *self._sealing.finish(txn)]
+        eff.sealing = txn
         if reserve_hi is not None:
             meta.append(("seq_hi", str(reserve_hi)))
         conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
@@ -499,17 +522,16 @@ class Writer:
                 (_DELIVERED_KEEP_ROWS,),
             )
 
-    @staticmethod
-    def _write_state(conn: sqlite3.Connection, states: Iterable[tuple[Insert | PutState, StateRows]],
+    def _write_state(self, conn: sqlite3.Connection, states: Iterable[tuple[Insert | PutState, StateRows]],
                      refused: set[int]) -> None:
         # last write wins, so a key set then deleted in one batch ends deleted
         last: dict[str, bytes | None] = {}
         for src, rows in states:
             if id(src) not in refused:
                 last.update(rows)
-        conn.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)",
-                         [(k, v) for k, v in last.items() if v is not None])
-        conn.executemany("DELETE FROM state WHERE key = ?", [(k,) for k, v in last.items() if v is None])
+        upserts, deletes = self._sealing.state_writes(last)
+        conn.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", upserts)
+        conn.executemany("DELETE FROM state WHERE key = ?", deletes)
 
     def _delete_acked(self, conn: sqlite3.Connection, eff: _Effects, acks: list[int], now: float) -> None:
         delivered_keys: list[tuple[str, float]] = []
@@ -538,22 +560,28 @@ class Writer:
         if not inserts:
             return {}
         seen: set[str] = set()
-        billing = list({op.key for op in inserts if op.kind is RecordKind.BILLING})
+        ident = self._sealing.ident
+        # a chained row must really be inserted (OR IGNORE would leave its position empty), so with
+        # sealing on every class is looked up first
+        checked = [op for op in inserts if self._sealing.on or op.kind is RecordKind.BILLING]
+        lookup = list({ident(op.key) for op in checked})
         for table in ("outbox", "delivered"):
-            for i in range(0, len(billing), _CHUNK):
-                chunk = billing[i : i + _CHUNK]
+            for i in range(0, len(lookup), _CHUNK):
+                chunk = lookup[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 seen.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
         new: dict[RecordKind, list[Insert]] = {}
         for op in inserts:
-            if op.key in seen:
+            k = ident(op.key)
+            if k in seen:
                 continue
-            seen.add(op.key)
+            seen.add(k)
             new.setdefault(op.kind, []).append(op)
         return new
 
     def _admit(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
-               kind: RecordKind, rows: list[Insert], below_floor: bool) -> None:
+               kind: RecordKind, rows: list[Insert], below_floor: bool) -> list[Insert]:
+        """The rows of one class that may be stored (the rest refused or dropped and counted)."""
         quota: int = getattr(self._s.quotas, kind.value)
         take = rows
         if kind is RecordKind.BILLING:
@@ -569,17 +597,42 @@ class Writer:
             eff.refused.extend(rows[made:])
         elif below_floor:
             eff.dropped[kind] += len(rows)
-            return
-        if take:
+            return []
+        return take
+
+    def _insert(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
+                txn: SealTxn, inserts: list[Insert], admitted: dict[RecordKind, list[Insert]]) -> None:
+        """Store the admitted rows, then drop the oldest of each class over its quota."""
+        taken = {id(op) for rows in admitted.values() for op in rows}
+        by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, int | None]]] = {}
+        # in submission order: that is the order of their chain positions
+        for op in inserts:
+            if id(op) in taken:
+                key, patient, payload, n = self._sealing.seal(txn, op.key, op.patient, op.payload)
+                by_kind.setdefault(op.kind, []).append((op.kind.value, key, patient, op.seq, op.created, payload, n))
+        for kind, rows in by_kind.items():
             # OR IGNORE: a key already stored is a no-op success (idempotent re-submission)
             cur = conn.executemany(
-                "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                [(kind.value, op.key, op.patient, op.seq, op.created, op.payload) for op in take],
+                "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload, chain_n) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             eff.inserted[kind] += cur.rowcount
             totals[kind] += cur.rowcount
-        if kind not in _NEVER_DROPPED and totals[kind] > quota:
-            self._drop_oldest(conn, eff, totals, kind, totals[kind] - quota)
+        for kind in by_kind:
+            quota: int = getattr(self._s.quotas, kind.value)
+            if kind not in _NEVER_DROPPED and totals[kind] > quota:
+                self._drop_oldest(conn, eff, totals, kind, totals[kind] - quota)
+        tomb = self._sealing.tombstone(txn, eff.dropped_at, self._s.clock())
+        if tomb is not None:
+            key, patient, payload, n = tomb
+            assert n is not None
+            conn.execute(
+                "INSERT INTO outbox(kind, key, patient, seq, created, payload, chain_n) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (RecordKind.TOMBSTONE.value, key, patient, n, self._s.clock(), payload, n),
+            )
+            eff.inserted[RecordKind.TOMBSTONE] += 1
+            totals[RecordKind.TOMBSTONE] += 1
 
     def _drop_oldest(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
                      kind: RecordKind, n: int) -> int:
@@ -588,13 +641,19 @@ class Writer:
         # rows in flight are left alone (their PUBACK may be on its way), and so are rows already
         # acked whose delete waits for the next commit: they count as delivered, not dropped
         skip = sum(1 for k, _ in self._leased.values() if k is kind) + len(self._deleting)
-        ids = [
-            r[0]
+        victims = [
+            r
             for r in conn.execute(
-                "SELECT id FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?", (kind.value, n + skip)
+                "SELECT id, chain_n, key, payload FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?",
+                (kind.value, n + skip),
             )
             if r[0] not in self._leased and r[0] not in self._deleting
         ][:n]
+        ids = [r[0] for r in victims]
+        for _, pos, key, blob in victims:
+            info = None if pos is None else self._sealing.link_info(key, bytes(blob))
+            if info is not None:
+                eff.dropped_at.setdefault(kind.value, []).append((pos, *info))
         conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
         eff.dropped[kind] += len(ids)
         totals[kind] -= len(ids)
@@ -630,6 +689,7 @@ class Writer:
             self._counters = eff.counters
         if reserve_hi is not None and self._reserve_hi == reserve_hi:
             self._reserve_hi = None
+        self._sealing.applied(eff.sealing)
         conn = self._conn_()
         self._oldest = schema.oldest_created(conn)
         self._db_bytes = schema.file_bytes(self._s.path)
@@ -680,7 +740,7 @@ class Writer:
                 for kind in eff.deleted.values():
                     eff.totals[kind] -= 1
                 eff.counters = self._next_counters(eff, self._s.clock())
-                meta = [("counters", eff.counters.to_json())]
+                meta = [("counters", eff.counters.to_json()), *self._sealing.meta_rows()]
                 if reserve_hi is not None:
                     meta.append(("seq_hi", str(reserve_hi)))
                 conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
@@ -735,4 +795,5 @@ class Writer:
         c = self._counters
         counters = schema.Counters(c.accepted, c.delivered, c.refused, c.commits, c.last_delivery,
                                    dict(c.dropped), {})
-        return Snapshot(dict(self._totals), leased, deleting, dict(self._oldest), counters, self._db_bytes)
+        return Snapshot(dict(self._totals), leased, deleting, dict(self._oldest), counters, self._db_bytes,
+                        self._sealing.note)

@@ -1,0 +1,102 @@
+"""``iomt-gateway keys init|rotate|status|export``: the keyring on the command line.
+
+    iomt-gateway keys init   [-c CONFIG | --keyring PATH]   create once; never overwrites (exit 0 if present)
+    iomt-gateway keys rotate [-c CONFIG | --keyring PATH]   new AEAD key for new writes; old ones kept
+    iomt-gateway keys status [-c CONFIG | --keyring PATH]   where it is, key ids, what the outbox uses
+    iomt-gateway keys export [-c CONFIG | --keyring PATH --gateway-id ID]
+                                                           the checkpoint verifier key (signed-note format)
+
+Without -c or --keyring the path is the systemd credential if present, else
+/etc/iomt-gateway/keyring.  No secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway import checkpoint, keyring
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="iomt-gateway keys", description=__doc__,
+                                 epilog="example:\n  iomt-gateway keys init -c /etc/iomt-gateway/config.yaml\n"
+                                 "  iomt-gateway keys export -c /etc/iomt-gateway/config.yaml > hub.pub",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["init", "rotate", "status", "export"])
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("-c", "--config", type=Path, help="config file (storage.keyring, gateway.id, the outbox)")
+    src.add_argument("--keyring", type=Path, help="keyring file")
+    ap.add_argument("--gateway-id", help="gateway id for `export` without a config")
+    return ap
+
+
+def _config(path: Path) -> Any:
+    from gateway.config.loader import load_config  # noqa: PLC0415
+
+    return load_config(path)
+
+
+def keys_main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    cfg: Any = None
+    outbox: Path | None = None
+    if args.config is not None:
+        from gateway.config.errors import ConfigError  # noqa: PLC0415
+        from gateway.daemon import resolve_paths  # noqa: PLC0415
+
+        try:
+            cfg = _config(args.config)
+        except ConfigError as e:
+            print(e.render(), file=sys.stderr)
+            return 2
+        paths = resolve_paths(args.config, cfg)
+        path, outbox = paths.keyring, paths.outbox
+    else:
+        path = args.keyring or keyring.resolve(None)
+    try:
+        if args.action == "init":
+            ring, created = keyring.init(path)
+            print(f"{'created' if created else 'exists, left unchanged:'} {path} (key ids {sorted(ring.aead)})")
+            return 0
+        if args.action == "rotate":
+            ring = keyring.rotate(path)
+            print(f"rotated {path}: new writes use key id {ring.current}; key ids {sorted(ring.aead)} kept")
+            return 0
+        ring = keyring.load(path)
+    except (keyring.KeyringError, OSError) as e:
+        print(f"iomt-gateway keys: {e}", file=sys.stderr)
+        return 1
+    gateway_id = cfg.gateway.id if cfg is not None else args.gateway_id
+    if args.action == "export":
+        if not gateway_id:
+            print("iomt-gateway keys: export needs -c CONFIG or --gateway-id", file=sys.stderr)
+            return 2
+        print(checkpoint.verifier_key(checkpoint.origin_for(gateway_id), ring.public_key()))
+        return 0
+    info: dict[str, Any] = {
+        "keyring": str(path),
+        "source": "systemd credential" if keyring.credential_path() == path else "file",
+        "key_ids": sorted(ring.aead),
+        "current": ring.current,
+        "permissions_loose": keyring.loose_permissions(path),
+    }
+    if gateway_id:
+        info["verifier_key"] = checkpoint.verifier_key(checkpoint.origin_for(gateway_id), ring.public_key())
+    if outbox is not None and outbox.exists():
+        info["outbox"] = str(outbox)
+        info["outbox_key_ids"] = _outbox_kids(outbox)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def _outbox_kids(db: Path) -> list[int] | str:
+    from gateway.outbox import Outbox, OutboxError  # noqa: PLC0415
+
+    try:
+        return Outbox.key_ids(db)
+    except OutboxError as e:
+        return f"unreadable: {e}"

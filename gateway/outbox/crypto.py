@@ -1,0 +1,180 @@
+"""What the outbox writes to disk for a row: in clear (no keyring) or sealed (AES-256-GCM).
+
+A sealed row keeps nothing personal in clear.  Its identity columns (the record key, a state row's
+name) hold a keyed hash (HMAC-SHA-256 with the keyring's index key, which never rotates), so
+uniqueness and look-ups still work; the real key, the patient pseudonym, the chain link and the
+payload travel inside the ciphertext::
+
+    blob = MAGIC(2) || key id (2, big-endian) || nonce (12) || AES-256-GCM(plaintext) || tag (16)
+    associated data = "iomt-outbox/1" || table || stored identity
+
+Binding the stored identity as associated data means a ciphertext moved to another row (or from a
+state row to a record row) fails authentication instead of being read as that row.
+
+Nonces are a per-file random salt (4 bytes) and a 64-bit counter persisted hi-lo like the key
+sequence: a crash skips unused numbers, never repeats one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.keyring import Keyring
+
+MAGIC = b"\xa5\x01"
+_HEAD = struct.Struct(">2sH12s")
+_NONCE_BLOCK = 1_000_000
+_AD_PREFIX = b"iomt-outbox/1\x00"
+_CHECK = b"iomt-gateway keyring check v1"
+LINK_BYTES = 32
+
+
+class RowUnreadable(Exception):
+    """A stored row failed authentication (damaged or tampered with)."""
+
+
+class KeyMismatch(Exception):
+    """The database was written under keys this keyring does not hold; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedRow:
+    key: str
+    patient: str
+    payload: bytes
+    prev: bytes | None  # chain link before this record; None when the row is not chained
+
+
+def _u16(b: bytes) -> bytes:
+    return struct.pack(">H", len(b)) + b
+
+
+class Sealer:
+    """Seals and opens rows for one database file (writer thread only: not thread-safe)."""
+
+    def __init__(self, ring: Keyring) -> None:
+        self._ring = ring
+        self._aead = {kid: AESGCM(k) for kid, k in ring.aead.items()}
+        self._kid = ring.current
+        self._salt = os.urandom(4)
+        self._next = 0
+        self._hi = 0
+        self.kids_used: set[int] = set()
+
+    # ---- per-file state kept in the meta table ------------------------------------------
+
+    def check_value(self) -> str:
+        """Identifies the index key (not secret): a different keyring is told apart at open."""
+        return base64.b64encode(hmac.digest(self._ring.index, _CHECK, "sha256")[:16]).decode()
+
+    def adopt(self, read_meta: Callable[[str], str | None]) -> None:
+        """Take over the file's nonce reservation and key ids; raise KeyMismatch on a foreign file."""
+        stored = read_meta("key_check")
+        if stored is not None and stored != self.check_value():
+            raise KeyMismatch("the outbox was written with a different keyring (index key differs)")
+        raw = read_meta("crypto")
+        if raw:
+            info = json.loads(raw)
+            self._salt = bytes.fromhex(str(info["salt"]))
+            self._next = self._hi = int(info["hi"])
+            self.kids_used = {int(k) for k in info.get("kids", [])}
+        missing = sorted(self.kids_used - set(self._aead))
+        if missing:
+            raise KeyMismatch(f"rows are sealed with key id(s) {missing}, which the keyring does not hold "
+                              f"(it holds {sorted(self._aead)})")
+
+    def meta_rows(self) -> list[tuple[str, str]]:
+        """Rows to write in every transaction that may have sealed something."""
+        info = {"salt": self._salt.hex(), "hi": self._hi, "kids": sorted(self.kids_used | {self._kid})}
+        return [("key_check", self.check_value()), ("crypto", json.dumps(info, separators=(",", ":")))]
+
+    def new_file(self) -> None:
+        """A fresh file (first open or after moving a damaged one aside): a fresh nonce salt."""
+        self._salt = os.urandom(4)
+
+    # ---- identities ---------------------------------------------------------------------
+
+    def ident(self, name: str) -> str:
+        return "h:" + base64.b64encode(hmac.digest(self._ring.index, name.encode(), "sha256")[:18]).decode()
+
+    def state_ident(self, name: str) -> str:
+        # the first path segment ("billing/", "pipeline/") stays readable: load_state scans by it
+        head, sep, _ = name.partition("/")
+        return f"{head}{sep}{self.ident(name)}" if sep else self.ident(name)
+
+    @staticmethod
+    def state_scan_prefix(prefix: str) -> str:
+        head, sep, _ = prefix.partition("/")
+        return head + sep
+
+    # ---- sealing ------------------------------------------------------------------------
+
+    def _nonce(self) -> bytes:
+        if self._next >= self._hi:
+            self._hi = self._next + _NONCE_BLOCK
+        n = self._next
+        self._next += 1
+        return self._salt + n.to_bytes(8, "big")
+
+    def _seal(self, table: bytes, ident: str, plain: bytes) -> bytes:
+        nonce = self._nonce()
+        ct = self._aead[self._kid].encrypt(nonce, plain, _AD_PREFIX + table + ident.encode())
+        return _HEAD.pack(MAGIC, self._kid, nonce) + ct
+
+    def _open(self, table: bytes, ident: str, blob: bytes) -> bytes:
+        if len(blob) < _HEAD.size + 16 or blob[:2] != MAGIC:
+            raise RowUnreadable(f"row {ident}: not a sealed value")
+        _, kid, nonce = _HEAD.unpack_from(blob)
+        aead = self._aead.get(kid)
+        if aead is None:
+            raise KeyMismatch(f"row {ident} is sealed with key id {kid}, which the keyring does not hold")
+        try:
+            return aead.decrypt(nonce, blob[_HEAD.size:], _AD_PREFIX + table + ident.encode())
+        except InvalidTag:
+            raise RowUnreadable(f"row {ident}: authentication failed (damaged or altered)") from None
+
+    def seal_record(self, key: str, patient: str, payload: bytes, prev: bytes | None) -> tuple[str, bytes]:
+        """``(stored key, blob)`` for an outbox row."""
+        ident = self.ident(key)
+        link = b"\x00" if prev is None else b"\x01" + prev
+        plain = b"".join((link, _u16(key.encode()), _u16(patient.encode()), payload))
+        return ident, self._seal(b"outbox\x00", ident, plain)
+
+    def open_record(self, ident: str, blob: bytes) -> OpenedRow:
+        plain = self._open(b"outbox\x00", ident, blob)
+        try:
+            pos = 1 + (LINK_BYTES if plain[0] == 1 else 0)
+            prev = plain[1:pos] if plain[0] == 1 else None
+            (n,) = struct.unpack_from(">H", plain, pos)
+            key = plain[pos + 2 : pos + 2 + n].decode()
+            pos += 2 + n
+            (m,) = struct.unpack_from(">H", plain, pos)
+            patient = plain[pos + 2 : pos + 2 + m].decode()
+            return OpenedRow(key, patient, plain[pos + 2 + m :], prev)
+        except (IndexError, struct.error, UnicodeDecodeError):
+            raise RowUnreadable(f"row {ident}: malformed plaintext") from None
+
+    def seal_state(self, name: str, value: bytes) -> tuple[str, bytes]:
+        ident = self.state_ident(name)
+        return ident, self._seal(b"state\x00", ident, _u16(name.encode()) + value)
+
+    def open_state(self, ident: str, blob: bytes) -> tuple[str, bytes]:
+        plain = self._open(b"state\x00", ident, blob)
+        try:
+            (n,) = struct.unpack_from(">H", plain)
+            return plain[2 : 2 + n].decode(), plain[2 + n :]
+        except (struct.error, UnicodeDecodeError):
+            raise RowUnreadable(f"state row {ident}: malformed plaintext") from None
+
+
+def is_sealed(blob: bytes) -> bool:
+    return blob[:2] == MAGIC

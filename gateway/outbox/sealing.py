@@ -1,0 +1,198 @@
+"""The writer's view of sealing: rows in clear or encrypted, the chain head, signed checkpoints.
+
+Without a keyring (unit tests, the "off" side of the benchmark) rows are stored as given and
+nothing is chained.  With one, every stored record and state row is sealed (``crypto.Sealer``),
+every inserted record takes the next chain position in the writer transaction, and each
+transaction that moved the chain signs a checkpoint.  The chain head and the checkpoint live in
+the ``meta`` table and change only in the transaction that stores the records they cover.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from gateway import chain, checkpoint
+from gateway.keyring import Keyring
+from gateway.outbox.crypto import KeyMismatch, RowUnreadable, Sealer, is_sealed
+from gateway.outbox.types import OutboxKeyError
+
+log = structlog.get_logger()
+
+# a file that was sealed once must never be opened without its keys
+_SEALED_MARK = "key_check"
+
+
+@dataclass(slots=True)
+class SealTxn:
+    """What one writer transaction does to the chain (kept only if it commits)."""
+
+    head: chain.ChainHead
+    note: str | None
+    moved: bool = False
+
+
+@dataclass
+class _Signer:
+    origin: str
+    name: str
+    public: bytes
+    sign: Callable[[bytes], bytes]
+
+
+@dataclass
+class RowSealing:
+    sealer: Sealer | None
+    signer: _Signer | None
+    gateway_id: str
+    head: chain.ChainHead = field(default_factory=chain.ChainHead)
+    note: str | None = None
+
+    @classmethod
+    def create(cls, ring: Keyring | None, gateway_id: str) -> RowSealing:
+        if ring is None:
+            return cls(None, None, gateway_id)
+        key = ring.signing_key()
+        origin = checkpoint.origin_for(gateway_id)
+        return cls(Sealer(ring), _Signer(origin, origin, ring.public_key(), key.sign), gateway_id)
+
+    @property
+    def on(self) -> bool:
+        return self.sealer is not None
+
+    # ---- open / meta --------------------------------------------------------------------
+
+    def adopt(self, read_meta: Callable[[str], str | None]) -> None:
+        """Check the file against the keyring and take over its chain; raises OutboxKeyError."""
+        if self.sealer is None:
+            if read_meta(_SEALED_MARK) is not None:
+                raise OutboxKeyError("the outbox is encrypted but no keyring was given")
+            return
+        try:
+            self.sealer.adopt(read_meta)
+        except KeyMismatch as e:
+            raise OutboxKeyError(f"wrong or incomplete keyring for this outbox: {e}") from None
+        self.head = chain.ChainHead.from_meta(read_meta("chain"))
+        self.note = read_meta("checkpoint")
+
+    def meta_rows(self) -> list[tuple[str, str]]:
+        if self.sealer is None:
+            return []
+        rows = [*self.sealer.meta_rows(), ("chain", self.head.to_meta())]
+        if self.note is not None:
+            rows.append(("checkpoint", self.note))
+        return rows
+
+    def new_file(self) -> None:
+        if self.sealer is not None:
+            self.sealer.new_file()
+
+    # ---- records ------------------------------------------------------------------------
+
+    def ident(self, key: str) -> str:
+        return key if self.sealer is None else self.sealer.ident(key)
+
+    def begin(self) -> SealTxn:
+        return SealTxn(self.head.copy(), self.note)
+
+    def seal(self, txn: SealTxn, key: str, patient: str, payload: bytes) -> tuple[str, str, bytes, int | None]:
+        """``(stored key, stored patient, stored payload, chain position)`` of a new row."""
+        if self.sealer is None:
+            return key, patient, payload, None
+        n, prev = txn.head.append(payload)
+        txn.moved = True
+        ident, blob = self.sealer.seal_record(key, patient, payload, prev)
+        return ident, "", blob, n
+
+    def link_info(self, key: str, blob: bytes) -> tuple[bytes, bytes] | None:
+        """``(prev, link)`` of a stored chained record (for a tombstone); None if unreadable."""
+        if self.sealer is None or not is_sealed(blob):
+            return None
+        try:
+            row = self.sealer.open_record(key, blob)
+        except (RowUnreadable, KeyMismatch):
+            return None
+        if row.prev is None:
+            return None
+        return row.prev, chain.link(row.prev, row.payload)
+
+    def tombstone(self, txn: SealTxn, dropped: dict[str, list[tuple[int, bytes, bytes]]], now: float,
+                  ) -> tuple[str, str, bytes, int | None] | None:
+        """The tombstone row for chain positions dropped in this transaction (None if none)."""
+        if self.sealer is None or not any(dropped.values()):
+            return None
+        key = f"{self.gateway_id}:tomb:{txn.head.size + 1}"
+        body = chain.tombstone(self.gateway_id, key, datetime.fromtimestamp(now, tz=UTC).isoformat(), dropped)
+        return self.seal(txn, key, "_gateway", body)
+
+    def finish(self, txn: SealTxn) -> list[tuple[str, str]]:
+        """Sign the transaction's chain head; the meta rows to write with it."""
+        if self.sealer is None or self.signer is None:
+            return []
+        if txn.moved:
+            s = self.signer
+            text = checkpoint.body(s.origin, txn.head.size, txn.head.head)
+            sig = s.sign(text.encode())
+            txn.note = checkpoint.assemble(text, s.name, s.public, sig)
+        rows = [*self.sealer.meta_rows(), ("chain", txn.head.to_meta())]
+        if txn.note is not None:
+            rows.append(("checkpoint", txn.note))
+        return rows
+
+    def applied(self, txn: SealTxn | None) -> None:
+        if txn is not None:
+            self.head, self.note = txn.head, txn.note
+
+    def open_row(self, key: str, patient: str, blob: bytes, chain_n: int | None) -> tuple[str, str, bytes] | None:
+        """``(key, patient, payload to publish)``; None for a row that fails authentication."""
+        if self.sealer is None or not is_sealed(blob):
+            return key, patient, blob  # in clear (no keyring, or written before encryption)
+        try:
+            row = self.sealer.open_record(key, blob)
+        except (RowUnreadable, KeyMismatch) as e:
+            log.error("outbox_row_unreadable", error=str(e))
+            return None
+        payload = row.payload
+        if chain_n is not None and row.prev is not None:
+            payload = chain.outbound(payload, chain_n, row.prev)
+        return row.key, row.patient, payload
+
+    # ---- state rows ---------------------------------------------------------------------
+
+    def state_writes(self, last: dict[str, bytes | None]) -> tuple[list[tuple[str, bytes]], list[tuple[str]]]:
+        """``(upserts, deletes)`` for the state table."""
+        if self.sealer is None:
+            return ([(k, v) for k, v in last.items() if v is not None],
+                    [(k,) for k, v in last.items() if v is None])
+        s = self.sealer
+        ups = [s.seal_state(k, v) for k, v in last.items() if v is not None]
+        return ups, [(s.state_ident(k),) for k, v in last.items() if v is None]
+
+    def load_state(self, conn: sqlite3.Connection, prefix: str) -> dict[str, bytes]:
+        s = self.sealer
+        if s is None:
+            from gateway.outbox.schema import load_state  # noqa: PLC0415
+
+            return load_state(conn, prefix)
+        scan = s.state_scan_prefix(prefix)
+        out: dict[str, bytes] = {}
+        for ident, blob in conn.execute(
+            "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(scan), scan)
+        ):
+            value = bytes(blob)
+            if not is_sealed(value):
+                name = str(ident)  # written in clear before encryption was turned on
+            else:
+                try:
+                    name, value = s.open_state(str(ident), value)
+                except (RowUnreadable, KeyMismatch) as e:
+                    log.error("outbox_state_unreadable", error=str(e))
+                    continue
+            if name.startswith(prefix):
+                out[name] = value
+        return out
+

@@ -1,0 +1,292 @@
+"""The outbox with a keyring: sealed rows on disk, key errors that lose nothing, the record chain.
+
+Real SQLite files throughout; the "copy off the card" is a byte search of the database file and
+its -wal taken while the outbox is open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway import chain, checkpoint, keyring
+from gateway.config.models import QuotaSection
+from gateway.outbox import Outbox, OutboxKeyError, PendingRow
+from gateway.records import (
+    AlarmEvent,
+    AlarmRecord,
+    BillingRecord,
+    BillingStatus,
+    ClockQuality,
+    RecordKind,
+    Severity,
+    SummaryRecord,
+    Vital,
+)
+from gateway.uplink import checkpoint_topic, topic_for
+from gateway.verify import Report, verify
+
+GW = "gw-sealed"
+PSEUDONYM = "pz-quokka-4471"
+DAY = datetime(2031, 7, 19, 8, 30, tzinfo=UTC)  # dates this test alone uses
+ODD_VALUE = 61.8125  # and a value
+
+
+def summary(key: str) -> SummaryRecord:
+    return SummaryRecord(key=key, gateway_id=GW, patient=PSEUDONYM, time=DAY, clock=ClockQuality.SYNCED,
+                         vital=Vital.HEART_RATE, unit="/min", period_start=DAY, period_end=DAY, count=60,
+                         min=55.0, mean=ODD_VALUE, max=70.0, quality=0.97, devices=["ox-quokka"])
+
+
+def alarm(key: str) -> AlarmRecord:
+    return AlarmRecord(key=key, gateway_id=GW, patient=PSEUDONYM, time=DAY, clock=ClockQuality.SYNCED,
+                       alarm_id="a1", event=AlarmEvent.RAISED, condition="spo2_low", technical=False,
+                       severity=Severity.HIGH, vital=Vital.SPO2, value=84.5, threshold=88.0)
+
+
+def billing() -> BillingRecord:
+    service = f"rpm:{PSEUDONYM}:99454:2031-07-01"
+    return BillingRecord(key=f"{service}:v1", gateway_id=GW, patient=PSEUDONYM, time=DAY,
+                         clock=ClockQuality.SYNCED, service_key=service, version=1, code="99454",
+                         status=BillingStatus.BILLABLE, period_start="2031-07-01", period_end="2031-07-30",
+                         timezone="UTC", qualifying_days=16, dates=["2031-07-19"], devices=["ox-quokka"])
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> keyring.Keyring:
+    r, created = keyring.init(tmp_path / "keys" / "keyring")
+    assert created
+    return r
+
+
+async def open_box(path: Path, ring: keyring.Keyring | None, **kw: object) -> Outbox:
+    kw.setdefault("commit_interval_ms", 5)
+    kw.setdefault("free_bytes", lambda _folder: 10**12)
+    return await Outbox.open(path, gateway_id=GW, keyring=ring, **kw)  # type: ignore[arg-type]
+
+
+def capture(rows: list[PendingRow], notes: list[str]) -> list[tuple[str, bytes]]:
+    msgs = [(topic_for("t", GW, r.kind, r.patient), r.payload) for r in rows]
+    return msgs + [(checkpoint_topic("t", GW), n.encode()) for n in notes]
+
+
+def verifier(ring: keyring.Keyring) -> checkpoint.Verifier:
+    origin = checkpoint.origin_for(GW)
+    return checkpoint.parse_verifier(checkpoint.verifier_key(origin, ring.public_key()))
+
+
+def file_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# ---- at rest --------------------------------------------------------------------------------
+
+
+async def test_a_copy_of_the_database_holds_no_pseudonym_value_or_date_in_clear(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    db = tmp_path / "state" / "outbox.sqlite3"
+    b = await open_box(db, ring)
+    for _ in range(50):
+        await b.accept(summary(b.next_key()))
+    await b.accept(alarm(b.next_key()))
+    await b.accept(billing(), state={f"billing/{PSEUDONYM}/book": b'{"first":"2031-07-19"}'})
+    await b.submit_state({f"pipeline/{PSEUDONYM}": json.dumps({"mean": ODD_VALUE}).encode()})
+    rows = await b.lease(20)
+    await b.ack([r.id for r in rows])  # deleted rows: secure_delete zeroes them
+    await b.accept(summary(b.next_key()))
+    # the "card" is copied while the daemon runs: the main file and its write-ahead log
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copy(f"{db}{suffix}", copy / f"outbox.sqlite3{suffix}")
+    assert (copy / "outbox.sqlite3-wal").stat().st_size > 0
+    # what the same records look like in clear, so the search is known to look for real bytes
+    plain = summary("x").model_dump_json().encode() + billing().model_dump_json().encode()
+    needles = [PSEUDONYM.encode(), b"2031-07-19", b"2031-07-01", b"61.8125", b"ox-quokka", b"99454:2031"]
+    assert all(n in plain for n in needles)
+    for f in copy.iterdir():
+        data = f.read_bytes()
+        found = [n for n in needles if n in data]
+        assert not found, f"{f.name} holds {found} in clear"
+    for suffix in ("", "-wal", "-shm"):
+        mode = stat.S_IMODE(os.stat(f"{db}{suffix}").st_mode)
+        assert mode & 0o037 == 0, f"{db.name}{suffix} has mode {mode:o}"
+    # ...and the outbox itself reads everything back
+    await b.close()
+    b = await open_box(db, ring)
+    left = await b.lease(100)
+    assert {r.kind for r in left} == {RecordKind.SUMMARY, RecordKind.BILLING, RecordKind.ALARM} - {
+        r.kind for r in rows if r.kind is not RecordKind.SUMMARY}
+    assert all(PSEUDONYM.encode() in r.payload for r in left)
+    assert (await b.load_state("pipeline/")) == {f"pipeline/{PSEUDONYM}": json.dumps({"mean": ODD_VALUE}).encode()}
+    assert Outbox.read_state(db, "billing/", keyring=ring) == {f"billing/{PSEUDONYM}/book": b'{"first":"2031-07-19"}'}
+    await b.close()
+
+
+async def test_a_wrong_or_missing_key_loses_nothing(tmp_path: Path, ring: keyring.Keyring) -> None:
+    db = tmp_path / "state" / "outbox.sqlite3"
+    b = await open_box(db, ring)
+    keys = [b.next_key() for _ in range(30)]
+    for k in keys:
+        await b.accept(summary(k))
+    await b.close()
+    before = file_digest(db.parent)
+    other, _ = keyring.init(tmp_path / "other-keyring")
+    alarms: list[tuple[str, str]] = []
+    for wrong in (other, None):
+        with pytest.raises(OutboxKeyError, match="keyring"):
+            await open_box(db, wrong, on_alarm=lambda c, d: alarms.append((c, d)))
+        assert file_digest(db.parent) == before  # not moved aside, not rewritten, nothing deleted
+    with pytest.raises(OutboxKeyError):
+        Outbox.read_state(db, "billing/", keyring=other)
+    b = await open_box(db, ring)
+    assert sorted(r.key for r in await b.lease(100)) == sorted(keys)
+    await b.close()
+
+
+async def test_rotation_keeps_old_rows_readable_without_rewriting_them(tmp_path: Path, ring: keyring.Keyring) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    b = await open_box(db, ring)
+    old = [b.next_key() for _ in range(5)]
+    for k in old:
+        await b.accept(summary(k))
+    await b.close()
+    assert Outbox.key_ids(db) == [1]
+    rotated = keyring.rotate(ring.source)
+    assert rotated.current == 2 and rotated.aead[1] == ring.aead[1]
+    b = await open_box(db, keyring.load(ring.source))
+    new = b.next_key()
+    await b.accept(summary(new))
+    assert sorted(r.key for r in await b.lease(100)) == sorted([*old, new])
+    await b.close()
+    assert Outbox.key_ids(db) == [1, 2]
+    with pytest.raises(OutboxKeyError, match=r"key id\(s\) \[2\]"):
+        await open_box(db, ring)  # the keyring from before the rotation lacks key 2
+
+
+async def test_damaged_files_moved_aside_are_purged_after_their_age(tmp_path: Path, ring: keyring.Keyring) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    stale = tmp_path / "outbox.sqlite3.corrupt-20200101T000000Z"
+    recent = tmp_path / "outbox.sqlite3.corrupt-20310101T000000Z"
+    for p in (stale, recent):
+        p.write_bytes(b"x")
+    os.utime(stale, (time.time() - 40 * 86400,) * 2)
+    b = await open_box(db, ring, quarantine_days=30)
+    await b.close()
+    assert not stale.exists() and recent.exists()
+
+
+# ---- the chain ------------------------------------------------------------------------------
+
+
+async def chained_capture(tmp_path: Path, ring: keyring.Keyring) -> tuple[list[tuple[str, bytes]], Outbox]:
+    b = await open_box(tmp_path / "outbox.sqlite3", ring)
+    notes: list[str] = []
+    for i in range(12):
+        fut = b.submit(alarm(b.next_key()) if i % 5 == 0 else summary(b.next_key()))
+        if i == 4:
+            fut2 = b.submit(billing())
+            await fut2
+        await fut
+        note = b.checkpoint()
+        assert note is not None
+        notes.append(note)
+    rows = await b.lease(100)
+    return capture(rows, notes[-1:]), b
+
+
+async def test_a_clean_capture_verifies_and_duplicates_are_fine(tmp_path: Path, ring: keyring.Keyring) -> None:
+    msgs, b = await chained_capture(tmp_path, ring)
+    await b.close()
+    report = verify(msgs + msgs[:3], verifier(ring))
+    assert report.ok, report.render()
+    assert report.records == 16 and report.duplicates == 3 and report.intact_to == 13 == report.chain_size
+    assert report.authenticated == 13 and not report.missing and not report.unverified
+    # the record a consumer sees is the stored JSON, chain member cut off
+    canonical, n, prev = chain.split_payload(msgs[0][1])
+    json.loads(canonical)
+    assert 1 <= n <= 13 and len(prev) == 32
+
+
+def _position(msg: tuple[str, bytes]) -> int:
+    return chain.split_payload(msg[1])[1]
+
+
+def _report(msgs: list[tuple[str, bytes]], ring: keyring.Keyring) -> Report:
+    report = verify(msgs, verifier(ring))
+    assert not report.ok
+    return report
+
+
+async def test_verify_reports_altered_removed_reordered_and_forged_records(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    msgs, b = await chained_capture(tmp_path, ring)
+    await b.close()
+    records = sorted((m for m in msgs if not m[0].endswith("/checkpoint")), key=_position)
+    note = [m for m in msgs if m[0].endswith("/checkpoint")]
+    # altered: one value changed, chain member kept
+    altered = [(t, p.replace(b'"mean":61.8125', b'"mean":91.8125')) if _position((t, p)) == 5 else (t, p)
+               for t, p in records]
+    assert altered != records
+    r = _report(altered + note, ring)
+    assert any(v.startswith("position 5:") for v in r.violations), r.render()
+    # removed
+    r = _report([m for m in records if _position(m) != 7] + note, ring)
+    assert r.missing == [[7, 7]], r.render()
+    # reordered in the chain: two records swap their chain members
+    three, four = records[2], records[3]
+    c3, _, _ = chain.split_payload(three[1])
+    c4, _, _ = chain.split_payload(four[1])
+    _, n3, p3 = chain.split_payload(three[1])
+    _, n4, p4 = chain.split_payload(four[1])
+    swapped = [*records[:2], (three[0], chain.outbound(c3, n4, p4)), (four[0], chain.outbound(c4, n3, p3)),
+               *records[4:]]
+    r = _report(swapped + note, ring)
+    assert any(v.startswith(("position 3:", "position 4:")) for v in r.violations), r.render()
+    # forged: a record invented at a new position, and a checkpoint signed by another key
+    last = records[-1]
+    canonical, n, _ = chain.split_payload(last[1])
+    forged_rec = (last[0], chain.outbound(canonical.replace(b"61.8125", b"12.5"), n + 1,
+                                          chain.link(b"\x00" * 32, b"x")))
+    other, _ = keyring.init(tmp_path / "other")
+    fake_note = checkpoint.sign(checkpoint.origin_for(GW), n + 1, chain.link(b"\x00" * 32, b"x"),
+                                other.signing_key(), checkpoint.origin_for(GW), ring.public_key())
+    r = _report([*records, forged_rec, *note, (checkpoint_topic("t", GW), fake_note.encode())], ring)
+    assert any("rejected" in v for v in r.violations), r.render()
+    assert any(v.startswith(f"position {n}:") or v.startswith(f"position {n + 1}:") for v in r.violations)
+    # an unchained record that claims to be from the gateway
+    r = _report([*records, (last[0], canonical), *note], ring)
+    assert any("no chain position" in v for v in r.violations)
+
+
+async def test_records_dropped_by_quota_leave_a_chained_tombstone(tmp_path: Path, ring: keyring.Keyring) -> None:
+    quotas = QuotaSection(summary=100)
+    b = await open_box(tmp_path / "outbox.sqlite3", ring, quotas=quotas)
+    for _ in range(130):
+        b.submit(summary(b.next_key()))
+    await b.accept(summary(b.next_key()))
+    rows = await b.lease(1000)
+    note = b.checkpoint()
+    await b.close()
+    assert note is not None
+    tombs = [r for r in rows if r.kind is RecordKind.TOMBSTONE]
+    assert tombs, "drops must leave a tombstone"
+    body = json.loads(chain.split_payload(tombs[0].payload)[0])
+    assert body["reason"] == "quota" and body["classes"] == {"summary": body["count"]}
+    report = verify(capture(rows, [note]), verifier(ring))
+    assert report.ok, report.render()
+    assert report.dropped == 31 and report.intact_to == report.chain_size == 131 + len(tombs)
+    # without the tombstone the same gap is "missing": lost or withheld
+    bare = [r for r in rows if r.kind is not RecordKind.TOMBSTONE]
+    report = verify(capture(bare, [note]), verifier(ring))
+    assert not report.ok and report.missing
