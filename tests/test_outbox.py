@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.config.models import QuotaSection
-from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record, schema
+from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record
 from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
 from gateway.outbox.policy import Backlog, lease_shares
 from gateway.records import (

@@ -16,7 +16,6 @@ from gateway.outbox import Outbox, OutboxTooNew, schema
 from tests.daemon_harness import FIXTURES, ROOT, replay_device, write_config
 from tests.test_outbox import GW, alarm, billing, drain, keys_of, open_box, summary
 
-
 NEXT = schema.LATEST + 1  # the format a next version would write
 
 
@@ -55,7 +54,7 @@ async def test_upgrade_then_rollback_keeps_every_pending_record(
     with monkeypatch.context() as m:  # upgrade: the next version migrates the file and adds records
         m.setattr(schema, "MIGRATIONS", {**schema.MIGRATIONS, NEXT: _next_additive})
         m.setattr(schema, "LATEST", NEXT)
-        m.setattr(schema, "MIN_READER", {**schema.MIN_READER, NEXT: schema.MIN_READER[schema.LATEST]})
+        m.setattr(schema, "MIN_READER", {**schema.MIN_READER, NEXT: schema.MIN_READER[NEXT - 1]})
         m.setattr(schema, "__version__", "9.9.0")
         b = await open_box(path)
         during = summary(b.next_key())
