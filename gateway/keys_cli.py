@@ -1,4 +1,4 @@
-"""``iomt-gateway keys init|rotate|status|export``: the keyring on the command line.
+"""iomt-gateway keys init|rotate|status|export: the keyring on the command line.
 
     iomt-gateway keys init   [-c CONFIG | --keyring PATH]   create once; never overwrites (exit 0 if present)
     iomt-gateway keys rotate [-c CONFIG | --keyring PATH]   new AEAD key for new writes; old ones kept

@@ -1,6 +1,6 @@
-"""``iomt-gateway verify --key PUB FILE``: audit a capture of a gateway's published messages.
+"""iomt-gateway verify --key PUB FILE: audit a capture of a gateway's published messages.
 
-FILE (``-`` for stdin) holds either
+FILE (- for stdin) holds either
 
 * JSON lines: {"topic": "...", "payload": "..."} per message (payload_b64 also accepted),
   or a bare record object per line; or

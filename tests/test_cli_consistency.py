@@ -15,7 +15,8 @@ import pytest
 from gateway import plugins
 
 ROOT = Path(__file__).resolve().parent.parent
-VERBS = ["run", "check-config", "schema", "outbox", "demo", "decode", "billing", "keys", "verify", *plugins.names(plugins.COMMANDS_GROUP)]
+VERBS = ["run", "check-config", "schema", "outbox", "demo", "decode", "billing", "keys", "verify",
+         *plugins.names(plugins.COMMANDS_GROUP)]
 
 GOOD = """\
 gateway:
