@@ -6,9 +6,10 @@ until NTP answers.  How the host is asked whether NTP has synchronised it is in 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.clock_sync import host_clock_synchronised, host_clock_synchronised_blocking
@@ -25,11 +26,19 @@ class SyncPolicy(enum.StrEnum):
 
 
 class Clock(Protocol):
+    """The one clock of the daemon: wall time, its quality, elapsed time and waiting.
+
+    Timing logic (backoff, health, heartbeats) reads ``monotonic()`` and waits with ``sleep()``
+    of the injected clock, never ``time`` or ``asyncio.sleep`` directly, so tests move time by hand.
+    """
+
     def now(self) -> float: ...
 
     def quality(self) -> ClockQuality: ...
 
     def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 @dataclass
@@ -44,6 +53,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def refresh(self) -> None:
         """Ask the host (D-Bus, flag file, kernel) off the loop; ``quality()`` then uses the answer.
@@ -86,11 +98,27 @@ class ManualClock:
     """Wall time set by hand, elapsed time real: replays that jump through days while rate limits
     (e.g. the ledger's save interval) still see seconds pass."""
 
+    _sleepers: list[tuple[float, asyncio.Future[None]]] = field(default_factory=list, init=False, repr=False,
+                                                                compare=False)
+
     def now(self) -> float:
         return self.t
 
     def monotonic(self) -> float:
         return time.monotonic() if self.real_monotonic else self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        """Returns once ``advance`` has moved the clock ``seconds`` on (real time with ``real_monotonic``)."""
+        if self.real_monotonic or seconds <= 0:
+            await asyncio.sleep(max(0.0, seconds) if self.real_monotonic else 0)
+            return
+        entry = (self.mono + seconds, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
 
     def quality(self) -> ClockQuality:
         return ClockQuality.SYNCED if self.synced else ClockQuality.UNSYNCED
@@ -98,3 +126,14 @@ class ManualClock:
     def advance(self, dt: float) -> None:
         self.t += dt
         self.mono += dt
+        for due, fut in list(self._sleepers):
+            if due <= self.mono and not fut.done():
+                fut.set_result(None)
+
+    async def run_for(self, seconds: float, step: float) -> None:
+        """Advance ``seconds`` in steps of ``step``, letting every task that is due run after each."""
+        end = self.mono + seconds
+        while self.mono < end - 1e-12:
+            self.advance(min(step, end - self.mono))
+            for _ in range(5):  # a woken task may wake another (a sleep ends, then a queue is read)
+                await asyncio.sleep(0)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import signal
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +133,7 @@ class Daemon:
         self.observer = observer
         self.log = structlog.get_logger()
         self._stop = asyncio.Event()
-        self._heartbeat = time.monotonic()
+        self._heartbeat = self.clock.monotonic()
         self._uncommitted = 0
         self._drain = asyncio.Event()
         self._drain.set()
@@ -225,6 +224,7 @@ class Daemon:
                 commit_interval_ms=st.commit_interval_ms,
                 commit_max_records=st.commit_max_records,
                 on_alarm=self._gateway_alarm_threadsafe,
+                monotonic=self.clock.monotonic,
                 max_record_bytes=self.cfg.upstream.max_record_bytes,
                 keyring=ring,
                 quarantine_days=st.quarantine_days,
@@ -239,7 +239,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        started = self.clock.monotonic()
         if isinstance(self.clock, SystemClock):
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
@@ -298,7 +298,7 @@ class Daemon:
                     "gateway_ready",
                     gateway=self.cfg.gateway.id,
                     devices=len(assignments(self.cfg)),
-                    startup_ms=round((time.monotonic() - started) * 1000),
+                    startup_ms=round((self.clock.monotonic() - started) * 1000),
                 )
                 self.notifier.ready(self.status_line())
                 await self._stop.wait()
@@ -313,11 +313,11 @@ class Daemon:
                 await self.outbox.close()
 
     async def _shutdown(self, uplink_task: asyncio.Task[None]) -> None:
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         steps: dict[str, int] = {}
 
         def step(name: str) -> None:
-            steps[name] = round((time.monotonic() - t0) * 1000)
+            steps[name] = round((self.clock.monotonic() - t0) * 1000)
 
         self.notifier.stopping()
         self.log.info("gateway_stopping")
@@ -482,8 +482,8 @@ class Daemon:
         assert self.pipeline is not None
         n = 0
         while True:
-            await asyncio.sleep(1.0)
-            self._heartbeat = time.monotonic()
+            await self.clock.sleep(1.0)
+            self._heartbeat = self.clock.monotonic()
             now = self.clock.now()
             out = self.pipeline.tick(now, self.clock.quality())
             touched = {r.patient for r in out.records}
@@ -512,12 +512,12 @@ class Daemon:
         if interval is None:
             return
         while True:
-            await asyncio.sleep(interval / 2)
+            await self.clock.sleep(interval / 2)
             # Only a live supervisor loop may keep systemd from restarting us.
-            if time.monotonic() - self._heartbeat < interval / 2:
+            if self.clock.monotonic() - self._heartbeat < interval / 2:
                 self.notifier.watchdog()
             else:
-                self.log.error("watchdog_withheld", heartbeat_age_s=round(time.monotonic() - self._heartbeat, 1))
+                self.log.error("watchdog_withheld", heartbeat_age_s=round(self.clock.monotonic() - self._heartbeat, 1))
 
     # -- reporting ----------------------------------------------------------------------------
 

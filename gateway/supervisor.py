@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +87,10 @@ class DeviceSession:
         sink: ReadingSink,
         *,
         backoff: BackoffPolicy,
+        clock: Clock,
     ) -> None:
         self.assignment = assignment
+        self.clock = clock
         self.spec = spec
         self.ctx = ctx
         self.sink = sink
@@ -109,6 +110,7 @@ class DeviceSession:
                     retrying = AsyncRetrying(
                         retry=retry_if_exception(lambda e: isinstance(e, Exception) and not _final(e)),
                         wait=self._wait,
+                        sleep=self.clock.sleep,
                         before_sleep=self._before_sleep,
                         reraise=True,
                     )
@@ -120,7 +122,7 @@ class DeviceSession:
                     self.log.info("device_session_finished")
                     return
                 except _RanHealthy:
-                    await asyncio.sleep(self.backoff.initial_s * 0.5)
+                    await self.clock.sleep(self.backoff.initial_s * 0.5)
         finally:
             if self.info.state is not SessionState.FINISHED:
                 self.info.state = SessionState.STOPPED
@@ -154,7 +156,7 @@ class DeviceSession:
         connected_at: float | None = None
         try:
             async with driver:
-                connected_at = time.monotonic()
+                connected_at = self.clock.monotonic()
                 self.info.connects += 1
                 self.info.state = SessionState.RUNNING
                 self.log.info("device_connected", driver=self.spec.name)
@@ -165,7 +167,7 @@ class DeviceSession:
                     )
                 async for reading in driver.readings():
                     self.info.readings += 1
-                    self.info.last_reading_mono = time.monotonic()
+                    self.info.last_reading_mono = self.clock.monotonic()
                     await self.sink(self.assignment.patient, reading)
             raise DriverFinished("driver ended its stream")
         except DriverFinished:
@@ -183,7 +185,7 @@ class DeviceSession:
                         clock=ctx.clock.quality(),
                     ),
                 )
-                if time.monotonic() - connected_at >= self.backoff.healthy_after_s:
+                if self.clock.monotonic() - connected_at >= self.backoff.healthy_after_s:
                     raise _RanHealthy() from e
             raise
 
@@ -257,7 +259,7 @@ class Supervisor:
     def _start(self, device_id: str, assignment: Assignment) -> None:
         spec = self.specs[assignment.driver]
         ctx = self.context_for(device_id, assignment)
-        session = DeviceSession(assignment, spec, ctx, self.sink, backoff=self.backoff)
+        session = DeviceSession(assignment, spec, ctx, self.sink, backoff=self.backoff, clock=self.clock)
         task = asyncio.create_task(session.run(), name=f"device:{device_id}")
         self._sessions[device_id] = (assignment, session, task)
 

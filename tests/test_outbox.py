@@ -7,10 +7,12 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.clock import ManualClock
 from gateway.config.models import QuotaSection
 from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record
 from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
@@ -368,6 +370,26 @@ async def test_summary_quota_drops_oldest_and_counts(tmp_path: Path) -> None:
     assert len(drops) == 1 and 1 <= drops[0]["summary"] <= 30 and drops[0]["log_level"] == "warning"
     await b.close()
     assert Outbox.inspect(tmp_path / "o.db").classes[RecordKind.SUMMARY].dropped == 30
+
+
+async def test_drop_warnings_are_one_a_minute_on_the_injected_clock(tmp_path: Path) -> None:
+    clock = ManualClock()
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(summary=100), monotonic=clock.monotonic)
+
+    async def overflow(n: int) -> list[dict[str, Any]]:
+        with capture_logs() as logs:
+            for _ in range(n):  # one commit each: each drops one row
+                await b.accept(summary(b.next_key()))
+        return [e for e in logs if e["event"] == "outbox_dropped"]
+
+    await asyncio.gather(*(b.submit(summary(b.next_key())) for _ in range(100)))  # fills the quota
+    assert [e["summary"] for e in await overflow(3)] == [1]  # the first drop is told at once
+    clock.advance(59.0)
+    assert await overflow(4) == []  # within the minute: counted, not logged
+    clock.advance(1.0)
+    assert [e["summary"] for e in await overflow(1)] == [7]  # then the sum of what was held back
+    assert b.stats().classes[RecordKind.SUMMARY].dropped == 8
+    await b.close()
 
 
 async def test_quota_drop_spares_leased_rows(tmp_path: Path) -> None:

@@ -91,12 +91,14 @@ class Outbox:
         max_record_bytes: int = mqtt_limits.MAX_RECORD_BYTES,
         keyring: Keyring | None = None,
         quarantine_days: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> Outbox:
         """Open (creating, migrating or — if damaged — replacing) the outbox at ``path``.
 
         ``free_bytes(folder)`` measures free disk space (injectable for tests); ``max_db_bytes``
         is an optional hard cap on the file (SQLite then fails writes with SQLITE_FULL, handled
-        like a full disk); ``clock`` gives Unix time for ``created`` and ages.  A record whose JSON
+        like a full disk); ``clock`` gives Unix time for ``created`` and ages, ``monotonic`` elapsed
+        time for the writer's rate limits (prune, drop log).  A record whose JSON
         is larger than ``max_record_bytes`` is refused (``RecordTooLarge``, technical alarm
         ``record_too_large``).
 
@@ -121,6 +123,7 @@ class Outbox:
             keyring=keyring,
             gateway_id=gateway_id,
             quarantine_max_age_s=None if quarantine_days is None else quarantine_days * 86_400.0,
+            monotonic=monotonic,
         )
         box = cls(_settings=settings, _gateway_id=gateway_id, _on_alarm=on_alarm)
         # what is published is the record plus its chain member: keep the sum within the limit

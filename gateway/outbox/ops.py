@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,9 @@ class Settings:
     keyring: Keyring | None = None  # None: rows in clear, no chain (tests, benchmarks)
     gateway_id: str = ""
     quarantine_max_age_s: float | None = None  # damaged files moved aside are deleted after this
+    # Elapsed time for the writer's bookkeeping timers (prune, drop log).  The group-commit pacing
+    # stays on time.monotonic: it is paired with real waits on the writer thread's condition.
+    monotonic: Callable[[], float] = time.monotonic
 
 
 def statvfs_free_bytes(folder: Path) -> int:

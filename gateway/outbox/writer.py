@@ -513,8 +513,8 @@ class Writer:
         if reserve_hi is not None:
             meta.append(("seq_hi", str(reserve_hi)))
         conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
-        if time.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
-            self._last_prune = time.monotonic()
+        if self._s.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
+            self._last_prune = self._s.monotonic()
             conn.execute("DELETE FROM delivered WHERE at < ?", (now - _DELIVERED_KEEP_S,))
             conn.execute(
                 "DELETE FROM delivered WHERE key IN "
@@ -775,7 +775,7 @@ class Writer:
             self._drops_unlogged[k] += n
         if not any(self._drops_unlogged.values()):
             return
-        now = time.monotonic()
+        now = self._s.monotonic()
         if now - self._drop_logged_at < _DROP_LOG_EVERY_S:
             return
         self._drop_logged_at = now
