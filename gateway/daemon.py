@@ -532,6 +532,9 @@ class Daemon:
         line = f"{up}/{len(sessions)} devices up, broker {broker}, outbox {depth} pending, {alarms} alarms active"
         if self.clock.quality() is not ClockQuality.SYNCED:
             line += ", clock not synchronised"
+        failed = sorted(self.supervisor.task_failures()) if self.supervisor else []
+        if failed:
+            line += f", stopped on an error: {', '.join(failed)}"
         if self._reload_problem is not None:
             line = f"{self._reload_problem}; {line}"
         return line
@@ -544,6 +547,3 @@ class Daemon:
             "refused": self.refused,
         }
 
-
-def clock_quality_label(q: ClockQuality) -> str:
-    return "" if q is ClockQuality.SYNCED else f" [{q.value}]"

@@ -307,6 +307,3 @@ OutboundRecord = Annotated[
 ]
 """The union the outbox stores and the uplink publishes (``kind`` selects the model)."""
 
-
-def record_kind(record: SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord) -> RecordKind:
-    return RecordKind(record.kind)

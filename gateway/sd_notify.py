@@ -21,10 +21,6 @@ class Notifier:
         if usec.isdigit() and (not pid or pid == str(os.getpid())):
             self.watchdog_s = int(usec) / 1e6
 
-    @property
-    def enabled(self) -> bool:
-        return self._addr is not None
-
     def send(self, *fields: str) -> None:
         if self._addr is None:
             return

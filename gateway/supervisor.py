@@ -281,8 +281,9 @@ class Supervisor:
     def sessions(self) -> list[SessionInfo]:
         return [s.info for _, s, _ in self._sessions.values()]
 
-    def task_failures(self) -> dict[str, Any]:
-        """Sessions whose task died with an unexpected error (should never happen; reported in status)."""
+    def task_failures(self) -> dict[str, BaseException]:
+        """Sessions whose task died with an error instead of being retried (a driver's non-retryable
+        error, or a bug here); the daemon names them in its STATUS= line."""
         out: dict[str, Any] = {}
         for device_id, (_, _, task) in self._sessions.items():
             if task.done() and not task.cancelled() and task.exception() is not None:

@@ -12,6 +12,7 @@ from gateway.driver_api import (
     Driver,
     DriverConnectFailed,
     DriverDisconnected,
+    DriverError,
     DriverFinished,
     DriverSettings,
     DriverSpec,
@@ -21,8 +22,14 @@ from gateway.records import Reading, Vital, VitalReading
 
 class ScriptSettings(DriverSettings):
     driver: Literal["script"] = "script"
-    behaviour: Literal["flaky", "steady", "buggy", "finite", "refused", "drops"] = "steady"
+    behaviour: Literal["flaky", "steady", "buggy", "finite", "refused", "drops", "fatal"] = "steady"
     drop_after_s: float = 1.0  # "drops": the link drops after this long
+
+
+class Unsupported(DriverError):
+    """A plug-in driver's error that no retry can fix."""
+
+    retryable = False
 
 
 CONNECTS: dict[str, int] = {}
@@ -39,6 +46,8 @@ class ScriptDriver(Driver):
         CONNECT_TIMES.setdefault(self.ctx.device_id, []).append(self.ctx.clock.monotonic())
         if self.settings.behaviour == "refused":
             raise DriverConnectFailed("nobody answers")
+        if self.settings.behaviour == "fatal":
+            raise Unsupported("this firmware speaks another protocol")
 
     async def close(self) -> None:
         pass

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock
+from gateway.config.loader import parse_config_text
+from gateway.daemon import Daemon
 from gateway.driver_api import DeviceContext
 from gateway.records import DeviceEvent, DeviceState, Reading, VitalReading
 from gateway.supervisor import Assignment, BackoffPolicy, SessionState, Supervisor
@@ -113,4 +115,22 @@ async def test_a_session_that_ran_healthily_starts_over_with_a_short_backoff(tmp
     waits = [g - 2.0 for g in short_gaps]  # minus the 2 s it ran each time
     assert len(waits) >= 3
     assert all(min(2.0**n, 60.0) - 0.05 <= w <= 2.0**n + 1.05 for n, w in enumerate(waits)), waits
+    await sup.stop_all()
+
+
+async def test_a_session_stopped_by_a_non_retryable_error_is_named_in_status(tmp_path: Path) -> None:
+    clock = ManualClock()
+    sup = _supervisor(tmp_path, [], clock)
+    sup.apply({"odd": _a("odd", "fatal"), "ok": _a("ok", "steady")})
+    await clock.run_for(0.05, step=0.001)
+    failures = sup.task_failures()
+    assert list(failures) == ["odd"] and "another protocol" in str(failures["odd"])
+    cfg = parse_config_text(
+        "gateway: {id: gw}\nupstream: {url: 'mqtt://127.0.0.1:1883'}\nstorage: {path: state}\n"
+        "patients: [{id: p, devices: [{id: r, driver: replay, vitals: x.jsonl}]}]\n",
+        file=tmp_path / "gateway.yaml",
+    )
+    daemon = Daemon(tmp_path / "gateway.yaml", cfg, clock=clock)
+    daemon.supervisor = sup
+    assert daemon.status_line().endswith(", stopped on an error: odd")
     await sup.stop_all()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,11 +274,3 @@ class BleLink:
             # on a device-side drop), and close() must do that or every lost link leaks a socket.
             raise DriverDisconnected(f"{self.name}: {item.reason}", reason="link_lost")
         return item
-
-    async def notifications(self, idle_timeout_s: float | None = None) -> AsyncIterator[Notification]:
-        """Every notification until the link drops, or until ``idle_timeout_s`` without any."""
-        while True:
-            item = await self.next(idle_timeout_s)
-            if item is None:
-                raise DriverDisconnected(f"{self.name}: no data for {idle_timeout_s} s", reason="no_data")
-            yield item

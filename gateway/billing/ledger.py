@@ -206,10 +206,6 @@ class BillingLedger:
     def summary(self) -> list[PatientBillingView]:
         return [view_of(book, held=self._hold.held_readings(p)) for p, book in sorted(self._books.items())]
 
-    @property
-    def dropped_unsynced(self) -> int:
-        return self._hold.dropped_readings
-
     # ---------------------------------------------------------------- internals
 
     def _hold_reading(self, patient: str, device: str, t: float, host_synced: bool) -> None:
