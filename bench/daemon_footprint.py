@@ -1,11 +1,14 @@
 """Daemon footprint: time to READY=1, resident memory while running the demo load, import costs.
 
-Usage: uv run python bench/daemon_footprint.py [--seconds 20]
+Usage: uv run python bench/daemon_footprint.py [--seconds 20] [--devices 4|8]
 
 Starts `iomt-gateway run` on config/demo.yaml (with a private Mosquitto when installed) as systemd
 would — with a NOTIFY_SOCKET — and reports:
   * start → READY=1 (target ≤ 1.5 s), measured from process spawn;
-  * RSS (VmRSS) and peak RSS (VmHWM) after --seconds of the demo's four replayed devices (target ≤ 80 MB);
+  * RSS (VmRSS) and peak RSS (VmHWM) after --seconds of the replayed devices (target ≤ 80 MB): the
+    demo's four (two oximeters, two ECG streams), or with ``--devices 8`` a fuller hub — 2 ECG
+    streams, 4 oximeters, a blood-pressure cuff and a scale over four patients — all replayed at
+    real time;
   * CPU seconds used over that time;
   * what each heavy import costs on its own, in a fresh interpreter (RSS delta and wall time).
 """
@@ -13,6 +16,7 @@ would — with a NOTIFY_SOCKET — and reports:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -58,6 +63,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _last_status(sock: socket.socket) -> str:
+    """The newest STATUS= the daemon sent (it sends one every 10 s): shows every device was up."""
+    sock.setblocking(False)
+    last = "(none)"
+    while True:
+        try:
+            msg = sock.recv(4096).decode()
+        except BlockingIOError:
+            return last
+        for line in msg.split("\n"):
+            if line.startswith("STATUS="):
+                last = line.removeprefix("STATUS=")
+
+
 def import_cost(module: str) -> tuple[float, float]:
     code = (
         "import time,resource,sys;"
@@ -71,9 +90,41 @@ def import_cost(module: str) -> tuple[float, float]:
     return float(dt), float(mb)
 
 
+def _spot_checks(path: Path, every_s: float, values: list[tuple[str, float]], span_s: float = 3600.0) -> str:
+    """A recording of spot checks (a cuff or a scale): ``values`` every ``every_s`` seconds."""
+    lines = [
+        json.dumps({"t": k * every_s + j * 0.5, "vital": vital, "value": value})
+        for k in range(int(span_s / every_s))
+        for j, (vital, value) in enumerate(values)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def eight_devices(cfg: dict[str, Any], tmp: Path) -> None:
+    """The demo's two patients (oximeter + ECG each) plus two more with an oximeter each, one of
+    them also with a BP cuff (a reading every 30 s) and the other with a scale (every 60 s)."""
+    vitals = {p["id"]: next(d["vitals"] for d in p["devices"] if "vitals" in d) for p in cfg["patients"]}
+    a, b = list(vitals.values())
+    bp = [("systolic_bp", 128.0), ("diastolic_bp", 82.0), ("pulse_rate", 71.0)]
+    cuff = _spot_checks(tmp / "cuff.jsonl", 30.0, bp)
+    scale = _spot_checks(tmp / "scale.jsonl", 60.0, [("body_weight", 81.5)])
+    cfg["patients"] += [
+        {"id": "p-3b90", "devices": [
+            {"id": "ox-3b90", "driver": "replay", "vitals": a, "loop": True},
+            {"id": "bp-3b90", "driver": "replay", "vitals": cuff, "loop": True},
+        ]},
+        {"id": "p-88d4", "devices": [
+            {"id": "ox-88d4", "driver": "replay", "vitals": b, "loop": True},
+            {"id": "scale-88d4", "driver": "replay", "vitals": scale, "loop": True},
+        ]},
+    ]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--devices", type=int, choices=(4, 8), default=4)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
@@ -91,12 +142,15 @@ def main() -> None:
             for k in ("vitals", "ecg"):
                 if k in d:
                     d[k] = str((ROOT / "config" / d[k]).resolve())
+    if args.devices == 8:
+        eight_devices(cfg, tmp)
+    n_devices = sum(len(p["devices"]) for p in cfg["patients"])
     cfg_path = tmp / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     sock_path = tmp / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
-    sock.settimeout(10)
+    sock.settimeout(60)  # a loaded machine can take a while to import everything
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -116,6 +170,7 @@ def main() -> None:
         time.sleep(args.seconds)
         st = _status(proc.pid)
         cpu = _cpu_s(proc.pid) - cpu0
+        status = _last_status(sock)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -123,10 +178,11 @@ def main() -> None:
             broker.stop()
     print(f"{'measure':<44}{'value':>12}   target")
     print(f"{'start -> READY=1':<44}{ready_s:>10.2f} s   <= 1.5 s")
-    label = f"RSS after {args.seconds:g} s of the demo (4 devices)"
+    label = f"RSS after {args.seconds:g} s, {n_devices} devices"
     print(f"{label:<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
     print(f"{'peak RSS (VmHWM)':<44}{st['VmHWM'] / 1024:>9.1f} MB")
     print(f"{'CPU while running':<44}{100 * cpu / args.seconds:>10.1f} %   of one core")
+    print(f"last STATUS= from the daemon: {status}")
     print()
     print(f"{'import (fresh interpreter)':<30}{'wall s':>8}{'RSS MB':>9}")
     for m in IMPORTS:
