@@ -21,13 +21,22 @@ HERE = Path(__file__).parent
 EXCERPTS = [("119", 0, 300), ("116", 600, 300)]
 
 
-def cut_excerpt(mitdb: Path, name: str, start_s: int, length_s: int, out_dir: Path) -> None:
-    """Write lead 0 of MIT-BIH record ``name`` from ``start_s`` for ``length_s`` (WFDB fmt 212, with its
-    reference annotations shifted to the excerpt) as ``out_dir/mitdb_<name>_<start>s``."""
+def cut_excerpt(
+    mitdb: Path,
+    name: str,
+    start_s: int,
+    length_s: int,
+    out_dir: Path,
+    prefix: str = "mitdb",
+    fmt: str = "212",
+    source: str = "MIT-BIH",
+) -> None:
+    """Write lead 0 of record ``name`` (MIT-BIH by default) from ``start_s`` for ``length_s`` (WFDB ``fmt``,
+    with its reference annotations shifted to the excerpt) as ``out_dir/<prefix>_<name>_<start>s``."""
     rec = wfdb.rdrecord(str(mitdb / name), channels=[0], physical=False)
     fs = int(rec.fs)
     a, b = start_s * fs, (start_s + length_s) * fs
-    out = f"mitdb_{name}_{start_s}s"
+    out = f"{prefix}_{name}_{start_s}s"
     wfdb.wrsamp(
         out,
         fs=fs,
@@ -35,11 +44,11 @@ def cut_excerpt(mitdb: Path, name: str, start_s: int, length_s: int, out_dir: Pa
         sig_name=rec.sig_name,
         d_signal=rec.d_signal[a:b],
         p_signal=None,
-        fmt=["212"],
+        fmt=[fmt],
         adc_gain=rec.adc_gain,
         baseline=rec.baseline,
         write_dir=str(out_dir),
-        comments=[f"excerpt of MIT-BIH record {name}, samples {a}..{b}"],
+        comments=[f"excerpt of {source} record {name}, samples {a}..{b}"],
     )
     ann = wfdb.rdann(str(mitdb / name), "atr", sampfrom=a, sampto=b - 1)
     wfdb.wrann(

@@ -1,0 +1,237 @@
+"""VF/flutter alarms of our streaming detector, scored per episode and per second.
+
+    uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0]
+
+Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
+as the daemon runs it (R-peak detector, quality index, VF detector), clean and then mixed with a
+noise record of the MIT-BIH Noise Stress Test Database (``--nstdb``, default: ``nstdb`` next to DIR;
+channel 0 of the noise, at each ``--snr``).  VF/flutter is read from rhythm aux notes (``(VF``,
+``(VFIB``, ``(VFL``) and ``[`` ... ``]`` annotations (an unclosed ``[`` runs to the record's end).
+
+Scoring:
+
+* episodes: annotated VF/flutter, adjacent segments merged; those shorter than 8 s are left out
+  of the sensitivity.  Detected when the alarm is active at some moment of the episode; delay =
+  from the episode's onset to the alarm (0 if the alarm was already on).
+* ``false_alarm_episodes``: alarm raises outside every annotated VF/flutter, short ones included,
+  allowing ``--tolerance-s`` (default 4 s, the detector's window) after an episode's end — the
+  window that raised it still held the VF.
+* ``Sp_second``: share of the seconds without annotated VF/flutter in which the alarm is off.
+  Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
+  the alarm clears with deliberate hysteresis.  The figure without that grace is printed too.
+
+Printed per record, overall, and per noise level; the last line is the clean overall figure:
+
+    overall vf: episodes=N detected=N Se_episode=PCT delay_median_s=S delay_max_s=S Sp_second=PCT false_alarm_episodes=N
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vf_data import load, mix_noise, noise_record, vf_intervals
+
+from gateway.signal.vf_detector import VfDetector
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mitdb"
+MIN_EPISODE_S = 8.0
+
+
+@dataclass
+class RecordScore:
+    name: str
+    episodes: int = 0
+    detected: int = 0
+    delays_s: list[float] = field(default_factory=list)
+    false_alarms: int = 0
+    other_s: int = 0  # scored non-VF seconds
+    other_alarm_s: int = 0
+    other_s_raw: int = 0  # without the post-episode grace
+    other_alarm_s_raw: int = 0
+    raises: int = 0
+
+    def add(self, o: RecordScore) -> None:
+        self.episodes += o.episodes
+        self.detected += o.detected
+        self.delays_s += o.delays_s
+        self.false_alarms += o.false_alarms
+        self.other_s += o.other_s
+        self.other_alarm_s += o.other_alarm_s
+        self.other_s_raw += o.other_s_raw
+        self.other_alarm_s_raw += o.other_alarm_s_raw
+        self.raises += o.raises
+
+    @property
+    def se(self) -> float:
+        return 100.0 * self.detected / self.episodes if self.episodes else float("nan")
+
+    @property
+    def sp(self) -> float:
+        return 100.0 * (1 - self.other_alarm_s / self.other_s) if self.other_s else float("nan")
+
+    @property
+    def sp_raw(self) -> float:
+        return 100.0 * (1 - self.other_alarm_s_raw / self.other_s_raw) if self.other_s_raw else float("nan")
+
+
+def alarm_intervals(x: npt.NDArray[np.float64], fs: float, block_s: float) -> list[tuple[int, int]]:
+    """Run the detector as the daemon does; the sample intervals during which the alarm is on."""
+    det = VfDetector(fs)
+    step = max(1, round(block_s * fs))
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    for a in range(0, len(x), step):
+        for ch in det.feed(x[a : a + step]).changes:
+            if ch.active:
+                start = ch.index
+            elif start is not None:
+                out.append((start, ch.index))
+                start = None
+    if start is not None:
+        out.append((start, len(x)))
+    return out
+
+
+def score(
+    name: str,
+    n: int,
+    fs: float,
+    truth: list[tuple[int, int]],
+    alarms: list[tuple[int, int]],
+    tol_s: float,
+    grace_s: float,
+) -> RecordScore:
+    r = RecordScore(name)
+    on = np.zeros(n, dtype=bool)
+    for a, b in alarms:
+        on[a:b] = True
+    for a, b in truth:
+        if (b - a) / fs < MIN_EPISODE_S:
+            continue
+        r.episodes += 1
+        hit = np.flatnonzero(on[a:b])
+        if len(hit):
+            r.detected += 1
+            r.delays_s.append(float(hit[0]) / fs)
+    tol = int(tol_s * fs)
+    r.raises = len(alarms)
+    for a, _ in alarms:
+        if not any(s <= a <= e + tol for s, e in truth):
+            r.false_alarms += 1
+    sec = round(fs)
+    m = n // sec
+    vf = np.zeros(n, dtype=bool)
+    grace = np.zeros(n, dtype=bool)
+    for a, b in truth:
+        vf[a:b] = True
+        grace[b : b + int(grace_s * fs)] = True
+    vf_s = vf[: m * sec].reshape(m, sec).any(axis=1)
+    grace_s_mask = grace[: m * sec].reshape(m, sec).any(axis=1)
+    on_s = on[: m * sec].reshape(m, sec)[:, -1]  # the alarm state at the end of each second
+    raw = ~vf_s
+    scored = raw & ~grace_s_mask
+    r.other_s_raw, r.other_alarm_s_raw = int(raw.sum()), int((on_s & raw).sum())
+    r.other_s, r.other_alarm_s = int(scored.sum()), int((on_s & scored).sum())
+    return r
+
+
+def evaluate(
+    path: Path,
+    lead: int,
+    nstdb: Path | None,
+    noise: str | None,
+    snr: float | None,
+    block_s: float,
+    tol_s: float,
+    grace_s: float,
+) -> RecordScore:
+    x, fs = load(path, lead)
+    if noise is not None and snr is not None and nstdb is not None:
+        x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
+    truth = vf_intervals(path, len(x))
+    return score(path.name, len(x), fs, truth, alarm_intervals(x, fs, block_s), tol_s, grace_s)
+
+
+def _fmt(tag: str, s: RecordScore) -> str:
+    d = np.asarray(s.delays_s) if s.delays_s else np.asarray([np.nan])
+    return (
+        f"{tag}: episodes={s.episodes} detected={s.detected} Se_episode={s.se:.1f} "
+        f"delay_median_s={np.median(d):.1f} delay_max_s={np.max(d):.1f} Sp_second={s.sp:.2f} "
+        f"false_alarm_episodes={s.false_alarms}"
+    )
+
+
+def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> RecordScore:
+    jobs = [(p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s) for p in paths]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(evaluate, *zip(*jobs, strict=True)))
+    else:
+        results = [evaluate(*j) for j in jobs]
+    label = "clean" if noise is None else f"{noise} {snr:g} dB"
+    print(f"-- {label} --")
+    print(
+        f"{'record':>7} {'ep':>3} {'det':>3} {'delays s':>16} {'raises':>6} {'false':>5} {'Sp_s %':>7} {'Sp raw %':>8}"
+    )
+    total = RecordScore("overall")
+    for r in results:
+        total.add(r)
+        delays = " ".join(f"{d:.0f}" for d in r.delays_s)[:16]
+        print(
+            f"{r.name:>7} {r.episodes:>3} {r.detected:>3} {delays:>16} {r.raises:>6} {r.false_alarms:>5} "
+            f"{r.sp:7.2f} {r.sp_raw:8.2f}"
+        )
+    print(f"{label}: Sp_second without the {args.grace_s:g} s post-episode grace = {total.sp_raw:.2f} %")
+    print(_fmt(f"{label} vf", total))
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of WFDB records (.hea/.dat/.atr)")
+    ap.add_argument("--nstdb", type=Path, default=None, help="noise records (default: nstdb next to --data)")
+    ap.add_argument("--noise", default="em", help="noise record mixed in: em, ma or bw (default em)")
+    ap.add_argument("--snr", type=float, nargs="*", default=[6.0, 0.0], help="noise levels in dB (default 6 0)")
+    ap.add_argument("--lead", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--block-s", type=float, default=0.1)
+    ap.add_argument("--tolerance-s", type=float, default=4.0)
+    ap.add_argument("--grace-s", type=float, default=10.0)
+    ap.add_argument("--records", nargs="*")
+    args = ap.parse_args(argv)
+    if args.nstdb is None:
+        args.nstdb = args.data.resolve().parent / "nstdb"
+    paths = sorted(p.with_suffix("") for p in args.data.glob("*.hea") if p.with_suffix(".atr").exists())
+    if args.records:
+        paths = [p for p in paths if p.name in set(args.records)]
+    if not paths:
+        print(f"no annotated WFDB records in {args.data}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    summaries = []
+    if (args.nstdb / f"{args.noise}.hea").exists():
+        for snr in args.snr:
+            summaries.append(_fmt(f"{args.noise} {snr:g} dB vf", run_set(paths, args, args.noise, snr)))
+    else:
+        print(f"no noise record {args.nstdb / args.noise}: noise-mixed runs skipped")
+    clean = run_set(paths, args, None, None)
+    print(f"records: {len(paths)} (lead {args.lead}), wall time {time.perf_counter() - t0:.0f} s")
+    for line in summaries:
+        print(line)
+    print(_fmt("overall vf", clean))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""WFDB helpers shared by the VF benchmark and the VF model trainer.
+
+* ``vf_intervals`` reads where a record marks ventricular fibrillation or flutter, both ways
+  databases do it: rhythm aux notes (``(VF``, ``(VFIB``, ``(VFL`` start it, any other rhythm note
+  ends it) and ``[`` ... ``]`` onset/end annotations (an unclosed ``[`` runs to the end).
+* ``mix_noise`` adds a noise record from the MIT-BIH Noise Stress Test Database at a given SNR,
+  with the signal power taken as (median peak-to-peak per second)^2 / 8 — the power of a sine of
+  that amplitude, after the nstdb convention of measuring the signal by its QRS amplitude — and
+  the noise power as the mean square of the noise (mean removed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+VF_NOTES = ("(VF", "(VFIB", "(VFL")
+
+
+def load(path: Path, lead: int = 0) -> tuple[FloatArray, float]:
+    import wfdb  # noqa: PLC0415
+
+    rec = wfdb.rdrecord(str(path), channels=[lead])
+    sig = np.nan_to_num(np.asarray(rec.p_signal[:, 0], dtype=np.float64))
+    unit = (rec.units or ["mV"])[0]
+    if unit.lower() in ("uv", "µv"):
+        sig = sig * 1e-3
+    return sig, float(rec.fs)
+
+
+def vf_intervals(path: Path, n: int) -> list[tuple[int, int]]:
+    """Sample intervals [start, end) of VF/flutter in record ``path`` of ``n`` samples, merged."""
+    import wfdb  # noqa: PLC0415
+
+    ann = wfdb.rdann(str(path), "atr")
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    bracket: int | None = None
+    for sample, sym, aux in zip(ann.sample, ann.symbol, ann.aux_note, strict=True):
+        s = int(sample)
+        note = (aux or "").strip("\x00").strip()
+        if sym == "[":
+            bracket = s if bracket is None else bracket
+        elif sym == "]":
+            if bracket is not None:
+                out.append((bracket, s))
+            bracket = None
+        if note.startswith("("):
+            is_vf = note in VF_NOTES
+            if is_vf and start is None:
+                start = s
+            elif not is_vf and start is not None:
+                out.append((start, s))
+                start = None
+    if start is not None:
+        out.append((start, n))
+    if bracket is not None:
+        out.append((bracket, n))
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in out:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        elif b > a:
+            merged.append((a, b))
+    return merged
+
+
+def vf_mask(n: int, intervals: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(n, dtype=bool)
+    for a, b in intervals:
+        mask[a:b] = True
+    return mask
+
+
+def noise_record(nstdb: Path, name: str, fs: float, n: int, channel: int = 0, offset_s: float = 0.0) -> FloatArray:
+    """``n`` samples of noise record ``name`` ('em', 'ma', 'bw') at ``fs``, looped if needed."""
+    from fractions import Fraction  # noqa: PLC0415
+
+    from scipy.signal import resample_poly  # noqa: PLC0415
+
+    noise, nfs = load(nstdb / name, channel)
+    if nfs != fs:
+        ratio = Fraction(fs / nfs).limit_denominator(1000)
+        noise = resample_poly(noise, ratio.numerator, ratio.denominator)
+    start = int(offset_s * fs) % len(noise)
+    noise = np.roll(noise, -start)
+    reps = int(np.ceil(n / len(noise)))
+    return np.tile(noise, reps)[:n] - float(noise.mean())
+
+
+def signal_power(x: FloatArray, fs: float) -> float:
+    sec = int(fs)
+    m = len(x) // sec
+    ptp = np.ptp(x[: m * sec].reshape(m, sec), axis=1)
+    return float(np.median(ptp)) ** 2 / 8.0
+
+
+def mix_noise(x: FloatArray, fs: float, noise: FloatArray, snr_db: float) -> FloatArray:
+    gain = np.sqrt(signal_power(x, fs) / (float(np.mean(noise**2)) * 10 ** (snr_db / 10.0)))
+    return x + gain * noise

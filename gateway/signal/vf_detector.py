@@ -1,0 +1,216 @@
+"""Streaming ventricular fibrillation / flutter detector for one ECG channel.
+
+Every ``hop_s`` (1 s, aligned on the sample index) the last ``window_s`` (4 s) of ECG, band-passed
+1-30 Hz by a causal filter and decimated to 80-160 Hz, are described by established VF features
+(``vf_features``) and scored by a logistic model trained on the MIT-BIH Malignant Ventricular
+Ectopy Database together with negatives from MIT-BIH arrhythmia records, clean and mixed with
+electrode-motion and muscle noise
+(``scripts/train_vf_model.py``; the weights and their provenance are in ``vf_model.json``).
+
+An *episode* starts when ``raise_steps`` of the last ``raise_of`` steps score VF-like, and ends after
+``clear_steps`` VF-free steps in a row (hysteresis: a few organised-looking seconds inside VF do not
+end it, nor restart it).  The state is a ring of filtered samples and a few numbers, so feeding a
+signal in any split gives exactly the steps and episodes of feeding it at once (tested).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.signal import vf_features
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+MODEL_PATH = Path(__file__).with_name("vf_model.json")
+BAND_HZ = (1.0, 30.0)
+ANTI_ALIAS_HZ = 35.0
+FEATURE_RATE_HZ = 80.0
+
+
+@dataclass(frozen=True, slots=True)
+class VfModel:
+    """Logistic model over standardised features: p = 1 / (1 + exp(-(w . (f - mean) / scale + b)))."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+
+    def score(self, f: FloatArray) -> float:
+        z = float(np.dot(self.weights, (f - np.asarray(self.mean)) / np.asarray(self.scale))) + self.bias
+        return 1.0 / (1.0 + float(np.exp(-max(-50.0, min(50.0, z)))))
+
+
+def load_model(path: Path = MODEL_PATH) -> VfModel:
+    """Read a model file; raises ValueError when it does not fit the features computed here."""
+    doc = json.loads(path.read_text())
+    names = tuple(doc["features"])
+    if names != vf_features.FEATURE_NAMES:
+        raise ValueError(f"{path}: model features {names} differ from {vf_features.FEATURE_NAMES}")
+    model = VfModel(
+        mean=tuple(float(v) for v in doc["mean"]),
+        scale=tuple(float(v) for v in doc["scale"]),
+        weights=tuple(float(v) for v in doc["weights"]),
+        bias=float(doc["bias"]),
+    )
+    if not len(model.mean) == len(model.scale) == len(model.weights) == len(names):
+        raise ValueError(f"{path}: coefficient lengths do not match {len(names)} features")
+    return model
+
+
+@cache
+def default_model() -> VfModel:
+    return load_model()
+
+
+@dataclass(frozen=True, slots=True)
+class VfParams:
+    window_s: float = 4.0
+    hop_s: float = 1.0
+    threshold: float = 0.7  # model probability above which a step is VF-like
+    raise_steps: int = 4  # VF-like steps among the last ``raise_of`` that start an episode
+    raise_of: int = 5
+    clear_steps: int = 8  # VF-free steps in a row that end an episode
+    min_amplitude_mv: float = 0.05  # RMS below which a window is never VF (flat line, very fine VF)
+
+
+@dataclass(frozen=True, slots=True)
+class VfStep:
+    end_index: int  # exclusive end of the window scored
+    probability: float
+    vf_like: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VfChange:
+    """An episode starts (``active``) or ends at the step closing at ``index``."""
+
+    index: int
+    active: bool
+    onset_index: int  # for a start: first VF-like step's window end; for an end: the episode's start
+
+
+@dataclass(slots=True)
+class VfOutput:
+    steps: list[VfStep] = field(default_factory=list)
+    changes: list[VfChange] = field(default_factory=list)
+
+
+class VfDetector:
+    def __init__(
+        self, fs: float, params: VfParams | None = None, model: VfModel | None = None, first_index: int = 0
+    ) -> None:
+        self.fs = fs
+        self.params = p = params or VfParams()
+        self.model = model or default_model()
+        self.decimate = decimation(fs)
+        self.fs_features = fs / self.decimate
+        self.window = window_length(self.fs_features, p)
+        self.hop = max(1, round(p.hop_s * self.fs_features))
+        self._band = SosFilter.design(feature_sos(fs))
+        self._ring = np.zeros(self.window)
+        self._raw_seen = 0  # input samples since the start
+        self._seen = 0  # decimated samples since the start
+        self._first = first_index
+        self._recent: deque[bool] = deque(maxlen=p.raise_of)
+        self._recent_ends: deque[int] = deque(maxlen=p.raise_of)
+        self._free = 0
+        self.active = False
+        self.onset_index = 0
+
+    def feed(self, samples_mv: FloatArray) -> VfOutput:
+        out = VfOutput()
+        if len(samples_mv) == 0:
+            return out
+        y = self._band.run(samples_mv)[(-self._raw_seen) % self.decimate :: self.decimate]
+        self._raw_seen += len(samples_mv)
+        pos = 0
+        while pos < len(y):
+            take = min(self.hop - self._seen % self.hop, len(y) - pos)
+            self._push(y[pos : pos + take])
+            pos += take
+            self._seen += take
+            if self._seen % self.hop == 0 and self._seen >= self.window:
+                self._step(self._first + (self._seen - 1) * self.decimate + 1, out)
+        return out
+
+    def suppress(self, end_index: int) -> list[VfChange]:
+        """The signal is not ECG (flat, saturated, artefact): no episode may start or go on."""
+        self._recent.clear()
+        self._recent_ends.clear()
+        if not self.active:
+            return []
+        self.active = False
+        self._free = 0
+        return [VfChange(end_index, False, self.onset_index)]
+
+    def _push(self, piece: FloatArray) -> None:
+        k = len(piece)
+        self._ring = np.concatenate((self._ring[k:], piece)) if k < self.window else piece[-self.window :].copy()
+
+    def _step(self, end: int, out: VfOutput) -> None:
+        p = self.params
+        f = vf_features.compute(self._ring, self.fs_features)
+        prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
+        vf_like = prob >= p.threshold
+        out.steps.append(VfStep(end, prob, vf_like))
+        self._recent.append(vf_like)
+        self._recent_ends.append(end)
+        if not self.active:
+            if sum(self._recent) >= p.raise_steps:
+                self.active = True
+                self._free = 0
+                self.onset_index = next(e for e, v in zip(self._recent_ends, self._recent, strict=True) if v)
+                out.changes.append(VfChange(end, True, self.onset_index))
+        elif vf_like:
+            self._free = 0
+        else:
+            self._free += 1
+            if self._free >= p.clear_steps:
+                self.active = False
+                self._recent.clear()
+                self._recent_ends.clear()
+                out.changes.append(VfChange(end, False, self.onset_index))
+
+
+def decimation(fs: float) -> int:
+    """Features are computed at about 80-160 Hz whatever the input rate (VF lives below 10 Hz;
+    the 12-30 Hz share must stay visible): this keeps the detector cheap at 500 or 1000 Hz."""
+    return max(1, int(fs // FEATURE_RATE_HZ))
+
+
+def window_length(fs_features: float, p: VfParams) -> int:
+    return max(int(2 * fs_features) + 1, round(p.window_s * fs_features))
+
+
+def feature_sos(fs: float) -> FloatArray:
+    """1-30 Hz band-pass plus a 35 Hz low-pass: removes wander and keeps aliasing down before decimation."""
+    return np.vstack((butter2_bandpass(*BAND_HZ, fs), butter2_lowpass(ANTI_ALIAS_HZ, fs)))
+
+
+def batch_features(x_mv: FloatArray, fs: float, params: VfParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every step of a whole signal, as the streaming detector computes them.
+
+    Returns (window end indices in input samples, feature matrix).  Used to train the model offline.
+    """
+    p = params or VfParams()
+    k = decimation(fs)
+    fsd = fs / k
+    window = window_length(fsd, p)
+    hop = max(1, round(p.hop_s * fsd))
+    y = SosFilter.design(feature_sos(fs)).run(np.asarray(x_mv, dtype=np.float64))[::k]
+    counts = np.arange(hop, len(y) + 1, hop)
+    counts = counts[counts >= window]
+    feats = np.asarray([vf_features.compute(y[c - window : c], fsd).as_array() for c in counts])
+    return (counts - 1) * k + 1, feats.reshape(len(counts), len(vf_features.FEATURE_NAMES))

@@ -1,0 +1,139 @@
+"""Features that tell ventricular fibrillation/flutter from organised rhythm and from noise.
+
+Computed on one window (a few seconds) of band-passed ECG, in physical units, so the same
+classifier serves any sample rate.  Each is an established VF measure (see Amann, Tratnig & Unterkofler,
+"Reliability of old and new ventricular fibrillation detection algorithms for automated external
+defibrillators", BioMed Eng OnLine 4:60, 2005, for their definitions and a comparison):
+
+* ``leakage`` — VF-filter leakage (Kuo & Dillman 1978): a narrow band-stop at the window's mean
+  frequency passes little of a near-sinusoidal VF and much of a spiky QRS train.
+* ``mean_freq_hz`` — the mean frequency that filter is tuned to (pi * sum|x| / sum|dx| half-periods).
+* ``tcsc`` — threshold-crossing sample count (Arafat, Chowdhury & Hasan 2011): the share of samples
+  above 0.2 of the local maximum: high for VF, low for a QRS train with flat diastole between beats.
+* ``concentration`` — spectral concentration around the dominant 1-10 Hz peak (after Barro et al. 1989):
+  share of amplitude within 0.6-1.4 x the peak frequency.
+* ``high_freq`` — share of spectral amplitude above 12 Hz: sharp QRS complexes and muscle noise,
+  not VF (Barro's A3-like term).
+* ``peak_freq_hz`` — that dominant frequency.
+* ``kurtosis`` — of the window (VF ~ 2-3, sinus rhythm well above 5).
+* ``log_amplitude`` — log10 of the RMS amplitude (mV).
+* ``amplitude_cv`` — variation of the amplitude between sub-windows: VF is roughly stationary over
+  seconds, electrode-motion artefact comes in bursts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+FEATURE_NAMES = (
+    "leakage",
+    "mean_freq_hz",
+    "tcsc",
+    "concentration",
+    "high_freq",
+    "peak_freq_hz",
+    "kurtosis",
+    "log_amplitude",
+    "amplitude_cv",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VfFeatures:
+    leakage: float
+    mean_freq_hz: float
+    tcsc: float
+    concentration: float
+    high_freq: float
+    peak_freq_hz: float
+    kurtosis: float
+    log_amplitude: float
+    amplitude_cv: float
+
+    def as_array(self) -> FloatArray:
+        return np.asarray(astuple(self), dtype=np.float64)
+
+
+TCSC_LEVEL = 0.2  # share of the local maximum a sample must exceed to count (Arafat et al.)
+SUB_WINDOW_S = 1.0  # local maximum and amplitude are taken per second
+FLAT = VfFeatures(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -6.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What depends only on the window length and rate, computed once (this runs every second)."""
+
+    taper: FloatArray  # Hann window
+    nfft: int
+    df: float
+    band: tuple[int, int]  # FFT bins 0.5-30 Hz (inclusive start, exclusive end)
+    search: tuple[int, int]  # 1-10 Hz: where the dominant frequency is looked for
+    high: tuple[int, int]  # 12-30 Hz
+    sub: int  # samples per sub-window
+    subs: int
+
+
+@cache
+def _plan(n: int, fs: float) -> _Plan:
+    nfft = 1 << int(np.ceil(np.log2(n)))
+    df = fs / nfft
+    last = nfft // 2 + 1
+
+    def bins(lo: float, hi: float) -> tuple[int, int]:
+        return min(last, int(np.ceil(lo / df))), min(last, int(np.floor(hi / df)) + 1)
+
+    sub = max(1, int(SUB_WINDOW_S * fs))
+    return _Plan(np.hanning(n), nfft, df, bins(0.5, 30.0), bins(1.0, 10.0), bins(12.0 + 1e-9, 30.0), sub, n // sub)
+
+
+def compute(x: FloatArray, fs: float) -> VfFeatures:
+    """Features of one window ``x`` (band-passed ECG in mV, at ``fs`` Hz; at least 2 s long)."""
+    n = len(x)
+    if n < 2 * fs:
+        raise ValueError(f"window of {n} samples is shorter than 2 s at {fs} Hz")
+    p = _plan(n, fs)
+    x = x - np.add.reduce(x) / n
+    ax = np.abs(x)
+    sum_ax = float(np.add.reduce(ax))
+    sum_dx = float(np.add.reduce(np.abs(np.diff(x))))
+    if sum_dx <= 0.0 or sum_ax <= 0.0:
+        return FLAT
+
+    # VF filter: half-period N from the ratio of the signal's mass to its slope's mass.
+    ratio = np.pi * sum_ax / sum_dx
+    half = max(1, min(n // 2, int(ratio + 0.5)))
+    leak_num = float(np.add.reduce(np.abs(x[half:] + x[:-half])))
+    leakage = leak_num / (2.0 * sum_ax - float(np.add.reduce(ax[:half])) - float(np.add.reduce(ax[-half:])))
+    mean_freq = fs / (2.0 * ratio)
+
+    # Per-second local maximum: threshold-crossing share, and how steady the amplitude is.
+    blocks = ax[: p.subs * p.sub].reshape(p.subs, p.sub)
+    local_max = np.maximum.reduce(blocks, axis=1)
+    tcsc = float(np.count_nonzero(blocks > TCSC_LEVEL * local_max[:, None])) / blocks.size
+    lm_mean = float(np.add.reduce(local_max)) / p.subs
+    amp_cv = float(np.sqrt(np.add.reduce((local_max - lm_mean) ** 2) / p.subs)) / lm_mean if lm_mean > 0 else 0.0
+
+    x2 = x * x
+    var = float(np.add.reduce(x2)) / n
+    kurt = float(np.dot(x2, x2)) / n / (var * var)
+    log_amp = float(np.log10(max(np.sqrt(var), 1e-6)))
+
+    spec = np.abs(np.fft.rfft(x * p.taper, p.nfft))
+    cs = np.concatenate(([0.0], np.cumsum(spec)))
+    total = float(cs[p.band[1]] - cs[p.band[0]]) or 1.0
+    i0, i1 = p.search
+    k = i0 + int(np.argmax(spec[i0:i1]))
+    fp = k * p.df
+    lo, hi = min(len(spec), int(np.ceil(0.6 * k))), min(len(spec), int(np.floor(1.4 * k)) + 1)
+    conc = float(cs[hi] - cs[lo]) / total
+    high = float(cs[p.high[1]] - cs[p.high[0]]) / total
+    return VfFeatures(leakage, mean_freq, tcsc, conc, high, fp, kurt, log_amp, amp_cv)

@@ -1,0 +1,174 @@
+"""Train the VF/flutter step classifier shipped as ``gateway/signal/vf_model.json``.
+
+    uv run python scripts/train_vf_model.py [--data ../shared/data] [--out gateway/signal/vf_model.json]
+
+Data (see each folder's PROVENANCE.md): every step (4 s window, 1 s hop, as the streaming detector
+sees it) of
+
+* the 22 vfdb records, both leads, clean — positives are windows at least 75 % inside annotated
+  VF/flutter, negatives windows with none (everything else, VT and annotated noise included);
+* the 24 mitdb records, lead 0, clean and mixed with electrode-motion (em) and muscle (ma) noise at
+  6 and 0 dB — all negatives: VF must not be called on noise;
+* the vfdb records, lead 0, with em noise at 6 dB (VF through moderate noise stays VF).
+
+Noise for training comes from channel 1 of the noise records; the benchmark mixes channel 0, so the
+two never share a noise realisation (they do share the noise process and the ECG records).
+
+The model is a logistic regression on standardised features (Newton's method, small L2 penalty),
+positives weighted to balance the classes.  It prints a leave-records-out check (records split
+into two folds) so that the figures of a model scored on its own training set can be put in context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from vf_data import load, mix_noise, noise_record, vf_intervals, vf_mask  # noqa: E402
+
+from gateway.signal import vf_features  # noqa: E402
+from gateway.signal.vf_detector import MODEL_PATH, VfParams, batch_features  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+POSITIVE_SHARE = 0.75
+
+
+def step_set(
+    path: Path, lead: int, nstdb: Path, noise: str | None, snr_db: float | None, cache: Path
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(features, labels 1/0/-1 for ignore, group name) of every step of one record variant."""
+    tag = f"{path.parent.name}_{path.name}_l{lead}_{noise or 'clean'}_{snr_db}"
+    f = cache / f"{tag}.npz"
+    if f.exists():
+        d = np.load(f)
+        return d["x"], d["y"], f"{path.parent.name}/{path.name}"
+    x, fs = load(path, lead)
+    if noise is not None and snr_db is not None:
+        x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=1), snr_db)
+    p = VfParams()
+    ends, feats = batch_features(x, fs, p)
+    window = round(p.window_s * fs)
+    mask = vf_mask(len(x), vf_intervals(path, len(x)))
+    share = np.asarray([mask[max(0, e - window) : e].mean() for e in ends])
+    y = np.where(share >= POSITIVE_SHARE, 1, np.where(share == 0, 0, -1))
+    np.savez(f, x=feats, y=y)
+    return feats, y, f"{path.parent.name}/{path.name}"
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30) -> tuple[np.ndarray, float]:
+    """Weighted logistic regression by Newton's method; classes balanced by weight."""
+    n, d = x.shape
+    w_pos = 0.5 / max(1, int(y.sum()))
+    w_neg = 0.5 / max(1, int(n - y.sum()))
+    sw = np.where(y == 1, w_pos, w_neg)
+    xa = np.hstack((x, np.ones((n, 1))))
+    beta = np.zeros(d + 1)
+    reg = np.full(d + 1, l2)
+    reg[-1] = 0.0
+    for _ in range(iters):
+        z = np.clip(xa @ beta, -50, 50)
+        p = 1.0 / (1.0 + np.exp(-z))
+        grad = xa.T @ (sw * (p - y)) + reg * beta
+        hess = (xa * (sw * p * (1 - p))[:, None]).T @ xa + np.diag(reg)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def report(name: str, prob: np.ndarray, y: np.ndarray, thr: float) -> None:
+    pos, neg = y == 1, y == 0
+    se = 100.0 * float(np.mean(prob[pos] >= thr)) if pos.any() else float("nan")
+    sp = 100.0 * float(np.mean(prob[neg] < thr)) if neg.any() else float("nan")
+    print(f"  {name:34s} steps: VF {int(pos.sum()):6d} Se {se:6.2f} %   other {int(neg.sum()):7d} Sp {sp:6.2f} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=MODEL_PATH)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/vf_features_cache"))
+    ap.add_argument("--threshold", type=float, default=VfParams().threshold)
+    args = ap.parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    nstdb = args.data / "nstdb"
+    vfdb = sorted(p.with_suffix("") for p in (args.data / "vfdb").glob("*.hea"))
+    mitdb = sorted(p.with_suffix("") for p in (args.data / "mitdb").glob("*.hea"))
+    t0 = time.perf_counter()
+    sets: list[tuple[str, np.ndarray, np.ndarray, str]] = []
+    for path in vfdb:
+        for lead in (0, 1):
+            sets.append(("vfdb clean", *step_set(path, lead, nstdb, None, None, args.cache)))
+        sets.append(("vfdb em 6 dB", *step_set(path, 0, nstdb, "em", 6.0, args.cache)))
+    for path in mitdb:
+        sets.append(("mitdb clean", *step_set(path, 0, nstdb, None, None, args.cache)))
+        for noise in ("em", "ma"):
+            for snr in (6.0, 0.0):
+                sets.append((f"mitdb {noise} {snr:g} dB", *step_set(path, 0, nstdb, noise, snr, args.cache)))
+    print(f"features of {len(sets)} record variants in {time.perf_counter() - t0:.0f} s")
+
+    x = np.vstack([s[1] for s in sets])
+    y = np.concatenate([s[2] for s in sets])
+    groups = np.concatenate([[s[3]] * len(s[2]) for s in sets])
+    kinds = np.concatenate([[s[0]] * len(s[2]) for s in sets])
+    keep = y >= 0
+    x, y, groups, kinds = x[keep], y[keep], groups[keep], kinds[keep]
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    xs = (x - mean) / scale
+
+    # Leave-records-out check: two folds by record name.
+    names = sorted(set(groups))
+    fold = np.asarray([names.index(g) % 2 for g in groups])
+    prob_cv = np.zeros(len(y))
+    for k in (0, 1):
+        w, b = fit_logistic(xs[fold != k], y[fold != k])
+        prob_cv[fold == k] = 1.0 / (1.0 + np.exp(-np.clip(xs[fold == k] @ w + b, -50, 50)))
+    print(f"two-fold leave-records-out, threshold {args.threshold}:")
+    for kind in dict.fromkeys(kinds):
+        report(kind, prob_cv[kinds == kind], y[kinds == kind], args.threshold)
+
+    w, b = fit_logistic(xs, y)
+    prob = 1.0 / (1.0 + np.exp(-np.clip(xs @ w + b, -50, 50)))
+    print("trained on everything (training-set figures):")
+    for kind in dict.fromkeys(kinds):
+        report(kind, prob[kinds == kind], y[kinds == kind], args.threshold)
+    for name, wi in sorted(zip(vf_features.FEATURE_NAMES, w, strict=True), key=lambda t: -abs(t[1])):
+        print(f"  weight {name:14s} {wi:+.3f}")
+
+    digest = hashlib.sha256()
+    for path in vfdb + mitdb:
+        digest.update((path.with_suffix(".dat")).read_bytes())
+    doc = {
+        "features": list(vf_features.FEATURE_NAMES),
+        "mean": [round(float(v), 6) for v in mean],
+        "scale": [round(float(v), 6) for v in scale],
+        "weights": [round(float(v), 6) for v in w],
+        "bias": round(b, 6),
+        "provenance": {
+            "trainer": "scripts/train_vf_model.py",
+            "data": "MIT-BIH Malignant Ventricular Ectopy Database (22 records) and 24 MIT-BIH Arrhythmia "
+            "records, noise from the MIT-BIH Noise Stress Test Database (em, ma; channel 1); see "
+            "../shared/data/*/PROVENANCE.md. Licence of the data: ODC-By 1.0.",
+            "sha256_of_signal_files": digest.hexdigest(),
+            "steps": {"vf": int(y.sum()), "other": int(len(y) - y.sum())},
+        },
+    }
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

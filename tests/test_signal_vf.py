@@ -1,0 +1,159 @@
+"""Streaming VF/flutter detector on real excerpts: onset found in seconds, quiet on sinus rhythm,
+VT and electrode-motion noise, identical output for any block split, model file checked on load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.signal import vf_features
+from gateway.signal.vf_detector import (
+    MODEL_PATH,
+    VfChange,
+    VfDetector,
+    VfOutput,
+    VfParams,
+    batch_features,
+    load_model,
+)
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+
+
+def load(rel: str) -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    return np.nan_to_num(rec.p_signal[:, 0]), float(rec.fs)
+
+
+def stream(x: np.ndarray, fs: float, sizes: list[int] | None = None) -> VfOutput:
+    det = VfDetector(fs)
+    out = VfOutput()
+    pos, i = 0, 0
+    block = round(0.1 * fs)
+    while pos < len(x):
+        n = sizes[i % len(sizes)] if sizes else block
+        o = det.feed(x[pos : pos + n])
+        out.steps += o.steps
+        out.changes += o.changes
+        pos += n
+        i += 1
+    return out
+
+
+def starts(out: VfOutput) -> list[VfChange]:
+    return [c for c in out.changes if c.active]
+
+
+def test_fibrillation_onset_alarmed_within_ten_seconds() -> None:
+    x, fs = load("ecg_vf/vfdb_426_615s")  # sinus rhythm, VF from 30 s
+    out = stream(x, fs)
+    s = starts(out)
+    assert len(s) == 1
+    delay = (s[0].index - 30 * fs) / fs
+    assert 0 < delay <= 10, delay
+    # Once VF is under way, every second scores VF-like (no gaps the hysteresis has to bridge)...
+    late = [s.vf_like for s in out.steps if s.end_index > 35 * fs]
+    assert len(late) > 20 and all(late)
+    # ...and none of the sinus seconds did.
+    assert not any(s.vf_like for s in out.steps if s.end_index < 30 * fs)
+
+
+def test_flutter_alarmed_then_cleared_after_sustained_organised_rhythm() -> None:
+    x, fs = load("ecg_vf/vfdb_429_1835s")  # bigeminy, flutter from 20 s to 29 s, bigeminy again
+    changes = stream(x, fs).changes
+    assert [c.active for c in changes] == [True, False]
+    on, off = changes
+    assert 20 * fs < on.index <= 30 * fs
+    assert on.onset_index <= on.index and off.onset_index == on.onset_index
+    # Cleared only after ``clear_steps`` (8) VF-free seconds, not at the first organised one.
+    assert 29 * fs + 8 * fs <= off.index <= 45 * fs
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "ecg_tests/mitdb_203_600s",  # multiform PVCs, atrial flutter/fibrillation, noise
+        "ecg_tests/mitdb_228_0s",
+        "ecg_tests/mitdb_104_120s",  # paced
+        "ecg/mitdb_119_0s",
+        "ecg_vf/nstdb_119e00_300s",  # electrode-motion noise at 0 dB: technical, never VF
+        "ecg_vf/vfdb_615_600s",  # a 17 s run of VT: not VF
+    ],
+)
+def test_no_episode_outside_fibrillation(rel: str) -> None:
+    x, fs = load(rel)
+    assert starts(stream(x, fs)) == []
+
+
+def test_flat_and_tiny_signals_are_never_fibrillation() -> None:
+    fs = 250.0
+    t = np.arange(int(30 * fs)) / fs
+    out = stream(np.zeros_like(t), fs)
+    assert out.steps and not any(s.vf_like for s in out.steps)
+    tiny = 0.02 * np.sin(2 * np.pi * 5 * t)  # a VF-like 5 Hz wave, but 40 uV: below the floor
+    assert not any(s.vf_like for s in stream(tiny, fs).steps)
+    big = 1.0 * np.sin(2 * np.pi * 5 * t)
+    assert any(s.vf_like for s in stream(big, fs).steps)
+
+
+_VF_EXCERPT = load("ecg_vf/vfdb_426_615s")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=20))
+def test_any_block_split_gives_the_same_steps_and_episodes(sizes: list[int]) -> None:
+    x, fs = _VF_EXCERPT
+    x = x[int(20 * fs) : int(50 * fs)]
+    whole = VfDetector(fs).feed(x)
+    split = stream(x, fs, sizes)
+    assert split.steps == whole.steps
+    assert split.changes == whole.changes
+    assert starts(whole)  # the excerpt does contain an onset: the comparison covers one
+
+
+def test_streaming_matches_the_batch_features_used_for_training() -> None:
+    x, fs = _VF_EXCERPT
+    out = stream(x, fs)
+    ends, feats = batch_features(x, fs)
+    model = load_model()
+    floor = np.log10(VfParams().min_amplitude_mv)
+    assert [s.end_index for s in out.steps] == ends.tolist()
+    expected = [model.score(f) if f[7] >= floor else 0.0 for f in feats]
+    assert vf_features.FEATURE_NAMES[7] == "log_amplitude"
+    assert [s.probability for s in out.steps] == pytest.approx(expected, abs=1e-12)
+    assert max(expected) > 0.9 and min(expected) < 0.1
+
+
+def test_features_of_a_sine_and_of_a_spike_train() -> None:
+    fs = 125.0
+    t = np.arange(int(4 * fs)) / fs
+    sine = vf_features.compute(np.sin(2 * np.pi * 5 * t), fs)
+    assert sine.peak_freq_hz == pytest.approx(5.0, abs=0.3)
+    assert sine.mean_freq_hz == pytest.approx(5.0, rel=0.1)
+    assert sine.leakage < 0.2  # the VF filter is tuned to the sine: little passes
+    assert sine.tcsc > 0.8
+    assert sine.kurtosis == pytest.approx(1.5, abs=0.1)
+    spikes = np.zeros_like(t)
+    spikes[:: int(fs)] = 1.0  # one narrow 'QRS' a second
+    train = vf_features.compute(spikes, fs)
+    assert train.leakage > 0.8
+    assert train.tcsc < 0.05
+    assert train.kurtosis > 50
+    with pytest.raises(ValueError, match="shorter than 2 s"):
+        vf_features.compute(np.zeros(100), fs)
+
+
+def test_model_file_that_does_not_fit_the_features_is_refused(tmp_path: Path) -> None:
+    doc = json.loads(MODEL_PATH.read_text())
+    assert doc["provenance"]["trainer"] == "scripts/train_vf_model.py"
+    doc["features"] = doc["features"][:-1]
+    bad = tmp_path / "model.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="differ"):
+        load_model(bad)
