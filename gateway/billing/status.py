@@ -43,6 +43,7 @@ def render(view: PatientBillingView) -> str:
 
 
 def status_main(argv: list[str]) -> int:
+    from gateway import keyring  # noqa: PLC0415
     from gateway.config import DEFAULT_CONFIG  # noqa: PLC0415
     from gateway.config.errors import ConfigError  # noqa: PLC0415
     from gateway.config.loader import load_config  # noqa: PLC0415
@@ -71,13 +72,16 @@ def status_main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"iomt-gateway billing: {e.render()}", file=sys.stderr)
         return 2
-    db: Path = args.db or resolve_paths(args.config, config).outbox
+    paths = resolve_paths(args.config, config)
+    db: Path = args.db or paths.outbox
     if not db.exists():
         print(f"iomt-gateway billing: no outbox database at {db} (has the daemon run?)", file=sys.stderr)
         return 1
     try:
-        states = Outbox.read_state(db, STATE_PREFIX)
-    except OutboxError as e:
+        # the saved state is sealed with the daemon's keyring (readable by the service user/root)
+        ring = keyring.load(paths.keyring) if paths.keyring.exists() else None
+        states = Outbox.read_state(db, STATE_PREFIX, keyring=ring)
+    except (OutboxError, keyring.KeyringError) as e:
         print(f"iomt-gateway billing: {e}", file=sys.stderr)
         return 1
     views: list[PatientBillingView] = []
