@@ -142,9 +142,10 @@ class Sealer:
         except InvalidTag:
             raise RowUnreadable(f"row {ident}: authentication failed (damaged or altered)") from None
 
-    def seal_record(self, key: str, patient: str, payload: bytes, prev: bytes | None) -> tuple[str, bytes]:
-        """``(stored key, blob)`` for an outbox row."""
-        ident = self.ident(key)
+    def seal_record(self, key: str, patient: str, payload: bytes, prev: bytes | None,
+                    ident: str | None = None) -> tuple[str, bytes]:
+        """``(stored key, blob)`` for an outbox row (``ident``: ``self.ident(key)`` if known)."""
+        ident = ident or self.ident(key)
         link = b"\x00" if prev is None else b"\x01" + prev
         plain = b"".join((link, _u16(key.encode()), _u16(patient.encode()), payload))
         return ident, self._seal(b"outbox\x00", ident, plain)

@@ -51,6 +51,7 @@ class RowSealing:
     gateway_id: str
     head: chain.ChainHead = field(default_factory=chain.ChainHead)
     note: str | None = None
+    _idents: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(cls, ring: Keyring | None, gateway_id: str) -> RowSealing:
@@ -94,7 +95,13 @@ class RowSealing:
     # ---- records ------------------------------------------------------------------------
 
     def ident(self, key: str) -> str:
-        return key if self.sealer is None else self.sealer.ident(key)
+        if self.sealer is None:
+            return key
+        # the batch's dedupe and its inserts both need a key's hash: compute it once
+        ident = self._idents.get(key)
+        if ident is None:
+            ident = self._idents[key] = self.sealer.ident(key)
+        return ident
 
     def begin(self) -> SealTxn:
         return SealTxn(self.head.copy(), self.note)
@@ -105,7 +112,7 @@ class RowSealing:
             return key, patient, payload, None
         n, prev = txn.head.append(payload)
         txn.moved = True
-        ident, blob = self.sealer.seal_record(key, patient, payload, prev)
+        ident, blob = self.sealer.seal_record(key, patient, payload, prev, self._idents.pop(key, None))
         return ident, "", blob, n
 
     def link_info(self, key: str, blob: bytes) -> tuple[bytes, bytes] | None:
@@ -144,6 +151,7 @@ class RowSealing:
         return rows
 
     def applied(self, txn: SealTxn | None) -> None:
+        self._idents.clear()  # keys deduped away were never sealed
         if txn is not None:
             self.head, self.note = txn.head, txn.note
 
