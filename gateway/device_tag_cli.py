@@ -11,19 +11,30 @@ import argparse
 import sys
 from pathlib import Path
 
+from gateway.config import DEFAULT_CONFIG
 from gateway.config.loader import ConfigError, load_config
 from gateway.device_tags import KEY_FILE, DeviceTagger
 
+PROG = "iomt-gateway device-tag"
+
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="iomt-gateway device-tag", description=__doc__.splitlines()[0])
-    ap.add_argument("-c", "--config", type=Path, required=True, help="config file (reads its storage.path)")
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description=(__doc__ or "").replace("``", ""),
+        epilog="example:\n  sudo iomt-gateway device-tag -c /etc/iomt-gateway/config.yaml\n\n"
+        "exit status: 0 success, 1 no key yet or unreadable, 2 usage or config error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
     ap.add_argument("identifiers", nargs="*", help="BLE addresses or serial by-id names (default: the configured ones)")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
-        print(e.render(), file=sys.stderr)
+        print(f"{PROG}: {e.render()}", file=sys.stderr)
         return 2
     from gateway.daemon import resolve_paths  # noqa: PLC0415  # the daemon's own idea of the state dir
 
@@ -31,10 +42,10 @@ def main(argv: list[str]) -> int:
     try:
         tagger = DeviceTagger.load(state, create=False)
     except FileNotFoundError:
-        print(f"no {KEY_FILE} in {state} yet: the gateway makes it when it first starts", file=sys.stderr)
+        print(f"{PROG}: no {KEY_FILE} in {state} yet: the gateway makes it when it first starts", file=sys.stderr)
         return 1
     except (OSError, ValueError) as e:
-        print(f"cannot read the device tag key: {e}", file=sys.stderr)
+        print(f"{PROG}: cannot read the device tag key: {e}", file=sys.stderr)
         return 1
     if args.identifiers:
         for identifier in args.identifiers:

@@ -36,6 +36,8 @@ from pathlib import Path
 KEY_FILE = "device-tag.key"
 KEY_BYTES = 32
 TAG_HEX = 12  # 48 bits: no collision among a hub's few devices, and nothing to learn without the key
+_TAG_CACHE = 256
+_MIN_LEN = len("00:00:00:00:00:00")
 
 # Six hex pairs joined by ':' (or '_', as in BlueZ's D-Bus paths), not part of a longer hex run.
 _MAC = re.compile(
@@ -54,6 +56,7 @@ class DeviceTagger:
         if len(key) < 16:
             raise ValueError("device tag key too short")
         self._key = key
+        self._tags: dict[str, str] = {}  # a hub has a handful of devices: remember their tags
 
     @classmethod
     def ephemeral(cls) -> DeviceTagger:
@@ -79,9 +82,15 @@ class DeviceTagger:
 
     def tag(self, identifier: str) -> str:
         """``ble-…`` for a Bluetooth address (any case, ``:`` or ``_``), ``serial-…`` otherwise."""
-        canonical, kind = _canonical(identifier)
-        digest = hmac.new(self._key, f"{kind}:{canonical}".encode(), hashlib.sha256).hexdigest()
-        return f"{kind}-{digest[:TAG_HEX]}"
+        tag = self._tags.get(identifier)
+        if tag is None:
+            canonical, kind = _canonical(identifier)
+            digest = hmac.new(self._key, f"{kind}:{canonical}".encode(), hashlib.sha256).hexdigest()
+            tag = f"{kind}-{digest[:TAG_HEX]}"
+            if len(self._tags) >= _TAG_CACHE:  # the scanner may show many strangers' addresses
+                self._tags.clear()
+            self._tags[identifier] = tag
+        return tag
 
     def scrub(self, text: str, identifier: str) -> str:
         """``text`` with every spelling of ``identifier`` (a BLE address in any case, with ``:`` or
@@ -94,7 +103,8 @@ class DeviceTagger:
 
     def scrub_text(self, text: str) -> str:
         """``text`` with anything shaped like a BLE address or a by-id path replaced by its tag."""
-        if ":" not in text and "_" not in text and "/" not in text:
+        # Most log values are short words and numbers: an address has 17 characters at least.
+        if len(text) < _MIN_LEN or (":" not in text and "_" not in text and "/" not in text):
             return text
         text = _BY_ID.sub(lambda m: self.tag(m.group(0)), text)
         return _MAC.sub(lambda m: self.tag(m.group(0)), text)

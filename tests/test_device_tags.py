@@ -130,6 +130,7 @@ def test_device_tag_command_lists_the_configured_devices(tmp_path: Path) -> None
     cmd = [sys.executable, "-m", "gateway.cli", "device-tag", "-c", str(cfg)]
     before = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert before.returncode == 1 and "makes it when it first starts" in before.stderr
+    assert before.stderr.startswith("iomt-gateway device-tag: ")
     assert not (tmp_path / "state").exists()  # a tool must not make the service's key
     tagger = DeviceTagger.load(tmp_path / "state")
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
