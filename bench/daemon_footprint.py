@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway import keyring  # noqa: E402
 from gateway.local_broker import LocalBroker, find_mosquitto  # noqa: E402
 
 IMPORTS = [
@@ -137,6 +138,8 @@ def main() -> None:
     else:
         cfg["upstream"]["url"] = "mqtt://127.0.0.1:9"
     cfg["storage"]["path"] = str(tmp / "state")
+    keyring.init(tmp / "keyring")  # as the install script's `keys init` would
+    cfg["storage"]["keyring"] = str(tmp / "keyring")
     for p in cfg["patients"]:
         for d in p["devices"]:
             for k in ("vitals", "ecg"):
