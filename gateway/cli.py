@@ -237,7 +237,7 @@ def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:
     if db is None:
         config = config or DEFAULT_CONFIG
         from gateway.config.loader import ConfigError, load_config  # noqa: PLC0415
-        from gateway.daemon import resolve_paths  # noqa: PLC0415
+        from gateway.config.paths import resolve_paths  # noqa: PLC0415
 
         try:
             cfg = load_config(config)

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import signal
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.models import ConfigBase
+from gateway.config.paths import resolve_paths
 from gateway.driver_api import DeviceContext, registry
 from gateway.outbox import Outbox, OutboxError, OutboxKeyError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
@@ -62,35 +62,6 @@ class _TappedStore:
 
     async def load_state(self, prefix: str) -> dict[str, bytes]:
         return await self._outbox.load_state(prefix)
-
-
-@dataclass(frozen=True)
-class Paths:
-    config: Path
-    base_dir: Path
-    state_dir: Path
-    keyring_file: Path | None = None  # storage.keyring as configured (None: the default)
-
-    @property
-    def outbox(self) -> Path:
-        return self.state_dir / "outbox.sqlite3"
-
-    def device_dir(self, device_id: str) -> Path:
-        return self.state_dir / "devices" / device_id
-
-    @property
-    def keyring(self) -> Path:
-        """Where the keyring is read from (a systemd credential first; see gateway.keyring)."""
-        return keyring.resolve(self.keyring_file)
-
-
-def resolve_paths(config_path: Path, cfg: ConfigBase) -> Paths:
-    base = config_path.resolve().parent
-    state = cfg.storage.path if cfg.storage.path.is_absolute() else base / cfg.storage.path
-    ring = cfg.storage.keyring
-    if ring is not None and not ring.is_absolute():
-        ring = base / ring
-    return Paths(config=config_path, base_dir=base, state_dir=state, keyring_file=ring)
 
 
 def assignments(cfg: ConfigBase) -> dict[str, Assignment]:

@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"{PROG}: {e.render()}", file=sys.stderr)
         return 2
-    from gateway.daemon import resolve_paths  # noqa: PLC0415  # the daemon's own idea of the state dir
+    from gateway.config.paths import resolve_paths  # noqa: PLC0415  # the daemon's own idea of the state dir
 
     state = resolve_paths(args.config, cfg).state_dir
     try:

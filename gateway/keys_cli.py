@@ -46,7 +46,7 @@ def keys_main(argv: list[str]) -> int:
     outbox: Path | None = None
     if args.config is not None:
         from gateway.config.errors import ConfigError  # noqa: PLC0415
-        from gateway.daemon import resolve_paths  # noqa: PLC0415
+        from gateway.config.paths import resolve_paths  # noqa: PLC0415
 
         try:
             cfg = _config(args.config)

@@ -47,7 +47,7 @@ def status_main(argv: list[str]) -> int:
     from gateway.config import DEFAULT_CONFIG  # noqa: PLC0415
     from gateway.config.errors import ConfigError  # noqa: PLC0415
     from gateway.config.loader import load_config  # noqa: PLC0415
-    from gateway.daemon import resolve_paths  # noqa: PLC0415
+    from gateway.config.paths import resolve_paths  # noqa: PLC0415
     from gateway.outbox import Outbox, OutboxError  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(
