@@ -26,7 +26,7 @@ import numpy as np
 from drivers.replay_spec import ReplaySettings
 from drivers.wfdb_reader import WfdbFormatError, read_record
 from gateway.driver_api import DeviceContext, Driver, DriverConfigError, DriverFinished
-from gateway.records import (
+from gateway.readings import (
     VITAL_UNITS,
     ClockQuality,
     DeviceEvent,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.clock_sync import host_clock_synchronised, host_clock_synchronised_blocking
-from gateway.records import ClockQuality
+from gateway.readings import ClockQuality
 
 # Any time before this cannot be a real reading taken by this software (release year).
 PLAUSIBLE_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z

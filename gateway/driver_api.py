@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import device_tags
 from gateway.clock import Clock
-from gateway.records import Reading
+from gateway.readings import Reading
 
 ENTRY_POINT_GROUP = "iomt_gateway.drivers"
 

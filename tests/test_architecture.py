@@ -75,6 +75,8 @@ def violations(files: dict[str, str]) -> list[str]:
             where = f"{imp.file}:{imp.line}: {m}"
             if rel.startswith("drivers/") and _is(m, "gateway.outbox", "gateway.uplink"):
                 out.append(f"{where} — drivers never import the outbox or the uplink")
+            if rel.startswith("drivers/") and _is(m, "gateway.records"):
+                out.append(f"{where} — drivers yield gateway.readings, they never build wire records")
             if _is(m, "aiomqtt", "paho") and rel != "gateway/uplink.py":
                 out.append(f"{where} — only gateway/uplink.py speaks MQTT (aiomqtt, paho)")
             if _is(m, "sqlite3") and not rel.startswith("gateway/outbox/"):
@@ -114,6 +116,7 @@ def test_the_import_rules_hold() -> None:
     [
         ("drivers/serial/x.py", "from gateway.outbox import Outbox\n", "drivers never import the outbox"),
         ("drivers/ble/x.py", "def f():\n    from gateway import uplink\n", "or the uplink"),
+        ("drivers/serial/x.py", "from gateway.records import VitalReading\n", "never build wire records"),
         ("gateway/pipeline.py", "import aiomqtt\n", "only gateway/uplink.py speaks MQTT"),
         ("gateway/billing/x.py", "import sqlite3 as db\n", "only gateway/outbox/ speaks SQL"),
         ("gateway/signal/x.py", "import asyncio\n", "gateway/signal/ stays pure"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.ble.wire import DeviceDateTime, Reader, in_range
-from gateway.records import ClockQuality, DeviceFlag, Vital, VitalReading
+from gateway.readings import ClockQuality, DeviceFlag, Vital, VitalReading
 
 SERVICE = "00001810-0000-1000-8000-00805f9b34fb"
 MEASUREMENT = "00002a35-0000-1000-8000-00805f9b34fb"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from drivers.ble.wire import DeviceDateTime, Reader
 from gateway.clock import PLAUSIBLE_EPOCH, Clock
-from gateway.records import ClockQuality
+from gateway.readings import ClockQuality
 
 CURRENT_TIME_SERVICE = "00001805-0000-1000-8000-00805f9b34fb"
 CURRENT_TIME = "00002a2b-0000-1000-8000-00805f9b34fb"

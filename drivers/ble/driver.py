@@ -37,7 +37,7 @@ from drivers.ble.settings import (
 )
 from drivers.ble.wire import DecodeError, DeviceDateTime
 from gateway.driver_api import DeviceContext, Driver, DriverConfigError, DriverConnectFailed, DriverDisconnected
-from gateway.records import DeviceEvent, DeviceState, Reading
+from gateway.readings import DeviceEvent, DeviceState, Reading
 
 BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
 BATTERY_LOW_PCT = 20

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from drivers.ble.wire import DecodeError, DeviceDateTime, Reader, in_range
-from gateway.records import ClockQuality, DeviceFlag, Vital, VitalReading
+from gateway.readings import ClockQuality, DeviceFlag, Vital, VitalReading
 
 SERVICE = "00001808-0000-1000-8000-00805f9b34fb"
 MEASUREMENT = "00002a18-0000-1000-8000-00805f9b34fb"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.ble.wire import DecodeError, Reader
-from gateway.records import ClockQuality, DeviceFlag, Vital, VitalReading
+from gateway.readings import ClockQuality, DeviceFlag, Vital, VitalReading
 
 SERVICE = "0000180d-0000-1000-8000-00805f9b34fb"
 MEASUREMENT = "00002a37-0000-1000-8000-00805f9b34fb"

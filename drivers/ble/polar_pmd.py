@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.ble.wire import DecodeError, Reader
-from gateway.records import ClockQuality, SampleBlock
+from gateway.readings import ClockQuality, SampleBlock
 
 SERVICE = "fb005c80-02e7-f387-1cad-8acd2d8df0c8"
 CONTROL_POINT = "fb005c81-02e7-f387-1cad-8acd2d8df0c8"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.ble.wire import DeviceDateTime, Reader, in_range
-from gateway.records import ClockQuality, Vital, VitalReading
+from gateway.readings import ClockQuality, Vital, VitalReading
 
 SERVICE = "00001809-0000-1000-8000-00805f9b34fb"
 MEASUREMENT = "00002a1c-0000-1000-8000-00805f9b34fb"

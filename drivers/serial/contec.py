@@ -22,7 +22,7 @@ from typing import Any
 from drivers.serial.framing import Dropped, FixedFramer
 from drivers.serial.oximetry import StateEvents, oximeter_vitals
 from drivers.serial.waveform import WaveformAssembler, back_dated_times
-from gateway.records import ClockQuality, DeviceFlag, Reading, SampleBlock
+from gateway.readings import ClockQuality, DeviceFlag, Reading, SampleBlock
 
 PACKET_RATE_HZ = 60.0
 PR_MISSING = 255

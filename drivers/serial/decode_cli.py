@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from drivers.serial.framing import Dropped
 from drivers.serial.protocols import PROTOCOLS
-from gateway.records import ClockQuality, Reading, SampleBlock, VitalReading
+from gateway.readings import ClockQuality, Reading, SampleBlock, VitalReading
 
 CHUNK = 4096
 

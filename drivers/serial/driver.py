@@ -23,7 +23,7 @@ from gateway.driver_api import (
     DriverConnectFailed,
     DriverDisconnected,
 )
-from gateway.records import Reading
+from gateway.readings import Reading
 
 DROP_LOG_INTERVAL_S = 10.0
 

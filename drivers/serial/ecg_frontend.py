@@ -31,7 +31,7 @@ import numpy.typing as npt
 from drivers.serial.framing import Dropped, FramerStats
 from drivers.serial.oximetry import StateEvents
 from drivers.serial.waveform import back_dated_times
-from gateway.records import ClockQuality, DeviceFlag, Reading, SampleBlock
+from gateway.readings import ClockQuality, DeviceFlag, Reading, SampleBlock
 
 SYNC = b"\xa5\x5a"
 HEADER_LEN = 12

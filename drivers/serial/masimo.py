@@ -18,7 +18,7 @@ from typing import Any
 from drivers.serial.framing import Dropped, FramerStats
 from drivers.serial.oximetry import StateEvents
 from drivers.serial.waveform import back_dated_times
-from gateway.records import VITAL_UNITS, ClockQuality, DeviceFlag, Reading, Vital, VitalReading
+from gateway.readings import VITAL_UNITS, ClockQuality, DeviceFlag, Reading, Vital, VitalReading
 
 MAX_LINE = 512  # real lines are ~150 bytes; a longer run without LF is garbage
 LINE_PERIOD_S = 1.0

@@ -20,7 +20,7 @@ from typing import Any
 from drivers.serial.framing import Dropped, FixedFramer, FramerStats
 from drivers.serial.oximetry import StateEvents, oximeter_vitals
 from drivers.serial.waveform import WaveformAssembler, back_dated_times
-from gateway.records import (
+from gateway.readings import (
     ClockQuality,
     DeviceFlag,
     Reading,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.records import (
+from gateway.readings import (
     VITAL_UNITS,
     ClockQuality,
     DeviceEvent,

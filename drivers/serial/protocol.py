@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from drivers.serial.framing import FramerStats
-from gateway.records import ClockQuality, Reading
+from gateway.readings import ClockQuality, Reading
 
 
 class Decoder(Protocol):

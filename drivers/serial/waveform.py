@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from gateway.records import ClockQuality, SampleBlock
+from gateway.readings import ClockQuality, SampleBlock
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.records import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
+from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
 from gateway.signal import ecg_quality, heart_rate, hrv
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow

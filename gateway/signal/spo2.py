@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
 
-from gateway.records import DeviceFlag
+from gateway.readings import DeviceFlag
 
 
 class Spo2Verdict(enum.StrEnum):
