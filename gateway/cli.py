@@ -34,6 +34,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "outbox depth per class, oldest pending age, last delivery",
         "iomt-gateway outbox -c /etc/iomt-gateway/config.yaml --json",
     ),
+    "status": (
+        "what the running daemon sees now: devices, active alarms, uplink, outbox (read from its state directory)",
+        "sudo -u iomt-gateway iomt-gateway status -c /etc/iomt-gateway/config.yaml",
+    ),
     "demo": ("run the gateway on the recorded fixtures with a live view", "iomt-gateway demo --speed 20"),
     "decode": (
         "decode a capture or payloads with the daemon's own decoders",
@@ -92,6 +96,12 @@ def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     )
     src.add_argument("--db", type=Path, help="outbox database file")
     ob.add_argument("--json", action="store_true", help="machine-readable output")
+
+    st = _add(sub, "status")
+    st.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
+    st.add_argument("--json", action="store_true", help="the status document as the daemon wrote it")
 
     demo = _add(sub, "demo")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -166,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return schema_command(args.output)
     if verb == "outbox":
         return _outbox(args.config, args.db, args.json)
+    if verb == "status":
+        return _status(args.config, args.json)
     if verb == "demo":
         from gateway.demo import run_demo  # noqa: PLC0415
 
@@ -220,8 +232,13 @@ def _run(config: Path, log_format: str | None) -> int:
         return 2
     except OutboxTooNew as e:
         # A restart cannot fix this (systemd: RestartPreventExitStatus=2); the file stays as it is.
-        structlog.get_logger().error("outbox_too_new", problem=str(e), file_format=e.file_format,
-                                     min_reader=e.min_reader, reads_up_to=e.reads_up_to)
+        structlog.get_logger().error(
+            "outbox_too_new",
+            problem=str(e),
+            file_format=e.file_format,
+            min_reader=e.min_reader,
+            reads_up_to=e.reads_up_to,
+        )
         print(f"iomt-gateway: {e}", file=sys.stderr)
         return 2
     except OutboxError as e:
@@ -229,6 +246,36 @@ def _run(config: Path, log_format: str | None) -> int:
         print(f"iomt-gateway: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _status(config: Path, as_json: bool) -> int:
+    import time  # noqa: PLC0415
+
+    from gateway import status_file  # noqa: PLC0415
+    from gateway.config.loader import ConfigError, load_config  # noqa: PLC0415
+    from gateway.config.paths import resolve_paths  # noqa: PLC0415
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        print_config_error("status", e)
+        return EXIT_USAGE
+    try:
+        doc = status_file.read(status_file.status_path(resolve_paths(config, cfg).state_dir))
+    except status_file.StatusUnavailable as e:
+        print(f"iomt-gateway status: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    now = time.time()
+    print(json.dumps(doc) if as_json else status_file.format_status(doc, now))
+    stale = status_file.stale_s(doc, now)
+    if stale is not None:
+        print(
+            f"iomt-gateway status: this was written {stale:.0f} s ago: the daemon is not running or is stuck "
+            "(systemctl status iomt-gateway)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:

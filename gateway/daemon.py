@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway import device_tags, keyring
+from gateway import device_tags, keyring, status_file
 from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
@@ -27,7 +27,7 @@ from gateway.config.paths import resolve_paths
 from gateway.driver_api import DeviceContext, registry
 from gateway.outbox import Outbox, OutboxError, OutboxKeyError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
-from gateway.records import BillingRecord, ClockQuality, Reading, Severity
+from gateway.records import AlarmRecord, BillingRecord, ClockQuality, Reading, Severity
 from gateway.sd_notify import Notifier
 from gateway.supervisor import Assignment, Supervisor
 from gateway.uplink import Uplink
@@ -116,6 +116,9 @@ class Daemon:
         self._last_submit: asyncio.Future[None] | None = None
         self._saved_state: dict[str, bytes] = {}
         self.refused = 0
+        self.active_alarms = status_file.ActiveAlarms()  # for the status file (`iomt-gateway status`)
+        self._started_at = time.time()
+        self._status_failed = False
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
         self._reload_problem: str | None = None
@@ -215,6 +218,8 @@ class Daemon:
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(status_file.StatusUnavailable):
+            self.active_alarms.carry_over(status_file.read(status_file.status_path(self.paths.state_dir)))
         self._install_device_tags()
         self.outbox = await self._open_outbox()
         self.pipeline = Pipeline(
@@ -393,6 +398,8 @@ class Daemon:
             self._last_submit = fut
             return [fut]
         for i, rec in enumerate(records):
+            if isinstance(rec, AlarmRecord):
+                self.active_alarms.note(rec)
             try:
                 fut = self.outbox.submit(rec, state=state if i == len(records) - 1 else None)
             except OutboxError as e:
@@ -464,6 +471,8 @@ class Daemon:
             if self.ledger is not None:
                 await self.ledger.tick(now)
             n += 1
+            if n % int(status_file.WRITE_EVERY_S) == 0 or self.active_alarms.changed:
+                self.write_status()
             if n % 10 == 0:
                 self.notifier.status(self.status_line())
 
@@ -491,6 +500,28 @@ class Daemon:
                 self.log.error("watchdog_withheld", heartbeat_age_s=round(self.clock.monotonic() - self._heartbeat, 1))
 
     # -- reporting ----------------------------------------------------------------------------
+
+    def write_status(self) -> None:
+        """Rewrite the status file (``gateway.status_file``); a failure is logged once, never raised."""
+        self.active_alarms.changed = False
+        try:
+            doc = status_file.build(
+                gateway_id=self.cfg.gateway.id,
+                now=time.time(),
+                mono_now=time.monotonic(),
+                started_at=self._started_at,
+                sessions=self.supervisor.sessions() if self.supervisor else [],
+                alarms=self.active_alarms,
+                uplink=self.uplink.stats if self.uplink else None,
+                outbox=self.outbox.stats() if self.outbox else None,
+            )
+            status_file.write(status_file.status_path(self.paths.state_dir), doc)
+        except OSError as e:
+            if not self._status_failed:
+                self.log.warning("status_file_not_written", error=str(e))
+            self._status_failed = True
+        else:
+            self._status_failed = False
 
     def status_line(self) -> str:
         sessions = self.supervisor.sessions() if self.supervisor else []

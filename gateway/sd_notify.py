@@ -25,7 +25,9 @@ class Notifier:
         if self._addr is None:
             return
         msg = "\n".join(fields).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        # Non-blocking: a receiver that stops reading fills the datagram queue, and a blocking send
+        # would then freeze the whole event loop (seen in a test whose notify socket was not drained).
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
             try:
                 s.connect(self._addr)
                 s.sendall(msg)
