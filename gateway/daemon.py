@@ -117,7 +117,7 @@ class Daemon:
         self._saved_state: dict[str, bytes] = {}
         self.refused = 0
         self.active_alarms = status_file.ActiveAlarms()  # for the status file (`iomt-gateway status`)
-        self._started_at = time.time()
+        self._started_at = self.clock.now()
         self._status_failed = False
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
@@ -507,8 +507,8 @@ class Daemon:
         try:
             doc = status_file.build(
                 gateway_id=self.cfg.gateway.id,
-                now=time.time(),
-                mono_now=time.monotonic(),
+                now=self.clock.now(),
+                mono_now=self.clock.monotonic(),
                 started_at=self._started_at,
                 sessions=self.supervisor.sessions() if self.supervisor else [],
                 alarms=self.active_alarms,
