@@ -3,7 +3,7 @@
     uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0]
 
 Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
-as the daemon runs it (R-peak detector, quality index, VF detector), clean and then mixed with a
+as the daemon runs it (R-peak detector, quality index, VF detector and rhythm rules), clean and then mixed with a
 noise record of the MIT-BIH Noise Stress Test Database (``--nstdb``, default: ``nstdb`` next to DIR;
 channel 0 of the noise, at each ``--snr``).  VF/flutter is read from rhythm aux notes (``(VF``,
 ``(VFIB``, ``(VFL``) and ``[`` ... ``]`` annotations (an unclosed ``[`` runs to the record's end).
@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vf_data import load, mix_noise, noise_record, vf_intervals
 
-from gateway.signal.vf_detector import VfDetector
+from gateway.records import SampleBlock
+from gateway.signal.ecg_channel import EcgChannel
+from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mitdb"
 MIN_EPISODE_S = 8.0
@@ -86,17 +88,21 @@ class RecordScore:
 
 
 def alarm_intervals(x: npt.NDArray[np.float64], fs: float, block_s: float) -> list[tuple[int, int]]:
-    """Run the detector as the daemon does; the sample intervals during which the alarm is on."""
-    det = VfDetector(fs)
+    """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed."""
+    channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     out: list[tuple[int, int]] = []
     start: int | None = None
     for a in range(0, len(x), step):
-        for ch in det.feed(x[a : a + step]).changes:
-            if ch.active:
-                start = ch.index
+        block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
+        for ev in channel.feed(block).rhythm:
+            if ev.condition != VENTRICULAR_FIBRILLATION:
+                continue
+            i = round(ev.time * fs)
+            if ev.active:
+                start = i
             elif start is not None:
-                out.append((start, ch.index))
+                out.append((start, i))
                 start = None
     if start is not None:
         out.append((start, len(x)))

@@ -41,12 +41,12 @@ class _ThresholdState:
 class ThresholdRule:
     """One direction ('low' or 'high') of one vital's limit, as a small state machine."""
 
-    def __init__(self, scope: str, vital: Vital, direction: str, limit: Limit) -> None:
+    def __init__(self, scope: str, vital: Vital, direction: str, limit: Limit, condition: str | None = None) -> None:
         self.scope = scope
         self.vital = vital
         self.direction = direction
         self.limit = limit
-        self.condition = f"{vital.value}_{direction}"
+        self.condition = condition or f"{vital.value}_{direction}"
         self._s = _ThresholdState()
         self.retired = False  # removed from the config: may still clear, never raises again
 
@@ -168,8 +168,10 @@ class AlarmEngine:
         device: str | None = None,
         severity: Severity = Severity.MEDIUM,
         detail: str = "",
+        technical: bool = True,
     ) -> list[AlarmTransition]:
-        """Raise or clear a technical condition (idempotent: repeated raises yield one alarm)."""
+        """Raise or clear a condition (idempotent: repeated raises yield one alarm).  Technical by
+        default; event-driven patient conditions (a rhythm seen in the waveform) pass ``technical=False``."""
         k = (condition, device)
         current = self._technical.get(k)
         if active and current is None:
@@ -187,7 +189,7 @@ class AlarmEngine:
                 alarm_id=alarm_id,
                 event=event,
                 condition=condition,
-                technical=True,
+                technical=technical,
                 severity=severity,
                 time=t,
                 device=device,

@@ -231,6 +231,7 @@ class Daemon:
             battery_low_pct=self.cfg.alarms.battery_low_pct,
             processing=self.cfg.processing,
             disconnect_alarm_s=self.cfg.alarms.disconnect_alarm_s,
+            ecg_alarms=self.cfg.alarms.ecg,
         )
         for key, blob in (await self.outbox.load_state(PIPELINE_STATE_PREFIX)).items():
             patient = key.removeprefix(PIPELINE_STATE_PREFIX)

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.alarms import AlarmEngine, AlarmTransition
-from gateway.config.processing import ProcessingSection, VitalLimits
+from gateway.config.processing import EcgAlarmSection, ProcessingSection, VitalLimits
+from gateway.ecg_alarms import ExtremeRateRules, rhythm_transitions
 from gateway.records import (
     AlarmRecord,
     BillingRecord,
@@ -32,6 +33,7 @@ from gateway.records import (
 )
 from gateway.signal import spo2
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange
+from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmSettings
 from gateway.summaries import SummaryAggregator, VitalSummary
 
 AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
@@ -114,9 +116,10 @@ def is_ecg(block: SampleBlock) -> bool:
 
 
 class _Patient:
-    def __init__(self, setup: PatientSetup, period_s: float) -> None:
+    def __init__(self, setup: PatientSetup, period_s: float, ecg_alarms: EcgAlarmSection) -> None:
         self.setup = setup
         self.alarms = AlarmEngine(setup.patient, setup.limits)
+        self.extremes = ExtremeRateRules(setup.patient, ecg_alarms)
         self.summaries = SummaryAggregator(period_s)
         self.last_data: dict[str, float] = {}  # device -> time of its last reading
         self.clock = ClockQuality.SYNCED
@@ -137,10 +140,16 @@ class Pipeline:
         battery_low_pct: float = 15.0,
         processing: ProcessingSection | None = None,
         disconnect_alarm_s: float = 30.0,
+        ecg_alarms: EcgAlarmSection | None = None,
     ) -> None:
         self.disconnect_alarm_s = disconnect_alarm_s
         proc = processing or ProcessingSection()
-        self.ecg_settings = EcgSettings(hrv_window_s=proc.ecg_hrv_window_s, hrv_every_s=proc.ecg_hrv_every_s)
+        self.ecg_alarms = ecg_alarms or EcgAlarmSection()
+        self.ecg_settings = EcgSettings(
+            hrv_window_s=proc.ecg_hrv_window_s,
+            hrv_every_s=proc.ecg_hrv_every_s,
+            rhythm=RhythmSettings(asystole_s=self.ecg_alarms.asystole_s),
+        )
         self.spo2_params = spo2.Spo2Params(
             max_jump=proc.spo2.max_jump, median_s=proc.spo2.median_s, tau_s=proc.spo2.tau_s
         )
@@ -163,7 +172,7 @@ class Pipeline:
                 old.setup = setup
                 kept[pid] = old
             else:
-                kept[pid] = _Patient(setup, self.summary_period_s)
+                kept[pid] = _Patient(setup, self.summary_period_s, self.ecg_alarms)
         self._patients = kept
 
     # -- input ------------------------------------------------------------------------------
@@ -209,11 +218,14 @@ class Pipeline:
         self._flag_alarms(p, r, valid, out)
         if not valid:
             p.alarms.invalid(r.vital)
+            p.extremes.invalid(r.vital)
             return
         assert r.value is not None
         self._seen(p, r.device_id, r.time, r.clock, out)
         out.accepted.append(r)
-        for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id):
+        for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id) + p.extremes.observe(
+            r.vital, r.value, r.time, r.device_id
+        ):
             out.records.append(self._alarm(p, tr, r.clock))
 
     def _flag_alarms(self, p: _Patient, r: VitalReading, valid: bool, out: PipelineOutput) -> None:
@@ -244,6 +256,13 @@ class Pipeline:
             self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
         for change in result.changes:
             self._ecg_validity(p, b, change, out)
+        for event in result.rhythm:
+            if event.condition == VENTRICULAR_FIBRILLATION and event.active:
+                # A rate episode pending before VF must not complete on VF "beats".
+                p.alarms.invalid(Vital.HEART_RATE)
+                p.extremes.invalid(Vital.HEART_RATE)
+            for tr in rhythm_transitions(p.alarms, event, b.device_id, b.channel):
+                out.records.append(self._alarm(p, tr, b.clock))
         for reading in result.readings:
             self._apply(p, reading, out)
 
@@ -252,6 +271,7 @@ class Pipeline:
             # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
             p.alarms.invalid(Vital.HEART_RATE)
             p.alarms.invalid(Vital.RR_INTERVAL)
+            p.extremes.invalid(Vital.HEART_RATE)
         for tr in p.alarms.technical(
             NO_VALID_ECG,
             not change.valid,
@@ -327,7 +347,9 @@ class Pipeline:
         return out
 
     def active_alarm_count(self) -> int:
-        return sum(len(p.alarms.active_conditions()) for p in self._patients.values())
+        return sum(
+            len(p.alarms.active_conditions()) + len(p.extremes.active_conditions()) for p in self._patients.values()
+        )
 
     # -- time -------------------------------------------------------------------------------
 
@@ -370,7 +392,12 @@ class Pipeline:
         p = self._patients.get(patient)
         if p is None:
             return None
-        state = {"v": 1, "alarms": p.alarms.snapshot(), "summaries": p.summaries.snapshot()}
+        state = {
+            "v": 1,
+            "alarms": p.alarms.snapshot(),
+            "summaries": p.summaries.snapshot(),
+            "extremes": p.extremes.snapshot(),
+        }
         return json.dumps(state, separators=(",", ":")).encode()
 
     def restore(self, patient: str, blob: bytes) -> bool:
@@ -386,9 +413,11 @@ class Pipeline:
             alarms.restore(state["alarms"])
             summaries = SummaryAggregator(self.summary_period_s)
             summaries.restore(state["summaries"])
+            extremes = ExtremeRateRules(p.setup.patient, self.ecg_alarms)
+            extremes.restore(state.get("extremes", []))
         except (ValueError, KeyError, TypeError):
             return False
-        p.alarms, p.summaries = alarms, summaries
+        p.alarms, p.summaries, p.extremes = alarms, summaries, extremes
         return True
 
     def close_device(self, patient: str, device: str) -> PipelineOutput:

@@ -105,6 +105,33 @@ def check_vital_names(v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
     return v
 
 
+class EcgAlarmSection(_Model):
+    """Rhythm alarms from the ECG waveform, beyond the per-vital heart-rate limits."""
+
+    extreme_bradycardia: Limit = Field(
+        Limit(raise_at=35, clear_at=40, min_duration_s=5, severity="high"),
+        description="Heart rate below raise_at (/min) for min_duration_s: 'extreme_bradycardia'",
+    )
+    extreme_tachycardia: Limit = Field(
+        Limit(raise_at=170, clear_at=160, min_duration_s=5, severity="high"),
+        description="Heart rate above raise_at (/min) for min_duration_s: 'extreme_tachycardia'",
+    )
+    asystole_s: float = Field(
+        6.0, ge=3, le=10, description="No QRS for this long on a live signal: 'asystole' (within 1 s more)"
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> EcgAlarmSection:
+        brady, tachy = self.extreme_bradycardia, self.extreme_tachycardia
+        if brady.clear_at is not None and brady.clear_at < brady.raise_at:
+            raise ValueError("extreme_bradycardia.clear_at must be >= its raise_at")
+        if tachy.clear_at is not None and tachy.clear_at > tachy.raise_at:
+            raise ValueError("extreme_tachycardia.clear_at must be <= its raise_at")
+        if not 15 <= brady.raise_at < tachy.raise_at <= 350:
+            raise ValueError("extreme_bradycardia.raise_at must be below extreme_tachycardia.raise_at (15-350 /min)")
+        return self
+
+
 class AlarmSection(_Model):
     limits: dict[str, VitalLimits] = Field(
         default_factory=_default_limits, description="Per-vital limits; keys are vital names"
@@ -114,11 +141,21 @@ class AlarmSection(_Model):
     disconnect_alarm_s: float = Field(
         30.0, ge=0, le=3600, description="Technical alarm when a device stays disconnected this long"
     )
+    ecg: EcgAlarmSection = EcgAlarmSection()
 
     @field_validator("limits")
     @classmethod
     def _known_vitals(cls, v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
         return check_vital_names(v)
+
+    @model_validator(mode="after")
+    def _extremes_beyond_limits(self) -> AlarmSection:
+        hr = self.limits.get("heart_rate")
+        if hr and hr.low and self.ecg.extreme_bradycardia.raise_at >= hr.low.raise_at:
+            raise ValueError("ecg.extreme_bradycardia.raise_at must be below heart_rate.low.raise_at")
+        if hr and hr.high and self.ecg.extreme_tachycardia.raise_at <= hr.high.raise_at:
+            raise ValueError("ecg.extreme_tachycardia.raise_at must be above heart_rate.high.raise_at")
+        return self
 
 
 class Spo2Section(_Model):

@@ -13,6 +13,9 @@ make their output safe to alarm on:
   drives the low-rate alarm, while a lead-off flat line (invalid) does not.
 * A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
   glued across a gap.
+* Lethal rhythms (``ecg_rhythm``): during ventricular fibrillation/flutter no heart rate is reported
+  (the "beats" found in VF are not a rate), and its low-kurtosis windows are not called noise; an
+  episode's start also ends a "no valid ECG" spell it caused.  Asystole is reported as a rhythm too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, Vita
 from gateway.signal import ecg_quality, heart_rate, hrv
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
+from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
 from gateway.signal.rpeak_detector import RPeakDetector
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ class EcgSettings:
     hrv_every_s: float = 60.0
     recover_windows: int = 2
     max_noise_ratio: float = 0.4  # detector noise level over QRS level beyond which a window is noisy
+    rhythm: RhythmSettings = field(default_factory=RhythmSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +55,19 @@ class ValidityChange:
     detail: str  # the quality verdict that caused it
 
 
+@dataclass(frozen=True, slots=True)
+class RhythmEvent:
+    time: float
+    condition: str  # ecg_rhythm.VENTRICULAR_FIBRILLATION or ASYSTOLE
+    active: bool
+    onset_time: float
+
+
 @dataclass(slots=True)
 class EcgOutput:
     readings: list[VitalReading] = field(default_factory=list)
     changes: list[ValidityChange] = field(default_factory=list)
+    rhythm: list[RhythmEvent] = field(default_factory=list)
     dropped_blocks: int = 0
 
 
@@ -86,6 +100,7 @@ class EcgChannel:
         self.detector = RPeakDetector(fs, first_index=first_index)
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
+        self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index=first_index)
         hrv.break_sequence(self._hrv)
         self._pending.clear()
         self._last_beat_time = None
@@ -125,12 +140,29 @@ class EcgChannel:
             piece = samples[pos : pos + take]
             pos += take
             for beat in self.detector.feed(piece):
-                self._beat(beat.index)
+                self._beat(beat.index, beat.energy, out)
+            for change in self.rhythm.feed(piece):
+                self._rhythm(change, out)
             for window in ecg_quality.feed(self.quality, piece):
+                for change in self.rhythm.quality(window):
+                    self._rhythm(change, out)
                 self._judge(window, out)
         return out
 
-    def _beat(self, index: int) -> None:
+    def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
+        t = self._time(change.index)
+        out.rhythm.append(RhythmEvent(t, change.condition, change.active, self._time(change.onset_index)))
+        if change.condition == VENTRICULAR_FIBRILLATION and change.active:
+            # Rates measured since the onset are VF "beats": never reported.
+            self._pending = [p for p in self._pending if p.index < change.onset_index]
+            if not self.valid:
+                # VF's low-kurtosis windows read as noise to the quality index: it is the rhythm.
+                self.valid = True
+                out.changes.append(ValidityChange(t, True, VENTRICULAR_FIBRILLATION))
+
+    def _beat(self, index: int, energy: float, out: EcgOutput) -> None:
+        for change in self.rhythm.beat(index, energy):
+            self._rhythm(change, out)
         t = self._time(index)
         self._last_beat_time = t
         iv = heart_rate.add_beat(self.hr, index, t)
@@ -158,6 +190,13 @@ class EcgChannel:
         if quality is EcgQuality.GOOD and st.signal_level > 0 and st.noise_level > s.max_noise_ratio * st.signal_level:
             quality = EcgQuality.NOISY
         end_time = self._time(window.end_index)
+        if self.rhythm.vf_active:
+            # No rate in VF, and its windows are not noise: validity is left as it is.
+            self._pending = [p for p in self._pending if p.index >= window.end_index]
+            self.good_streak = 0
+            heart_rate.reset(self.hr)
+            hrv.break_sequence(self._hrv)
+            return
         good = quality is EcgQuality.GOOD
         self.good_streak = self.good_streak + 1 if good else 0
         if self.valid and not good:

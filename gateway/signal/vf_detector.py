@@ -90,6 +90,7 @@ class VfStep:
     end_index: int  # exclusive end of the window scored
     probability: float
     vf_like: bool
+    recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,8 @@ class VfDetector:
         f = vf_features.compute(self._ring, self.fs_features)
         prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
         vf_like = prob >= p.threshold
-        out.steps.append(VfStep(end, prob, vf_like))
+        recent = float(np.max(np.abs(self._ring[-self.hop :])))
+        out.steps.append(VfStep(end, prob, vf_like, recent))
         self._recent.append(vf_like)
         self._recent_ends.append(end)
         if not self.active:

@@ -1,0 +1,74 @@
+"""ECG rhythm alarms of one patient: extreme bradycardia/tachycardia and waveform rhythms.
+
+* ``extreme_bradycardia`` / ``extreme_tachycardia``: threshold rules on the heart rate with their
+  own limits and shorter delays (``alarms.ecg`` in the config), beside the per-vital limits.
+* ``ventricular_fibrillation`` and ``asystole``: raised and cleared by the ECG channel's rhythm
+  events, high severity, not technical; one alarm per condition and device at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.alarms import AlarmEngine, AlarmTransition, ThresholdRule
+from gateway.config.processing import EcgAlarmSection
+from gateway.records import Severity, Vital
+from gateway.signal.ecg_channel import RhythmEvent
+
+EXTREME_BRADYCARDIA = "extreme_bradycardia"
+EXTREME_TACHYCARDIA = "extreme_tachycardia"
+
+
+class ExtremeRateRules:
+    def __init__(self, scope: str, section: EcgAlarmSection) -> None:
+        self._rules = {
+            EXTREME_BRADYCARDIA: ThresholdRule(
+                scope, Vital.HEART_RATE, "low", section.extreme_bradycardia, EXTREME_BRADYCARDIA
+            ),
+            EXTREME_TACHYCARDIA: ThresholdRule(
+                scope, Vital.HEART_RATE, "high", section.extreme_tachycardia, EXTREME_TACHYCARDIA
+            ),
+        }
+
+    def observe(self, vital: Vital, value: float, t: float, device: str | None) -> list[AlarmTransition]:
+        if vital is not Vital.HEART_RATE:
+            return []
+        return [tr for r in self._rules.values() if (tr := r.observe(value, t, device)) is not None]
+
+    def invalid(self, vital: Vital) -> None:
+        if vital is Vital.HEART_RATE:
+            for r in self._rules.values():
+                r.interrupt()
+
+    def active_conditions(self) -> list[str]:
+        return [c for c, r in self._rules.items() if r.active]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {"condition": c, "active_id": r._s.active_id, "worst": r._s.worst}
+            for c, r in self._rules.items()
+            if r.active
+        ]
+
+    def restore(self, items: list[Mapping[str, Any]]) -> None:
+        for item in items:
+            rule = self._rules.get(str(item["condition"]))
+            if rule is None:
+                continue
+            rule._s.active_id = str(item["active_id"])
+            rule._s.worst = None if item.get("worst") is None else float(item["worst"])
+
+
+def rhythm_transitions(alarms: AlarmEngine, event: RhythmEvent, device: str, channel: str) -> list[AlarmTransition]:
+    """Raise or clear a rhythm seen in the waveform (VF, asystole) as a high-severity alarm."""
+    detail = f"{channel}: onset {event.onset_time - event.time:+.1f} s" if event.active else channel
+    return alarms.technical(
+        event.condition,
+        event.active,
+        event.time,
+        device=device,
+        severity=Severity.HIGH,
+        detail=detail,
+        technical=False,
+    )

@@ -1,0 +1,128 @@
+"""Lethal-rhythm decisions for one ECG channel: ventricular fibrillation/flutter and asystole.
+
+* VF/flutter comes from the streaming ``VfDetector`` (1 s steps).  A flat or saturated quality
+  window ends an episode at once: that is a lead or amplifier problem, reported as technical.
+* Asystole: no QRS for ``asystole_s`` since the last one, while the signal is still there (its
+  band-passed peak over the last second at least ``asystole_min_mv`` and the last quality window
+  neither flat nor saturated) and no VF episode is running.  Checked every second, so it is raised
+  at most ``asystole_s`` + 1 s after the last beat; it clears at the next beat.  A flat line is not
+  called asystole: most front-ends give one when an electrode is off, and that is technical.
+  A QRS here is a beat whose slope envelope reaches ``weak_ratio`` of the recent QRS (median of the
+  last ones): once the QRS complexes stop, the R-peak detector's search-back lowers its threshold
+  and takes P and T waves every few seconds, and those must not hold asystole off.  Small beats
+  that keep coming at a regular rate (``adapt_beats`` in a row, each within ``adapt_rr_s``) are an
+  amplitude change, not a standstill: they become the new reference.
+
+Everything is in sample indices; the channel turns them into times.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from statistics import median
+from typing import TYPE_CHECKING
+
+from gateway.signal.ecg_quality import EcgQuality, QualityWindow
+from gateway.signal.vf_detector import VfDetector
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
+
+VENTRICULAR_FIBRILLATION = "ventricular_fibrillation"
+ASYSTOLE = "asystole"
+NO_SIGNAL = frozenset({EcgQuality.FLAT, EcgQuality.SATURATED})
+
+
+@dataclass(frozen=True, slots=True)
+class RhythmSettings:
+    asystole_s: float = 6.0
+    asystole_min_mv: float = 0.02
+    weak_ratio: float = 0.3
+    reference_beats: int = 8
+    adapt_beats: int = 6
+    adapt_rr_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RhythmChange:
+    index: int  # sample at which the change was decided
+    condition: str
+    active: bool
+    onset_index: int  # where the episode began (VF: first VF-like window; asystole: the last beat)
+
+
+class RhythmMonitor:
+    def __init__(self, fs: float, settings: RhythmSettings | None = None, first_index: int = 0) -> None:
+        self.fs = fs
+        self.settings = settings or RhythmSettings()
+        self.vf = VfDetector(fs, first_index=first_index)
+        self.asystole = False
+        self._last_beat: int | None = None  # last QRS
+        self._no_signal = False
+        self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
+        self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
+
+    @property
+    def vf_active(self) -> bool:
+        return self.vf.active
+
+    def beat(self, index: int, energy: float) -> list[RhythmChange]:
+        s = self.settings
+        if self._strong and energy < s.weak_ratio * median(self._strong):
+            if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
+                self._weak.clear()
+            self._weak.append((index, energy))
+            if len(self._weak) < s.adapt_beats:
+                return []
+            self._strong.clear()
+            self._strong.extend(e for _, e in self._weak)
+        self._weak.clear()
+        self._strong.append(energy)
+        self._last_beat = index
+        if not self.asystole:
+            return []
+        self.asystole = False
+        return [RhythmChange(index, ASYSTOLE, False, index)]
+
+    def feed(self, samples_mv: FloatArray) -> list[RhythmChange]:
+        out: list[RhythmChange] = []
+        result = self.vf.feed(samples_mv)
+        changes = {c.index: c for c in result.changes}
+        for step in result.steps:
+            c = changes.get(step.end_index)
+            if c is not None:
+                if c.active:
+                    out.extend(self._end_asystole(step.end_index))
+                out.append(RhythmChange(c.index, VENTRICULAR_FIBRILLATION, c.active, c.onset_index))
+            self._check_asystole(step.end_index, step.recent_peak_mv, out)
+        return out
+
+    def quality(self, window: QualityWindow) -> list[RhythmChange]:
+        """A quality verdict: flat or saturated means no signal, hence no rhythm to call."""
+        self._no_signal = window.quality in NO_SIGNAL
+        if not self._no_signal:
+            return []
+        out = [
+            RhythmChange(c.index, VENTRICULAR_FIBRILLATION, False, c.onset_index)
+            for c in self.vf.suppress(window.end_index)
+        ]
+        return out + self._end_asystole(window.end_index)
+
+    def _check_asystole(self, index: int, peak_mv: float, out: list[RhythmChange]) -> None:
+        s = self.settings
+        last = self._last_beat
+        if self.asystole or last is None or self.vf.active or self._no_signal:
+            return
+        if index - last >= s.asystole_s * self.fs and peak_mv >= s.asystole_min_mv:
+            self.asystole = True
+            out.append(RhythmChange(index, ASYSTOLE, True, last))
+
+    def _end_asystole(self, index: int) -> list[RhythmChange]:
+        if not self.asystole:
+            return []
+        self.asystole = False
+        return [RhythmChange(index, ASYSTOLE, False, index)]

@@ -1,0 +1,127 @@
+"""Rhythm alarms through the real pipeline: VF holds the heart rate and raises a high-severity
+alarm, noise stays technical, extreme brady/tachycardia have their own limits and delays."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from pydantic import ValidationError
+
+from gateway.config.processing import AlarmSection, EcgAlarmSection, Limit, VitalLimits
+from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutput
+from gateway.records import AlarmEvent, AlarmRecord, SampleBlock, Vital, VitalReading
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+T0 = 1_780_000_000.0
+
+
+def pipeline(ecg: EcgAlarmSection | None = None) -> Pipeline:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
+    return Pipeline(
+        gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup}, ecg_alarms=ecg
+    )
+
+
+def feed_file(pl: Pipeline, rel: str) -> tuple[PipelineOutput, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    fs = float(rec.fs)
+    x = np.nan_to_num(rec.p_signal[:, 0]) * 1000.0  # uV, as a strap sends
+    out = PipelineOutput()
+    step = round(0.1 * fs)
+    for start in range(0, len(x), step):
+        block = SampleBlock("strap", "ecg", fs, T0 + start / fs, x[start : start + step], "uV", first_index=start)
+        out.extend(pl.feed("p-a", block))
+    return out, fs
+
+
+def alarms(out: PipelineOutput, condition: str) -> list[AlarmRecord]:
+    return [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == condition]
+
+
+def test_fibrillation_raises_a_high_alarm_and_holds_the_heart_rate() -> None:
+    out, _ = feed_file(pipeline(), "ecg_vf/vfdb_426_615s")  # sinus, VF from 30 s to the end (60 s)
+    vf = alarms(out, "ventricular_fibrillation")
+    assert [a.event for a in vf] == [AlarmEvent.RAISED]
+    raised = vf[0].time.timestamp() - T0
+    assert 30 < raised <= 40
+    assert vf[0].severity == "high" and not vf[0].technical and vf[0].device == "strap"
+    hr = [r for r in out.accepted if r.vital is Vital.HEART_RATE]
+    assert [r for r in hr if r.time < T0 + 28]  # the sinus part had a rate...
+    assert not [r for r in hr if r.time >= T0 + raised]  # ...VF has none
+    # The 'beats' in VF are no rate: no rate alarm comes out of them.
+    assert not alarms(out, "heart_rate_high") and not alarms(out, "extreme_tachycardia")
+    # The quality index calls VF's first windows noise; VF's start ends that spell, and VF is
+    # not called noise again while it lasts.
+    tech = alarms(out, NO_VALID_ECG)
+    assert tech[-1].event is AlarmEvent.CLEARED and tech[-1].detail == "ecg: ventricular_fibrillation"
+    assert tech[-1].time.timestamp() - T0 == pytest.approx(raised)
+
+
+def test_electrode_motion_noise_is_technical_not_fibrillation() -> None:
+    out, _ = feed_file(pipeline(), "ecg_vf/nstdb_119e00_300s")  # 119 with em noise at 0 dB
+    assert not alarms(out, "ventricular_fibrillation")
+    assert not alarms(out, "asystole")
+    assert alarms(out, NO_VALID_ECG)
+
+
+def test_a_run_of_ventricular_tachycardia_is_not_called_fibrillation() -> None:
+    out, _ = feed_file(pipeline(), "ecg_vf/vfdb_615_600s")
+    assert not alarms(out, "ventricular_fibrillation")
+
+
+def feed_rates(pl: Pipeline, rates: list[float]) -> PipelineOutput:
+    out = PipelineOutput()
+    for i, v in enumerate(rates):
+        out.extend(pl.feed("p-a", VitalReading("strap", Vital.HEART_RATE, v, "/min", T0 + i)))
+    return out
+
+
+def test_extreme_tachycardia_raises_before_the_high_rate_alarm_and_clears_with_hysteresis() -> None:
+    out = feed_rates(pipeline(), [80] * 5 + [185] * 15 + [165] * 5 + [150] * 5)
+    ext = alarms(out, "extreme_tachycardia")
+    high = alarms(out, "heart_rate_high")
+    assert [a.event for a in ext] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
+    assert ext[0].time.timestamp() - T0 == 10  # 5 s after the first value above 170 (at 5 s)
+    assert high[0].time.timestamp() - T0 == 15  # the ordinary limit waits its 10 s
+    assert ext[0].severity == "high" and ext[0].threshold == 170
+    assert ext[1].time.timestamp() - T0 == 25  # 165 is not yet below the clear level (160)
+
+
+def test_extreme_bradycardia_has_its_own_configurable_limit() -> None:
+    ecg = EcgAlarmSection(extreme_bradycardia=Limit(raise_at=30, clear_at=33, min_duration_s=3, severity="high"))
+    out = feed_rates(pipeline(ecg), [70] * 3 + [32] * 6 + [28] * 6 + [40] * 3)
+    ext = alarms(out, "extreme_bradycardia")
+    assert [a.event for a in ext] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
+    assert ext[0].time.timestamp() - T0 == 12  # below 30 from 9 s, for 3 s
+    assert alarms(out, "heart_rate_low")
+
+
+def test_raised_extreme_alarm_survives_a_restart_with_its_id() -> None:
+    pl = pipeline()
+    raised = alarms(feed_rates(pl, [190] * 8), "extreme_tachycardia")
+    blob = pl.snapshot("p-a")
+    assert blob is not None
+    fresh = pipeline()
+    assert fresh.restore("p-a", blob)
+    assert fresh.active_alarm_count() >= 1
+    cleared = alarms(feed_rates(fresh, [80] * 2), "extreme_tachycardia")
+    assert [a.event for a in cleared] == [AlarmEvent.CLEARED]
+    assert cleared[0].alarm_id == raised[0].alarm_id
+
+
+def test_config_rejects_extreme_limits_inside_the_ordinary_ones() -> None:
+    with pytest.raises(ValidationError, match=r"extreme_bradycardia\.raise_at must be below heart_rate\.low"):
+        AlarmSection(ecg=EcgAlarmSection(extreme_bradycardia=Limit(raise_at=50, clear_at=55)))
+    with pytest.raises(ValidationError, match=r"extreme_tachycardia\.raise_at must be above heart_rate\.high"):
+        AlarmSection(
+            limits={"heart_rate": VitalLimits(high=Limit(raise_at=180))},
+        )
+    with pytest.raises(ValidationError, match="clear_at must be >= its raise_at"):
+        EcgAlarmSection(extreme_bradycardia=Limit(raise_at=30, clear_at=25))
+    with pytest.raises(ValidationError, match="asystole_s"):
+        EcgAlarmSection(asystole_s=20)
