@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drivers.ble import blood_pressure, glucose, heart_rate, plx, polar_pmd, thermometer, weight  # noqa: E402
-from drivers.ble.driver import HeartRateDriver  # noqa: E402
+from drivers.ble.driver import ProfileDriver  # noqa: E402
 from drivers.ble.link import Notification  # noqa: E402
 from drivers.ble.settings import HeartRateSettings  # noqa: E402
 from gateway.clock import SyncPolicy, SystemClock  # noqa: E402
@@ -90,7 +90,7 @@ def context(tmp: str) -> DeviceContext:
 
 async def driver_path(n: int, tmp: str) -> None:
     settings = HeartRateSettings(id="hr", address="AA:BB:CC:DD:EE:01", queue_size=65536)
-    driver = HeartRateDriver(context(tmp), settings)
+    driver = ProfileDriver(context(tmp), settings)
     payload = bytes.fromhex("1655E803DE03")
     it = aiter(driver._visit())
     driver.link._client = None
@@ -109,7 +109,7 @@ async def dbus_path(n: int, tmp: str) -> None:
         strap = heart_rate_strap(mock.adapter_of(address))
         await strap.start()
         settings = HeartRateSettings(id="hr", address=address, scan_timeout_s=10, queue_size=65536)
-        driver = HeartRateDriver(context(tmp), settings)
+        driver = ProfileDriver(context(tmp), settings)
         payload = bytes.fromhex("1655E803DE03")
         async with driver:
             it = aiter(driver.readings())

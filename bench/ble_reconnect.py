@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drivers.ble import heart_rate  # noqa: E402
-from drivers.ble.driver import HeartRateDriver  # noqa: E402
+from drivers.ble.driver import ProfileDriver  # noqa: E402
 from drivers.ble.settings import HeartRateSettings  # noqa: E402
 from gateway.clock import SyncPolicy, SystemClock  # noqa: E402
 from gateway.driver_api import DeviceContext, DriverDisconnected  # noqa: E402
@@ -45,7 +45,7 @@ async def one_try(
     adapter: str, ctx: DeviceContext, settings: HeartRateSettings, returns_while_scanning: bool
 ) -> tuple[float, float]:
     strap = heart_rate_strap(adapter)
-    driver = HeartRateDriver(ctx, settings)
+    driver = ProfileDriver(ctx, settings)
     if returns_while_scanning:
         # The supervisor's new session is already looking for the strap when it comes back in range.
         entering = asyncio.ensure_future(driver.__aenter__())

@@ -1,4 +1,10 @@
-"""BLE health drivers: one small class per profile on a shared session loop.
+"""BLE health drivers: the session loop shared by every profile, and the standard profiles as a table.
+
+The five standard profiles (heart rate, pulse oximeter, blood pressure, thermometer, weight) differ
+only in what they subscribe to, whether the device keeps a clock of its own and how a notification
+becomes readings: ``PROFILES`` holds that, ``ProfileDriver`` runs it.  The glucose meter (RACP
+record transfer) and the Polar H10 (PMD control point) need more and have their own modules,
+``glucose_racp.py`` and ``polar_ecg.py``.
 
 Connected mode (straps, oximeters): ``connect()`` finds the device and subscribes; ``readings()``
 streams until the link drops and raises ``DriverDisconnected``.  The supervisor reports the
@@ -14,27 +20,17 @@ was offered fails, the driver raises ``DriverConnectFailed`` like any other.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from bleak.backends.device import BLEDevice
 
-from drivers.ble import blood_pressure, glucose, heart_rate, plx, polar_pmd, thermometer, weight
+from drivers.ble import blood_pressure, heart_rate, plx, thermometer, weight
 from drivers.ble.device_time import CURRENT_TIME, DeviceClock, decode_current_time
 from drivers.ble.link import BleLink, Notification
-from drivers.ble.settings import (
-    BleSettings,
-    BloodPressureSettings,
-    GlucoseSettings,
-    HeartRateSettings,
-    PolarEcgSettings,
-    PulseOximeterSettings,
-    ThermometerSettings,
-    WeightSettings,
-)
+from drivers.ble.sequence_store import SequenceStore
+from drivers.ble.settings import BleSettings
 from drivers.ble.wire import DecodeError, DeviceDateTime
 from gateway.driver_api import DeviceContext, Driver, DriverConfigError, DriverConnectFailed, DriverDisconnected
 from gateway.readings import DeviceEvent, DeviceState, Reading
@@ -48,7 +44,7 @@ PASSIVE_SCAN_SLICE_S = 30.0
 class BleDriver(Driver):
     settings: BleSettings
     # Characteristics to subscribe to; at least one must exist on the device.
-    SUBSCRIBE: ClassVar[tuple[str, ...]] = ()
+    SUBSCRIBE: tuple[str, ...] = ()
 
     def __init__(self, ctx: DeviceContext, settings: BleSettings) -> None:
         super().__init__(ctx, settings)
@@ -218,218 +214,67 @@ class BleDriver(Driver):
         return {"t": p.time, "clock": p.clock, "device_time": p.device_time}
 
 
-class HeartRateDriver(BleDriver):
-    settings: HeartRateSettings
-    SUBSCRIBE = (heart_rate.MEASUREMENT,)
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What sets one standard profile apart."""
 
-    def _decode(self, n: Notification) -> list[Reading]:
-        m = heart_rate.decode(n.data)
-        return list(heart_rate.to_vitals(m, self.ctx.device_id, n.received_at, self.ctx.clock.quality()))
-
-
-class PulseOximeterDriver(BleDriver):
-    settings: PulseOximeterSettings
-    SUBSCRIBE = (plx.CONTINUOUS, plx.SPOT_CHECK)
-
-    async def _prepare(self) -> None:
-        await self._calibrate_clock()
-        await super()._prepare()
-
-    def _decode(self, n: Notification) -> list[Reading]:
-        dev = self.ctx.device_id
-        if n.uuid == plx.CONTINUOUS:
-            return list(plx.to_vitals(plx.decode_continuous(n.data), dev, n.received_at, self.ctx.clock.quality()))
-        m = plx.decode_spot_check(n.data)
-        return list(plx.to_vitals(m, dev, **self._stamp(m.timestamp, n, m.device_clock_not_set)))
+    subscribe: tuple[str, ...]  # at least one must exist on the device
+    decode: Callable[[BleDriver, Notification], list[Reading]]
+    device_clock: bool = True  # read Current Time first: the device stamps its readings
 
 
-class BloodPressureDriver(BleDriver):
-    settings: BloodPressureSettings
-    SUBSCRIBE = (blood_pressure.MEASUREMENT,)
-
-    async def _prepare(self) -> None:
-        await self._calibrate_clock()
-        await super()._prepare()
-
-    def _decode(self, n: Notification) -> list[Reading]:
-        m = blood_pressure.decode(n.data)
-        return list(blood_pressure.to_vitals(m, self.ctx.device_id, **self._stamp(m.timestamp, n)))
+def _heart_rate(d: BleDriver, n: Notification) -> list[Reading]:
+    m = heart_rate.decode(n.data)
+    return list(heart_rate.to_vitals(m, d.ctx.device_id, n.received_at, d.ctx.clock.quality()))
 
 
-class ThermometerDriver(BleDriver):
-    settings: ThermometerSettings
-    SUBSCRIBE = (thermometer.MEASUREMENT,)
-
-    async def _prepare(self) -> None:
-        await self._calibrate_clock()
-        await super()._prepare()
-
-    def _decode(self, n: Notification) -> list[Reading]:
-        m = thermometer.decode(n.data)
-        return list(thermometer.to_vitals(m, self.ctx.device_id, **self._stamp(m.timestamp, n)))
+def _pulse_oximeter(d: BleDriver, n: Notification) -> list[Reading]:
+    dev = d.ctx.device_id
+    if n.uuid == plx.CONTINUOUS:
+        return list(plx.to_vitals(plx.decode_continuous(n.data), dev, n.received_at, d.ctx.clock.quality()))
+    m = plx.decode_spot_check(n.data)
+    return list(plx.to_vitals(m, dev, **d._stamp(m.timestamp, n, m.device_clock_not_set)))
 
 
-class WeightDriver(BleDriver):
-    settings: WeightSettings
-    SUBSCRIBE = (weight.MEASUREMENT,)
-
-    async def _prepare(self) -> None:
-        await self._calibrate_clock()
-        await super()._prepare()
-
-    def _decode(self, n: Notification) -> list[Reading]:
-        m = weight.decode(n.data)
-        return list(weight.to_vitals(m, self.ctx.device_id, **self._stamp(m.timestamp, n)))
+def _blood_pressure(d: BleDriver, n: Notification) -> list[Reading]:
+    m = blood_pressure.decode(n.data)
+    return list(blood_pressure.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
 
 
-class SequenceStore:
-    """The last glucose sequence number the gateway holds, in a small JSON file replaced atomically."""
-
-    def __init__(self, path: Path, address: str) -> None:
-        self.path = path
-        self.address = address.upper()
-
-    def load(self) -> int | None:
-        try:
-            obj = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return None  # unreadable state: fetch everything rather than miss readings
-        # A different meter at this device id starts from scratch.
-        if not isinstance(obj, dict) or obj.get("address") != self.address:
-            return None
-        seq = obj.get("last_sequence")
-        return seq if isinstance(seq, int) and 0 <= seq <= 0xFFFF else None
-
-    def save(self, seq: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"address": self.address, "last_sequence": seq}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _thermometer(d: BleDriver, n: Notification) -> list[Reading]:
+    m = thermometer.decode(n.data)
+    return list(thermometer.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
 
 
-class GlucoseDriver(BleDriver):
-    """Fetches the records the gateway does not hold yet through the RACP, then listens (connected
-    mode) or lets the meter go (passive mode).  The sequence number is saved only after the consumer
-    took the reading, so a crash repeats at most the reading in flight, and never skips one.
+def _weight(d: BleDriver, n: Notification) -> list[Reading]:
+    m = weight.decode(n.data)
+    return list(weight.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
 
-    When the meter has nothing newer than the last number held, the driver asks for its newest
-    record: a number *below* the one held means the meter's numbering started again (factory reset,
-    replaced meter with the same address), and everything it stores is fetched once more."""
 
-    settings: GlucoseSettings
-    SUBSCRIBE = (glucose.MEASUREMENT, glucose.RACP)
-    STATE_FILE = "ble-glucose.json"
+PROFILES: dict[str, Profile] = {
+    "ble-heart-rate": Profile((heart_rate.MEASUREMENT,), _heart_rate, device_clock=False),
+    "ble-pulse-oximeter": Profile((plx.CONTINUOUS, plx.SPOT_CHECK), _pulse_oximeter),
+    "ble-blood-pressure": Profile((blood_pressure.MEASUREMENT,), _blood_pressure),
+    "ble-thermometer": Profile((thermometer.MEASUREMENT,), _thermometer),
+    "ble-weight": Profile((weight.MEASUREMENT,), _weight),
+}
 
-    def __init__(self, ctx: DeviceContext, settings: GlucoseSettings) -> None:
+
+class ProfileDriver(BleDriver):
+    """A standard profile of ``PROFILES``, chosen by the settings' driver name."""
+
+    def __init__(self, ctx: DeviceContext, settings: BleSettings) -> None:
         super().__init__(ctx, settings)
-        self.store = SequenceStore(ctx.state_dir / self.STATE_FILE, settings.address)
-        self.last_held: int | None = None
-        self.racp_result: glucose.RacpResult | None = None
-        self._pending_seq: int | None = None
-        self._probing = False
-        self._newest_on_meter: int | None = None
+        self.profile = PROFILES[str(getattr(settings, "driver", ""))]
+        self.SUBSCRIBE = self.profile.subscribe
 
     async def _prepare(self) -> None:
-        for uuid in self.SUBSCRIBE:
-            if not self.link.has_characteristic(uuid):
-                raise DriverConfigError(f"{self.device_tag} has no {uuid}: not a glucose meter?", reason="wrong_device")
-        await self._calibrate_clock()
+        if self.profile.device_clock:
+            await self._calibrate_clock()
         await super()._prepare()
 
-    async def _start(self) -> None:
-        self.last_held = await asyncio.to_thread(self.store.load)
-        await self._request(glucose.racp_records_after(self.last_held))
-
-    async def _request(self, request: bytes) -> None:
-        self.racp_result = None
-        self.log.info("ble_glucose_fetch", last_held=self.last_held, request=request.hex())
-        await self.link.write(glucose.RACP, request)
-
     def _decode(self, n: Notification) -> list[Reading]:
-        self._pending_seq = None
-        if n.uuid == glucose.RACP:
-            response = glucose.decode_racp(n.data)
-            if response.done:
-                self.racp_result = response.result
-            return []
-        m = glucose.decode(n.data)
-        if self._probing:
-            self._newest_on_meter = m.sequence
-        if self.last_held is not None and m.sequence <= self.last_held:
-            if not self._probing:
-                self.log.info("ble_glucose_repeat_skipped", sequence=m.sequence, last_held=self.last_held)
-            return []
-        self._pending_seq = m.sequence
-        time_fault = m.status is not None and bool(m.status & (1 << 11))
-        # The meter's user-facing time (base time + offset) is the device's own time of the reading.
-        return list(glucose.to_vitals(m, self.ctx.device_id, **self._place(m.device_time, n, time_fault)))
-
-    async def _delivered(self, n: Notification) -> bool:
-        if self._pending_seq is not None:
-            seq, self._pending_seq = self._pending_seq, None
-            await self.ctx.checkpoint()  # the reading is on disk before the meter's place is moved on
-            await asyncio.to_thread(self.store.save, seq)
-            self.last_held = seq
-            return False
-        if n.uuid != glucose.RACP or self.racp_result is None:
-            return False
-        result = self.racp_result
-        if self._probing:
-            self._probing = False
-            newest, self._newest_on_meter = self._newest_on_meter, None
-            if newest is not None and self.last_held is not None and newest < self.last_held:
-                self.log.warning("ble_glucose_numbering_restarted", newest_on_meter=newest, last_held=self.last_held)
-                self.last_held = None
-                await self._request(glucose.racp_all_records())
-                return False
-        elif result is glucose.RacpResult.NO_RECORDS_FOUND and self.last_held is not None:
-            self._probing = True
-            self._newest_on_meter = None
-            await self._request(glucose.racp_last_record())
-            return False
-        ok = result in (glucose.RacpResult.SUCCESS, glucose.RacpResult.NO_RECORDS_FOUND)
-        level = self.log.info if ok else self.log.warning
-        level("ble_glucose_fetch_done", result=result.name.lower(), last_held=self.last_held)
-        return self.passive
+        return self.profile.decode(self, n)
 
 
-class PolarEcgDriver(BleDriver):
-    settings: PolarEcgSettings
-    SUBSCRIBE = (polar_pmd.CONTROL_POINT, polar_pmd.DATA)
-
-    def __init__(self, ctx: DeviceContext, settings: PolarEcgSettings) -> None:
-        super().__init__(ctx, settings)
-        self.timeline = polar_pmd.EcgTimeline(ctx.device_id)
-
-    async def _prepare(self) -> None:
-        for uuid in self.SUBSCRIBE:
-            if not self.link.has_characteristic(uuid):
-                raise DriverConfigError(f"{self.device_tag} has no PMD {uuid}: not a Polar H10?", reason="wrong_device")
-        await super()._prepare()
-
-    async def _start(self) -> None:
-        self.timeline = polar_pmd.EcgTimeline(self.ctx.device_id)  # a new link has a new time line
-        await self.link.write(polar_pmd.CONTROL_POINT, polar_pmd.START_ECG)
-
-    def _decode(self, n: Notification) -> list[Reading]:
-        if n.uuid == polar_pmd.CONTROL_POINT:
-            r = polar_pmd.decode_control(n.data)
-            if not r.ok:
-                raise DriverConnectFailed(f"strap refused to start ECG: {r.error.name.lower()}")
-            return []
-        frame = polar_pmd.decode_ecg(n.data)
-        first = self.timeline.offset_s is None
-        block = self.timeline.block(frame, n.received_at, self.ctx.clock.quality())
-        if first:
-            self.log.info("polar_ecg_clock", sensor_offset_s=round(self.timeline.offset_s or 0.0, 3))
-        return [block]
+__all__ = ["PROFILES", "BleDriver", "Profile", "ProfileDriver", "SequenceStore"]

@@ -122,20 +122,21 @@ class PolarEcgSettings(BleSettings):
         return self
 
 
-def _spec(name: str, settings: type[BleSettings], cls: str, summary: str) -> DriverSpec:
-    return DriverSpec(name=name, settings=settings, factory=f"drivers.ble.driver:{cls}", summary=summary)
+def _spec(name: str, settings: type[BleSettings], factory: str, summary: str) -> DriverSpec:
+    return DriverSpec(name=name, settings=settings, factory=f"drivers.ble.{factory}", summary=summary)
 
 
-HEART_RATE_SPEC = _spec("ble-heart-rate", HeartRateSettings, "HeartRateDriver", "BLE Heart Rate profile (0x180D)")
+_PROFILE = "driver:ProfileDriver"  # the standard profiles: one driver, a table row each (driver.PROFILES)
+HEART_RATE_SPEC = _spec("ble-heart-rate", HeartRateSettings, _PROFILE, "BLE Heart Rate profile (0x180D)")
 PULSE_OXIMETER_SPEC = _spec(
-    "ble-pulse-oximeter", PulseOximeterSettings, "PulseOximeterDriver", "BLE Pulse Oximeter profile (0x1822)"
+    "ble-pulse-oximeter", PulseOximeterSettings, _PROFILE, "BLE Pulse Oximeter profile (0x1822)"
 )
 BLOOD_PRESSURE_SPEC = _spec(
-    "ble-blood-pressure", BloodPressureSettings, "BloodPressureDriver", "BLE Blood Pressure profile (0x1810)"
+    "ble-blood-pressure", BloodPressureSettings, _PROFILE, "BLE Blood Pressure profile (0x1810)"
 )
-THERMOMETER_SPEC = _spec(
-    "ble-thermometer", ThermometerSettings, "ThermometerDriver", "BLE Health Thermometer profile (0x1809)"
+THERMOMETER_SPEC = _spec("ble-thermometer", ThermometerSettings, _PROFILE, "BLE Health Thermometer profile (0x1809)")
+WEIGHT_SPEC = _spec("ble-weight", WeightSettings, _PROFILE, "BLE Weight Scale profile (0x181D)")
+GLUCOSE_SPEC = _spec(
+    "ble-glucose", GlucoseSettings, "glucose_racp:GlucoseDriver", "BLE Glucose profile (0x1808) with RACP"
 )
-WEIGHT_SPEC = _spec("ble-weight", WeightSettings, "WeightDriver", "BLE Weight Scale profile (0x181D)")
-GLUCOSE_SPEC = _spec("ble-glucose", GlucoseSettings, "GlucoseDriver", "BLE Glucose profile (0x1808) with RACP")
-POLAR_ECG_SPEC = _spec("polar-ecg", PolarEcgSettings, "PolarEcgDriver", "Polar H10 raw ECG over PMD")
+POLAR_ECG_SPEC = _spec("polar-ecg", PolarEcgSettings, "polar_ecg:PolarEcgDriver", "Polar H10 raw ECG over PMD")
