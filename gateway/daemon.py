@@ -220,8 +220,9 @@ class Daemon:
         self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(status_file.StatusUnavailable):
             self.active_alarms.carry_over(status_file.read(status_file.status_path(self.paths.state_dir)))
-        self._install_device_tags()
         self.outbox = await self._open_outbox()
+        # After the outbox: a start refused for its sake must leave the state directory untouched.
+        self._install_device_tags()
         self.pipeline = Pipeline(
             gateway_id=self.cfg.gateway.id,
             new_key=self.outbox.next_key,
