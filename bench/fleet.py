@@ -2,7 +2,9 @@
 
 Each hub is the gateway's own delivery path — a real SQLite outbox (its own file) and a real
 ``Uplink`` (its own client id, MQTT 5 persistent session, QoS 1) — fed by a producer making
-summary records (one alarm in ten) at ``--rate`` records/s with random (Poisson) spacing.  Hubs
+summary records (one alarm in ten) at ``--rate`` records/s with random (Poisson) spacing; the
+default 0.2/s is a hub with two patients and five vitals each at the default summary period of
+a minute, plus their alarms.  Hubs
 run ``--hubs-per-proc`` to a worker process (one event loop each; the workers report their
 worst event-loop lag, so an overloaded worker shows instead of flattering the figures).
 
