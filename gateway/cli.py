@@ -34,6 +34,11 @@ VERBS: dict[str, tuple[str, str]] = {
         "outbox depth per class, oldest pending age, last delivery",
         "iomt-gateway outbox -c /etc/iomt-gateway/config.yaml --json",
     ),
+    "doctor": (
+        "one checklist before leaving the home: config, credential files, broker (DNS, TCP, TLS, MQTT CONNECT), "
+        "clock, devices, disk, outbox; exit 0 only if all pass",
+        "sudo iomt-gateway doctor -c /etc/iomt-gateway/config.yaml",
+    ),
     "status": (
         "what the running daemon sees now: devices, active alarms, uplink, outbox (read from its state directory)",
         "sudo -u iomt-gateway iomt-gateway status -c /etc/iomt-gateway/config.yaml",
@@ -96,6 +101,11 @@ def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     )
     src.add_argument("--db", type=Path, help="outbox database file")
     ob.add_argument("--json", action="store_true", help="machine-readable output")
+
+    doc = _add(sub, "doctor")
+    doc.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_CONFIG, help=f"config file (default: {DEFAULT_CONFIG})"
+    )
 
     st = _add(sub, "status")
     st.add_argument(
@@ -176,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return schema_command(args.output)
     if verb == "outbox":
         return _outbox(args.config, args.db, args.json)
+    if verb == "doctor":
+        from gateway.doctor import doctor_command  # noqa: PLC0415
+
+        return doctor_command(args.config)
     if verb == "status":
         return _status(args.config, args.json)
     if verb == "demo":

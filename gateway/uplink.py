@@ -295,6 +295,58 @@ class _AckingClient(aiomqtt.Client):
 
 
 # --------------------------------------------------------------------------------------------
+# A CONNECT and nothing else (for ``iomt-gateway doctor``)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectProbe:
+    """How one MQTT CONNECT went: ``reason_code`` is the broker's refusal code, if it answered one."""
+
+    ok: bool
+    reason_code: int | None = None
+    error: str = ""
+
+
+async def probe_connect(
+    host: str,
+    port: int,
+    *,
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    tls_context: Any,
+    timeout_s: float,
+) -> ConnectProbe:
+    """Connect with this identity, then disconnect: no will, no subscription, no publish, and a clean
+    session that expires with the connection, so the broker keeps nothing of it.  Use a client id of its
+    own (the daemon's would take over the running daemon's session)."""
+    client = aiomqtt.Client(
+        host,
+        port,
+        identifier=client_id,
+        username=username,
+        password=password,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=True,
+        tls_context=tls_context,
+        timeout=timeout_s,
+        keepalive=max(5, int(timeout_s)),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.__aenter__()
+    except aiomqtt.MqttCodeError as e:
+        rc = e.rc.value if isinstance(e.rc, ReasonCode) else e.rc
+        return ConnectProbe(False, rc, str(e))
+    except (aiomqtt.MqttError, OSError, TimeoutError) as e:
+        return ConnectProbe(False, None, str(e) or type(e).__name__)
+    with contextlib.suppress(aiomqtt.MqttError, OSError):
+        await client.__aexit__(None, None, None)
+    return ConnectProbe(True)
+
+
+# --------------------------------------------------------------------------------------------
 # The uplink
 # --------------------------------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""``iomt-gateway doctor`` against a real Mosquitto with a TLS listener, a client certificate and a
+password, all made by the test PKI (tests/pki.py): everything passes; then a wrong CA, an expired
+client certificate, a wrong password and a closed port each give exactly one ✗ naming the cause."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.doctor import doctor_command
+from gateway.local_broker import find_mosquitto, free_port
+from tests.broker import MosquittoBroker
+from tests.daemon_harness import FIXTURES, replay_device, write_config
+from tests.pki import Pki
+
+PASSWORD = "s3cret-Pw!"
+
+
+@dataclass
+class Site:
+    broker: MosquittoBroker
+    pki: Pki
+    password_file: Path
+    credentials: Path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed")
+    pki = Pki(tmp_path / "pki")
+    passwd = tmp_path / "mosquitto.passwd"
+    passwd.write_text("")
+    try:
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gw-test", PASSWORD], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("mosquitto_passwd unavailable")
+    broker = MosquittoBroker(
+        tmp_path / "broker",
+        tls=pki.tls_files("gw-test"),
+        extra_config=f"allow_anonymous false\npassword_file {passwd}",
+    )
+    broker.start()
+    secret = tmp_path / "mqtt-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    try:
+        yield Site(broker, pki, secret, tmp_path / "no-credentials-dir")
+    finally:
+        broker.kill()
+
+
+def _config(tmp_path: Path, site: Site, **upstream: Any) -> Path:
+    client = site.pki.client("gw-test")
+    up: dict[str, Any] = {
+        "url": f"mqtts://localhost:{site.broker.port}",
+        "username": "gw-test",
+        "password_file": str(site.password_file),
+        "ca_file": str(site.pki.site_ca.cert),
+        "cert_file": str(client.cert),
+        "key_file": str(client.key),
+    }
+    up.update({k: str(v) if isinstance(v, Path) else v for k, v in upstream.items()})
+    return write_config(
+        tmp_path,
+        broker_url=up.pop("url"),
+        patients={"p-a": [replay_device("ox-a", vitals=FIXTURES / "vitals" / "patient-a.jsonl")]},
+        extra={"upstream": up, "storage": {"min_free_mb": 1}},
+        name="doctor.yaml",
+    )
+
+
+def _run(path: Path, credentials: Path) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    rc = doctor_command(path, out=out, credentials=credentials)
+    return rc, out.getvalue().splitlines()
+
+
+def _failed(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("✗")]
+
+
+def test_all_checks_pass_against_a_tls_broker_with_client_certificate_and_password(tmp_path: Path, site: Site) -> None:
+    rc, lines = _run(_config(tmp_path, site), site.credentials)
+    assert _failed(lines) == [], "\n".join(lines)
+    assert rc == 0
+    port = site.broker.port
+    text = "\n".join(lines)
+    assert "✓ broker DNS localhost: " in text
+    assert f"✓ broker TCP localhost:{port}: connection accepted" in text
+    tls_line = next(line for line in lines if line.startswith(f"✓ TLS localhost:{port}: "))
+    assert "chain to 'site-ca' verified" in tls_line and "host name localhost matches" in tls_line
+    assert "certificate valid until 20" in tls_line  # the broker's expiry date is shown
+    assert f"✓ MQTT CONNECT localhost:{port}: accepted (user 'gw-test')" in lines
+    assert any(line.startswith("✓ client certificate ") and "CN=gw-test, valid until" in line for line in lines)
+    assert any(line.startswith(f"✓ password file {site.password_file}: present, mode 0600") for line in lines)
+    assert lines[-1].endswith("checks: all passed")
+
+
+def test_wrong_ca_is_one_failure_naming_the_unknown_ca(tmp_path: Path, site: Site) -> None:
+    rc, lines = _run(_config(tmp_path, site, ca_file=site.pki.unknown_ca.cert), site.credentials)
+    assert rc == 1
+    (failure,) = _failed(lines)
+    assert failure == (
+        f"✗ TLS localhost:{site.broker.port}: TLS refused: the broker's certificate is not signed by the trusted "
+        "CA (ca_file) (server_unknown_ca)"
+    )
+    fix = lines[lines.index(failure) + 1]
+    assert fix.strip().startswith("fix: ca_file must be the CA that signed the broker's certificate")
+    assert not any(line.startswith("✓ MQTT CONNECT") for line in lines)  # nothing after a failed handshake
+
+
+def test_expired_client_certificate_is_one_failure_naming_it(tmp_path: Path, site: Site) -> None:
+    expired = site.pki.client("gw-test", expired=True)
+    rc, lines = _run(_config(tmp_path, site, cert_file=expired.cert, key_file=expired.key), site.credentials)
+    assert rc == 1
+    (failure,) = _failed(lines)
+    assert failure == (
+        f"✗ TLS localhost:{site.broker.port}: TLS refused: the broker refused this hub's certificate: it has "
+        "expired (client_cert_expired)"
+    )
+    # The file check shows the date, so the technician sees which certificate it is.
+    assert any(line.startswith("✓ client certificate ") and "EXPIRED until" in line for line in lines)
+
+
+def test_wrong_password_is_one_failure_naming_it(tmp_path: Path, site: Site) -> None:
+    site.password_file.write_text("not-the-password\n")
+    rc, lines = _run(_config(tmp_path, site), site.credentials)
+    assert rc == 1
+    (failure,) = _failed(lines)
+    assert failure == (
+        # Mosquitto answers a wrong password with "not authorised" (0x87), not 0x86.
+        f"✗ MQTT CONNECT localhost:{site.broker.port}: refused: not authorised (a wrong password, or an identity "
+        "the broker does not allow) (0x87) (user 'gw-test')"
+    )
+    assert "not-the-password" not in "\n".join(lines)
+
+
+def test_closed_port_is_one_failure_naming_it(tmp_path: Path, site: Site) -> None:
+    port = free_port()
+    rc, lines = _run(_config(tmp_path, site, url=f"mqtts://localhost:{port}"), site.credentials)
+    assert rc == 1
+    (failure,) = _failed(lines)
+    assert failure == f"✗ broker TCP localhost:{port}: connection refused: nothing listens on that port"
+
+
+def test_secret_readable_by_others_and_missing_files(tmp_path: Path, site: Site) -> None:
+    site.password_file.chmod(0o644)
+    rc, lines = _run(_config(tmp_path, site, ca_file=tmp_path / "nowhere" / "ca.crt"), site.credentials)
+    assert rc == 1
+    failed = _failed(lines)
+    assert f"✗ password file {site.password_file}: mode 0644: group or others may read a secret" in failed
+    assert f"✗ CA certificate {tmp_path / 'nowhere' / 'ca.crt'}: missing" in failed
+    too_open = f"✗ password file {site.password_file}: mode 0644: group or others may read a secret"
+    assert lines[lines.index(too_open) + 1] == f"    fix: sudo chmod 0600 {site.password_file}"
+
+
+def test_invalid_config_is_exit_2_with_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("gateway:\n  id: hub\nupstream:\n  url: http://x\npatients: []\n")
+    rc, lines = _run(path, tmp_path)
+    assert rc == 2
+    (failure,) = _failed(lines)
+    assert failure.startswith(f"✗ config: {path}:4: upstream.url: must start with mqtt:// or mqtts://")
