@@ -15,7 +15,7 @@ import pytest
 from gateway import plugins
 
 ROOT = Path(__file__).resolve().parent.parent
-VERBS = ["run", "check-config", "schema", "outbox", "demo", "decode", "billing", "keys", "verify",
+VERBS = ["run", "check-config", "schema", "outbox", "status", "doctor", "demo", "decode", "billing", "keys", "verify",
          *plugins.names(plugins.COMMANDS_GROUP)]
 
 GOOD = """\
