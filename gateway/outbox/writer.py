@@ -20,11 +20,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 import structlog
 
-from gateway.outbox import schema
+from gateway.outbox import schema, txn
 from gateway.outbox.keys import SEQ_BLOCK
 from gateway.outbox.ops import (
     Ack,
@@ -45,34 +44,15 @@ from gateway.outbox.ops import (
     StateRows,
 )
 from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares
-from gateway.outbox.sealing import RowSealing, SealTxn
+from gateway.outbox.sealing import RowSealing
 from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, OutboxKeyError, PendingRow
 from gateway.records import RecordKind
 
 log = structlog.get_logger()
 
-_CHUNK = 900  # host parameters per IN (...) query, well under SQLite's limit
-_DELIVERED_KEEP_S = 7 * 86_400.0
-_DELIVERED_KEEP_ROWS = 100_000
 _PRUNE_EVERY_S = 600.0
 _DROP_LOG_EVERY_S = 60.0
-_NEVER_DROPPED = frozenset({RecordKind.BILLING})
 _REFUSABLE = frozenset({RecordKind.BILLING, RecordKind.ALARM})
-
-@dataclass(slots=True)
-class _Effects:
-    """What one transaction changed; applied to the thread's bookkeeping only after COMMIT."""
-
-    deleted: dict[int, RecordKind] = field(default_factory=dict)
-    inserted: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
-    dropped: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
-    refused: list[Insert] = field(default_factory=list)
-    totals: dict[RecordKind, int] | None = None  # rows per class after the transaction
-    counters: schema.Counters | None = None
-    sealing: SealTxn | None = None  # chain head and checkpoint as of this transaction
-    # chained records dropped by quota, per class: (position, prev link, link) for the tombstone
-    dropped_at: dict[str, list[tuple[int, bytes, bytes]]] = field(default_factory=dict)
-
 
 class Writer:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, post: Post) -> None:
@@ -436,10 +416,11 @@ class Writer:
             log.warning("outbox_free_space_unknown", error=str(e))
             free = self._s.min_free_bytes  # unknown: do not refuse on a failed measurement
         below_floor = free < self._s.min_free_bytes
-        eff = _Effects()
+        prune = self._s.monotonic() - self._last_prune >= _PRUNE_EVERY_S
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self._write_batch(conn, eff, inserts, states, acks, reserve_hi, below_floor)
+            eff = txn.write_batch(conn, self._book(self._s.clock()), inserts, states, acks, reserve_hi,
+                                  below_floor=below_floor, prune=prune)
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as e:
             self._rollback(conn)
@@ -453,6 +434,8 @@ class Writer:
                 return
             self._commit_failed(e, completions, alarms, inserts, states, acks, reserve_hi, n_ops)
             return
+        if prune:
+            self._last_prune = self._s.monotonic()
         with self._cond:
             self._queued_writes -= n_ops
         self._applied(eff, acks, reserve_hi)
@@ -489,196 +472,11 @@ class Writer:
             except sqlite3.Error as e:
                 log.error("outbox_rollback_failed", error=str(e))
 
-    def _write_batch(self, conn: sqlite3.Connection, eff: _Effects, inserts: list[Insert],
-                     states: list[tuple[Insert | PutState, StateRows]], acks: list[int],
-                     reserve_hi: int | None, below_floor: bool) -> None:
-        now = self._s.clock()
-        if acks:
-            self._delete_acked(conn, eff, acks, now)
-        totals = dict(self._totals)
-        for kind in eff.deleted.values():
-            totals[kind] -= 1
-        new = self._dedupe(conn, inserts)
-        admitted = {kind: self._admit(conn, eff, totals, kind, new[kind], below_floor)
-                    for kind in CLASS_ORDER if new.get(kind)}
-        txn = self._sealing.begin()
-        self._insert(conn, eff, totals, txn, inserts, admitted)
-        eff.totals = totals
-        # the ledger's state commits only together with its record: skip a refused record's state
-        self._write_state(conn, states, {id(op) for op in eff.refused})
-        c = self._next_counters(eff, now)
-        eff.counters = c
-        meta = [("counters", c.to_json()), *self._sealing.finish(txn)]
-        eff.sealing = txn
-        if reserve_hi is not None:
-            meta.append(("seq_hi", str(reserve_hi)))
-        conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
-        if self._s.monotonic() - self._last_prune >= _PRUNE_EVERY_S:
-            self._last_prune = self._s.monotonic()
-            conn.execute("DELETE FROM delivered WHERE at < ?", (now - _DELIVERED_KEEP_S,))
-            conn.execute(
-                "DELETE FROM delivered WHERE key IN "
-                "(SELECT key FROM delivered ORDER BY at DESC LIMIT -1 OFFSET ?)",
-                (_DELIVERED_KEEP_ROWS,),
-            )
+    def _book(self, now: float) -> txn.Book:
+        return txn.Book(self._s.quotas, self._sealing, self._totals, self._counters, self._leased,
+                        self._deleting, now)
 
-    def _write_state(self, conn: sqlite3.Connection, states: Iterable[tuple[Insert | PutState, StateRows]],
-                     refused: set[int]) -> None:
-        # last write wins, so a key set then deleted in one batch ends deleted
-        last: dict[str, bytes | None] = {}
-        for src, rows in states:
-            if id(src) not in refused:
-                last.update(rows)
-        upserts, deletes = self._sealing.state_writes(last)
-        conn.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", upserts)
-        conn.executemany("DELETE FROM state WHERE key = ?", deletes)
-
-    def _delete_acked(self, conn: sqlite3.Connection, eff: _Effects, acks: list[int], now: float) -> None:
-        delivered_keys: list[tuple[str, float]] = []
-        for i in range(0, len(acks), _CHUNK):
-            chunk = acks[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row_id, kind, key in conn.execute(
-                f"SELECT id, kind, key FROM outbox WHERE id IN ({marks})", chunk
-            ).fetchall():
-                rk = RecordKind(kind)
-                eff.deleted[int(row_id)] = rk
-                if rk is RecordKind.BILLING:
-                    delivered_keys.append((str(key), now))
-        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in eff.deleted])
-        if delivered_keys:
-            conn.executemany("INSERT OR REPLACE INTO delivered(key, at) VALUES (?, ?)", delivered_keys)
-
-    def _dedupe(self, conn: sqlite3.Connection, inserts: list[Insert]) -> dict[RecordKind, list[Insert]]:
-        """Rows per class, without keys repeated in the batch; billing rows also without stored or
-        recently delivered keys.
-
-        Billing needs the exact count of new rows before inserting (it is refused, never dropped,
-        beyond its quota).  The other classes rely on INSERT OR IGNORE and its row count, which
-        saves a lookup per row on the hot path.
-        """
-        if not inserts:
-            return {}
-        seen: set[str] = set()
-        ident = self._sealing.ident
-        # a chained row must really be inserted (OR IGNORE would leave its position empty), so with
-        # sealing on every class is looked up first
-        checked = [op for op in inserts if self._sealing.on or op.kind is RecordKind.BILLING]
-        lookup = list({ident(op.key) for op in checked})
-        for table in ("outbox", "delivered"):
-            for i in range(0, len(lookup), _CHUNK):
-                chunk = lookup[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                seen.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
-        new: dict[RecordKind, list[Insert]] = {}
-        for op in inserts:
-            k = ident(op.key)
-            if k in seen:
-                continue
-            seen.add(k)
-            new.setdefault(op.kind, []).append(op)
-        return new
-
-    def _admit(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
-               kind: RecordKind, rows: list[Insert], below_floor: bool) -> list[Insert]:
-        """The rows of one class that may be stored (the rest refused or dropped and counted)."""
-        quota: int = getattr(self._s.quotas, kind.value)
-        take = rows
-        if kind is RecordKind.BILLING:
-            room = 0 if below_floor else max(0, quota - totals[kind])
-            take = rows[:room]
-            eff.refused.extend(rows[room:])
-        elif kind is RecordKind.ALARM and below_floor:
-            # make room by dropping the least valuable rows first; refuse only what cannot fit
-            made = 0
-            for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
-                made += self._drop_oldest(conn, eff, totals, victim, len(rows) - made)
-            take = rows[:made]
-            eff.refused.extend(rows[made:])
-        elif below_floor:
-            eff.dropped[kind] += len(rows)
-            return []
-        return take
-
-    def _insert(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
-                txn: SealTxn, inserts: list[Insert], admitted: dict[RecordKind, list[Insert]]) -> None:
-        """Store the admitted rows, then drop the oldest of each class over its quota."""
-        taken = {id(op) for rows in admitted.values() for op in rows}
-        by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, int | None]]] = {}
-        # in submission order: that is the order of their chain positions
-        for op in inserts:
-            if id(op) in taken:
-                key, patient, payload, n = self._sealing.seal(txn, op.key, op.patient, op.payload)
-                by_kind.setdefault(op.kind, []).append((op.kind.value, key, patient, op.seq, op.created, payload, n))
-        for kind, rows in by_kind.items():
-            # OR IGNORE: a key already stored is a no-op success (idempotent re-submission)
-            cur = conn.executemany(
-                "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload, chain_n) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            eff.inserted[kind] += cur.rowcount
-            totals[kind] += cur.rowcount
-        for kind in by_kind:
-            quota: int = getattr(self._s.quotas, kind.value)
-            if kind not in _NEVER_DROPPED and totals[kind] > quota:
-                self._drop_oldest(conn, eff, totals, kind, totals[kind] - quota)
-        tomb = self._sealing.tombstone(txn, eff.dropped_at, self._s.clock())
-        if tomb is not None:
-            key, patient, payload, n = tomb
-            assert n is not None
-            conn.execute(
-                "INSERT INTO outbox(kind, key, patient, seq, created, payload, chain_n) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (RecordKind.TOMBSTONE.value, key, patient, n, self._s.clock(), payload, n),
-            )
-            eff.inserted[RecordKind.TOMBSTONE] += 1
-            totals[RecordKind.TOMBSTONE] += 1
-
-    def _drop_oldest(self, conn: sqlite3.Connection, eff: _Effects, totals: dict[RecordKind, int],
-                     kind: RecordKind, n: int) -> int:
-        if n <= 0 or totals[kind] <= 0:
-            return 0
-        # rows in flight are left alone (their PUBACK may be on its way), and so are rows already
-        # acked whose delete waits for the next commit: they count as delivered, not dropped
-        skip = sum(1 for k, _ in self._leased.values() if k is kind) + len(self._deleting)
-        victims = [
-            r
-            for r in conn.execute(
-                "SELECT id, chain_n, key, payload FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?",
-                (kind.value, n + skip),
-            )
-            if r[0] not in self._leased and r[0] not in self._deleting
-        ][:n]
-        ids = [r[0] for r in victims]
-        for _, pos, key, blob in victims:
-            info = None if pos is None else self._sealing.link_info(key, bytes(blob))
-            if info is not None:
-                eff.dropped_at.setdefault(kind.value, []).append((pos, *info))
-        conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-        eff.dropped[kind] += len(ids)
-        totals[kind] -= len(ids)
-        return len(ids)
-
-    def _next_counters(self, eff: _Effects, now: float) -> schema.Counters:
-        old = self._counters
-        dropped = dict(old.dropped)
-        for k, n in eff.dropped.items():
-            if n:
-                dropped[k.value] = dropped.get(k.value, 0) + n
-        leased: dict[str, int] = {}
-        for k, _ in self._leased.values():
-            leased[k.value] = leased.get(k.value, 0) + 1
-        return schema.Counters(
-            accepted=old.accepted + sum(eff.inserted.values()),
-            delivered=old.delivered + len(eff.deleted),
-            refused=old.refused + len(eff.refused),
-            commits=old.commits + 1,
-            last_delivery=now if eff.deleted else old.last_delivery,
-            dropped=dropped,
-            leased=leased,
-        )
-
-    def _applied(self, eff: _Effects, acks: Iterable[int], reserve_hi: int | None) -> None:
+    def _applied(self, eff: txn.Effects, acks: Iterable[int], reserve_hi: int | None) -> None:
         """Bring the bookkeeping in step with the transaction that just committed."""
         # every acked id is settled now: its row is deleted (or was already gone)
         for row_id in acks:
@@ -730,16 +528,17 @@ class Writer:
         retry_ok = False
         conn = self._conn_()
         if acks or bare or reserve_hi is not None:
-            eff = _Effects()
+            eff = txn.Effects()
+            book = self._book(self._s.clock())
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 if acks:
-                    self._delete_acked(conn, eff, acks, self._s.clock())
-                self._write_state(conn, bare, set())
+                    txn.delete_acked(conn, eff, acks, book.now)
+                txn.write_state(conn, self._sealing, bare, set())
                 eff.totals = dict(self._totals)
                 for kind in eff.deleted.values():
                     eff.totals[kind] -= 1
-                eff.counters = self._next_counters(eff, self._s.clock())
+                eff.counters = txn.next_counters(book, eff)
                 meta = [("counters", eff.counters.to_json()), *self._sealing.meta_rows()]
                 if reserve_hi is not None:
                     meta.append(("seq_hi", str(reserve_hi)))

@@ -1,0 +1,255 @@
+"""The outbox's group-commit transaction as plain functions over an open connection.
+
+``write_batch`` does everything one commit does — delete acknowledged rows, skip duplicates,
+admit rows within quotas and the free-disk floor, drop the oldest of an over-quota class (never a
+row in flight), seal and insert, write the state riding with the records, update the counters —
+and returns what it changed as ``Effects``.  It reads the writer's bookkeeping from a ``Book`` and
+changes nothing outside the transaction, so the writer applies the effects only after COMMIT and a
+test calls it on a connection without any thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gateway.config.models import QuotaSection
+from gateway.outbox import schema
+from gateway.outbox.ops import Insert, PutState, StateRows
+from gateway.outbox.policy import CLASS_ORDER
+from gateway.outbox.sealing import RowSealing, SealTxn
+from gateway.records import RecordKind
+
+CHUNK = 900  # host parameters per IN (...) query, well under SQLite's limit
+DELIVERED_KEEP_S = 7 * 86_400.0
+DELIVERED_KEEP_ROWS = 100_000
+NEVER_DROPPED = frozenset({RecordKind.BILLING})
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The writer's bookkeeping as the transaction starts (read, never changed, by these functions)."""
+
+    quotas: QuotaSection
+    sealing: RowSealing
+    totals: Mapping[RecordKind, int]  # rows per class
+    counters: schema.Counters
+    leased: Mapping[int, tuple[RecordKind, str]]  # in flight: never dropped
+    deleting: Mapping[int, RecordKind]  # acked, delete pending: never dropped
+    now: float  # Unix time
+
+
+@dataclass(slots=True)
+class Effects:
+    """What one transaction changed; applied to the thread's bookkeeping only after COMMIT."""
+
+    deleted: dict[int, RecordKind] = field(default_factory=dict)
+    inserted: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
+    dropped: dict[RecordKind, int] = field(default_factory=lambda: dict.fromkeys(RecordKind, 0))
+    refused: list[Insert] = field(default_factory=list)
+    totals: dict[RecordKind, int] | None = None  # rows per class after the transaction
+    counters: schema.Counters | None = None
+    sealing: SealTxn | None = None  # chain head and checkpoint as of this transaction
+    # chained records dropped by quota, per class: (position, prev link, link) for the tombstone
+    dropped_at: dict[str, list[tuple[int, bytes, bytes]]] = field(default_factory=dict)
+
+
+
+def write_batch(conn: sqlite3.Connection, book: Book, inserts: list[Insert],
+                states: list[tuple[Insert | PutState, StateRows]], acks: list[int],
+                reserve_hi: int | None, *, below_floor: bool, prune: bool) -> Effects:
+    """One group commit's writes, inside the caller's transaction."""
+    eff = Effects()
+    if acks:
+        delete_acked(conn, eff, acks, book.now)
+    totals = dict(book.totals)
+    for kind in eff.deleted.values():
+        totals[kind] -= 1
+    new = dedupe(conn, book.sealing, inserts)
+    admitted = {kind: admit(conn, book, eff, totals, kind, new[kind], below_floor)
+                for kind in CLASS_ORDER if new.get(kind)}
+    txn = book.sealing.begin()
+    insert(conn, book, eff, totals, txn, inserts, admitted)
+    eff.totals = totals
+    # the ledger's state commits only together with its record: skip a refused record's state
+    write_state(conn, book.sealing, states, {id(op) for op in eff.refused})
+    c = next_counters(book, eff)
+    eff.counters = c
+    meta = [("counters", c.to_json()), *book.sealing.finish(txn)]
+    eff.sealing = txn
+    if reserve_hi is not None:
+        meta.append(("seq_hi", str(reserve_hi)))
+    conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", meta)
+    if prune:
+        conn.execute("DELETE FROM delivered WHERE at < ?", (book.now - DELIVERED_KEEP_S,))
+        conn.execute(
+            "DELETE FROM delivered WHERE key IN "
+            "(SELECT key FROM delivered ORDER BY at DESC LIMIT -1 OFFSET ?)",
+            (DELIVERED_KEEP_ROWS,),
+        )
+    return eff
+
+
+def write_state(conn: sqlite3.Connection, sealing: RowSealing,
+                states: Iterable[tuple[Insert | PutState, StateRows]], refused: set[int]) -> None:
+    # last write wins, so a key set then deleted in one batch ends deleted
+    last: dict[str, bytes | None] = {}
+    for src, rows in states:
+        if id(src) not in refused:
+            last.update(rows)
+    upserts, deletes = sealing.state_writes(last)
+    conn.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", upserts)
+    conn.executemany("DELETE FROM state WHERE key = ?", deletes)
+
+
+def delete_acked(conn: sqlite3.Connection, eff: Effects, acks: list[int], now: float) -> None:
+    delivered_keys: list[tuple[str, float]] = []
+    for i in range(0, len(acks), CHUNK):
+        chunk = acks[i : i + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for row_id, kind, key in conn.execute(
+            f"SELECT id, kind, key FROM outbox WHERE id IN ({marks})", chunk
+        ).fetchall():
+            rk = RecordKind(kind)
+            eff.deleted[int(row_id)] = rk
+            if rk is RecordKind.BILLING:
+                delivered_keys.append((str(key), now))
+    conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in eff.deleted])
+    if delivered_keys:
+        conn.executemany("INSERT OR REPLACE INTO delivered(key, at) VALUES (?, ?)", delivered_keys)
+
+
+def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert]) -> dict[RecordKind, list[Insert]]:
+    """Rows per class, without keys repeated in the batch; billing rows also without stored or
+    recently delivered keys.
+
+    Billing needs the exact count of new rows before inserting (it is refused, never dropped,
+    beyond its quota).  The other classes rely on INSERT OR IGNORE and its row count, which
+    saves a lookup per row on the hot path.
+    """
+    if not inserts:
+        return {}
+    seen: set[str] = set()
+    ident = sealing.ident
+    # a chained row must really be inserted (OR IGNORE would leave its position empty), so with
+    # sealing on every class is looked up first
+    checked = [op for op in inserts if sealing.on or op.kind is RecordKind.BILLING]
+    lookup = list({ident(op.key) for op in checked})
+    for table in ("outbox", "delivered"):
+        for i in range(0, len(lookup), CHUNK):
+            chunk = lookup[i : i + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
+    new: dict[RecordKind, list[Insert]] = {}
+    for op in inserts:
+        k = ident(op.key)
+        if k in seen:
+            continue
+        seen.add(k)
+        new.setdefault(op.kind, []).append(op)
+    return new
+
+
+def admit(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],
+          kind: RecordKind, rows: list[Insert], below_floor: bool) -> list[Insert]:
+    """The rows of one class that may be stored (the rest refused or dropped and counted)."""
+    quota: int = getattr(book.quotas, kind.value)
+    take = rows
+    if kind is RecordKind.BILLING:
+        room = 0 if below_floor else max(0, quota - totals[kind])
+        take = rows[:room]
+        eff.refused.extend(rows[room:])
+    elif kind is RecordKind.ALARM and below_floor:
+        # make room by dropping the least valuable rows first; refuse only what cannot fit
+        made = 0
+        for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
+            made += drop_oldest(conn, book, eff, totals, victim, len(rows) - made)
+        take = rows[:made]
+        eff.refused.extend(rows[made:])
+    elif below_floor:
+        eff.dropped[kind] += len(rows)
+        return []
+    return take
+
+
+def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],
+           txn: SealTxn, inserts: list[Insert], admitted: dict[RecordKind, list[Insert]]) -> None:
+    """Store the admitted rows, then drop the oldest of each class over its quota."""
+    sealing = book.sealing
+    taken = {id(op) for rows in admitted.values() for op in rows}
+    by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, int | None]]] = {}
+    # in submission order: that is the order of their chain positions
+    for op in inserts:
+        if id(op) in taken:
+            key, patient, payload, n = sealing.seal(txn, op.key, op.patient, op.payload)
+            by_kind.setdefault(op.kind, []).append((op.kind.value, key, patient, op.seq, op.created, payload, n))
+    for kind, rows in by_kind.items():
+        # OR IGNORE: a key already stored is a no-op success (idempotent re-submission)
+        cur = conn.executemany(
+            "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload, chain_n) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        eff.inserted[kind] += cur.rowcount
+        totals[kind] += cur.rowcount
+    for kind in by_kind:
+        quota: int = getattr(book.quotas, kind.value)
+        if kind not in NEVER_DROPPED and totals[kind] > quota:
+            drop_oldest(conn, book, eff, totals, kind, totals[kind] - quota)
+    tomb = sealing.tombstone(txn, eff.dropped_at, book.now)
+    if tomb is not None:
+        key, patient, payload, n = tomb
+        assert n is not None
+        conn.execute(
+            "INSERT INTO outbox(kind, key, patient, seq, created, payload, chain_n) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (RecordKind.TOMBSTONE.value, key, patient, n, book.now, payload, n),
+        )
+        eff.inserted[RecordKind.TOMBSTONE] += 1
+        totals[RecordKind.TOMBSTONE] += 1
+
+
+def drop_oldest(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],
+                kind: RecordKind, n: int) -> int:
+    if n <= 0 or totals[kind] <= 0:
+        return 0
+    # rows in flight are left alone (their PUBACK may be on its way), and so are rows already
+    # acked whose delete waits for the next commit: they count as delivered, not dropped
+    skip = sum(1 for k, _ in book.leased.values() if k is kind) + len(book.deleting)
+    victims = [
+        r
+        for r in conn.execute(
+            "SELECT id, chain_n, key, payload FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?",
+            (kind.value, n + skip),
+        )
+        if r[0] not in book.leased and r[0] not in book.deleting
+    ][:n]
+    ids = [r[0] for r in victims]
+    for _, pos, key, blob in victims:
+        info = None if pos is None else book.sealing.link_info(key, bytes(blob))
+        if info is not None:
+            eff.dropped_at.setdefault(kind.value, []).append((pos, *info))
+    conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+    eff.dropped[kind] += len(ids)
+    totals[kind] -= len(ids)
+    return len(ids)
+
+
+def next_counters(book: Book, eff: Effects) -> schema.Counters:
+    old = book.counters
+    dropped = dict(old.dropped)
+    for k, n in eff.dropped.items():
+        if n:
+            dropped[k.value] = dropped.get(k.value, 0) + n
+    leased: dict[str, int] = {}
+    for k, _ in book.leased.values():
+        leased[k.value] = leased.get(k.value, 0) + 1
+    return schema.Counters(
+        accepted=old.accepted + sum(eff.inserted.values()),
+        delivered=old.delivered + len(eff.deleted),
+        refused=old.refused + len(eff.refused),
+        commits=old.commits + 1,
+        last_delivery=book.now if eff.deleted else old.last_delivery,
+        dropped=dropped,
+        leased=leased,
+    )

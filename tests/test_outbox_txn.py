@@ -1,0 +1,89 @@
+"""The outbox's group-commit transaction, called as plain functions on a real SQLite file: no
+writer thread, no event loop."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config.models import QuotaSection
+from gateway.outbox import schema, txn
+from gateway.outbox.ops import Insert
+from gateway.outbox.sealing import RowSealing
+from gateway.records import RecordKind
+
+NOW = 1_800_000_000.0
+SEALING = RowSealing.create(None, "gw")  # rows in clear, no chain: what the tests and benches use
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = schema.connect(tmp_path / "o.db")
+    yield c
+    c.close()
+
+
+def row(kind: RecordKind, key: str, seq: int) -> Insert:
+    return Insert(kind, key, "p1", seq, b"{}", NOW, None, future=None)  # type: ignore[arg-type]
+
+
+def book(conn: sqlite3.Connection, quotas: QuotaSection = QuotaSection(), **kw: Any) -> txn.Book:  # noqa: B008
+    return txn.Book(quotas, SEALING, schema.class_totals(conn), schema.Counters(), kw.get("leased", {}),
+                    kw.get("deleting", {}), NOW)
+
+
+def commit(conn: sqlite3.Connection, b: txn.Book, inserts: list[Insert], acks: list[int] | None = None,
+           below_floor: bool = False) -> txn.Effects:
+    conn.execute("BEGIN IMMEDIATE")
+    eff = txn.write_batch(conn, b, inserts, [], acks or [], None, below_floor=below_floor, prune=False)
+    conn.execute("COMMIT")
+    return eff
+
+
+def ids(conn: sqlite3.Connection, kind: RecordKind) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM outbox WHERE kind = ? ORDER BY seq", (kind.value,))]
+
+
+def test_over_quota_drops_the_oldest_but_never_a_row_in_flight(conn: sqlite3.Connection) -> None:
+    quotas = QuotaSection(summary=100)
+    commit(conn, book(conn, quotas), [row(RecordKind.SUMMARY, f"s{i}", i) for i in range(100)])
+    first = ids(conn, RecordKind.SUMMARY)[:3]
+    leased = {i: (RecordKind.SUMMARY, "") for i in first[:2]}  # the two oldest are being published
+    eff = commit(conn, book(conn, quotas, leased=leased), [row(RecordKind.SUMMARY, f"n{i}", 100 + i) for i in range(2)])
+    assert eff.dropped[RecordKind.SUMMARY] == 2 and eff.inserted[RecordKind.SUMMARY] == 2
+    left = ids(conn, RecordKind.SUMMARY)
+    assert first[:2] == left[:2] and first[2] not in left  # in flight kept, the next oldest went
+    assert eff.totals is not None and eff.totals[RecordKind.SUMMARY] == 100 == len(left)
+    assert eff.counters is not None and eff.counters.dropped == {"summary": 2}
+
+
+def test_billing_beyond_its_quota_is_refused_never_dropped(conn: sqlite3.Connection) -> None:
+    quotas = QuotaSection(billing=100)
+    commit(conn, book(conn, quotas), [row(RecordKind.BILLING, f"b{i}:v1", i) for i in range(99)])
+    over = [row(RecordKind.BILLING, f"x{i}:v1", 200 + i) for i in range(3)]
+    eff = commit(conn, book(conn, quotas), over)
+    assert eff.inserted[RecordKind.BILLING] == 1 and eff.refused == over[1:]
+    assert eff.dropped[RecordKind.BILLING] == 0 and len(ids(conn, RecordKind.BILLING)) == 100
+
+
+def test_below_the_disk_floor_an_alarm_takes_the_place_of_a_status_row(conn: sqlite3.Connection) -> None:
+    commit(conn, book(conn), [row(RecordKind.STATUS, "st1", 1), row(RecordKind.SUMMARY, "su1", 2)])
+    eff = commit(conn, book(conn), [row(RecordKind.ALARM, "a1", 3), row(RecordKind.SUMMARY, "su2", 4)],
+                 below_floor=True)
+    assert eff.dropped[RecordKind.STATUS] == 1  # the least valuable row made room
+    assert eff.dropped[RecordKind.SUMMARY] == 1  # the new summary was dropped, not stored
+    assert ids(conn, RecordKind.ALARM) and not ids(conn, RecordKind.STATUS)
+
+
+def test_an_acked_billing_key_is_remembered_so_a_resend_is_a_no_op(conn: sqlite3.Connection) -> None:
+    commit(conn, book(conn), [row(RecordKind.BILLING, "svc:v1", 1)])
+    (bid,) = ids(conn, RecordKind.BILLING)
+    eff = commit(conn, book(conn), [], acks=[bid])
+    assert eff.deleted == {bid: RecordKind.BILLING}
+    assert eff.counters is not None and eff.counters.delivered == 1 and eff.counters.last_delivery == NOW
+    again = commit(conn, book(conn), [row(RecordKind.BILLING, "svc:v1", 2)])
+    assert again.inserted[RecordKind.BILLING] == 0 and ids(conn, RecordKind.BILLING) == []
