@@ -315,6 +315,7 @@ def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:
             json.dumps(
                 {
                     "classes": {k.value: vars(v) for k, v in stats.classes.items()},
+                    "depth": stats.depth,
                     "accepted": stats.accepted,
                     "delivered": stats.delivered,
                     "last_delivery": stats.last_delivery,

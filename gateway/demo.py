@@ -18,9 +18,10 @@ from pathlib import Path
 from gateway import keyring, logs
 from gateway.config.loader import ConfigError, load_config
 from gateway.local_broker import LocalBroker, find_mosquitto
+from gateway.share import demo_config
 from gateway.status_view import LiveView, format_outbox
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+DEMO_CONFIG = demo_config()
 
 
 def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path | None) -> int:
