@@ -25,7 +25,9 @@ def _next_additive(conn: sqlite3.Connection) -> None:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """The outbox files (and any moved-aside copy); other state files may come and go."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.name.startswith(("o.db", "outbox.sqlite3"))}
 
 
 def _meta(path: Path, name: str) -> str | None:
