@@ -144,6 +144,8 @@ def test_install_creates_user_directories_and_enables_without_starting(hub: Cont
                          "/etc/iomt-gateway/credentials 700 root root",
                          "/var/lib/iomt-gateway 750 iomt-gateway iomt-gateway",
                          f"{CONF} 640 root iomt-gateway"]
+    # the outbox keyring: root-only on disk, handed to the service as a credential
+    assert hub.run(["stat", "-c", "%a %U", "/etc/iomt-gateway/keyring"]).stdout.strip() == "600 root"
     assert hub.run(["systemctl", "is-enabled", UNIT]).stdout.strip() == "enabled"
     # the example config names devices this hub does not have: not started until edited
     assert _state(hub)["ActiveState"] == "inactive"
@@ -178,7 +180,7 @@ def test_start_reaches_ready_as_the_service_user_in_its_sandbox(hub: Container) 
     assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2"
     assert int(fields["CapEff"].strip(), 16) == 0 and int(fields["CapBnd"].strip(), 16) == 0
     creds = hub.run(["ls", f"/proc/{pid}/root/run/credentials/{UNIT}.service"], check=False)
-    assert "iomt_mqtt-password" in creds.stdout
+    assert "iomt_mqtt-password" in creds.stdout and "iomt-gateway-keyring" in creds.stdout
     # read-only file system outside its state directory
     denied = hub.run(["runuser", "-u", "iomt-gateway", "--", "touch", "/opt/iomt-gateway/x"], check=False)
     assert denied.returncode != 0
