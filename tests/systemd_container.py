@@ -186,10 +186,15 @@ class Container:
 
 @contextlib.contextmanager
 def booted(base: Path, workdir: Path) -> Iterator[Container]:
-    c = Container(base, workdir)
-    try:
-        c.boot()
-        yield c
-    finally:
-        c.shutdown()
-        shutil.rmtree(c.root, ignore_errors=True)
+    """One container at a time per machine: without machined, every nspawn with --keep-unit puts its
+    payload in the same cgroup (``payload/``), so two test runs at once would share one."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "boot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        c = Container(base, workdir)
+        try:
+            c.boot()
+            yield c
+        finally:
+            c.shutdown()
+            shutil.rmtree(c.root, ignore_errors=True)
