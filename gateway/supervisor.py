@@ -154,18 +154,30 @@ class DeviceSession:
         factory = self.spec.load()
         driver = factory(ctx, self.assignment.settings)
         connected_at: float | None = None
+        linked = False  # data can flow: the session's link, or a visit an own-connection driver reported
+        own = False
         try:
             async with driver:
                 connected_at = self.clock.monotonic()
                 self.info.connects += 1
                 self.info.state = SessionState.RUNNING
-                self.log.info("device_connected", driver=self.spec.name)
-                if not driver.reports_own_connection:
+                own = driver.reports_own_connection
+                linked = not own
+                if own:
+                    # Nothing is connected yet (a passive BLE cuff comes by when it has a reading): say
+                    # "connected" only for a visit the driver reports, when data can flow.
+                    self.log.info("device_waiting", driver=self.spec.name)
+                else:
+                    self.log.info("device_connected", driver=self.spec.name)
                     await self.sink(
                         self.assignment.patient,
                         DeviceEvent(ctx.device_id, DeviceState.CONNECTED, ctx.clock.now(), clock=ctx.clock.quality()),
                     )
                 async for reading in driver.readings():
+                    if own and isinstance(reading, DeviceEvent):
+                        linked = reading.state is DeviceState.CONNECTED
+                        if linked:
+                            self.log.info("device_connected", driver=self.spec.name, detail=reading.detail)
                     self.info.readings += 1
                     self.info.last_reading_mono = self.clock.monotonic()
                     await self.sink(self.assignment.patient, reading)
@@ -173,7 +185,7 @@ class DeviceSession:
         except DriverFinished:
             raise
         except Exception as e:
-            if connected_at is not None:
+            if connected_at is not None and linked:
                 self.log.warning("device_disconnected", error=_describe(e))
                 await self.sink(
                     self.assignment.patient,
@@ -185,8 +197,8 @@ class DeviceSession:
                         clock=ctx.clock.quality(),
                     ),
                 )
-                if self.clock.monotonic() - connected_at >= self.backoff.healthy_after_s:
-                    raise _RanHealthy() from e
+            if connected_at is not None and self.clock.monotonic() - connected_at >= self.backoff.healthy_after_s:
+                raise _RanHealthy() from e
             raise
 
 

@@ -94,7 +94,12 @@ class AdapterScanner:
             try:
                 await scanner.start()
             except (BleakError, OSError, EOFError) as e:
-                raise DriverConnectFailed(f"scanning on {self.adapter} failed: {e}") from e
+                # The same hint as `scan`; `doctor` checks BlueZ and the adapter one by one.
+                raise DriverConnectFailed(
+                    f"scanning on {self.adapter} failed: {e} (is BlueZ running, is {self.adapter} there and powered? "
+                    "`iomt-gateway doctor` checks both)",
+                    reason="scan_failed",
+                ) from e
             self._scanner = scanner
 
     async def _stop(self) -> None:
