@@ -168,3 +168,31 @@ def test_invalid_config_is_exit_2_with_the_problem(tmp_path: Path) -> None:
     assert rc == 2
     (failure,) = _failed(lines)
     assert failure.startswith(f"✗ config: {path}:4: upstream.url: must start with mqtt:// or mqtts://")
+
+
+def test_credentials_are_read_as_the_service_gets_them(tmp_path: Path, site: Site) -> None:
+    """Outside the service ${CREDENTIALS_DIRECTORY} is unset: the doctor reads the installed files under the
+    names systemd gives them (LoadCredential=iomt:DIR -> iomt_<name>)."""
+    installed = tmp_path / "etc-credentials"
+    installed.mkdir(mode=0o700)
+    client = site.pki.client("gw-test")
+    for name, src in (("ca.crt", site.pki.site_ca.cert), ("client.crt", client.cert), ("client.key", client.key)):
+        (installed / name).write_bytes(src.read_bytes())
+    (installed / "client.key").chmod(0o600)
+    (installed / "mqtt-password").write_text(PASSWORD + "\n")
+    (installed / "mqtt-password").chmod(0o600)
+    cfg = _config(
+        tmp_path,
+        site,
+        ca_file="${CREDENTIALS_DIRECTORY}/iomt_ca.crt",
+        cert_file="${CREDENTIALS_DIRECTORY}/iomt_client.crt",
+        key_file="${CREDENTIALS_DIRECTORY}/iomt_client.key",
+        password_file="${CREDENTIALS_DIRECTORY}/iomt_mqtt-password",
+    )
+    rc, lines = _run(cfg, installed)
+    assert _failed(lines) == [], "\n".join(lines)
+    assert rc == 0
+    assert lines[1] == (
+        f"  note: ${{CREDENTIALS_DIRECTORY}}/iomt_<name> read as {installed}/<name>, as the service gets them"
+    )
+    assert any(line.startswith(f"✓ client key {installed / 'client.key'}: present, mode 0600") for line in lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from importlib.metadata import entry_points
@@ -30,8 +31,10 @@ from gateway.config.paths import resolve_paths
 from gateway.doctor import host, network
 from gateway.failover import endpoint
 
-# Where the unit's LoadCredential= lines read the secrets from (systemd/iomt-gateway.service).
+# The unit's ``LoadCredential=iomt:/etc/iomt-gateway/credentials`` hands each file there to the service
+# as ``${CREDENTIALS_DIRECTORY}/iomt_<file name>`` (systemd/iomt-gateway.service).
 INSTALLED_CREDENTIALS = Path("/etc/iomt-gateway/credentials")
+CREDENTIAL_PREFIX = "iomt_"
 
 
 class _Quiet:
@@ -41,12 +44,25 @@ class _Quiet:
         pass
 
 
-def _environment(credentials: Path) -> tuple[dict[str, str], str | None]:
+def _environment(credentials: Path, view: Path) -> tuple[dict[str, str], str | None]:
+    """The environment to read the config in.  Outside the service ``${CREDENTIALS_DIRECTORY}`` is unset:
+    build the service's view of ``credentials`` in ``view`` (a link ``iomt_<name>`` per file, as
+    systemd names them), so the checks open the very files the service will get."""
     env = dict(os.environ)
     if "CREDENTIALS_DIRECTORY" in env:
         return env, None
-    env["CREDENTIALS_DIRECTORY"] = str(credentials)
-    return env, f"${{CREDENTIALS_DIRECTORY}} read as {credentials} (where the service's credentials come from)"
+    try:
+        files = sorted(p for p in credentials.iterdir() if p.is_file())
+    except OSError as e:
+        return env, f"${{CREDENTIALS_DIRECTORY}} is not set and {credentials} cannot be listed ({e.strerror or e})"
+    view.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (view / f"{CREDENTIAL_PREFIX}{f.name}").symlink_to(f)
+    env["CREDENTIALS_DIRECTORY"] = str(view)
+    return (
+        env,
+        f"${{CREDENTIALS_DIRECTORY}}/{CREDENTIAL_PREFIX}<name> read as {credentials}/<name>, as the service gets them",
+    )
 
 
 def device_checks(cfg: ConfigBase) -> list[Check]:
@@ -113,11 +129,12 @@ def doctor_command(
     credentials: Path = INSTALLED_CREDENTIALS,
 ) -> int:
     out = sys.stdout if out is None else out
-    env, note = _environment(credentials)
-    print(f"iomt-gateway doctor: {config}", file=out)
-    if note:
-        print(f"  note: {note}", file=out)
-    cfg, checks = asyncio.run(run_checks(config, env=env))
+    with tempfile.TemporaryDirectory(prefix="iomt-doctor-") as tmp:
+        env, note = _environment(credentials, Path(tmp) / "credentials")
+        print(f"iomt-gateway doctor: {config}", file=out)
+        if note:
+            print(f"  note: {note}", file=out)
+        cfg, checks = asyncio.run(run_checks(config, env=env))
     for c in checks:
         print(c.render(), file=out)
     failed = sum(1 for c in checks if not c.ok)

@@ -37,7 +37,8 @@ def secret_files(cfg: ConfigBase, *, now: float) -> list[Check]:
 
 
 def _one_file(what: str, path: Path, secret: bool, now: float) -> Check:
-    title = f"{what} {path}"
+    # The doctor's view of the service's credentials links to the installed files: name those.
+    title = f"{what} {path.resolve() if path.is_symlink() else path}"
     try:
         st = path.stat()
         with path.open("rb") as f:
