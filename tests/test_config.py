@@ -330,7 +330,7 @@ def test_example_config_validates_and_names_real_fixtures() -> None:
         EXAMPLE.read_text(), file=EXAMPLE, env={"CREDENTIALS_DIRECTORY": "/run/credentials/iomt-gateway.service"}
     )
     cfg = report.config
-    assert cfg.upstream.tls and cfg.upstream.cert_file == Path("/run/credentials/iomt-gateway.service/client.crt")
+    assert cfg.upstream.tls and cfg.upstream.cert_file == Path("/run/credentials/iomt-gateway.service/iomt_client.crt")
     assert len(cfg.patients) == 2
     assert any(p.alarms.limits for p in cfg.patients)
     for p in cfg.patients:
