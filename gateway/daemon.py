@@ -443,7 +443,8 @@ class Daemon:
         self._loop.call_soon_threadsafe(self._gateway_alarm, condition, detail)
 
     def _gateway_alarm(self, condition: str, detail: str) -> None:
-        assert self.pipeline is not None
+        if self.pipeline is None:
+            return  # the outbox refused to open (no or wrong key): _open_outbox logged it, we stop
         self.log.error("gateway_technical_alarm", condition=condition, detail=detail)
         out = self.pipeline.technical(
             GATEWAY_SCOPE,
