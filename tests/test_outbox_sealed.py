@@ -33,6 +33,7 @@ from gateway.records import (
 )
 from gateway.uplink import checkpoint_topic, topic_for
 from gateway.verify import Report, verify
+from gateway.verify_cli import parse_capture
 
 GW = "gw-sealed"
 PSEUDONYM = "pz-quokka-4471"
@@ -211,6 +212,11 @@ async def test_a_clean_capture_verifies_and_duplicates_are_fine(tmp_path: Path, 
     assert report.ok, report.render()
     assert report.records == 16 and report.duplicates == 3 and report.intact_to == 13 == report.chain_size
     assert report.authenticated == 13 and not report.missing and not report.unverified
+    # the same capture as JSON lines and as mosquitto_sub -F '%t\t%p' text (notes span lines)
+    as_json = "\n".join(json.dumps({"topic": t, "payload": p.decode()}) for t, p in msgs)
+    as_tsv = "\n".join(f"{t}\t{p.decode()}" for t, p in msgs)
+    for text in (as_json, as_tsv):
+        assert parse_capture(text) == msgs
     # the record a consumer sees is the stored JSON, chain member cut off
     canonical, n, prev = chain.split_payload(msgs[0][1])
     json.loads(canonical)
