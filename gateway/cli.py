@@ -53,6 +53,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "the keyring: init (once, never overwrites), rotate, status, export the checkpoint verifier key",
         "iomt-gateway keys init -c /etc/iomt-gateway/config.yaml",
     ),
+    "evidence": (
+        "render the waveform strip behind an alarm as a PNG (needs the 'plots' extra)",
+        "iomt-gateway evidence ALARM_ID -c /etc/iomt-gateway/config.yaml -o strip.png",
+    ),
     "verify": (
         "check a capture of published records against the gateway's signed checkpoints",
         "iomt-gateway verify --key hub.pub capture.tsv",
@@ -132,6 +136,9 @@ def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     bil = _add(sub, "billing")
     bil.add_argument("args", nargs=argparse.REMAINDER)
 
+    evi = _add(sub, "evidence")
+    evi.add_argument("args", nargs=argparse.REMAINDER)
+
     for name in plugins.names(plugins.COMMANDS_GROUP):
         # Reading the plug-in's summary costs a source parse: only when help is shown.
         summary = (plugins.summary(plugins.COMMANDS_GROUP, name) if plugin_help else "") or "(plug-in command)"
@@ -152,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.keys_cli import keys_main  # noqa: PLC0415
 
         return keys_main(raw[1:])
+    if raw[:1] == ["evidence"]:
+        from gateway.evidence_cli import evidence_main  # noqa: PLC0415
+
+        return evidence_main(raw[1:])
     if raw[:1] == ["verify"]:
         from gateway.verify_cli import verify_main  # noqa: PLC0415
 

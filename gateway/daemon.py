@@ -25,6 +25,7 @@ from gateway.config.loader import ConfigError, load_config
 from gateway.config.models import ConfigBase
 from gateway.config.paths import resolve_paths
 from gateway.driver_api import DeviceContext, registry
+from gateway.evidence_store import EVIDENCE_STATE_PREFIX, EvidenceCopies
 from gateway.outbox import Outbox, OutboxError, OutboxKeyError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmRecord, BillingRecord, ClockQuality, Reading, Severity
@@ -115,6 +116,7 @@ class Daemon:
         self.ledger: BillingLedger | None = None
         self._last_submit: asyncio.Future[None] | None = None
         self._saved_state: dict[str, bytes] = {}
+        self._evidence_copies: EvidenceCopies | None = None
         self.refused = 0
         self.active_alarms = status_file.ActiveAlarms()  # for the status file (`iomt-gateway status`)
         self._started_at = self.clock.now()
@@ -233,7 +235,9 @@ class Daemon:
             processing=self.cfg.processing,
             disconnect_alarm_s=self.cfg.alarms.disconnect_alarm_s,
             ecg_alarms=self.cfg.alarms.ecg,
+            evidence=self.cfg.alarms.evidence,
         )
+        self._evidence_copies = EvidenceCopies(await self.outbox.load_state(EVIDENCE_STATE_PREFIX))
         for key, blob in (await self.outbox.load_state(PIPELINE_STATE_PREFIX)).items():
             patient = key.removeprefix(PIPELINE_STATE_PREFIX)
             if self.pipeline.restore(patient, blob):
@@ -395,6 +399,8 @@ class Daemon:
         """Hand records to the outbox; ``state`` rides with the last of them (same transaction)."""
         assert self.outbox is not None
         futures = []
+        if self._evidence_copies is not None and (copies := self._evidence_copies.state_for(records)):
+            state = {**(state or {}), **copies}
         if state and not records:
             fut = self.outbox.submit_state(state)
             self._last_submit = fut

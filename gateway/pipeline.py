@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.alarms import AlarmEngine, AlarmTransition
-from gateway.config.processing import EcgAlarmSection, ProcessingSection, VitalLimits
+from gateway.config.processing import EcgAlarmSection, EvidenceSection, ProcessingSection, VitalLimits
 from gateway.ecg_alarms import ExtremeRateRules, rhythm_transitions
+from gateway.evidence import EvidenceRecorder, Strip
 from gateway.records import (
+    AlarmEvent,
     AlarmRecord,
     BillingRecord,
     ClockQuality,
@@ -23,6 +25,7 @@ from gateway.records import (
     DeviceFlag,
     DeviceState,
     DeviceStatusRecord,
+    EvidenceRecord,
     Reading,
     SampleBlock,
     Severity,
@@ -36,7 +39,7 @@ from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmSettings
 from gateway.summaries import SummaryAggregator, VitalSummary
 
-AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
+AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord | EvidenceRecord
 
 # Flags under which a device itself says its value is not to be trusted.
 INVALIDATING_FLAGS = frozenset(
@@ -116,10 +119,13 @@ def is_ecg(block: SampleBlock) -> bool:
 
 
 class _Patient:
-    def __init__(self, setup: PatientSetup, period_s: float, ecg_alarms: EcgAlarmSection) -> None:
+    def __init__(
+        self, setup: PatientSetup, period_s: float, ecg_alarms: EcgAlarmSection, evidence: EvidenceSection
+    ) -> None:
         self.setup = setup
         self.alarms = AlarmEngine(setup.patient, setup.limits)
         self.extremes = ExtremeRateRules(setup.patient, ecg_alarms)
+        self.evidence = EvidenceRecorder(evidence)
         self.summaries = SummaryAggregator(period_s)
         self.last_data: dict[str, float] = {}  # device -> time of its last reading
         self.clock = ClockQuality.SYNCED
@@ -141,10 +147,12 @@ class Pipeline:
         processing: ProcessingSection | None = None,
         disconnect_alarm_s: float = 30.0,
         ecg_alarms: EcgAlarmSection | None = None,
+        evidence: EvidenceSection | None = None,
     ) -> None:
         self.disconnect_alarm_s = disconnect_alarm_s
         proc = processing or ProcessingSection()
         self.ecg_alarms = ecg_alarms or EcgAlarmSection()
+        self.evidence = evidence or EvidenceSection()
         self.ecg_settings = EcgSettings(
             hrv_window_s=proc.ecg_hrv_window_s,
             hrv_every_s=proc.ecg_hrv_every_s,
@@ -172,7 +180,7 @@ class Pipeline:
                 old.setup = setup
                 kept[pid] = old
             else:
-                kept[pid] = _Patient(setup, self.summary_period_s, self.ecg_alarms)
+                kept[pid] = _Patient(setup, self.summary_period_s, self.ecg_alarms, self.evidence)
         self._patients = kept
 
     # -- input ------------------------------------------------------------------------------
@@ -245,6 +253,7 @@ class Pipeline:
         p.clock = b.clock
         if not is_ecg(b):
             self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+            self._strips(p, p.evidence.add_block(b), b.clock, out)
             return
         ch = p.ecg.get((b.device_id, b.channel))
         if ch is None:
@@ -262,9 +271,38 @@ class Pipeline:
                 p.alarms.invalid(Vital.HEART_RATE)
                 p.extremes.invalid(Vital.HEART_RATE)
             for tr in rhythm_transitions(p.alarms, event, b.device_id, b.channel):
+                p.evidence.arm(tr.alarm_id, tr.condition, b.device_id, tr.vital, tr.time, event.onset_time)
                 out.records.append(self._alarm(p, tr, b.clock))
         for reading in result.readings:
             self._apply(p, reading, out)
+        if not result.dropped_blocks:
+            self._strips(p, p.evidence.add_block(b, result.beats), b.clock, out)
+
+    def _strips(self, p: _Patient, strips: list[Strip], clock: ClockQuality, out: PipelineOutput) -> None:
+        out.records.extend(
+            EvidenceRecord(
+                key=self.new_key(),
+                gateway_id=self.gateway_id,
+                patient=p.setup.patient,
+                time=utc_from_unix(s.start_time),
+                clock=clock,
+                alarm_id=s.alarm_id,
+                condition=s.condition,
+                device=s.device,
+                channel=s.channel,
+                sample_rate_hz=s.fs,
+                unit=s.unit,
+                resolution=s.resolution,
+                start_time=utc_from_unix(s.start_time),
+                n_samples=s.n_samples,
+                raise_index=s.raise_index,
+                onset_index=s.onset_index,
+                beats=s.beats,
+                sample_format=s.sample_format,
+                data=s.data,
+            )
+            for s in strips
+        )
 
     def _ecg_validity(self, p: _Patient, b: SampleBlock, change: ValidityChange, out: PipelineOutput) -> None:
         if not change.valid:
@@ -463,6 +501,8 @@ class Pipeline:
         )
 
     def _alarm(self, p: _Patient, tr: AlarmTransition, clock: ClockQuality) -> AlarmRecord:
+        if tr.event is AlarmEvent.RAISED and not tr.technical and tr.device is not None:
+            p.evidence.arm(tr.alarm_id, tr.condition, tr.device, tr.vital, tr.time)
         return AlarmRecord(
             key=self.new_key(),
             gateway_id=self.gateway_id,

@@ -43,6 +43,7 @@ __all__ = [
     "DeviceFlag",
     "DeviceState",
     "DeviceStatusRecord",
+    "EvidenceRecord",
     "OutboundRecord",
     "Reading",
     "RecordKind",
@@ -66,6 +67,7 @@ class RecordKind(enum.StrEnum):
     """Also the outbox priority class; ``PRIORITY`` gives the order (lower = sent first)."""
 
     ALARM = "alarm"
+    EVIDENCE = "evidence"  # the waveform strip behind an alarm (gateway.evidence)
     BILLING = "billing"
     SUMMARY = "summary"
     STATUS = "status"
@@ -75,10 +77,11 @@ class RecordKind(enum.StrEnum):
 
 PRIORITY: dict[RecordKind, int] = {
     RecordKind.ALARM: 0,
-    RecordKind.BILLING: 1,
-    RecordKind.SUMMARY: 2,
-    RecordKind.STATUS: 3,
-    RecordKind.TOMBSTONE: 4,
+    RecordKind.EVIDENCE: 1,
+    RecordKind.BILLING: 2,
+    RecordKind.SUMMARY: 3,
+    RecordKind.STATUS: 4,
+    RecordKind.TOMBSTONE: 5,
 }
 
 
@@ -182,8 +185,33 @@ class BillingRecord(_Envelope):
     reason: str = Field("", description="Why this transition happened, e.g. 'superseded by 99454'")
 
 
+class EvidenceRecord(_Envelope):
+    """The waveform strip behind an alarm: from ``pre`` seconds before its raise to a few after.
+
+    ``data`` is base64 of zlib-compressed little-endian integer deltas (``sample_format`` i2 or i4):
+    the first value is the first sample, each next one the difference to the previous; a sample is
+    ``value * resolution`` in ``unit``.  ``gateway.evidence_codec`` encodes and decodes it."""
+
+    kind: Literal[RecordKind.EVIDENCE] = RecordKind.EVIDENCE
+    alarm_id: str = Field(description="The alarm this strip belongs to")
+    condition: str
+    device: str
+    channel: str = Field(description="Waveform channel, e.g. 'ecg', 'ecg2', 'pleth'")
+    sample_rate_hz: float = Field(gt=0)
+    unit: str = Field(description="Unit of value * resolution, e.g. 'mV'")
+    resolution: float = Field(gt=0, description="Size of one integer step in ``unit``")
+    start_time: datetime = Field(description="UTC time of the first sample")
+    n_samples: int = Field(ge=1)
+    raise_index: int = Field(ge=0, description="Sample of the strip at which the alarm was raised")
+    onset_index: int | None = Field(None, description="Sample where the condition began, when known")
+    beats: list[int] = Field(default_factory=list, description="Samples of the strip where beats were detected")
+    encoding: Literal["zlib-delta-b64"] = "zlib-delta-b64"
+    sample_format: Literal["i2", "i4"]
+    data: str
+
+
 OutboundRecord = Annotated[
-    SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord,
+    SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord | EvidenceRecord,
     Field(discriminator="kind"),
 ]
 """The union the outbox stores and the uplink publishes (``kind`` selects the model)."""

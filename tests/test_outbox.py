@@ -348,8 +348,8 @@ def test_lease_shares_are_bounded_and_fill_the_batch() -> None:
     assert shares[RecordKind.STATUS] == 1 and shares[RecordKind.SUMMARY] >= 1
     assert shares[RecordKind.ALARM] >= 5  # starving classes together take at most half
     plain = lease_shares(10, backlog, now=0.0, batch_no=1, policy=LeasePolicy(every_n=4))
-    assert plain == {RecordKind.ALARM: 10, RecordKind.BILLING: 0, RecordKind.SUMMARY: 0, RecordKind.STATUS: 0,
-                     RecordKind.TOMBSTONE: 0}
+    assert plain == {RecordKind.ALARM: 10, RecordKind.EVIDENCE: 0, RecordKind.BILLING: 0, RecordKind.SUMMARY: 0,
+                     RecordKind.STATUS: 0, RecordKind.TOMBSTONE: 0}
 
 
 # ---- bounds: quotas, disk floor, disk full --------------------------------------------------

@@ -132,6 +132,26 @@ class EcgAlarmSection(_Model):
         return self
 
 
+class EvidenceSection(_Model):
+    """Waveform strips sent after physiologic alarms raised on a streamed waveform (ECG, pleth)."""
+
+    enabled: bool = True
+    pre_s: float = Field(8.0, ge=1, le=60, description="Seconds of waveform before the alarm's raise")
+    post_s: float = Field(4.0, ge=0, le=30, description="Seconds after it")
+    max_strip_bytes: int = Field(
+        24_000, ge=1_000, le=1_000_000, description="Encoded size per strip; the oldest seconds go first beyond"
+    )
+    max_bytes_per_hour: int = Field(
+        400_000, ge=1_000, le=100_000_000, description="Per patient over a sliding hour; strips beyond are not made"
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> EvidenceSection:
+        if self.max_bytes_per_hour < self.max_strip_bytes:
+            raise ValueError("max_bytes_per_hour must be at least max_strip_bytes")
+        return self
+
+
 class AlarmSection(_Model):
     limits: dict[str, VitalLimits] = Field(
         default_factory=_default_limits, description="Per-vital limits; keys are vital names"
@@ -142,6 +162,7 @@ class AlarmSection(_Model):
         30.0, ge=0, le=3600, description="Technical alarm when a device stays disconnected this long"
     )
     ecg: EcgAlarmSection = EcgAlarmSection()
+    evidence: EvidenceSection = EvidenceSection()
 
     @field_validator("limits")
     @classmethod

@@ -1,6 +1,6 @@
 """Pure decisions of the outbox: which class gets how many rows of a lease batch.
 
-Strict priority (alarm > billing > summary > status) would let a steady stream of alarms or a
+Strict priority (alarm > evidence > billing > summary > status) would let a steady stream of alarms or a
 large billing backlog starve summaries and device status for hours.  The starvation guard gives
 every lower class with waiting rows a share of the batch on every ``every_n``-th lease, and
 whenever its oldest row has waited ``max_age_s`` or more.  Shares are small (together at most

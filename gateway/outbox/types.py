@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.records import AlarmRecord, BillingRecord, DeviceStatusRecord, RecordKind, SummaryRecord
+from gateway.records import AlarmRecord, BillingRecord, DeviceStatusRecord, EvidenceRecord, RecordKind, SummaryRecord
 
-Record = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord
+Record = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord | EvidenceRecord
 
 AlarmHook = Callable[[str, str], None]
 """``(condition, detail)``, e.g. ``("outbox_full", "...")`` or ``("outbox_corrupt", "...")``."""

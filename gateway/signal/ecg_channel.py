@@ -68,6 +68,7 @@ class EcgOutput:
     readings: list[VitalReading] = field(default_factory=list)
     changes: list[ValidityChange] = field(default_factory=list)
     rhythm: list[RhythmEvent] = field(default_factory=list)
+    beats: list[int] = field(default_factory=list)  # sample indices of the beats detected
     dropped_blocks: int = 0
 
 
@@ -161,6 +162,7 @@ class EcgChannel:
                 out.changes.append(ValidityChange(t, True, VENTRICULAR_FIBRILLATION))
 
     def _beat(self, index: int, energy: float, out: EcgOutput) -> None:
+        out.beats.append(index)
         for change in self.rhythm.beat(index, energy):
             self._rhythm(change, out)
         t = self._time(index)

@@ -1,0 +1,174 @@
+"""Alarm evidence strips: codec round trip, strips cut around real alarms through the pipeline,
+budgets per strip and per hour, the gateway's kept copies, and the PNG rendered by the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import evidence_codec
+from gateway.config.processing import AlarmSection, EvidenceSection
+from gateway.evidence import EvidenceRecorder
+from gateway.evidence_cli import evidence_main
+from gateway.evidence_store import EvidenceCopies, alarm_of
+from gateway.outbox import Outbox
+from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
+from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock, Vital
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+T0 = 1_780_000_000.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**29), 2**29), min_size=1, max_size=400), st.booleans())
+def test_codec_round_trip(values: list[int], small: bool) -> None:
+    v = np.asarray(values, dtype=np.int64)
+    if small:
+        v = v % 20_000 - 10_000  # ECG-like: deltas fit 16 bits
+    fmt, data = evidence_codec.encode(v)
+    assert fmt == ("i2" if np.all(np.abs(np.diff(v, prepend=0)) < 2**15) else "i4")
+    assert evidence_codec.decode(data, fmt, len(v)).tolist() == v.tolist()
+
+
+def test_codec_refuses_damaged_data() -> None:
+    fmt, data = evidence_codec.encode(np.arange(100))
+    with pytest.raises(evidence_codec.EvidenceFormatError, match="says 99"):
+        evidence_codec.decode(data, fmt, 99)
+    with pytest.raises(evidence_codec.EvidenceFormatError, match="zlib"):
+        evidence_codec.decode("AAAA" + data, fmt, 100)
+    with pytest.raises(evidence_codec.EvidenceFormatError, match="format"):
+        evidence_codec.decode(data, "f8", 100)
+
+
+def pipeline(evidence: EvidenceSection | None = None) -> Pipeline:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
+    return Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup}, evidence=evidence)
+
+
+def vf_excerpt() -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / "ecg_vf" / "vfdb_426_615s"), channels=[0])
+    return np.nan_to_num(rec.p_signal[:, 0]) * 1000.0, float(rec.fs)  # uV
+
+
+def feed(pl: Pipeline, x: np.ndarray, fs: float, gap_at_s: float | None = None) -> PipelineOutput:
+    out = PipelineOutput()
+    step = round(0.1 * fs)
+    for start in range(0, len(x), step):
+        first = start + (10_000 if gap_at_s is not None and start >= gap_at_s * fs else 0)
+        block = SampleBlock("strap", "ecg", fs, T0 + first / fs, x[start : start + step], "uV", first_index=first)
+        out.extend(pl.feed("p-a", block))
+    return out
+
+
+def strips(out: PipelineOutput) -> list[EvidenceRecord]:
+    return [r for r in out.records if isinstance(r, EvidenceRecord)]
+
+
+def test_fibrillation_alarm_is_followed_by_its_strip() -> None:
+    x, fs = vf_excerpt()
+    out = feed(pipeline(), x, fs)
+    vf = [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == "ventricular_fibrillation"]
+    assert [a.event for a in vf] == [AlarmEvent.RAISED]
+    (strip,) = strips(out)
+    assert strip.alarm_id == vf[0].alarm_id and strip.condition == "ventricular_fibrillation"
+    assert out.records.index(strip) > out.records.index(vf[0])
+    assert (strip.sample_rate_hz, strip.unit, strip.resolution, strip.channel) == (fs, "mV", 0.001, "ecg")
+    assert strip.n_samples == round(12 * fs) and strip.raise_index == round(8 * fs)
+    # The samples are the input's, to the microvolt, at the right place.
+    first = round((strip.start_time.timestamp() - T0) * fs)
+    assert first / fs == pytest.approx(vf[0].time.timestamp() - T0 - 8.0, abs=1 / fs)
+    got = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples)
+    assert np.array_equal(got, np.round(x[first : first + strip.n_samples]).astype(np.int64))
+    assert strip.onset_index is not None and 0 < strip.onset_index < strip.raise_index
+    assert len(strip.beats) > 5 and all(0 <= b < strip.n_samples for b in strip.beats)
+    assert len(strip.model_dump_json()) < 10_000  # 12 s at 250 Hz, compressed
+
+
+def test_strip_over_its_byte_budget_loses_its_oldest_seconds() -> None:
+    x, fs = vf_excerpt()
+    (strip,) = strips(feed(pipeline(EvidenceSection(max_strip_bytes=2_500)), x, fs))
+    assert len(strip.data) <= 2_500
+    assert strip.n_samples - strip.raise_index == round(4 * fs)  # the seconds after the raise are kept
+    assert strip.raise_index < round(8 * fs)
+
+
+def test_hourly_budget_skips_strips_beyond_it() -> None:
+    rec = EvidenceRecorder(EvidenceSection(pre_s=2, post_s=1, max_strip_bytes=1_000, max_bytes_per_hour=1_000))
+    fs = 100.0
+    made = []
+    rng = np.random.default_rng(1)
+    for k in range(40):  # 40 s of noisy waveform, an alarm every 10 s
+        block = SampleBlock("strap", "ecg", fs, T0 + k, rng.normal(0, 200, 100), "uV", first_index=k * 100)
+        if k % 10 == 5:
+            rec.arm(f"a{k}", "asystole", "strap", None, T0 + k)
+        made += rec.add_block(block)
+    assert [s.alarm_id for s in made] == ["a5"]  # one strip of 500-1000 bytes fits the hour, not two
+    assert 500 < len(made[0].data) <= 1_000
+    assert rec.skipped == 3
+    later = SampleBlock("strap", "ecg", fs, T0 + 3700, rng.normal(0, 200, 100), "uV", first_index=370_000)
+    rec.add_block(later)
+    rec.arm("b", "asystole", "strap", None, T0 + 3700.5)
+    for k in range(1, 3):
+        block = SampleBlock(
+            "strap", "ecg", fs, T0 + 3700 + k, rng.normal(0, 200, 100), "uV", first_index=370_000 + k * 100
+        )
+        made += rec.add_block(block)
+    assert [s.alarm_id for s in made] == ["a5", "b"]  # an hour later there is room again
+
+
+def test_no_strip_for_alarms_without_a_waveform_and_none_across_a_gap() -> None:
+    rec = EvidenceRecorder(EvidenceSection())
+    rec.arm("spo2", "spo2_low", "strap", Vital.SPO2, T0)  # no pleth stream: nothing armed
+    fs = 100.0
+    assert rec.add_block(SampleBlock("strap", "ecg", fs, T0, np.zeros(500), "uV")) == []
+    rec.arm("hr", "heart_rate_high", "strap", Vital.HEART_RATE, T0 + 4.0)
+    # A gap before the seconds after the raise arrived: the strip is cut at the gap, never glued.
+    cut = rec.add_block(SampleBlock("strap", "ecg", fs, T0 + 60, np.ones(500), "uV", first_index=6000))
+    assert [s.alarm_id for s in cut] == ["hr"]
+    assert cut[0].n_samples == 500 and cut[0].raise_index == 400
+    assert rec.add_block(SampleBlock("strap", "ecg", fs, T0 + 65, np.ones(500), "uV", first_index=6500)) == []
+
+
+def test_kept_copies_are_bounded_and_found_by_alarm_id() -> None:
+    x, fs = vf_excerpt()
+    strip = strips(feed(pipeline(), x, fs))[0]
+    copies = EvidenceCopies(["evidence/000000000000001 old/alarm/1"], keep=1)
+    state = copies.state_for([strip])
+    new_key = next(k for k, v in state.items() if v is not None)
+    assert alarm_of(new_key) == strip.alarm_id
+    assert state["evidence/000000000000001 old/alarm/1"] is None  # the oldest goes
+
+
+async def test_cli_renders_the_kept_strip_as_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")  # the optional 'plots' extra
+    x, fs = vf_excerpt()
+    strip = strips(feed(pipeline(), x, fs))[0]
+    db = tmp_path / "outbox.db"
+    box = await Outbox.open(db, gateway_id="gw")
+    await box.accept(strip, state=EvidenceCopies([]).state_for([strip]))
+    await box.close()
+    png = tmp_path / "strip.png"
+    code = evidence_main([strip.alarm_id, "--db", str(db), "-c", str(tmp_path / "none.yaml"), "-o", str(png)])
+    assert code == 0, capsys.readouterr().err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "ventricular_fibrillation" in capsys.readouterr().out
+    assert evidence_main(["no/such/alarm", "--db", str(db), "-c", str(tmp_path / "none.yaml")]) == 1
+
+
+def test_cli_reads_a_received_record_and_refuses_a_damaged_one(tmp_path: Path) -> None:
+    x, fs = vf_excerpt()
+    strip = strips(feed(pipeline(), x, fs))[0]
+    doc = json.loads(strip.model_dump_json())
+    doc["n_samples"] += 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert evidence_main(["--record", str(bad)]) == 1
+    assert evidence_main([]) == 2
