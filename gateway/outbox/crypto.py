@@ -1,7 +1,7 @@
 """What the outbox writes to disk for a row: in clear (no keyring) or sealed (AES-256-GCM).
 
 A sealed row keeps nothing personal in clear.  Its identity columns (the record key, a state row's
-name) hold a keyed hash (HMAC-SHA-256 with the keyring's index key, which never rotates), so
+name) hold a keyed hash (BLAKE2b keyed with the keyring's index key, which never rotates), so
 uniqueness and look-ups still work; the real key, the patient pseudonym, the chain link and the
 payload travel inside the ciphertext::
 
@@ -18,6 +18,7 @@ sequence: a crash skips unused numbers, never repeats one.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import os
@@ -104,7 +105,9 @@ class Sealer:
     # ---- identities ---------------------------------------------------------------------
 
     def ident(self, name: str) -> str:
-        return "h:" + base64.b64encode(hmac.digest(self._ring.index, name.encode(), "sha256")[:18]).decode()
+        # keyed BLAKE2b (RFC 7693), a MAC in its own right: a third of HMAC-SHA-256's time per row
+        mac = hashlib.blake2b(name.encode(), key=self._ring.index, digest_size=18, person=b"iomt-outbox-id")
+        return "h:" + base64.b64encode(mac.digest()).decode()
 
     def state_ident(self, name: str) -> str:
         # the first path segment ("billing/", "pipeline/") stays readable: load_state scans by it

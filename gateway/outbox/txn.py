@@ -134,9 +134,10 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
     ident = sealing.ident
     # a chained row must really be inserted (OR IGNORE would leave its position empty), so with
     # sealing on every class is looked up first
-    checked = [op for op in inserts if sealing.on or op.kind is RecordKind.BILLING]
-    lookup = list({ident(op.key) for op in checked})
-    for table in ("outbox", "delivered"):
+    billing = list({ident(op.key) for op in inserts if op.kind is RecordKind.BILLING})
+    stored = list({ident(op.key) for op in inserts}) if sealing.on else billing
+    # only billing keys are remembered as delivered
+    for table, lookup in (("outbox", stored), ("delivered", billing)):
         for i in range(0, len(lookup), CHUNK):
             chunk = lookup[i : i + CHUNK]
             marks = ",".join("?" * len(chunk))
