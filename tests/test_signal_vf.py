@@ -3,6 +3,7 @@ VT and electrode-motion noise, identical output for any block split, model file 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def test_features_of_a_sine_and_of_a_spike_train() -> None:
     assert train.leakage > 0.8
     assert train.tcsc < 0.05
     assert train.kurtosis > 50
+    assert tuple(f.name for f in dataclasses.fields(train)) == vf_features.FEATURE_NAMES
+    assert train.as_array().tolist() == [getattr(train, n) for n in vf_features.FEATURE_NAMES]
     with pytest.raises(ValueError, match="shorter than 2 s"):
         vf_features.compute(np.zeros(100), fs)
 

@@ -16,6 +16,7 @@ signal in any split gives exactly the steps and episodes of feeding it at once (
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,7 +39,7 @@ ANTI_ALIAS_HZ = 35.0
 FEATURE_RATE_HZ = 80.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VfModel:
     """Logistic model over standardised features: p = 1 / (1 + exp(-(w . (f - mean) / scale + b)))."""
 
@@ -46,10 +47,18 @@ class VfModel:
     scale: tuple[float, ...]
     weights: tuple[float, ...]
     bias: float
+    _w: FloatArray = field(init=False, repr=False, compare=False)
+    _b: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Folded once into one weight vector and offset: scoring runs every second per channel.
+        w = np.asarray(self.weights) / np.asarray(self.scale)
+        object.__setattr__(self, "_w", w)
+        object.__setattr__(self, "_b", self.bias - float(np.dot(w, self.mean)))
 
     def score(self, f: FloatArray) -> float:
-        z = float(np.dot(self.weights, (f - np.asarray(self.mean)) / np.asarray(self.scale))) + self.bias
-        return 1.0 / (1.0 + float(np.exp(-max(-50.0, min(50.0, z)))))
+        z = float(np.dot(self._w, f)) + self._b
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
 def load_model(path: Path = MODEL_PATH) -> VfModel:
@@ -121,6 +130,7 @@ class VfDetector:
         self.hop = max(1, round(p.hop_s * self.fs_features))
         self._band = SosFilter.design(feature_sos(fs))
         self._ring = np.zeros(self.window)
+        self._pieces: list[FloatArray] = []  # samples since the last step
         self._raw_seen = 0  # input samples since the start
         self._seen = 0  # decimated samples since the start
         self._first = first_index
@@ -139,11 +149,15 @@ class VfDetector:
         pos = 0
         while pos < len(y):
             take = min(self.hop - self._seen % self.hop, len(y) - pos)
-            self._push(y[pos : pos + take])
+            self._pieces.append(y[pos : pos + take])
             pos += take
             self._seen += take
-            if self._seen % self.hop == 0 and self._seen >= self.window:
-                self._step(self._first + (self._seen - 1) * self.decimate + 1, out)
+            if self._seen % self.hop == 0:
+                # The window is assembled once a step, not on every block.
+                self._ring = np.concatenate((self._ring, *self._pieces))[-self.window :]
+                self._pieces.clear()
+                if self._seen >= self.window:
+                    self._step(self._first + (self._seen - 1) * self.decimate + 1, out)
         return out
 
     def suppress(self, end_index: int) -> list[VfChange]:
@@ -155,10 +169,6 @@ class VfDetector:
         self.active = False
         self._free = 0
         return [VfChange(end_index, False, self.onset_index)]
-
-    def _push(self, piece: FloatArray) -> None:
-        k = len(piece)
-        self._ring = np.concatenate((self._ring[k:], piece)) if k < self.window else piece[-self.window :].copy()
 
     def _step(self, end: int, out: VfOutput) -> None:
         p = self.params

@@ -23,7 +23,7 @@ defibrillators", BioMed Eng OnLine 4:60, 2005, for their definitions and a compa
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -60,7 +60,20 @@ class VfFeatures:
     amplitude_cv: float
 
     def as_array(self) -> FloatArray:
-        return np.asarray(astuple(self), dtype=np.float64)
+        # Field by field: dataclasses.astuple deep-copies and costs more than the features.
+        return np.array(
+            [
+                self.leakage,
+                self.mean_freq_hz,
+                self.tcsc,
+                self.concentration,
+                self.high_freq,
+                self.peak_freq_hz,
+                self.kurtosis,
+                self.log_amplitude,
+                self.amplitude_cv,
+            ]
+        )
 
 
 TCSC_LEVEL = 0.2  # share of the local maximum a sample must exceed to count (Arafat et al.)

@@ -1,0 +1,114 @@
+"""Alarm evidence strips: how many bytes a strip takes, and the outbox with strips flowing.
+
+    uv run python bench/evidence_strips.py [--data ../shared/data] [--records 20000] [--every 50]
+
+1. Bytes per strip: strips cut by ``gateway.evidence.EvidenceRecorder`` (default settings: 8 s
+   before, 4 s after the raise) every 60 s through lead 0 of every record of vfdb (250 Hz) and
+   mitdb (360 Hz); the encoded data and the whole record as JSON (what is published).
+2. Outbox: ``accept`` of summaries alone, then of the same stream with one evidence strip every
+   ``--every`` records, many submits in flight, on a fresh SQLite file: records/s and MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from outbox_throughput import make_summary
+from vf_data import load
+
+from gateway.config.processing import EvidenceSection
+from gateway.evidence import EvidenceRecorder, Strip
+from gateway.outbox import Outbox
+from gateway.records import ClockQuality, EvidenceRecord, SampleBlock
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+T0 = 1_780_000_000.0
+
+
+def record_of(s: Strip, key: str) -> EvidenceRecord:
+    t = datetime.fromtimestamp(s.start_time, tz=UTC)
+    return EvidenceRecord(
+        key=key, gateway_id="bench-gw", patient="p-bench", time=t, clock=ClockQuality.SYNCED,
+        alarm_id=s.alarm_id, condition=s.condition, device=s.device, channel=s.channel, sample_rate_hz=s.fs,
+        unit=s.unit, resolution=s.resolution, start_time=t, n_samples=s.n_samples, raise_index=s.raise_index,
+        onset_index=s.onset_index, beats=s.beats, sample_format=s.sample_format, data=s.data,
+    )  # fmt: skip
+
+
+def strips_of(path: Path) -> list[Strip]:
+    x, fs = load(path, 0)
+    rec = EvidenceRecorder(EvidenceSection(max_bytes_per_hour=100_000_000))
+    out: list[Strip] = []
+    step = round(0.1 * fs)
+    for start in range(0, len(x), step):
+        t = T0 + start / fs
+        block = SampleBlock("dev", "ecg", fs, t, x[start : start + step], "mV", first_index=start)
+        if start > 0 and start % round(60 * fs) < step:
+            rec.arm(f"{path.name}/{start}", "bench", "dev", None, t)
+        out += rec.add_block(block)
+    return out
+
+
+async def accept_rate(folder: Path, n: int, strips: list[EvidenceRecord], every: int) -> tuple[float, float]:
+    box = await Outbox.open(folder / f"o-{every}.db", gateway_id="bench-gw")
+    records = []
+    for i in range(n):
+        if every and i % every == every - 1:
+            records.append(strips[i // every % len(strips)].model_copy(update={"key": box.next_key()}))
+        else:
+            records.append(make_summary(box.next_key(), i))
+    size = sum(len(r.model_dump_json()) for r in records)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(box.submit(r) for r in records))
+    dt = time.perf_counter() - t0
+    await box.close()
+    return n / dt, size / dt / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--records", type=int, default=20_000)
+    ap.add_argument("--every", type=int, default=50, help="one strip every this many records")
+    args = ap.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    every_db: dict[str, list[EvidenceRecord]] = {}
+    for db in ("vfdb", "mitdb"):
+        paths = sorted(p.with_suffix("") for p in (args.data / db).glob("*.hea"))
+        recs = [record_of(s, f"bench-gw:{i}") for p in paths for i, s in enumerate(strips_of(p))]
+        data = np.asarray([len(r.data) for r in recs])
+        whole = np.asarray([len(r.model_dump_json()) for r in recs])
+        secs = recs[0].n_samples / recs[0].sample_rate_hz
+        print(
+            f"{db}: {len(recs)} strips of {secs:.0f} s at {recs[0].sample_rate_hz:g} Hz: data bytes median "
+            f"{np.median(data):.0f}, max {data.max()}; whole record JSON median {np.median(whole):.0f}, max "
+            f"{whole.max()} ({np.median(data) / recs[0].n_samples:.2f} bytes/sample)"
+        )
+        every_db[db] = recs
+    strips = every_db["mitdb"]
+    with tempfile.TemporaryDirectory() as tmp:
+        base, base_mb = asyncio.run(accept_rate(Path(tmp), args.records, strips, 0))
+        mixed, mixed_mb = asyncio.run(accept_rate(Path(tmp), args.records, strips, args.every))
+    print(f"outbox accept, summaries only: {base:,.0f} records/s ({base_mb:.1f} MB/s)")
+    print(
+        f"outbox accept, one mitdb strip every {args.every} records: {mixed:,.0f} records/s ({mixed_mb:.1f} MB/s), "
+        f"{mixed / args.every:,.0f} strips/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
