@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway.config.processing import AlarmSection, EcgAlarmSection, Limit, VitalLimits
 from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmEvent, AlarmRecord, SampleBlock, Vital, VitalReading
+from gateway.signal.ecg_channel import EcgChannel
+from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmMonitor
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
@@ -125,3 +129,45 @@ def test_config_rejects_extreme_limits_inside_the_ordinary_ones() -> None:
         EcgAlarmSection(extreme_bradycardia=Limit(raise_at=30, clear_at=25))
     with pytest.raises(ValidationError, match="asystole_s"):
         EcgAlarmSection(asystole_s=20)
+
+
+def test_regular_beats_at_a_sinus_rate_veto_a_vf_like_waveform() -> None:
+    fs = 250.0
+    x = np.sin(2 * np.pi * 5 * np.arange(int(30 * fs)) / fs)  # scores VF-like on its own
+    alone = RhythmMonitor(fs)
+    assert [c.condition for c in alone.feed(x) if c.active] == [VENTRICULAR_FIBRILLATION]
+    paced = RhythmMonitor(fs)
+    events = []
+    step = round(0.1 * fs)
+    for start in range(0, len(x), step):
+        for b in range(start, start + step):
+            if b % round(0.75 * fs) == 0:  # a beat every 0.75 s (80 /min), decided 0.2 s later
+                paced.beat(b - round(0.2 * fs), 1.0, b)
+        events += paced.feed(x[start : start + step])
+    assert not [c for c in events if c.condition == VENTRICULAR_FIBRILLATION]
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=10))
+def test_rhythm_events_do_not_depend_on_block_packing(sizes: list[int]) -> None:
+    rec = wfdb.rdrecord(str(FIXTURES / "ecg_vf" / "vfdb_426_615s"), channels=[0])
+    fs = float(rec.fs)
+    x = np.nan_to_num(rec.p_signal[int(15 * fs) : int(50 * fs), 0])
+
+    def run(split: list[int]) -> list[tuple[float, str, bool]]:
+        ch = EcgChannel("strap")
+        out = []
+        pos, i = 0, 0
+        while pos < len(x):
+            n = split[i % len(split)]
+            block = SampleBlock("strap", "ecg", fs, T0 + pos / fs, x[pos : pos + n], "mV", first_index=pos)
+            out += [(e.time, e.condition, e.active) for e in ch.feed(block).rhythm]
+            pos += n
+            i += 1
+        return out
+
+    reference = run([25])
+    assert [(c, a) for _, c, a in reference] == [(VENTRICULAR_FIBRILLATION, True)]
+    got = run(sizes)
+    assert [(c, a) for _, c, a in got] == [(c, a) for _, c, a in reference]
+    assert [t for t, _, _ in got] == pytest.approx([t for t, _, _ in reference], abs=1e-6)

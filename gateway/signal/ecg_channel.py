@@ -141,7 +141,7 @@ class EcgChannel:
             piece = samples[pos : pos + take]
             pos += take
             for beat in self.detector.feed(piece):
-                self._beat(beat.index, beat.energy, out)
+                self._beat(beat.index, beat.energy, beat.decided_index, out)
             for change in self.rhythm.feed(piece):
                 self._rhythm(change, out)
             for window in ecg_quality.feed(self.quality, piece):
@@ -161,9 +161,9 @@ class EcgChannel:
                 self.valid = True
                 out.changes.append(ValidityChange(t, True, VENTRICULAR_FIBRILLATION))
 
-    def _beat(self, index: int, energy: float, out: EcgOutput) -> None:
+    def _beat(self, index: int, energy: float, decided_index: int, out: EcgOutput) -> None:
         out.beats.append(index)
-        for change in self.rhythm.beat(index, energy):
+        for change in self.rhythm.beat(index, energy, decided_index):
             self._rhythm(change, out)
         t = self._time(index)
         self._last_beat_time = t

@@ -13,6 +13,12 @@
   that keep coming at a regular rate (``adapt_beats`` in a row, each within ``adapt_rr_s``) are an
   amplitude change, not a standstill: they become the new reference.
 
+* Organised rhythm: a second is never VF-like while the beats of the last ``organised_s`` come
+  regularly (RR spread within ``organised_spread`` of the median) at no more than
+  ``organised_max_rate`` /min: a plain sinus or paced rhythm with wide, slurred complexes must not be
+  called VF however its waveform scores.  Only beats already decided at a step's end are used, so
+  the decision does not depend on how the samples are packed.
+
 Everything is in sample indices; the channel turns them into times.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 from statistics import median
 from typing import TYPE_CHECKING
 
@@ -45,6 +52,9 @@ class RhythmSettings:
     reference_beats: int = 8
     adapt_beats: int = 6
     adapt_rr_s: float = 2.0
+    organised_s: float = 5.0
+    organised_max_rate: float = 150.0
+    organised_spread: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +75,15 @@ class RhythmMonitor:
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
+        self._beats: deque[tuple[int, int]] = deque(maxlen=64)  # all recent beats: (index, decided index)
 
     @property
     def vf_active(self) -> bool:
         return self.vf.active
 
-    def beat(self, index: int, energy: float) -> list[RhythmChange]:
+    def beat(self, index: int, energy: float, decided_index: int | None = None) -> list[RhythmChange]:
         s = self.settings
+        self._beats.append((index, index if decided_index is None else decided_index))
         if self._strong and energy < s.weak_ratio * median(self._strong):
             if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
                 self._weak.clear()
@@ -90,7 +102,7 @@ class RhythmMonitor:
 
     def feed(self, samples_mv: FloatArray) -> list[RhythmChange]:
         out: list[RhythmChange] = []
-        result = self.vf.feed(samples_mv)
+        result = self.vf.feed(samples_mv, self._organised)
         changes = {c.index: c for c in result.changes}
         for step in result.steps:
             c = changes.get(step.end_index)
@@ -100,6 +112,16 @@ class RhythmMonitor:
                 out.append(RhythmChange(c.index, VENTRICULAR_FIBRILLATION, c.active, c.onset_index))
             self._check_asystole(step.end_index, step.recent_peak_mv, out)
         return out
+
+    def _organised(self, end: int) -> bool:
+        s = self.settings
+        lo = end - round(s.organised_s * self.fs)
+        idx = [i for i, d in self._beats if lo <= i < end and d <= end]
+        if len(idx) < 3:
+            return False
+        rr = [(b - a) / self.fs for a, b in pairwise(idx)]
+        mid = median(rr)
+        return mid >= 60.0 / s.organised_max_rate and max(rr) - min(rr) <= s.organised_spread * mid
 
     def quality(self, window: QualityWindow) -> list[RhythmChange]:
         """A quality verdict: flat or saturated means no signal, hence no rhythm to call."""

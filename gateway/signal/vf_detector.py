@@ -29,6 +29,8 @@ from gateway.signal import vf_features
 from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.float64]
@@ -140,7 +142,9 @@ class VfDetector:
         self.active = False
         self.onset_index = 0
 
-    def feed(self, samples_mv: FloatArray) -> VfOutput:
+    def feed(self, samples_mv: FloatArray, organised: Callable[[int], bool] | None = None) -> VfOutput:
+        """Add samples; ``organised(end_index)``, when given, says whether the beats found up to a
+        step's end show an organised rhythm there, which no VF-like score overrides."""
         out = VfOutput()
         if len(samples_mv) == 0:
             return out
@@ -157,7 +161,7 @@ class VfDetector:
                 self._ring = np.concatenate((self._ring, *self._pieces))[-self.window :]
                 self._pieces.clear()
                 if self._seen >= self.window:
-                    self._step(self._first + (self._seen - 1) * self.decimate + 1, out)
+                    self._step(self._first + (self._seen - 1) * self.decimate + 1, out, organised)
         return out
 
     def suppress(self, end_index: int) -> list[VfChange]:
@@ -170,11 +174,11 @@ class VfDetector:
         self._free = 0
         return [VfChange(end_index, False, self.onset_index)]
 
-    def _step(self, end: int, out: VfOutput) -> None:
+    def _step(self, end: int, out: VfOutput, organised: Callable[[int], bool] | None) -> None:
         p = self.params
         f = vf_features.compute(self._ring, self.fs_features)
         prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
-        vf_like = prob >= p.threshold
+        vf_like = prob >= p.threshold and not (organised is not None and organised(end))
         recent = float(np.max(np.abs(self._ring[-self.hop :])))
         out.steps.append(VfStep(end, prob, vf_like, recent))
         self._recent.append(vf_like)
