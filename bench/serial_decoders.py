@@ -41,6 +41,7 @@ from drivers.serial.driver import SerialDriver  # noqa: E402
 from drivers.serial.framing import Dropped  # noqa: E402
 from drivers.serial.protocols import PROTOCOLS  # noqa: E402
 from drivers.serial.settings import Nonin2Settings  # noqa: E402
+from gateway import keyring  # noqa: E402
 from gateway.clock import SyncPolicy, SystemClock  # noqa: E402
 from gateway.driver_api import DeviceContext, DriverDisconnected  # noqa: E402
 from gateway.records import ClockQuality, VitalReading  # noqa: E402
@@ -194,9 +195,11 @@ def daemon_cpu(devices: int, seconds: float, warmup_s: float = 5.0) -> float:
             for k, p in enumerate(paths)
         )
         cfg = work / "gateway.yaml"
+        keyring.init(work / "keyring")  # as the install script's `keys init` would
         cfg.write_text(
             "gateway: {id: bench}\nclock: {sync: assume_synced}\n"
-            f"upstream: {{url: '{broker.url}'}}\nstorage: {{path: '{work / 'state'}'}}\n"
+            f"upstream: {{url: '{broker.url}'}}\n"
+            f"storage: {{path: '{work / 'state'}', keyring: '{work / 'keyring'}'}}\n"
             f"logging: {{level: info, format: json}}\npatients:\n{patients}"
         )
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
