@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import time
 from datetime import UTC, datetime
@@ -296,3 +297,35 @@ async def test_records_dropped_by_quota_leave_a_chained_tombstone(tmp_path: Path
     bare = [r for r in rows if r.kind is not RecordKind.TOMBSTONE]
     report = verify(capture(bare, [note]), verifier(ring))
     assert not report.ok and report.missing
+
+
+async def test_a_row_altered_on_disk_is_kept_back_with_an_alarm_and_the_rest_still_flows(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    db = tmp_path / "outbox.sqlite3"
+    b = await open_box(db, ring)
+    keys = [b.next_key() for _ in range(5)]
+    for k in keys:
+        await b.accept(summary(k))
+    await b.close()
+    conn = sqlite3.connect(db)
+    (row_id, blob) = conn.execute("SELECT id, payload FROM outbox ORDER BY id LIMIT 1 OFFSET 2").fetchone()
+    flipped = bytearray(blob)
+    flipped[-20] ^= 0x01  # one bit of the ciphertext
+    conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (bytes(flipped), row_id))
+    # and a ciphertext moved onto another row's identity
+    (other_id,) = conn.execute("SELECT id FROM outbox ORDER BY id LIMIT 1 OFFSET 3").fetchone()
+    (first_blob,) = conn.execute("SELECT payload FROM outbox ORDER BY id LIMIT 1").fetchone()
+    conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (first_blob, other_id))
+    conn.commit()
+    conn.close()
+    alarms: list[tuple[str, str]] = []
+    b = await open_box(db, ring, on_alarm=lambda c, d: alarms.append((c, d)))
+    rows = await b.lease(100)
+    assert sorted(r.key for r in rows) == sorted([keys[0], keys[1], keys[4]])
+    assert [c for c, _ in alarms] == ["outbox_row_unreadable"]  # once per episode
+    assert await b.lease(100) == []  # the two rows are kept back, not re-offered
+    await b.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 5  # nothing deleted
+    conn.close()
