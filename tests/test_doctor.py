@@ -30,11 +30,10 @@ class Site:
     credentials: Path
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def _make_site(tmp_path: Path, days: int = 30) -> Site:
     if find_mosquitto() is None:
         pytest.skip("mosquitto not installed")
-    pki = Pki(tmp_path / "pki")
+    pki = Pki(tmp_path / "pki", days=days)
     passwd = tmp_path / "mosquitto.passwd"
     passwd.write_text("")
     try:
@@ -50,10 +49,16 @@ def site(tmp_path: Path) -> Iterator[Site]:
     secret = tmp_path / "mqtt-password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
+    return Site(broker, pki, secret, tmp_path / "no-credentials-dir")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = _make_site(tmp_path)
     try:
-        yield Site(broker, pki, secret, tmp_path / "no-credentials-dir")
+        yield s
     finally:
-        broker.kill()
+        s.broker.kill()
 
 
 def _config(tmp_path: Path, site: Site, **upstream: Any) -> Path:
@@ -196,3 +201,16 @@ def test_credentials_are_read_as_the_service_gets_them(tmp_path: Path, site: Sit
         f"  note: ${{CREDENTIALS_DIRECTORY}}/iomt_<name> read as {installed}/<name>, as the service gets them"
     )
     assert any(line.startswith(f"✓ client key {installed / 'client.key'}: present, mode 0600") for line in lines)
+
+
+def test_a_broker_certificate_about_to_expire_is_one_failure(tmp_path: Path) -> None:
+    site = _make_site(tmp_path, days=5)  # every certificate of this PKI ends in 5 days
+    try:
+        rc, lines = _run(_config(tmp_path, site), site.credentials)
+    finally:
+        site.broker.kill()
+    assert rc == 1
+    (failure,) = _failed(lines)
+    assert failure.startswith(f"✗ TLS localhost:{site.broker.port}: TLS")
+    assert failure.endswith(" — expires in 5 days"), failure
+    assert lines[lines.index(failure) + 1] == "    fix: ask the broker's administrator to renew its certificate"

@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from dbus_fast import BusType, Message, Variant
+from dbus_fast.aio import MessageBus
 
 from drivers.ble.checks import check
 from drivers.ble.settings import BloodPressureSettings, HeartRateSettings
@@ -29,6 +31,26 @@ async def test_bluez_and_the_adapter_in_use(mock_bluez: MockBluez) -> None:
     assert got[1].detail == "powered"
     assert got[2].detail == "not present"
     assert CENTRAL  # hci0 is the mock's central adapter
+
+
+async def test_a_powered_off_adapter_is_named_with_the_fix(mock_bluez: MockBluez) -> None:
+    bus = await MessageBus(bus_address=mock_bluez.address, bus_type=BusType.SYSTEM).connect()
+    try:
+        await bus.call(
+            Message(
+                destination="org.bluez",
+                path="/org/bluez/hci0",
+                interface="org.freedesktop.DBus.Properties",
+                member="Set",
+                signature="ssv",
+                body=["org.bluez.Adapter1", "Powered", Variant("b", False)],
+            )
+        )
+    finally:
+        bus.disconnect()
+    got = await asyncio.to_thread(check, [BloodPressureSettings(id="cuff", address="A0:9E:1A:00:11:22")])
+    assert [(c.ok, c.title, c.detail) for c in got[1:]] == [(False, "Bluetooth adapter hci0 (for cuff)", "powered off")]
+    assert got[1].fix == "sudo rfkill unblock bluetooth && sudo bluetoothctl power on (hci0)"
 
 
 def test_no_ble_devices_no_ble_checks() -> None:
