@@ -53,7 +53,7 @@ def _status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
+        if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             out[k] = int(v.split()[0])  # kB
     return out
 
@@ -184,6 +184,10 @@ def main() -> None:
     label = f"RSS after {args.seconds:g} s, {n_devices} devices"
     print(f"{label:<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
     print(f"{'peak RSS (VmHWM)':<44}{st['VmHWM'] / 1024:>9.1f} MB")
+    # File-backed pages are the shared libraries' code (numpy's OpenBLAS, cryptography's Rust core):
+    # shared with any other Python on the hub and reclaimable under pressure; anonymous pages are ours.
+    print(f"{'  of which anonymous (RssAnon)':<44}{st.get('RssAnon', 0) / 1024:>9.1f} MB")
+    print(f"{'  of which file-backed (RssFile)':<44}{st.get('RssFile', 0) / 1024:>9.1f} MB")
     print(f"{'CPU while running':<44}{100 * cpu / args.seconds:>10.1f} %   of one core")
     print(f"last STATUS= from the daemon: {status}")
     print()
