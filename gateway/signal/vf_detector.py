@@ -132,8 +132,10 @@ class VfDetector:
         self.hop = max(1, round(p.hop_s * self.fs_features))
         self._band = SosFilter.design(feature_sos(fs))
         self._ring = np.zeros(self.window)
-        self._pieces: list[FloatArray] = []  # samples since the last step
-        self._raw_seen = 0  # input samples since the start
+        self._raw: list[FloatArray] = []  # input samples not yet filtered
+        self._raw_pending = 0
+        self._next_raw = (self.hop - 1) * self.decimate + 1  # input samples that complete the next step
+        self._raw_seen = 0  # input samples filtered so far
         self._seen = 0  # decimated samples since the start
         self._first = first_index
         self._recent: deque[bool] = deque(maxlen=p.raise_of)
@@ -148,20 +150,24 @@ class VfDetector:
         out = VfOutput()
         if len(samples_mv) == 0:
             return out
-        y = self._band.run(samples_mv)[(-self._raw_seen) % self.decimate :: self.decimate]
-        self._raw_seen += len(samples_mv)
-        pos = 0
-        while pos < len(y):
-            take = min(self.hop - self._seen % self.hop, len(y) - pos)
-            self._pieces.append(y[pos : pos + take])
-            pos += take
-            self._seen += take
-            if self._seen % self.hop == 0:
-                # The window is assembled once a step, not on every block.
-                self._ring = np.concatenate((self._ring, *self._pieces))[-self.window :]
-                self._pieces.clear()
-                if self._seen >= self.window:
-                    self._step(self._first + (self._seen - 1) * self.decimate + 1, out, organised)
+        # Raw samples wait until a step is complete, then are filtered and decimated in one go:
+        # the per-block cost is an append (the filter state makes any split give the same output).
+        self._raw.append(samples_mv)
+        self._raw_pending += len(samples_mv)
+        k = self.decimate
+        while self._raw_seen + self._raw_pending >= self._next_raw:
+            need = self._next_raw - self._raw_seen
+            chunk = self._raw[0] if len(self._raw) == 1 else np.concatenate(self._raw)
+            rest = chunk[need:]
+            self._raw = [rest] if len(rest) else []
+            self._raw_pending = len(rest)
+            y = self._band.run(chunk[:need])[(-self._raw_seen) % k :: k]
+            self._raw_seen += need
+            self._seen += len(y)
+            self._ring = np.concatenate((self._ring, y))[-self.window :]
+            if self._seen >= self.window:
+                self._step(self._first + (self._seen - 1) * k + 1, out, organised)
+            self._next_raw = ((self._seen // self.hop + 1) * self.hop - 1) * k + 1
         return out
 
     def suppress(self, end_index: int) -> list[VfChange]:
