@@ -20,7 +20,7 @@ from gateway.evidence_cli import evidence_main
 from gateway.evidence_store import EvidenceCopies, alarm_of
 from gateway.outbox import Outbox
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
-from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock, Vital
+from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock, Vital, VitalReading
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
@@ -172,3 +172,24 @@ def test_cli_reads_a_received_record_and_refuses_a_damaged_one(tmp_path: Path) -
     bad.write_text(json.dumps(doc))
     assert evidence_main(["--record", str(bad)]) == 1
     assert evidence_main([]) == 2
+
+
+def test_spo2_alarm_on_a_device_streaming_pleth_gets_a_pleth_strip() -> None:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", AlarmSection().limits, {"ox": "replay"})
+    pl = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+    fs = 75.0
+    out = PipelineOutput()
+    for s in range(60):
+        t = T0 + s
+        pleth = np.round(100 + 50 * np.sin(2 * np.pi * 1.2 * (s + np.arange(75) / fs)))
+        out.extend(pl.feed("p-a", SampleBlock("ox", "pleth", fs, t, pleth, "1", first_index=s * 75)))
+        spo2 = 97.0 if s < 15 else 84.0
+        out.extend(pl.feed("p-a", VitalReading("ox", Vital.SPO2, spo2, "%", t)))
+    low = [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == "spo2_low"]
+    assert low and low[0].event is AlarmEvent.RAISED
+    (strip,) = strips(out)
+    assert strip.alarm_id == low[0].alarm_id and strip.channel == "pleth"
+    assert (strip.unit, strip.resolution, strip.beats) == ("1", 1.0, [])
+    values = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples)
+    assert values.min() >= 50 and values.max() <= 150 and strip.n_samples == round(12 * fs)
