@@ -25,7 +25,7 @@ def render(record: EvidenceRecord, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(width, 3.2), dpi=100)
     try:
         if record.channel.lower().startswith("ecg"):
-            # ECG paper: 0.2 s / 0.5 mV major grid, 0.04 s / 0.1 mV minor.
+            # ECG-paper-like: a fine grid every 0.2 s and 0.1 mV (the large squares of ECG paper in time).
             ax.set_xticks(np.arange(np.floor(t[0] / 0.2) * 0.2, t[-1] + 0.2, 0.2), minor=True)
             ax.set_yticks(np.arange(np.floor(values.min() / 0.1) * 0.1, values.max() + 0.1, 0.1), minor=True)
             ax.grid(which="minor", color="#f4c7c7", linewidth=0.4)
