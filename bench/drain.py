@@ -70,10 +70,8 @@ async def until_empty(outbox: Outbox) -> None:
         await asyncio.sleep(0.01)
 
 
-async def drain_with_uplink(port: int, workdir: Path, n: int, inflight: int) -> float:
-    outbox = await fill(workdir / "uplink.db", n)
-    url = f"mqtt://127.0.0.1:{port}"
-    cfg = UpstreamSection(url=url, topic_prefix="bench", inflight=inflight, publish_timeout_s=30.0)
+async def timed_uplink_drain(cfg: UpstreamSection, outbox: Outbox) -> tuple[float, Uplink]:
+    """Seconds from the uplink's start until every row is acked; closes the outbox."""
     uplink = Uplink(cfg, outbox, gateway_id=GW)
     t = time.perf_counter()
     task = asyncio.create_task(uplink.run())
@@ -84,6 +82,14 @@ async def drain_with_uplink(port: int, workdir: Path, n: int, inflight: int) -> 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await outbox.close()
+    return elapsed, uplink
+
+
+async def drain_with_uplink(port: int, workdir: Path, n: int, inflight: int) -> float:
+    outbox = await fill(workdir / "uplink.db", n)
+    url = f"mqtt://127.0.0.1:{port}"
+    cfg = UpstreamSection(url=url, topic_prefix="bench", inflight=inflight, publish_timeout_s=30.0)
+    elapsed, uplink = await timed_uplink_drain(cfg, outbox)
     stats = uplink.stats
     print(f"  uplink stats: delivered={stats.delivered} resent={stats.resent} connects={stats.connects}"
           f" timeouts={stats.publish_timeouts}")  # fmt: skip

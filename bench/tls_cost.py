@@ -28,10 +28,9 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
-from bench.drain import fill, until_empty
+from bench.drain import fill, timed_uplink_drain
 from gateway import logs
 from gateway.config.models import UpstreamSection
-from gateway.uplink import Uplink
 from tests.broker import MosquittoBroker, find_mosquitto, free_port, site_listener_config
 from tests.pki import Pki
 
@@ -39,17 +38,7 @@ GW = "bench-gw"
 
 
 async def drain(cfg: UpstreamSection, work: Path, name: str, n: int) -> float:
-    outbox = await fill(work / f"{name}.db", n)
-    uplink = Uplink(cfg, outbox, gateway_id=GW)
-    t = time.perf_counter()
-    task = asyncio.create_task(uplink.run())
-    try:
-        await until_empty(outbox)
-        elapsed = time.perf_counter() - t
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await outbox.close()
+    elapsed, uplink = await timed_uplink_drain(cfg, await fill(work / f"{name}.db", n))
     if uplink.stats.delivered != n:
         raise SystemExit(f"{name}: delivered {uplink.stats.delivered} of {n} ({uplink.stats.last_error})")
     return elapsed
