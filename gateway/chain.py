@@ -53,6 +53,18 @@ class ChainHead:
         self.head = link(prev, canonical)
         return self.size, prev
 
+    def extend(self, canonicals: Iterable[bytes]) -> list[tuple[int, bytes]]:
+        """``append`` for many records at once: ``(position, previous link)`` of each."""
+        sha256 = hashlib.sha256
+        size, head = self.size, self.head
+        out: list[tuple[int, bytes]] = []
+        for canonical in canonicals:
+            size += 1
+            out.append((size, head))
+            head = sha256(head + canonical).digest()
+        self.size, self.head = size, head
+        return out
+
     def to_meta(self) -> str:
         return f"{self.size}:{base64.b64encode(self.head).decode()}"
 

@@ -6,6 +6,7 @@ its -wal taken while the outbox is open.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -17,10 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway import chain, checkpoint, keyring
 from gateway.config.models import QuotaSection
 from gateway.outbox import Outbox, OutboxKeyError, PendingRow
+from gateway.outbox.crypto import Sealer
 from gateway.records import (
     AlarmEvent,
     AlarmRecord,
@@ -329,3 +332,49 @@ async def test_a_row_altered_on_disk_is_kept_back_with_an_alarm_and_the_rest_sti
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 5  # nothing deleted
     conn.close()
+
+
+async def test_resubmitted_keys_are_no_ops_and_leave_no_hole_in_the_chain(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    # A commit mixing new keys with keys stored by an earlier commit: the plain INSERT meets a
+    # stored key, the attempt is rolled back and only the new rows take chain positions.
+    b = await open_box(tmp_path / "outbox.sqlite3", ring)
+    first = [b.next_key() for _ in range(5)]
+    for k in first:
+        await b.submit(summary(k))
+    again = [b.submit(summary(k)) for k in first[1:4]]
+    fresh = [b.next_key() for _ in range(4)]
+    futs = [b.submit(summary(k)) for k in fresh]
+    for f in [*again, *futs]:
+        await f  # accepted: a re-submission is a no-op success
+    note = b.checkpoint()
+    assert note is not None
+    rows = await b.lease(100)
+    await b.close()
+    assert sorted(r.key for r in rows) == sorted(first + fresh)
+    msgs = capture(rows, [note])
+    assert sorted(_position(m) for m in msgs[:-1]) == list(range(1, 10))
+    report = verify(msgs, verifier(ring))
+    assert report.ok and report.intact_to == 9 == report.chain_size, report.render()
+    assert Outbox.inspect(tmp_path / "outbox.sqlite3").accepted == 9
+
+
+def test_row_format_is_the_documented_one(ring: keyring.Keyring) -> None:
+    # Files written by earlier versions are looked up by these identities and opened by this
+    # layout: the batch path must produce exactly the documented bytes.
+    s = Sealer(ring)
+    key = "rpm:pz-quokka-4471:99454:2031-07-01:v1"
+    mac = hashlib.blake2b(key.encode(), key=ring.index, digest_size=18, person=b"iomt-outbox-id").digest()
+    ident = s.ident(key)
+    assert ident == "h:" + base64.b64encode(mac).decode()
+    prev = bytes(range(32))
+    blobs = s.seal_records([(ident, key, PSEUDONYM, b'{"a":1}', prev), (ident, key, PSEUDONYM, b"{}", None)])
+    assert blobs[0][:4] == b"\xa5\x01" + ring.current.to_bytes(2, "big")
+    assert blobs[0][4:16] != blobs[1][4:16]  # never one nonce twice
+    plain = AESGCM(ring.aead[ring.current]).decrypt(
+        blobs[0][4:16], blobs[0][16:], b"iomt-outbox/1\x00outbox\x00" + ident.encode())
+    k, p = key.encode(), PSEUDONYM.encode()
+    assert plain == b"\x01" + prev + len(k).to_bytes(2, "big") + k + len(p).to_bytes(2, "big") + p + b'{"a":1}'
+    opened = s.open_record(ident, blobs[1])
+    assert (opened.key, opened.patient, opened.payload, opened.prev) == (key, PSEUDONYM, b"{}", None)

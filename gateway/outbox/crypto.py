@@ -18,12 +18,13 @@ sequence: a crash skips unused numbers, never repeats one.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -35,6 +36,7 @@ MAGIC = b"\xa5\x01"
 _HEAD = struct.Struct(">2sH12s")
 _NONCE_BLOCK = 1_000_000
 _AD_PREFIX = b"iomt-outbox/1\x00"
+_RECORD_AD = _AD_PREFIX + b"outbox\x00"
 _CHECK = b"iomt-gateway keyring check v1"
 LINK_BYTES = 32
 
@@ -65,6 +67,8 @@ class Sealer:
     def __init__(self, ring: Keyring) -> None:
         self._ring = ring
         self._aead = {kid: AESGCM(k) for kid, k in ring.aead.items()}
+        # keyed once: each identity then costs a copy and one compression, not a key schedule
+        self._id_mac = hashlib.blake2b(key=ring.index, digest_size=18, person=b"iomt-outbox-id")
         self._kid = ring.current
         self._salt = os.urandom(4)
         self._next = 0
@@ -106,8 +110,9 @@ class Sealer:
 
     def ident(self, name: str) -> str:
         # keyed BLAKE2b (RFC 7693), a MAC in its own right: a third of HMAC-SHA-256's time per row
-        mac = hashlib.blake2b(name.encode(), key=self._ring.index, digest_size=18, person=b"iomt-outbox-id")
-        return "h:" + base64.b64encode(mac.digest()).decode()
+        mac = self._id_mac.copy()
+        mac.update(name.encode())
+        return "h:" + binascii.b2a_base64(mac.digest(), newline=False).decode()
 
     def state_ident(self, name: str) -> str:
         # the first path segment ("billing/", "pipeline/") stays readable: load_state scans by it
@@ -149,9 +154,29 @@ class Sealer:
                     ident: str | None = None) -> tuple[str, bytes]:
         """``(stored key, blob)`` for an outbox row (``ident``: ``self.ident(key)`` if known)."""
         ident = ident or self.ident(key)
-        link = b"\x00" if prev is None else b"\x01" + prev
-        plain = b"".join((link, _u16(key.encode()), _u16(patient.encode()), payload))
-        return ident, self._seal(b"outbox\x00", ident, plain)
+        return ident, self.seal_records([(ident, key, patient, payload, prev)])[0]
+
+    def seal_records(self, rows: Iterable[tuple[str, str, str, bytes, bytes | None]]) -> list[bytes]:
+        """Blobs for ``(stored identity, key, patient, payload, previous link)`` rows, in order.
+
+        The same bytes as ``seal_record`` row by row; one call per group commit keeps the
+        per-row work in this loop (the writer thread shares the GIL with the event loop).
+        """
+        encrypt = self._aead[self._kid].encrypt
+        head = _HEAD.pack(MAGIC, self._kid, bytes(12))[:4]
+        salt, n = self._salt, self._next
+        out: list[bytes] = []
+        for ident, key, patient, payload, prev in rows:
+            nonce = salt + n.to_bytes(8, "big")
+            n += 1
+            k, p = key.encode(), patient.encode()
+            plain = b"".join((b"\x00" if prev is None else b"\x01" + prev, len(k).to_bytes(2, "big"), k,
+                              len(p).to_bytes(2, "big"), p, payload))
+            out.append(head + nonce + encrypt(nonce, plain, _RECORD_AD + ident.encode()))
+        self._next = n
+        if n >= self._hi:
+            self._hi = n + _NONCE_BLOCK
+        return out
 
     def open_record(self, ident: str, blob: bytes) -> OpenedRow:
         plain = self._open(b"outbox\x00", ident, blob)

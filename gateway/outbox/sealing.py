@@ -115,6 +115,23 @@ class RowSealing:
         ident, blob = self.sealer.seal_record(key, patient, payload, prev, self._idents.pop(key, None))
         return ident, "", blob, n
 
+    def seal_many(self, txn: SealTxn, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes, int | None]]:
+        """``seal`` for ``(key, patient, payload)`` rows in chain order, one call per commit."""
+        if self.sealer is None:
+            return [(key, patient, payload, None) for key, patient, payload in rows]
+        if not rows:
+            return []
+        links = txn.head.extend(payload for _, _, payload in rows)
+        txn.moved = True
+        pop = self._idents.pop
+        sealer_ident = self.sealer.ident
+        idents = [pop(key, "") or sealer_ident(key) for key, _, _ in rows]
+        blobs = self.sealer.seal_records(
+            (ident, key, patient, payload, prev)
+            for ident, (key, patient, payload), (_, prev) in zip(idents, rows, links, strict=True)
+        )
+        return [(ident, "", blob, n) for ident, blob, (n, _) in zip(idents, blobs, links, strict=True)]
+
     def link_info(self, key: str, blob: bytes) -> tuple[bytes, bytes] | None:
         """``(prev, link)`` of a stored chained record (for a tombstone); None if unreadable."""
         if self.sealer is None or not is_sealed(blob):

@@ -130,18 +130,10 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
     """
     if not inserts:
         return {}
-    seen: set[str] = set()
     ident = sealing.ident
-    # a chained row must really be inserted (OR IGNORE would leave its position empty), so with
-    # sealing on every class is looked up first
     billing = list({ident(op.key) for op in inserts if op.kind is RecordKind.BILLING})
-    stored = list({ident(op.key) for op in inserts}) if sealing.on else billing
     # only billing keys are remembered as delivered
-    for table, lookup in (("outbox", stored), ("delivered", billing)):
-        for i in range(0, len(lookup), CHUNK):
-            chunk = lookup[i : i + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            seen.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
+    seen = stored_keys(conn, "outbox", billing) | stored_keys(conn, "delivered", billing)
     new: dict[RecordKind, list[Insert]] = {}
     for op in inserts:
         k = ident(op.key)
@@ -150,6 +142,16 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
         seen.add(k)
         new.setdefault(op.kind, []).append(op)
     return new
+
+
+def stored_keys(conn: sqlite3.Connection, table: str, keys: list[str]) -> set[str]:
+    """Which of ``keys`` (stored identities) are in ``table``."""
+    found: set[str] = set()
+    for i in range(0, len(keys), CHUNK):
+        chunk = keys[i : i + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        found.update(r[0] for r in conn.execute(f"SELECT key FROM {table} WHERE key IN ({marks})", chunk))
+    return found
 
 
 def admit(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],
@@ -179,22 +181,13 @@ def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Reco
     """Store the admitted rows, then drop the oldest of each class over its quota."""
     sealing = book.sealing
     taken = {id(op) for rows in admitted.values() for op in rows}
-    by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, int | None]]] = {}
     # in submission order: that is the order of their chain positions
-    for op in inserts:
-        if id(op) in taken:
-            key, patient, payload, n = sealing.seal(txn, op.key, op.patient, op.payload)
-            by_kind.setdefault(op.kind, []).append((op.kind.value, key, patient, op.seq, op.created, payload, n))
-    for kind, rows in by_kind.items():
-        # OR IGNORE: a key already stored is a no-op success (idempotent re-submission)
-        cur = conn.executemany(
-            "INSERT OR IGNORE INTO outbox(kind, key, patient, seq, created, payload, chain_n) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        eff.inserted[kind] += cur.rowcount
-        totals[kind] += cur.rowcount
-    for kind in by_kind:
+    ops = [op for op in inserts if id(op) in taken]
+    stored = insert_chained(conn, sealing, txn, ops) if sealing.on else insert_plain(conn, ops)
+    for kind, count in stored.items():
+        eff.inserted[kind] += count
+        totals[kind] += count
+    for kind in stored:
         quota: int = getattr(book.quotas, kind.value)
         if kind not in NEVER_DROPPED and totals[kind] > quota:
             drop_oldest(conn, book, eff, totals, kind, totals[kind] - quota)
@@ -208,6 +201,51 @@ def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Reco
         )
         eff.inserted[RecordKind.TOMBSTONE] += 1
         totals[RecordKind.TOMBSTONE] += 1
+
+
+_INSERT = "INTO outbox(kind, key, patient, seq, created, payload, chain_n) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def insert_plain(conn: sqlite3.Connection, ops: list[Insert]) -> dict[RecordKind, int]:
+    """Rows in clear; a key already stored is a no-op success (idempotent re-submission)."""
+    by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, None]]] = {}
+    for op in ops:
+        row = (op.kind.value, op.key, op.patient, op.seq, op.created, op.payload, None)
+        by_kind.setdefault(op.kind, []).append(row)
+    return {kind: conn.executemany(f"INSERT OR IGNORE {_INSERT}", rows).rowcount for kind, rows in by_kind.items()}
+
+
+def insert_chained(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn,
+                   ops: list[Insert]) -> dict[RecordKind, int]:
+    """Sealed, chained rows.  A chained row must really be stored (an ignored insert would leave
+    its chain position empty), so a key already stored has to be known before sealing.  Looking
+    every key up would cost a query per commit and an index probe per row for what is rare (a
+    re-submission), so the rows go in with a plain INSERT; only if one meets a stored key is the
+    attempt rolled back, the stored keys looked up and the rest sealed again (fresh nonces)."""
+    before = txn.head.copy(), txn.moved
+    conn.execute("SAVEPOINT chained")
+    try:
+        _insert_sealed(conn, sealing, txn, ops)
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO chained")
+        txn.head, txn.moved = before[0].copy(), before[1]
+        stored = stored_keys(conn, "outbox", list({sealing.ident(op.key) for op in ops}))
+        ops = [op for op in ops if sealing.ident(op.key) not in stored]
+        _insert_sealed(conn, sealing, txn, ops)
+    conn.execute("RELEASE chained")
+    counts: dict[RecordKind, int] = {}
+    for op in ops:
+        counts[op.kind] = counts.get(op.kind, 0) + 1
+    return counts
+
+
+def _insert_sealed(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn, ops: list[Insert]) -> None:
+    sealed = sealing.seal_many(txn, [(op.key, op.patient, op.payload) for op in ops])
+    conn.executemany(
+        f"INSERT {_INSERT}",
+        [(op.kind.value, key, patient, op.seq, op.created, blob, n)
+         for op, (key, patient, blob, n) in zip(ops, sealed, strict=True)],
+    )
 
 
 def drop_oldest(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],
