@@ -42,24 +42,14 @@ def _rss_kb() -> int:
 async def _child(mode: str, folder: Path, n: int) -> dict[str, Any]:
     import structlog  # noqa: PLC0415
 
-    from bench.outbox_throughput import BIG, make_summary  # noqa: PLC0415
+    from bench.outbox_throughput import BIG, accept_run  # noqa: PLC0415
     from gateway import keyring  # noqa: PLC0415
     from gateway.outbox import Outbox  # noqa: PLC0415
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ring = keyring.init(folder / "keyring")[0] if mode == "on" else None
     box = await Outbox.open(folder / "accept.db", gateway_id="bench-gw", quotas=BIG, keyring=ring)
-    c0 = box.stats().commits
-    t0 = time.perf_counter()
-    window: list[asyncio.Future[None]] = []
-    for i in range(n):
-        window.append(box.submit(make_summary(box.next_key(), i)))
-        if len(window) >= 10_000:
-            await asyncio.gather(*window)
-            window = []
-    await asyncio.gather(*window)
-    accept_s = time.perf_counter() - t0
-    commits = box.stats().commits - c0
+    accepted = await accept_run(box, n, 10_000)
     note = box.checkpoint()
     t0 = time.perf_counter()
     done = 0
@@ -70,7 +60,7 @@ async def _child(mode: str, folder: Path, n: int) -> dict[str, Any]:
     drain_s = time.perf_counter() - t0
     assert done == n, (done, n)
     signed = int(note.split("\n")[1]) if note else 0
-    return {"accept": n / accept_s, "drain": n / drain_s, "commits": commits, "chain_size": signed,
+    return {"accept": accepted["rate"], "drain": n / drain_s, "commits": accepted["commits"], "chain_size": signed,
             "rss_kb": _rss_kb()}
 
 

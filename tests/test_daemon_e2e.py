@@ -41,7 +41,7 @@ def _keys(records: list[Received]) -> list[str]:
 
 
 def _stored_keys(db: Path, ring: keyring.Keyring) -> set[str]:
-    """Record keys stored in a sealed outbox (its key column holds keyed hashes)."""
+    """Record keys stored in a sealed outbox (read from the ciphertext: service keys are stored hashed)."""
     sealer = Sealer(ring)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         return {sealer.open_record(k, bytes(p)).key for k, p in conn.execute("SELECT key, payload FROM outbox")}

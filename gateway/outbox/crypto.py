@@ -1,9 +1,10 @@
 """What the outbox writes to disk for a row: in clear (no keyring) or sealed (AES-256-GCM).
 
-A sealed row keeps nothing personal in clear.  Its identity columns (the record key, a state row's
-name) hold a keyed hash (BLAKE2b keyed with the keyring's index key, which never rotates), so
-uniqueness and look-ups still work; the real key, the patient pseudonym, the chain link and the
-payload travel inside the ciphertext::
+A sealed row keeps nothing personal in clear.  Its identity columns (a service record key such as
+a billing key, a state row's name) hold a keyed hash (BLAKE2b keyed with the keyring's index key,
+which never rotates), so uniqueness and look-ups still work; a key this gateway numbered
+(``<gateway>:<seq>``) is stored as is (see ``RowSealing.ident``).  The real key, the patient
+pseudonym, the chain link and the payload travel inside the ciphertext::
 
     blob = MAGIC(2) || key id (2, big-endian) || nonce (12) || AES-256-GCM(plaintext) || tag (16)
     associated data = "iomt-outbox/1" || table || stored identity
