@@ -82,11 +82,13 @@ def _checkpoint_costs(count: int) -> tuple[float, float]:
 
 
 def _import_cost() -> int:
-    code = ("import resource; a = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+    # current RSS (VmRSS), not ru_maxrss: a child's peak starts at what its parent had before exec
+    code = ("import re; rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1]); "
+            "a = rss(); "
             "from cryptography.hazmat.primitives.ciphers.aead import AESGCM; "
             "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey; "
             "AESGCM(bytes(32)).encrypt(bytes(12), b'x', None); Ed25519PrivateKey.generate().sign(b'x'); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - a)")
+            "print(rss() - a)")
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
