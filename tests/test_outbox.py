@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from gateway.clock import ManualClock
 from gateway.config.models import QuotaSection
-from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record
+from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record, seq_floor
 from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
 from gateway.outbox.policy import Backlog, lease_shares
 from gateway.records import (
@@ -504,6 +504,27 @@ async def test_corrupt_file_is_moved_aside(tmp_path: Path, damage: str) -> None:
     assert aside and all(p.name.startswith("o.db.corrupt-") for p in aside)
     await b.accept(summary(b.next_key()))  # a fresh, working outbox
     assert len(await b.lease(10)) == 1
+    await b.close()
+
+
+async def test_a_file_damaged_at_start_never_renumbers_keys(tmp_path: Path) -> None:
+    # Receivers drop a record under a key they already hold: after the damaged file (and its
+    # reservation) is moved aside, numbering must go on above every key handed out before.
+    path = tmp_path / "o.db"
+    b = await open_box(path)
+    used = [b.next_key() for _ in range(SEQ_BLOCK + 5)]  # crosses into a second reserved block
+    await asyncio.gather(*(b.submit(summary(k)) for k in used[-50:]))
+    await b.close()
+    scribble_over_pages(path)
+    b = await open_box(path, on_alarm=lambda c, d: None)
+    assert moved_aside(tmp_path)
+    fresh = b.next_key()
+    await b.close()
+    assert parse_seq(GW, fresh) > max(parse_seq(GW, k) or 0 for k in used)
+    # and without the floor file (written by an older version) the database's reservation is used
+    seq_floor.floor_path(path).unlink()
+    b = await open_box(path)
+    assert parse_seq(GW, b.next_key()) > parse_seq(GW, fresh)
     await b.close()
 
 

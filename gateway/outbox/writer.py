@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 import structlog
 
-from gateway.outbox import schema, txn
+from gateway.outbox import schema, seq_floor, txn
 from gateway.outbox.keys import SEQ_BLOCK
 from gateway.outbox.ops import (
     Ack,
@@ -172,9 +172,11 @@ class Writer:
         if self._s.quarantine_max_age_s is not None:
             schema.purge_quarantine(self._s.path, self._s.quarantine_max_age_s, time.time())
         raw_hi = schema.read_meta(conn, "seq_hi")
-        start = int(raw_hi) if raw_hi and raw_hi.isdigit() else 1
+        # the floor file outlives a damaged database: numbering never restarts below it
+        start = max(int(raw_hi) if raw_hi and raw_hi.isdigit() else 1, seq_floor.read(self._s.path))
         limit = start + SEQ_BLOCK
         self._seq_hi = limit
+        self._save_floor(limit)
         self._counters = schema.Counters.from_json(schema.read_meta(conn, "counters"))
         # leases do not survive a restart: every stored row is pending again
         self._counters.leased = {}
@@ -194,6 +196,14 @@ class Writer:
         log.info("outbox_opened", path=str(self._s.path), pending=sum(self._totals.values()),
                  **{f"pending_{k.value}": n for k, n in self._totals.items() if n})
         return Opened(seq_start=start, seq_limit=limit, snapshot=self._snapshot())
+
+    def _save_floor(self, hi: int) -> None:
+        try:
+            seq_floor.write(self._s.path, hi)
+        except OSError as e:
+            # the reservation in the database still holds; only a damaged-file restart would
+            # then renumber from what the database had
+            log.warning("outbox_seq_floor_not_saved", path=str(seq_floor.floor_path(self._s.path)), error=str(e))
 
     def _serve(self) -> None:
         interval = self._s.interval_s
@@ -250,6 +260,7 @@ class Writer:
         elif isinstance(op, Reserve):
             self._reserve_hi = op.hi
             self._seq_hi = max(self._seq_hi, op.hi)
+            self._save_floor(op.hi)  # before the commit that reserves it
             self._batch_ops += 1
         elif isinstance(op, Lease):
             try:
