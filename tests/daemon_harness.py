@@ -131,8 +131,11 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 5.0) -> int:
-        """SIGTERM and wait; returns the exit code (raises if it takes longer than ``timeout``)."""
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit code (raises if it takes longer than ``timeout``).
+
+        The default is the unit's TimeoutStopSec: the contract systemd holds the daemon to.
+        """
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
