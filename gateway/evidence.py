@@ -125,6 +125,10 @@ class EvidenceRecorder:
         self._armed.add(alarm_id)
         self._pending.append(_Capture(alarm_id, condition, device, kind, t, onset))
 
+    def capturing(self, device: str) -> bool:
+        """Whether an ECG strip of ``device`` is waiting for its samples (and beat marks)."""
+        return any(c.device == device and c.kind == "ecg" for c in self._pending)
+
     def add_block(self, block: SampleBlock, beats: list[int] | None = None) -> list[Strip]:
         """Keep a block's samples; returns the strips it completes."""
         kind = channel_kind(block.channel)

@@ -258,7 +258,8 @@ class Pipeline:
         ch = p.ecg.get((b.device_id, b.channel))
         if ch is None:
             ch = p.ecg[(b.device_id, b.channel)] = EcgChannel(b.device_id, self.ecg_settings)
-        result = ch.feed(b)
+        # Beats may wait for the channel's next decision point, except while a strip that marks them is cut.
+        result = ch.feed(b, defer=not p.evidence.capturing(b.device_id))
         if not result.dropped_blocks:
             # Samples count as data (no "no data" alarm) even while the ECG is not valid: the
             # device is there, its signal is the problem, and that has its own alarm.

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
-from gateway.signal import ecg_quality, heart_rate, hrv
+from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
@@ -34,6 +34,10 @@ from gateway.signal.rpeak_detector import RPeakDetector
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
 
 
 MIN_REPORTED_HR = 60.0 / heart_rate.MAX_RR_S  # 15 /min
@@ -95,6 +99,8 @@ class EcgChannel:
         self._last_hrv: float | None = None
         self._hrv = hrv.HrvState(window_s=self.settings.hrv_window_s)
         self._clock = ClockQuality.SYNCED
+        self._queue: list[FloatArray] = []  # accepted samples not processed yet (see ``feed``)
+        self._due = 0  # sample index whose arrival makes processing due
 
     def _start(self, fs: float, first_index: int) -> None:
         self.fs = fs
@@ -105,8 +111,21 @@ class EcgChannel:
         hrv.break_sequence(self._hrv)
         self._pending.clear()
         self._last_beat_time = None
+        self._queue.clear()
+        self._due = first_index
 
-    def feed(self, block: SampleBlock) -> EcgOutput:
+    def feed(self, block: SampleBlock, *, defer: bool = True) -> EcgOutput:
+        """Take the next block; returns what it completes.
+
+        With ``defer`` (the default) the samples wait in a queue until they reach the channel's
+        next decision point (the end of the current quality window or VF step, at most ~1 s
+        away) and are then processed in one go: the per-call cost of the filters and the
+        detector is paid once per second instead of once per block.  Everything decided at those
+        points (validity, released readings, VF and asystole) comes out in exactly the block it
+        would come out in undeferred; only the ``beats`` list comes later.  While an asystole is
+        on (a beat clears it) or when the caller needs beats at once (``defer=False``, e.g. an
+        evidence strip is being captured), every block is processed as it arrives.
+        """
         out = EcgOutput()
         fs = block.sample_rate_hz
         try:
@@ -117,9 +136,10 @@ class EcgChannel:
             samples is None
             or not MIN_RATE_HZ <= fs <= MAX_RATE_HZ
             or samples.ndim != 1
-            or not np.all(np.isfinite(samples))
+            or not np.isfinite(samples).all()
         ):
             # Unusable block: counted, and the next good one starts afresh (never glued).
+            self._process_queue(out)
             self.dropped += 1
             out.dropped_blocks = 1
             self._next_index = None
@@ -127,28 +147,49 @@ class EcgChannel:
         if len(samples) == 0:
             return out
         if fs != self.fs or block.gap_before or block.first_index != self._next_index:
+            self._process_queue(out)  # what came before the gap, with its own clock anchor
             self._start(fs, block.first_index)
         self._next_index = block.first_index + len(samples)
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
+        # A copy when the samples are the caller's own array: it may reuse it before they are processed.
+        self._queue.append(samples.copy() if samples is block.samples else samples)
+        if defer and not self.rhythm.asystole and self._next_index < self._due:
+            return out
+        self._process_queue(out)
+        return out
 
-        # Cut the block at quality-window boundaries, so that each window is judged with the
-        # detector in the same state whatever the block sizes: the output does not depend on
-        # how the device packs its samples.
+    def _process_queue(self, out: EcgOutput) -> None:
+        if not self._queue:
+            return
+        samples = self._queue[0] if len(self._queue) == 1 else np.concatenate(self._queue)
+        self._queue.clear()
+        # Cut the samples at quality-window and VF-step boundaries, so that each window and each
+        # step is judged with exactly the beats decided before its end, whatever the block sizes:
+        # the output does not depend on how the device packs its samples.
         pos = 0
+        index = self._next_index - len(samples) if self._next_index is not None else 0
+        state, params = self.detector.state, self.detector.params
+        quality = self.quality
         while pos < len(samples):
-            take = min(len(samples) - pos, self.quality.window - self.quality.filled)
+            take = min(
+                len(samples) - pos,
+                quality.window - quality.filled,
+                self.rhythm.next_step_end() - index,
+            )
             piece = samples[pos : pos + take]
             pos += take
-            for beat in self.detector.feed(piece):
+            index += take
+            # The block was checked above (1-D, finite): the detector's own checks are skipped.
+            for beat in rpeak_detector.process(state, piece, params):
                 self._beat(beat.index, beat.energy, beat.decided_index, out)
             for change in self.rhythm.feed(piece):
                 self._rhythm(change, out)
-            for window in ecg_quality.feed(self.quality, piece):
+            for window in ecg_quality.feed(quality, piece):
                 for change in self.rhythm.quality(window):
                     self._rhythm(change, out)
                 self._judge(window, out)
-        return out
+        self._due = min(quality.window_start + quality.window, self.rhythm.next_step_end())
 
     def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
         t = self._time(change.index)

@@ -70,6 +70,8 @@ class RhythmMonitor:
         self.fs = fs
         self.settings = settings or RhythmSettings()
         self.vf = VfDetector(fs, first_index=first_index)
+        self._first = first_index
+        self._fed = 0  # samples fed since ``first_index``
         self.asystole = False
         self._last_beat: int | None = None  # last QRS
         self._no_signal = False
@@ -100,8 +102,18 @@ class RhythmMonitor:
         self.asystole = False
         return [RhythmChange(index, ASYSTOLE, False, index)]
 
+    def next_step_end(self) -> int:
+        """The sample index at which the next VF step (and asystole check) ends: the step is
+        decided by the samples before it.  The VF detector decimates by keeping every
+        ``decimate``-th sample from its first and steps every ``hop`` kept samples, so step ``m``
+        is complete once ``(m * hop - 1) * decimate + 1`` samples have arrived."""
+        k, hop = self.vf.decimate, self.vf.hop
+        m = (self._fed - 1 + k) // (k * hop) + 1
+        return self._first + (m * hop - 1) * k + 1
+
     def feed(self, samples_mv: FloatArray) -> list[RhythmChange]:
         out: list[RhythmChange] = []
+        self._fed += len(samples_mv)
         result = self.vf.feed(samples_mv, self._organised)
         changes = {c.index: c for c in result.changes}
         for step in result.steps:
