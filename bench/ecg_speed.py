@@ -2,6 +2,7 @@
 
     uv sync --group bench
     uv run python bench/ecg_speed.py [--data DIR] [--records 100 ...] [--seconds 600] [--block-s 0.1]
+    uv run python bench/ecg_speed.py --chain [--rounds 3] [--baseline DIR]
 
 Figures are seconds of ECG processed per CPU-second (``time.process_time``, this process only,
 BLAS/OpenMP pinned to one thread).  Ours is fed in 100 ms blocks, as from a live device, and
@@ -10,6 +11,16 @@ channel the pipeline runs instead (R-peak detector, quality index, VF/flutter de
 heart rate, HRV: ``gateway.signal.ecg_channel``); the references get the whole
 excerpt at once (their best case).  Also printed: resident memory added by importing what the
 detector needs, measured in a fresh interpreter.
+
+With ``--chain`` the channel is measured as the daemon runs it (samples queued to the next
+decision point) and, side by side, processing every block on arrival (``defer=False``) and, with
+``--baseline DIR``, the ``EcgChannel`` of another checkout (e.g. ``git worktree add /tmp/base
+main``) in a child process; each is run ``--rounds`` times in alternation and the median is
+printed (the machine's load moves every figure; the ratios move less).  A breakdown then shows
+where the channel's CPU time goes, stage by stage (each stage's own time, callees excluded,
+measured with thread CPU clocks around the stage's entry points: the R-peak detector, the
+quality index, the VF detector, the rhythm monitor (asystole, organised-rhythm check), beats to
+heart rate/RR/HRV and readings, and the rest: the channel's plumbing and the bench's blocks).
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -29,6 +42,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chain_stages import STAGES, StageClock  # noqa: E402
 
 from gateway.records import SampleBlock  # noqa: E402
 from gateway.signal import ecg_quality  # noqa: E402
@@ -85,11 +101,84 @@ def ours(sig: np.ndarray, fs: float, block_s: float, with_quality: bool) -> None
             ecg_quality.feed(q, block)
 
 
-def chain(sig: np.ndarray, fs: float, block_s: float) -> None:
+def chain(sig: np.ndarray, fs: float, block_s: float, defer: bool = True) -> None:
     channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     for start in range(0, len(sig), step):
-        channel.feed(SampleBlock("bench", "ecg", fs, start / fs, sig[start : start + step], "mV", first_index=start))
+        block = SampleBlock("bench", "ecg", fs, start / fs, sig[start : start + step], "mV", first_index=start)
+        channel.feed(block, defer=defer)
+
+
+# Runs in a child process with another checkout first on sys.path: that tree's EcgChannel, fed
+# exactly like ``chain`` (its ``feed`` may predate the ``defer`` keyword).
+_BASELINE = """
+import sys, time, json
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from gateway.records import SampleBlock
+from gateway.signal.ecg_channel import EcgChannel
+args = json.loads(sys.stdin.read())
+signals = [(np.asarray(s, dtype=np.float64), fs) for s, fs in args["signals"]]
+def run(sig, fs):
+    ch = EcgChannel("bench")
+    step = max(1, round(args["block_s"] * fs))
+    for start in range(0, len(sig), step):
+        ch.feed(SampleBlock("bench", "ecg", fs, start / fs, sig[start : start + step], "mV", first_index=start))
+run(signals[0][0][:3600], signals[0][1])
+t0 = time.process_time()
+for s, fs in signals:
+    run(s, fs)
+print(time.process_time() - t0)
+"""
+
+
+def baseline_cpu(tree: Path, signals: list[tuple[np.ndarray, float]], block_s: float) -> float:
+    payload = json.dumps({"signals": [(s.tolist(), fs) for s, fs in signals], "block_s": block_s})
+    out = subprocess.run(
+        [sys.executable, "-c", _BASELINE, str(tree)], input=payload, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[-1])
+
+
+def chain_figures(
+    signals: list[tuple[np.ndarray, float]], block_s: float, rounds: int, baseline: Path | None
+) -> dict[str, float]:
+    """Median speed (x real time) of each variant of the whole channel, run in alternation."""
+    total_s = sum(len(s) / fs for s, fs in signals)
+    label = f"whole ECG channel, as the daemon runs it ({block_s * 1000:.0f} ms blocks)"
+    runs: dict[str, list[float]] = {label: [], "whole ECG channel, every block processed on arrival": []}
+    if baseline is not None:
+        runs[f"whole ECG channel of {baseline}"] = []
+    chain(signals[0][0][:3600], signals[0][1], block_s)  # warm-up
+    for _ in range(rounds):
+        for name, speeds in runs.items():
+            if name == label:
+                cpu = sum(cpu_seconds(chain, s, fs, block_s) for s, fs in signals)
+            elif baseline is not None and name.endswith(str(baseline)):
+                cpu = baseline_cpu(baseline, signals, block_s)
+            else:
+                cpu = sum(cpu_seconds(chain, s, fs, block_s, False) for s, fs in signals)
+            speeds.append(total_s / cpu)
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
+def chain_breakdown(signals: list[tuple[np.ndarray, float]], block_s: float) -> None:
+    """Where the channel's time goes, stage by stage (see the module docstring)."""
+    total_s = sum(len(s) / fs for s, fs in signals)
+    clock = StageClock()
+    with clock.installed():
+        t0 = time.thread_time()
+        for s, fs in signals:
+            chain(s, fs, block_s)
+        whole = time.thread_time() - t0
+    print(f"breakdown of the channel as the daemon runs it (instrumented run: {total_s / whole:.0f}x real time):")
+    rest = whole - sum(clock.seconds.values())
+    for name in [*STAGES, "plumbing"]:
+        cpu = rest if name == "plumbing" else clock.seconds.get(name, 0.0)
+        alone = f"{total_s / cpu:10.0f}x real time alone" if cpu > 0 else ""
+        per_s = 1e6 * cpu / total_s
+        print(f"  {name:40s} {100 * cpu / whole:5.1f} %  {per_s:7.1f} us per s of ECG  {alone}")
+    print(f"  ({clock.calls} stage calls timed; the timing itself, ~1 us a call, is counted in the stages)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-quality", action="store_true", help="also run the ECG quality index on each block")
     ap.add_argument("--chain", action="store_true", help="the whole ECG channel (VF detector included)")
     ap.add_argument("--only-ours", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="--chain: runs of each variant, in alternation")
+    ap.add_argument("--baseline", type=Path, help="--chain: also time the EcgChannel of this checkout")
     args = ap.parse_args(argv)
 
     import wfdb  # noqa: PLC0415
@@ -119,15 +210,14 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, float] = {}
     if args.chain:
-        chain(signals[0][0][:3600], signals[0][1], args.block_s)  # warm-up
-        cpu = sum(cpu_seconds(chain, s, fs, args.block_s) for s, fs in signals)
-        label = f"whole ECG channel (VF included, {args.block_s * 1000:.0f} ms blocks)"
+        results = chain_figures(signals, args.block_s, max(1, args.rounds), args.baseline)
+        label = next(iter(results))
     else:
         ours(signals[0][0][:3600], signals[0][1], args.block_s, args.with_quality)  # warm-up: lazy scipy import
         cpu = sum(cpu_seconds(ours, s, fs, args.block_s, args.with_quality) for s, fs in signals)
         quality = " + quality" if args.with_quality else ""
         label = f"ours (streaming{quality}, {args.block_s * 1000:.0f} ms blocks)"
-    results[label] = total_s / cpu
+        results[label] = total_s / cpu
 
     if not args.only_ours:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -141,9 +231,12 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{name} (batch)"] = total_s / cpu
 
     base = results[label]
+    width = max(45, *(len(n) for n in results))
     for name, speed in results.items():
         ratio = "" if name == label else f"   ours/this = {base / speed:.2f}"
-        print(f"{name:45s} {speed:10.0f} s of ECG per CPU-second ({speed:.0f}x real time){ratio}")
+        print(f"{name:{width}s} {speed:10.0f} s of ECG per CPU-second ({speed:.0f}x real time){ratio}")
+    if args.chain:
+        chain_breakdown(signals, args.block_s)
     return 0
 
 

@@ -119,8 +119,8 @@ class EcgChannel:
 
         With ``defer`` (the default) the samples wait in a queue until they reach the channel's
         next decision point (the end of the current quality window or VF step, at most ~1 s
-        away) and are then processed in one go: the per-call cost of the filters and the
-        detector is paid once per second instead of once per block.  Everything decided at those
+        away) and are then processed in one go up to it: the per-call cost of the filters and
+        the detector is paid about once per second instead of once per block.  Everything decided at those
         points (validity, released readings, VF and asystole) comes out in exactly the block it
         would come out in undeferred; only the ``beats`` list comes later.  While an asystole is
         on (a beat clears it) or when the caller needs beats at once (``defer=False``, e.g. an
@@ -154,42 +154,46 @@ class EcgChannel:
         self._clock = block.clock
         # A copy when the samples are the caller's own array: it may reuse it before they are processed.
         self._queue.append(samples.copy() if samples is block.samples else samples)
-        if defer and not self.rhythm.asystole and self._next_index < self._due:
+        if defer and not self.rhythm.asystole:
+            if self._next_index >= self._due:
+                self._process_queue(out, everything=False)
             return out
         self._process_queue(out)
         return out
 
-    def _process_queue(self, out: EcgOutput) -> None:
+    def _process_queue(self, out: EcgOutput, everything: bool = True) -> None:
+        """Process the queued samples: all of them, or up to the last decision point they reach."""
         if not self._queue:
             return
         samples = self._queue[0] if len(self._queue) == 1 else np.concatenate(self._queue)
         self._queue.clear()
-        # Cut the samples at quality-window and VF-step boundaries, so that each window and each
-        # step is judged with exactly the beats decided before its end, whatever the block sizes:
-        # the output does not depend on how the device packs its samples.
-        pos = 0
-        index = self._next_index - len(samples) if self._next_index is not None else 0
+        assert self._next_index is not None
+        index = self._next_index - len(samples)
         state, params = self.detector.state, self.detector.params
-        quality = self.quality
+        quality, rhythm = self.quality, self.rhythm
+        # Cut the samples at quality-window and VF-step ends, so that each window and each step
+        # is judged with exactly the beats decided before its end, whatever the block sizes: the
+        # output does not depend on how the device packs its samples.
+        pos = 0
         while pos < len(samples):
-            take = min(
-                len(samples) - pos,
-                quality.window - quality.filled,
-                self.rhythm.next_step_end() - index,
-            )
+            boundary = min(quality.window_start + quality.window, rhythm.next_step_end())
+            if boundary > self._next_index and not everything:
+                self._queue.append(samples[pos:])  # nothing is decided in these yet: they wait
+                break
+            take = min(len(samples) - pos, boundary - index)
             piece = samples[pos : pos + take]
             pos += take
             index += take
             # The block was checked above (1-D, finite): the detector's own checks are skipped.
             for beat in rpeak_detector.process(state, piece, params):
                 self._beat(beat.index, beat.energy, beat.decided_index, out)
-            for change in self.rhythm.feed(piece):
+            for change in rhythm.feed(piece):
                 self._rhythm(change, out)
             for window in ecg_quality.feed(quality, piece):
-                for change in self.rhythm.quality(window):
+                for change in rhythm.quality(window):
                     self._rhythm(change, out)
                 self._judge(window, out)
-        self._due = min(quality.window_start + quality.window, self.rhythm.next_step_end())
+        self._due = min(quality.window_start + quality.window, rhythm.next_step_end())
 
     def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
         t = self._time(change.index)
