@@ -7,6 +7,7 @@ its -wal taken while the outbox is open.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -378,3 +379,52 @@ def test_row_format_is_the_documented_one(ring: keyring.Keyring) -> None:
     assert plain == b"\x01" + prev + len(k).to_bytes(2, "big") + k + len(p).to_bytes(2, "big") + p + b'{"a":1}'
     opened = s.open_record(ident, blobs[1])
     assert (opened.key, opened.patient, opened.payload, opened.prev) == (key, PSEUDONYM, b"{}", None)
+
+
+def _damage_all_but_meta(path: Path) -> None:
+    """Junk the b-tree headers of every page except the schema and the meta table's page."""
+    with sqlite3.connect(path) as conn:
+        keep = {1, conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()[0]}
+    raw = bytearray(path.read_bytes())
+    page = int.from_bytes(raw[16:18], "big")
+    for p in range(len(raw) // page):
+        if p + 1 not in keep:
+            raw[p * page : p * page + 64] = b"\xa5" * 64
+    path.write_bytes(bytes(raw))
+
+
+async def test_a_file_damaged_at_start_continues_the_chain_and_its_lost_records_show_as_missing(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    b = await open_box(path, ring)
+    for i in range(30):
+        await b.submit(summary(b.next_key()))
+        if i == 9:
+            first_note = b.checkpoint()
+            assert first_note is not None
+    sent = await b.lease(10)  # positions 1-10 reach the receiver; 11-30 are still on the card
+    await b.ack([r.id for r in sent])
+    await b.close()
+    _damage_all_but_meta(path)
+    alarms: list[str] = []
+    b = await open_box(path, ring, on_alarm=lambda c, d: alarms.append(c))
+    assert alarms == ["outbox_corrupt"]
+    for _ in range(5):
+        await b.submit(summary(b.next_key()))
+    note = b.checkpoint()
+    assert note is not None
+    later = await b.lease(100)
+    await b.close()
+    assert sorted(_position(m) for m in capture(later, [])) == [31, 32, 33, 34, 35]
+    report = verify(capture(sent + later, [first_note, note]), verifier(ring))
+    # what stayed in the damaged file is reported as what it is: never delivered; nothing forged
+    assert report.missing == [[11, 30]], report.render()
+    assert report.violations == ["20 positions missing (lost or withheld)"], report.render()
+    assert report.authenticated == 15 and report.chain_size == 35
+    # the new file seals under a fresh nonce salt: the damaged one's counter could not be trusted
+    salts = set()
+    for db in (path, next(tmp_path.glob("outbox.sqlite3.corrupt-*[0-9Z]"))):  # noqa: ASYNC240 - own tmp folder
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            salts.add(json.loads(conn.execute("SELECT value FROM meta WHERE name = 'crypto'").fetchone()[0])["salt"])
+    assert len(salts) == 2

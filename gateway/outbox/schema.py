@@ -253,9 +253,23 @@ def purge_quarantine(path: Path, max_age_s: float, now: float) -> list[Path]:
     return gone
 
 
-def open_or_recover(path: Path, *, on_corrupt: Callable[[str], None],
+def salvage_meta(path: Path) -> dict[str, str]:
+    """The meta table of a damaged file moved aside, read through its WAL (not ``immutable``: a
+    stale chain head would reuse positions); {} when that part is damaged too."""
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
+        try:
+            return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM meta")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+
+
+def open_or_recover(path: Path, *, on_corrupt: Callable[[str, Path], None],
                     max_db_bytes: int | None = None) -> sqlite3.Connection:
-    """Open the outbox; a damaged file is moved aside once and replaced by an empty one.
+    """Open the outbox; a damaged file is moved aside once and replaced by an empty one
+    (``on_corrupt`` hears what happened and where the file went).
 
     Anything else (permissions, missing folder, a second failure) raises OutboxError: the caller
     stops with a clear message instead of restarting into the same damage forever.
@@ -269,7 +283,7 @@ def open_or_recover(path: Path, *, on_corrupt: Callable[[str], None],
         moved = move_aside(path)
         detail = f"{path} unusable ({e}); moved to {moved.name}, started an empty outbox"
         log.error("outbox_corrupt", path=str(path), moved_to=str(moved), error=str(e))
-        on_corrupt(detail)
+        on_corrupt(detail, moved)
     try:
         return connect(path, max_db_bytes=max_db_bytes)
     except (sqlite3.DatabaseError, CorruptDatabase) as e:

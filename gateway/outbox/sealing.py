@@ -10,7 +10,7 @@ the ``meta`` table and change only in the transaction that stores the records th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -79,6 +79,24 @@ class RowSealing:
             raise OutboxKeyError(f"wrong or incomplete keyring for this outbox: {e}") from None
         self.head = chain.ChainHead.from_meta(read_meta("chain"))
         self.note = read_meta("checkpoint")
+
+    def carry_over(self, damaged: Mapping[str, str], where: str) -> None:
+        """Continue the chain of a file found damaged at start (its meta as salvaged, maybe {}).
+
+        Carried over, a receiver sees the records stranded in the damaged file as missing
+        positions (true: they never left) and the chain goes on authenticating.  Restarted at 1,
+        it would see two different records at every reused position, as if forged.
+        """
+        if self.sealer is None:
+            return
+        if damaged.get("chain") and damaged.get(_SEALED_MARK) == self.sealer.check_value():
+            self.head = chain.ChainHead.from_meta(damaged["chain"])
+            self.note = damaged.get("checkpoint")
+            log.warning("outbox_chain_carried_over", size=self.head.size, damaged=where)
+        else:
+            log.error("outbox_chain_restarted", damaged=where,
+                      detail="the damaged file's chain head is unreadable: the chain starts again at 1, and a "
+                             "receiver checking it will see the positions reused")
 
     def meta_rows(self) -> list[tuple[str, str]]:
         if self.sealer is None:

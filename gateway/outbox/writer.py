@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import structlog
 
@@ -157,8 +158,11 @@ class Writer:
                 self._conn = None
 
     def _open(self, alarms: list[tuple[str, str]]) -> Opened:
-        def corrupt(detail: str) -> None:
+        moved: list[Path] = []
+
+        def corrupt(detail: str, aside: Path) -> None:
             alarms.append(("outbox_corrupt", detail))
+            moved.append(aside)
 
         try:
             # before anything touches the file: a wrong key must leave it exactly as it was
@@ -169,6 +173,12 @@ class Writer:
         except OutboxKeyError as e:
             alarms.append(("outbox_key", str(e)))
             raise
+        salvaged = schema.salvage_meta(moved[0]) if moved else {}
+        if moved:
+            # a fresh nonce salt: the counter adopted above came from the damaged file read without
+            # its WAL, possibly below nonces its last commits used under the same key
+            self._sealing.new_file()
+            self._sealing.carry_over(salvaged, str(moved[0]))
         if self._s.quarantine_max_age_s is not None:
             schema.purge_quarantine(self._s.path, self._s.quarantine_max_age_s, time.time())
         raw_hi = schema.read_meta(conn, "seq_hi")
@@ -177,7 +187,7 @@ class Writer:
         limit = start + SEQ_BLOCK
         self._seq_hi = limit
         self._save_floor(limit)
-        self._counters = schema.Counters.from_json(schema.read_meta(conn, "counters"))
+        self._counters = schema.Counters.from_json(schema.read_meta(conn, "counters") or salvaged.get("counters"))
         # leases do not survive a restart: every stored row is pending again
         self._counters.leased = {}
         conn.execute("BEGIN IMMEDIATE")
