@@ -58,11 +58,9 @@ class Keyring:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed)
 
     def public_key(self) -> bytes:
-        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
-        return self.signing_key().public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        # public_bytes_raw, not public_bytes(Encoding.Raw, ...): the serialization package would
+        # import every key type and SSH format (~0.7 MB resident in the daemon) for 32 bytes.
+        return self.signing_key().public_key().public_bytes_raw()
 
     def to_json(self) -> str:
         return json.dumps(

@@ -21,6 +21,7 @@ make their output safe to alarm on:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import median
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -270,7 +271,9 @@ class EcgChannel:
             return ()
         recent = self.hr.recent_rr
         # Overdue: half as long again as the recent rhythm, and in any case after 3 s (20 /min).
-        limit = min(3.0, max(2.0, 1.5 * float(np.median(recent)))) if recent else 3.0
+        # statistics.median, as heart_rate does: np.median would import numpy.ma (~1 MB resident)
+        # for a median of a handful of floats.
+        limit = min(3.0, max(2.0, 1.5 * median(recent))) if recent else 3.0
         gap = now - last
         if gap <= limit:
             return ()
