@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway import device_tags, keyring, status_file
+from gateway import device_tags, heap_trim, keyring, status_file
 from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
@@ -484,6 +484,7 @@ class Daemon:
                 self.write_status()
             if n % 10 == 0:
                 self.notifier.status(self.status_line())
+                heap_trim.release_free_heap()  # what start-up and reloads freed (gateway/heap_trim.py)
 
     async def _clock_watch(self) -> None:
         clock = self.clock
