@@ -146,7 +146,7 @@ def states(received: Sequence[Received]) -> list[str]:
     return [r.json()["state"] for r in received if r.topic == status_topic(PREFIX, GW)]
 
 
-async def until(predicate: Callable[[], bool], within_s: float = 20.0) -> None:
+async def until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
     """Poll a condition; the deadline only turns a hang into a failure."""
 
     async def _poll() -> None:
