@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -690,3 +691,35 @@ async def test_alarm_hook_failure_does_not_break_the_outbox(tmp_path: Path) -> N
     await b.close()
 
 
+
+
+async def test_a_lease_is_answered_without_waiting_for_the_commit_queued_with_it(tmp_path: Path) -> None:
+    # Commits are held at the free-space check (called once per commit): while the writer is held
+    # in one, a write and a lease are queued, so the writer takes both in its next round.
+    gates = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+
+    def free(_folder: Path) -> int:
+        calls.append(1)
+        if 2 <= len(calls) <= 3:
+            gates[len(calls) - 2].wait(10)
+        return 10**12
+
+    b = await open_box(tmp_path / "o.db", free_bytes=free, commit_interval_ms=1)
+    try:
+        await b.submit(summary(b.next_key()))  # commit 1: not held
+        second = b.submit(summary(b.next_key()))  # commit 2: held
+        while len(calls) < 2:  # noqa: ASYNC110 - the writer thread is not awaitable
+            await asyncio.sleep(0.01)
+        third = b.submit(summary(b.next_key()))
+        lease = asyncio.ensure_future(b.lease(10))
+        await asyncio.sleep(0)  # the lease is queued behind the third write
+        gates[0].set()
+        await second
+        leased = await asyncio.wait_for(asyncio.shield(lease), 5)  # answered while commit 3 is held
+        assert len(leased) == 2 and not third.done()
+    finally:
+        for g in gates:
+            g.set()
+    await third
+    await b.close()

@@ -239,6 +239,11 @@ class Writer:
                 or now >= self._last_commit + interval
                 or self._batch_ops >= self._s.max_records
             ):
+                if completions:
+                    # leases and state reads are answered now, not after the commit: a big batch
+                    # (sealing, fsync) would otherwise hold up delivery for as long as it takes
+                    self._post(completions, self._snapshot(), alarms)
+                    completions, alarms = [], []
                 self._commit(completions, alarms)
             if closing is not None:
                 self._shutdown(closing, completions)
