@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from statistics import median
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateway.signal.ecg_filters import SosFilter, butter2_bandpass
+from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
-from statistics import median
 from typing import TYPE_CHECKING
 
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
+from gateway.signal.small_stats import median
 from gateway.signal.vf_detector import VfDetector
 
 if TYPE_CHECKING:

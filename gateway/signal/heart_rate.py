@@ -8,7 +8,8 @@ not, by comparison with that running median, so HRV can leave ectopics out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import median
+
+from gateway.signal.small_stats import median
 
 MIN_RR_S = 0.17  # 350 /min: anything shorter is a double detection, not a heart
 MAX_RR_S = 4.0  # 15 /min: the lowest rate reported (the pipeline's plausibility floor)

@@ -39,12 +39,12 @@ the beats of the whole signal processed at once (tested with hypothesis).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from statistics import median
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateway.signal.ecg_filters import FeatureDesign, SosFilter, design_feature
+from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -191,7 +191,7 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
         a = lo - buf_start
         b = hi - buf_start
         mid = buf_f[a:b]
-        peaks = np.nonzero((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1]))[0] + a
+        peaks = ((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1])).nonzero()[0] + a
         for i in peaks.tolist():
             fp = float(buf_f[i])
             win_lo = max(0, i - state.refractory)
@@ -199,7 +199,7 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
             if pre >= win_lo:
                 # A precursor set aside must not overshadow the complex it announced: compare
                 # only from the trough that separates them.
-                win_lo = pre + int(np.argmin(buf_f[pre : i + 1]))
+                win_lo = pre + int(buf_f[pre : i + 1].argmin())
             if fp < float(buf_f[win_lo : i + state.min_lookahead + 1].max()):
                 continue  # overshadowed whatever the look-ahead: most envelope wiggles end here
             la = _lookahead(state, buf_f, i, fp, learnt=buf_start + i >= state.start_index + state.learn)
@@ -301,7 +301,7 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     waits for it.
     """
     seg = buf_f[max(0, i - state.max_rise) : i]
-    below = np.nonzero(seg <= 0.5 * fp)[0]
+    below = (seg <= 0.5 * fp).nonzero()[0]
     rise = len(seg) - int(below[-1]) if len(below) else state.max_rise
     # The foot is measured against the learnt QRS level when the candidate is smaller, and never
     # below the noise level: a P wave riding on the previous T wave, or a bump in muscle noise,
@@ -310,7 +310,7 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     # envelope never settled (noise, merged complexes): only the half-rise budget applies.
     # While learning, the QRS level is not known yet (the first "beat" may be noise) and the
     # filters' start-up leaves no foot: no early decision.
-    below = np.nonzero(seg <= max(state.foot_ratio * max(fp, state.signal_level), state.noise_level))[0]
+    below = (seg <= max(state.foot_ratio * max(fp, state.signal_level), state.noise_level)).nonzero()[0]
     foot = len(seg) - int(below[-1]) if len(below) and learnt else 0
     la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
     # A candidate as large as the learnt QRS level is a beat unless a larger one overshadows it,
@@ -318,7 +318,7 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     # rising into its QRS is not mistaken for a finished complex.
     sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
     end = (state.sure_end_ratio if sure else state.end_ratio) * fp
-    gone = np.nonzero(buf_f[i + 1 : i + la + 1] <= end)[0]
+    gone = (buf_f[i + 1 : i + la + 1] <= end).nonzero()[0]
     if len(gone):
         la = max(state.min_lookahead, int(gone[0]) + 1)
     return la
@@ -333,7 +333,7 @@ def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: in
     hi = min(centre + half + 1 - buf_start, len(buf_bp))
     if hi <= lo:
         return peak - d.feature_delay
-    j = lo + int(np.argmax(np.abs(buf_bp[lo:hi])))
+    j = lo + int(np.abs(buf_bp[lo:hi]).argmax())
     return buf_start + j - d.bp_delay
 
 
