@@ -162,23 +162,30 @@ def chain_figures(
     return {name: statistics.median(v) for name, v in runs.items()}
 
 
-def chain_breakdown(signals: list[tuple[np.ndarray, float]], block_s: float) -> None:
-    """Where the channel's time goes, stage by stage (see the module docstring)."""
+def chain_breakdown(signals: list[tuple[np.ndarray, float]], block_s: float, rounds: int) -> None:
+    """Where the channel's time goes, stage by stage (see the module docstring); medians of ``rounds`` runs."""
     total_s = sum(len(s) / fs for s, fs in signals)
-    clock = StageClock()
-    with clock.installed():
-        t0 = time.thread_time()
-        for s, fs in signals:
-            chain(s, fs, block_s)
-        whole = time.thread_time() - t0
-    print(f"breakdown of the channel as the daemon runs it (instrumented run: {total_s / whole:.0f}x real time):")
-    rest = whole - sum(clock.seconds.values())
-    for name in [*STAGES, "plumbing"]:
-        cpu = rest if name == "plumbing" else clock.seconds.get(name, 0.0)
-        alone = f"{total_s / cpu:10.0f}x real time alone" if cpu > 0 else ""
-        per_s = 1e6 * cpu / total_s
-        print(f"  {name:40s} {100 * cpu / whole:5.1f} %  {per_s:7.1f} us per s of ECG  {alone}")
-    print(f"  ({clock.calls} stage calls timed; the timing itself, ~1 us a call, is counted in the stages)")
+    runs: list[dict[str, float]] = []
+    calls = 0
+    for _ in range(rounds):
+        clock = StageClock()
+        with clock.installed():
+            t0 = time.thread_time()
+            for s, fs in signals:
+                chain(s, fs, block_s)
+            whole = time.thread_time() - t0
+        run = dict(clock.seconds)
+        run["plumbing"] = whole - sum(run.values())
+        run["whole"] = whole
+        runs.append(run)
+        calls = clock.calls
+    cpu = {name: statistics.median(r.get(name, 0.0) for r in runs) for name in [*STAGES, "plumbing", "whole"]}
+    whole = cpu.pop("whole")
+    print(f"breakdown of the channel as the daemon runs it (instrumented runs: {total_s / whole:.0f}x real time):")
+    for name, sec in cpu.items():
+        alone = f"{total_s / sec:10.0f}x real time alone" if sec > 0 else ""
+        print(f"  {name:40s} {100 * sec / whole:5.1f} %  {1e6 * sec / total_s:7.1f} us per s of ECG  {alone}")
+    print(f"  ({calls} stage calls timed per run; the timing itself, ~1 us a call, is counted in the stages)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = "" if name == label else f"   ours/this = {base / speed:.2f}"
         print(f"{name:{width}s} {speed:10.0f} s of ECG per CPU-second ({speed:.0f}x real time){ratio}")
     if args.chain:
-        chain_breakdown(signals, args.block_s)
+        chain_breakdown(signals, args.block_s, max(1, args.rounds))
     return 0
 
 

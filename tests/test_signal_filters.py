@@ -7,10 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import signal
 
 from gateway.signal.ecg_filters import (
     SosFilter,
+    all_finite,
     butter2_bandpass,
     butter2_lowpass,
     filter_once,
@@ -67,3 +70,16 @@ def test_detector_does_not_import_scipy_signal() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=50))
+def test_all_finite_says_what_isfinite_says(values: list[float]) -> None:
+    x = np.asarray(values, dtype=np.float64)
+    assert all_finite(x) == bool(np.isfinite(x).all())
+
+
+def test_all_finite_on_values_whose_squares_overflow() -> None:
+    assert all_finite(np.array([1e200, -1e300, 0.5]))  # the sum of squares is inf, the values are not
+    assert not all_finite(np.array([1e200, np.nan]))
+    assert not all_finite(np.array([-np.inf, 1.0]))
+    assert all_finite(np.zeros(0))

@@ -28,7 +28,7 @@ import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
 from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
-from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, to_millivolts
+from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
 from gateway.signal.rpeak_detector import RPeakDetector
@@ -133,12 +133,7 @@ class EcgChannel:
             samples = to_millivolts(block.samples, block.unit)
         except ValueError:
             samples = None
-        if (
-            samples is None
-            or not MIN_RATE_HZ <= fs <= MAX_RATE_HZ
-            or samples.ndim != 1
-            or not np.isfinite(samples).all()
-        ):
+        if samples is None or not MIN_RATE_HZ <= fs <= MAX_RATE_HZ or samples.ndim != 1 or not all_finite(samples):
             # Unusable block: counted, and the next good one starts afresh (never glued).
             self._process_queue(out)
             self.dropped += 1

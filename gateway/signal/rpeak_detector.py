@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.signal.ecg_filters import FeatureDesign, SosFilter, design_feature
+from gateway.signal.ecg_filters import FeatureDesign, SosFilter, all_finite, design_feature
 from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ class RPeakDetector:
         if first_index is not None and first_index != self.state.next_index:
             restart(self.state, first_index)
         x = np.asarray(samples_mv, dtype=np.float64)
-        if x.ndim != 1 or not np.isfinite(x).all():
+        if x.ndim != 1 or not all_finite(x):
             # A NaN would poison the filter state for good: refuse the block, the caller restarts.
             raise ValueError("ECG samples must be a 1-D array of finite values")
         return process(self.state, x, self.params)
