@@ -5,6 +5,7 @@ events come out in the very block they come out in when every block is processed
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from gateway.config.processing import AlarmSection
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmRecord, EvidenceRecord, SampleBlock
 from gateway.signal.ecg_channel import EcgChannel, EcgOutput
+from gateway.signal.ecg_rhythm import RhythmMonitor
+from gateway.signal.vf_detector import VfOutput
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
@@ -70,9 +73,9 @@ def test_asystole_clears_at_the_block_of_the_returning_beat() -> None:
     """Deferral stops while an asystole is on: the beat that ends it is not held back."""
     x, fs = record("ecg/mitdb_119_0s", 60.0)
     for r in wfdb.rdann(str(FIXTURES / "ecg" / "mitdb_119_0s"), "atr").sample:
-        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
+        lo, hi = int(r - 0.06 * fs), int(r + 0.08 * fs)
         if 20 * fs < r < 40 * fs:
-            x[a:b] = np.linspace(x[a], x[b], b - a)  # QRS cut out, P and T waves left
+            x[lo:hi] = np.linspace(x[lo], x[hi], hi - lo)  # QRS cut out, P and T waves left
     deferred, direct = EcgChannel("strap"), EcgChannel("strap")
     step = round(0.1 * fs)
     cleared = []
@@ -109,3 +112,33 @@ def test_ecg_strip_marks_every_beat_the_channel_found_in_it() -> None:
     want = [b - first for b in beats if first <= b < first + strip.n_samples]
     decided_by_end = [b for b in want if b + first < end - round(0.25 * fs)]
     assert decided_by_end and set(decided_by_end) <= set(strip.beats) <= set(want)
+
+
+@pytest.mark.parametrize("fs", [100.0, 128.0, 250.0, 360.0, 500.0, 1000.0])
+def test_next_step_end_is_where_the_vf_detector_steps(fs: float) -> None:
+    """The channel defers up to ``next_step_end``: it must be exactly where the VF detector's
+    next step (and asystole check) is decided, at every sample rate."""
+    monitor = RhythmMonitor(fs, first_index=1234)
+    steps: list[int] = []
+    feed = monitor.vf.feed
+
+    def spy(samples: np.ndarray, organised: Callable[[int], bool] | None = None) -> VfOutput:
+        result = feed(samples, organised)
+        steps.extend(s.end_index for s in result.steps)
+        return result
+
+    monitor.vf.feed = spy  # type: ignore[method-assign,assignment]
+    x = np.random.default_rng(1).normal(0.0, 0.3, int(15 * fs))
+    ends: list[int] = []
+    pos = 1234
+    while monitor.next_step_end() - 1234 <= len(x):
+        end = monitor.next_step_end()
+        assert end > pos
+        before = len(steps)
+        monitor.feed(x[pos - 1234 : end - 1 - 1234])  # up to the step's last sample: no step yet
+        assert len(steps) == before
+        monitor.feed(x[end - 1 - 1234 : end - 1234])
+        ends.append(end)
+        pos = end
+    # A step at every such end once the detector's first window is full, and nowhere else.
+    assert len(steps) >= 10 and steps == ends[len(ends) - len(steps) :]
