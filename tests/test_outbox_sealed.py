@@ -428,3 +428,23 @@ async def test_a_file_damaged_at_start_continues_the_chain_and_its_lost_records_
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             salts.add(json.loads(conn.execute("SELECT value FROM meta WHERE name = 'crypto'").fetchone()[0])["salt"])
     assert len(salts) == 2
+
+
+async def test_billing_records_from_before_encryption_are_not_stored_twice(
+    tmp_path: Path, ring: keyring.Keyring
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    b = await open_box(path, None)  # an outbox written in clear, as before the keyring existed
+    await b.submit(billing())
+    rows = await b.lease(10)
+    await b.ack([r.id for r in rows])  # delivered: remembered by its clear key
+    pending = billing().model_copy(update={"key": "rpm:pz-quokka-4471:99457:2031-07-01:v1"})
+    await b.submit(pending)
+    await b.close()
+    b = await open_box(path, ring)  # the upgrade turns encryption on
+    await b.submit(billing())  # the ledger re-sends both after the restart
+    await b.submit(pending)
+    rows = await b.lease(10)
+    await b.close()
+    assert [r.key for r in rows] == [pending.key]  # once, the row written in clear
+    assert Outbox.inspect(path).accepted == 2

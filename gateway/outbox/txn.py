@@ -131,9 +131,13 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
     if not inserts:
         return {}
     ident = sealing.ident
-    billing = list({ident(op.key) for op in inserts if op.kind is RecordKind.BILLING})
+    raw = list({op.key for op in inserts if op.kind is RecordKind.BILLING})
+    billing = list({ident(k) for k in raw})
     # only billing keys are remembered as delivered
     seen = stored_keys(conn, "outbox", billing) | stored_keys(conn, "delivered", billing)
+    if sealing.on and raw:
+        # stored or delivered in clear, before the keyring was turned on: the same record
+        seen |= {ident(k) for k in stored_keys(conn, "outbox", raw) | stored_keys(conn, "delivered", raw)}
     new: dict[RecordKind, list[Insert]] = {}
     for op in inserts:
         k = ident(op.key)
