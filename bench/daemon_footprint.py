@@ -1,16 +1,26 @@
 """Daemon footprint: time to READY=1, resident memory while running the demo load, import costs.
 
-Usage: uv run python bench/daemon_footprint.py [--seconds 20] [--devices 4|8]
+Usage: uv run python bench/daemon_footprint.py [--seconds 30] [--devices 4 8] [--bytecode installed|none]
 
 Starts `iomt-gateway run` on config/demo.yaml (with a private Mosquitto when installed) as systemd
-would — with a NOTIFY_SOCKET — and reports:
+would — with a NOTIFY_SOCKET — once per device count, and reports side by side:
   * start → READY=1 (target ≤ 1.5 s), measured from process spawn;
-  * RSS (VmRSS) and peak RSS (VmHWM) after --seconds of the replayed devices (target ≤ 80 MB): the
-    demo's four (two oximeters, two ECG streams), or with ``--devices 8`` a fuller hub — 2 ECG
-    streams, 4 oximeters, a blood-pressure cuff and a scale over four patients — all replayed at
-    real time;
-  * CPU seconds used over that time;
+  * RSS (VmRSS) at READY=1 and after --seconds of the replayed devices (target ≤ 80 MB), split into
+    anonymous and file-backed pages, and the peak (VmHWM): the demo's four devices (two oximeters,
+    two ECG streams) and a fuller hub of eight — 2 ECG streams, 4 oximeters, a blood-pressure cuff
+    and a scale over four patients — all replayed at real time;
+  * CPU used over that time, as a share of one core;
   * what each heavy import costs on its own, in a fresh interpreter (RSS delta and wall time).
+
+Memory depends on whether the modules have compiled bytecode: compiling ~600 modules from source
+at every start leaves ~10 MB of compiler garbage in the heap (most of it returned since
+gateway/heap_trim.py).  ``--bytecode installed`` (the default) first byte-compiles the repository
+and the environment's site-packages, as scripts/build-deb and the package's postinst do;
+``--bytecode none`` makes the daemon compile everything from source, as a checkout run with
+PYTHONDONTWRITEBYTECODE=1 and no .pyc files does.
+
+Memory figures are stable on a loaded machine; CPU figures are not (a shared CI runner or
+developer machine steals and throttles cycles): compare CPU only between runs on an idle host.
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ import os
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +90,18 @@ def _last_status(sock: socket.socket) -> str:
                 last = line.removeprefix("STATUS=")
 
 
-def import_cost(module: str) -> tuple[float, float]:
+def import_cost(module: str, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, MB of VmRSS) that importing ``module`` adds to a fresh interpreter.  VmRSS, not
+    ru_maxrss: the peak survives exec, so a child forked from this script would start at our size."""
     code = (
-        "import time,resource,sys;"
-        "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;t=time.perf_counter();"
-        f"import {module};"
-        "dt=time.perf_counter()-t;r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "print(dt, (r1-r0)/1024)"
+        "import time\n"
+        "def rss():\n"
+        "    return next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmRSS:'))\n"
+        "r0 = rss(); t = time.perf_counter()\n"
+        f"import {module}\n"
+        "print(time.perf_counter() - t, (rss() - r0) / 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     dt, mb = out.stdout.split()
     return float(dt), float(mb)
 
@@ -122,11 +137,39 @@ def eight_devices(cfg: dict[str, Any], tmp: Path) -> None:
     ]  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--devices", type=int, choices=(4, 8), default=4)
-    args = ap.parse_args()
+def byte_compile() -> float:
+    """Compile what the daemon can import, as the package does at install; seconds it took."""
+    paths = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j0", str(ROOT / "gateway"), str(ROOT / "drivers"), *paths],
+        stdout=subprocess.DEVNULL,
+        check=False,  # a file that does not compile (a test fixture of some package) is not ours
+    )
+    return time.perf_counter() - t
+
+
+def daemon_env(bytecode: str, tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    if bytecode == "none":
+        # An empty cache prefix hides every __pycache__ (the standard library's too): each module is
+        # compiled from source at import, and nothing is written.
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "no-bytecode")
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@dataclass
+class Run:
+    devices: int
+    ready_s: float
+    at_ready: dict[str, int]  # kB, from /proc/PID/status
+    after: dict[str, int]
+    cpu_share: float  # of one core
+    status: str
+
+
+def run_daemon(n: int, seconds: float, env: dict[str, str]) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     broker = None
@@ -145,21 +188,19 @@ def main() -> None:
             for k in ("vitals", "ecg"):
                 if k in d:
                     d[k] = str((ROOT / "config" / d[k]).resolve())
-    if args.devices == 8:
+    if n == 8:
         eight_devices(cfg, tmp)
-    n_devices = sum(len(p["devices"]) for p in cfg["patients"])
     cfg_path = tmp / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     sock_path = tmp / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(60)  # a loaded machine can take a while to import everything
-    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg_path)],
         cwd=ROOT,
-        env=env,
+        env={**env, "NOTIFY_SOCKET": str(sock_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -169,9 +210,10 @@ def main() -> None:
             msg = sock.recv(4096).decode()
             if "READY=1" in msg.split("\n"):
                 ready_s = time.perf_counter() - t0
+        at_ready = _status(proc.pid)
         cpu0 = _cpu_s(proc.pid)
-        time.sleep(args.seconds)
-        st = _status(proc.pid)
+        time.sleep(seconds)
+        after = _status(proc.pid)
         cpu = _cpu_s(proc.pid) - cpu0
         status = _last_status(sock)
     finally:
@@ -179,26 +221,52 @@ def main() -> None:
         proc.wait(timeout=10)
         if broker:
             broker.stop()
-    print(f"{'measure':<44}{'value':>12}   target")
-    print(f"{'start -> READY=1':<44}{ready_s:>10.2f} s   <= 1.5 s")
-    label = f"RSS after {args.seconds:g} s, {n_devices} devices"
-    print(f"{label:<44}{st['VmRSS'] / 1024:>9.1f} MB   <= 80 MB")
-    print(f"{'peak RSS (VmHWM)':<44}{st['VmHWM'] / 1024:>9.1f} MB")
+    n_devices = sum(len(p["devices"]) for p in cfg["patients"])
+    return Run(n_devices, ready_s, at_ready, after, cpu / seconds, status)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--devices", type=int, nargs="+", choices=(4, 8), default=[4, 8])
+    ap.add_argument("--bytecode", choices=("installed", "none"), default="installed")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
+    if args.bytecode == "installed":
+        took = byte_compile()
+        print(f"bytecode: compiled beforehand, as the package installs it ({took:.1f} s to bring it up to date)")
+    else:
+        print("bytecode: none, every module compiled from source at start (PYTHONDONTWRITEBYTECODE=1, no .pyc)")
+    env = daemon_env(args.bytecode, tmp)
+    runs = [run_daemon(n, args.seconds, env) for n in args.devices]
+
+    def mb(kb: int) -> str:
+        return f"{kb / 1024:>9.1f} MB"
+
+    def row(label: str, cells: list[str], target: str = "") -> None:
+        print(f"{label:<36}" + "".join(f"{c:>14}" for c in cells) + f"   {target}")
+
+    row("measure", [f"{r.devices} devices" for r in runs], "target")
+    row("start -> READY=1", [f"{r.ready_s:>10.2f} s" for r in runs], "<= 1.5 s")
+    row("RSS at READY=1", [mb(r.at_ready["VmRSS"]) for r in runs])
+    row(f"RSS after {args.seconds:g} s", [mb(r.after["VmRSS"]) for r in runs], "<= 80 MB")
     # File-backed pages are the shared libraries' code (numpy's OpenBLAS, cryptography's Rust core):
     # shared with any other Python on the hub and reclaimable under pressure; anonymous pages are ours.
-    print(f"{'  of which anonymous (RssAnon)':<44}{st.get('RssAnon', 0) / 1024:>9.1f} MB")
-    print(f"{'  of which file-backed (RssFile)':<44}{st.get('RssFile', 0) / 1024:>9.1f} MB")
-    print(f"{'CPU while running':<44}{100 * cpu / args.seconds:>10.1f} %   of one core")
-    print(f"last STATUS= from the daemon: {status}")
+    row("  of which anonymous (RssAnon)", [mb(r.after.get("RssAnon", 0)) for r in runs])
+    row("  of which file-backed (RssFile)", [mb(r.after.get("RssFile", 0)) for r in runs])
+    row("peak RSS (VmHWM)", [mb(r.after["VmHWM"]) for r in runs])
+    row("CPU while running, one core", [f"{100 * r.cpu_share:>10.1f} %" for r in runs], "(varies with machine load)")
+    for r in runs:
+        print(f"last STATUS= from the daemon, {r.devices} devices: {r.status}")
     print()
     print(f"{'import (fresh interpreter)':<30}{'wall s':>8}{'RSS MB':>9}")
     for m in IMPORTS:
         try:
-            dt, mb = import_cost(m)
+            dt, mbs = import_cost(m, env)
         except subprocess.CalledProcessError:
             print(f"{m:<30}{'(not importable)':>17}")
             continue
-        print(f"{m:<30}{dt:>8.3f}{mb:>9.1f}")
+        print(f"{m:<30}{dt:>8.3f}{mbs:>9.1f}")
 
 
 if __name__ == "__main__":
