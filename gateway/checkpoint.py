@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -78,9 +79,11 @@ def body(origin: str, size: int, head: bytes) -> str:
     return f"{origin}\n{size}\n{base64.b64encode(head).decode()}\n"
 
 
-def assemble(text: str, name: str, public: bytes, signature: bytes) -> str:
-    """The note: its text, a blank line, one signature line."""
-    return f"{text}\n{DASH} {name} {base64.b64encode(key_hash(name, public) + signature).decode()}\n"
+def assemble(text: str, name: str, public: bytes, signature: bytes, *more: tuple[str, bytes, bytes]) -> str:
+    """The note: its text, a blank line, one signature line per ``(name, public key, signature)``."""
+    lines = [f"{DASH} {n} {base64.b64encode(key_hash(n, pub) + sig).decode()}\n"
+             for n, pub, sig in ((name, public, signature), *more)]
+    return f"{text}\n{''.join(lines)}"
 
 
 def sign(origin: str, size: int, head: bytes, key: Ed25519PrivateKey, name: str, public: bytes) -> str:
@@ -99,8 +102,12 @@ class BadCheckpoint(ValueError):
     """Malformed, or not signed by the expected key."""
 
 
-def open_note(note: str, verifier: Verifier) -> Checkpoint:
-    """Parse and verify a checkpoint note; raises BadCheckpoint."""
+def open_note(note: str, verifier: Verifier | Sequence[Verifier]) -> Checkpoint:
+    """Parse and verify a checkpoint note signed by (any one of) ``verifier``; raises BadCheckpoint.
+
+    Signature lines of keys not given are skipped, as the signed-note format says: a note
+    co-signed during a key rotation opens with either key."""
+    verifiers = [verifier] if isinstance(verifier, Verifier) else list(verifier)
     text, sep, sigs = note.partition("\n\n")
     if not sep:
         raise BadCheckpoint("no blank line between text and signatures")
@@ -121,17 +128,19 @@ def open_note(note: str, verifier: Verifier) -> Checkpoint:
         if not line.startswith(f"{DASH} "):
             continue
         parts = line[2:].split(" ")
-        if len(parts) != 2 or parts[0] != verifier.name:
+        if len(parts) != 2:
             continue
         try:
             raw = base64.b64decode(parts[1], validate=True)
         except (binascii.Error, ValueError):
             continue
-        if raw[:4] != verifier.hash:
-            continue
-        try:
-            verifier.public.verify(raw[4:], text.encode())
-        except InvalidSignature:
-            raise BadCheckpoint(f"signature by {verifier.name} does not verify") from None
-        return Checkpoint(origin, int(size_s), head)
-    raise BadCheckpoint(f"no signature by {verifier.name}")
+        for v in verifiers:
+            if parts[0] != v.name or raw[:4] != v.hash:
+                continue
+            try:
+                v.public.verify(raw[4:], text.encode())
+            except InvalidSignature:
+                raise BadCheckpoint(f"signature by {v.name} does not verify") from None
+            return Checkpoint(origin, int(size_s), head)
+    names = sorted({v.name for v in verifiers})
+    raise BadCheckpoint(f"no signature by {' or '.join(names) or 'any key given'}")

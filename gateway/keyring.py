@@ -5,7 +5,8 @@ One small JSON file holds them all::
     {"format": "iomt-gateway-keyring/1",
      "aead": {"1": "<base64 32 bytes>", "2": "..."},   # every key ever used, newest = current
      "index": "<base64 32 bytes>",                     # keyed hashes of row identities; never rotated
-     "signing": "<base64 32-byte Ed25519 seed>"}       # checkpoint signatures; the hub's identity
+     "signing": "<base64 32-byte Ed25519 seed>",       # checkpoint signatures; the hub's identity
+     "signing_previous": {"seed": "<base64>", "until": <Unix time>}}   # only after a rotation
 
 Where it is read from, first match wins:
 
@@ -15,8 +16,10 @@ Where it is read from, first match wins:
    mode 0600 that ``iomt-gateway keys init`` creates once and never overwrites.
 
 Rotation adds an AEAD key; old keys stay in the file so rows written under them stay readable
-(each stored row names its key id).  No home-made crypto: AES-256-GCM and Ed25519 from
-``cryptography``.
+(each stored row names its key id).  Rotating the signing key keeps the previous one until a
+grace time: checkpoints carry both signatures meanwhile (a signed note may hold several), so a
+receiver still holding the old verifier key keeps verifying until it has enrolled the new one.
+No home-made crypto: AES-256-GCM and Ed25519 from ``cryptography``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Keyring:
     index: bytes
     signing_seed: bytes
     source: Path
+    previous_signing: tuple[bytes, float] | None = None  # (seed, co-signs until this Unix time)
 
     @property
     def current(self) -> int:
@@ -56,6 +60,13 @@ class Keyring:
 
     def signing_key(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed)
+
+    def cosigning_key(self) -> tuple[Ed25519PrivateKey, float] | None:
+        """The previous signing key and until when it co-signs (None: no rotation pending)."""
+        if self.previous_signing is None:
+            return None
+        seed, until = self.previous_signing
+        return Ed25519PrivateKey.from_private_bytes(seed), until
 
     def public_key(self) -> bytes:
         # public_bytes_raw, not public_bytes(Encoding.Raw, ...): the serialization package would
@@ -69,6 +80,8 @@ class Keyring:
                 "aead": {str(k): _b64(v) for k, v in sorted(self.aead.items())},
                 "index": _b64(self.index),
                 "signing": _b64(self.signing_seed),
+                **({"signing_previous": {"seed": _b64(self.previous_signing[0]), "until": self.previous_signing[1]}}
+                   if self.previous_signing else {}),
             },
             indent=1,
         ) + "\n"
@@ -105,8 +118,13 @@ def parse(text: str, source: Path) -> Keyring:
         if not (isinstance(kid, str) and kid.isdigit() and 1 <= int(kid) <= MAX_KID):
             raise KeyringError(f"{source}: bad key id {kid!r} (1..{MAX_KID})")
         aead[int(kid)] = _key(v, f"AEAD key {kid}", source)
+    previous = None
+    if (prev := raw.get("signing_previous")) is not None:
+        if not isinstance(prev, dict) or not isinstance(prev.get("until"), int | float):
+            raise KeyringError(f"{source}: signing_previous must be {{\"seed\": ..., \"until\": <Unix time>}}")
+        previous = (_key(prev.get("seed"), "previous signing key", source), float(prev["until"]))
     return Keyring(aead, _key(raw.get("index"), "index key", source),
-                   _key(raw.get("signing"), "signing key", source), source)
+                   _key(raw.get("signing"), "signing key", source), source, previous)
 
 
 def credential_path() -> Path | None:
@@ -174,15 +192,36 @@ def init(path: Path) -> tuple[Keyring, bool]:
 
 def rotate(path: Path) -> Keyring:
     """Add a new AEAD key (the new current one); older keys are kept for reading."""
+    _check_writable(path)
+    ring = load(path)
+    if ring.current >= MAX_KID:
+        raise KeyringError(f"{path}: no key ids left")
+    new = Keyring({**ring.aead, ring.current + 1: os.urandom(KEY_BYTES)}, ring.index, ring.signing_seed, path,
+                  ring.previous_signing)
+    _replace(path, new)
+    return new
+
+
+def rotate_signing(path: Path, grace_s: float, now: float) -> Keyring:
+    """A new checkpoint signing key; the previous one co-signs for ``grace_s`` (0: not at all —
+    the right choice when the old key may be compromised).  A key retired earlier is dropped."""
+    _check_writable(path)
+    ring = load(path)
+    previous = (ring.signing_seed, now + grace_s) if grace_s > 0 else None
+    new = Keyring(ring.aead, ring.index, os.urandom(KEY_BYTES), path, previous)
+    _replace(path, new)
+    return new
+
+
+def _check_writable(path: Path) -> None:
     if credential_path() == path:
         raise KeyringError(
             f"{path} is a systemd credential (read-only): rotate the source file and re-run "
             "`systemd-creds encrypt`, then restart the service"
         )
-    ring = load(path)
-    if ring.current >= MAX_KID:
-        raise KeyringError(f"{path}: no key ids left")
-    new = Keyring({**ring.aead, ring.current + 1: os.urandom(KEY_BYTES)}, ring.index, ring.signing_seed, path)
+
+
+def _replace(path: Path, new: Keyring) -> None:
     tmp = path.with_name(f".{path.name}.new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -194,7 +233,6 @@ def rotate(path: Path) -> Keyring:
         os.chown(tmp, st.st_uid, st.st_gid)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-    return new
 
 
 def _fsync_dir(folder: Path) -> None:

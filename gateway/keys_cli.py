@@ -2,6 +2,10 @@
 
     iomt-gateway keys init   [-c CONFIG | --keyring PATH]   create once; never overwrites (exit 0 if present)
     iomt-gateway keys rotate [-c CONFIG | --keyring PATH]   new AEAD key for new writes; old ones kept
+    iomt-gateway keys rotate-signing [-c CONFIG | --keyring PATH] [--grace-days N]
+                                                           new checkpoint signing key; the previous one
+                                                           co-signs for N days (default 30; 0 if it may
+                                                           be compromised) while receivers enrol the new
     iomt-gateway keys status [-c CONFIG | --keyring PATH]   where it is, key ids, what the outbox uses
     iomt-gateway keys export [-c CONFIG | --keyring PATH --gateway-id ID]
                                                            the checkpoint verifier key (signed-note format)
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +32,13 @@ def _parser() -> argparse.ArgumentParser:
                                  epilog="example:\n  iomt-gateway keys init -c /etc/iomt-gateway/config.yaml\n"
                                  "  iomt-gateway keys export -c /etc/iomt-gateway/config.yaml > hub.pub",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["init", "rotate", "status", "export"])
+    ap.add_argument("action", choices=["init", "rotate", "rotate-signing", "status", "export"])
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-c", "--config", type=Path, help="config file (storage.keyring, gateway.id, the outbox)")
     src.add_argument("--keyring", type=Path, help="keyring file")
     ap.add_argument("--gateway-id", help="gateway id for `export` without a config")
+    ap.add_argument("--grace-days", type=float, default=30.0,
+                    help="rotate-signing: days the previous key keeps co-signing (default 30)")
     return ap
 
 
@@ -66,6 +74,17 @@ def keys_main(argv: list[str]) -> int:
             ring = keyring.rotate(path)
             print(f"rotated {path}: new writes use key id {ring.current}; key ids {sorted(ring.aead)} kept")
             return 0
+        if args.action == "rotate-signing":
+            if args.grace_days < 0:
+                print("iomt-gateway keys: --grace-days must be 0 or more", file=sys.stderr)
+                return 2
+            ring = keyring.rotate_signing(path, args.grace_days * 86_400.0, time.time())
+            until = ("not at all (grace 0)" if ring.previous_signing is None else
+                     "until " + datetime.fromtimestamp(ring.previous_signing[1], tz=UTC).isoformat(timespec="seconds"))
+            print(f"rotated the signing key in {path}; the previous key co-signs checkpoints {until}.\n"
+                  "Restart the service, then give every receiver the new verifier key "
+                  "(`iomt-gateway keys export`).")
+            return 0
         ring = keyring.load(path)
     except (keyring.KeyringError, OSError) as e:
         print(f"iomt-gateway keys: {e}", file=sys.stderr)
@@ -85,7 +104,12 @@ def keys_main(argv: list[str]) -> int:
         "permissions_loose": keyring.loose_permissions(path),
     }
     if gateway_id:
-        info["verifier_key"] = checkpoint.verifier_key(checkpoint.origin_for(gateway_id), ring.public_key())
+        origin = checkpoint.origin_for(gateway_id)
+        info["verifier_key"] = checkpoint.verifier_key(origin, ring.public_key())
+        if (previous := ring.cosigning_key()) is not None:
+            old_key, cosigns_until = previous
+            info["previous_verifier_key"] = checkpoint.verifier_key(origin, old_key.public_key().public_bytes_raw())
+            info["previous_cosigns_until"] = datetime.fromtimestamp(cosigns_until, tz=UTC).isoformat(timespec="seconds")
     if outbox is not None and outbox.exists():
         info["outbox"] = str(outbox)
         info["outbox_key_ids"] = _outbox_kids(outbox)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway import chain, checkpoint
@@ -88,18 +89,22 @@ def _tombstone_runs(canonical: bytes) -> list[tuple[int, int, bytes, bytes]] | N
     return runs
 
 
-def verify(messages: list[tuple[str, bytes]], verifier: checkpoint.Verifier) -> Report:
+def verify(messages: list[tuple[str, bytes]],
+           verifier: checkpoint.Verifier | Sequence[checkpoint.Verifier]) -> Report:
+    """Audit a capture; ``verifier``: the gateway's key, or its keys across a signing-key rotation."""
+    verifiers = [verifier] if isinstance(verifier, checkpoint.Verifier) else list(verifier)
+    origins = {v.name for v in verifiers}
     rep = Report(messages=len(messages))
     entries: dict[int, Entry] = {}
     roots: dict[int, bytes] = {}
     for topic, payload in messages:
         if topic.endswith("/checkpoint"):
             try:
-                cp = checkpoint.open_note(payload.decode("utf-8", "replace"), verifier)
+                cp = checkpoint.open_note(payload.decode("utf-8", "replace"), verifiers)
             except checkpoint.BadCheckpoint as err:
                 rep.violations.append(f"checkpoint on {topic} rejected (forged or damaged): {err}")
                 continue
-            if cp.origin != verifier.name:
+            if cp.origin not in origins:
                 rep.violations.append(f"checkpoint for another origin {cp.origin!r}")
                 continue
             rep.checkpoints += 1

@@ -8,7 +8,8 @@ FILE (- for stdin) holds either
   A checkpoint's payload spans several lines (it is a signed note); they are read up to its last
   signature line.
 
-PUB is the verifier key from iomt-gateway keys export (or a file holding it).  Exit status 0
+PUB is the verifier key from iomt-gateway keys export (or a file holding it; --key may be given
+more than once, for a capture spanning a signing-key rotation).  Exit status 0
 when the capture is consistent, 1 on any violation, 2 on unusable input.
 """
 
@@ -81,23 +82,27 @@ def verify_main(argv: list[str]) -> int:
                                  epilog="example:\n  mosquitto_sub -F '%t\\t%p' -t 'iomt/hub-0042/#' > capture.tsv\n"
                                  "  iomt-gateway verify --key hub.pub capture.tsv",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--key", required=True, help="verifier key, or a file holding it")
+    ap.add_argument("--key", required=True, action="append",
+                    help="verifier key, or a file holding one per line; repeat it for a capture "
+                         "that spans a signing-key rotation (a checkpoint signed by any of them counts)")
     ap.add_argument("file", help="capture file, or - for stdin")
     ap.add_argument("--json", action="store_true", help="machine-readable report")
     args = ap.parse_args(argv)
-    key_text = args.key
-    if Path(key_text).is_file():
-        key_text = Path(key_text).read_text().strip()
     try:
-        verifier = checkpoint.parse_verifier(key_text)
+        verifiers = [checkpoint.parse_verifier(k) for arg in args.key for k in _key_lines(arg)]
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         messages = parse_capture(text)
     except (checkpoint.BadVerifierKey, CaptureError, OSError, UnicodeDecodeError) as e:
         print(f"iomt-gateway verify: {e}", file=sys.stderr)
         return 2
-    report = verify(messages, verifier)
+    report = verify(messages, verifiers)
     if args.json:
         print(json.dumps({**vars(report), "ok": report.ok}))
     else:
         print(report.render())
     return 0 if report.ok else 1
+
+
+def _key_lines(arg: str) -> list[str]:
+    text = Path(arg).read_text() if Path(arg).is_file() else arg
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -11,11 +11,16 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway import checkpoint, keyring
 from gateway.outbox import Outbox
+from gateway.records import ClockQuality, SummaryRecord, Vital
+from gateway.uplink import checkpoint_topic, topic_for
 from tests.daemon_harness import FIXTURES, replay_device, write_config
 
 
@@ -114,3 +119,55 @@ async def test_the_daemon_refuses_a_wrong_or_missing_key_and_loses_nothing(
     billing = await asyncio.to_thread(cli, "billing", "-c", str(cfg), "--json")
     assert billing.returncode == 0, billing.stderr
     assert json.loads(billing.stdout.splitlines()[0])["patient"] == "p-a"
+
+
+async def test_signing_key_rotation_co_signs_through_the_grace_time_and_verify_takes_both_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "keyring"
+    assert cli("keys", "init", "--keyring", str(path)).returncode == 0
+    gw, when = "hub-7", datetime(2031, 1, 1, tzinfo=UTC)
+    old_pub = cli("keys", "export", "--keyring", str(path), "--gateway-id", gw).stdout.strip()
+
+    async def chained(n: int) -> list[tuple[str, bytes]]:
+        """``n`` records through an outbox under the keyring as it is now, and its checkpoint."""
+        box = await Outbox.open(tmp_path / "outbox.sqlite3", gateway_id=gw, keyring=keyring.load(path))
+        for _ in range(n):
+            await box.submit(SummaryRecord(
+                key=box.next_key(), gateway_id=gw, patient="p1", time=when, clock=ClockQuality.SYNCED,
+                vital=Vital.HEART_RATE, unit="/min", period_start=when, period_end=when, count=1,
+                min=60.0, mean=60.0, max=60.0, quality=1.0, devices=["d"]))
+        note = box.checkpoint()
+        rows = await box.lease(1000)
+        await box.ack([r.id for r in rows])
+        await box.close()
+        assert note is not None
+        return [(topic_for("t", gw, r.kind, r.patient), r.payload) for r in rows] + [
+            (checkpoint_topic("t", gw), note.encode())]
+
+    before = await chained(3)
+    rot = cli("keys", "rotate-signing", "--keyring", str(path), "--grace-days", "30")
+    assert rot.returncode == 0 and "co-signs checkpoints until" in rot.stdout, rot.stderr
+    new_pub = cli("keys", "export", "--keyring", str(path), "--gateway-id", gw).stdout.strip()
+    status = json.loads(cli("keys", "status", "--keyring", str(path), "--gateway-id", gw).stdout)
+    assert new_pub != old_pub and status["verifier_key"] == new_pub and status["previous_verifier_key"] == old_pub
+    during = await chained(2)
+    note = during[-1][1].decode()
+    # the grace time's checkpoints open with either key: receivers not yet re-enrolled keep verifying
+    for pub in (old_pub, new_pub):
+        assert checkpoint.open_note(note, checkpoint.parse_verifier(pub)).size == 5
+    assert cli("keys", "rotate-signing", "--keyring", str(path), "--grace-days", "0").returncode == 0
+    newest_pub = cli("keys", "export", "--keyring", str(path), "--gateway-id", gw).stdout.strip()
+    after = await chained(2)
+    with pytest.raises(checkpoint.BadCheckpoint, match="no signature"):
+        checkpoint.open_note(after[-1][1].decode(), checkpoint.parse_verifier(new_pub))  # grace 0: no co-sign
+    capture = tmp_path / "capture.tsv"
+    capture.write_text("".join(f"{t}\t{p.decode()}\n" for t, p in before + during + after))
+    keys_file = tmp_path / "keys.pub"
+    keys_file.write_text(f"{old_pub}\n{new_pub}\n")
+    both = cli("verify", "--key", str(keys_file), "--key", newest_pub, str(capture))
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "7 positions authenticated" in both.stdout
+    # with the first key alone, the checkpoint after the second rotation is not accepted
+    only_old = cli("verify", "--key", old_pub, str(capture))
+    assert only_old.returncode == 1 and "no signature by" in only_old.stdout

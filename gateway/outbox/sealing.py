@@ -10,6 +10,7 @@ the ``meta`` table and change only in the transaction that stores the records th
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,16 @@ class _Signer:
     name: str
     public: bytes
     sign: Callable[[bytes], bytes]
+    # after a signing-key rotation: the previous key, co-signing until ``cosign_until`` (Unix time)
+    cosign: tuple[bytes, Callable[[bytes], bytes]] | None = None
+    cosign_until: float = 0.0
+
+    def note(self, text: str) -> str:
+        data = text.encode()
+        more = []
+        if self.cosign is not None and time.time() < self.cosign_until:
+            more.append((self.name, self.cosign[0], self.cosign[1](data)))
+        return checkpoint.assemble(text, self.name, self.public, self.sign(data), *more)
 
 
 @dataclass
@@ -59,7 +70,11 @@ class RowSealing:
             return cls(None, None, gateway_id)
         key = ring.signing_key()
         origin = checkpoint.origin_for(gateway_id)
-        return cls(Sealer(ring), _Signer(origin, origin, ring.public_key(), key.sign), gateway_id)
+        signer = _Signer(origin, origin, ring.public_key(), key.sign)
+        if (previous := ring.cosigning_key()) is not None:
+            old, signer.cosign_until = previous
+            signer.cosign = (old.public_key().public_bytes_raw(), old.sign)
+        return cls(Sealer(ring), signer, gateway_id)
 
     @property
     def on(self) -> bool:
@@ -183,9 +198,7 @@ class RowSealing:
             return []
         if txn.moved:
             s = self.signer
-            text = checkpoint.body(s.origin, txn.head.size, txn.head.head)
-            sig = s.sign(text.encode())
-            txn.note = checkpoint.assemble(text, s.name, s.public, sig)
+            txn.note = s.note(checkpoint.body(s.origin, txn.head.size, txn.head.head))
         rows = [*self.sealer.meta_rows(), ("chain", txn.head.to_meta())]
         if txn.note is not None:
             rows.append(("checkpoint", txn.note))
