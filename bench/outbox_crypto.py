@@ -60,7 +60,8 @@ async def _child(mode: str, folder: Path, n: int) -> dict[str, Any]:
     drain_s = time.perf_counter() - t0
     assert done == n, (done, n)
     signed = int(note.split("\n")[1]) if note else 0
-    return {"accept": accepted["rate"], "drain": n / drain_s, "commits": accepted["commits"], "chain_size": signed,
+    return {"accept": accepted["rate"], "accept_cpu_us": accepted["cpu"] / n * 1e6, "drain": n / drain_s,
+            "commits": accepted["commits"], "chain_size": signed,
             "rss_kb": _rss_kb()}
 
 
@@ -121,6 +122,9 @@ def main() -> None:
     for field, label in (("accept", "accepted records/s"), ("drain", "drained records/s (lease+ack)")):
         off, on = med("off", field), med("on", field)
         print(f"{label:28}{off:>12,.0f}{on:>12,.0f}{on / off:>9.2f}")
+    off, on = med("off", "accept_cpu_us"), med("on", "accept_cpu_us")
+    print(f"{'accept CPU per record (us)':28}{off:>12.1f}{on:>12.1f}{on / off:>9.2f}   (both threads; steadier "
+          "than records/s on a loaded machine)")
     rss_off, rss_on = med("off", "rss_kb"), med("on", "rss_kb")
     added = (rss_on - rss_off) / 1024
     print(f"{'peak RSS (MB)':28}{rss_off / 1024:>12.1f}{rss_on / 1024:>12.1f}   added {added:+.1f} MB")
