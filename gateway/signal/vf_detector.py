@@ -7,7 +7,7 @@ Ectopy Database together with negatives from MIT-BIH arrhythmia records, clean a
 electrode-motion and muscle noise
 (``scripts/train_vf_model.py``; the weights and their provenance are in ``vf_model.json``).
 
-An *episode* starts when ``raise_steps`` of the last ``raise_of`` (5 of 6) steps score VF-like, and ends after
+An *episode* starts when ``raise_steps`` of the last ``raise_of`` (6 of 8) steps score VF-like, and ends after
 ``clear_steps`` VF-free steps in a row (hysteresis: a few organised-looking seconds inside VF do not
 end it, nor restart it).  The state is a ring of filtered samples and a few numbers, so feeding a
 signal in any split gives exactly the steps and episodes of feeding it at once (tested).
@@ -90,8 +90,10 @@ class VfParams:
     window_s: float = 4.0
     hop_s: float = 1.0
     threshold: float = 0.8  # model probability above which a step is VF-like
-    raise_steps: int = 5  # VF-like steps among the last ``raise_of`` that start an episode
-    raise_of: int = 6
+    # VF-like steps among the last ``raise_of`` that start an episode.  6 of 8 (was 5 of 6) was chosen
+    # with bench/vf_sweep.py on vfdb: same episode sensitivity, fewer false seconds and episodes.
+    raise_steps: int = 6
+    raise_of: int = 8
     clear_steps: int = 8  # VF-free steps in a row that end an episode
     min_amplitude_mv: float = 0.05  # RMS below which a window is never VF (flat line, very fine VF)
 
@@ -102,6 +104,7 @@ class VfStep:
     probability: float
     vf_like: bool
     recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
+    organised: bool = False  # the organised-rhythm veto held at this step (whatever the probability)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +187,18 @@ class VfDetector:
         p = self.params
         f = vf_features.compute(self._ring, self.fs_features)
         prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
-        vf_like = prob >= p.threshold and not (organised is not None and organised(end))
+        vetoed = organised is not None and organised(end)
+        vf_like = prob >= p.threshold and not vetoed
         recent = float(np.max(np.abs(self._ring[-self.hop :])))
-        out.steps.append(VfStep(end, prob, vf_like, recent))
+        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed))
+        change = self.decide(end, vf_like)
+        if change is not None:
+            out.changes.append(change)
+
+    def decide(self, end: int, vf_like: bool) -> VfChange | None:
+        """The episode hysteresis for one step's verdict.  Public so that a replay of recorded steps
+        (``bench/vf_sweep.py``) runs exactly the streaming decision with other parameters."""
+        p = self.params
         self._recent.append(vf_like)
         self._recent_ends.append(end)
         if not self.active:
@@ -194,7 +206,7 @@ class VfDetector:
                 self.active = True
                 self._free = 0
                 self.onset_index = next(e for e, v in zip(self._recent_ends, self._recent, strict=True) if v)
-                out.changes.append(VfChange(end, True, self.onset_index))
+                return VfChange(end, True, self.onset_index)
         elif vf_like:
             self._free = 0
         else:
@@ -203,7 +215,8 @@ class VfDetector:
                 self.active = False
                 self._recent.clear()
                 self._recent_ends.clear()
-                out.changes.append(VfChange(end, False, self.onset_index))
+                return VfChange(end, False, self.onset_index)
+        return None
 
 
 def decimation(fs: float) -> int:
