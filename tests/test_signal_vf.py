@@ -160,3 +160,24 @@ def test_model_file_that_does_not_fit_the_features_is_refused(tmp_path: Path) ->
     bad.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="differ"):
         load_model(bad)
+
+
+@pytest.mark.parametrize("params", [VfParams(), VfParams(threshold=0.6, raise_steps=3, raise_of=4, clear_steps=3)])
+def test_recorded_steps_replayed_through_decide_give_the_streaming_episodes(params: VfParams) -> None:
+    # bench/vf_sweep.py records the steps once (default threshold) and replays other operating points.
+    x, fs = load("ecg_vf/vfdb_429_1835s")
+    recorded = VfDetector(fs).feed(x).steps
+    live = VfDetector(fs, params).feed(x)
+    replayer = VfDetector(fs, params)
+    replayed = [replayer.decide(s.end_index, s.probability >= params.threshold) for s in recorded]
+    assert [c for c in replayed if c is not None] == live.changes
+    assert live.changes  # the excerpt has an episode to compare
+
+
+def test_a_vetoed_step_is_recorded_as_organised_and_never_vf_like() -> None:
+    x, fs = _VF_EXCERPT
+    free = VfDetector(fs).feed(x).steps
+    vetoed = VfDetector(fs).feed(x, organised=lambda end: True).steps
+    assert any(s.vf_like for s in free) and not any(s.organised for s in free)
+    assert all(s.organised and not s.vf_like for s in vetoed)
+    assert [s.probability for s in vetoed] == [s.probability for s in free]
