@@ -723,3 +723,12 @@ async def test_a_lease_is_answered_without_waiting_for_the_commit_queued_with_it
             g.set()
     await third
     await b.close()
+
+
+async def test_a_stored_payload_is_exactly_the_records_json(box: Outbox) -> None:
+    # What is stored, chained and published is the model's own JSON, byte for byte
+    records = [summary(box.next_key()), alarm(box.next_key()), status(box.next_key()), billing("svc-json")]
+    for r in records:
+        await box.submit(r)
+    stored = {row.key: row.payload for row in await box.lease(10)}
+    assert stored == {r.key: r.model_dump_json().encode() for r in records}

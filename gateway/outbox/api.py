@@ -156,7 +156,8 @@ class Outbox:
         seq = parse_seq(self._gateway_id, record.key)
         if seq is None:  # a service key (billing): order it by when it was queued
             seq = self._next_seq()
-        payload = record.model_dump_json().encode()
+        # the model's serializer straight to bytes: model_dump_json's bytes, without its str round trip
+        payload = record.__pydantic_serializer__.to_json(record)
         problem = mqtt_limits.record_size_problem(len(payload), self._max_record_bytes)
         if problem is not None:
             self._refuse_too_large(record, problem, rows, fut)
