@@ -68,13 +68,29 @@ class RhythmEvent:
     onset_time: float
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class EcgOutput:
-    readings: list[VitalReading] = field(default_factory=list)
-    changes: list[ValidityChange] = field(default_factory=list)
-    rhythm: list[RhythmEvent] = field(default_factory=list)
-    beats: list[int] = field(default_factory=list)  # sample indices of the beats detected
-    dropped_blocks: int = 0
+    readings: list[VitalReading]
+    changes: list[ValidityChange]
+    rhythm: list[RhythmEvent]
+    beats: list[int]  # sample indices of the beats detected
+    dropped_blocks: int
+
+    def __init__(
+        self,
+        readings: list[VitalReading] | None = None,
+        changes: list[ValidityChange] | None = None,
+        rhythm: list[RhythmEvent] | None = None,
+        beats: list[int] | None = None,
+        dropped_blocks: int = 0,
+    ) -> None:
+        # Written out: the generated __init__ calls a factory per list, and one output is made
+        # for every block that arrives.
+        self.readings = [] if readings is None else readings
+        self.changes = [] if changes is None else changes
+        self.rhythm = [] if rhythm is None else rhythm
+        self.beats = [] if beats is None else beats
+        self.dropped_blocks = dropped_blocks
 
 
 @dataclass(slots=True)

@@ -52,9 +52,10 @@ def all_finite(x: FloatArray) -> bool:
 
     The sum of squares is finite exactly when every value is, unless huge values overflow it:
     only then is each value checked.  One BLAS call instead of a temporary boolean array and a
-    reduction (a quarter of the cost on a 100 ms block, which this runs on as it arrives).
+    reduction (a quarter of the cost on a 100 ms block, which this runs on as it arrives);
+    ``ndarray.dot``, not ``@``, which goes through numpy's generalised-ufunc machinery.
     """
-    return math.isfinite(float(x @ x)) or bool(np.isfinite(x).all())
+    return math.isfinite(float(x.dot(x))) or bool(np.isfinite(x).all())
 
 
 _SosKernel = Callable[[Any, Any, Any], None]
