@@ -16,6 +16,10 @@ make their output safe to alarm on:
 * Lethal rhythms (``ecg_rhythm``): during ventricular fibrillation/flutter no heart rate is reported
   (the "beats" found in VF are not a rate), and its low-kurtosis windows are not called noise; an
   episode's start also ends a "no valid ECG" spell it caused.  Asystole is reported as a rhythm too.
+* Samples are processed when they reach the next decision point (a quality-window or VF-step end,
+  at most ~1 s apart), not block by block: every decision comes out in the block it would come
+  out in anyway, for about half the CPU of running the filters and the detector on every
+  100 ms block.  Beats come out up to ~1 s later, except while they matter at once (see ``feed``).
 """
 
 from __future__ import annotations
