@@ -83,7 +83,7 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
         events.append((end_index, SUPPRESS, False))
         return suppress(end_index)
 
-    vf.feed = feed_logged  # type: ignore[method-assign]
+    vf.feed = feed_logged  # type: ignore[method-assign,assignment]
     vf.suppress = suppress_logged  # type: ignore[method-assign]
     for a in range(step, len(x), step):
         channel.feed(block(a))
@@ -91,6 +91,20 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
     return Recording(
         path.name, len(x), fs, vf_intervals(path, len(x)), e[:, 0].astype(np.int64), e[:, 1], e[:, 2].astype(bool)
     )
+
+
+def record_cached(path: Path, nstdb: Path, noise: str | None, snr: float | None, cache: Path | None) -> Recording:
+    """``record``, kept in ``cache`` (one .npz per record variant) when given: the recording depends
+    on the code of the ECG channel and the model, so clear the folder after changing either."""
+    f = None if cache is None else cache / f"{path.parent.name}_{path.name}_{noise}_{snr}.npz"
+    if f is not None and f.exists():
+        d = np.load(f)
+        ends, prob, org = d["ends"], d["prob"], d["organised"]
+        return Recording(path.name, int(d["n"]), float(d["fs"]), vf_intervals(path, int(d["n"])), ends, prob, org)
+    r = record(path, nstdb, noise, snr)
+    if f is not None:
+        np.savez(f, ends=r.ends, prob=r.prob, organised=r.organised, n=r.n, fs=r.fs)
+    return r
 
 
 def replay(rec: Recording, params: VfParams) -> list[tuple[int, int]]:
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raise", dest="raise_", nargs="*", default=["5/6", "6/7", "6/8", "7/8", "7/10"])
     ap.add_argument("--clear", type=int, nargs="*", default=[6, 8, 10])
     ap.add_argument("--no-mitdb", action="store_true", help="skip the false alarm count on mitdb")
+    ap.add_argument("--cache", type=Path, help="keep the recordings here (clear it after changing the code)")
     args = ap.parse_args(argv)
     nstdb = args.data / "nstdb"
     levels: list[tuple[str | None, float | None]] = [(None, None)] + [(args.noise, s) for s in args.snr]
@@ -150,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         noises, snrs = zip(*[j[1] for j in jobs], strict=True)
-        recs = list(pool.map(record, [j[2] for j in jobs], [nstdb] * len(jobs), noises, snrs))
+        if args.cache is not None:
+            args.cache.mkdir(parents=True, exist_ok=True)
+        paths, n = [j[2] for j in jobs], len(jobs)
+        recs = list(pool.map(record_cached, paths, [nstdb] * n, noises, snrs, [args.cache] * n))
     sets: dict[tuple[str, str | None, float | None], list[Recording]] = {}
     for (db, (noise, snr), _), r in zip(jobs, recs, strict=True):
         sets.setdefault((db, noise, snr), []).append(r)
