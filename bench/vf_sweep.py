@@ -71,6 +71,7 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
     # or quality window, so nothing is decided in it); the logging wraps go on after that.
     channel.feed(block(0))
     vf = channel.rhythm.vf
+    vf.check_every_step = True  # the veto of every step, so that lower thresholds replay exactly too
     events: list[tuple[int, float, bool]] = []
     feed, suppress = vf.feed, vf.suppress
 

@@ -176,8 +176,23 @@ def test_recorded_steps_replayed_through_decide_give_the_streaming_episodes(para
 
 def test_a_vetoed_step_is_recorded_as_organised_and_never_vf_like() -> None:
     x, fs = _VF_EXCERPT
+    threshold = VfParams().threshold
     free = VfDetector(fs).feed(x).steps
-    vetoed = VfDetector(fs).feed(x, organised=lambda end: True).steps
+    asked: list[int] = []
+
+    def organised(end: int) -> bool:
+        asked.append(end)
+        return True
+
+    vetoed = VfDetector(fs).feed(x, organised).steps
     assert any(s.vf_like for s in free) and not any(s.organised for s in free)
-    assert all(s.organised and not s.vf_like for s in vetoed)
     assert [s.probability for s in vetoed] == [s.probability for s in free]
+    assert not any(s.vf_like for s in vetoed)
+    # The veto is only asked where it could matter (probability at the threshold)...
+    assert asked == [s.end_index for s in vetoed if s.probability >= threshold]
+    assert [s.organised for s in vetoed] == [s.probability >= threshold for s in vetoed]
+    assert 0 < len(asked) < len(vetoed)
+    # ...unless every step's veto is wanted (replaying other thresholds).
+    det = VfDetector(fs)
+    det.check_every_step = True
+    assert all(s.organised for s in det.feed(x, organised).steps)

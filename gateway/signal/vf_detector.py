@@ -104,7 +104,10 @@ class VfStep:
     probability: float
     vf_like: bool
     recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
-    organised: bool = False  # the organised-rhythm veto held at this step (whatever the probability)
+    # The organised-rhythm veto held at this step.  Asked only when the probability reaches the
+    # threshold (the veto looks through the recent beats: no cost on ordinary ECG), or at every step
+    # when the detector's ``check_every_step`` is set (bench/vf_sweep.py, to replay other thresholds).
+    organised: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ class VfDetector:
         self._free = 0
         self.active = False
         self.onset_index = 0
+        self.check_every_step = False
 
     def feed(self, samples_mv: FloatArray, organised: Callable[[int], bool] | None = None) -> VfOutput:
         """Add samples; ``organised(end_index)``, when given, says whether the beats found up to a
@@ -187,7 +191,7 @@ class VfDetector:
         p = self.params
         f = vf_features.compute(self._ring, self.fs_features)
         prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
-        vetoed = organised is not None and organised(end)
+        vetoed = organised is not None and (self.check_every_step or prob >= p.threshold) and organised(end)
         vf_like = prob >= p.threshold and not vetoed
         recent = float(np.max(np.abs(self._ring[-self.hop :])))
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed))
