@@ -18,6 +18,11 @@ The model is a logistic regression on standardised features (Newton's method, sm
 positives weighted to balance the classes.  It prints a leave-records-out check (``--folds``
 folds by record name, default 5: every variant of a record — both leads, every noise mix — falls in
 the same fold) so that the figures of a model scored on its own training set can be put in context.
+With ``--episodes DIR`` it also scores alarms the way ``bench/ecg_vf.py`` does (vfdb lead 0, clean
+and em 6/0 dB), each record by the fold model that never saw it, from ``bench/vf_sweep.py``
+recordings of the channel's veto and suppressions (kept in DIR, made when missing).
+
+    uv run python scripts/train_vf_model.py --episodes /tmp/vf_sweep_cache
 """
 
 from __future__ import annotations
@@ -45,17 +50,24 @@ POSITIVE_SHARE = 0.75
 
 
 def step_set(
-    path: Path, lead: int, nstdb: Path, noise: str | None, snr_db: float | None, cache: Path
+    path: Path,
+    lead: int,
+    nstdb: Path,
+    noise: str | None,
+    snr_db: float | None,
+    cache: Path,
+    noise_channel: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(features, labels 1/0/-1 for ignore, group name) of every step of one record variant."""
     tag = f"{path.parent.name}_{path.name}_l{lead}_{noise or 'clean'}_{snr_db}"
+    tag += "" if noise_channel == 1 else f"_c{noise_channel}"
     f = cache / f"{tag}.npz"
     if f.exists():
         d = np.load(f)
         return d["x"], d["y"], f"{path.parent.name}/{path.name}"
     x, fs = load(path, lead)
     if noise is not None and snr_db is not None:
-        x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=1), snr_db)
+        x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=noise_channel), snr_db)
     p = VfParams()
     ends, feats = batch_features(x, fs, p)
     window = round(p.window_s * fs)
@@ -88,6 +100,55 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30
     return beta[:-1], float(beta[-1])
 
 
+def episode_check(
+    args: argparse.Namespace,
+    nstdb: Path,
+    models: list[tuple[np.ndarray, float]],
+    full: tuple[np.ndarray, float],
+    mean: np.ndarray,
+    scale: np.ndarray,
+    fold_of: dict[str, int],
+) -> None:
+    """Episode figures of bench/ecg_vf.py (vfdb lead 0) with each record scored by the model of the
+    fold that left it out, beside the model trained on everything.  The channel's own decisions
+    (organised-rhythm veto, quality suppressions) come from bench/vf_sweep.py recordings."""
+    from vf_sweep import SUPPRESS, Recording, evaluate, record_cached  # noqa: PLC0415
+
+    params = VfParams()
+    floor = np.log10(params.min_amplitude_mv)
+    amp = vf_features.FEATURE_NAMES.index("log_amplitude")
+    vfdb = sorted(p.with_suffix("") for p in (args.data / "vfdb").glob("*.hea"))
+    print(
+        f"episodes (bench/ecg_vf.py scoring, vfdb lead 0, threshold {params.threshold}, "
+        f"{params.raise_steps} of {params.raise_of}, clear {params.clear_steps}):"
+    )
+    for noise, snr in [(None, None), ("em", 6.0), ("em", 0.0)]:
+        scored: dict[str, list[Recording]] = {"leave-records-out": [], "trained on everything": []}
+        for path in vfdb:
+            rec = record_cached(path, nstdb, noise, snr, args.episodes)
+            feats, _, _ = step_set(path, 0, nstdb, noise, snr, args.cache, noise_channel=0)
+            steps = rec.prob != SUPPRESS
+            if int(steps.sum()) != len(feats):
+                raise SystemExit(f"{path.name}: recording and features disagree; clear {args.episodes}")
+            for label, (w, b) in (
+                ("leave-records-out", models[fold_of[f"vfdb/{path.name}"]]),
+                ("trained on everything", full),
+            ):
+                z = np.clip((feats - mean) / scale @ w + b, -50, 50)
+                p = np.where(feats[:, amp] >= floor, 1.0 / (1.0 + np.exp(-z)), 0.0)
+                prob = rec.prob.copy()
+                prob[steps] = p
+                scored[label].append(Recording(rec.name, rec.n, rec.fs, rec.truth, rec.ends, prob, rec.organised))
+        for label, recs in scored.items():
+            t = evaluate(recs, params)
+            d = np.asarray(t.delays_s or [np.nan])
+            print(
+                f"  {noise or 'clean'} {'' if snr is None else f'{snr:g} dB '}{label:22s} Se_episode {t.se:5.1f} % "
+                f"delay median {np.median(d):4.1f} s max {np.max(d):5.1f} s Sp_second {t.sp:6.2f} % "
+                f"false_alarm_episodes {t.false_alarms}"
+            )
+
+
 def report(name: str, prob: np.ndarray, y: np.ndarray, thr: float) -> None:
     pos, neg = y == 1, y == 0
     se = 100.0 * float(np.mean(prob[pos] >= thr)) if pos.any() else float("nan")
@@ -102,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/vf_features_cache"))
     ap.add_argument("--threshold", type=float, default=VfParams().threshold)
     ap.add_argument("--folds", type=int, default=5, help="leave-records-out folds (2 or more)")
+    ap.add_argument(
+        "--episodes",
+        type=Path,
+        help="also score episodes leave-records-out, with bench/vf_sweep.py recordings kept in this folder "
+        "(its --cache; made here when missing)",
+    )
     args = ap.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     nstdb = args.data / "nstdb"
@@ -136,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     folds = max(2, args.folds)
     fold = np.asarray([names.index(g) % folds for g in groups])
     prob_cv = np.zeros(len(y))
+    models = []
     for k in range(folds):
         w, b = fit_logistic(xs[fold != k], y[fold != k])
+        models.append((w, b))
         prob_cv[fold == k] = 1.0 / (1.0 + np.exp(-np.clip(xs[fold == k] @ w + b, -50, 50)))
     print(f"{folds}-fold leave-records-out, threshold {args.threshold}:")
     for kind in dict.fromkeys(kinds):
@@ -150,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         report(kind, prob[kinds == kind], y[kinds == kind], args.threshold)
     for name, wi in sorted(zip(vf_features.FEATURE_NAMES, w, strict=True), key=lambda t: -abs(t[1])):
         print(f"  weight {name:14s} {wi:+.3f}")
+    if args.episodes is not None:
+        args.episodes.mkdir(parents=True, exist_ok=True)
+        episode_check(args, nstdb, models, (w, b), mean, scale, {g: names.index(g) % folds for g in names})
 
     digest = hashlib.sha256()
     for path in vfdb + mitdb:
