@@ -319,7 +319,10 @@ class Daemon:
         uplink_task.cancel()
         # asyncio.wait returns without raising the uplink's outcome (the TaskGroup collects it),
         # while a cancellation of this task itself still propagates.
-        await asyncio.wait({uplink_task}, timeout=1.0)
+        # bounded: sessions 2 s + billing 1 s + delivery 0.5 s + this + the outbox's last commit must
+        # stay under the unit's TimeoutStopSec (10 s); an uplink still settling after it finds the
+        # outbox closed, and its rows simply go again after the restart
+        await asyncio.wait({uplink_task}, timeout=2.0)
         step("uplink_ms")
         await self.outbox.close()
         step("outbox_ms")

@@ -72,6 +72,7 @@ from gateway.config.models import UpstreamSection
 from gateway.config.upstream import is_loopback
 from gateway.credentials import CredentialError, read_password
 from gateway.failover import Endpoint, Failover, endpoint, reconnect_delay
+from gateway.outbox.types import OutboxClosed
 from gateway.records import SCHEMA_VERSION, RecordKind
 
 CONTENT_TYPE = "application/json"
@@ -765,6 +766,12 @@ class Uplink:
         self._stats.last_delivery = self._clock()
         self._log.debug("uplink_acked", count=len(ids))
 
+    def _closed_first(self) -> None:
+        # A shutdown that closed the outbox before this uplink settled (it waits only so long):
+        # nothing is lost — every row is still stored, and goes again, same key, after the restart.
+        self._log.warning("uplink_settled_after_outbox_closed", acked_not_recorded=len(self._acked),
+                          leased=len(self._leased), detail="these rows are sent again after the restart")
+
     async def _settle(self) -> None:
         """Ack what the broker acknowledged; give every other leased row back to the outbox."""
         # Leases still on their way have rows to book first (they are short: no network).
@@ -773,6 +780,9 @@ class Uplink:
         self._ready.clear()
         try:
             await self._flush_acks()
+        except OutboxClosed:
+            self._closed_first()
+            return
         except Exception as e:
             self._log.error("uplink_ack_failed", error=repr(e), count=len(self._acked))
         delivered = set(self._acked)
@@ -781,6 +791,9 @@ class Uplink:
             return
         try:
             await self._outbox.release(unknown)
+        except OutboxClosed:
+            self._closed_first()
+            return
         except Exception as e:
             self._log.error("uplink_release_failed", error=repr(e), count=len(unknown))
             return

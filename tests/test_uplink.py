@@ -563,3 +563,29 @@ async def test_failed_and_cancelled_connects_close_their_sockets(outbox: Outbox)
         await until(lambda: silent.open == 0, within_s=5.0)
     finally:
         await silent.close()
+
+
+async def test_an_uplink_settling_after_its_outbox_closed_says_so_and_loses_nothing(
+    broker: MosquittoBroker, subscriber: Subscriber, tmp_path: Path
+) -> None:
+    # A shutdown that gave up waiting for the uplink closes the outbox under it.
+    path = tmp_path / "closing.db"
+    ob = await Outbox.open(path, gateway_id=GW, commit_interval_ms=20)
+    proxy = TcpProxy(broker.port)
+    await proxy.start()
+    uplink = Uplink(upstream(proxy.url, inflight=4, publish_timeout_s=30.0), ob, gateway_id=GW, backoff_base_s=0.05)
+    try:
+        with capture_logs() as logs:
+            async with running(uplink):
+                await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+                proxy.blackhole()  # publishes hang: rows stay leased
+                keys = await submit_mixed(ob, 10)
+                await until(lambda: depth(ob)[1] > 0)
+                await ob.close()
+    finally:
+        await proxy.close()
+    events = {e["event"]: e for e in logs}
+    assert "uplink_settled_after_outbox_closed" in events, sorted(events)
+    assert events["uplink_settled_after_outbox_closed"]["log_level"] == "warning"
+    assert not [e for e in logs if e["log_level"] == "error" and e["event"].startswith("uplink_")]
+    assert Outbox.inspect(path).depth == len(keys)  # every row still stored, to go again
