@@ -91,7 +91,8 @@ def configure(
     # Libraries are chatty at debug; their warnings still come through the same chain.
     for noisy in ("bleak", "dbus_fast", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
-    # paho (through aiomqtt's "mqtt" logger) logs every lost link at ERROR ("failed to receive on
+    # paho (through aiomqtt) logs every lost link at ERROR ("failed to receive on
     # socket"); the uplink already reports disconnects with their cause at WARNING, and a broker
     # outage is normal for a home hub, so its own lines are kept only from debug runs.
-    logging.getLogger("mqtt").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)
+    # The uplink hands aiomqtt this logger (aiomqtt resets its own "mqtt" logger when imported).
+    logging.getLogger("gateway.mqtt").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)

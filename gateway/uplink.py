@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import socket
 import time
@@ -74,6 +75,8 @@ from gateway.credentials import CredentialError, read_password
 from gateway.failover import Endpoint, Failover, endpoint, reconnect_delay
 from gateway.outbox.types import OutboxClosed
 from gateway.records import SCHEMA_VERSION, RecordKind
+
+MQTT_LOGGER = "gateway.mqtt"  # paho's lines (through aiomqtt); gateway.logs sets its level
 
 CONTENT_TYPE = "application/json"
 # The broker keeps the session this long after the link drops; a day covers any outage worth
@@ -564,6 +567,9 @@ class Uplink:
             # paho leaves Nagle on: with several publishes in flight, a small PUBLISH then waits
             # for the ACK of the previous segment, which the peer may delay by up to 40 ms.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            # our own logger, not aiomqtt's "mqtt": aiomqtt sets that one's level when it is
+            # imported, which may be after gateway.logs.configure chose it
+            logger=logging.getLogger(MQTT_LOGGER),
         )
 
     async def _publish_status(self, client: _AckingClient, state: str, wait_s: float) -> None:

@@ -49,3 +49,20 @@ def test_console_format_is_plain_text() -> None:
         logging.getLogger().handlers.clear()
     text = buf.getvalue()
     assert "gateway_ready" in text and "devices=4" in text and not text.startswith("<")
+
+
+def test_pahos_lost_link_errors_stay_out_of_the_journal_below_debug() -> None:
+    # The uplink reports a lost link itself, with its cause, at warning; paho's own error line for
+    # it ("failed to receive on socket") would cry wolf on every broker outage of a home hub.
+    from gateway import uplink  # noqa: PLC0415
+
+    for level, shown in (("info", False), ("debug", True)):
+        buf = io.StringIO()
+        logs.configure(level, "json", stream=buf)
+        try:
+            logging.getLogger("mqtt").setLevel(logging.WARNING)  # what importing aiomqtt does, maybe later
+            logging.getLogger(uplink.MQTT_LOGGER).error("failed to receive on socket: [Errno 32] Broken pipe")
+        finally:
+            structlog.reset_defaults()
+            logging.getLogger().handlers.clear()
+        assert ("failed to receive on socket" in buf.getvalue()) is shown, level
