@@ -64,6 +64,9 @@ class RowSealing:
     note: str | None = None
     _idents: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._own_prefix = self.gateway_id + ":"
+
     @classmethod
     def create(cls, ring: Keyring | None, gateway_id: str) -> RowSealing:
         if ring is None:
@@ -140,8 +143,7 @@ class RowSealing:
         return ident
 
     def _own_key(self, key: str) -> bool:
-        prefix = self.gateway_id + ":"
-        return key.startswith(prefix) and key[len(prefix):].isdigit()
+        return key.startswith(self._own_prefix) and key[len(self._own_prefix):].isdigit()
 
     def begin(self) -> SealTxn:
         return SealTxn(self.head.copy(), self.note)
