@@ -17,8 +17,8 @@ decision point) and, side by side, processing every block on arrival (``defer=Fa
 ``--baseline DIR``, the ``EcgChannel`` of another checkout (e.g. ``git worktree add /tmp/base
 main``) in a child process; each is run ``--rounds`` times in alternation and the median is
 printed (the machine's load moves every figure; the ratios move less).  A breakdown then shows
-where the channel's CPU time goes, stage by stage (each stage's own time, callees excluded,
-measured with thread CPU clocks around the stage's entry points: the R-peak detector, the
+where the channel's CPU time goes, stage by stage (each stage's own share, callees excluded,
+timed around the stage's entry points (``bench/chain_stages.py``): the R-peak detector, the
 quality index, the VF detector, the rhythm monitor (asystole, organised-rhythm check), beats to
 heart rate/RR/HRV and readings, and the rest: the channel's plumbing and the bench's blocks).
 """
@@ -163,29 +163,33 @@ def chain_figures(
 
 
 def chain_breakdown(signals: list[tuple[np.ndarray, float]], block_s: float, rounds: int) -> None:
-    """Where the channel's time goes, stage by stage (see the module docstring); medians of ``rounds`` runs."""
+    """Where the channel's time goes, stage by stage (see the module docstring and ``chain_stages``).
+
+    Each stage's share of a run comes from the stage clock; the run's CPU time (thread clock, read
+    once) turns the shares into microseconds per second of ECG.  Medians of ``rounds`` runs.
+    """
     total_s = sum(len(s) / fs for s, fs in signals)
     runs: list[dict[str, float]] = []
     calls = 0
     for _ in range(rounds):
         clock = StageClock()
         with clock.installed():
-            t0 = time.thread_time()
+            c0, w0 = time.thread_time(), time.perf_counter()
             for s, fs in signals:
                 chain(s, fs, block_s)
-            whole = time.thread_time() - t0
-        run = dict(clock.seconds)
-        run["plumbing"] = whole - sum(run.values())
-        run["whole"] = whole
+            cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
+        run = {name: cpu * sec / wall for name, sec in clock.seconds.items()}
+        run["plumbing"] = cpu - sum(run.values())
+        run["whole"] = cpu
         runs.append(run)
         calls = clock.calls
-    cpu = {name: statistics.median(r.get(name, 0.0) for r in runs) for name in [*STAGES, "plumbing", "whole"]}
-    whole = cpu.pop("whole")
+    med = {name: statistics.median(r.get(name, 0.0) for r in runs) for name in [*STAGES, "plumbing", "whole"]}
+    whole = med.pop("whole")
     print(f"breakdown of the channel as the daemon runs it (instrumented runs: {total_s / whole:.0f}x real time):")
-    for name, sec in cpu.items():
+    for name, sec in med.items():
         alone = f"{total_s / sec:10.0f}x real time alone" if sec > 0 else ""
         print(f"  {name:40s} {100 * sec / whole:5.1f} %  {1e6 * sec / total_s:7.1f} us per s of ECG  {alone}")
-    print(f"  ({calls} stage calls timed per run; the timing itself, ~1 us a call, is counted in the stages)")
+    print(f"  ({calls} stage calls timed per run; plumbing includes the bench's SampleBlock construction)")
 
 
 def main(argv: list[str] | None = None) -> int:
