@@ -219,9 +219,6 @@ def main(argv: list[str] | None = None) -> int:
         report(kind, prob[kinds == kind], y[kinds == kind], args.threshold)
     for name, wi in sorted(zip(vf_features.FEATURE_NAMES, w, strict=True), key=lambda t: -abs(t[1])):
         print(f"  weight {name:14s} {wi:+.3f}")
-    if args.episodes is not None:
-        args.episodes.mkdir(parents=True, exist_ok=True)
-        episode_check(args, nstdb, models, (w, b), mean, scale, {g: names.index(g) % folds for g in names})
 
     digest = hashlib.sha256()
     for path in vfdb + mitdb:
@@ -243,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
+    if args.episodes is not None:  # after writing: the replay builds detectors, which load the model
+        args.episodes.mkdir(parents=True, exist_ok=True)
+        episode_check(args, nstdb, models, (w, b), mean, scale, {g: names.index(g) % folds for g in names})
     return 0
 
 

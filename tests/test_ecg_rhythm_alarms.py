@@ -132,8 +132,9 @@ def test_config_rejects_extreme_limits_inside_the_ordinary_ones() -> None:
 
 
 def test_regular_beats_at_a_sinus_rate_veto_a_vf_like_waveform() -> None:
-    fs = 250.0
-    x = np.sin(2 * np.pi * 5 * np.arange(int(30 * fs)) / fs)  # scores VF-like on its own
+    rec = wfdb.rdrecord(str(FIXTURES / "ecg_vf" / "vfdb_426_615s"), channels=[0])
+    fs = float(rec.fs)
+    x = np.nan_to_num(rec.p_signal[int(31 * fs) :, 0])  # fibrillation throughout: VF on its own
     alone = RhythmMonitor(fs)
     assert [c.condition for c in alone.feed(x) if c.active] == [VENTRICULAR_FIBRILLATION]
     paced = RhythmMonitor(fs)

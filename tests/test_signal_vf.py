@@ -97,10 +97,11 @@ def test_flat_and_tiny_signals_are_never_fibrillation() -> None:
     t = np.arange(int(30 * fs)) / fs
     out = stream(np.zeros_like(t), fs)
     assert out.steps and not any(s.vf_like for s in out.steps)
-    tiny = 0.02 * np.sin(2 * np.pi * 5 * t)  # a VF-like 5 Hz wave, but 40 uV: below the floor
-    assert not any(s.vf_like for s in stream(tiny, fs).steps)
-    big = 1.0 * np.sin(2 * np.pi * 5 * t)
-    assert any(s.vf_like for s in stream(big, fs).steps)
+    vf, vf_fs = load("ecg_vf/vfdb_426_615s")
+    vf = vf[int(40 * vf_fs) :]  # fibrillation throughout
+    assert any(s.vf_like for s in stream(vf, vf_fs).steps)
+    tiny = vf * (0.02 / np.sqrt(np.mean(vf**2)))  # the same fibrillation at 20 uV RMS: below the floor
+    assert not any(s.vf_like for s in stream(tiny, vf_fs).steps)
 
 
 _VF_EXCERPT = load("ecg_vf/vfdb_426_615s")
@@ -140,12 +141,19 @@ def test_features_of_a_sine_and_of_a_spike_train() -> None:
     assert sine.leakage < 0.2  # the VF filter is tuned to the sine: little passes
     assert sine.tcsc > 0.8
     assert sine.kurtosis == pytest.approx(1.5, abs=0.1)
+    assert sine.acf_max > 0.5 and sine.acf_min < -0.5  # repeats every 0.2 s, opposite half a cycle on
+    assert sine.harmonics < 0.1  # no energy at 10 and 15 Hz
+    assert sine.psr < 0.05  # one closed curve in the phase plane
+    noise = vf_features.compute(np.random.default_rng(3).normal(size=len(t)), fs)
+    assert noise.psr > 5 * sine.psr and noise.acf_max < 0.3
     spikes = np.zeros_like(t)
     spikes[:: int(fs)] = 1.0  # one narrow 'QRS' a second
     train = vf_features.compute(spikes, fs)
     assert train.leakage > 0.8
     assert train.tcsc < 0.05
     assert train.kurtosis > 50
+    assert train.harmonics > 1.5  # a spike train's harmonics are as strong as its fundamental
+    assert train.acf_max == pytest.approx(0.75)  # repeats every second: 3 of its 4 spikes overlap at 1 s
     assert tuple(f.name for f in dataclasses.fields(train)) == vf_features.FEATURE_NAMES
     assert train.as_array().tolist() == [getattr(train, n) for n in vf_features.FEATURE_NAMES]
     with pytest.raises(ValueError, match="shorter than 2 s"):

@@ -19,6 +19,14 @@ defibrillators", BioMed Eng OnLine 4:60, 2005, for their definitions and a compa
 * ``log_amplitude`` — log10 of the RMS amplitude (mV).
 * ``amplitude_cv`` — variation of the amplitude between sub-windows: VF is roughly stationary over
   seconds, electrode-motion artefact comes in bursts.
+* ``acf_max`` / ``acf_min`` — the highest and lowest normalised autocorrelation at lags of
+  0.15-1.5 s: how strictly the signal repeats itself (an organised rhythm, VT) and how
+  sinusoidal it is (a deep trough half a cycle on).
+* ``psr`` — phase-space reconstruction (Amann, Tratnig & Unterkofler, "Detecting ventricular
+  fibrillation by time-delay methods", IEEE TBME 54(1), 2007): the share of a 40 x 40 grid that the
+  curve (x(t), x(t - 0.5 s)) visits; a QRS train with flat diastole stays in few boxes.
+* ``harmonics`` — spectral amplitude around 2 and 3 times the dominant frequency over the amplitude
+  around it: VF and flutter are near-sinusoidal, wide ventricular complexes are not.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ FEATURE_NAMES = (
     "kurtosis",
     "log_amplitude",
     "amplitude_cv",
+    "acf_max",
+    "acf_min",
+    "psr",
+    "harmonics",
 )
 
 
@@ -58,6 +70,10 @@ class VfFeatures:
     kurtosis: float
     log_amplitude: float
     amplitude_cv: float
+    acf_max: float
+    acf_min: float
+    psr: float
+    harmonics: float
 
     def as_array(self) -> FloatArray:
         # Field by field: dataclasses.astuple deep-copies and costs more than the features.
@@ -72,13 +88,20 @@ class VfFeatures:
                 self.kurtosis,
                 self.log_amplitude,
                 self.amplitude_cv,
+                self.acf_max,
+                self.acf_min,
+                self.psr,
+                self.harmonics,
             ]
         )
 
 
 TCSC_LEVEL = 0.2  # share of the local maximum a sample must exceed to count (Arafat et al.)
 SUB_WINDOW_S = 1.0  # local maximum and amplitude are taken per second
-FLAT = VfFeatures(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -6.0, 0.0)
+PSR_GRID = 40  # boxes per axis of the phase-space grid (Amann et al. 2007)
+PSR_DELAY_S = 0.5
+ACF_LAGS_S = (0.15, 1.5)
+FLAT = VfFeatures(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -6.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +116,9 @@ class _Plan:
     high: tuple[int, int]  # 12-30 Hz
     sub: int  # samples per sub-window
     subs: int
+    nfft2: int  # FFT length of the autocorrelation: long enough for it to be linear at the lags searched
+    lags: tuple[int, int]  # autocorrelation lags searched
+    delay: int  # phase-space delay in samples
 
 
 @cache
@@ -105,7 +131,23 @@ def _plan(n: int, fs: float) -> _Plan:
         return min(last, int(np.ceil(lo / df))), min(last, int(np.floor(hi / df)) + 1)
 
     sub = max(1, int(SUB_WINDOW_S * fs))
-    return _Plan(np.hanning(n), nfft, df, bins(0.5, 30.0), bins(1.0, 10.0), bins(12.0 + 1e-9, 30.0), sub, n // sub)
+    lags = (max(1, int(ACF_LAGS_S[0] * fs)), min(n, int(ACF_LAGS_S[1] * fs)))
+    # A circular autocorrelation over nfft points equals the linear one at lags up to nfft - n: the
+    # spectrum's FFT length serves when it leaves room for the longest lag (it does at 80-90 Hz).
+    nfft2 = nfft if nfft - n >= lags[1] else 1 << int(np.ceil(np.log2(2 * n)))
+    return _Plan(
+        np.hanning(n),
+        nfft,
+        df,
+        bins(0.5, 30.0),
+        bins(1.0, 10.0),
+        bins(12.0 + 1e-9, 30.0),
+        sub,
+        n // sub,
+        nfft2,
+        lags,
+        max(1, round(PSR_DELAY_S * fs)),
+    )
 
 
 def compute(x: FloatArray, fs: float) -> VfFeatures:
@@ -149,4 +191,44 @@ def compute(x: FloatArray, fs: float) -> VfFeatures:
     lo, hi = min(len(spec), int(np.ceil(0.6 * k))), min(len(spec), int(np.floor(1.4 * k)) + 1)
     conc = float(cs[hi] - cs[lo]) / total
     high = float(cs[p.high[1]] - cs[p.high[0]]) / total
-    return VfFeatures(leakage, mean_freq, tcsc, conc, high, fp, kurt, log_amp, amp_cv)
+    acf_max, acf_min = _autocorrelation(x, p)
+    return VfFeatures(
+        leakage,
+        mean_freq,
+        tcsc,
+        conc,
+        high,
+        fp,
+        kurt,
+        log_amp,
+        amp_cv,
+        acf_max,
+        acf_min,
+        _psr(x, p),
+        _harmonics(spec, k),
+    )
+
+
+def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
+    f = np.fft.rfft(x, p.nfft2)
+    ac = np.fft.irfft(f.real * f.real + f.imag * f.imag, p.nfft2)
+    seg = ac[p.lags[0] : p.lags[1]] / ac[0]
+    return float(seg.max()), float(seg.min())
+
+
+def _psr(x: FloatArray, p: _Plan) -> float:
+    lo, hi = float(x.min()), float(x.max())
+    q = np.minimum(PSR_GRID - 1, ((x - lo) * (PSR_GRID / (hi - lo))).astype(np.intp))
+    boxes = q[p.delay :] * PSR_GRID + q[: -p.delay]
+    return float(np.count_nonzero(np.bincount(boxes, minlength=PSR_GRID * PSR_GRID))) / (PSR_GRID * PSR_GRID)
+
+
+def _harmonics(spec: FloatArray, k: int) -> float:
+    """Amplitude within 0.85-1.15 x 2 and 3 times the dominant bin ``k``, over that around ``k``."""
+    m = len(spec)
+
+    def band(c: int) -> float:
+        return float(np.add.reduce(spec[int(0.85 * c) : min(int(np.ceil(1.15 * c)) + 1, m)]))
+
+    h3 = band(3 * k) if 3 * k * 1.15 < m else 0.0
+    return (band(2 * k) + h3) / (band(k) + 1e-12)
