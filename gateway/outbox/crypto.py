@@ -37,7 +37,6 @@ MAGIC = b"\xa5\x01"
 _HEAD = struct.Struct(">2sH12s")
 _NONCE_BLOCK = 1_000_000
 _AD_PREFIX = b"iomt-outbox/1\x00"
-_RECORD_AD = _AD_PREFIX + b"outbox\x00"
 _CHECK = b"iomt-gateway keyring check v1"
 LINK_BYTES = 32
 
@@ -127,17 +126,21 @@ class Sealer:
 
     # ---- sealing ------------------------------------------------------------------------
 
-    def _nonce(self) -> bytes:
-        if self._next >= self._hi:
-            self._hi = self._next + _NONCE_BLOCK
-        n = self._next
-        self._next += 1
-        return self._salt + n.to_bytes(8, "big")
-
-    def _seal(self, table: bytes, ident: str, plain: bytes) -> bytes:
-        nonce = self._nonce()
-        ct = self._aead[self._kid].encrypt(nonce, plain, _AD_PREFIX + table + ident.encode())
-        return _HEAD.pack(MAGIC, self._kid, nonce) + ct
+    def _seal_many(self, table: bytes, rows: Iterable[tuple[str, bytes]]) -> list[bytes]:
+        """Blobs for ``(stored identity, plaintext)`` rows: the one place nonces are drawn."""
+        encrypt = self._aead[self._kid].encrypt
+        head = MAGIC + self._kid.to_bytes(2, "big")
+        ad = _AD_PREFIX + table
+        salt, n = self._salt, self._next
+        out: list[bytes] = []
+        for ident, plain in rows:
+            nonce = salt + n.to_bytes(8, "big")
+            n += 1
+            out.append(head + nonce + encrypt(nonce, plain, ad + ident.encode()))
+        self._next = n
+        if n >= self._hi:  # the reservation written with this transaction stays above every nonce used
+            self._hi = n + _NONCE_BLOCK
+        return out
 
     def _open(self, table: bytes, ident: str, blob: bytes) -> bytes:
         if len(blob) < _HEAD.size + 16 or blob[:2] != MAGIC:
@@ -160,24 +163,15 @@ class Sealer:
     def seal_records(self, rows: Iterable[tuple[str, str, str, bytes, bytes | None]]) -> list[bytes]:
         """Blobs for ``(stored identity, key, patient, payload, previous link)`` rows, in order.
 
-        The same bytes as ``seal_record`` row by row; one call per group commit keeps the
-        per-row work in this loop (the writer thread shares the GIL with the event loop).
+        One call per group commit keeps the per-row work in one loop (the writer thread shares
+        the GIL with the event loop).
         """
-        encrypt = self._aead[self._kid].encrypt
-        head = _HEAD.pack(MAGIC, self._kid, bytes(12))[:4]
-        salt, n = self._salt, self._next
-        out: list[bytes] = []
-        for ident, key, patient, payload, prev in rows:
-            nonce = salt + n.to_bytes(8, "big")
-            n += 1
+        def plain(key: str, patient: str, payload: bytes, prev: bytes | None) -> bytes:
             k, p = key.encode(), patient.encode()
-            plain = b"".join((b"\x00" if prev is None else b"\x01" + prev, len(k).to_bytes(2, "big"), k,
-                              len(p).to_bytes(2, "big"), p, payload))
-            out.append(head + nonce + encrypt(nonce, plain, _RECORD_AD + ident.encode()))
-        self._next = n
-        if n >= self._hi:
-            self._hi = n + _NONCE_BLOCK
-        return out
+            return b"".join((b"\x00" if prev is None else b"\x01" + prev, _u16(k), _u16(p), payload))
+
+        return self._seal_many(b"outbox\x00", ((ident, plain(key, patient, payload, prev))
+                                                for ident, key, patient, payload, prev in rows))
 
     def open_record(self, ident: str, blob: bytes) -> OpenedRow:
         plain = self._open(b"outbox\x00", ident, blob)
@@ -195,7 +189,7 @@ class Sealer:
 
     def seal_state(self, name: str, value: bytes) -> tuple[str, bytes]:
         ident = self.state_ident(name)
-        return ident, self._seal(b"state\x00", ident, _u16(name.encode()) + value)
+        return ident, self._seal_many(b"state\x00", [(ident, _u16(name.encode()) + value)])[0]
 
     def open_state(self, ident: str, blob: bytes) -> tuple[str, bytes]:
         plain = self._open(b"state\x00", ident, blob)
