@@ -40,14 +40,16 @@ GW = "bench-gw"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def make_record(outbox: Outbox, i: int) -> SummaryRecord | AlarmRecord:
-    common = {"key": outbox.next_key(), "gateway_id": GW, "patient": f"p{i % 8}", "time": T0,
+def make_record(outbox: Outbox, i: int, *, gateway_id: str = GW, when: datetime = T0,
+                patients: int = 8) -> SummaryRecord | AlarmRecord:
+    """Record ``i`` of a bench stream: one alarm in ten, summaries otherwise."""
+    common = {"key": outbox.next_key(), "gateway_id": gateway_id, "patient": f"p{i % patients}", "time": when,
               "clock": ClockQuality.SYNCED}  # fmt: skip
     if i % 10 == 0:
         return AlarmRecord(**common, alarm_id=f"a{i}", event=AlarmEvent.RAISED, condition="spo2_low",
                            technical=False, severity=Severity.HIGH, vital=Vital.SPO2, value=85.0,
                            threshold=88.0)  # fmt: skip
-    return SummaryRecord(**common, vital=Vital.HEART_RATE, unit="/min", period_start=T0, period_end=T0,
+    return SummaryRecord(**common, vital=Vital.HEART_RATE, unit="/min", period_start=when, period_end=when,
                          count=60, min=58.0, mean=71.5, max=93.0, quality=0.98, devices=["hr1"])  # fmt: skip
 
 

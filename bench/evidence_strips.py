@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from outbox_throughput import make_summary
+from outbox_throughput import make_summary, submit_windowed
 from vf_data import load
 
 from gateway import keyring
@@ -79,12 +78,7 @@ async def accept_rate(folder: Path, n: int, strips: list[EvidenceRecord], every:
             records.append(make_summary(box.next_key(), i))
     size = sum(len(r.model_dump_json()) for r in records)
     t0 = time.perf_counter()
-    window: deque[asyncio.Future[None]] = deque()
-    for r in records:
-        window.append(box.submit(r))
-        if len(window) >= 10_000:
-            await window.popleft()
-    await asyncio.gather(*window)
+    await submit_windowed(box, records, 10_000)
     dt = time.perf_counter() - t0
     await box.close()
     return n / dt, size / dt / 1e6

@@ -57,9 +57,9 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.drain import make_record  # noqa: E402
 from gateway.config.models import UpstreamSection  # noqa: E402
 from gateway.outbox import Outbox  # noqa: E402
-from gateway.records import AlarmEvent, AlarmRecord, ClockQuality, Severity, SummaryRecord, Vital  # noqa: E402
 from gateway.uplink import STABLE_AFTER_S, Uplink  # noqa: E402
 from tests.broker import MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
 
@@ -88,18 +88,6 @@ class _ConnectTimes:
         raise structlog.DropEvent
 
 
-def _record(outbox: Outbox, gw: str, n: int) -> SummaryRecord | AlarmRecord:
-    now = datetime.now(UTC)
-    common = {"key": outbox.next_key(), "gateway_id": gw, "patient": f"p{n % 3}", "time": now,
-              "clock": ClockQuality.SYNCED}  # fmt: skip
-    if n % 10 == 9:
-        return AlarmRecord(**common, alarm_id=f"a{n}", event=AlarmEvent.RAISED, condition="spo2_low",
-                           technical=False, severity=Severity.HIGH, vital=Vital.SPO2, value=86.0,
-                           threshold=88.0)  # fmt: skip
-    return SummaryRecord(**common, vital=Vital.HEART_RATE, unit="/min", period_start=now, period_end=now,
-                         count=60, min=58.0, mean=71.5, max=93.0, quality=0.98, devices=["ox1"])  # fmt: skip
-
-
 @dataclass
 class _Hub:
     gw: str
@@ -113,7 +101,7 @@ async def _produce(hub: _Hub, rate: float, rng: random.Random, stop: asyncio.Eve
     n = 0
     while not stop.is_set():
         await asyncio.sleep(rng.expovariate(rate))
-        record = _record(hub.outbox, hub.gw, n)
+        record = make_record(hub.outbox, n, gateway_id=hub.gw, when=datetime.now(UTC), patients=3)
         n += 1
         await hub.outbox.submit(record)  # committed: accepted
         hub.accepted.append((record.key, time.time()))

@@ -23,13 +23,14 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from gateway.config.models import QuotaSection
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, Record
 from gateway.outbox.schema import MIGRATIONS
 from gateway.records import ClockQuality, SummaryRecord, Vital
 
@@ -54,18 +55,23 @@ async def open_box(folder: Path, name: str) -> Outbox:
     return await Outbox.open(folder / name, gateway_id=GW, quotas=BIG)
 
 
+async def submit_windowed(box: Outbox, records: Iterable[Record], window: int) -> None:
+    """Submit every record with at most ``window`` not yet committed; return once all are."""
+    outstanding: deque[asyncio.Future[None]] = deque()
+    for r in records:
+        outstanding.append(box.submit(r))
+        if len(outstanding) >= window:
+            await outstanding.popleft()
+    await asyncio.gather(*outstanding)
+
+
 async def accept_run(box: Outbox, n: int, window: int) -> dict[str, float]:
     """Submit ``n`` records with at most ``window`` of them not yet committed (a sliding window:
     the producer waits for the oldest, as a daemon's producers never wait for a whole batch);
     time to the last commit."""
     c0 = box.stats().commits
     cpu0, t0, loop0 = time.process_time(), time.perf_counter(), time.thread_time()
-    outstanding: deque[asyncio.Future[None]] = deque()
-    for i in range(n):
-        outstanding.append(box.submit(make_summary(box.next_key(), i)))
-        if len(outstanding) >= window:
-            await outstanding.popleft()
-    await asyncio.gather(*outstanding)
+    await submit_windowed(box, (make_summary(box.next_key(), i) for i in range(n)), window)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     loop_cpu = time.thread_time() - loop0  # this thread runs the event loop: build, JSON, futures
     return {"rate": n / wall, "wall": wall, "cpu": cpu, "loop_cpu": loop_cpu, "commits": box.stats().commits - c0}
