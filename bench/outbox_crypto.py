@@ -8,6 +8,9 @@ Prints, side by side (each run in a fresh child process, modes alternated, media
 * drain  — lease(500) + ack until empty: every row opened (decrypted) and given its chain member;
 * checkpoint — microseconds to sign one checkpoint note (Ed25519) and to verify one, and how many
            the accept run signed (one per group commit that moved the chain);
+* GC     — children run with the daemon's garbage-collector settings (gateway/gc_tuning.py: young
+           threshold 5,000, start-up heap frozen); the "on" accept run is repeated with Python's
+           defaults (700, nothing frozen) and printed beside it;
 * RSS    — peak resident memory of each child (ru_maxrss) and the difference; and what importing
            the cryptography primitives costs on its own (the outbox imports them in both modes).
 
@@ -39,16 +42,20 @@ def _rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-async def _child(mode: str, folder: Path, n: int) -> dict[str, Any]:
+async def _child(mode: str, folder: Path, n: int, gc_mode: str) -> dict[str, Any]:
     import structlog  # noqa: PLC0415
 
     from bench.outbox_throughput import BIG, accept_run  # noqa: PLC0415
-    from gateway import keyring  # noqa: PLC0415
+    from gateway import gc_tuning, keyring  # noqa: PLC0415
     from gateway.outbox import Outbox  # noqa: PLC0415
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ring = keyring.init(folder / "keyring")[0] if mode == "on" else None
+    if gc_mode == "daemon":  # as gateway.daemon does: the threshold at start, the freeze once ready
+        gc_tuning.configure()
     box = await Outbox.open(folder / "accept.db", gateway_id="bench-gw", quotas=BIG, keyring=ring)
+    if gc_mode == "daemon":
+        gc_tuning.freeze_startup_heap()
     accepted = await accept_run(box, n, 10_000)
     note = box.checkpoint()
     t0 = time.perf_counter()
@@ -99,19 +106,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", type=Path, help="folder for the databases (default: a temporary one)")
     ap.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
+    ap.add_argument("--gc", choices=["daemon", "default"], default="daemon", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory(dir=args.dir) as d:
-            print(json.dumps(asyncio.run(_child(args.child, Path(d), args.records))))
+            print(json.dumps(asyncio.run(_child(args.child, Path(d), args.records, args.gc))))
         return
-    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": [], "on-default-gc": []}
     for _ in range(args.rounds):
-        for mode in ("off", "on"):
-            cmd = [sys.executable, __file__, "--child", mode, "--records", str(args.records)]
+        for mode, results in runs.items():
+            child, gc_mode = ("on", "default") if mode == "on-default-gc" else (mode, "daemon")
+            cmd = [sys.executable, __file__, "--child", child, "--gc", gc_mode, "--records", str(args.records)]
             if args.dir:
                 cmd += ["--dir", str(args.dir)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def med(mode: str, field: str) -> float:
         return statistics.median(r[field] for r in runs[mode])
@@ -125,6 +134,9 @@ def main() -> None:
     off, on = med("off", "accept_cpu_us"), med("on", "accept_cpu_us")
     print(f"{'accept CPU per record (us)':28}{off:>12.1f}{on:>12.1f}{on / off:>9.2f}   (both threads; steadier "
           "than records/s on a loaded machine)")
+    dflt, dflt_cpu = med("on-default-gc", "accept"), med("on-default-gc", "accept_cpu_us")
+    print(f"{'on, Python default GC':28}{'':>12}{dflt:>12,.0f}{'':>9}   accepted records/s, "
+          f"{dflt_cpu:.1f} us CPU per record (daemon GC settings: {med('on', 'accept') / dflt:.2f}x the rate)")
     rss_off, rss_on = med("off", "rss_kb"), med("on", "rss_kb")
     added = (rss_on - rss_off) / 1024
     print(f"{'peak RSS (MB)':28}{rss_off / 1024:>12.1f}{rss_on / 1024:>12.1f}   added {added:+.1f} MB")

@@ -248,7 +248,7 @@ def _run(config: Path, log_format: str | None) -> int:
     from gateway.outbox import OutboxError, OutboxTooNew  # noqa: PLC0415
 
     try:
-        asyncio.run(Daemon(config, cfg).run())
+        asyncio.run(Daemon(config, cfg, own_process=True).run())
     except KeyboardInterrupt:
         return 130
     except StartRefused as e:

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway import device_tags, heap_trim, keyring, status_file
+from gateway import device_tags, gc_tuning, heap_trim, keyring, status_file
 from gateway.billing.book import StateFormatError
 from gateway.billing.ledger import BillingLedger, patients_from_config
 from gateway.clock import Clock, SystemClock
@@ -96,7 +96,11 @@ class Daemon:
         clock: Clock | None = None,
         notifier: Notifier | None = None,
         observer: Observer | None = None,
+        own_process: bool = False,
     ) -> None:
+        """``own_process``: the daemon is what this process is for (the CLI): it may tune the
+        process-wide garbage collector (gateway/gc_tuning.py); tests running it in-process leave it."""
+        self.own_process = own_process
         self.config_path = config_path
         self.cfg = cfg
         self.paths = resolve_paths(config_path, cfg)
@@ -216,6 +220,8 @@ class Daemon:
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         started = self.clock.monotonic()
+        if self.own_process:
+            gc_tuning.configure()
         if isinstance(self.clock, SystemClock):
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
@@ -283,6 +289,8 @@ class Daemon:
                     startup_ms=round((self.clock.monotonic() - started) * 1000),
                 )
                 self.notifier.ready(self.status_line())
+                if self.own_process:
+                    self.log.info("startup_heap_frozen", objects=gc_tuning.freeze_startup_heap())
                 await self._stop.wait()
                 await self._shutdown(uplink_task)
                 ticker.cancel()

@@ -76,7 +76,7 @@ async def _demo(cfg: object, duration: float | None) -> None:
     from gateway.daemon import Daemon  # noqa: PLC0415
 
     view = LiveView()
-    daemon = Daemon(DEMO_CONFIG, cfg, observer=view.observe)  # type: ignore[arg-type]
+    daemon = Daemon(DEMO_CONFIG, cfg, observer=view.observe, own_process=True)  # type: ignore[arg-type]
 
     async def screen() -> None:
         while True:

@@ -15,7 +15,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from gateway.readings import (
     VITAL_UNITS,
@@ -85,6 +85,11 @@ PRIORITY: dict[RecordKind, int] = {
 }
 
 
+# pydantic serializes a Literal of an enum member through its generic fallback: ~3.6 us per record,
+# a third of model_dump_json for a summary.  str() of a StrEnum member is its value: the same JSON.
+_AS_VALUE = PlainSerializer(str, return_type=str, when_used="json")
+
+
 def utc_from_unix(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
 
@@ -101,7 +106,7 @@ class _Envelope(BaseModel):
 
 
 class SummaryRecord(_Envelope):
-    kind: Literal[RecordKind.SUMMARY] = RecordKind.SUMMARY
+    kind: Annotated[Literal[RecordKind.SUMMARY], _AS_VALUE] = RecordKind.SUMMARY
     vital: Vital
     unit: str
     period_start: datetime
@@ -128,7 +133,7 @@ class Severity(enum.StrEnum):
 
 
 class AlarmRecord(_Envelope):
-    kind: Literal[RecordKind.ALARM] = RecordKind.ALARM
+    kind: Annotated[Literal[RecordKind.ALARM], _AS_VALUE] = RecordKind.ALARM
     alarm_id: str = Field(description="Stable id shared by the raise and the clear of one alarm")
     event: AlarmEvent
     condition: str = Field(description="e.g. 'spo2_low', 'heart_rate_high', 'lead_off', 'outbox_full'")
@@ -142,7 +147,7 @@ class AlarmRecord(_Envelope):
 
 
 class DeviceStatusRecord(_Envelope):
-    kind: Literal[RecordKind.STATUS] = RecordKind.STATUS
+    kind: Annotated[Literal[RecordKind.STATUS], _AS_VALUE] = RecordKind.STATUS
     device: str
     driver: str
     state: DeviceState
@@ -169,7 +174,7 @@ class DayEvidence(BaseModel):
 
 
 class BillingRecord(_Envelope):
-    kind: Literal[RecordKind.BILLING] = RecordKind.BILLING
+    kind: Annotated[Literal[RecordKind.BILLING], _AS_VALUE] = RecordKind.BILLING
     service_key: str = Field(description="Deterministic: same patient, code and period -> same key")
     version: int = Field(ge=1, description="Increases with each status transition of the same service")
     code: str
@@ -192,7 +197,7 @@ class EvidenceRecord(_Envelope):
     the first value is the first sample, each next one the difference to the previous; a sample is
     ``value * resolution`` in ``unit``.  ``gateway.evidence_codec`` encodes and decodes it."""
 
-    kind: Literal[RecordKind.EVIDENCE] = RecordKind.EVIDENCE
+    kind: Annotated[Literal[RecordKind.EVIDENCE], _AS_VALUE] = RecordKind.EVIDENCE
     alarm_id: str = Field(description="The alarm this strip belongs to")
     condition: str
     device: str

@@ -215,6 +215,9 @@ async def test_sigterm_stops_quickly_with_everything_on_disk(tmp_path: Path, dae
     assert stats.accepted > 0 and stats.depth == stats.accepted
     stopped = events_named(d.log_events(), "gateway_stopped")
     assert stopped and stopped[0]["shutdown_ms"] < limit_s * 1000
+    # the CLI daemon owns its process: start-up's heap is out of the collector's walks (gc_tuning)
+    frozen = events_named(d.log_events(), "startup_heap_frozen")
+    assert frozen and frozen[0]["objects"] > 10_000
 
 
 def _stop_cleanly(d: Any, within_s: float = 30.0) -> None:

@@ -154,6 +154,7 @@ class Outbox:
         kind = RecordKind(record.kind)
         rows = state_rows(state)
         seq = parse_seq(self._gateway_id, record.key)
+        own_key = seq is not None
         if seq is None:  # a service key (billing): order it by when it was queued
             seq = self._next_seq()
         # the model's serializer straight to bytes: model_dump_json's bytes, without its str round trip
@@ -162,7 +163,7 @@ class Outbox:
         if problem is not None:
             self._refuse_too_large(record, problem, rows, fut)
             return fut
-        op = Insert(kind, record.key, record.patient, seq, payload, self._clock(), rows, fut)
+        op = Insert(kind, record.key, record.patient, seq, payload, self._clock(), rows, fut, own_key)
         try:
             self._writer.put(op, write=True)
         except OutboxClosed as e:

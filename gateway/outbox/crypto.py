@@ -168,7 +168,10 @@ class Sealer:
         """
         def plain(key: str, patient: str, payload: bytes, prev: bytes | None) -> bytes:
             k, p = key.encode(), patient.encode()
-            return b"".join((b"\x00" if prev is None else b"\x01" + prev, _u16(k), _u16(p), payload))
+            if len(k) > 0xFFFF or len(p) > 0xFFFF:
+                raise ValueError("key or patient longer than 65,535 bytes")
+            return b"".join((b"\x00" if prev is None else b"\x01" + prev, len(k).to_bytes(2, "big"), k,
+                             len(p).to_bytes(2, "big"), p, payload))
 
         return self._seal_many(b"outbox\x00", ((ident, plain(key, patient, payload, prev))
                                                 for ident, key, patient, payload, prev in rows))

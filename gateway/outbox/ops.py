@@ -39,6 +39,9 @@ class Insert:
     created: float
     state: StateRows | None
     future: Fut
+    # ``key`` is this gateway's ``<gateway>:<seq>`` (known on the loop from parsing ``seq``):
+    # sealed rows store such keys as they are, without a MAC
+    own_key: bool = False
 
 
 @dataclass(slots=True)

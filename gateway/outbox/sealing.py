@@ -130,8 +130,9 @@ class RowSealing:
 
     # ---- records ------------------------------------------------------------------------
 
-    def ident(self, key: str) -> str:
-        if self.sealer is None or self._own_key(key):
+    def ident(self, key: str, own: bool = False) -> str:
+        """The stored identity of ``key`` (``own``: the caller knows it is ``<gateway>:<seq>``)."""
+        if own or self.sealer is None or self._own_key(key):
             # ``<gateway>:<seq>`` says nothing the row's seq column does not: stored as is, these
             # keys grow the UNIQUE index at its end instead of at random places (fewer pages
             # written per commit, on an SD card) and cost no MAC
@@ -157,19 +158,20 @@ class RowSealing:
         ident, blob = self.sealer.seal_record(key, patient, payload, prev, self._idents.pop(key, None))
         return ident, "", blob, n
 
-    def seal_many(self, txn: SealTxn, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes, int | None]]:
-        """``seal`` for ``(key, patient, payload)`` rows in chain order, one call per commit."""
+    def seal_many(self, txn: SealTxn, rows: list[tuple[str, str, bytes, bool]],
+                  ) -> list[tuple[str, str, bytes, int | None]]:
+        """``seal`` for ``(key, patient, payload, own key)`` rows in chain order, one call per commit."""
         if self.sealer is None:
-            return [(key, patient, payload, None) for key, patient, payload in rows]
+            return [(key, patient, payload, None) for key, patient, payload, _ in rows]
         if not rows:
             return []
-        links = txn.head.extend(payload for _, _, payload in rows)
+        links = txn.head.extend(payload for _, _, payload, _ in rows)
         txn.moved = True
         pop = self._idents.pop
-        idents = [pop(key, "") or self.ident(key) for key, _, _ in rows]
+        idents = [key if own else pop(key, "") or self.ident(key) for key, _, _, own in rows]
         blobs = self.sealer.seal_records(
             (ident, key, patient, payload, prev)
-            for ident, (key, patient, payload), (_, prev) in zip(idents, rows, links, strict=True)
+            for ident, (key, patient, payload, _), (_, prev) in zip(idents, rows, links, strict=True)
         )
         return [(ident, "", blob, n) for ident, blob, (n, _) in zip(idents, blobs, links, strict=True)]
 

@@ -140,7 +140,7 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
         seen |= {ident(k) for k in stored_keys(conn, "outbox", raw) | stored_keys(conn, "delivered", raw)}
     new: dict[RecordKind, list[Insert]] = {}
     for op in inserts:
-        k = ident(op.key)
+        k = ident(op.key, op.own_key)
         if k in seen:
             continue
         seen.add(k)
@@ -233,8 +233,8 @@ def insert_chained(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn,
     except sqlite3.IntegrityError:
         conn.execute("ROLLBACK TO chained")
         txn.head, txn.moved = before[0].copy(), before[1]
-        stored = stored_keys(conn, "outbox", list({sealing.ident(op.key) for op in ops}))
-        ops = [op for op in ops if sealing.ident(op.key) not in stored]
+        stored = stored_keys(conn, "outbox", list({sealing.ident(op.key, op.own_key) for op in ops}))
+        ops = [op for op in ops if sealing.ident(op.key, op.own_key) not in stored]
         _insert_sealed(conn, sealing, txn, ops)
     conn.execute("RELEASE chained")
     counts: dict[RecordKind, int] = {}
@@ -244,7 +244,7 @@ def insert_chained(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn,
 
 
 def _insert_sealed(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn, ops: list[Insert]) -> None:
-    sealed = sealing.seal_many(txn, [(op.key, op.patient, op.payload) for op in ops])
+    sealed = sealing.seal_many(txn, [(op.key, op.patient, op.payload, op.own_key) for op in ops])
     conn.executemany(
         f"INSERT {_INSERT}",
         [(op.kind.value, key, patient, op.seq, op.created, blob, n)
