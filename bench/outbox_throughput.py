@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sqlite3
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway import gc_tuning
 from gateway.config.models import QuotaSection
 from gateway.outbox import Outbox, Record
 from gateway.outbox.schema import MIGRATIONS
@@ -197,8 +199,13 @@ async def main() -> None:
     ap.add_argument("--steady-seconds", type=float, default=6.0)
     ap.add_argument("--raw-single", type=int, default=1_000, help="rows for the 1 row/commit run")
     ap.add_argument("--dir", type=Path, help="folder for the databases (default: a temporary one)")
+    ap.add_argument("--python-gc", action="store_true",
+                    help="Python's default garbage-collector settings (default: the daemon's, gateway/gc_tuning.py)")
     args = ap.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if not args.python_gc:  # what the daemon process runs with
+        gc_tuning.configure()
+        gc_tuning.freeze_startup_heap()
 
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         folder = Path(d)
@@ -216,7 +223,9 @@ async def main() -> None:
         raw100 = bench_raw(folder, payloads, 100)
         raw1 = bench_raw(folder, payloads[: args.raw_single], 1)
 
-    print(f"outbox benchmark: {args.records:,} SummaryRecords, synchronous=FULL, folder {args.dir or 'tmp'}")
+    whose_gc = "Python's defaults" if args.python_gc else "the daemon's"
+    print(f"outbox benchmark: {args.records:,} SummaryRecords, synchronous=FULL, folder {args.dir or 'tmp'}, "
+          f"GC thresholds {gc.get_threshold()} ({whose_gc})")
     print(f"{'measure':<54}{'value':>12}  {'vs raw 100/commit':>18}{'vs raw 1/commit':>16}")
     print("-" * 102)
 
