@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outbox_throughput import make_summary, submit_windowed
 from vf_data import load
 
-from gateway import keyring
+from gateway import gc_tuning, keyring
 from gateway.config.processing import EvidenceSection
 from gateway.evidence import EvidenceRecorder, Strip
 from gateway.outbox import Outbox
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="runs per stream (median)")
     args = ap.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    gc_tuning.configure()  # the daemon's collector settings (the freeze follows once the strips are cut)
     every_db: dict[str, list[EvidenceRecord]] = {}
     for db in ("vfdb", "mitdb"):
         paths = sorted(p.with_suffix("") for p in (args.data / db).glob("*.hea"))
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         every_db[db] = recs
     strips = every_db["mitdb"]
     runs: dict[int, list[tuple[float, float]]] = {0: [], args.every: []}
+    gc_tuning.freeze_startup_heap()
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for every, results in runs.items():
