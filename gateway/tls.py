@@ -6,7 +6,12 @@ The context (``client_context``):
 * the broker's certificate must chain to a trusted CA and name the host in the URL (``check_hostname``);
 * ``ca_file`` given: that CA, and only it, is trusted ("pinned": a certificate from any public CA
   is refused); not given: the system store;
-* ``cert_file`` + ``key_file``: the client certificate for mutual TLS.
+* ``cert_file`` + ``key_file``: the client certificate for mutual TLS;
+* ``crl_file``: revocation lists; the broker's own certificate is checked against its CA's list
+  (``VERIFY_CRL_CHECK_LEAF``).  A list past its next update, or none from that CA, refuses the
+  broker: a hub that cannot tell whether the broker was revoked does not hand it patient data (its
+  records wait in the outbox).  The file is read at every connection attempt, so a refreshed list
+  takes effect at the next reconnect without a restart.
 
 Why a handshake failed is easy to lose: aiomqtt turns connect errors into ``MqttError(str(e))``
 without the original, and when the *broker* refuses our certificate (TLS 1.3 sends that verdict
@@ -34,6 +39,9 @@ class TlsCause(enum.StrEnum):
     SERVER_CERT_EXPIRED = "server_cert_expired"
     SERVER_CERT_NOT_YET_VALID = "server_cert_not_yet_valid"
     SERVER_CERT_REVOKED = "server_cert_revoked"
+    CRL_EXPIRED = "crl_expired"
+    CRL_MISSING = "crl_missing"
+    CRL_INVALID = "crl_invalid"
     HOSTNAME_MISMATCH = "hostname_mismatch"
     SERVER_CERT_INVALID = "server_cert_invalid"
     CLIENT_CERT_REQUIRED = "client_cert_required"
@@ -51,6 +59,10 @@ EXPLANATION: dict[TlsCause, str] = {
     TlsCause.SERVER_CERT_EXPIRED: "the broker's certificate has expired (or this hub's clock is wrong)",
     TlsCause.SERVER_CERT_NOT_YET_VALID: "the broker's certificate is not valid yet (or this hub's clock is wrong)",
     TlsCause.SERVER_CERT_REVOKED: "the broker's certificate has been revoked",
+    TlsCause.CRL_EXPIRED: "the revocation list (crl_file) is past its next update: install a fresh one from the "
+    "site CA (or this hub's clock is wrong)",
+    TlsCause.CRL_MISSING: "crl_file holds no revocation list from the CA that signed the broker's certificate",
+    TlsCause.CRL_INVALID: "the revocation list (crl_file) is not signed by the broker's CA or is not valid yet",
     TlsCause.HOSTNAME_MISMATCH: "the broker's certificate is not issued for the host name in the url",
     TlsCause.SERVER_CERT_INVALID: "the broker's certificate is invalid",
     TlsCause.CLIENT_CERT_REQUIRED: "the broker requires a client certificate (cert_file/key_file)",
@@ -72,6 +84,10 @@ _VERIFY_CODES: dict[int, TlsCause] = {
     19: TlsCause.SERVER_UNKNOWN_CA,  # self-signed certificate in chain
     20: TlsCause.SERVER_UNKNOWN_CA,  # unable to get local issuer certificate
     21: TlsCause.SERVER_UNKNOWN_CA,  # unable to verify the first certificate
+    3: TlsCause.CRL_MISSING,  # unable to get certificate CRL
+    8: TlsCause.CRL_INVALID,  # CRL signature failure
+    11: TlsCause.CRL_INVALID,  # CRL is not yet valid
+    12: TlsCause.CRL_EXPIRED,
     23: TlsCause.SERVER_CERT_REVOKED,
     62: TlsCause.HOSTNAME_MISMATCH,
     64: TlsCause.HOSTNAME_MISMATCH,  # IP address mismatch
@@ -147,9 +163,10 @@ class WatchedContext(ssl.SSLContext):
     sslsocket_class = _WatchedSocket
 
 
-def client_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> WatchedContext:
+def client_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None,
+                   crl_file: Path | None = None) -> WatchedContext:
     """The uplink's context (module docstring).  Raises ``OSError``/``ssl.SSLError`` for a file that
-    is missing, unreadable or not a certificate/key (and a key that does not match its certificate)."""
+    is missing, unreadable or not a certificate/key/CRL (and a key that does not match its certificate)."""
     ctx = WatchedContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
     ctx.minimum_version = MINIMUM_VERSION
     ctx.check_hostname = True
@@ -158,6 +175,13 @@ def client_context(ca_file: Path | None, cert_file: Path | None, key_file: Path 
         ctx.load_verify_locations(cafile=str(ca_file))
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if crl_file is not None:
+        before = ctx.cert_store_stats()["crl"]
+        ctx.load_verify_locations(cafile=str(crl_file))  # PEM CRLs load through the same call
+        if ctx.cert_store_stats()["crl"] == before:
+            # certificates only, or an empty file: checking against nothing would refuse every broker
+            raise ssl.SSLError(f"{crl_file}: no certificate revocation list (PEM 'X509 CRL') in it")
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     if cert_file is not None:
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
     return ctx

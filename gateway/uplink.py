@@ -538,7 +538,8 @@ class Uplink:
         if cfg.password_file is not None:
             password = await asyncio.to_thread(read_password, cfg.password_file, self._log)
         if ep.tls:
-            self._tls = await asyncio.to_thread(tls.client_context, cfg.ca_file, cfg.cert_file, cfg.key_file)
+            self._tls = await asyncio.to_thread(tls.client_context, cfg.ca_file, cfg.cert_file, cfg.key_file,
+                                                  cfg.crl_file)
         now = self._clock()
         will_props = _properties(PacketTypes.WILLMESSAGE)
         will_props.ContentType = CONTENT_TYPE

@@ -183,14 +183,17 @@ class CertificateAuthority:
         name = file_name or (f"{common_name}-expired" if expired else common_name)
         return self._issue(name, common_name, usage=ExtendedKeyUsageOID.CLIENT_AUTH, days=days, expired=expired)
 
-    def crl(self, revoked: Iterable[CertFiles], file_name: str | None = None) -> Path:
-        """A CRL signed by this CA listing ``revoked`` (written to ``<name>.crl``; empty if none)."""
+    def crl(self, revoked: Iterable[CertFiles], file_name: str | None = None, *, expired: bool = False) -> Path:
+        """A CRL signed by this CA listing ``revoked`` (written to ``<name>.crl``; empty if none);
+        ``expired``: its next update was yesterday."""
         now = _now()
+        last, nxt = (now - dt.timedelta(days=8), now - dt.timedelta(days=1)) if expired else \
+            (now - dt.timedelta(hours=1), now + dt.timedelta(days=7))
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self._cert.subject)
-            .last_update(now - dt.timedelta(hours=1))
-            .next_update(now + dt.timedelta(days=7))
+            .last_update(last)
+            .next_update(nxt)
         )
         for files in revoked:
             builder = builder.add_revoked_certificate(

@@ -174,3 +174,8 @@ def test_bad_client_id_is_refused(client_id: str, words: str, tmp_path: Path) ->
 def test_device_ids_follow_the_patient_id_pattern(device: str, tmp_path: Path) -> None:
     line = _only(_config(device=device), tmp_path)
     assert line.startswith(":8: patients[0].devices[0].id: may only hold letters, digits, '-', '_' and '.'"), line
+
+
+def test_a_crl_file_needs_mqtts(tmp_path: Path) -> None:
+    line = _only(_config("mqtt://127.0.0.1:1883", "crl_file: /etc/iomt-gateway/site-ca.crl"), tmp_path)
+    assert "ca_file/cert_file/crl_file need an mqtts:// url" in line, line

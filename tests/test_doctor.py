@@ -121,6 +121,27 @@ def test_wrong_ca_is_one_failure_naming_the_unknown_ca(tmp_path: Path, site: Sit
     assert not any(line.startswith("✓ MQTT CONNECT") for line in lines)  # nothing after a failed handshake
 
 
+def test_an_expired_crl_fails_the_file_check_and_the_handshake_with_one_fix(tmp_path: Path, site: Site) -> None:
+    crl = site.pki.site_ca.crl([], "hub-view", expired=True)
+    rc, lines = _run(_config(tmp_path, site, crl_file=crl), site.credentials)
+    assert rc == 1
+    file_line, tls_line = _failed(lines)
+    assert file_line.startswith(f"✗ revocation list {crl}: present") and "PAST its next update" in file_line
+    assert tls_line == (
+        f"✗ TLS localhost:{site.broker.port}: TLS refused: the revocation list (crl_file) is past its next update: "
+        "install a fresh one from the site CA (or this hub's clock is wrong) (crl_expired)"
+    )
+    assert lines[lines.index(tls_line) + 1].strip().startswith("fix: install a fresh revocation list from the site CA")
+
+
+def test_a_current_crl_passes_and_shows_its_next_update(tmp_path: Path, site: Site) -> None:
+    crl = site.pki.site_ca.crl([site.pki.client("hub-z")], "hub-view")
+    rc, lines = _run(_config(tmp_path, site, crl_file=crl), site.credentials)
+    assert rc == 0, "\n".join(lines)
+    line = next(x for x in lines if x.startswith(f"✓ revocation list {crl}"))
+    assert "CN=site-ca" in line and "1 revoked, next update 20" in line
+
+
 def test_expired_client_certificate_is_one_failure_naming_it(tmp_path: Path, site: Site) -> None:
     expired = site.pki.client("gw-test", expired=True)
     rc, lines = _run(_config(tmp_path, site, cert_file=expired.cert, key_file=expired.key), site.credentials)

@@ -112,6 +112,60 @@ async def test_mqtts_to_a_plain_listener_is_explained(broker: MosquittoBroker, p
     await _expect(uplink, outbox, TlsCause.NOT_TLS, "during the TLS handshake")
 
 
+# The hub checks the broker's certificate against the site CA's revocation list (crl_file).
+
+
+async def test_broker_certificate_revoked_in_the_hubs_crl_is_refused(tmp_path: Path, pki: Pki, outbox: Outbox) -> None:
+    server = pki.site_ca.issue_server("revoked-broker")
+    crl = pki.site_ca.crl([server], "hub-view")
+    b = _broker(tmp_path, pki, server=server)
+    try:
+        await submit_mixed(outbox, 3)
+        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
+                        backoff_base_s=0.05)
+        await _expect(uplink, outbox, TlsCause.SERVER_CERT_REVOKED, "revoked")
+    finally:
+        b.kill()
+
+
+async def test_an_expired_crl_refuses_the_broker_until_a_fresh_one_is_installed(
+    tmp_path: Path, pki: Pki, outbox: Outbox
+) -> None:
+    crl = pki.site_ca.crl([], "hub-view", expired=True)
+    b = _broker(tmp_path, pki)
+    try:
+        await submit_mixed(outbox, 3)
+        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
+                        backoff_base_s=0.05)
+        await _expect(uplink, outbox, TlsCause.CRL_EXPIRED, "past its next update")
+        # the file is read at every attempt: a fresh list (revoking someone else) lets the records go
+        pki.site_ca.crl([pki.client("hub-z")], "hub-view")
+        async with running(uplink):
+            await until(lambda: uplink.stats.delivered >= 3)
+        assert depth(outbox) == (0, 0)
+    finally:
+        b.kill()
+
+
+async def test_a_crl_from_another_ca_refuses_the_broker(tmp_path: Path, pki: Pki, outbox: Outbox) -> None:
+    crl = pki.unknown_ca.crl([])
+    b = _broker(tmp_path, pki)
+    try:
+        await submit_mixed(outbox, 3)
+        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
+                        backoff_base_s=0.05)
+        await _expect(uplink, outbox, TlsCause.CRL_MISSING, "no revocation list from the CA")
+    finally:
+        b.kill()
+
+
+def test_a_crl_file_without_a_crl_is_an_error(pki: Pki) -> None:
+    with pytest.raises(ssl.SSLError, match="no certificate revocation list"):
+        client_context(pki.site_ca.cert, None, None, crl_file=pki.site_ca.cert)
+    ctx = client_context(pki.site_ca.cert, None, None, crl_file=pki.site_ca.crl([]))
+    assert ctx.verify_flags & ssl.VERIFY_CRL_CHECK_LEAF
+
+
 def test_context_wants_tls_1_2_and_checks_the_host(pki: Pki) -> None:
     ctx = client_context(pki.site_ca.cert, None, None)
     assert ctx.minimum_version is ssl.TLSVersion.TLSv1_2

@@ -61,6 +61,10 @@ class UpstreamSection(_Model):
     ca_file: Path | None = Field(
         None, description="The CA that signs the broker's certificate; only it is trusted. Default: the system store"
     )
+    crl_file: Path | None = Field(
+        None, description="Certificate revocation list(s) (PEM) from the CA of ca_file: a revoked broker certificate "
+        "is refused; once the list is past its next update the broker is refused too, until a fresh one is installed"
+    )
     cert_file: Path | None = Field(None, description="Client certificate (mTLS); its CN must be the gateway id")
     key_file: Path | None = Field(None, description="Client private key (mTLS)")
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -162,8 +166,8 @@ class UpstreamSection(_Model):
         upstream_rules.check_plaintext(self.url, self.insecure_plaintext)
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together (mutual TLS)")
-        if (self.cert_file or self.ca_file) and not self.tls:
-            raise ValueError("ca_file/cert_file need an mqtts:// url")
+        if (self.cert_file or self.ca_file or self.crl_file) and not self.tls:
+            raise ValueError("ca_file/cert_file/crl_file need an mqtts:// url")
         return self
 
 

@@ -94,6 +94,7 @@ async def _network(cfg: ConfigBase, now: float) -> list[Check]:
         ca_file=up.ca_file,
         cert_file=up.cert_file,
         key_file=up.key_file,
+        crl_file=up.crl_file,
     )
     out: list[Check] = []
     for url in up.urls:

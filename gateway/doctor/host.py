@@ -27,6 +27,7 @@ def secret_files(cfg: ConfigBase, *, now: float) -> list[Check]:
         ("client key", up.key_file, True),
         ("client certificate", up.cert_file, False),
         ("CA certificate", up.ca_file, False),
+        ("revocation list", up.crl_file, False),
     ]
     out = []
     for what, path, secret in named:
@@ -61,7 +62,25 @@ def _one_file(what: str, path: Path, secret: bool, now: float) -> Check:
     detail = f"present, mode {_mode(st.st_mode)}"
     if what in ("client certificate", "CA certificate"):
         detail += _cert_dates(head, now)
+    if what == "revocation list":
+        return _crl_check(title, detail, head, now)
     return Check(True, title, detail)
+
+
+def _crl_check(title: str, detail: str, pem: bytes, now: float) -> Check:
+    from cryptography import x509  # noqa: PLC0415 - only when a CRL is configured
+
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+    except ValueError:
+        return Check(False, title, detail + ", not a PEM revocation list", "get the CA's CRL in PEM form")
+    until = crl.next_update_utc
+    issuer = crl.issuer.rfc4514_string()
+    if until is not None and until.timestamp() < now:
+        return Check(False, title, f"{detail}, {issuer}, PAST its next update {until:%Y-%m-%d}: the broker is refused",
+                     "install a fresh revocation list from the site CA")
+    when = f"next update {until:%Y-%m-%d}" if until is not None else "no next update"
+    return Check(True, title, f"{detail}, {issuer}, {len(crl)} revoked, {when}")
 
 
 def _cert_dates(pem: bytes, now: float) -> str:

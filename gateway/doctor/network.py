@@ -49,6 +49,7 @@ class Identity:
     ca_file: Any
     cert_file: Any
     key_file: Any
+    crl_file: Any = None
 
 
 def _when(ts: float) -> str:
@@ -102,14 +103,14 @@ async def check_broker(ep: Endpoint, ident: Identity, *, now: float) -> list[Che
     context: tls.WatchedContext | None = None
     if ep.tls:
         try:
-            context = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
+            context = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, ident.crl_file)
         except (OSError, ssl.SSLError) as e:
             out.append(
                 Check(
                     False,
                     f"TLS {name}",
-                    f"the CA, certificate or key file cannot be used ({e})",
-                    "check ca_file, cert_file and key_file: PEM files, the key matching the certificate",
+                    f"the CA, certificate, key or CRL file cannot be used ({e})",
+                    "check ca_file, cert_file, key_file and crl_file: PEM files, the key matching the certificate",
                 )
             )
             return out
@@ -125,7 +126,8 @@ async def check_broker(ep: Endpoint, ident: Identity, *, now: float) -> list[Che
         username=ident.username,
         password=ident.password,
         # A fresh context: the handshake above used the first one.
-        tls_context=tls.client_context(ident.ca_file, ident.cert_file, ident.key_file) if ep.tls else None,
+        tls_context=tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, ident.crl_file)
+        if ep.tls else None,
         timeout_s=TIMEOUT_S,
     )
     who = f"user {ident.username!r}" if ident.username else "no user name"
@@ -199,4 +201,8 @@ def _tls_fix(cause: tls.TlsCause) -> str:
         c.CLIENT_CERT_REFUSED: "the broker does not accept this hub's certificate: ask its administrator",
         c.NOT_TLS: "the port does not speak TLS: use the broker's mqtts:// port (usually 8883)",
         c.PROTOCOL_VERSION: "the broker must offer TLS 1.2 or newer",
+        c.SERVER_CERT_REVOKED: "the broker's certificate is revoked: its administrator must install a new one",
+        c.CRL_EXPIRED: "install a fresh revocation list from the site CA at crl_file (or check this hub's date)",
+        c.CRL_MISSING: "crl_file must hold the revocation list of the CA that signed the broker's certificate",
+        c.CRL_INVALID: "crl_file's list must be signed by the broker's CA (and this hub's date must be right)",
     }.get(cause, "see the broker's log")
