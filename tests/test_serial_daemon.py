@@ -88,3 +88,49 @@ async def test_daemon_survives_an_unplug_and_takes_the_device_back(
     assert errors[0].startswith("DriverDisconnected: end of file")
     assert all(e.startswith("DriverConnectFailed") and "no such device" in e for e in errors[1:])
     assert not [e for e in events_named(events, "device_retry") if e.get("device") == "ox-b"]
+
+
+async def test_a_desaturation_on_a_real_nonin_stream_raises_spo2_low_with_its_pleth_strip(
+    tmp_path: Path, broker: MosquittoBroker, subscriber: Subscriber
+) -> None:
+    """The pleth evidence path from the wire: Nonin #2 bytes on a pty, at the device's own rate
+    (75 frames/s), through the driver, the pipeline and the outbox to the broker."""
+    from drivers.serial import simulate  # noqa: PLC0415
+    from gateway import evidence_codec  # noqa: PLC0415
+
+    # 4 s normal, then below the 90 % limit long enough for its 10 s minimum and the strip's 4 s after
+    seconds = [simulate.OxiSecond(97, 72)] * 4 + [simulate.OxiSecond(84, 110)] * 26
+    data = simulate.nonin75_stream(seconds, fmt=2)
+    link = tmp_path / "dev" / "serial" / "by-id" / "usb-Nonin_Medical_Inc._Xpod-if00-port0"
+    pty = Pty(link)
+    per_s = len(data) // len(seconds)  # 75 frames x 5 bytes
+    # a tenth of a second at a time, as a UART delivers it
+    feeder = asyncio.create_task(pty.feed(data, per_s // 10, 0.1))
+    cfg = write_config(tmp_path, broker_url=broker.url,
+                       patients={"p-a": [{"id": "ox-serial", "driver": "nonin2", "port": str(link)}]})
+    d = DaemonProcess(cfg, tmp_path)
+
+    def bodies(kind: str) -> list[dict[str, Any]]:
+        return [b for b in (r.json() for r in subscriber.records()) if b["kind"] == kind]
+
+    try:
+        d.start()
+        await subscriber.wait_until(lambda _: bool(bodies("evidence")), 90)
+        assert d.stop() == 0
+    finally:
+        d.close()
+        pty.unplug()
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
+    (raised,) = [a for a in bodies("alarm") if a["condition"] == "spo2_low" and a["event"] == "raised"]
+    (strip,) = bodies("evidence")
+    assert strip["alarm_id"] == raised["alarm_id"] and strip["device"] == "ox-serial"
+    assert (strip["channel"], strip["sample_rate_hz"], strip["unit"]) == ("pleth", 75.0, "1")
+    values = evidence_codec.decode(strip["data"], strip["sample_format"], strip["n_samples"])
+    assert len(values) == strip["n_samples"] and 0 < strip["raise_index"] < strip["n_samples"]
+    # the simulator's pulse wave (0..1 scaled to the 8-bit pleth byte): a real pulsatile waveform,
+    # one upstroke per beat — at 110/min about 1.8 per second of strip
+    assert values.min() >= 0 and values.max() <= 255 and values.max() - values.min() > 100
+    upstrokes = int(((values[:-1] < 128) & (values[1:] >= 128)).sum())
+    assert abs(upstrokes / (strip["n_samples"] / 75.0) - 110 / 60) < 0.5, upstrokes
