@@ -213,6 +213,19 @@ def rotate_signing(path: Path, grace_s: float, now: float) -> Keyring:
     return new
 
 
+def prune_signing(path: Path, now: float) -> tuple[Keyring, bool]:
+    """Drop the previous signing key once its co-signing time is over (its private half on the
+    card could still sign checkpoints that receivers holding the old verifier key accept); returns
+    the keyring and whether a key was dropped.  Nothing is written while the grace time runs."""
+    ring = load(path)
+    if ring.previous_signing is None or ring.previous_signing[1] > now:
+        return ring, False
+    _check_writable(path)
+    new = Keyring(ring.aead, ring.index, ring.signing_seed, path, None)
+    _replace(path, new)
+    return new, True
+
+
 def _check_writable(path: Path) -> None:
     if credential_path() == path:
         raise KeyringError(

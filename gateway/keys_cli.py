@@ -6,6 +6,8 @@
                                                            new checkpoint signing key; the previous one
                                                            co-signs for N days (default 30; 0 if it may
                                                            be compromised) while receivers enrol the new
+    iomt-gateway keys prune  [-c CONFIG | --keyring PATH]   drop the previous signing key once its
+                                                           co-signing time is over (rotate-signing)
     iomt-gateway keys status [-c CONFIG | --keyring PATH]   where it is, key ids, what the outbox uses
     iomt-gateway keys export [-c CONFIG | --keyring PATH --gateway-id ID]
                                                            the checkpoint verifier key (signed-note format)
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                                  epilog="example:\n  iomt-gateway keys init -c /etc/iomt-gateway/config.yaml\n"
                                  "  iomt-gateway keys export -c /etc/iomt-gateway/config.yaml > hub.pub",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["init", "rotate", "rotate-signing", "status", "export"])
+    ap.add_argument("action", choices=["init", "rotate", "rotate-signing", "prune", "status", "export"])
     src = ap.add_mutually_exclusive_group()
     src.add_argument("-c", "--config", type=Path, help="config file (storage.keyring, gateway.id, the outbox)")
     src.add_argument("--keyring", type=Path, help="keyring file")
@@ -85,6 +87,16 @@ def keys_main(argv: list[str]) -> int:
                   "Restart the service, then give every receiver the new verifier key "
                   "(`iomt-gateway keys export`).")
             return 0
+        if args.action == "prune":
+            ring, dropped = keyring.prune_signing(path, time.time())
+            if dropped:
+                print(f"dropped the previous signing key from {path}; restart the service so it stops co-signing.")
+            elif ring.previous_signing is not None:
+                until = datetime.fromtimestamp(ring.previous_signing[1], tz=UTC).isoformat(timespec="seconds")
+                print(f"the previous signing key co-signs until {until}: kept; run this again after that.")
+            else:
+                print(f"no previous signing key in {path}: nothing to drop.")
+            return 0
         ring = keyring.load(path)
     except (keyring.KeyringError, OSError) as e:
         print(f"iomt-gateway keys: {e}", file=sys.stderr)
@@ -110,6 +122,8 @@ def keys_main(argv: list[str]) -> int:
             old_key, cosigns_until = previous
             info["previous_verifier_key"] = checkpoint.verifier_key(origin, old_key.public_key().public_bytes_raw())
             info["previous_cosigns_until"] = datetime.fromtimestamp(cosigns_until, tz=UTC).isoformat(timespec="seconds")
+    if ring.previous_signing is not None and ring.previous_signing[1] <= time.time():
+        info["hint"] = "the previous signing key's co-signing time is over: `iomt-gateway keys prune` drops it"
     if outbox is not None and outbox.exists():
         info["outbox"] = str(outbox)
         info["outbox_key_ids"] = _outbox_kids(outbox)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -171,3 +172,31 @@ async def test_signing_key_rotation_co_signs_through_the_grace_time_and_verify_t
     # with the first key alone, the checkpoint after the second rotation is not accepted
     only_old = cli("verify", "--key", old_pub, str(capture))
     assert only_old.returncode == 1 and "no signature by" in only_old.stdout
+
+
+def test_prune_drops_the_previous_signing_key_only_after_its_grace_time(tmp_path: Path) -> None:
+    path = tmp_path / "keyring"
+    assert cli("keys", "init", "--keyring", str(path)).returncode == 0
+    first = keyring.load(path)
+    keyring.rotate_signing(path, 3600.0, time.time())  # an hour of co-signing
+    kept = cli("keys", "prune", "--keyring", str(path))
+    assert kept.returncode == 0 and "co-signs until" in kept.stdout and "kept" in kept.stdout
+    assert keyring.load(path).previous_signing is not None
+    # the same keyring an hour and a minute later (the grace time as written in the file, moved back)
+    raw = json.loads(path.read_text())
+    raw["signing_previous"]["until"] = time.time() - 60
+    path.write_text(json.dumps(raw))
+    status = json.loads(cli("keys", "status", "--keyring", str(path), "--gateway-id", "gw").stdout)
+    assert "keys prune" in status["hint"]
+    before = keyring.load(path)
+    pruned = cli("keys", "prune", "--keyring", str(path))
+    assert pruned.returncode == 0 and "dropped the previous signing key" in pruned.stdout
+    after = keyring.load(path)
+    assert after.previous_signing is None
+    # everything else is as it was: the row keys, the current signing key
+    assert (after.aead, after.index, after.signing_seed) == (before.aead, before.index, before.signing_seed)
+    assert first.signing_seed != after.signing_seed
+    assert base64.b64encode(first.signing_seed).decode() not in path.read_text()  # the retired seed is gone
+    assert "hint" not in json.loads(cli("keys", "status", "--keyring", str(path)).stdout)
+    again = cli("keys", "prune", "--keyring", str(path))
+    assert again.returncode == 0 and "nothing to drop" in again.stdout
