@@ -115,29 +115,34 @@ async def test_mqtts_to_a_plain_listener_is_explained(broker: MosquittoBroker, p
 # The hub checks the broker's certificate against the site CA's revocation list (crl_file).
 
 
+async def _refused_with_crl(tmp_path: Path, pki: Pki, outbox: Outbox, crl: Path, cause: TlsCause, words: str,
+                            server: CertFiles | None = None) -> tuple[MosquittoBroker, Uplink]:
+    """A broker the hub refuses because of its CRL, and the uplink that did (the caller kills the broker)."""
+    b = _broker(tmp_path, pki, server=server)
+    await submit_mixed(outbox, 3)
+    uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
+                    backoff_base_s=0.05)
+    try:
+        await _expect(uplink, outbox, cause, words)
+    except BaseException:
+        b.kill()
+        raise
+    return b, uplink
+
+
 async def test_broker_certificate_revoked_in_the_hubs_crl_is_refused(tmp_path: Path, pki: Pki, outbox: Outbox) -> None:
     server = pki.site_ca.issue_server("revoked-broker")
     crl = pki.site_ca.crl([server], "hub-view")
-    b = _broker(tmp_path, pki, server=server)
-    try:
-        await submit_mixed(outbox, 3)
-        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
-                        backoff_base_s=0.05)
-        await _expect(uplink, outbox, TlsCause.SERVER_CERT_REVOKED, "revoked")
-    finally:
-        b.kill()
+    b, _ = await _refused_with_crl(tmp_path, pki, outbox, crl, TlsCause.SERVER_CERT_REVOKED, "revoked", server)
+    b.kill()
 
 
 async def test_an_expired_crl_refuses_the_broker_until_a_fresh_one_is_installed(
     tmp_path: Path, pki: Pki, outbox: Outbox
 ) -> None:
     crl = pki.site_ca.crl([], "hub-view", expired=True)
-    b = _broker(tmp_path, pki)
+    b, uplink = await _refused_with_crl(tmp_path, pki, outbox, crl, TlsCause.CRL_EXPIRED, "past its next update")
     try:
-        await submit_mixed(outbox, 3)
-        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
-                        backoff_base_s=0.05)
-        await _expect(uplink, outbox, TlsCause.CRL_EXPIRED, "past its next update")
         # the file is read at every attempt: a fresh list (revoking someone else) lets the records go
         pki.site_ca.crl([pki.client("hub-z")], "hub-view")
         async with running(uplink):
@@ -149,14 +154,8 @@ async def test_an_expired_crl_refuses_the_broker_until_a_fresh_one_is_installed(
 
 async def test_a_crl_from_another_ca_refuses_the_broker(tmp_path: Path, pki: Pki, outbox: Outbox) -> None:
     crl = pki.unknown_ca.crl([])
-    b = _broker(tmp_path, pki)
-    try:
-        await submit_mixed(outbox, 3)
-        uplink = Uplink(_mtls(b.url, pki, pki.client("hub-a"), crl_file=crl), outbox, gateway_id="hub-a",
-                        backoff_base_s=0.05)
-        await _expect(uplink, outbox, TlsCause.CRL_MISSING, "no revocation list from the CA")
-    finally:
-        b.kill()
+    b, _ = await _refused_with_crl(tmp_path, pki, outbox, crl, TlsCause.CRL_MISSING, "no revocation list from the CA")
+    b.kill()
 
 
 def test_a_crl_file_without_a_crl_is_an_error(pki: Pki) -> None:
