@@ -50,7 +50,7 @@ VERBS: dict[str, tuple[str, str]] = {
     ),
     "billing": ("RPM billing: current periods, or simulate over a CSV", "iomt-gateway billing -c FILE"),
     "keys": (
-        "the keyring: init (once, never overwrites), rotate, rotate-signing, status, export the verifier key",
+        "the keyring: init (once, never overwrites), rotate, rotate-signing, prune, status, export the verifier key",
         "iomt-gateway keys init -c /etc/iomt-gateway/config.yaml",
     ),
     "evidence": (
