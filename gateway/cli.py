@@ -105,6 +105,9 @@ def _parser(plugin_help: bool = False) -> argparse.ArgumentParser:
     )
     src.add_argument("--db", type=Path, help="outbox database file")
     ob.add_argument("--json", action="store_true", help="machine-readable output")
+    ob.add_argument("--check", action="store_true",
+                    help="open every row with the keyring: list rows that fail authentication (exit 1 if any)")
+    ob.add_argument("--keyring", type=Path, help="keyring for --check with --db (default: as the daemon finds it)")
 
     doc = _add(sub, "doctor")
     doc.add_argument(
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return schema_command(args.output)
     if verb == "outbox":
-        return _outbox(args.config, args.db, args.json)
+        return _outbox(args.config, args.db, args.json, check=args.check, ring=args.keyring)
     if verb == "doctor":
         from gateway.doctor import doctor_command  # noqa: PLC0415
 
@@ -303,7 +306,8 @@ def _status(config: Path, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:
+def _outbox(config: Path | None, db: Path | None, as_json: bool, *, check: bool = False,
+            ring: Path | None = None) -> int:
     from gateway.outbox import Outbox  # noqa: PLC0415
 
     if db is None:
@@ -316,10 +320,15 @@ def _outbox(config: Path | None, db: Path | None, as_json: bool) -> int:
         except ConfigError as e:
             print_config_error("outbox", e)
             return EXIT_USAGE
-        db = resolve_paths(config, cfg).outbox
+        paths = resolve_paths(config, cfg)
+        db, ring = paths.outbox, ring or paths.keyring
     if not db.exists():
         print(f"iomt-gateway outbox: no outbox database at {db}", file=sys.stderr)
         return 1
+    if check:
+        from gateway.outbox_check_cli import check_command  # noqa: PLC0415
+
+        return check_command(db, ring, as_json=as_json)
     stats = Outbox.inspect(db)
     if as_json:
         print(

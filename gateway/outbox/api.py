@@ -21,6 +21,7 @@ from gateway import chain, mqtt_limits
 from gateway.config.models import QuotaSection
 from gateway.keyring import Keyring
 from gateway.outbox import schema
+from gateway.outbox.audit import AuditReport, check_rows
 from gateway.outbox.keys import SeqCounter, format_key, parse_seq
 from gateway.outbox.ops import (
     Ack,
@@ -305,6 +306,20 @@ class Outbox:
             sealing = RowSealing.create(keyring, "")
             sealing.adopt(lambda name: schema.read_meta(conn, name))
             return sealing.load_state(conn, prefix)
+        except sqlite3.Error as e:
+            raise OutboxError(f"cannot read {path}: {e}") from e
+        finally:
+            conn.close()
+
+    @staticmethod
+    def audit(path: Path, *, keyring: Keyring | None) -> AuditReport:
+        """Open every row of the file (gateway/outbox/audit.py); read-only, safe while the daemon runs.
+        Raises OutboxKeyError for a keyring that is not the file's (or none for a sealed file)."""
+        conn = _read_only(path)
+        try:
+            sealing = RowSealing.create(keyring, "")
+            sealing.adopt(lambda name: schema.read_meta(conn, name))
+            return check_rows(conn, sealing.sealer)
         except sqlite3.Error as e:
             raise OutboxError(f"cannot read {path}: {e}") from e
         finally:

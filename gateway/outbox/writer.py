@@ -412,7 +412,8 @@ class Writer:
                 self._id_hi = max(self._id_hi, row_id)
                 if opened is None:
                     self._episode(alarms, "outbox_row_unreadable",
-                                  f"outbox row {row_id} failed authentication (damaged or altered); kept, not sent")
+                                  f"outbox row {row_id} failed authentication (damaged or altered); kept, not sent "
+                                  "(`iomt-gateway outbox --check` lists every such row)")
                     continue
                 out.append(PendingRow(row_id, kind, opened[0], opened[1], seq, opened[2], created))
                 got += 1
