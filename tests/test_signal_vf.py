@@ -32,8 +32,9 @@ def load(rel: str) -> tuple[np.ndarray, float]:
     return np.nan_to_num(rec.p_signal[:, 0]), float(rec.fs)
 
 
-def stream(x: np.ndarray, fs: float, sizes: list[int] | None = None) -> VfOutput:
+def stream(x: np.ndarray, fs: float, sizes: list[int] | None = None, *, full: bool = False) -> VfOutput:
     det = VfDetector(fs)
+    det.check_every_step = full  # every step scored in full: exact probabilities
     out = VfOutput()
     pos, i = 0, 0
     block = round(0.1 * fs)
@@ -121,7 +122,7 @@ def test_any_block_split_gives_the_same_steps_and_episodes(sizes: list[int]) -> 
 
 def test_streaming_matches_the_batch_features_used_for_training() -> None:
     x, fs = _VF_EXCERPT
-    out = stream(x, fs)
+    out = stream(x, fs, full=True)
     ends, feats = batch_features(x, fs)
     model = load_model()
     floor = np.log10(VfParams().min_amplitude_mv)
@@ -174,7 +175,9 @@ def test_model_file_that_does_not_fit_the_features_is_refused(tmp_path: Path) ->
 def test_recorded_steps_replayed_through_decide_give_the_streaming_episodes(params: VfParams) -> None:
     # bench/vf_sweep.py records the steps once (default threshold) and replays other operating points.
     x, fs = load("ecg_vf/vfdb_429_1835s")
-    recorded = VfDetector(fs).feed(x).steps
+    recorder = VfDetector(fs)
+    recorder.check_every_step = True  # as the sweep records: exact probabilities at every step
+    recorded = recorder.feed(x).steps
     live = VfDetector(fs, params).feed(x)
     replayer = VfDetector(fs, params)
     replayed = [replayer.decide(s.end_index, s.probability >= params.threshold) for s in recorded]

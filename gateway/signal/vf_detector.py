@@ -29,7 +29,7 @@ from gateway.signal import vf_features
 from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import numpy.typing as npt
 
@@ -59,8 +59,86 @@ class VfModel:
         object.__setattr__(self, "_b", self.bias - float(np.dot(w, self.mean)))
 
     def score(self, f: FloatArray) -> float:
-        z = float(np.dot(self._w, f)) + self._b
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        return sigmoid(float(np.dot(self._w, f)) + self._b)
+
+    def early_exit(self, n: int, fs: float, threshold: float) -> EarlyExit:
+        """What the exact early exit needs for windows of ``n`` samples at ``fs`` Hz: each stage's
+        weights and the most the later stages can add (from the features' bounds)."""
+        lo, hi = vf_features.bounds(n, fs)
+        w = self._w
+        with np.errstate(invalid="ignore"):  # 0 * inf: a feature without weight adds nothing
+            top = np.where(w == 0.0, 0.0, np.maximum(w * lo, w * hi))
+        index = {name: i for i, name in enumerate(vf_features.FEATURE_NAMES)}
+        stages = [[index[name] for name in stage] for stage in vf_features.STAGES]
+        rest = [[i for later in stages[s + 1 :] for i in later] for s in range(len(stages))]
+        return EarlyExit(
+            model=self,
+            weights=tuple(tuple(float(w[i]) for i in stage) for stage in stages),
+            rest_top=tuple(float(np.sum(top[r])) for r in rest),
+            rest_abs=tuple(float(np.sum(np.abs(top[r]))) for r in rest),
+            bias=self._b,
+            threshold=threshold,
+            order=np.array([i for stage in stages for i in stage]),
+        )
+
+
+_AMP = vf_features.STAGES[0].index("log_amplitude")  # the amplitude gate is decided at the first stage
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyExit:
+    """Exact early exit of the model for one window length and threshold.
+
+    After each stage of ``vf_features.stages``, the log-odds so far plus the most the features not yet
+    computed can add (``rest_top``, from their bounds and the weights' signs) is an upper bound of
+    the step's log-odds.  When even that bound scores below the threshold, the step is not VF-like
+    whatever the rest would be, so the rest is not computed.  The bound is checked with a margin of
+    1e-9 of the magnitudes summed (rounding of the full dot product is ~1e-15 of them), so the
+    decision is the full model's, bit for bit; only ``probability`` is then an upper bound.
+    """
+
+    model: VfModel
+    weights: tuple[tuple[float, ...], ...]  # per stage, the folded weights of its features
+    rest_top: tuple[float, ...]  # per stage, the most the later stages can add to the log-odds
+    rest_abs: tuple[float, ...]  # per stage, the magnitudes of those terms (for the rounding margin)
+    bias: float
+    threshold: float
+    order: npt.NDArray[np.intp]  # FEATURE_NAMES position of each staged value
+
+    def probability(
+        self, staged: Iterator[tuple[float, ...]], floor: float, *, full: bool = False
+    ) -> tuple[float, bool]:
+        """(probability, exact) of one window from its staged features.  Exact, or -- unless ``full`` --
+        an upper bound below the threshold when the later stages could not lift the step to it.
+        A window whose log10 RMS is below ``floor`` scores 0 (never VF), as before any model."""
+        z = self.bias
+        mass = abs(z)
+        values: list[float] = []
+        last = -1 if full else len(self.weights) - 1
+        for s, stage in enumerate(staged):
+            values.extend(stage)
+            if s == 0:
+                amp = stage[_AMP]
+                if not amp >= floor:
+                    return 0.0, True
+                if not amp <= vf_features.MAX_LOG_AMPLITUDE:
+                    break  # beyond what the bounds hold for: score everything
+            if s >= last:
+                break
+            for w, v in zip(self.weights[s], stage, strict=True):
+                z += w * v
+                mass += abs(w * v)
+            top = z + self.rest_top[s]
+            if sigmoid(top + 1e-9 * (1.0 + mass + self.rest_abs[s])) < self.threshold:
+                return sigmoid(top), False
+        values.extend(v for stage in staged for v in stage)
+        f = np.empty(len(values))
+        f[self.order] = values
+        return self.model.score(f), True
 
 
 def load_model(path: Path = MODEL_PATH) -> VfModel:
@@ -102,6 +180,8 @@ class VfParams:
 @dataclass(frozen=True, slots=True)
 class VfStep:
     end_index: int  # exclusive end of the window scored
+    # The model's probability; when ``exact`` is False, an upper bound of it, below the threshold
+    # (the step was decided by the early exit, without its costliest features).
     probability: float
     vf_like: bool
     recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
@@ -109,6 +189,7 @@ class VfStep:
     # threshold (the veto looks through the recent beats: no cost on ordinary ECG), or at every step
     # when the detector's ``check_every_step`` is set (bench/vf_sweep.py, to replay other thresholds).
     organised: bool = False
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +231,11 @@ class VfDetector:
         self._free = 0
         self.active = False
         self.onset_index = 0
+        # Every step scored in full (an exact probability) and its veto asked: for replays of
+        # recorded steps at other thresholds (bench/vf_sweep.py).
         self.check_every_step = False
+        self._exit = self.model.early_exit(self.window, self.fs_features, p.threshold)
+        self._floor = float(np.log10(p.min_amplitude_mv))
 
     def feed(self, samples_mv: FloatArray, organised: Callable[[int], bool] | None = None) -> VfOutput:
         """Add samples; ``organised(end_index)``, when given, says whether the beats found up to a
@@ -190,12 +275,12 @@ class VfDetector:
 
     def _step(self, end: int, out: VfOutput, organised: Callable[[int], bool] | None) -> None:
         p = self.params
-        f = vf_features.compute(self._ring, self.fs_features)
-        prob = self.model.score(f.as_array()) if f.log_amplitude >= np.log10(p.min_amplitude_mv) else 0.0
+        staged = vf_features.stages(self._ring, self.fs_features)
+        prob, exact = self._exit.probability(staged, self._floor, full=self.check_every_step)
         vetoed = organised is not None and (self.check_every_step or prob >= p.threshold) and organised(end)
         vf_like = prob >= p.threshold and not vetoed
-        recent = float(np.max(np.abs(self._ring[-self.hop :])))
-        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed))
+        recent = float(np.abs(self._ring[-self.hop :]).max())
+        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
         change = self.decide(end, vf_like)
         if change is not None:
             out.changes.append(change)

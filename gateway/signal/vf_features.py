@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.float64]
@@ -150,8 +152,32 @@ def _plan(n: int, fs: float) -> _Plan:
     )
 
 
+# The features in the order they are computed, stage by stage: the cheap time-domain ones, those of
+# the spectrum (one FFT), the phase-space grid, and the autocorrelation (two more FFTs: the costliest).
+# A caller that can decide from the first stages (the detector's exact early exit) stops there.
+STAGES: tuple[tuple[str, ...], ...] = (
+    ("leakage", "mean_freq_hz", "tcsc", "kurtosis", "log_amplitude", "amplitude_cv"),
+    ("concentration", "high_freq", "peak_freq_hz", "harmonics"),
+    ("psr",),
+    ("acf_max", "acf_min"),
+)
+_FLAT_STAGES = tuple(tuple(getattr(FLAT, name) for name in stage) for stage in STAGES)
+# Above this log10 RMS (mV) squares and spectra may overflow, and ``bounds`` no longer holds.
+MAX_LOG_AMPLITUDE = 50.0
+
+
 def compute(x: FloatArray, fs: float) -> VfFeatures:
     """Features of one window ``x`` (band-passed ECG in mV, at ``fs`` Hz; at least 2 s long)."""
+    values = [v for stage in stages(x, fs) for v in stage]
+    names = (name for stage in STAGES for name in stage)
+    return VfFeatures(**dict(zip(names, values, strict=True)))
+
+
+def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
+    """The features of one window, one tuple per entry of ``STAGES`` (same names, same order).
+
+    Nothing of a stage is computed before the caller asks for it, so a caller that has seen enough
+    closes the generator and the costlier stages are never run."""
     n = len(x)
     if n < 2 * fs:
         raise ValueError(f"window of {n} samples is shorter than 2 s at {fs} Hz")
@@ -161,7 +187,8 @@ def compute(x: FloatArray, fs: float) -> VfFeatures:
     sum_ax = float(np.add.reduce(ax))
     sum_dx = float(np.add.reduce(np.abs(np.diff(x))))
     if sum_dx <= 0.0 or sum_ax <= 0.0:
-        return FLAT
+        yield from _FLAT_STAGES
+        return
 
     # VF filter: half-period N from the ratio of the signal's mass to its slope's mass.
     ratio = np.pi * sum_ax / sum_dx
@@ -181,6 +208,7 @@ def compute(x: FloatArray, fs: float) -> VfFeatures:
     var = float(np.add.reduce(x2)) / n
     kurt = float(np.dot(x2, x2)) / n / (var * var)
     log_amp = float(np.log10(max(np.sqrt(var), 1e-6)))
+    yield leakage, mean_freq, tcsc, kurt, log_amp, amp_cv
 
     spec = np.abs(np.fft.rfft(x * p.taper, p.nfft))
     cs = np.concatenate(([0.0], np.cumsum(spec)))
@@ -191,22 +219,52 @@ def compute(x: FloatArray, fs: float) -> VfFeatures:
     lo, hi = min(len(spec), int(np.ceil(0.6 * k))), min(len(spec), int(np.floor(1.4 * k)) + 1)
     conc = float(cs[hi] - cs[lo]) / total
     high = float(cs[p.high[1]] - cs[p.high[0]]) / total
-    acf_max, acf_min = _autocorrelation(x, p)
-    return VfFeatures(
-        leakage,
-        mean_freq,
-        tcsc,
-        conc,
-        high,
-        fp,
-        kurt,
-        log_amp,
-        amp_cv,
-        acf_max,
-        acf_min,
-        _psr(x, p),
-        _harmonics(spec, k),
+    yield conc, high, fp, _harmonics(spec, k)
+    yield (_psr(x, p),)
+    yield _autocorrelation(x, p)
+
+
+def bounds(n: int, fs: float) -> tuple[FloatArray, FloatArray]:
+    """The lowest and highest value each feature (``FEATURE_NAMES`` order) can take on a window of
+    ``n`` samples at ``fs`` Hz whose log10 RMS is at most ``MAX_LOG_AMPLITUDE``: what follows from each
+    definition, widened for rounding; infinite where the definition gives no bound.
+
+    * shares (leakage: |x(t) + x(t - N)| <= |x(t)| + |x(t - N)|; tcsc; concentration and
+      high_freq, whose bins lie inside the 0.5-30 Hz total) are in [0, 1];
+    * mean_freq_hz: sum |dx| <= 2 sum |x|, so the half-period ratio is >= pi / 2;
+    * peak_freq_hz: a bin of the 1-10 Hz search band;
+    * kurtosis n sum x^4 / (sum x^2)^2 is in [1, n] (0 for a flat window);
+    * amplitude_cv: the coefficient of variation of m non-negative numbers is <= sqrt(m - 1);
+    * acf_max/acf_min: a normalised autocorrelation is in [-1, 1] (Cauchy-Schwarz);
+    * psr: no more boxes than points on the curve, n - delay;
+    * harmonics: a ratio of amplitudes, >= 0;
+    * and the values of a flat window (``FLAT``).
+    """
+    p = _plan(n, fs)
+    inf = np.inf
+    band_holds = (
+        int(np.ceil(0.6 * p.search[0])) >= p.band[0] and int(np.floor(1.4 * (p.search[1] - 1))) + 1 <= p.band[1]
     )
+    ranges = {
+        "leakage": (0.0, 1.0),
+        "mean_freq_hz": (0.0, fs / np.pi),
+        "tcsc": (0.0, 1.0),
+        "concentration": (0.0, 1.0 if band_holds else inf),
+        "high_freq": (0.0, 1.0 if p.band[0] <= p.high[0] and p.high[1] <= p.band[1] else inf),
+        "peak_freq_hz": (p.search[0] * p.df, (p.search[1] - 1) * p.df),
+        "kurtosis": (0.0, float(n)),
+        "log_amplitude": (-6.0, MAX_LOG_AMPLITUDE),
+        "amplitude_cv": (0.0, float(np.sqrt(max(p.subs - 1, 0)))),
+        "acf_max": (-1.0, 1.0),
+        "acf_min": (-1.0, 1.0),
+        "psr": (0.0, min(1.0, (n - p.delay) / (PSR_GRID * PSR_GRID))),
+        "harmonics": (0.0, inf),
+    }
+    flat = FLAT.as_array()  # a flat window gets these values, whatever the definitions say
+    lo = np.minimum([ranges[name][0] for name in FEATURE_NAMES], flat)
+    hi = np.maximum([ranges[name][1] for name in FEATURE_NAMES], flat)
+    slack = 1e-9 * (1.0 + np.abs(np.where(np.isfinite(lo), lo, 0.0)))
+    return lo - slack, hi + 1e-9 * (1.0 + np.abs(np.where(np.isfinite(hi), hi, 0.0)))
 
 
 def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
