@@ -189,21 +189,26 @@ def test_a_vetoed_step_is_recorded_as_organised_and_never_vf_like() -> None:
     x, fs = _VF_EXCERPT
     threshold = VfParams().threshold
     free = VfDetector(fs).feed(x).steps
+    half = free[len(free) // 2].end_index
     asked: list[int] = []
 
-    def organised(end: int) -> bool:
+    def organised(end: int) -> bool:  # an organised rhythm in the second half only
         asked.append(end)
-        return True
+        return end > half
 
     vetoed = VfDetector(fs).feed(x, organised).steps
     assert any(s.vf_like for s in free) and not any(s.organised for s in free)
-    assert [s.probability for s in vetoed] == [s.probability for s in free]
-    assert not any(s.vf_like for s in vetoed)
-    # The veto is only asked where it could matter (probability at the threshold)...
-    assert asked == [s.end_index for s in vetoed if s.probability >= threshold]
-    assert [s.organised for s in vetoed] == [s.probability >= threshold for s in vetoed]
-    assert 0 < len(asked) < len(vetoed)
-    # ...unless every step's veto is wanted (replaying other thresholds).
+    assert any(s.vf_like for s in free if s.end_index > half)  # the veto has VF-like steps to hold off
+    # The veto is asked first, at every step; where it holds nothing is scored...
+    assert asked == [s.end_index for s in vetoed]
+    held = [s for s in vetoed if s.end_index > half]
+    assert all(s.organised and not s.vf_like and not s.exact and np.isnan(s.probability) for s in held)
+    # ...and elsewhere the steps are those of the detector without a veto.
+    assert [s for s in vetoed if s.end_index <= half] == [s for s in free if s.end_index <= half]
+    # Every step scored in full and its veto recorded (replaying other thresholds).
     det = VfDetector(fs)
     det.check_every_step = True
-    assert all(s.organised for s in det.feed(x, organised).steps)
+    every = det.feed(x, organised).steps
+    assert all(s.exact for s in every) and [s.organised for s in every] == [s.end_index > half for s in every]
+    assert [s.vf_like for s in every] == [s.probability >= threshold and not s.organised for s in every]
+    assert [s.vf_like for s in every] == [s.vf_like for s in vetoed]

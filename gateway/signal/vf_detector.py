@@ -39,6 +39,7 @@ MODEL_PATH = Path(__file__).with_name("vf_model.json")
 BAND_HZ = (1.0, 30.0)
 ANTI_ALIAS_HZ = 35.0
 FEATURE_RATE_HZ = 80.0
+UNSCORED = math.nan  # probability of a step decided by the organised-rhythm veto alone
 
 
 @dataclass(frozen=True)
@@ -180,15 +181,14 @@ class VfParams:
 @dataclass(frozen=True, slots=True)
 class VfStep:
     end_index: int  # exclusive end of the window scored
-    # The model's probability; when ``exact`` is False, an upper bound of it, below the threshold
-    # (the step was decided by the early exit, without its costliest features).
+    # The model's probability.  When ``exact`` is False the step was decided without computing it
+    # in full, and this is only what was known: an upper bound, below the threshold (the early
+    # exit), or ``UNSCORED`` (nan: the organised-rhythm veto held, and nothing was computed).
+    # ``check_every_step`` (bench/vf_sweep.py, to replay other thresholds) makes every step exact.
     probability: float
     vf_like: bool
     recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
-    # The organised-rhythm veto held at this step.  Asked only when the probability reaches the
-    # threshold (the veto looks through the recent beats: no cost on ordinary ECG), or at every step
-    # when the detector's ``check_every_step`` is set (bench/vf_sweep.py, to replay other thresholds).
-    organised: bool = False
+    organised: bool = False  # the organised-rhythm veto held at this step (asked at every step)
     exact: bool = True
 
 
@@ -275,9 +275,17 @@ class VfDetector:
 
     def _step(self, end: int, out: VfOutput, organised: Callable[[int], bool] | None) -> None:
         p = self.params
-        staged = vf_features.stages(self._ring, self.fs_features)
-        prob, exact = self._exit.probability(staged, self._floor, full=self.check_every_step)
-        vetoed = organised is not None and (self.check_every_step or prob >= p.threshold) and organised(end)
+        full = self.check_every_step
+        # The veto is asked first: where it holds (most seconds of an ordinary rhythm) the step is
+        # not VF-like whatever the waveform would score, so no feature is computed.
+        vetoed = organised is not None and not full and organised(end)
+        if vetoed:
+            prob, exact = UNSCORED, False
+        else:
+            prob, exact = self._exit.probability(
+                vf_features.stages(self._ring, self.fs_features), self._floor, full=full
+            )
+            vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and not vetoed
         recent = float(np.abs(self._ring[-self.hop :]).max())
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
