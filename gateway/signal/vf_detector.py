@@ -287,7 +287,7 @@ class VfDetector:
             )
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and not vetoed
-        recent = float(np.abs(self._ring[-self.hop :]).max())
+        recent = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
         change = self.decide(end, vf_like)
         if change is not None:
