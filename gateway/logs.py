@@ -64,14 +64,17 @@ def configure(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        # tracebacks become text *before* the scrub, in both formats: an exception's message may
+        # carry a device address (console lines reach the journal too with logging.format: console)
+        structlog.processors.format_exc_info,
+        scrub_identifiers,
     ]
     renderer: structlog.typing.Processor
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                                 exception_formatter=structlog.dev.plain_traceback)
     else:
-        shared.append(structlog.processors.format_exc_info)
         renderer = _PrefixRenderer()
-    shared.append(scrub_identifiers)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

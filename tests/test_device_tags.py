@@ -79,6 +79,28 @@ def json_logs() -> Iterator[io.StringIO]:
     logging.getLogger().handlers.clear()
 
 
+def test_console_lines_and_their_tracebacks_are_scrubbed_too(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "console", stream)
+    tagger = DeviceTagger.load(tmp_path)
+    device_tags.install(tagger)
+    try:
+        structlog.get_logger("t").warning("device_retry", error=f"cannot connect to {ADDR}")
+        try:
+            raise DriverDisconnected(f"{ADDR.lower()}: link lost on {BY_ID}")
+        except DriverDisconnected:
+            structlog.get_logger("t").exception("crash")
+    finally:
+        device_tags.install(DeviceTagger.ephemeral())
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    text = stream.getvalue()
+    assert "Traceback (most recent call last)" in text and "DriverDisconnected" in text
+    for spelled in (ADDR, ADDR.lower(), "A50285BI"):
+        assert spelled not in text
+    assert text.count(tagger.tag(ADDR)) == 2 and tagger.tag(BY_ID) in text
+
+
 def test_every_log_line_is_scrubbed(json_logs: io.StringIO, tmp_path: Path) -> None:
     tagger = DeviceTagger.load(tmp_path)
     device_tags.install(tagger)
