@@ -172,3 +172,36 @@ def test_a_loud_window_beyond_the_bounds_is_scored_in_full() -> None:
     x, fs = _SIGNALS["ecg/mitdb_119_0s"]
     early, full, ce, cf = _both(x[: int(30 * fs)] * 1e52, fs, VfParams(), None)
     assert early == full and ce == cf
+
+
+def _reference(x: np.ndarray, fs: float) -> dict[str, float]:
+    """The time-domain features written plainly (numpy's own sums), as they were before the sums
+    became dot products."""
+    x = x - x.mean()
+    ax = np.abs(x)
+    ratio = np.pi * ax.sum() / np.abs(np.diff(x)).sum()
+    half = max(1, min(len(x) // 2, int(ratio + 0.5)))
+    sub = int(fs)
+    blocks = ax[: len(x) // sub * sub].reshape(-1, sub)
+    local_max = blocks.max(axis=1)
+    var = np.mean(x * x)
+    return {
+        "leakage": np.abs(x[half:] + x[:-half]).sum() / (ax[half:].sum() + ax[:-half].sum()),
+        "mean_freq_hz": fs / (2.0 * ratio),
+        "tcsc": np.mean(blocks > 0.2 * local_max[:, None]),
+        "kurtosis": np.mean(x**4) / var**2,
+        "log_amplitude": np.log10(np.sqrt(var)),
+        "amplitude_cv": local_max.std() / local_max.mean(),
+    }
+
+
+def test_features_equal_their_plain_definitions() -> None:
+    # The sums are dot products (cheaper than numpy reductions): equal to ~1e-15, not bit for bit.
+    for rel in ["ecg_vf/vfdb_426_615s", "ecg_tests/mitdb_203_600s"]:
+        x, fs = _SIGNALS[rel]
+        wins, fsd = _windows(x, fs)
+        for w in wins[::5]:
+            f = vf_features.compute(w, fsd)
+            ref = _reference(w, fsd)
+            for name, value in ref.items():
+                assert getattr(f, name) == pytest.approx(value, rel=1e-12, abs=1e-300), name
