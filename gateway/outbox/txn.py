@@ -214,7 +214,7 @@ def insert_plain(conn: sqlite3.Connection, ops: list[Insert]) -> dict[RecordKind
     """Rows in clear; a key already stored is a no-op success (idempotent re-submission)."""
     by_kind: dict[RecordKind, list[tuple[str, str, str, int, float, bytes, None]]] = {}
     for op in ops:
-        row = (op.kind.value, op.key, op.patient, op.seq, op.created, op.payload, None)
+        row = (str(op.kind), op.key, op.patient, op.seq, op.created, op.payload, None)
         by_kind.setdefault(op.kind, []).append(row)
     return {kind: conn.executemany(f"INSERT OR IGNORE {_INSERT}", rows).rowcount for kind, rows in by_kind.items()}
 
@@ -247,7 +247,7 @@ def _insert_sealed(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn, 
     sealed = sealing.seal_many(txn, [(op.key, op.patient, op.payload, op.own_key) for op in ops])
     conn.executemany(
         f"INSERT {_INSERT}",
-        [(op.kind.value, key, patient, op.seq, op.created, blob, n)
+        [(str(op.kind), key, patient, op.seq, op.created, blob, n)
          for op, (key, patient, blob, n) in zip(ops, sealed, strict=True)],
     )
 
