@@ -168,12 +168,10 @@ class RowSealing:
         links = txn.head.extend(payload for _, _, payload, _ in rows)
         txn.moved = True
         pop = self._idents.pop
-        idents = [key if own else pop(key, "") or self.ident(key) for key, _, _, own in rows]
-        blobs = self.sealer.seal_records(
-            (ident, key, patient, payload, prev)
-            for ident, (key, patient, payload, _), (_, prev) in zip(idents, rows, links, strict=True)
-        )
-        return [(ident, "", blob, n) for ident, blob, (n, _) in zip(idents, blobs, links, strict=True)]
+        work = [(key if own else pop(key, "") or self.ident(key), key, patient, payload, prev)
+                for (key, patient, payload, own), (_, prev) in zip(rows, links, strict=True)]
+        blobs = self.sealer.seal_records(work)
+        return [(w[0], "", blob, n) for w, blob, (n, _) in zip(work, blobs, links, strict=True)]
 
     def link_info(self, key: str, blob: bytes) -> tuple[bytes, bytes] | None:
         """``(prev, link)`` of a stored chained record (for a tombstone); None if unreadable."""

@@ -11,8 +11,10 @@ test calls it on a connection without any thread.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from gateway.config.models import QuotaSection
 from gateway.outbox import schema
@@ -184,9 +186,12 @@ def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Reco
            txn: SealTxn, inserts: list[Insert], admitted: dict[RecordKind, list[Insert]]) -> None:
     """Store the admitted rows, then drop the oldest of each class over its quota."""
     sealing = book.sealing
-    taken = {id(op) for rows in admitted.values() for op in rows}
-    # in submission order: that is the order of their chain positions
-    ops = [op for op in inserts if id(op) in taken]
+    if sum(len(rows) for rows in admitted.values()) == len(inserts):
+        ops = inserts  # nothing deduped away, refused or dropped (the usual batch): as submitted
+    else:
+        taken = {id(op) for rows in admitted.values() for op in rows}
+        # in submission order: that is the order of their chain positions
+        ops = [op for op in inserts if id(op) in taken]
     stored = insert_chained(conn, sealing, txn, ops) if sealing.on else insert_plain(conn, ops)
     for kind, count in stored.items():
         eff.inserted[kind] += count
@@ -207,6 +212,7 @@ def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Reco
         totals[RecordKind.TOMBSTONE] += 1
 
 
+_KIND = attrgetter("kind")
 _INSERT = "INTO outbox(kind, key, patient, seq, created, payload, chain_n) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -237,10 +243,7 @@ def insert_chained(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn,
         ops = [op for op in ops if sealing.ident(op.key, op.own_key) not in stored]
         _insert_sealed(conn, sealing, txn, ops)
     conn.execute("RELEASE chained")
-    counts: dict[RecordKind, int] = {}
-    for op in ops:
-        counts[op.kind] = counts.get(op.kind, 0) + 1
-    return counts
+    return Counter(map(_KIND, ops))
 
 
 def _insert_sealed(conn: sqlite3.Connection, sealing: RowSealing, txn: SealTxn, ops: list[Insert]) -> None:

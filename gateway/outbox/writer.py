@@ -466,12 +466,15 @@ class Writer:
         with self._cond:
             self._queued_writes -= n_ops
         self._applied(eff, acks, reserve_hi)
-        refused = {id(op) for op in eff.refused}
-        for op in inserts:
-            if id(op) in refused:
-                completions.append((op.future, OutboxFull(self._refusal_detail(op.kind, below_floor)), None))
-            else:
-                completions.append((op.future, None, None))
+        if not eff.refused:
+            completions.extend([(op.future, None, None) for op in inserts])
+        else:
+            refused = {id(op) for op in eff.refused}
+            for op in inserts:
+                if id(op) in refused:
+                    completions.append((op.future, OutboxFull(self._refusal_detail(op.kind, below_floor)), None))
+                else:
+                    completions.append((op.future, None, None))
         for src, _ in states:
             if isinstance(src, PutState):
                 completions.append((src.future, None, None))
