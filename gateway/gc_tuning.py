@@ -5,8 +5,8 @@ CPython's cycle collector runs a young-generation pass every 700 net container a
 makes (records, readings, futures); what a young pass finds here is little, while each pass and
 the older-generation passes they trigger walk every live container — with a backlog of records in
 flight, tens of thousands.  ``bench/outbox_crypto.py`` prints the outbox's sealed intake with these
-settings and with Python's defaults side by side: 1.03x the rate on an idle machine, up to 1.2x
-when other processes share the caches (the collector's walks are memory-bound).  In the demo's
+settings and with Python's defaults side by side: 0.99-1.08x the rate on an idle machine (within
+its run-to-run noise), up to 1.2x when other processes share the caches (the walks are memory-bound).  In the demo's
 steady state the collector is ~0.3 % of the daemon's CPU either way: this is for bursts.
 
 * ``GEN0_THRESHOLD`` (5,000): fewer young passes; garbage in reference cycles waits a little
