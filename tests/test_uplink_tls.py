@@ -44,25 +44,41 @@ def _mtls(url: str, pki: Pki, client: CertFiles | None, **kw: Any) -> Any:
     return upstream(url, ca_file=pki.site_ca.cert, backoff_max_s=1.0, **certs, **kw)
 
 
-async def _refusal(uplink: Uplink) -> tuple[dict[str, Any], str]:
-    """Run until the first explained TLS failure; returns its log entry and ``stats.last_error``."""
+# When the broker refuses the hub's certificate (TLS 1.3: after the hub's handshake is done), a CONNECT
+# the hub already sent can meet the closed socket: the broker's kernel answers with a reset, which
+# discards the alert still unread in the hub's receive buffer, and the hub sees a bare EOF ("TLS failed",
+# tls_error). The cause is then unknowable for that attempt; the uplink retries and the next one reads
+# the alert. The tests wait for the explained attempt and allow only that race before it.
+RACE = TlsCause.OTHER.value
+
+
+async def _refusal(uplink: Uplink, cause: TlsCause) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """Run until a TLS failure explained as ``cause``; returns its log entry, ``stats.last_error`` then,
+    and every TLS failure logged."""
+    def explained(logs: list[dict[str, Any]]) -> bool:
+        return any(e["event"] == "uplink_tls_failed" and e["cause"] == cause.value for e in logs)
+
     with capture_logs() as logs:
         async with running(uplink):
-            await until(lambda: any(e["event"] == "uplink_tls_failed" for e in logs))
+            await until(lambda: explained(logs) or any(
+                e["event"] == "uplink_tls_failed" and e["cause"] not in (cause.value, RACE) for e in logs))
             await until(lambda: uplink.stats.last_error is not None)
             stats = uplink.stats
+    failures = [e for e in logs if e["event"] == "uplink_tls_failed"]
     assert stats.connects == 0 and stats.delivered == 0
-    entry = next(e for e in logs if e["event"] == "uplink_tls_failed")
+    entry = next((e for e in failures if e["cause"] == cause.value), failures[-1])
     assert entry["log_level"] == "error"
     assert stats.last_error is not None
-    return entry, stats.last_error
+    return entry, stats.last_error, failures
 
 
 async def _expect(uplink: Uplink, outbox: Outbox, cause: TlsCause, words: str) -> None:
-    entry, last_error = await _refusal(uplink)
-    assert entry["cause"] == cause.value, entry
-    assert last_error == entry["error"] == f"TLS refused: {EXPLANATION[cause]} ({cause.value})"
-    assert words in last_error
+    entry, last_error, failures = await _refusal(uplink, cause)
+    assert entry["cause"] == cause.value, failures
+    assert {e["cause"] for e in failures} <= {cause.value, RACE}, failures
+    assert entry["error"] == f"TLS refused: {EXPLANATION[cause]} ({cause.value})"
+    assert last_error in (entry["error"], f"TLS refused: {EXPLANATION[TlsCause.OTHER]} ({RACE})")
+    assert words in entry["error"]
     assert depth(outbox) == (3, 0)  # nothing delivered, nothing lost
 
 
