@@ -120,8 +120,8 @@ async def test_enrol_then_revoke_a_hub_with_the_guides_commands(tmp_path: Path, 
         await until(lambda: "Reloading config" in b.log_text(), within_s=10)
         await submit_mixed(outbox, 3)
         uplink = Uplink(cfg, outbox, gateway_id="hub-ward3-01", backoff_base_s=0.05)
-        entry, _ = await _refusal(uplink)
-        assert entry["cause"] == TlsCause.CLIENT_CERT_REVOKED.value
+        entry, _, failures = await _refusal(uplink, TlsCause.CLIENT_CERT_REVOKED)
+        assert entry["cause"] == TlsCause.CLIENT_CERT_REVOKED.value, failures
     finally:
         b.kill()
 
