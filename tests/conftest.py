@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import faulthandler
+import os
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -13,6 +16,74 @@ from tests.pki import Pki
 
 # The daemon-as-a-child-process fixture (daemon_factory) lives with its harness.
 pytest_plugins = ["tests.daemon_harness"]
+
+# pytest-timeout fails a test that overruns by raising in its main thread, but a teardown that then
+# waits forever (a thread that never ends, a task that ignores cancellation) is out of its reach, and
+# the run would hang until CI's own limit with nothing said. A C-level watchdog, armed for each test a
+# grace period past its timeout, writes every thread's stack and ends the run instead. Output captured
+# by pytest is lost in that exit, so the stacks go to a file: ./scripts/test prints it.
+_HANG_GRACE_S = float(os.environ.get("IOMT_TEST_HANG_GRACE_S", "90"))
+
+
+class _HangWatchdog:
+    def __init__(self) -> None:
+        self.report: IO[str] | None = None
+        self.armed = False
+
+    def arm(self, item: pytest.Item) -> None:
+        marker = item.get_closest_marker("timeout")
+        limit = float(marker.args[0] if marker is not None and marker.args else item.config.getini("timeout") or 0)
+        path = os.environ.get("IOMT_TEST_HANG_REPORT")
+        if limit <= 0 or not path:
+            return
+        if self.report is None:
+            self.report = open(path, "w")  # noqa: SIM115 - open for the whole session, written by C code
+        self.report.seek(0)
+        self.report.truncate()
+        self.report.write(f"{item.nodeid} hung: still running {_HANG_GRACE_S:.0f} s after its {limit:.0f} s "
+                          "timeout, or after it failed. The stacks of every thread:\n")
+        self.report.flush()
+        faulthandler.dump_traceback_later(limit + _HANG_GRACE_S, exit=True, file=self.report)
+        self.armed = True
+
+    def rearm_after_failure(self) -> None:
+        if self.armed:
+            faulthandler.dump_traceback_later(_HANG_GRACE_S, exit=True, file=self.report)
+
+    def disarm(self) -> None:
+        if self.armed:
+            faulthandler.cancel_dump_traceback_later()
+            self.armed = False
+
+    def close(self) -> None:
+        if self.report is not None:  # the run ended on its own: nothing to report
+            self.report.seek(0)
+            self.report.truncate()
+            self.report.close()
+            self.report = None
+
+
+_watchdog = _HangWatchdog()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    _watchdog.arm(item)
+    try:
+        return (yield)
+    finally:
+        _watchdog.disarm()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact() -> None:
+    # pytest's faulthandler plugin cancels any pending dump when a test fails (for pdb's sake); the
+    # teardown that follows a failure, a timeout's included, still gets the grace period.
+    _watchdog.rearm_after_failure()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _watchdog.close()
 
 
 def _require_mosquitto() -> str:
