@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -66,14 +67,29 @@ def ensure_rootfs() -> Path:
         if (target / "usr/lib/systemd/systemd").exists():
             return target
         tmp = CACHE / f".building-{key}"
+        # One retry: a fresh machine downloads ~130 packages from the mirror, and one dropped
+        # connection should not fail the suite. A failed attempt's half-built tree (up to 250 MB) is
+        # removed at once, not left to fill the disk under the tests that follow.
+        errors = []
+        for _attempt in range(2):
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                done = subprocess.run(
+                    ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+                     str(tmp), *mirrors],
+                    capture_output=True, text=True, check=False, timeout=900,
+                )
+            except subprocess.TimeoutExpired:
+                errors.append("mmdebstrap did not finish within 900 s")
+                continue
+            if done.returncode == 0:
+                tmp.rename(target)
+                return target
+            errors.append(f"mmdebstrap exited {done.returncode}: {done.stderr[-2000:]}")
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(
-            ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp),
-             *mirrors],
-            check=True,
-            timeout=900,
-        )
-        tmp.rename(target)
+        free = shutil.disk_usage(CACHE).free / 1e6
+        raise AssertionError(f"could not build the container's root file system ({free:.0f} MB free in {CACHE}):\n"
+                             + "\n".join(errors))
     return target
 
 
@@ -122,7 +138,9 @@ class Container:
             if state in ("running", "degraded"):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"container's systemd is {state!r} after {timeout} s")
+                jobs = self.run(["systemctl", "list-jobs", "--no-pager"], check=False).stdout
+                raise AssertionError(f"container's systemd is {state!r} after {timeout} s; pending jobs:\n{jobs}\n"
+                                     f"{self.log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
 
     def _find_pid1(self) -> int | None:
@@ -171,14 +189,23 @@ class Container:
         path.chmod(mode)
 
     def shutdown(self) -> None:
+        """Power off, or kill: nothing of the container may outlive the tests that used it (a
+        leftover systemd would keep the gateway and its broker running beside the rest of the suite)."""
         if self.proc is None:
             return
         if self.proc.poll() is None and self.pid1 is not None:
             with contextlib.suppress(Exception):
                 self.run(["systemctl", "poweroff", "--no-block"], check=False, timeout=10)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        if self.proc.poll() is None:
+            # SIGKILL to the container's PID 1 ends its whole PID namespace; nspawn then exits.
+            if self.pid1 is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid1, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
         _cleanup_cgroups()
