@@ -87,3 +87,19 @@ def test_an_acked_billing_key_is_remembered_so_a_resend_is_a_no_op(conn: sqlite3
     assert eff.counters is not None and eff.counters.delivered == 1 and eff.counters.last_delivery == NOW
     again = commit(conn, book(conn), [row(RecordKind.BILLING, "svc:v1", 2)])
     assert again.inserted[RecordKind.BILLING] == 0 and ids(conn, RecordKind.BILLING) == []
+
+
+@pytest.mark.parametrize("n", [1, txn.ROWS_PER_STATEMENT - 1, txn.ROWS_PER_STATEMENT, 2 * txn.ROWS_PER_STATEMENT + 5])
+def test_rows_go_in_many_per_statement_every_one_once_in_order(conn: sqlite3.Connection, n: int) -> None:
+    def params(keys: list[int]) -> list[object]:
+        return [v for i in keys for v in ("summary", f"k{i}", "p1", i, NOW, b"{}", None)]
+
+    assert txn.insert_rows(conn, "INSERT", params(list(range(0, 2 * n, 2)))) == n
+    # OR IGNORE counts only the rows it stored, across statement boundaries
+    assert txn.insert_rows(conn, "INSERT OR IGNORE", params(list(range(2 * n)))) == n
+    assert [r[0] for r in conn.execute("SELECT seq FROM outbox ORDER BY id")][:n] == list(range(0, 2 * n, 2))
+    assert sorted(r[0] for r in conn.execute("SELECT seq FROM outbox")) == list(range(2 * n))
+    # a plain INSERT meeting a stored key fails as a whole statement (the chained path relies on it)
+    with pytest.raises(sqlite3.IntegrityError):
+        txn.insert_rows(conn, "INSERT", params([2 * n, 0]))
+    assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 2 * n  # nothing of it stayed

@@ -152,8 +152,10 @@ class Outbox:
         if self._closed:
             fut.set_exception(OutboxClosed("the outbox is closed"))
             return fut
-        kind = RecordKind(record.kind)
-        rows = state_rows(state)
+        kind: RecordKind = record.kind
+        if kind.__class__ is not RecordKind:  # a model built without validation may carry the value
+            kind = RecordKind(kind)
+        rows = None if state is None else state_rows(state)
         seq = parse_seq(self._gateway_id, record.key)
         own_key = seq is not None
         if seq is None:  # a service key (billing): order it by when it was queued
