@@ -103,3 +103,12 @@ def test_rows_go_in_many_per_statement_every_one_once_in_order(conn: sqlite3.Con
     with pytest.raises(sqlite3.IntegrityError):
         txn.insert_rows(conn, "INSERT", params([2 * n, 0]))
     assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 2 * n  # nothing of it stayed
+
+
+def test_acks_beyond_one_statement_delete_exactly_those_rows(conn: sqlite3.Connection) -> None:
+    n = 2 * txn.CHUNK + 7
+    commit(conn, book(conn), [row(RecordKind.SUMMARY, f"s{i}", i) for i in range(n + 3)])
+    acked = ids(conn, RecordKind.SUMMARY)[:n]
+    eff = commit(conn, book(conn), [], acks=acked)
+    assert sorted(eff.deleted) == sorted(acked)
+    assert len(ids(conn, RecordKind.SUMMARY)) == 3

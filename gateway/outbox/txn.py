@@ -106,6 +106,13 @@ def write_state(conn: sqlite3.Connection, sealing: RowSealing,
     conn.executemany("DELETE FROM state WHERE key = ?", deletes)
 
 
+def delete_ids(conn: sqlite3.Connection, ids: list[int]) -> None:
+    """Delete outbox rows by id, many per statement (see ``insert_rows`` on executemany and the GIL)."""
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i : i + CHUNK]
+        conn.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+
 def delete_acked(conn: sqlite3.Connection, eff: Effects, acks: list[int], now: float) -> None:
     delivered_keys: list[tuple[str, float]] = []
     for i in range(0, len(acks), CHUNK):
@@ -118,7 +125,7 @@ def delete_acked(conn: sqlite3.Connection, eff: Effects, acks: list[int], now: f
             eff.deleted[int(row_id)] = rk
             if rk is RecordKind.BILLING:
                 delivered_keys.append((str(key), now))
-    conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in eff.deleted])
+    delete_ids(conn, list(eff.deleted))
     if delivered_keys:
         conn.executemany("INSERT OR REPLACE INTO delivered(key, at) VALUES (?, ?)", delivered_keys)
 
@@ -299,7 +306,7 @@ def drop_oldest(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict
         info = None if pos is None else book.sealing.link_info(key, bytes(blob))
         if info is not None:
             eff.dropped_at.setdefault(kind.value, []).append((pos, *info))
-    conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+    delete_ids(conn, ids)
     eff.dropped[kind] += len(ids)
     totals[kind] -= len(ids)
     return len(ids)
