@@ -38,6 +38,7 @@ the beats of the whole signal processed at once (tested with hypothesis).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -190,26 +191,34 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
     if hi > lo:
         a = lo - buf_start
         b = hi - buf_start
-        mid = buf_f[a:b]
-        peaks = ((mid > buf_f[a - 1 : b - 1]) & (mid >= buf_f[a + 1 : b + 1])).nonzero()[0] + a
-        for i in peaks.tolist():
-            fp = float(buf_f[i])
+        # Every candidate is a local maximum of the envelope, and so is the largest sample inside
+        # any stretch that is not at one of its ends.  So "is a sample of this stretch above
+        # the candidate" is asked of the stretch's two ends and of the few local maxima inside
+        # it, read on Python floats, instead of a numpy reduction over the stretch for each
+        # candidate (a numpy call costs as much as looking at a hundred Python floats).
+        f = buf_f.data  # a memoryview: indexing gives Python floats, the same doubles, compared alike
+        tops = [t + 1 for t in ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0].tolist()]
+        top_values: list[float] = [f[t] for t in tops]
+        learn_end = state.start_index + state.learn
+        for c in range(bisect_left(tops, a), bisect_left(tops, b)):
+            i = tops[c]
+            fp = top_values[c]
             win_lo = max(0, i - state.refractory)
             pre = state.precursor - buf_start
             if pre >= win_lo:
                 # A precursor set aside must not overshadow the complex it announced: compare
                 # only from the trough that separates them.
                 win_lo = pre + int(buf_f[pre : i + 1].argmin())
-            if fp < float(buf_f[win_lo : i + state.min_lookahead + 1].max()):
+            if _exceeds(f, tops, top_values, win_lo, i + state.min_lookahead, fp):
                 continue  # overshadowed whatever the look-ahead: most envelope wiggles end here
-            la = _lookahead(state, buf_f, i, fp, learnt=buf_start + i >= state.start_index + state.learn)
+            la = _lookahead(state, f, i, fp, learnt=buf_start + i >= learn_end)
             if buf_start + i + la >= end:
                 hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
                 break
-            if fp < float(buf_f[win_lo : i + la + 1].max()):
+            if _exceeds(f, tops, top_values, win_lo, i + la, fp):
                 continue
-            end_f = float(buf_f[i + la])
-            if end_f >= p.precursor_ratio * fp and end_f > float(buf_f[i + la - 1]):
+            end_f = f[i + la]
+            if end_f >= p.precursor_ratio * fp and end_f > f[i + la - 1]:
                 # The envelope is climbing steeply as the look-ahead ends: another complex is
                 # coming, and this was its precursor (a P wave before a QRS, a pacing spike).
                 state.precursor = buf_start + i
@@ -289,8 +298,8 @@ def _decide(
     return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + la, energy=fp)
 
 
-def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learnt: bool) -> int:
-    """How long to wait after the envelope peak at ``i`` before deciding on it.
+def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: bool) -> int:
+    """How long to wait after the envelope peak ``f[i]`` before deciding on it.
 
     Waiting longer only helps to see whether a larger complex follows, so the wait ends as soon
     as the complex is over (its envelope has fallen back), and in any case within the latency
@@ -298,11 +307,11 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     envelope peak, which comes late on wide, paced or ventricular complexes.  Reads only samples
     up to ``i`` + the returned look-ahead and decided state, so block splits do not matter: when
     the end of the complex has not arrived yet, the full look-ahead is returned and the caller
-    waits for it.
+    waits for it.  ``f`` is the envelope buffer (a memoryview: its items are Python floats).
     """
-    seg = buf_f[max(0, i - state.max_rise) : i]
-    below = (seg <= 0.5 * fp).nonzero()[0]
-    rise = len(seg) - int(below[-1]) if len(below) else state.max_rise
+    lo = max(0, i - state.max_rise)
+    k = _last_at_or_below(f, lo, i, 0.5 * fp)
+    rise = i - k if k >= 0 else state.max_rise
     # The foot is measured against the learnt QRS level when the candidate is smaller, and never
     # below the noise level: a P wave riding on the previous T wave, or a bump in muscle noise,
     # never falls to a share of its own small peak, would look like a slow rise, and an early
@@ -310,18 +319,41 @@ def _lookahead(state: DetectorState, buf_f: FloatArray, i: int, fp: float, learn
     # envelope never settled (noise, merged complexes): only the half-rise budget applies.
     # While learning, the QRS level is not known yet (the first "beat" may be noise) and the
     # filters' start-up leaves no foot: no early decision.
-    below = (seg <= max(state.foot_ratio * max(fp, state.signal_level), state.noise_level)).nonzero()[0]
-    foot = len(seg) - int(below[-1]) if len(below) and learnt else 0
+    foot = 0
+    if learnt:
+        k = _last_at_or_below(f, lo, i, max(state.foot_ratio * max(fp, state.signal_level), state.noise_level))
+        if k >= 0:
+            foot = i - k
     la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
     # A candidate as large as the learnt QRS level is a beat unless a larger one overshadows it,
     # and a complex that has halved is over; smaller ones wait for a deeper fall, so a P wave
     # rising into its QRS is not mistaken for a finished complex.
     sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
     end = (state.sure_end_ratio if sure else state.end_ratio) * fp
-    gone = (buf_f[i + 1 : i + la + 1] <= end).nonzero()[0]
-    if len(gone):
-        la = max(state.min_lookahead, int(gone[0]) + 1)
+    for k in range(i + 1, min(i + la + 1, len(f))):
+        if f[k] <= end:
+            return max(state.min_lookahead, k - i)
     return la
+
+
+def _exceeds(f: memoryview, tops: list[int], top_values: list[float], lo: int, hi: int, level: float) -> bool:
+    """Whether some ``f[k] > level`` for ``lo <= k <= hi``, given every local maximum ``tops``
+    of ``f`` (``f[t - 1] < f[t] >= f[t + 1]``, ascending) and its value: the largest sample of
+    the stretch is at one of its ends or is the first sample of its value, hence a local maximum."""
+    if f[lo] > level or f[hi] > level:
+        return True
+    for v in top_values[bisect_right(tops, lo) : bisect_left(tops, hi)]:  # noqa: SIM110 - no generator per call
+        if v > level:
+            return True
+    return False
+
+
+def _last_at_or_below(f: memoryview, lo: int, hi: int, threshold: float) -> int:
+    """The last index ``k`` in ``lo <= k < hi`` with ``f[k] <= threshold``, or -1."""
+    for k in range(hi - 1, lo - 1, -1):
+        if f[k] <= threshold:
+            return k
+    return -1
 
 
 def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int) -> int:
