@@ -100,6 +100,18 @@ def _import_cost() -> int:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def _calibration_ms() -> float:
+    """Best of 5 of a fixed pure-Python workload: says which speed the machine has now.
+
+    A shared VM's speed moves (here by up to ~1.6x over hours, with no steal time shown), and
+    records/s moves with it; this figure printed beside them tells a slow state from a regression."""
+    import timeit  # noqa: PLC0415
+
+    # CPU time, not wall time: other processes' load is printed apart (the load average)
+    return min(timeit.repeat("sum(i * i for i in range(1_000_000))", number=1, repeat=5,
+                             timer=time.process_time)) * 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=50_000)
@@ -112,6 +124,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.dir) as d:
             print(json.dumps(asyncio.run(_child(args.child, Path(d), args.records, args.gc))))
         return
+    calib = [_calibration_ms()]
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": [], "on-default-gc": []}
     for _ in range(args.rounds):
         for mode, results in runs.items():
@@ -126,6 +139,9 @@ def main() -> None:
         return statistics.median(r[field] for r in runs[mode])
 
     print(f"load average (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    calib.append(_calibration_ms())
+    print(f"machine speed: a fixed Python workload took {calib[0]:.0f} ms of CPU before the runs, {calib[1]:.0f} ms after "
+          "(lower is faster)")
     print(f"outbox, {args.records:,} summaries, 10,000 in flight, median of {args.rounds} rounds per mode")
     print(f"{'':28}{'off':>12}{'on':>12}{'on/off':>9}")
     for field, label in (("accept", "accepted records/s"), ("drain", "drained records/s (lease+ack)")):

@@ -150,7 +150,7 @@ def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert])
         seen |= {ident(k) for k in stored_keys(conn, "outbox", raw) | stored_keys(conn, "delivered", raw)}
     new: dict[RecordKind, list[Insert]] = {}
     for op in inserts:
-        k = ident(op.key, op.own_key)
+        k = op.key if op.own_key else ident(op.key)  # own keys are stored as they are
         if k in seen:
             continue
         seen.add(k)

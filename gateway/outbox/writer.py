@@ -113,7 +113,10 @@ class Writer:
                 # wake the thread when a batch starts (it then sleeps until the commit is due)
                 # and when the batch is big enough to commit at once
                 urgent = urgent or self._queued_writes == 1 or self._queued_writes >= self._s.max_records
-            if urgent:
+            # once set, the flag stays until the thread takes the queue (under this lock), so a
+            # second notify finds the thread already woken or busy: in a burst every put would
+            # otherwise pay one (the queue stays at max_records while a batch is sealed)
+            if urgent and not self._urgent:
                 self._urgent = True
                 self._cond.notify()
 
