@@ -140,8 +140,8 @@ def main() -> None:
 
     print(f"load average (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     calib.append(_calibration_ms())
-    print(f"machine speed: a fixed Python workload took {calib[0]:.0f} ms of CPU before the runs, {calib[1]:.0f} ms after "
-          "(lower is faster)")
+    print(f"machine speed: a fixed Python workload took {calib[0]:.0f} ms of CPU before the runs, "
+          f"{calib[1]:.0f} ms after (lower is faster)")
     print(f"outbox, {args.records:,} summaries, 10,000 in flight, median of {args.rounds} rounds per mode")
     print(f"{'':28}{'off':>12}{'on':>12}{'on/off':>9}")
     for field, label in (("accept", "accepted records/s"), ("drain", "drained records/s (lease+ack)")):
