@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.frozen_init import fast_init
 from gateway.signal.small_stats import median
 
 MIN_RR_S = 0.17  # 350 /min: anything shorter is a double detection, not a heart
 MAX_RR_S = 4.0  # 15 /min: the lowest rate reported (the pipeline's plausibility floor)
 
 
+@fast_init  # one per heartbeat
 @dataclass(frozen=True, slots=True)
 class RRInterval:
     end_index: int  # sample index of the beat that closes the interval

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gateway.frozen_init import fast_init
 from gateway.signal.ecg_filters import FeatureDesign, SosFilter, all_finite, design_feature
 from gateway.signal.small_stats import median
 
@@ -78,6 +79,7 @@ class DetectorParams:
     default_rr_s: float = 0.8
 
 
+@fast_init  # one per heartbeat
 @dataclass(frozen=True, slots=True)
 class Beat:
     """One detected R wave."""
