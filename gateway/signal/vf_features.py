@@ -31,6 +31,7 @@ defibrillators", BioMed Eng OnLine 4:60, 2005, for their definitions and a compa
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import numpy.typing as npt
 
@@ -123,6 +124,8 @@ class _Plan:
     lags: tuple[int, int]  # autocorrelation lags searched
     delay: int  # phase-space delay in samples
     ones: FloatArray  # for sums as dot products
+    ones_n: FloatArray  # its first n and n - 1 values (views made once)
+    ones_n1: FloatArray
 
 
 @cache
@@ -139,6 +142,7 @@ def _plan(n: int, fs: float) -> _Plan:
     # A circular autocorrelation over nfft points equals the linear one at lags up to nfft - n: the
     # spectrum's FFT length serves when it leaves room for the longest lag (it does at 80-90 Hz).
     nfft2 = nfft if nfft - n >= lags[1] else 1 << int(np.ceil(np.log2(2 * n)))
+    ones = np.ones(max(n, nfft // 2 + 1))
     return _Plan(
         np.hanning(n),
         nfft,
@@ -151,7 +155,9 @@ def _plan(n: int, fs: float) -> _Plan:
         nfft2,
         lags,
         max(1, round(PSR_DELAY_S * fs)),
-        np.ones(max(n, nfft // 2 + 1)),
+        ones,
+        ones[:n],
+        ones[: n - 1],
     )
 
 
@@ -160,10 +166,16 @@ def _plan(n: int, fs: float) -> _Plan:
 # costliest).  A caller that can decide from the first stages (the detector's exact early exit) stops
 # there.  The grid comes before the spectrum: with the shipped model, the spectrum can then be
 # skipped about as often as the grid could be after it (mitdb), and it costs about twice as much.
+# The spectrum's features come in three stages: the dominant frequency (its argmax), then the two
+# shares (one cumulative sum), then the harmonics (three more sums).  With the shipped model the
+# dominant frequency is the spectrum's only term that can raise the score, so a step is often
+# decided on it, or on the shares, before the rest is computed.
 STAGES: tuple[tuple[str, ...], ...] = (
     ("leakage", "mean_freq_hz", "tcsc", "kurtosis", "log_amplitude", "amplitude_cv"),
     ("psr",),
-    ("concentration", "high_freq", "peak_freq_hz", "harmonics"),
+    ("peak_freq_hz",),
+    ("high_freq", "concentration"),
+    ("harmonics",),
     ("acf_max", "acf_min"),
 )
 _FLAT_STAGES = tuple(tuple(getattr(FLAT, name) for name in stage) for stage in STAGES)
@@ -191,11 +203,11 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     # instructions, several times the sum of a few hundred numbers (this runs every second per
     # channel).  They differ from numpy's pairwise sums in the last bits only.
     ones = p.ones
-    x = x - x.dot(ones[:n]) / n
+    x = x - x.dot(p.ones_n) / n
     ax = np.abs(x)
-    sum_ax = float(ax.dot(ones[:n]))
+    sum_ax = float(ax.dot(p.ones_n))
     dx = x[1:] - x[:-1]  # np.diff, without its wrapper
-    sum_dx = float(np.abs(dx, out=dx).dot(ones[: n - 1]))
+    sum_dx = float(np.abs(dx, out=dx).dot(p.ones_n1))
     if sum_dx <= 0.0 or sum_ax <= 0.0:
         yield from _FLAT_STAGES
         return
@@ -205,11 +217,12 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     half = max(1, min(n // 2, int(ratio + 0.5)))
     leak = x[half:] + x[:-half]
     leak_num = float(np.abs(leak, out=leak).dot(ones[: n - half]))
-    leakage = leak_num / (2.0 * sum_ax - float(ax[:half].dot(ones[:half])) - float(ax[-half:].dot(ones[:half])))
+    ones_half = ones[:half]
+    leakage = leak_num / (2.0 * sum_ax - float(ax[:half].dot(ones_half)) - float(ax[-half:].dot(ones_half)))
     mean_freq = fs / (2.0 * ratio)
 
     # Per-second local maximum: threshold-crossing share, and how steady the amplitude is.
-    blocks = ax[: p.subs * p.sub].reshape(p.subs, p.sub)
+    blocks = (ax if p.subs * p.sub == n else ax[: p.subs * p.sub]).reshape(p.subs, p.sub)
     local_max = np.maximum.reduce(blocks, axis=1)
     tcsc = float(np.count_nonzero(blocks > TCSC_LEVEL * local_max[:, None])) / blocks.size
     lms = local_max.tolist()  # a handful of numbers: plain Python is cheaper than numpy here
@@ -223,18 +236,18 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     yield leakage, mean_freq, tcsc, kurt, log_amp, amp_cv
     yield (_psr(x, p),)
 
-    spec = np.abs(np.fft.rfft(x * p.taper, p.nfft))
+    spec = np.abs(_rfft(x * p.taper, p.nfft))
+    i0, i1 = p.search
+    k = i0 + int(spec[i0:i1].argmax())
+    yield (k * p.df,)
+
     cs = np.empty(len(spec) + 1)
     cs[0] = 0.0
     np.cumsum(spec, out=cs[1:])
     total = float(cs[p.band[1]] - cs[p.band[0]]) or 1.0
-    i0, i1 = p.search
-    k = i0 + int(spec[i0:i1].argmax())
-    fp = k * p.df
     lo, hi = min(len(spec), math.ceil(0.6 * k)), min(len(spec), math.floor(1.4 * k) + 1)
-    conc = float(cs[hi] - cs[lo]) / total
-    high = float(cs[p.high[1]] - cs[p.high[0]]) / total
-    yield conc, high, fp, _harmonics(spec, k, p.ones)
+    yield float(cs[p.high[1]] - cs[p.high[0]]) / total, float(cs[hi] - cs[lo]) / total
+    yield (_harmonics(spec, k, p.ones),)
     yield _autocorrelation(x, p)
 
 
@@ -281,9 +294,56 @@ def bounds(n: int, fs: float) -> tuple[FloatArray, FloatArray]:
     return lo - slack, hi + 1e-9 * (1.0 + np.abs(np.where(np.isfinite(hi), hi, 0.0)))
 
 
+def _numpy_rfft(x: FloatArray, n: int) -> npt.NDArray[np.complex128]:
+    return np.fft.rfft(x, n)
+
+
+def _numpy_irfft(f: FloatArray, n: int) -> FloatArray:
+    return np.fft.irfft(f, n)
+
+
+def _fft_kernels() -> tuple[
+    Callable[[FloatArray, int], npt.NDArray[np.complex128]], Callable[[FloatArray, int], FloatArray]
+]:
+    """numpy's FFT kernels called as ``np.fft.rfft`` / ``irfft`` call them, without their Python
+    wrappers (argument checks, dtype and axis handling: ~20k instructions a call, about as much as
+    the transform of a window).  Same kernels, same arguments: the same numbers, bit for bit.  If
+    the private module ever changes, the public functions are used."""
+    try:
+        pfu = importlib.import_module("numpy.fft._pocketfft_umath")
+        forward, inverse = pfu.rfft_n_even, pfu.irfft
+        probe = np.arange(6.0)
+        spectrum = np.fft.rfft(probe, 8)
+        same = np.array_equal(forward(probe, 1, out=np.empty(5, np.complex128)), spectrum) and np.array_equal(
+            inverse(spectrum, 1 / 8, out=np.empty(8)), np.fft.irfft(spectrum, 8)
+        )
+    except (ImportError, AttributeError, TypeError, ValueError):
+        same = False
+    if not same:
+        return _numpy_rfft, _numpy_irfft
+
+    def rfft(x: FloatArray, n: int) -> npt.NDArray[np.complex128]:
+        if n % 2 or len(x) > n:  # the public function's cropping and odd lengths: left to it
+            return np.fft.rfft(x, n)
+        out: npt.NDArray[np.complex128] = forward(x, 1, out=np.empty(n // 2 + 1, np.complex128))
+        return out
+
+    def irfft(f: FloatArray, n: int) -> FloatArray:
+        if len(f) != n // 2 + 1:
+            return np.fft.irfft(f, n)
+        # np.fft.irfft's "backward" normalisation: 1/n, as a float64 (numpy.reciprocal(n, dtype=float64)).
+        out: FloatArray = inverse(f, 1 / n, out=np.empty(n))
+        return out
+
+    return rfft, irfft
+
+
+_rfft, _irfft = _fft_kernels()
+
+
 def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
-    f = np.fft.rfft(x, p.nfft2)
-    ac = np.fft.irfft(f.real * f.real + f.imag * f.imag, p.nfft2)
+    f = _rfft(x, p.nfft2)
+    ac = _irfft(f.real * f.real + f.imag * f.imag, p.nfft2)
     seg = ac[p.lags[0] : p.lags[1]] / ac[0]
     return float(seg.max()), float(seg.min())
 
@@ -296,7 +356,10 @@ def _psr(x: FloatArray, p: _Plan) -> float:
     np.minimum(q, PSR_GRID - 1, out=q)
     boxes = q[p.delay :] * PSR_GRID
     boxes += q[: -p.delay]
-    return float(np.count_nonzero(np.bincount(boxes, minlength=PSR_GRID * PSR_GRID))) / (PSR_GRID * PSR_GRID)
+    # Boxes visited, marked in a byte grid: cheaper than counting the visits (np.bincount) first.
+    grid = np.zeros(PSR_GRID * PSR_GRID, dtype=np.uint8)
+    grid[boxes] = 1
+    return float(np.count_nonzero(grid)) / (PSR_GRID * PSR_GRID)
 
 
 def _harmonics(spec: FloatArray, k: int, ones: FloatArray) -> float:
