@@ -99,10 +99,14 @@ class EcgOutput:
         self.dropped_blocks = dropped_blocks
 
 
-@dataclass(slots=True)
-class _Pending:
-    index: int  # sample index the reading belongs to (to find its quality window)
-    reading: VitalReading
+# A reading held until its quality window is judged, with the sample index it belongs to (to find
+# that window): a plain tuple, two of them per beat.
+_Pending = tuple[int, VitalReading]
+
+_RR = Vital.RR_INTERVAL
+_HR = Vital.HEART_RATE
+_RR_UNIT = VITAL_UNITS[_RR]
+_HR_UNIT = VITAL_UNITS[_HR]
 
 
 class EcgChannel:
@@ -227,7 +231,7 @@ class EcgChannel:
         out.rhythm.append(RhythmEvent(t, change.condition, change.active, self._time(change.onset_index)))
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
             # Rates measured since the onset are VF "beats": never reported.
-            self._pending = [p for p in self._pending if p.index < change.onset_index]
+            self._pending = [p for p in self._pending if p[0] < change.onset_index]
             if not self.valid:
                 # VF's low-kurtosis windows read as noise to the quality index: it is the rhythm.
                 self.valid = True
@@ -243,19 +247,16 @@ class EcgChannel:
         if iv is None:
             return
         hrv.add_interval(self._hrv, iv)
-        self._hold(index, Vital.RR_INTERVAL, iv.rr_ms, t)
+        # Held until the beat's quality window is judged (see ``_judge``).
+        device, clock, pending = self.device_id, self._clock, self._pending
+        pending.append((index, VitalReading(device, _RR, iv.rr_ms, _RR_UNIT, t, clock)))
         if iv.heart_rate is not None:
-            self._hold(index, Vital.HEART_RATE, iv.heart_rate, t)
+            pending.append((index, VitalReading(device, _HR, iv.heart_rate, _HR_UNIT, t, clock)))
 
     def _time(self, index: int) -> float:
         i0, t0 = self._anchor
         assert self.fs is not None
         return t0 + (index - i0) / self.fs
-
-    def _hold(self, index: int, vital: Vital, value: float, t: float) -> None:
-        self._pending.append(
-            _Pending(index, VitalReading(self.device_id, vital, value, VITAL_UNITS[vital], t, self._clock))
-        )
 
     def _judge(self, window: QualityWindow, out: EcgOutput) -> None:
         s = self.settings
@@ -266,7 +267,7 @@ class EcgChannel:
         end_time = self._time(window.end_index)
         if self.rhythm.vf_active:
             # No rate in VF, and its windows are not noise: validity is left as it is.
-            self._pending = [p for p in self._pending if p.index >= window.end_index]
+            self._pending = [p for p in self._pending if p[0] >= window.end_index]
             self.good_streak = 0
             heart_rate.reset(self.hr)
             hrv.break_sequence(self._hrv)
@@ -280,10 +281,10 @@ class EcgChannel:
             self.valid = True
             out.changes.append(ValidityChange(end_time, True, quality.value))
 
-        settled = [p for p in self._pending if p.index < window.end_index]
-        self._pending = [p for p in self._pending if p.index >= window.end_index]
+        settled = [p for p in self._pending if p[0] < window.end_index]
+        self._pending = [p for p in self._pending if p[0] >= window.end_index]
         if good and self.valid:
-            out.readings.extend(p.reading for p in settled)
+            out.readings.extend(p[1] for p in settled)
             out.readings.extend(self._silence(end_time))
             out.readings.extend(self._hrv_values(end_time))
         elif not good:
@@ -306,7 +307,7 @@ class EcgChannel:
         # The rate the silence implies, floored at the lowest rate the pipeline accepts as
         # plausible: a standstill must read as a very low rate, not as an invalid value.
         hr = max(MIN_REPORTED_HR, 60.0 / gap)
-        return (VitalReading(self.device_id, Vital.HEART_RATE, hr, VITAL_UNITS[Vital.HEART_RATE], now, self._clock),)
+        return (VitalReading(self.device_id, _HR, hr, _HR_UNIT, now, self._clock),)
 
     def _hrv_values(self, now: float) -> Iterable[VitalReading]:
         if self._last_hrv is not None and now - self._last_hrv < self.settings.hrv_every_s:
