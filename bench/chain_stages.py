@@ -30,7 +30,8 @@ STAGES = (DETECTOR, QUALITY, VF, RHYTHM, BEATS)
 
 # (owner, attribute, stage): every entry point the channel goes through.
 _ENTRY_POINTS: tuple[tuple[Any, str, str], ...] = (
-    (rpeak_detector, "process", DETECTOR),
+    (rpeak_detector, "extend", DETECTOR),
+    (rpeak_detector, "decide", DETECTOR),
     (ecg_quality, "feed", QUALITY),
     (VfDetector, "feed", VF),
     (RhythmMonitor, "feed", RHYTHM),

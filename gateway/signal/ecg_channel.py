@@ -204,27 +204,58 @@ class EcgChannel:
         quality, rhythm = self.quality, self.rhythm
         # Cut the samples at quality-window and VF-step ends, so that each window and each step
         # is judged with exactly the beats decided before its end, whatever the block sizes: the
-        # output does not depend on how the device packs its samples.
+        # output does not depend on how the device packs its samples.  The detector's filters and
+        # the quality index take all the samples up to the last of those ends in one call each
+        # (their per-call cost is paid once, not once per piece: every 4 s a window end falls a
+        # few samples after a step end); the detector then decides at each end, and each window's
+        # verdict is taken at its end.
+        window_end = quality.window_start + quality.window
+        filtered = 0  # samples given to the detector's filters and the quality index
+        windows: list[QualityWindow] = []
         pos = 0
         while pos < len(samples):
-            boundary = min(quality.window_start + quality.window, rhythm.next_step_end())
+            boundary = min(window_end, rhythm.next_step_end())
             if boundary > self._next_index and not everything:
+                assert pos == filtered, "a decision point was predicted beyond the last one"
                 self._queue.append(samples[pos:])  # nothing is decided in these yet: they wait
                 break
             take = min(len(samples) - pos, boundary - index)
+            if pos + take > filtered:
+                upto = len(samples)
+                if not everything:
+                    upto = max(pos + take, self._last_decision_point(window_end) - index + pos)
+                batch = samples[filtered:upto]
+                rpeak_detector.extend(state, batch)  # the block was checked above (1-D, finite)
+                windows.extend(ecg_quality.feed(quality, batch))
+                filtered = upto
             piece = samples[pos : pos + take]
             pos += take
             index += take
-            # The block was checked above (1-D, finite): the detector's own checks are skipped.
-            for beat in rpeak_detector.process(state, piece, params):
+            for beat in rpeak_detector.decide(state, index, params):
                 self._beat(beat.index, beat.energy, beat.decided_index, out)
             for change in rhythm.feed(piece):
                 self._rhythm(change, out)
-            for window in ecg_quality.feed(quality, piece):
+            if index == window_end:
+                window_end += quality.window
+                window = windows.pop(0)
                 for change in rhythm.quality(window):
                     self._rhythm(change, out)
                 self._judge(window, out)
         self._due = min(quality.window_start + quality.window, rhythm.next_step_end())
+
+    def _last_decision_point(self, window_end: int) -> int:
+        """The last quality-window or VF-step end at or before the last queued sample (the next
+        ones are ``window_end`` and ``rhythm.next_step_end()``; each kind recurs at a fixed spacing)."""
+        assert self._next_index is not None
+        n = self._next_index
+        last = -1
+        if window_end <= n:
+            last = window_end + (n - window_end) // self.quality.window * self.quality.window
+        step_end = self.rhythm.next_step_end()
+        if step_end <= n:
+            period = self.rhythm.vf.decimate * self.rhythm.vf.hop  # see RhythmMonitor.next_step_end
+            last = max(last, step_end + (n - step_end) // period * period)
+        return last
 
     def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
         t = self._time(change.index)

@@ -111,8 +111,12 @@ class DetectorState:
     min_energy: float
     next_index: int = 0  # absolute index of the next sample to arrive
     start_index: int = 0  # where the current run (after start or a gap) began
-    tail_bp: FloatArray = field(default_factory=lambda: np.zeros(0))
-    tail_f: FloatArray = field(default_factory=lambda: np.zeros(0))
+    # The band-passed signal and the envelope from ``next_index - len(buf_f)`` to ``next_index``: a
+    # kept tail of fixed size plus the samples of the last ``extend``.
+    buf_bp: FloatArray = field(default_factory=lambda: np.zeros(0))
+    buf_f: FloatArray = field(default_factory=lambda: np.zeros(0))
+    tops: list[int] = field(default_factory=list)  # the envelope's local maxima (positions in buf_f)
+    top_values: list[float] = field(default_factory=list)
     decided_upto: int = 0  # candidates before this absolute index have been decided
     learn_max: float = 0.0
     learn_scanned: int = 0
@@ -159,23 +163,43 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.bandpass.reset()
     state.lowpass.reset()
     state.next_index = state.start_index = state.decided_upto = state.learn_scanned = first_index
-    state.tail_bp = np.zeros(0)
-    state.tail_f = np.zeros(0)
+    state.buf_bp = np.zeros(0)
+    state.buf_f = np.zeros(0)
+    state.tops = []
+    state.top_values = []
     state.last_beat = None
     state.rr = ()
 
 
 def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams | None = None) -> list[Beat]:
     """Feed the next contiguous samples (in mV); return the beats decided by them, in order."""
-    p = params or DetectorParams()
+    if len(samples_mv) == 0:
+        return []
+    extend(state, samples_mv)
+    return decide(state, state.next_index, params or DetectorParams())
+
+
+def extend(state: DetectorState, samples_mv: FloatArray) -> None:
+    """Filter the next contiguous samples (in mV) into the detector's buffers, deciding nothing.
+
+    ``decide`` then takes the candidates up to any point of them: a caller that must see the beats
+    decided by each of several points inside a batch (the ECG channel's quality-window and VF-step
+    ends) filters the batch once and decides at each point, which gives exactly the beats and the
+    state of feeding the pieces one by one to ``process``.  Before the next ``extend``, ``decide``
+    must have been run up to the end of these samples (the buffers keep only a fixed tail).
+    """
     n = len(samples_mv)
     if n == 0:
-        return []
+        return
     fs = state.design.fs
+    keep = state.back + state.lookahead + state.max_rise
+    # Views, not copies: each batch's buffers are fresh arrays, so the kept tail pins at most one
+    # batch's worth of memory.
+    tail_bp = state.buf_bp[-keep:]
     bp = state.bandpass.run(samples_mv)
-    k = len(state.tail_bp)
+    k = len(tail_bp)
     if k:
-        buf_bp = np.concatenate((state.tail_bp, bp))
+        buf_bp = np.concatenate((tail_bp, bp))
         slope = buf_bp[k:] - buf_bp[k - 1 : -1]
     else:
         buf_bp = bp
@@ -183,24 +207,40 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
     np.abs(slope, out=slope)
     slope *= fs
     env = state.lowpass.run(slope)
-    buf_f = np.concatenate((state.tail_f, env))
-    end = state.next_index + n
-    buf_start = end - len(buf_f)
+    buf_f = np.concatenate((state.buf_f[-keep:], env))
+    state.buf_bp = buf_bp
+    state.buf_f = buf_f
+    # Every candidate is a local maximum of the envelope, and so is the largest sample inside any
+    # stretch that is not at one of its ends.  So "is a sample of this stretch above the
+    # candidate" is asked of the stretch's two ends and of the few local maxima inside it, read on
+    # Python floats, instead of a numpy reduction over the stretch for each candidate (a numpy
+    # call costs as much as looking at a hundred Python floats).
+    f = buf_f.data  # a memoryview: indexing gives Python floats, the same doubles, compared alike
+    tops = [t + 1 for t in ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0].tolist()]
+    state.tops = tops
+    state.top_values = [f[t] for t in tops]
+    state.next_index += n
 
+
+def decide(state: DetectorState, upto: int, params: DetectorParams | None = None) -> list[Beat]:
+    """The beats decided by the samples before ``upto`` (at most ``next_index``), in order.
+
+    Reads only samples before ``upto``, so it gives exactly what ``process`` would give had the
+    samples been fed up to ``upto`` and no further.
+    """
+    p = params or DetectorParams()
+    buf_f, buf_bp = state.buf_f, state.buf_bp
+    end = upto
+    buf_start = state.next_index - len(buf_f)
+    limit = end - buf_start  # the samples ``process`` would have seen
     beats: list[Beat] = []
     lo = max(state.decided_upto, buf_start + 1)  # a candidate needs its left neighbour
     hi = end - state.min_lookahead  # ...and at least the shortest look-ahead
     if hi > lo:
         a = lo - buf_start
         b = hi - buf_start
-        # Every candidate is a local maximum of the envelope, and so is the largest sample inside
-        # any stretch that is not at one of its ends.  So "is a sample of this stretch above
-        # the candidate" is asked of the stretch's two ends and of the few local maxima inside
-        # it, read on Python floats, instead of a numpy reduction over the stretch for each
-        # candidate (a numpy call costs as much as looking at a hundred Python floats).
-        f = buf_f.data  # a memoryview: indexing gives Python floats, the same doubles, compared alike
-        tops = [t + 1 for t in ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0].tolist()]
-        top_values: list[float] = [f[t] for t in tops]
+        f = buf_f.data
+        tops, top_values = state.tops, state.top_values
         learn_end = state.start_index + state.learn
         for c in range(bisect_left(tops, a), bisect_left(tops, b)):
             i = tops[c]
@@ -213,9 +253,9 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
                 win_lo = pre + int(buf_f[pre : i + 1].argmin())
             if _exceeds(f, tops, top_values, win_lo, i + state.min_lookahead, fp):
                 continue  # overshadowed whatever the look-ahead: most envelope wiggles end here
-            la = _lookahead(state, f, i, fp, learnt=buf_start + i >= learn_end)
+            la = _lookahead(state, f, i, fp, learnt=buf_start + i >= learn_end, limit=limit)
             if buf_start + i + la >= end:
-                hi = buf_start + i  # its look-ahead has not arrived: resume from it next block
+                hi = buf_start + i  # its look-ahead has not arrived: resume from it next time
                 break
             if _exceeds(f, tops, top_values, win_lo, i + la, fp):
                 continue
@@ -225,17 +265,10 @@ def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams
                 # coming, and this was its precursor (a P wave before a QRS, a pacing spike).
                 state.precursor = buf_start + i
                 continue
-            beat = _decide(state, p, buf_start + i, la, fp, buf_f, buf_bp, buf_start)
+            beat = _decide(state, p, buf_start + i, la, fp, buf_f, buf_bp, buf_start, limit)
             if beat is not None:
                 beats.append(beat)
         state.decided_upto = hi
-
-    keep = state.back + state.lookahead + state.max_rise
-    # Views, not copies: each block's buffers are fresh arrays, so the kept tail pins at most
-    # one block's worth of memory.
-    state.tail_bp = buf_bp[-keep:]
-    state.tail_f = buf_f[-keep:]
-    state.next_index = end
     return beats
 
 
@@ -248,6 +281,7 @@ def _decide(
     buf_f: FloatArray,
     buf_bp: FloatArray,
     buf_start: int,
+    limit: int,
 ) -> Beat | None:
     fs = state.design.fs
     learning = peak < state.start_index + state.learn
@@ -297,10 +331,10 @@ def _decide(
         state.rr = (*state.rr[-(p.rr_history - 1) :], elapsed)
     state.last_beat = peak
     state.last_beat_energy = fp
-    return Beat(index=_locate_r(state, peak, buf_bp, buf_start), decided_index=peak + la, energy=fp)
+    return Beat(_locate_r(state, peak, buf_bp, buf_start, limit), peak + la, fp)
 
 
-def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: bool) -> int:
+def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: bool, limit: int | None = None) -> int:
     """How long to wait after the envelope peak ``f[i]`` before deciding on it.
 
     Waiting longer only helps to see whether a larger complex follows, so the wait ends as soon
@@ -309,7 +343,8 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     envelope peak, which comes late on wide, paced or ventricular complexes.  Reads only samples
     up to ``i`` + the returned look-ahead and decided state, so block splits do not matter: when
     the end of the complex has not arrived yet, the full look-ahead is returned and the caller
-    waits for it.  ``f`` is the envelope buffer (a memoryview: its items are Python floats).
+    waits for it.  ``f`` is the envelope buffer (a memoryview: its items are Python floats), of
+    which only the first ``limit`` samples (all by default) have arrived.
     """
     lo = max(0, i - state.max_rise)
     k = _last_at_or_below(f, lo, i, 0.5 * fp)
@@ -332,7 +367,7 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     # rising into its QRS is not mistaken for a finished complex.
     sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
     end = (state.sure_end_ratio if sure else state.end_ratio) * fp
-    for k in range(i + 1, min(i + la + 1, len(f))):
+    for k in range(i + 1, min(i + la + 1, len(f) if limit is None else limit)):
         if f[k] <= end:
             return max(state.min_lookahead, k - i)
     return la
@@ -358,13 +393,14 @@ def _last_at_or_below(f: memoryview, lo: int, hi: int, threshold: float) -> int:
     return -1
 
 
-def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int) -> int:
-    """The R wave: the largest band-passed deflection around where the envelope says the QRS is."""
+def _locate_r(state: DetectorState, peak: int, buf_bp: FloatArray, buf_start: int, limit: int) -> int:
+    """The R wave: the largest band-passed deflection around where the envelope says the QRS is,
+    among the first ``limit`` samples of ``buf_bp`` (those that have arrived)."""
     d = state.design
     half = round(0.06 * d.fs)
     centre = peak - d.feature_delay + d.bp_delay
     lo = max(centre - half - buf_start, 0)
-    hi = min(centre + half + 1 - buf_start, len(buf_bp))
+    hi = min(centre + half + 1 - buf_start, limit)
     if hi <= lo:
         return peak - d.feature_delay
     j = lo + int(np.abs(buf_bp[lo:hi]).argmax())
