@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
 from gateway.signal.ecg_filters import to_millivolts
-from gateway.signal.rpeak_detector import Beat, RPeakDetector, detect_all
+from gateway.signal.rpeak_detector import (
+    Beat,
+    DetectorState,
+    RPeakDetector,
+    decide,
+    detect_all,
+    extend,
+    new_state,
+    process,
+)
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
@@ -157,3 +166,37 @@ def test_rejects_rates_outside_100_to_1000_hz_and_non_voltage_units() -> None:
     assert to_millivolts(np.array([1000.0]), "uV")[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="finite"):
         RPeakDetector(250.0).feed(np.array([0.0, np.nan, 1.0]))
+
+
+def _outcome(state: DetectorState) -> tuple[object, ...]:
+    """What a caller can see of the detector between calls (the channel reads the levels)."""
+    return (state.signal_level, state.noise_level, state.decided_upto, state.last_beat, state.rr, state.precursor)
+
+
+@pytest.mark.parametrize("rel", sorted(_SPLIT_CASES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batches=st.lists(st.lists(st.integers(min_value=1, max_value=500), min_size=1, max_size=6), min_size=1, max_size=40)
+)
+def test_extend_once_then_decide_at_points_equals_process_piece_by_piece(rel: str, batches: list[list[int]]) -> None:
+    # The ECG channel filters a batch once (extend) and decides at each decision point inside it;
+    # the reference feeds the same pieces one by one to process.  Same beats out of every piece,
+    # same levels and state after every piece.
+    sig = _SPLIT_CASES[rel]
+    ours, ref = new_state(360.0), new_state(360.0)
+    start = 0
+    for pieces in batches * (1 + len(sig) // max(1, sum(map(sum, batches)))):
+        if start >= len(sig):
+            break
+        batch = sig[start : start + sum(pieces)]
+        extend(ours, batch)
+        at = start
+        for n in pieces:
+            piece = sig[at : min(at + n, start + len(batch))]
+            if len(piece) == 0:
+                break
+            at += len(piece)
+            assert decide(ours, at) == process(ref, piece)
+            assert _outcome(ours) == _outcome(ref)
+        start += len(batch)
+    assert ref.last_beat is not None
