@@ -171,3 +171,33 @@ def test_hrv_from_annotated_beats_matches_direct_computation() -> None:
     assert 0 < got.rmssd_ms < 200
     # Too short a window gives no value rather than a meaningless one.
     assert hrv.values(hrv.HrvState(), 0.0) is None
+
+
+def _previous_kurtosis(filt: np.ndarray) -> float:
+    """The quality index's kurtosis as it was written with ndarray.mean (the reference)."""
+    centred = filt - filt.mean()
+    squares = centred * centred
+    var = float(squares.mean())
+    return float((squares * squares).mean() / var**2) if var > 0 else 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(2, 3000),
+    scale=st.sampled_from([1e-6, 1e-3, 0.05, 1.0, 30.0, 1e4]),
+    offset=st.floats(-100.0, 100.0),
+    decimals=st.none() | st.integers(0, 4),
+)
+def test_kurtosis_is_bit_identical_to_its_mean_based_definition(
+    seed: int, n: int, scale: float, offset: float, decimals: int | None
+) -> None:
+    raw = np.random.default_rng(seed).standard_t(4, size=n) * scale + offset
+    if decimals is not None:
+        raw = np.round(raw, decimals)  # ties and repeated values, as quantised ADC samples give
+    state = new_quality_state(360.0)
+    state.window = n
+    (window,) = feed(state, raw)
+    # The window's kurtosis is computed on the band-passed samples: filter them the same way.
+    reference = new_quality_state(360.0)
+    assert window.kurtosis == _previous_kurtosis(reference.band.run(raw))

@@ -119,11 +119,14 @@ def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWin
     p = state.params
     hi, lo = float(raw.max()), float(raw.min())
     ptp = hi - lo
-    centred = filt - filt.mean()
+    # Means as sum / n: what ndarray.mean computes (the same pairwise sum, divided by the count),
+    # without its Python-level wrapper.
+    n = len(filt)
+    centred = filt - filt.sum() / n
     squares = centred * centred
-    var = float(squares.mean())
+    var = float(squares.sum() / n)
     # The fourth power as squared squares: numpy would call pow() per sample for ``**4``.
-    kurt = float((squares * squares).mean() / var**2) if var > 0 else 0.0
+    kurt = float((squares * squares).sum() / n / var**2) if var > 0 else 0.0
     on_rails = int(np.count_nonzero(raw == hi)) + int(np.count_nonzero(raw == lo))
     band_ptp = float(filt.max() - filt.min())
 

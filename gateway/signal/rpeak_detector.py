@@ -217,10 +217,10 @@ def extend(state: DetectorState, samples_mv: FloatArray) -> None:
     # candidate" is asked of the stretch's two ends and of the few local maxima inside it, read on
     # Python floats, instead of a numpy reduction over the stretch for each candidate (a numpy
     # call costs as much as looking at a hundred Python floats).
-    f = buf_f.data  # a memoryview: indexing gives Python floats, the same doubles, compared alike
-    tops = [t + 1 for t in ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0].tolist()]
-    state.tops = tops
-    state.top_values = [f[t] for t in tops]
+    tops = ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0]
+    tops += 1
+    state.tops = tops.tolist()
+    state.top_values = buf_f[tops].tolist()  # Python floats: the same doubles, compared alike
     state.next_index += n
 
 
