@@ -1,7 +1,8 @@
-"""The VF features' cheaper code (spectrum in three stages, the phase-space grid marked in a byte
+"""The VF detector's cheaper code (spectrum in three stages, the phase-space grid marked in a byte
 grid, numpy's FFT kernels called without their wrappers, the window ring shifted in place, the
-band-pass run in place) against the previous definitions, copied here as they were (main at
-18966c5): every feature of every window must be the same number, bit for bit.  Hypothesis draws the
+band-pass run in place, the recent peak in plain Python, the exit tested on log-odds) against the
+previous definitions, copied here as they were (main at 18966c5): every feature of every window
+and every recent peak must be the same number, bit for bit.  Hypothesis draws the
 windows: noise, sines and spike trains at several amplitudes and rates, with ties and flat stretches.
 """
 
@@ -16,7 +17,15 @@ from hypothesis import strategies as st
 
 from gateway.signal import vf_features
 from gateway.signal.ecg_filters import SosFilter
-from gateway.signal.vf_detector import VfDetector, VfParams, decimation, feature_sos, window_length
+from gateway.signal.vf_detector import (
+    VfDetector,
+    VfParams,
+    decimation,
+    exit_limit,
+    feature_sos,
+    sigmoid,
+    window_length,
+)
 from gateway.signal.vf_features import FLAT, PSR_GRID, TCSC_LEVEL, _plan
 
 
@@ -184,12 +193,35 @@ def test_streamed_windows_are_the_filtered_signal_decimated(fs: float, seed: int
     n, hop = det.window, det.hop
     expected = [y[c - n : c].tobytes() for c in range(hop, len(y) + 1, hop) if c >= n]  # as batch_features
     vf_features.stages = spy
+    steps = []
     try:
         i, j = 0, 0
         while i < len(x):
             size = sizes[j % len(sizes)]
-            det.feed(x[i : i + size])
+            steps += det.feed(x[i : i + size]).steps
             i, j = i + size, j + 1
     finally:
         vf_features.stages = original
     assert seen == expected
+    # Each step's recent peak, as it was defined: numpy's largest magnitude over the ring's last hop.
+    previous = [float(np.maximum.reduce(np.abs(np.frombuffer(w)[-hop:]))) for w in expected]
+    assert [s.recent_peak_mv for s in steps] == previous
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    threshold=st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1e-300, 1e-22, 0.2, 0.5, 0.8, 0.95, 1.0])),
+    z=st.floats(-80.0, 80.0),
+    nudge=st.sampled_from([0.0, 1e-15, -1e-15, 1e-9, -1e-9, -1e-7]),
+)
+def test_the_exit_limit_only_spares_sigmoid_calls(threshold: float, z: float, nudge: float) -> None:
+    # The early exit tests ``bound < exit_limit(t) and sigmoid(bound) < t``; before, only the sigmoid
+    # test.  It must never exit where that did not, and miss an exit only within ~1e-9 of the logit.
+    limit = exit_limit(threshold)
+    values = [z] + ([limit + nudge * (1.0 + abs(limit))] if math.isfinite(limit) else [])
+    for value in values:
+        before = sigmoid(value) < threshold
+        now = value < limit and sigmoid(value) < threshold
+        assert before or not now
+        if before and math.isfinite(limit) and not now:
+            assert value >= limit - 2e-9 * (1.0 + abs(limit))

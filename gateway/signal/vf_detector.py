@@ -20,11 +20,13 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cache
+from operator import mul
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gateway.frozen_init import fast_init
 from gateway.signal import vf_features
 from gateway.signal.ecg_filters import SosFilter, _sos_kernel, butter2_bandpass, butter2_lowpass
 
@@ -80,6 +82,7 @@ class VfModel:
             bias=self._b,
             threshold=threshold,
             order=np.array([i for stage in stages for i in stage]),
+            limit=exit_limit(threshold),
         )
 
 
@@ -88,6 +91,17 @@ _AMP = vf_features.STAGES[0].index("log_amplitude")  # the amplitude gate is dec
 
 def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+def exit_limit(threshold: float) -> float:
+    """The threshold's logit, just lowered (by 1e-9 of its size): a bound of the log-odds at or above
+    it cannot score below the threshold, so the early exit calls ``sigmoid`` only below it."""
+    if not threshold > 0.0:
+        return -math.inf  # every probability reaches it
+    if not threshold < 1.0:
+        return math.inf  # sigmoid decides (it rounds to 1.0 from ~37 up)
+    logit = math.log(threshold / (1.0 - threshold))
+    return logit - 1e-9 * (1.0 + abs(logit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,7 @@ class EarlyExit:
     bias: float
     threshold: float
     order: npt.NDArray[np.intp]  # FEATURE_NAMES position of each staged value
+    limit: float  # log-odds below which the sigmoid test is worth making (``exit_limit``)
 
     def probability(
         self, staged: Iterator[tuple[float, ...]], floor: float, *, full: bool = False
@@ -120,8 +135,9 @@ class EarlyExit:
         mass = abs(z)
         values: list[float] = []
         last = -1 if full else len(self.weights) - 1
+        limit = self.limit
         for s, stage in enumerate(staged):
-            values.extend(stage)
+            values += stage
             if s == 0:
                 amp = stage[_AMP]
                 if not amp >= floor:
@@ -130,11 +146,16 @@ class EarlyExit:
                     break  # beyond what the bounds hold for: score everything
             if s >= last:
                 break
-            for w, v in zip(self.weights[s], stage, strict=True):
-                z += w * v
-                mass += abs(w * v)
+            # The bound only has to be an upper bound: its sum's order does not matter (the margin
+            # covers rounding), so the terms are summed in C (map/sum), not in a Python loop.
+            terms = list(map(mul, self.weights[s], stage))
+            z += sum(terms)
+            mass += sum(map(abs, terms))
             top = z + self.rest_top[s]
-            if sigmoid(top + 1e-9 * (1.0 + mass + self.rest_abs[s])) < self.threshold:
+            bound = top + 1e-9 * (1.0 + mass + self.rest_abs[s])
+            # Log-odds first (no sigmoid at the stages that go on); the sigmoid test, the exit's
+            # criterion, only where the bound is below the threshold's logit.
+            if bound < limit and sigmoid(bound) < self.threshold:
                 return sigmoid(top), False
         values.extend(v for stage in staged for v in stage)
         f = np.empty(len(values))
@@ -178,6 +199,7 @@ class VfParams:
     min_amplitude_mv: float = 0.05  # RMS below which a window is never VF (flat line, very fine VF)
 
 
+@fast_init  # one per second per channel
 @dataclass(frozen=True, slots=True)
 class VfStep:
     end_index: int  # exclusive end of the window scored
@@ -225,6 +247,7 @@ class VfDetector:
         self._next_raw = (self.hop - 1) * self.decimate + 1  # input samples that complete the next step
         self._raw_seen = 0  # input samples filtered so far
         self._seen = 0  # decimated samples since the start
+        self._recent_peak = 0.0  # largest band-passed magnitude over the last hop
         self._first = first_index
         self._recent: deque[bool] = deque(maxlen=p.raise_of)
         self._recent_ends: deque[int] = deque(maxlen=p.raise_of)
@@ -261,6 +284,15 @@ class VfDetector:
             self._raw_seen += need
             self._seen += len(y)
             self._shift_in(y)
+            # The last hop of the ring is y: its largest magnitude in plain Python (a few dozen
+            # values) is the same number as numpy's abs + maximum, for less than their set-up.  A NaN
+            # (garbage fed straight to the detector) stays in the filter's state, so it shows in y's
+            # last value; numpy's maximum then propagates it as before.
+            last = y.tolist()
+            if len(last) == self.hop and last[-1] == last[-1]:
+                self._recent_peak = max(map(abs, last))
+            else:
+                self._recent_peak = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
             if self._seen >= self.window:
                 self._step(self._first + (self._seen - 1) * k + 1, out, organised)
             self._next_raw = ((self._seen // self.hop + 1) * self.hop - 1) * k + 1
@@ -308,7 +340,7 @@ class VfDetector:
             )
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and not vetoed
-        recent = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
+        recent = self._recent_peak
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
         change = self.decide(end, vf_like)
         if change is not None:
