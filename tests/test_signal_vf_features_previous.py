@@ -1,8 +1,8 @@
 """The VF detector's cheaper code (spectrum in three stages, the phase-space grid marked in a byte
 grid, numpy's FFT kernels called without their wrappers, the window ring shifted in place, the
-band-pass run in place, the recent peak in plain Python, the exit tested on log-odds) against the
+band-pass run in place, the exit tested on log-odds) against the
 previous definitions, copied here as they were (main at 18966c5): every feature of every window
-and every recent peak must be the same number, bit for bit.  Hypothesis draws the
+and every step's recent peak must be the same number, bit for bit.  Hypothesis draws the
 windows: noise, sines and spike trains at several amplitudes and rates, with ties and flat stretches.
 """
 

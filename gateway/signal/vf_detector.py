@@ -247,7 +247,6 @@ class VfDetector:
         self._next_raw = (self.hop - 1) * self.decimate + 1  # input samples that complete the next step
         self._raw_seen = 0  # input samples filtered so far
         self._seen = 0  # decimated samples since the start
-        self._recent_peak = 0.0  # largest band-passed magnitude over the last hop
         self._first = first_index
         self._recent: deque[bool] = deque(maxlen=p.raise_of)
         self._recent_ends: deque[int] = deque(maxlen=p.raise_of)
@@ -284,15 +283,6 @@ class VfDetector:
             self._raw_seen += need
             self._seen += len(y)
             self._shift_in(y)
-            # The last hop of the ring is y: its largest magnitude in plain Python (a few dozen
-            # values) is the same number as numpy's abs + maximum, for less than their set-up.  A NaN
-            # (garbage fed straight to the detector) stays in the filter's state, so it shows in y's
-            # last value; numpy's maximum then propagates it as before.
-            last = y.tolist()
-            if len(last) == self.hop and last[-1] == last[-1]:
-                self._recent_peak = max(map(abs, last))
-            else:
-                self._recent_peak = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
             if self._seen >= self.window:
                 self._step(self._first + (self._seen - 1) * k + 1, out, organised)
             self._next_raw = ((self._seen // self.hop + 1) * self.hop - 1) * k + 1
@@ -340,7 +330,7 @@ class VfDetector:
             )
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and not vetoed
-        recent = self._recent_peak
+        recent = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
         change = self.decide(end, vf_like)
         if change is not None:
