@@ -16,6 +16,9 @@ Scoring:
 * ``false_alarm_episodes``: alarm raises outside every annotated VF/flutter, short ones included,
   allowing ``--tolerance-s`` (default 4 s, the detector's window) after an episode's end — the
   window that raised it still held the VF.
+* onset mark: for each episode whose alarm was raised during it (or up to 10 s before: an alarm
+  already on from an earlier episode marks no onset), the alarm's onset time minus the annotated
+  onset (negative: marked before the annotation) — where the evidence strip draws the onset.
 * ``Sp_second``: share of the seconds without annotated VF/flutter in which the alarm is off.
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
   the alarm clears with deliberate hysteresis.  The figure without that grace is printed too.
@@ -62,6 +65,7 @@ class RecordScore:
     other_s_raw: int = 0  # without the post-episode grace
     other_alarm_s_raw: int = 0
     raises: int = 0
+    onset_errors_s: list[float] = field(default_factory=list)
 
     def add(self, o: RecordScore) -> None:
         self.episodes += o.episodes
@@ -73,6 +77,7 @@ class RecordScore:
         self.other_s_raw += o.other_s_raw
         self.other_alarm_s_raw += o.other_alarm_s_raw
         self.raises += o.raises
+        self.onset_errors_s += o.onset_errors_s
 
     @property
     def se(self) -> float:
@@ -87,8 +92,14 @@ class RecordScore:
         return 100.0 * (1 - self.other_alarm_s_raw / self.other_s_raw) if self.other_s_raw else float("nan")
 
 
-def alarm_intervals(x: npt.NDArray[np.float64], fs: float, block_s: float) -> list[tuple[int, int]]:
-    """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed."""
+ONSET_LOOKBACK_S = 10.0  # a raise this long before an annotated onset still marks that episode's onset
+
+
+def alarm_intervals(
+    x: npt.NDArray[np.float64], fs: float, block_s: float, onsets: list[tuple[int, int]] | None = None
+) -> list[tuple[int, int]]:
+    """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed
+    (and, into ``onsets``, each raise's sample and the onset sample it marks)."""
     channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     out: list[tuple[int, int]] = []
@@ -101,6 +112,8 @@ def alarm_intervals(x: npt.NDArray[np.float64], fs: float, block_s: float) -> li
             i = round(ev.time * fs)
             if ev.active:
                 start = i
+                if onsets is not None:
+                    onsets.append((i, round(ev.onset_time * fs)))
             elif start is not None:
                 out.append((start, i))
                 start = None
@@ -117,6 +130,7 @@ def score(
     alarms: list[tuple[int, int]],
     tol_s: float,
     grace_s: float,
+    onsets: list[tuple[int, int]] | None = None,
 ) -> RecordScore:
     r = RecordScore(name)
     on = np.zeros(n, dtype=bool)
@@ -130,6 +144,9 @@ def score(
         if len(hit):
             r.detected += 1
             r.delays_s.append(float(hit[0]) / fs)
+        marks = [o for i, o in onsets or [] if a - ONSET_LOOKBACK_S * fs <= i <= b]
+        if marks:
+            r.onset_errors_s.append((marks[0] - a) / fs)
     tol = int(tol_s * fs)
     r.raises = len(alarms)
     for a, _ in alarms:
@@ -166,7 +183,9 @@ def evaluate(
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
     truth = vf_intervals(path, len(x))
-    return score(path.name, len(x), fs, truth, alarm_intervals(x, fs, block_s), tol_s, grace_s)
+    onsets: list[tuple[int, int]] = []
+    alarms = alarm_intervals(x, fs, block_s, onsets)
+    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets)
 
 
 def _fmt(tag: str, s: RecordScore) -> str:
@@ -175,6 +194,17 @@ def _fmt(tag: str, s: RecordScore) -> str:
         f"{tag}: episodes={s.episodes} detected={s.detected} Se_episode={s.se:.1f} "
         f"delay_median_s={np.median(d):.1f} delay_max_s={np.max(d):.1f} Sp_second={s.sp:.2f} "
         f"false_alarm_episodes={s.false_alarms}"
+    )
+
+
+def _onset_line(s: RecordScore) -> str:
+    e = np.asarray(s.onset_errors_s)
+    if not len(e):
+        return "onset mark: no episode raised its own alarm"
+    return (
+        f"onset mark vs annotated onset, {len(e)} episodes raised: median {np.median(e):+.1f} s "
+        f"(negative: before), median |error| {np.median(np.abs(e)):.1f} s, within 2 s {int((np.abs(e) <= 2).sum())}, "
+        f"late by > 2 s {int((e > 2).sum())}"
     )
 
 
@@ -199,6 +229,7 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
             f"{r.sp:7.2f} {r.sp_raw:8.2f}"
         )
     print(f"{label}: Sp_second without the {args.grace_s:g} s post-episode grace = {total.sp_raw:.2f} %")
+    print(f"{label}: {_onset_line(total)}")
     print(_fmt(f"{label} vf", total))
     return total
 

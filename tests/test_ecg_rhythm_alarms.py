@@ -66,6 +66,29 @@ def test_fibrillation_raises_a_high_alarm_and_holds_the_heart_rate() -> None:
     assert tech[-1].time.timestamp() - T0 == pytest.approx(raised)
 
 
+@pytest.mark.parametrize(
+    ("rel", "annotated_onset_s"), [("ecg_vf/vfdb_426_615s", 30.0), ("ecg_vf/vfdb_429_1835s", 20.0)]
+)
+def test_fibrillation_onset_is_marked_at_the_first_vf_like_window_middle(rel: str, annotated_onset_s: float) -> None:
+    """The onset the alarm and its evidence strip carry: the middle of the first VF-like window
+    (its end is ~2 s late), which on these excerpts is within a second of the annotated onset."""
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    fs = float(rec.fs)
+    x = np.nan_to_num(rec.p_signal[:, 0])
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    raised = []
+    for start in range(0, len(x), step):
+        block = SampleBlock("strap", "ecg", fs, T0 + start / fs, x[start : start + step], "mV", first_index=start)
+        raised += [e for e in channel.feed(block).rhythm if e.condition == VENTRICULAR_FIBRILLATION and e.active]
+    assert len(raised) == 1
+    vf = channel.rhythm.vf
+    first_vf_like_end = vf.onset_index  # the detector's own mark: the first VF-like step's end
+    half_window = vf.window * vf.decimate // 2
+    assert raised[0].onset_time - T0 == pytest.approx((first_vf_like_end - half_window) / fs)
+    assert abs(raised[0].onset_time - T0 - annotated_onset_s) <= 1.0
+
+
 def test_electrode_motion_noise_is_technical_not_fibrillation() -> None:
     out, _ = feed_file(pipeline(), "ecg_vf/nstdb_119e00_300s")  # 119 with em noise at 0 dB
     assert not alarms(out, "ventricular_fibrillation")
