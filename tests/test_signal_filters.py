@@ -83,3 +83,30 @@ def test_all_finite_on_values_whose_squares_overflow() -> None:
     assert not all_finite(np.array([1e200, np.nan]))
     assert not all_finite(np.array([-np.inf, 1.0]))
     assert all_finite(np.zeros(0))
+
+
+@given(st.lists(st.integers(1, 90), min_size=1, max_size=6), st.floats(-5, 5))
+def test_filtering_in_place_gives_what_run_gives(sizes: list[int], offset: float) -> None:
+    sos = butter2_bandpass(1.0, 30.0, 250.0)
+    x = np.sin(np.arange(sum(sizes)) * 0.3) + offset
+    copying, in_place = SosFilter.design(sos), SosFilter.design(sos)
+    expected, got, pos = [], [], 0
+    for n in sizes:
+        expected.append(copying.run(x[pos : pos + n]))
+        scratch = x[pos : pos + n].copy()
+        out = in_place.run_in_place(scratch)
+        assert out is scratch  # written over, no copy
+        got.append(out)
+        pos += n
+    assert np.array_equal(np.concatenate(got), np.concatenate(expected))  # bit for bit, state included
+
+
+def test_an_array_that_cannot_be_filtered_in_place_is_left_alone() -> None:
+    sos = butter2_lowpass(10.0, 250.0)
+    x32 = np.linspace(0, 1, 50, dtype=np.float32)
+    strided = np.linspace(0, 1, 100)[::2]
+    for x in (x32, strided):
+        before = x.copy()
+        out = SosFilter.design(sos).run_in_place(x)
+        assert out is not x and np.array_equal(x, before)
+        assert np.array_equal(out, SosFilter.design(sos).run(before))

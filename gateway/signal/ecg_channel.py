@@ -253,7 +253,7 @@ class EcgChannel:
             last = window_end + (n - window_end) // self.quality.window * self.quality.window
         step_end = self.rhythm.next_step_end()
         if step_end <= n:
-            period = self.rhythm.vf.decimate * self.rhythm.vf.hop  # see RhythmMonitor.next_step_end
+            period = self.rhythm.step_period
             last = max(last, step_end + (n - step_end) // period * period)
         return last
 

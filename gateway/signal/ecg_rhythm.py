@@ -115,6 +115,11 @@ class RhythmMonitor:
         m = (self._fed - 1 + k) // (k * hop) + 1
         return self._first + (m * hop - 1) * k + 1
 
+    @property
+    def step_period(self) -> int:
+        """Input samples between consecutive VF step ends (see ``next_step_end``)."""
+        return self.vf.decimate * self.vf.hop
+
     def feed(self, samples_mv: FloatArray) -> list[RhythmChange]:
         out: list[RhythmChange] = []
         self._fed += len(samples_mv)

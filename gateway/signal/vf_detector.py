@@ -28,7 +28,7 @@ import numpy as np
 
 from gateway.frozen_init import fast_init
 from gateway.signal import vf_features
-from gateway.signal.ecg_filters import SosFilter, _sos_kernel, butter2_bandpass, butter2_lowpass
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -289,13 +289,9 @@ class VfDetector:
         return out
 
     def _filter(self, x: FloatArray, own: bool) -> FloatArray:
-        """The band-pass of the next samples, advancing its state.  Once started, an array of our
-        own (a concatenation) is filtered in place by the SOS kernel, without ``SosFilter.run``'s
-        copy into a new 2-D array and its dispatch: the same kernel on the same numbers."""
-        if not own or not self._band.primed:
-            return self._band.run(x)
-        _sosfilt_double()(self._band.sos, x[None, :], self._band.zi)
-        return x
+        """The band-pass of the next samples, advancing its state: an array of our own (a
+        concatenation) is filtered in place, without a copy; the caller's array is left alone."""
+        return self._band.run_in_place(x) if own else self._band.run(x)
 
     def _shift_in(self, y: FloatArray) -> None:
         """Append the newest decimated samples to the window ring (in place: no new array a step)."""
@@ -358,16 +354,6 @@ class VfDetector:
                 self._recent_ends.clear()
                 return VfChange(end, False, self.onset_index)
         return None
-
-
-@cache
-def _sosfilt_double() -> Callable[[FloatArray, FloatArray, FloatArray], None]:
-    """The float64 specialisation of the SOS kernel ``SosFilter`` uses: calling it directly skips
-    the fused function's type dispatch (~1.5k instructions a call)."""
-    kernel = _sos_kernel()
-    signatures = getattr(kernel, "__signatures__", None)
-    special = signatures.get("double") if isinstance(signatures, dict) else None
-    return special if callable(special) else kernel
 
 
 def decimation(fs: float) -> int:
