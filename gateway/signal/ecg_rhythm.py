@@ -82,6 +82,11 @@ class RhythmMonitor:
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
         self._beats: deque[tuple[int, int]] = deque(maxlen=64)  # all recent beats: (index, decided index)
+        # Whether the beats arrived in index order (the R-peak detector gives them so): the veto
+        # then looks only at the last few instead of all 64 (it runs every second).
+        self._in_order = True
+        self._organised_span = round(self.settings.organised_s * fs)
+        self._organised_min_rr = 60.0 / self.settings.organised_max_rate
 
     @property
     def vf_active(self) -> bool:
@@ -89,7 +94,10 @@ class RhythmMonitor:
 
     def beat(self, index: int, energy: float, decided_index: int | None = None) -> list[RhythmChange]:
         s = self.settings
-        self._beats.append((index, index if decided_index is None else decided_index))
+        beats = self._beats
+        if beats and index < beats[-1][0]:
+            self._in_order = False
+        beats.append((index, index if decided_index is None else decided_index))
         if self._strong and energy < s.weak_ratio * median(self._strong):
             if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
                 self._weak.clear()
@@ -139,14 +147,31 @@ class RhythmMonitor:
         return RhythmChange(c.index, VENTRICULAR_FIBRILLATION, c.active, onset)
 
     def _organised(self, end: int) -> bool:
-        s = self.settings
-        lo = end - round(s.organised_s * self.fs)
-        idx = [i for i, d in self._beats if lo <= i < end and d <= end]
-        if len(idx) < 3:
+        lo = end - self._organised_span
+        if self._in_order:
+            # Newest first, down to the first beat before the span: a handful, not all 64.
+            gaps: list[int] = []
+            later: int | None = None
+            for i, d in reversed(self._beats):
+                if i < lo:
+                    break
+                if i < end and d <= end:
+                    if later is not None:
+                        gaps.append(later - i)
+                    later = i
+        else:
+            idx = [i for i, d in self._beats if lo <= i < end and d <= end]
+            gaps = [b - a for a, b in pairwise(idx)]
+        n = len(gaps)
+        if n < 2:  # fewer than three beats
             return False
-        rr = [(b - a) / self.fs for a, b in pairwise(idx)]
-        mid = median(rr)
-        return mid >= 60.0 / s.organised_max_rate and max(rr) - min(rr) <= s.organised_spread * mid
+        # The RR intervals in samples, sorted: dividing by fs keeps their order, so these give the
+        # sorted intervals in seconds, the same doubles as ``(b - a) / fs`` one by one.
+        gaps.sort()
+        fs = self.fs
+        h = n // 2
+        mid = gaps[h] / fs if n % 2 else (gaps[h - 1] / fs + gaps[h] / fs) / 2  # small_stats.median
+        return mid >= self._organised_min_rr and gaps[-1] / fs - gaps[0] / fs <= self.settings.organised_spread * mid
 
     def quality(self, window: QualityWindow) -> list[RhythmChange]:
         """A quality verdict: flat or saturated means no signal, hence no rhythm to call."""
