@@ -2,8 +2,10 @@
 
 * ``extreme_bradycardia`` / ``extreme_tachycardia``: threshold rules on the heart rate with their
   own limits and shorter delays (``alarms.ecg`` in the config), beside the per-vital limits.
-* ``ventricular_fibrillation`` and ``asystole``: raised and cleared by the ECG channel's rhythm
-  events, high severity, not technical; one alarm per condition and device at a time.
+* ``ventricular_fibrillation``, ``ventricular_tachycardia`` and ``asystole``: raised and cleared
+  by the ECG channel's rhythm events, high severity, not technical; one alarm per condition and
+  device at a time.  VT's settings (``alarms.ecg.ventricular_tachycardia``) become the channel's
+  ``VtSettings`` here.
 """
 
 from __future__ import annotations
@@ -12,12 +14,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.alarms import AlarmEngine, AlarmTransition, ThresholdRule
-from gateway.config.processing import EcgAlarmSection
+from gateway.config.processing import EcgAlarmSection, VentricularTachycardia
 from gateway.records import Severity, Vital
 from gateway.signal.ecg_channel import RhythmEvent
+from gateway.signal.vt_detector import VtSettings
 
 EXTREME_BRADYCARDIA = "extreme_bradycardia"
 EXTREME_TACHYCARDIA = "extreme_tachycardia"
+
+
+def vt_settings(section: VentricularTachycardia) -> VtSettings:
+    """The VT detector's settings from the config: a run of ``run_beats``, all but one ventricular."""
+    return VtSettings(
+        enabled=section.enabled,
+        min_rate=section.min_rate,
+        run_beats=section.run_beats,
+        ventricular_beats=section.run_beats - 1,
+    )
 
 
 class ExtremeRateRules:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.alarms import AlarmEngine, AlarmTransition
 from gateway.config.processing import EcgAlarmSection, EvidenceSection, ProcessingSection, VitalLimits
-from gateway.ecg_alarms import ExtremeRateRules, rhythm_transitions
+from gateway.ecg_alarms import ExtremeRateRules, rhythm_transitions, vt_settings
 from gateway.evidence import EvidenceRecorder, Strip
 from gateway.records import (
     AlarmEvent,
@@ -157,6 +157,7 @@ class Pipeline:
             hrv_window_s=proc.ecg_hrv_window_s,
             hrv_every_s=proc.ecg_hrv_every_s,
             rhythm=RhythmSettings(asystole_s=self.ecg_alarms.asystole_s),
+            vt=vt_settings(self.ecg_alarms.ventricular_tachycardia),
         )
         self.spo2_params = spo2.Spo2Params(
             max_jump=proc.spo2.max_jump, median_s=proc.spo2.median_s, tau_s=proc.spo2.tau_s
@@ -272,7 +273,8 @@ class Pipeline:
                 p.alarms.invalid(Vital.HEART_RATE)
                 p.extremes.invalid(Vital.HEART_RATE)
             for tr in rhythm_transitions(p.alarms, event, b.device_id, b.channel):
-                p.evidence.arm(tr.alarm_id, tr.condition, b.device_id, tr.vital, tr.time, event.onset_time)
+                if tr.event is AlarmEvent.RAISED:  # a strip for the raise (with its onset), none for the clear
+                    p.evidence.arm(tr.alarm_id, tr.condition, b.device_id, tr.vital, tr.time, event.onset_time)
                 out.records.append(self._alarm(p, tr, b.clock))
         for reading in result.readings:
             self._apply(p, reading, out)

@@ -105,6 +105,14 @@ def check_vital_names(v: dict[str, VitalLimits]) -> dict[str, VitalLimits]:
     return v
 
 
+class VentricularTachycardia(_Model):
+    """'ventricular_tachycardia': a run of wide complexes, unlike the patient's own, at a high rate."""
+
+    enabled: bool = True
+    min_rate: float = Field(100.0, ge=80, le=200, description="Mean rate of the run (/min) at or above which it is VT")
+    run_beats: int = Field(6, ge=4, le=12, description="Beats in the run, all but one of them ventricular")
+
+
 class EcgAlarmSection(_Model):
     """Rhythm alarms from the ECG waveform, beyond the per-vital heart-rate limits."""
 
@@ -119,6 +127,7 @@ class EcgAlarmSection(_Model):
     asystole_s: float = Field(
         6.0, ge=3, le=10, description="No QRS for this long on a live signal: 'asystole' (within 1 s more)"
     )
+    ventricular_tachycardia: VentricularTachycardia = Field(default_factory=VentricularTachycardia)
 
     @model_validator(mode="after")
     def _order(self) -> EcgAlarmSection:

@@ -35,8 +35,9 @@ from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, Vita
 from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
-from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
+from gateway.signal.ecg_rhythm import NO_SIGNAL, VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
 from gateway.signal.rpeak_detector import RPeakDetector
+from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtChange, VtDetector, VtSettings, measure
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,6 +58,7 @@ class EcgSettings:
     recover_windows: int = 2
     max_noise_ratio: float = 0.4  # detector noise level over QRS level beyond which a window is noisy
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
+    vt: VtSettings = field(default_factory=VtSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class ValidityChange:
 @dataclass(frozen=True, slots=True)
 class RhythmEvent:
     time: float
-    condition: str  # ecg_rhythm.VENTRICULAR_FIBRILLATION or ASYSTOLE
+    condition: str  # VENTRICULAR_FIBRILLATION, ASYSTOLE or VENTRICULAR_TACHYCARDIA
     active: bool
     onset_time: float
 
@@ -128,6 +130,7 @@ class EcgChannel:
         self._clock = ClockQuality.SYNCED
         self._queue: list[FloatArray] = []  # accepted samples not processed yet (see ``feed``)
         self._due = 0  # sample index whose arrival makes processing due
+        self.vt: VtDetector | None = None
 
     def _start(self, fs: float, first_index: int) -> None:
         self.fs = fs
@@ -135,6 +138,13 @@ class EcgChannel:
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
         self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index=first_index)
+        # The VT reference (the patient's own beats) and an episode on are kept across a gap at
+        # the same rate: the beats after it end the episode, or go on with it.
+        if self.settings.vt.enabled and (self.vt is None or self.vt.fs != fs):
+            self.vt = VtDetector(fs, self.settings.vt)
+            self.vt.restart(first_index)
+        elif self.vt is not None:
+            self.vt.restart(first_index)
         hrv.break_sequence(self._hrv)
         self._pending.clear()
         self._last_beat_time = None
@@ -258,6 +268,8 @@ class EcgChannel:
         return last
 
     def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
+        if change.condition == VENTRICULAR_FIBRILLATION and change.active:
+            self._end_vt(change.index, out)  # VF supersedes it: VT ends as VF begins
         t = self._time(change.index)
         out.rhythm.append(RhythmEvent(t, change.condition, change.active, self._time(change.onset_index)))
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
@@ -272,6 +284,18 @@ class EcgChannel:
         out.beats.append(index)
         for change in self.rhythm.beat(index, energy, decided_index):
             self._rhythm(change, out)
+        vt = self.vt
+        if vt is not None and not self.rhythm.vf_active:
+            shape = None
+            if vt.wants_shape(index):
+                st = self.detector.state
+                d = st.design
+                start = st.next_index - len(st.buf_bp)
+                r_bp, r_env = index + d.bp_delay, index + d.feature_delay
+                shape = measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index)
+            vt_change = vt.beat(index, shape)
+            if vt_change is not None:
+                self._vt(vt_change, out)
         t = self._time(index)
         self._last_beat_time = t
         iv = heart_rate.add_beat(self.hr, index, t)
@@ -284,6 +308,16 @@ class EcgChannel:
         if iv.heart_rate is not None:
             pending.append((index, VitalReading(device, _HR, iv.heart_rate, _HR_UNIT, t, clock)))
 
+    def _vt(self, change: VtChange, out: EcgOutput) -> None:
+        self._rhythm(RhythmChange(change.index, VENTRICULAR_TACHYCARDIA, change.active, change.onset_index), out)
+
+    def _end_vt(self, index: int, out: EcgOutput) -> None:
+        vt = self.vt
+        if vt is not None:
+            if vt.active:
+                self._rhythm(RhythmChange(index, VENTRICULAR_TACHYCARDIA, False, index), out)
+            vt.reset()
+
     def _time(self, index: int) -> float:
         i0, t0 = self._anchor
         assert self.fs is not None
@@ -292,6 +326,12 @@ class EcgChannel:
     def _judge(self, window: QualityWindow, out: EcgOutput) -> None:
         s = self.settings
         quality = window.quality
+        if self.vt is not None:
+            # No signal, or no beat for a while (a standstill after VT): the episode is over.
+            if quality in NO_SIGNAL:
+                self._end_vt(window.end_index, out)
+            elif (vt_change := self.vt.expire(window.end_index)) is not None:
+                self._vt(vt_change, out)
         st = self.detector.state
         if quality is EcgQuality.GOOD and st.signal_level > 0 and st.noise_level > s.max_noise_ratio * st.signal_level:
             quality = EcgQuality.NOISY

@@ -1,4 +1,4 @@
-"""Cut the excerpts the VF/asystole tests use (deterministic).
+"""Cut the excerpts the VF, VT and asystole tests use (deterministic).
 
 Run from the repository root: ``uv run python hil_fixtures/ecg_vf/make_vf_excerpts.py [--data DIR]``.
 Provenance and licence of the source records: ``PROVENANCE.md`` in this folder.
@@ -22,6 +22,8 @@ EXCERPTS = [
     ("vfdb", "426", 615, 60, "212", "sinus rhythm, then ventricular fibrillation from 30 s"),
     ("vfdb", "429", 1835, 60, "212", "ventricular flutter from 20 s"),
     ("vfdb", "615", 600, 30, "212", "atrial fibrillation with a 17 s run of ventricular tachycardia from 5 s"),
+    ("vfdb", "615", 300, 40, "212", "atrial fibrillation, a 4 s run of ventricular tachycardia from 26.8 s"),
+    ("vfdb", "428", 1900, 40, "212", "ventricular tachycardia from 23.3 s"),
     ("nstdb", "119e00", 300, 60, "16", "MIT-BIH 119 with electrode-motion noise at 0 dB (noise burst)"),
 ]
 SOURCES = {"vfdb": "MIT-BIH Malignant Ventricular Ectopy Database", "nstdb": "MIT-BIH Noise Stress Test Database"}

@@ -1,0 +1,334 @@
+"""Ventricular tachycardia: the complex measurements, the run rules on worked sequences, the ECG
+channel on recorded VT (vfdb) and on records without VT (MIT-BIH, noise), and the alarm with its
+evidence strip through the real pipeline."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gateway.config.errors import ConfigError
+from gateway.config.loader import load_config
+from gateway.config.processing import AlarmSection, EcgAlarmSection, VentricularTachycardia
+from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
+from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings
+from gateway.signal.vt_detector import (
+    VENTRICULAR_TACHYCARDIA,
+    Shape,
+    VtChange,
+    VtDetector,
+    VtSettings,
+    correlation,
+    measure,
+)
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+T0 = 1_780_000_000.0
+FS = 250.0
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def test_width_is_the_envelope_run_above_half_its_peak() -> None:
+    env = np.zeros(200)
+    env[80:121] = 1.0 - np.abs(np.arange(-20, 21)) / 20.0  # triangle peaking at 100, 0.5 at 90 and 110
+    bp = np.sin(np.arange(200) / 5.0)
+    shape = measure(bp, env, start=1000, r_bp=1100, r_env=1100, before=25, after=20, stop=1200)
+    assert shape is not None
+    assert shape.width == 20  # from the last sample at or below half height before the peak to the first after
+    assert np.array_equal(shape.segment, bp[75:121])
+
+
+def test_measure_reads_nothing_at_or_after_the_decision_point() -> None:
+    env = np.zeros(200)
+    env[80:121] = 1.0 - np.abs(np.arange(-20, 21)) / 20.0
+    bp = np.arange(200.0)
+    shape = measure(bp, env, start=0, r_bp=100, r_env=100, before=25, after=20, stop=105)
+    assert shape is not None
+    assert len(shape.segment) == 30 and shape.segment[-1] == 104  # cut at the decision point
+    assert shape.width == 15  # from 90 to the decision point at 105: the fall had not come yet, a lower bound
+    changed = env.copy()
+    changed[105:] = 7.0  # what arrives later cannot change it
+    again = measure(bp, changed, start=0, r_bp=100, r_env=100, before=25, after=20, stop=105)
+    assert again is not None and again.width == shape.width
+
+
+def test_measure_needs_the_complex_start_in_the_buffers() -> None:
+    env = np.ones(50)
+    assert measure(np.zeros(50), env, start=1000, r_bp=1010, r_env=1010, before=25, after=20, stop=1050) is None
+
+
+def test_correlation_worked_values() -> None:
+    x = np.array([0.0, 1.0, 3.0, -1.0])
+    assert correlation(x, x) == pytest.approx(1.0)
+    assert correlation(x, -2 * x) == pytest.approx(-1.0)
+    assert correlation(x, np.zeros(4)) == 0.0
+    assert correlation(x[:2], x) == pytest.approx(1.0)  # over the common start
+
+
+# -- run rules on worked sequences -------------------------------------------------------------
+
+N_SAMPLES = 46  # before + after + 1 at 250 Hz
+t = np.arange(N_SAMPLES) - 25.0
+NARROW = Shape(np.exp(-0.5 * (t / 3.0) ** 2), 30)  # the patient's own complex
+WIDE_UNLIKE = Shape(-np.exp(-0.5 * ((t - 6) / 8.0) ** 2) + 0.3 * np.exp(-0.5 * ((t + 12) / 4.0) ** 2), 45)
+
+
+class Feeder:
+    """Beats into a VtDetector at chosen RR intervals (seconds), measured as the channel does."""
+
+    def __init__(self, settings: VtSettings | None = None) -> None:
+        self.vt = VtDetector(FS, settings)
+        self.index = 10_000
+        self.changes: list[VtChange] = []
+        self.measured: list[int] = []
+
+    def beats(self, rr_s: float, shapes: list[Shape]) -> None:
+        for shape in shapes:
+            self.index += round(rr_s * FS)
+            if self.vt.wants_shape(self.index):
+                self.measured.append(self.index)
+                got = self.vt.beat(self.index, shape)
+            else:
+                got = self.vt.beat(self.index, None)
+            if got is not None:
+                self.changes.append(got)
+
+
+def with_reference(settings: VtSettings | None = None) -> Feeder:
+    f = Feeder(settings)
+    f.beats(0.8, [NARROW] * 12)  # 75 /min: the patient's own beats
+    assert f.vt.template is not None and f.vt.width == 30
+    return f
+
+
+def test_a_run_of_wide_unlike_alike_complexes_at_150_raises_and_normal_beats_clear() -> None:
+    f = with_reference()
+    start = f.index
+    f.beats(0.4, [WIDE_UNLIKE] * 4)  # 150 /min
+    assert f.changes == []
+    f.beats(0.4, [WIDE_UNLIKE])  # the fifth: six beats (the last normal one and five), all but one ventricular
+    (raised,) = f.changes
+    assert raised.active and raised.index == f.index
+    assert raised.onset_index == start + round(0.4 * FS)  # the run's first ventricular beat
+    f.beats(0.4, [WIDE_UNLIKE] * 10)  # it goes on: nothing new
+    assert len(f.changes) == 1
+    f.beats(0.8, [NARROW] * 2)
+    assert len(f.changes) == 1  # two normal beats are not yet the end
+    f.beats(0.8, [NARROW])
+    assert [c.active for c in f.changes] == [True, False]
+
+
+def test_one_missed_beat_does_not_break_the_run() -> None:
+    f = with_reference()
+    f.beats(0.4, [WIDE_UNLIKE] * 3)
+    f.beats(0.8, [WIDE_UNLIKE])  # the detector missed the one between: the run's mean rate is still 125 /min
+    f.beats(0.4, [WIDE_UNLIKE] * 2)
+    assert [c.active for c in f.changes] == [True]
+
+
+def test_no_vt_before_a_reference_nor_from_slow_or_unalike_or_familiar_complexes() -> None:
+    f = Feeder()
+    f.beats(0.4, [WIDE_UNLIKE] * 20)  # fast from the start: no reference, no call
+    assert f.changes == [] and f.vt.template is None
+    f = with_reference()
+    f.beats(0.9, [WIDE_UNLIKE] * 12)  # idioventricular rhythm at 67 /min: not tachycardia
+    assert f.changes == []
+    f = with_reference()
+    f.beats(0.4, [NARROW] * 12)  # sinus tachycardia with the patient's own complexes
+    assert f.changes == []
+    f = with_reference()
+    rng = np.random.default_rng(7)
+    noise = [Shape(rng.normal(size=N_SAMPLES), 45) for _ in range(12)]  # unlike the reference, and each other
+    f.beats(0.4, noise)
+    assert f.changes == []
+    f = with_reference()
+    flutter = Shape(NARROW.segment + 0.8 * np.sin(t / 2.0), 31)  # unlike, but not wider
+    f.beats(0.4, [flutter] * 12)
+    assert f.changes == []
+
+
+def test_a_wide_own_complex_is_the_reference_bundle_branch_block() -> None:
+    f = Feeder()
+    f.beats(0.8, [WIDE_UNLIKE] * 12)  # the patient's own beats are wide
+    f.beats(0.45, [WIDE_UNLIKE] * 12)  # sinus tachycardia with them: not VT
+    assert f.changes == []
+
+
+def test_only_fast_beats_and_sampled_reference_beats_are_measured() -> None:
+    f = with_reference()
+    before = len(f.measured)
+    f.beats(1.5, [NARROW] * 8)  # 40 /min: below measure_rate, one in reference_every sampled
+    assert len(f.measured) - before == 2
+
+
+def test_a_pause_ends_an_episode_and_a_gap_keeps_it_until_the_beats_say() -> None:
+    f = with_reference()
+    f.beats(0.4, [WIDE_UNLIKE] * 6)
+    assert f.vt.active
+    assert f.vt.expire(f.index + round(1.9 * FS)) is None
+    ended = f.vt.expire(f.index + round(2.1 * FS))
+    assert ended is not None and not ended.active and not f.vt.active
+
+    f = with_reference()
+    f.beats(0.4, [WIDE_UNLIKE] * 6)
+    f.index += 5_000
+    f.vt.restart(f.index)  # a gap in the samples
+    assert f.vt.active
+    f.beats(0.4, [WIDE_UNLIKE] * 4)  # VT goes on after it
+    assert [c.active for c in f.changes] == [True]
+    f.beats(0.8, [NARROW] * 4)
+    assert [c.active for c in f.changes] == [True, False]
+
+
+# -- the ECG channel on recorded ECG ----------------------------------------------------------
+
+
+def record(rel: str) -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    return np.nan_to_num(rec.p_signal[:, 0]), float(rec.fs)
+
+
+def vt_events(x: np.ndarray, fs: float, steps: list[int] | None = None) -> list[tuple[float, bool, float]]:
+    channel = EcgChannel("strap")
+    out: list[tuple[float, bool, float]] = []
+    cuts = itertools.cycle(steps or [round(0.1 * fs)])
+    a = 0
+    while a < len(x):
+        b = min(len(x), a + next(cuts))
+        for ev in channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a:b], "mV", first_index=a)).rhythm:
+            if ev.condition == VENTRICULAR_TACHYCARDIA:
+                out.append((round(ev.time, 3), ev.active, round(ev.onset_time, 3)))
+        a = b
+    return out
+
+
+@pytest.mark.parametrize(
+    ("rel", "onset_s", "end_s"),
+    [("ecg_vf/vfdb_615_300s", 26.8, 30.8), ("ecg_vf/vfdb_428_1900s", 23.3, 40.0)],
+)
+def test_recorded_ventricular_tachycardia_is_called(rel: str, onset_s: float, end_s: float) -> None:
+    x, fs = record(rel)
+    events = vt_events(x, fs)
+    assert events and events[0][1], events
+    raised, _, onset = events[0]
+    assert onset_s <= raised <= onset_s + 6.0  # annotated onset -> alarm
+    assert onset_s - 1.0 <= onset <= raised
+    assert all(onset_s <= e[0] <= end_s + 6.0 for e in events)  # nothing outside the episode
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "ecg/mitdb_119_0s",  # ventricular bigeminy and trigeminy
+        "ecg/mitdb_116_600s",
+        "ecg_tests/mitdb_203_600s",  # multiform PVCs, couplets and runs of three
+        "ecg_tests/mitdb_228_0s",
+        "ecg_tests/mitdb_104_120s",  # paced
+        "ecg_vf/nstdb_119e00_300s",  # electrode motion at 0 dB
+    ],
+)
+def test_no_vt_on_ectopy_paced_rhythm_or_noise(rel: str) -> None:
+    x, fs = record(rel)
+    assert vt_events(x, fs) == []
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=8))
+def test_vt_events_do_not_depend_on_block_sizes(steps: list[int]) -> None:
+    x, fs = record("ecg_vf/vfdb_615_300s")
+    assert vt_events(x, fs, steps) == vt_events(x, fs)
+
+
+def test_fibrillation_supersedes_tachycardia() -> None:
+    x, fs = record("ecg_vf/vfdb_428_1900s")
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    seen: list[tuple[str, bool]] = []
+    # VT from 23.3 s, then the same VT record's fibrillation would end it: VF is simulated by
+    # appending the VF excerpt's fibrillation after it, same rate, no gap.
+    vf, vf_fs = record("ecg_vf/vfdb_426_615s")
+    assert vf_fs == fs
+    y = np.concatenate((x, vf[round(32 * fs) :]))
+    for a in range(0, len(y), step):
+        for ev in channel.feed(SampleBlock("strap", "ecg", fs, a / fs, y[a : a + step], "mV", first_index=a)).rhythm:
+            seen.append((ev.condition, ev.active))
+    assert ("ventricular_fibrillation", True) in seen
+    vf_at = seen.index(("ventricular_fibrillation", True))
+    vt_states = [active for cond, active in seen[:vf_at] if cond == VENTRICULAR_TACHYCARDIA]
+    assert vt_states == [True, False]  # VT was called, and ended as VF began
+    assert all(cond != VENTRICULAR_TACHYCARDIA or not active for cond, active in seen[vf_at:])
+
+
+def test_disabled_in_the_settings() -> None:
+    x, fs = record("ecg_vf/vfdb_615_300s")
+    channel = EcgChannel("strap", EcgSettings(vt=VtSettings(enabled=False)))
+    step = round(0.1 * fs)
+    for a in range(0, len(x), step):
+        out = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+        assert not [e for e in out.rhythm if e.condition == VENTRICULAR_TACHYCARDIA]
+
+
+# -- the alarm, its strip and its configuration ----------------------------------------------
+
+
+def test_vt_alarm_is_high_severity_and_followed_by_its_strip() -> None:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
+    pl = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+    x, fs = record("ecg_vf/vfdb_615_300s")
+    x = x * 1000.0  # uV, as a strap sends
+    out = PipelineOutput()
+    step = round(0.1 * fs)
+    for a in range(0, len(x), step):
+        out.extend(pl.feed("p-a", SampleBlock("strap", "ecg", fs, T0 + a / fs, x[a : a + step], "uV", first_index=a)))
+    vt = [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == VENTRICULAR_TACHYCARDIA]
+    assert [a.event for a in vt] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
+    assert vt[0].severity == "high" and not vt[0].technical and vt[0].device == "strap"
+    assert vt[1].alarm_id == vt[0].alarm_id
+    assert "onset" in (vt[0].detail or "")
+    (strip,) = [r for r in out.records if isinstance(r, EvidenceRecord) and r.alarm_id == vt[0].alarm_id]
+    assert strip.condition == VENTRICULAR_TACHYCARDIA and out.records.index(strip) > out.records.index(vt[0])
+    assert strip.onset_index is not None and 0 < strip.onset_index < strip.raise_index
+
+
+def test_config_section_and_its_errors(tmp_path: Path) -> None:
+    section = EcgAlarmSection(ventricular_tachycardia=VentricularTachycardia(min_rate=120, run_beats=8))
+    assert section.ventricular_tachycardia.run_beats == 8
+    with pytest.raises(ValidationError, match="run_beats"):
+        VentricularTachycardia(run_beats=2)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            gateway:
+              id: hub-01
+            upstream:
+              url: mqtts://broker
+            alarms:
+              ecg:
+                ventricular_tachycardia: {min_rate: 40}
+            patients:
+              - id: p1
+                devices:
+                  - id: d1
+                    driver: replay
+                    vitals: a.jsonl
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = info.value.render()
+    assert f"{path}:7: alarms.ecg.ventricular_tachycardia.min_rate: must be at least 80" in text
+    assert "Traceback" not in text
