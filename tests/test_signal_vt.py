@@ -168,8 +168,11 @@ def test_a_wide_own_complex_is_the_reference_bundle_branch_block() -> None:
 def test_only_fast_beats_and_sampled_reference_beats_are_measured() -> None:
     f = with_reference()
     before = len(f.measured)
-    f.beats(1.5, [NARROW] * 8)  # 40 /min: below measure_rate, one in reference_every sampled
+    f.beats(0.8, [NARROW] * 8)  # a steady 75 /min: one in reference_every is sampled
     assert len(f.measured) - before == 2
+    f.beats(0.4, [NARROW] * 3)  # fast beats are measured, and the one after the last fast one
+    f.beats(0.8, [NARROW] * 2)
+    assert len(f.measured) - before == 2 + 3 + 1
 
 
 def test_a_pause_ends_an_episode_and_a_gap_keeps_it_until_the_beats_say() -> None:

@@ -23,8 +23,8 @@ branch block, paced) thus has a wide reference, and a sinus tachycardia with tho
 
 Measurements read the R-peak detector's band-passed signal and slope envelope, only samples
 before the beat's decision point, so the result does not depend on how the samples were split
-into blocks.  Beats slower than ``measure_rate`` are not measured (a run of them cannot reach
-``min_rate``) unless sampled for the reference.
+into blocks.  Only fast beats, the beat after a fast one, the beats of an episode and the sampled
+reference beats are measured: at a steady normal rate the detector costs a comparison per beat.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class VtSettings:
     reference_beats: int = 9
     reference_every: int = 4
     min_reference: int = 3
-    measure_rate: float = 50.0  # /min: slower beats are not measured (except for the reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +116,6 @@ class VtDetector:
         self.fs = fs
         self.settings = s = settings or VtSettings()
         self.slow_rr = 60.0 / s.min_rate * fs  # an RR at least this long is at a normal rate
-        self.measure_rr = 60.0 / s.measure_rate * fs
         self.before = round(0.10 * fs)  # band-passed samples kept before the R wave...
         self.after = round(0.08 * fs)  # ...and after: the complex, decided by then on a narrow beat
         self._refs: list[Shape] = []
@@ -174,7 +172,10 @@ class VtDetector:
             s = self.settings
             if len(self._refs) < s.reference_beats or (self._slow + 1) % s.reference_every == 0:
                 return True
-        return index - self._last < self.measure_rr and self.template is not None
+        # A fast beat, or the one after a fast beat (its RR may hide a missed complex), or any
+        # beat of an episode: at a steady normal rate nothing but the sampled references is measured.
+        fast = index - self._last < self.slow_rr or (self._last_rr is not None and self._last_rr < self.slow_rr)
+        return self.template is not None and (fast or self.active)
 
     def beat(self, index: int, shape: Shape | None) -> VtChange | None:
         s = self.settings
