@@ -108,7 +108,8 @@ class Feeder:
 def with_reference(settings: VtSettings | None = None) -> Feeder:
     f = Feeder(settings)
     f.beats(0.8, [NARROW] * 12)  # 75 /min: the patient's own beats
-    assert f.vt.template is not None and f.vt.width == 30
+    ref = f.vt.reference()
+    assert ref is not None and ref[1] == 30 and np.array_equal(ref[0], NARROW.segment)
     return f
 
 
@@ -140,7 +141,7 @@ def test_one_missed_beat_does_not_break_the_run() -> None:
 def test_no_vt_before_a_reference_nor_from_slow_or_unalike_or_familiar_complexes() -> None:
     f = Feeder()
     f.beats(0.4, [WIDE_UNLIKE] * 20)  # fast from the start: no reference, no call
-    assert f.changes == [] and f.vt.template is None
+    assert f.changes == [] and f.vt.reference() is None
     f = with_reference()
     f.beats(0.9, [WIDE_UNLIKE] * 12)  # idioventricular rhythm at 67 /min: not tachycardia
     assert f.changes == []

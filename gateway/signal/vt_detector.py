@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gateway.frozen_init import fast_init
+from gateway.signal.small_stats import median
+
 if TYPE_CHECKING:
     import numpy.typing as npt
 
@@ -66,6 +69,7 @@ class VtChange:
     onset_index: int  # the run's first ventricular beat
 
 
+@fast_init  # one per measured beat
 @dataclass(frozen=True, slots=True)
 class Shape:
     """One complex as the R-peak detector's filters saw it."""
@@ -120,8 +124,7 @@ class VtDetector:
         self.after = round(0.08 * fs)  # ...and after: the complex, decided by then on a narrow beat
         self._refs: list[Shape] = []
         self._slow = 0  # slow beats seen (for sampling the reference)
-        self.template: FloatArray | None = None
-        self.width = 0.0
+        self._reference: tuple[FloatArray, float] | None = None  # (template, width), from _refs when asked
         self._recent: list[tuple[int, Shape | None]] = []  # (index, shape if ventricular), the last run_beats
         self._last: int | None = None
         self._last_rr: float | None = None
@@ -175,7 +178,7 @@ class VtDetector:
         # A fast beat, or the one after a fast beat (its RR may hide a missed complex), or any
         # beat of an episode: at a steady normal rate nothing but the sampled references is measured.
         fast = index - self._last < self.slow_rr or (self._last_rr is not None and self._last_rr < self.slow_rr)
-        return self.template is not None and (fast or self.active)
+        return len(self._refs) >= self.settings.min_reference and (fast or self.active)
 
     def beat(self, index: int, shape: Shape | None) -> VtChange | None:
         s = self.settings
@@ -224,11 +227,22 @@ class VtDetector:
         alike = sorted(correlation(a.segment, b.segment) for a, b in pairwise(shapes))
         return alike[len(alike) // 2] >= s.min_consistency
 
+    def reference(self) -> tuple[FloatArray, float] | None:
+        """The reference template and width, or None before ``min_reference`` beats are held.
+        Computed when first asked after a new reference beat, not at every one: the median of the
+        complexes costs more than all the rest of a beat's work, and most are never compared with."""
+        refs = self._refs
+        if self._reference is None and len(refs) >= self.settings.min_reference:
+            template = np.median(np.array([r.segment for r in refs]), axis=0)
+            self._reference = (template, median(r.width for r in refs))
+        return self._reference
+
     def _ventricular(self, shape: Shape) -> bool:
         s = self.settings
-        if self.template is None or shape.width < s.min_width_ratio * self.width:
+        ref = self.reference()
+        if ref is None or shape.width < s.min_width_ratio * ref[1]:
             return False
-        return correlation(shape.segment, self.template) < s.max_corr
+        return correlation(shape.segment, ref[0]) < s.max_corr
 
     def _learn(self, shape: Shape) -> None:
         s = self.settings
@@ -238,6 +252,4 @@ class VtDetector:
         refs.append(shape)
         if len(refs) > s.reference_beats:
             del refs[0]
-        if len(refs) >= s.min_reference:
-            self.template = np.median(np.array([r.segment for r in refs]), axis=0)
-            self.width = float(np.median([r.width for r in refs]))
+        self._reference = None
