@@ -13,7 +13,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.signal.rpeak_detector import DetectorState, _exceeds, _last_at_or_below, _lookahead, new_state
+from gateway.signal.rpeak_detector import (
+    DetectorState,
+    _exceeds,
+    _first_at_or_below,
+    _last_at_or_below,
+    _lookahead,
+    _turning_points,
+    new_state,
+)
 
 # Envelope values from a few levels, so that ties and values exactly on a threshold happen often.
 _values = st.one_of(
@@ -53,8 +61,11 @@ def test_lookahead_equals_its_numpy_definition(
     i = data.draw(st.integers(min_value=0, max_value=len(f) - 1))
     fp = f[i]
     buf = np.asarray(f, dtype=np.float64)
-    got = _lookahead(state, memoryview(buf), i, fp, learnt)
-    assert got == _reference_lookahead(state, buf, i, fp, learnt)
+    expected = _reference_lookahead(state, buf, i, fp, learnt)
+    assert _lookahead(state, memoryview(buf), i, fp, learnt) == expected  # sample by sample
+    tops, state.bottoms, state.rises_first = _turning_points(buf)  # by monotone runs, as extend sets them
+    state.tops = tops.tolist()
+    assert _lookahead(state, memoryview(buf), i, fp, learnt) == expected
 
 
 @given(
@@ -81,3 +92,54 @@ def test_exceeds_equals_a_reduction_over_the_stretch(data: st.DataObject, f: lis
     tops = [t + 1 for t in ((buf[1:-1] > buf[:-2]) & (buf[1:-1] >= buf[2:])).nonzero()[0].tolist()]
     got = _exceeds(memoryview(buf), tops, [f[t] for t in tops], lo, hi, level)
     assert got == (float(buf[lo : hi + 1].max()) > level)
+
+
+# Envelopes with runs: smooth stretches, plateaus (ties between neighbours), single-sample wiggles.
+_shapes = st.lists(
+    st.tuples(st.sampled_from(["up", "down", "flat", "noise"]), st.integers(1, 25), _values), min_size=1, max_size=8
+)
+
+
+def _envelope(shapes: list[tuple[str, int, float]]) -> list[float]:
+    f: list[float] = []
+    for kind, n, v in shapes:
+        start = f[-1] if f else v
+        if kind == "flat":
+            f += [start] * n
+        elif kind == "noise":
+            f += [v, start] * n
+        else:
+            step = (v - start) / n if kind == "up" else (start - v) / n
+            f += [start + step * (k + 1) for k in range(n)]
+    return f
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data(), shapes=_shapes, plain=st.lists(_values, max_size=60), use_plain=st.booleans())
+def test_run_scans_equal_the_sample_by_sample_scans(
+    data: st.DataObject, shapes: list[tuple[str, int, float]], plain: list[float], use_plain: bool
+) -> None:
+    f = plain if use_plain else _envelope(shapes)
+    buf = np.asarray(f, dtype=np.float64)
+    tops, bottoms, rises_first = _turning_points(buf)
+    # The tops are exactly the local maxima the detector has always used.
+    assert tops.tolist() == [t + 1 for t in ((buf[1:-1] > buf[:-2]) & (buf[1:-1] >= buf[2:])).nonzero()[0].tolist()]
+    runs = None if bottoms is None else (tops.tolist(), bottoms, rises_first)
+    assert (runs is None) == (len(f) < 3)
+    view = memoryview(buf)
+    for _ in range(6):
+        lo = data.draw(st.integers(0, len(f)))
+        hi = data.draw(st.integers(lo, len(f)))
+        threshold = data.draw(st.one_of(_values, st.sampled_from(f)) if f else _values)
+        below = (buf[lo:hi] <= threshold).nonzero()[0]
+        assert _last_at_or_below(view, lo, hi, threshold, runs) == (lo + int(below[-1]) if len(below) else -1)
+        assert _first_at_or_below(view, lo, hi, threshold, runs) == (lo + int(below[0]) if len(below) else -1)
+        assert _last_at_or_below(view, lo, hi, threshold) == _last_at_or_below(view, lo, hi, threshold, runs)
+        assert _first_at_or_below(view, lo, hi, threshold) == _first_at_or_below(view, lo, hi, threshold, runs)
+
+
+def test_an_envelope_that_is_not_finite_is_scanned_sample_by_sample() -> None:
+    buf = np.array([0.0, 1.0, np.nan, 0.5, 2.0, 1.0, 0.0])
+    tops, bottoms, _ = _turning_points(buf)
+    assert bottoms is None
+    assert tops.tolist() == [4]  # by the definition: f[1] >= NaN is false, so 1 is no top

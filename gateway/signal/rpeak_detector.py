@@ -38,8 +38,10 @@ the beats of the whole signal processed at once (tested with hypothesis).
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from operator import neg
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -117,6 +119,10 @@ class DetectorState:
     buf_f: FloatArray = field(default_factory=lambda: np.zeros(0))
     tops: list[int] = field(default_factory=list)  # the envelope's local maxima (positions in buf_f)
     top_values: list[float] = field(default_factory=list)
+    # Where the envelope turns up again (``_turning_points``), for the look-ahead's scans; None
+    # when they scan sample by sample (an envelope that is not finite, or not computed).
+    bottoms: list[int] | None = None
+    rises_first: bool = False  # whether buf_f rises (strictly) from its first sample to the first turn
     decided_upto: int = 0  # candidates before this absolute index have been decided
     learn_max: float = 0.0
     learn_scanned: int = 0
@@ -167,6 +173,7 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.buf_f = np.zeros(0)
     state.tops = []
     state.top_values = []
+    state.bottoms = None
     state.last_beat = None
     state.rr = ()
 
@@ -215,11 +222,32 @@ def extend(state: DetectorState, samples_mv: FloatArray) -> None:
     # candidate" is asked of the stretch's two ends and of the few local maxima inside it, read on
     # Python floats, instead of a numpy reduction over the stretch for each candidate (a numpy
     # call costs as much as looking at a hundred Python floats).
-    tops = ((buf_f[1:-1] > buf_f[:-2]) & (buf_f[1:-1] >= buf_f[2:])).nonzero()[0]
-    tops += 1
+    tops, state.bottoms, state.rises_first = _turning_points(buf_f)
     state.tops = tops.tolist()
     state.top_values = buf_f[tops].tolist()  # Python floats: the same doubles, compared alike
     state.next_index += n
+
+
+def _turning_points(f: FloatArray) -> tuple[npt.NDArray[np.intp], list[int] | None, bool]:
+    """The envelope's tops (``f[t - 1] < f[t] >= f[t + 1]``) and, when it is finite, its bottoms
+    (``f[b - 1] >= f[b] < f[b + 1]``) and whether it rises from its first sample.
+
+    Both are where "the next sample is higher" changes its answer, so they alternate, and between
+    them the envelope is monotone: strictly rising from a bottom (or the start) to the next top,
+    never rising from a top to the next bottom (or the end).  The look-ahead's scans use this to
+    find where the envelope crosses a level by bisection within a run instead of sample by sample.
+    A NaN would break the alternation: then only the tops are given, by their definition.
+    """
+    if len(f) < 3 or not math.isfinite(float(f.dot(f))):
+        tops = ((f[1:-1] > f[:-2]) & (f[1:-1] >= f[2:])).nonzero()[0]
+        tops += 1
+        return tops, None, False
+    up = f[1:] > f[:-1]
+    turns = (up[1:] != up[:-1]).nonzero()[0]
+    turns += 1
+    rises_first = bool(up[0])
+    # The first turn is a top when the envelope starts by rising, a bottom otherwise.
+    return turns[0 if rises_first else 1 :: 2], turns[1 if rises_first else 0 :: 2].tolist(), rises_first
 
 
 def decide(state: DetectorState, upto: int, params: DetectorParams | None = None) -> list[Beat]:
@@ -347,7 +375,8 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     which only the first ``limit`` samples (all by default) have arrived.
     """
     lo = max(0, i - state.max_rise)
-    k = _last_at_or_below(f, lo, i, 0.5 * fp)
+    runs = None if state.bottoms is None else (state.tops, state.bottoms, state.rises_first)
+    k = _last_at_or_below(f, lo, i, 0.5 * fp, runs)
     rise = i - k if k >= 0 else state.max_rise
     # The foot is measured against the learnt QRS level when the candidate is smaller, and never
     # below the noise level: a P wave riding on the previous T wave, or a bump in muscle noise,
@@ -358,7 +387,7 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     # filters' start-up leaves no foot: no early decision.
     foot = 0
     if learnt:
-        k = _last_at_or_below(f, lo, i, max(state.foot_ratio * max(fp, state.signal_level), state.noise_level))
+        k = _last_at_or_below(f, lo, i, max(state.foot_ratio * max(fp, state.signal_level), state.noise_level), runs)
         if k >= 0:
             foot = i - k
     la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
@@ -367,10 +396,8 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     # rising into its QRS is not mistaken for a finished complex.
     sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
     end = (state.sure_end_ratio if sure else state.end_ratio) * fp
-    for k in range(i + 1, min(i + la + 1, len(f) if limit is None else limit)):
-        if f[k] <= end:
-            return max(state.min_lookahead, k - i)
-    return la
+    k = _first_at_or_below(f, i + 1, min(i + la + 1, len(f) if limit is None else limit), end, runs)
+    return la if k < 0 else max(state.min_lookahead, k - i)
 
 
 def _exceeds(f: memoryview, tops: list[int], top_values: list[float], lo: int, hi: int, level: float) -> bool:
@@ -385,14 +412,79 @@ def _exceeds(f: memoryview, tops: list[int], top_values: list[float], lo: int, h
     return False
 
 
-def _last_at_or_below(f: memoryview, lo: int, hi: int, threshold: float) -> int:
+# The envelope's monotone runs, from ``_turning_points``: (tops, bottoms, rises_first).
+_Runs = tuple[list[int], list[int], bool]
+
+
+def _last_at_or_below(f: memoryview, lo: int, hi: int, threshold: float, runs: _Runs | None = None) -> int:
     """The last index ``k`` in ``lo <= k < hi`` with ``f[k] <= threshold``, or -1.
 
-    A Python loop: the scans are short (~10-20 samples), and a scan in C (``map`` of
-    ``operator.le`` over a memoryview slice) costs more in objects set up than it saves."""
-    for k in range(hi - 1, lo - 1, -1):
-        if f[k] <= threshold:
-            return k
+    With the envelope's ``runs``, run by run from ``hi`` back: a falling run's last sample is its
+    lowest, a rising run is searched by bisection, ~5 samples read instead of every one (the scans
+    cover ~20-30 samples, each a memoryview read and a compare in Python).  Without, a plain loop."""
+    if runs is None:
+        for k in range(hi - 1, lo - 1, -1):
+            if f[k] <= threshold:
+                return k
+        return -1
+    tops, bottoms, rises_first = runs
+    while hi > lo:
+        k = hi - 1
+        c = bisect_right(tops, k)
+        t = tops[c - 1] if c else -1  # the last top at or before k
+        c = bisect_right(bottoms, k)
+        b = bottoms[c - 1] if c else -1  # the last bottom at or before k
+        if t > b or (t == b and not rises_first):
+            # Never rising from t (or the start) to k: f[k] is the run's lowest sample.
+            if f[k] <= threshold:
+                return k
+            if t <= lo:
+                return -1
+            hi = t
+        else:
+            # Strictly rising from b (or the start) to k.
+            s = max(b, lo)
+            if f[s] <= threshold:
+                return bisect_right(f, threshold, s, hi) - 1
+            if b <= lo:
+                return -1
+            hi = b
+    return -1
+
+
+def _first_at_or_below(f: memoryview, lo: int, hi: int, threshold: float, runs: _Runs | None = None) -> int:
+    """The first index ``k`` in ``lo <= k < hi`` with ``f[k] <= threshold``, or -1 (the mirror of
+    ``_last_at_or_below``: a rising run's first sample is its lowest, a falling run is bisected)."""
+    if runs is None:
+        for k in range(lo, hi):
+            if f[k] <= threshold:
+                return k
+        return -1
+    tops, bottoms, rises_first = runs
+    k = lo
+    while k < hi:
+        c = bisect_right(tops, k)
+        t = tops[c - 1] if c else -1
+        d = bisect_right(bottoms, k)
+        b = bottoms[d - 1] if d else -1
+        if t > b or (t == b and not rises_first):
+            # Never rising from k to the next bottom (or the end): bisect on -f, which is sorted.
+            e = min(bottoms[d] if d < len(bottoms) else hi - 1, hi - 1)
+            if f[e] <= threshold:
+                return bisect_left(f, -threshold, k, e + 1, key=neg)
+            k = e + 1  # past the bottom the envelope rises: only the next top's run can go lower
+            if k < hi:
+                c = bisect_right(tops, k - 1)
+                if c == len(tops):
+                    return -1
+                k = tops[c]
+        else:
+            # Strictly rising from k to the next top (or the end): f[k] is the run's lowest sample.
+            if f[k] <= threshold:
+                return k
+            if c == len(tops):
+                return -1
+            k = tops[c]
     return -1
 
 
