@@ -1,6 +1,7 @@
 """The VF detector's cheaper code (spectrum in three stages, the phase-space grid marked in a byte
 grid, numpy's FFT kernels called without their wrappers, the window ring shifted in place, the
-band-pass run in place, the exit tested on log-odds) against the
+band-pass run in place, the exit tested on log-odds, extremes read where argmin/argmax find them)
+against the
 previous definitions, copied here as they were (main at 18966c5): every feature of every window
 and every step's recent peak must be the same number, bit for bit.  Hypothesis draws the
 windows: noise, sines and spike trains at several amplitudes and rates, with ties and flat stretches.
@@ -155,6 +156,27 @@ def _windows(draw: st.DrawFn) -> tuple[np.ndarray, float]:
 def test_features_equal_their_previous_definitions_bit_for_bit(window: tuple[np.ndarray, float]) -> None:
     x, fs = window
     assert _same_bits(_current(x, fs), _previous(x, fs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    window=_windows(),
+    zeros=st.lists(st.sampled_from([0.0, -0.0]), min_size=1, max_size=40),
+    where=st.integers(0, 2**32 - 1),
+    sign=st.sampled_from([1.0, -1.0]),
+)
+def test_the_grid_equals_its_previous_definition_with_signed_zeros_at_the_extremes(
+    window: tuple[np.ndarray, float], zeros: list[float], where: int, sign: float
+) -> None:
+    # The grid reads its extremes where argmin/argmax find them: with zeros of both signs as the
+    # smallest (or largest) values, only the zero's sign could differ from numpy's reductions.
+    x, fs = window
+    x = sign * np.abs(x - x.min()) if x.max() > x.min() else x.copy()
+    spots = np.random.default_rng(where).choice(len(x), size=len(zeros), replace=False)
+    x[spots] = zeros
+    p = _plan(len(x), fs)
+    if x.max() > x.min():
+        assert vf_features._psr(x, p) == _previous_psr(x, p)
 
 
 @settings(max_examples=300, deadline=None)

@@ -326,7 +326,10 @@ class VfDetector:
             )
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and not vetoed
-        recent = float(np.maximum.reduce(np.abs(self._ring[-self.hop :])))
+        # The largest magnitude, read where argmax finds it: the same double as maximum.reduce
+        # (and NaN where it gives NaN), without the reduction's set-up (~5k instructions).
+        mags = np.abs(self._ring[-self.hop :])
+        recent = float(mags[mags.argmax()])
         out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
         change = self.decide(end, vf_like)
         if change is not None:

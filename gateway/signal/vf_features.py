@@ -227,7 +227,7 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     tcsc = float(np.count_nonzero(blocks > TCSC_LEVEL * local_max[:, None])) / blocks.size
     lms = local_max.tolist()  # a handful of numbers: plain Python is cheaper than numpy here
     lm_mean = sum(lms) / p.subs
-    amp_cv = math.sqrt(sum((v - lm_mean) ** 2 for v in lms) / p.subs) / lm_mean if lm_mean > 0 else 0.0
+    amp_cv = math.sqrt(sum([(v - lm_mean) ** 2 for v in lms]) / p.subs) / lm_mean if lm_mean > 0 else 0.0
 
     x2 = x * x
     var = float(x.dot(x)) / n
@@ -349,7 +349,9 @@ def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
 
 
 def _psr(x: FloatArray, p: _Plan) -> float:
-    lo, hi = float(np.minimum.reduce(x)), float(np.maximum.reduce(x))
+    # The extremes read where argmin/argmax find them: the same values as np.minimum/maximum.reduce
+    # (~5k instructions less each); only a zero's sign could differ, which changes no box.
+    lo, hi = float(x[x.argmin()]), float(x[x.argmax()])
     scaled = x - lo
     scaled *= PSR_GRID / (hi - lo)
     q = scaled.astype(np.intp)
