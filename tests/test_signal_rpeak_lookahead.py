@@ -63,7 +63,7 @@ def test_lookahead_equals_its_numpy_definition(
     buf = np.asarray(f, dtype=np.float64)
     expected = _reference_lookahead(state, buf, i, fp, learnt)
     assert _lookahead(state, memoryview(buf), i, fp, learnt) == expected  # sample by sample
-    tops, state.bottoms, state.rises_first = _turning_points(buf)  # by monotone runs, as extend sets them
+    tops, state.turns, state.rises_first = _turning_points(buf)  # by monotone runs, as extend sets them
     state.tops = tops.tolist()
     assert _lookahead(state, memoryview(buf), i, fp, learnt) == expected
 
@@ -121,25 +121,32 @@ def test_run_scans_equal_the_sample_by_sample_scans(
 ) -> None:
     f = plain if use_plain else _envelope(shapes)
     buf = np.asarray(f, dtype=np.float64)
-    tops, bottoms, rises_first = _turning_points(buf)
-    # The tops are exactly the local maxima the detector has always used.
+    tops, turns, rises_first = _turning_points(buf)
+    # The tops are exactly the local maxima the detector has always used; the turns are the tops
+    # and the bottoms by their definitions, alternating from a top when the envelope starts rising.
     assert tops.tolist() == [t + 1 for t in ((buf[1:-1] > buf[:-2]) & (buf[1:-1] >= buf[2:])).nonzero()[0].tolist()]
-    runs = None if bottoms is None else (tops.tolist(), bottoms, rises_first)
-    assert (runs is None) == (len(f) < 3)
+    assert (turns is None) == (len(f) < 3)
+    if turns is not None:
+        bottoms = [b + 1 for b in ((buf[1:-1] <= buf[:-2]) & (buf[1:-1] < buf[2:])).nonzero()[0].tolist()]
+        assert turns == sorted(tops.tolist() + bottoms)
+        assert turns[0 if rises_first else 1 :: 2] == tops.tolist()
+        assert rises_first == (f[1] > f[0])
     view = memoryview(buf)
     for _ in range(6):
         lo = data.draw(st.integers(0, len(f)))
         hi = data.draw(st.integers(lo, len(f)))
         threshold = data.draw(st.one_of(_values, st.sampled_from(f)) if f else _values)
         below = (buf[lo:hi] <= threshold).nonzero()[0]
-        assert _last_at_or_below(view, lo, hi, threshold, runs) == (lo + int(below[-1]) if len(below) else -1)
-        assert _first_at_or_below(view, lo, hi, threshold, runs) == (lo + int(below[0]) if len(below) else -1)
-        assert _last_at_or_below(view, lo, hi, threshold) == _last_at_or_below(view, lo, hi, threshold, runs)
-        assert _first_at_or_below(view, lo, hi, threshold) == _first_at_or_below(view, lo, hi, threshold, runs)
+        last = lo + int(below[-1]) if len(below) else -1
+        first = lo + int(below[0]) if len(below) else -1
+        assert _last_at_or_below(view, lo, hi, threshold, turns, rises_first) == last
+        assert _first_at_or_below(view, lo, hi, threshold, turns, rises_first) == first
+        assert _last_at_or_below(view, lo, hi, threshold) == last  # sample by sample
+        assert _first_at_or_below(view, lo, hi, threshold) == first
 
 
 def test_an_envelope_that_is_not_finite_is_scanned_sample_by_sample() -> None:
     buf = np.array([0.0, 1.0, np.nan, 0.5, 2.0, 1.0, 0.0])
-    tops, bottoms, _ = _turning_points(buf)
-    assert bottoms is None
+    tops, turns, _ = _turning_points(buf)
+    assert turns is None
     assert tops.tolist() == [4]  # by the definition: f[1] >= NaN is false, so 1 is no top

@@ -119,9 +119,9 @@ class DetectorState:
     buf_f: FloatArray = field(default_factory=lambda: np.zeros(0))
     tops: list[int] = field(default_factory=list)  # the envelope's local maxima (positions in buf_f)
     top_values: list[float] = field(default_factory=list)
-    # Where the envelope turns up again (``_turning_points``), for the look-ahead's scans; None
-    # when they scan sample by sample (an envelope that is not finite, or not computed).
-    bottoms: list[int] | None = None
+    # Where the envelope turns (``_turning_points``: tops and bottoms, alternating), for the
+    # look-ahead's scans; None when they scan sample by sample (an envelope that is not finite).
+    turns: list[int] | None = None
     rises_first: bool = False  # whether buf_f rises (strictly) from its first sample to the first turn
     decided_upto: int = 0  # candidates before this absolute index have been decided
     learn_max: float = 0.0
@@ -173,7 +173,7 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.buf_f = np.zeros(0)
     state.tops = []
     state.top_values = []
-    state.bottoms = None
+    state.turns = None
     state.last_beat = None
     state.rr = ()
 
@@ -203,17 +203,16 @@ def extend(state: DetectorState, samples_mv: FloatArray) -> None:
     # Views, not copies: each batch's buffers are fresh arrays, so the kept tail pins at most one
     # batch's worth of memory.
     tail_bp = state.buf_bp[-keep:]
-    bp = state.bandpass.run(samples_mv)
     k = len(tail_bp)
-    if k:
-        buf_bp = np.concatenate((tail_bp, bp))
-        slope = buf_bp[k:] - buf_bp[k - 1 : -1]
-    else:
-        buf_bp = bp
-        slope = np.concatenate(((0.0,), bp[1:] - bp[:-1]))
+    # The new samples are band-passed in place in the concatenation (our own array: the copy
+    # that ``SosFilter.run`` makes of the caller's samples is the concatenation's), and the
+    # slope in place too: the same kernel on the same numbers.
+    buf_bp = np.concatenate((tail_bp, samples_mv))
+    bp = state.bandpass.run_in_place(buf_bp[k:])
+    slope = bp - buf_bp[k - 1 : -1] if k else np.concatenate(((0.0,), bp[1:] - bp[:-1]))
     np.abs(slope, out=slope)
     slope *= fs
-    env = state.lowpass.run(slope)
+    env = state.lowpass.run_in_place(slope)
     buf_f = np.concatenate((state.buf_f[-keep:], env))
     state.buf_bp = buf_bp
     state.buf_f = buf_f
@@ -222,20 +221,22 @@ def extend(state: DetectorState, samples_mv: FloatArray) -> None:
     # candidate" is asked of the stretch's two ends and of the few local maxima inside it, read on
     # Python floats, instead of a numpy reduction over the stretch for each candidate (a numpy
     # call costs as much as looking at a hundred Python floats).
-    tops, state.bottoms, state.rises_first = _turning_points(buf_f)
+    tops, state.turns, state.rises_first = _turning_points(buf_f)
     state.tops = tops.tolist()
     state.top_values = buf_f[tops].tolist()  # Python floats: the same doubles, compared alike
     state.next_index += n
 
 
 def _turning_points(f: FloatArray) -> tuple[npt.NDArray[np.intp], list[int] | None, bool]:
-    """The envelope's tops (``f[t - 1] < f[t] >= f[t + 1]``) and, when it is finite, its bottoms
-    (``f[b - 1] >= f[b] < f[b + 1]``) and whether it rises from its first sample.
+    """The envelope's tops (``f[t - 1] < f[t] >= f[t + 1]``) and, when it is finite, all its turns
+    (tops and bottoms, ``f[b - 1] >= f[b] < f[b + 1]``, in order) and whether it rises from its
+    first sample.
 
-    Both are where "the next sample is higher" changes its answer, so they alternate, and between
-    them the envelope is monotone: strictly rising from a bottom (or the start) to the next top,
-    never rising from a top to the next bottom (or the end).  The look-ahead's scans use this to
-    find where the envelope crosses a level by bisection within a run instead of sample by sample.
+    Turns are where "the next sample is higher" changes its answer, so tops and bottoms
+    alternate (the first is a top when the envelope starts by rising), and between them the
+    envelope is monotone: strictly rising from a bottom (or the start) to the next top, never
+    rising from a top to the next bottom (or the end).  The look-ahead's scans use this to find
+    where the envelope crosses a level by bisection within a run instead of sample by sample.
     A NaN would break the alternation: then only the tops are given, by their definition.
     """
     if len(f) < 3 or not math.isfinite(float(f.dot(f))):
@@ -246,8 +247,7 @@ def _turning_points(f: FloatArray) -> tuple[npt.NDArray[np.intp], list[int] | No
     turns = (up[1:] != up[:-1]).nonzero()[0]
     turns += 1
     rises_first = bool(up[0])
-    # The first turn is a top when the envelope starts by rising, a bottom otherwise.
-    return turns[0 if rises_first else 1 :: 2], turns[1 if rises_first else 0 :: 2].tolist(), rises_first
+    return turns[0 if rises_first else 1 :: 2], turns.tolist(), rises_first
 
 
 def decide(state: DetectorState, upto: int, params: DetectorParams | None = None) -> list[Beat]:
@@ -374,9 +374,10 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     waits for it.  ``f`` is the envelope buffer (a memoryview: its items are Python floats), of
     which only the first ``limit`` samples (all by default) have arrived.
     """
-    lo = max(0, i - state.max_rise)
-    runs = None if state.bottoms is None else (state.tops, state.bottoms, state.rises_first)
-    k = _last_at_or_below(f, lo, i, 0.5 * fp, runs)
+    # Conditional expressions, not min()/max(): the builtins cost ~800 instructions a call here.
+    lo = i - state.max_rise if i > state.max_rise else 0
+    turns, rises = state.turns, state.rises_first
+    k = _last_at_or_below(f, lo, i, 0.5 * fp, turns, rises)
     rise = i - k if k >= 0 else state.max_rise
     # The foot is measured against the learnt QRS level when the candidate is smaller, and never
     # below the noise level: a P wave riding on the previous T wave, or a bump in muscle noise,
@@ -387,17 +388,27 @@ def _lookahead(state: DetectorState, f: memoryview, i: int, fp: float, learnt: b
     # filters' start-up leaves no foot: no early decision.
     foot = 0
     if learnt:
-        k = _last_at_or_below(f, lo, i, max(state.foot_ratio * max(fp, state.signal_level), state.noise_level), runs)
+        # max(foot_ratio * max(fp, signal_level), noise_level), the same comparisons
+        level = state.foot_ratio * (state.signal_level if state.signal_level > fp else fp)
+        level = state.noise_level if state.noise_level > level else level
+        k = _last_at_or_below(f, lo, i, level, turns, rises)
         if k >= 0:
             foot = i - k
-    la = max(state.min_lookahead, min(state.lookahead, state.budget - rise, state.foot_budget - foot))
+    # max(min_lookahead, min(lookahead, budget - rise, foot_budget - foot))
+    la = state.lookahead if state.lookahead < state.budget - rise else state.budget - rise
+    la = la if la < state.foot_budget - foot else state.foot_budget - foot
+    la = la if la > state.min_lookahead else state.min_lookahead
     # A candidate as large as the learnt QRS level is a beat unless a larger one overshadows it,
     # and a complex that has halved is over; smaller ones wait for a deeper fall, so a P wave
     # rising into its QRS is not mistaken for a finished complex.
     sure = state.signal_level > 0 and fp >= state.sure_ratio * state.signal_level
     end = (state.sure_end_ratio if sure else state.end_ratio) * fp
-    k = _first_at_or_below(f, i + 1, min(i + la + 1, len(f) if limit is None else limit), end, runs)
-    return la if k < 0 else max(state.min_lookahead, k - i)
+    stop = len(f) if limit is None else limit
+    stop = i + la + 1 if i + la + 1 < stop else stop
+    k = _first_at_or_below(f, i + 1, stop, end, turns, rises)
+    if k < 0:
+        return la
+    return k - i if k - i > state.min_lookahead else state.min_lookahead
 
 
 def _exceeds(f: memoryview, tops: list[int], top_values: list[float], lo: int, hi: int, level: float) -> bool:
@@ -412,79 +423,70 @@ def _exceeds(f: memoryview, tops: list[int], top_values: list[float], lo: int, h
     return False
 
 
-# The envelope's monotone runs, from ``_turning_points``: (tops, bottoms, rises_first).
-_Runs = tuple[list[int], list[int], bool]
-
-
-def _last_at_or_below(f: memoryview, lo: int, hi: int, threshold: float, runs: _Runs | None = None) -> int:
+def _last_at_or_below(
+    f: memoryview, lo: int, hi: int, threshold: float, turns: list[int] | None = None, rises_first: bool = False
+) -> int:
     """The last index ``k`` in ``lo <= k < hi`` with ``f[k] <= threshold``, or -1.
 
-    With the envelope's ``runs``, run by run from ``hi`` back: a falling run's last sample is its
-    lowest, a rising run is searched by bisection, ~5 samples read instead of every one (the scans
-    cover ~20-30 samples, each a memoryview read and a compare in Python).  Without, a plain loop."""
-    if runs is None:
+    With the envelope's ``turns`` (``_turning_points``), run by run from ``hi`` back: a falling
+    run's last sample is its lowest, a rising run is searched by bisection, a few samples read
+    instead of every one (the scans cover ~20-30 samples, each a memoryview read and a compare in
+    Python).  Without, sample by sample."""
+    if turns is None:
         for k in range(hi - 1, lo - 1, -1):
             if f[k] <= threshold:
                 return k
         return -1
-    tops, bottoms, rises_first = runs
     while hi > lo:
         k = hi - 1
-        c = bisect_right(tops, k)
-        t = tops[c - 1] if c else -1  # the last top at or before k
-        c = bisect_right(bottoms, k)
-        b = bottoms[c - 1] if c else -1  # the last bottom at or before k
-        if t > b or (t == b and not rises_first):
-            # Never rising from t (or the start) to k: f[k] is the run's lowest sample.
+        j = bisect_right(turns, k) - 1  # the last turn at or before k (-1: none)
+        start = turns[j] if j >= 0 else -1
+        if (j % 2 == 0) == rises_first:
+            # Turn j is a top (or, for j = -1, the envelope starts by falling): never rising from
+            # there to k, so f[k] is the run's lowest sample.
             if f[k] <= threshold:
                 return k
-            if t <= lo:
-                return -1
-            hi = t
         else:
-            # Strictly rising from b (or the start) to k.
-            s = max(b, lo)
+            # Strictly rising from turn j, a bottom (or the first sample), to k.
+            s = start if start > lo else lo
             if f[s] <= threshold:
                 return bisect_right(f, threshold, s, hi) - 1
-            if b <= lo:
-                return -1
-            hi = b
+        if start <= lo:
+            return -1
+        hi = start  # the run from start to k is all above the threshold
     return -1
 
 
-def _first_at_or_below(f: memoryview, lo: int, hi: int, threshold: float, runs: _Runs | None = None) -> int:
+def _first_at_or_below(
+    f: memoryview, lo: int, hi: int, threshold: float, turns: list[int] | None = None, rises_first: bool = False
+) -> int:
     """The first index ``k`` in ``lo <= k < hi`` with ``f[k] <= threshold``, or -1 (the mirror of
     ``_last_at_or_below``: a rising run's first sample is its lowest, a falling run is bisected)."""
-    if runs is None:
+    if turns is None:
         for k in range(lo, hi):
             if f[k] <= threshold:
                 return k
         return -1
-    tops, bottoms, rises_first = runs
+    n = len(turns)
     k = lo
     while k < hi:
-        c = bisect_right(tops, k)
-        t = tops[c - 1] if c else -1
-        d = bisect_right(bottoms, k)
-        b = bottoms[d - 1] if d else -1
-        if t > b or (t == b and not rises_first):
-            # Never rising from k to the next bottom (or the end): bisect on -f, which is sorted.
-            e = min(bottoms[d] if d < len(bottoms) else hi - 1, hi - 1)
+        j = bisect_right(turns, k) - 1  # the last turn at or before k (-1: none)
+        if (j % 2 == 0) == rises_first:
+            # Never rising from k to the next turn, a bottom (or to the end): bisect on -f, sorted.
+            e = turns[j + 1] if j + 1 < n and turns[j + 1] < hi else hi - 1
             if f[e] <= threshold:
                 return bisect_left(f, -threshold, k, e + 1, key=neg)
-            k = e + 1  # past the bottom the envelope rises: only the next top's run can go lower
-            if k < hi:
-                c = bisect_right(tops, k - 1)
-                if c == len(tops):
-                    return -1
-                k = tops[c]
+            # Past the bottom the envelope rises to the next top: nothing lower before that top.
+            if e == hi - 1 or j + 2 >= n:
+                return -1
+            k = turns[j + 2]
         else:
-            # Strictly rising from k to the next top (or the end): f[k] is the run's lowest sample.
+            # Strictly rising from k to the next turn, a top (or to the end): f[k] is the lowest.
             if f[k] <= threshold:
                 return k
-            if c == len(tops):
+            if j + 1 >= n:
                 return -1
-            k = tops[c]
+            k = turns[j + 1]
     return -1
 
 
