@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vf_data import load, mix_noise, noise_record, vf_intervals
+from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, vf_intervals
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings
@@ -226,25 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.nstdb is None:
         args.nstdb = args.data.resolve().parent / "nstdb"
-    paths = sorted(p.with_suffix("") for p in args.data.glob("*.hea") if p.with_suffix(".atr").exists())
-    if args.records:
-        paths = [p for p in paths if p.name in set(args.records)]
+    paths = annotated_records(args.data, args.records)
     if not paths:
         print(f"no annotated WFDB records in {args.data}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    summaries = []
-    if (args.nstdb / f"{args.noise}.hea").exists():
-        for snr in args.snr:
-            summaries.append(_fmt(f"{args.noise} {snr:g} dB vt", run_set(paths, args, args.noise, snr)))
-    else:
-        print(f"no noise record {args.nstdb / args.noise}: noise-mixed runs skipped")
-    clean = run_set(paths, args, None, None)
-    print(f"records: {len(paths)} (lead {args.lead}), wall time {time.perf_counter() - t0:.0f} s")
-    for line in summaries:
-        print(line)
-    print(_fmt("overall vt", clean))
-    return 0
+    args.n_records = len(paths)
+    return clean_and_noisy(args, "vt", lambda noise, snr: run_set(paths, args, noise, snr), _fmt)
 
 
 if __name__ == "__main__":

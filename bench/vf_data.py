@@ -11,12 +11,17 @@
 
 from __future__ import annotations
 
+import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
 VF_NOTES = ("(VF", "(VFIB", "(VFL")
 
 
@@ -102,3 +107,31 @@ def signal_power(x: FloatArray, fs: float) -> float:
 def mix_noise(x: FloatArray, fs: float, noise: FloatArray, snr_db: float) -> FloatArray:
     gain = np.sqrt(signal_power(x, fs) / (float(np.mean(noise**2)) * 10 ** (snr_db / 10.0)))
     return x + gain * noise
+
+
+def annotated_records(folder: Path, names: list[str] | None = None) -> list[Path]:
+    """The WFDB records in ``folder`` that have reference annotations (``.atr``), without
+    extension, sorted; only ``names`` when given."""
+    paths = sorted(p.with_suffix("") for p in folder.glob("*.hea") if p.with_suffix(".atr").exists())
+    return [p for p in paths if p.name in set(names)] if names else paths
+
+
+def clean_and_noisy(
+    args: argparse.Namespace, tag: str, run_set: Callable[[str | None, float | None], T], line: Callable[[str, T], str]
+) -> int:
+    """A rhythm bench's main run: each ``--snr`` with the ``--noise`` record (when nstdb has it),
+    then the clean records; the noisy sets' summary lines, then the clean one last as
+    ``overall <tag>``.  ``run_set(noise, snr)`` scores and prints one set."""
+    t0 = time.perf_counter()
+    summaries = []
+    if (args.nstdb / f"{args.noise}.hea").exists():
+        for snr in args.snr:
+            summaries.append(line(f"{args.noise} {snr:g} dB {tag}", run_set(args.noise, snr)))
+    else:
+        print(f"no noise record {args.nstdb / args.noise}: noise-mixed runs skipped")
+    clean = run_set(None, None)
+    print(f"records: {args.n_records} (lead {args.lead}), wall time {time.perf_counter() - t0:.0f} s")
+    for summary in summaries:
+        print(summary)
+    print(line(f"overall {tag}", clean))
+    return 0

@@ -89,11 +89,10 @@ def measure(
     hi = min(r_bp + after + 1, stop, start + len(bp)) - start
     if lo < 0 or hi - lo < before + 1:
         return None
-    a = lo
     b = min(r_env + after, stop, start + len(env)) - start
-    if b <= a:
+    if b <= lo:
         return None
-    k = a + int(env[a:b].argmax())
+    k = lo + int(env[lo:b].argmax())
     half = 0.5 * env[k]
     left_end = max(0, k - 2 * before)
     below_left = np.flatnonzero(env[left_end:k] <= half)
@@ -133,7 +132,8 @@ class VtDetector:
         self._since = 0  # where the current run of samples began (a pause is counted from it too)
 
     def reset(self) -> None:
-        """A gap, no signal or VF: the run restarts (the reference is the patient's, and is kept)."""
+        """No signal, VF, or an episode expired: the run restarts and no episode is on (the
+        reference is the patient's, and is kept; a gap in the samples is ``restart``)."""
         self._recent.clear()
         self._last = None
         self._last_rr = None
