@@ -229,6 +229,10 @@ class AlarmEngine:
         for condition, device, alarm_id in snap.get("technical", []):
             self._technical[(str(condition), None if device is None else str(device))] = str(alarm_id)
 
+    def raised_for(self, device: str | None) -> list[str]:
+        """The conditions raised through ``technical`` for ``device`` and not cleared yet."""
+        return [c for c, d in self._technical if d == device]
+
     def active_conditions(self) -> list[str]:
         names = [r.condition for rules in self._rules.values() for r in rules if r.active]
         return names + [c for c, _ in self._technical]

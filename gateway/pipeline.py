@@ -259,6 +259,9 @@ class Pipeline:
         ch = p.ecg.get((b.device_id, b.channel))
         if ch is None:
             ch = p.ecg[(b.device_id, b.channel)] = EcgChannel(b.device_id, self.ecg_settings)
+            # Rhythm alarms still raised from before a restart: the channel goes on with their
+            # episodes, so that its samples clear them (or keep them) as if it had seen them start.
+            ch.resume(p.alarms.raised_for(b.device_id))
         # Beats may wait for the channel's next decision point, except while a strip that marks them is cut.
         result = ch.feed(b, defer=not p.evidence.capturing(b.device_id))
         if not result.dropped_blocks:

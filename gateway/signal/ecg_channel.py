@@ -12,7 +12,9 @@ make their output safe to alarm on:
   implies (60 / seconds since the last beat), so a real pause or asystole on a valid signal still
   drives the low-rate alarm, while a lead-off flat line (invalid) does not.
 * A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
-  glued across a gap.
+  glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate) and a rhythm
+  episode on goes on across the gap, as do the episodes whose alarms were raised before the daemon
+  restarted (``resume``): the samples after the break end them or keep them.
 * Lethal rhythms (``ecg_rhythm``): during ventricular fibrillation/flutter no heart rate is reported
   (the "beats" found in VF are not a rate), and its low-kurtosis windows are not called noise; an
   episode's start also ends a "no valid ECG" spell it caused.  Asystole is reported as a rhythm too.
@@ -35,7 +37,14 @@ from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, Vita
 from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
-from gateway.signal.ecg_rhythm import NO_SIGNAL, VENTRICULAR_FIBRILLATION, RhythmChange, RhythmMonitor, RhythmSettings
+from gateway.signal.ecg_rhythm import (
+    ASYSTOLE,
+    NO_SIGNAL,
+    VENTRICULAR_FIBRILLATION,
+    RhythmChange,
+    RhythmMonitor,
+    RhythmSettings,
+)
 from gateway.signal.rpeak_detector import RPeakDetector
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtChange, VtDetector, VtSettings, measure
 
@@ -114,6 +123,10 @@ _HR_UNIT = VITAL_UNITS[_HR]
 class EcgChannel:
     """Processing state for one ECG channel of one device."""
 
+    # Made at the first block (``_start``), when the sample rate is known.
+    detector: RPeakDetector
+    rhythm: RhythmMonitor
+
     def __init__(self, device_id: str, settings: EcgSettings | None = None) -> None:
         self.device_id = device_id
         self.settings = settings or EcgSettings()
@@ -131,20 +144,41 @@ class EcgChannel:
         self._queue: list[FloatArray] = []  # accepted samples not processed yet (see ``feed``)
         self._due = 0  # sample index whose arrival makes processing due
         self.vt: VtDetector | None = None
+        self._resumed: frozenset[str] = frozenset()  # episodes raised before a restart (``resume``)
+
+    def resume(self, conditions: Iterable[str]) -> None:
+        """Rhythm episodes whose alarms were raised before the daemon restarted and are still
+        raised: the channel goes on with them (see ``RhythmMonitor.resume``), so that the samples
+        that come in end them, and their alarms get their clear, or keep them on."""
+        self._resumed = frozenset(conditions) & {VENTRICULAR_FIBRILLATION, ASYSTOLE, VENTRICULAR_TACHYCARDIA}
 
     def _start(self, fs: float, first_index: int) -> None:
+        previous = self.rhythm if self.fs is not None else None  # set with ``fs``, at the first start
+        resumed, self._resumed = self._resumed, frozenset()
+        same_rate = previous is not None and previous.fs == fs
         self.fs = fs
-        self.detector = RPeakDetector(fs, first_index=first_index)
+        if same_rate:
+            # Filters and candidates restart; the learnt QRS and noise levels are kept, so that a
+            # standstill's P and T waves stay below threshold after a gap as they were before it.
+            rpeak_detector.restart(self.detector.state, first_index)
+        else:
+            self.detector = RPeakDetector(fs, first_index=first_index)
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
         self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index=first_index)
+        # Episodes on go on across a gap (or a restart): the samples after it end them or keep them.
+        self.rhythm.resume(
+            vf=VENTRICULAR_FIBRILLATION in resumed or (previous is not None and previous.vf_active),
+            asystole=ASYSTOLE in resumed or (previous is not None and previous.asystole),
+            qrs_reference=previous.qrs_reference if previous is not None and same_rate else (),
+        )
         # The VT reference (the patient's own beats) and an episode on are kept across a gap at
         # the same rate: the beats after it end the episode, or go on with it.
+        vt_on = VENTRICULAR_TACHYCARDIA in resumed or (self.vt is not None and self.vt.active)
         if self.settings.vt.enabled and (self.vt is None or self.vt.fs != fs):
             self.vt = VtDetector(fs, self.settings.vt)
-            self.vt.restart(first_index)
-        elif self.vt is not None:
-            self.vt.restart(first_index)
+        if self.vt is not None:
+            self.vt.restart(first_index, episode_on=vt_on)
         hrv.break_sequence(self._hrv)
         self._pending.clear()
         self._last_beat_time = None

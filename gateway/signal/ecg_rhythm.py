@@ -34,6 +34,8 @@ from gateway.signal.small_stats import median
 from gateway.signal.vf_detector import VfChange, VfDetector
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
     import numpy.typing as npt
 
@@ -91,6 +93,24 @@ class RhythmMonitor:
     @property
     def vf_active(self) -> bool:
         return self.vf.active
+
+    def resume(self, *, vf: bool, asystole: bool, qrs_reference: Iterable[float] = ()) -> None:
+        """Go on with the episodes that were on when the samples broke off (a gap, a rate change,
+        the daemon's restart).  A break says nothing of the rhythm: ending them there would clear
+        a VF or asystole alarm that still holds, and never ending them (a new monitor knows
+        nothing of them) would leave a raised alarm without its clear.  So they stay on and the
+        samples after the break decide, as they would have without it: VF ends after
+        ``clear_steps`` organised steps, asystole at the first QRS, either at a flat or saturated
+        window.  ``qrs_reference`` (the previous monitor's recent QRS energies, at the same rate)
+        keeps the P and T waves of a standstill from counting as that first QRS."""
+        if vf:
+            self.vf.resume(self._first)
+        self.asystole = asystole and not vf  # never both: asystole is not called during VF
+        self._strong.extend(qrs_reference)
+
+    @property
+    def qrs_reference(self) -> list[float]:
+        return list(self._strong)
 
     def beat(self, index: int, energy: float, decided_index: int | None = None) -> list[RhythmChange]:
         s = self.settings

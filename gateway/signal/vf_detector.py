@@ -312,6 +312,13 @@ class VfDetector:
         self._free = 0
         return [VfChange(end_index, False, self.onset_index)]
 
+    def resume(self, onset_index: int) -> None:
+        """Go on with an episode that was on when the samples broke off (a gap, a restart): the
+        steps after the break end it (``clear_steps`` VF-free ones, or ``suppress``), or keep it."""
+        self.active = True
+        self.onset_index = onset_index
+        self._free = 0
+
     def _step(self, end: int, out: VfOutput, organised: Callable[[int], bool] | None) -> None:
         p = self.params
         full = self.check_every_step

@@ -140,11 +140,12 @@ class VtDetector:
         self.active = False
         self._calm = 0
 
-    def restart(self, first_index: int) -> None:
+    def restart(self, first_index: int, *, episode_on: bool = False) -> None:
         """A gap in the samples: the run restarts there.  An episode on stays on until the beats
         after the gap end it (``clear_beats`` of them not ventricular, or ``max_pause_s`` with none):
-        a gap is no evidence that VT is over, and its alarm must not stay raised for lack of one."""
-        active = self.active
+        a gap is no evidence that VT is over, and its alarm must not stay raised for lack of one.
+        ``episode_on``: an episode raised before the daemon restarted, which this detector never saw."""
+        active = self.active or episode_on
         self.reset()
         self.active = active
         self._since = first_index

@@ -1,0 +1,192 @@
+"""Rhythm alarms across a break in the samples: a gap (a BLE drop, a rate change) or the daemon's
+restart.  An episode on when the samples stop stays on, and the samples after the break end it --
+each raised VF, asystole or VT alarm gets its one clear, under its own alarm_id, and is not raised
+twice."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import wfdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config.processing import AlarmSection
+from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
+from gateway.records import AlarmEvent, AlarmRecord, SampleBlock
+from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmMonitor
+from gateway.signal.vf_detector import VfDetector, VfParams
+
+FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+T0 = 1_780_000_000.0
+VFL_429 = "ecg_vf/vfdb_429_1835s"  # bigeminy, ventricular flutter 20-29 s, bigeminy again (60 s)
+VT_615 = "ecg_vf/vfdb_615_300s"  # atrial fibrillation, VT 26.8-30.8 s, atrial fibrillation (40 s)
+
+
+def pipeline() -> Pipeline:
+    counter = itertools.count(1)
+    setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
+    return Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
+
+
+def signal(rel: str) -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    return np.nan_to_num(rec.p_signal[:, 0]) * 1000.0, float(rec.fs)  # uV, as a strap sends
+
+
+def feed(
+    pl: Pipeline, x: np.ndarray, fs: float, *, start_s: float = 0.0, stop_s: float | None = None,
+    gap: tuple[float, float] | None = None,
+) -> PipelineOutput:
+    """Feed in 100 ms blocks, the samples of ``gap`` (seconds) left out (the next block says so)."""
+    out = PipelineOutput()
+    step = round(0.1 * fs)
+    stop = len(x) if stop_s is None else round(stop_s * fs)
+    after_gap = False
+    for s in range(round(start_s * fs), stop, step):
+        if gap is not None and gap[0] * fs <= s < gap[1] * fs:
+            after_gap = True
+            continue
+        block = SampleBlock(
+            "strap", "ecg", fs, T0 + s / fs, x[s : s + step], "uV", first_index=s, gap_before=after_gap
+        )
+        after_gap = False
+        out.extend(pl.feed("p-a", block))
+    return out
+
+
+def rhythm_alarms(out: PipelineOutput, condition: str) -> list[tuple[AlarmEvent, str, float]]:
+    return [
+        (r.event, r.alarm_id, r.time.timestamp() - T0)
+        for r in out.records
+        if isinstance(r, AlarmRecord) and r.condition == condition
+    ]
+
+
+def raised_then_cleared(events: list[tuple[AlarmEvent, str, float]]) -> tuple[float, float]:
+    assert [e for e, _, _ in events] == [AlarmEvent.RAISED, AlarmEvent.CLEARED], events
+    assert events[0][1] == events[1][1]  # one alarm: its clear carries its id
+    return events[0][2], events[1][2]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.floats(29.5, 36.0), st.floats(0.1, 3.0))
+def test_a_gap_during_fibrillation_neither_ends_nor_strands_its_alarm(gap_start: float, gap_s: float) -> None:
+    """Before, the channel restarted after a gap with a monitor that knew nothing of the episode:
+    the VF alarm (raised at ~29 s) never got its clear once the bigeminy came back."""
+    x, fs = signal(VFL_429)
+    raised, cleared = raised_then_cleared(
+        rhythm_alarms(feed(pipeline(), x, fs, gap=(gap_start, gap_start + gap_s)), VENTRICULAR_FIBRILLATION)
+    )
+    assert 28 <= raised <= 30
+    # Cleared by the organised rhythm after the gap: a refilled window and the clear steps later.
+    assert gap_start + gap_s < cleared <= max(40.0, gap_start + gap_s) + 12.0
+
+
+def test_fibrillation_raised_before_a_restart_is_cleared_by_the_signal_after_it() -> None:
+    x, fs = signal(VFL_429)
+    before = pipeline()
+    raised = rhythm_alarms(feed(before, x, fs, stop_s=31.0), VENTRICULAR_FIBRILLATION)
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    blob = before.snapshot("p-a")
+    assert blob is not None
+    after = pipeline()
+    assert after.restore("p-a", blob)
+    cleared = rhythm_alarms(feed(after, x, fs, start_s=31.0), VENTRICULAR_FIBRILLATION)
+    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+    assert 31 < cleared[0][2] <= 45
+
+
+def test_fibrillation_still_on_after_a_restart_stays_raised() -> None:
+    x, fs = signal("ecg_vf/vfdb_426_615s")  # sinus, then VF from 30 s to the end (60 s)
+    before = pipeline()
+    assert [e for e, _, _ in rhythm_alarms(feed(before, x, fs, stop_s=45.0), VENTRICULAR_FIBRILLATION)] == [
+        AlarmEvent.RAISED
+    ]
+    blob = before.snapshot("p-a")
+    assert blob is not None
+    after = pipeline()
+    assert after.restore("p-a", blob)
+    assert rhythm_alarms(feed(after, x, fs, start_s=45.0), VENTRICULAR_FIBRILLATION) == []  # no clear, no second raise
+    assert after.active_alarm_count() >= 1
+
+
+def test_tachycardia_raised_before_a_restart_gets_its_clear() -> None:
+    x, fs = signal(VT_615)
+    before = pipeline()
+    raised = rhythm_alarms(feed(before, x, fs, stop_s=31.0), "ventricular_tachycardia")
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    blob = before.snapshot("p-a")
+    assert blob is not None
+    after = pipeline()
+    assert after.restore("p-a", blob)
+    cleared = rhythm_alarms(feed(after, x, fs, start_s=31.0), "ventricular_tachycardia")
+    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+
+
+def standstill() -> tuple[np.ndarray, float, float, float]:
+    """MIT-BIH 119 with its QRS complexes cut out from 40 to 70 s (P and T waves and baseline kept):
+    (signal in uV, fs, last beat before, first beat after, in seconds)."""
+    rel = "ecg/mitdb_119_0s"
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
+    fs = float(rec.fs)
+    x = rec.p_signal[: int(90 * fs), 0] * 1000.0
+    beats = [int(r) for r in ann.sample if r < len(x) - 0.08 * fs]
+    for r in beats:
+        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
+        if 40 * fs < r < 70 * fs:
+            x[a:b] = np.linspace(x[a], x[b], b - a)
+    last = max(r for r in beats if r <= 40 * fs) / fs
+    first_back = min(r for r in beats if r >= 70 * fs) / fs
+    return x, fs, last, first_back
+
+
+def test_a_gap_during_asystole_keeps_it_on_until_the_first_qrs() -> None:
+    """The P and T waves after the gap are no QRS: the reference of the patient's QRS is kept
+    across the gap (same rate), so they neither clear the alarm nor let it be raised again."""
+    x, fs, last, first_back = standstill()
+    raised, cleared = raised_then_cleared(rhythm_alarms(feed(pipeline(), x, fs, gap=(52.0, 53.0)), ASYSTOLE))
+    assert 6.0 <= raised - last <= 10.0
+    assert 0 <= cleared - first_back <= 0.5
+
+
+def test_asystole_raised_before_a_restart_is_cleared_by_the_first_qrs() -> None:
+    x, fs, _, first_back = standstill()
+    before = pipeline()
+    raised = rhythm_alarms(feed(before, x, fs, stop_s=60.0), ASYSTOLE)
+    blob = before.snapshot("p-a")
+    assert blob is not None
+    after = pipeline()
+    assert after.restore("p-a", blob)
+    cleared = rhythm_alarms(feed(after, x, fs, start_s=60.0), ASYSTOLE)
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+    # Without the patient's QRS reference (a new process) the first beat found ends it: at the
+    # latest the first QRS, perhaps a P or T wave before it -- never left raised.
+    assert 60.0 < cleared[0][2] <= first_back + 0.5
+
+
+def test_a_resumed_vf_episode_ends_after_the_clear_steps_or_at_a_flat_window() -> None:
+    fs = 250.0
+    p = VfParams()
+    det = VfDetector(fs)
+    det.resume(0)
+    quiet = np.zeros(round((p.window_s + (p.clear_steps + 1) * p.hop_s) * fs))
+    changes = det.feed(quiet).changes
+    assert [c.active for c in changes] == [False]
+    assert not det.active
+    flat = RhythmMonitor(fs)
+    flat.resume(vf=True, asystole=False)
+    assert flat.vf_active
+    assert flat.vf.suppress(0)[0].active is False
+
+
+def test_resumed_asystole_is_not_cleared_by_a_weak_beat() -> None:
+    mon = RhythmMonitor(250.0)
+    mon.resume(vf=False, asystole=True, qrs_reference=[1.0] * 8)
+    assert mon.beat(100, 0.1) == []  # a P wave's energy: not a QRS
+    change = mon.beat(300, 0.9)
+    assert [(c.condition, c.active) for c in change] == [(ASYSTOLE, False)]
