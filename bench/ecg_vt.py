@@ -14,6 +14,9 @@ Test Database at each ``--snr``).  Annotated VT is a ``(VT`` rhythm note up to t
 * false alarms: VT raises outside every annotated VT and VF/flutter (``--tolerance-s`` after an
   episode's end allowed), counted per hour of recording; the rhythm annotated where each began is
   tallied.
+* "no valid ECG" beside VT: the seconds of VT alarm during which the channel also reported no
+  valid ECG, apart for the alarms that are true (overlap annotated VT or VF/flutter) and false: VT
+  read as noise wrongly calls it an artefact, while noise taken for VT should still be reported.
 
 The last line is the clean overall figure:
 
@@ -44,6 +47,7 @@ from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtSettings
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "vfdb"
 Intervals = list[tuple[int, int]]
+NO_VALID = "no_valid_ecg"
 
 
 @dataclass
@@ -57,6 +61,11 @@ class VtScore:
     raises: int = 0
     false_alarms: int = 0
     false_rhythms: Counter[str] = field(default_factory=Counter)
+    # VT alarm seconds, and those of them with "no valid ECG" on, for true and false alarms
+    true_s: float = 0.0
+    true_invalid_s: float = 0.0
+    false_s: float = 0.0
+    false_invalid_s: float = 0.0
 
     def add(self, o: VtScore) -> None:
         self.seconds += o.seconds
@@ -67,6 +76,10 @@ class VtScore:
         self.raises += o.raises
         self.false_alarms += o.false_alarms
         self.false_rhythms += o.false_rhythms
+        self.true_s += o.true_s
+        self.true_invalid_s += o.true_invalid_s
+        self.false_s += o.false_s
+        self.false_invalid_s += o.false_invalid_s
 
     @property
     def se(self) -> float:
@@ -101,14 +114,22 @@ def vt_intervals(notes: list[tuple[int, str]], n: int) -> Intervals:
 def alarm_intervals(
     x: npt.NDArray[np.float64], fs: float, block_s: float, vt: VtSettings | None = None
 ) -> dict[str, Intervals]:
-    """Run the ECG channel as the daemon does; the sample intervals of each rhythm alarm."""
+    """Run the ECG channel as the daemon does; the sample intervals of each rhythm alarm, and
+    those of "no valid ECG" (under ``NO_VALID``)."""
     channel = EcgChannel("bench", EcgSettings(vt=vt or VtSettings()))
     step = max(1, round(block_s * fs))
-    out: dict[str, Intervals] = {VENTRICULAR_TACHYCARDIA: [], VENTRICULAR_FIBRILLATION: []}
+    out: dict[str, Intervals] = {VENTRICULAR_TACHYCARDIA: [], VENTRICULAR_FIBRILLATION: [], NO_VALID: []}
     start: dict[str, int] = {}
     for a in range(0, len(x), step):
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
-        for ev in channel.feed(block).rhythm:
+        result = channel.feed(block)
+        for change in result.changes:
+            i = round(change.time * fs)
+            if not change.valid:
+                start[NO_VALID] = i
+            elif NO_VALID in start:
+                out[NO_VALID].append((start.pop(NO_VALID), i))
+        for ev in result.rhythm:
             if ev.condition not in out:
                 continue
             i = round(ev.time * fs)
@@ -146,7 +167,14 @@ def score(
         if hits or any(s <= b + tol and e > a for s, e in vf_on):
             r.vt_or_vf += 1
     r.raises = len(vt_on)
-    for s, _ in vt_on:
+    for s, e in vt_on:
+        invalid = sum(max(0, min(e, b) - max(s, a)) for a, b in alarms[NO_VALID]) / fs
+        if any(a <= e and s <= b + tol for a, b in vt + vf):
+            r.true_s += (e - s) / fs
+            r.true_invalid_s += invalid
+        else:
+            r.false_s += (e - s) / fs
+            r.false_invalid_s += invalid
         if not any(a <= s <= b + tol for a, b in vt + vf):
             r.false_alarms += 1
             before = [note for i, note in notes if i <= s]
@@ -203,6 +231,10 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
         print(f"{r.name:>7} {counts} {delays:>16} {r.raises:>6} {r.false_alarms:>5}")
     rhythms = ", ".join(f"{k} {v}" for k, v in total.false_rhythms.most_common())
     print(f"{label}: false alarms began in: {rhythms or 'none'}")
+    print(
+        f"{label}: VT alarm seconds with 'no valid ECG' on: true alarms {total.true_invalid_s:.0f} of "
+        f"{total.true_s:.0f} s, false alarms {total.false_invalid_s:.0f} of {total.false_s:.0f} s"
+    )
     print(_fmt(f"{label} vt", total))
     return total
 

@@ -5,6 +5,7 @@ evidence strip through the real pipeline."""
 from __future__ import annotations
 
 import itertools
+import math
 import textwrap
 from pathlib import Path
 
@@ -286,16 +287,20 @@ def test_disabled_in_the_settings() -> None:
 # -- the alarm, its strip and its configuration ----------------------------------------------
 
 
-def test_vt_alarm_is_high_severity_and_followed_by_its_strip() -> None:
+def through_pipeline(x: np.ndarray, fs: float, unit: str = "mV") -> PipelineOutput:
     counter = itertools.count(1)
     setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
     pl = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup})
-    x, fs = record("ecg_vf/vfdb_615_300s")
-    x = x * 1000.0  # uV, as a strap sends
     out = PipelineOutput()
     step = round(0.1 * fs)
     for a in range(0, len(x), step):
-        out.extend(pl.feed("p-a", SampleBlock("strap", "ecg", fs, T0 + a / fs, x[a : a + step], "uV", first_index=a)))
+        out.extend(pl.feed("p-a", SampleBlock("strap", "ecg", fs, T0 + a / fs, x[a : a + step], unit, first_index=a)))
+    return out
+
+
+def test_vt_alarm_is_high_severity_and_followed_by_its_strip() -> None:
+    x, fs = record("ecg_vf/vfdb_615_300s")
+    out = through_pipeline(x * 1000.0, fs, "uV")  # as a strap sends
     vt = [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == VENTRICULAR_TACHYCARDIA]
     assert [a.event for a in vt] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
     assert vt[0].severity == "high" and not vt[0].technical and vt[0].device == "strap"
@@ -304,6 +309,44 @@ def test_vt_alarm_is_high_severity_and_followed_by_its_strip() -> None:
     (strip,) = [r for r in out.records if isinstance(r, EvidenceRecord) and r.alarm_id == vt[0].alarm_id]
     assert strip.condition == VENTRICULAR_TACHYCARDIA and out.records.index(strip) > out.records.index(vt[0])
     assert strip.onset_index is not None and 0 < strip.onset_index < strip.raise_index
+
+
+@pytest.mark.parametrize("rel", ["ecg_vf/vfdb_615_300s", "ecg_vf/vfdb_428_1900s"])
+def test_vt_windows_raise_no_no_valid_ecg_alarm_beside_it(rel: str) -> None:
+    """VT's complexes read as noise to the quality index: before, "no valid ECG" was raised during
+    the episode (615 at 32 s, 428 at 36 s), as if the VT were an artefact."""
+    x, fs = record(rel)
+    alarms = [r for r in through_pipeline(x, fs).records if isinstance(r, AlarmRecord)]
+    vt = [r.time.timestamp() for r in alarms if r.condition == VENTRICULAR_TACHYCARDIA]
+    assert vt  # raised (and cleared, or on to the excerpt's end)
+    start, end = vt[0], vt[1] if len(vt) > 1 else math.inf
+    noisy = [r.time.timestamp() for r in alarms if r.condition == "no_valid_ecg" and r.event is AlarmEvent.RAISED]
+    assert not [t for t in noisy if start <= t <= end], (vt, noisy)
+
+
+def test_vt_onset_ends_a_no_valid_ecg_spell_and_real_noise_still_raises_one() -> None:
+    """White noise (0.5 mV RMS) from 20 to 23 s, just before the VT of 428 (from 23.3 s): "no valid
+    ECG" at 24 s, ended by the VT's alarm at 25.5 s (the run read as noise too).  The same noise
+    in the sinus rhythm before, far from any VT (5 to 8 s), is reported and recovers by itself."""
+    x, fs = record("ecg_vf/vfdb_428_1900s")
+    got = {}
+    for lo in (20.0, 5.0):
+        y = x.copy()
+        a, b = round(lo * fs), round((lo + 3.0) * fs)
+        y[a:b] += 0.5 * np.random.default_rng(1).standard_normal(b - a)
+        out = through_pipeline(y, fs)
+        got[lo] = [
+            (r.condition, r.event, round(r.time.timestamp() - T0, 1), r.detail)
+            for r in out.records
+            if isinstance(r, AlarmRecord) and r.condition in ("no_valid_ecg", VENTRICULAR_TACHYCARDIA)
+        ]
+    noisy, vt_raise = got[20.0][0], got[20.0][2]
+    assert noisy[:2] == ("no_valid_ecg", AlarmEvent.RAISED) and 23.0 <= noisy[2] <= 24.5
+    assert got[20.0][1] == ("no_valid_ecg", AlarmEvent.CLEARED, vt_raise[2], "ecg: ventricular_tachycardia")
+    assert vt_raise[:2] == (VENTRICULAR_TACHYCARDIA, AlarmEvent.RAISED)
+    early = [e for e in got[5.0] if e[0] == "no_valid_ecg"]
+    assert [(e[1], e[3]) for e in early] == [(AlarmEvent.RAISED, "ecg: noisy"), (AlarmEvent.CLEARED, "ecg: good")]
+    assert 5.0 <= early[0][2] <= 9.0 and early[1][2] < 23.3  # over before the VT
 
 
 def test_config_section_and_its_errors(tmp_path: Path) -> None:
