@@ -5,7 +5,8 @@
 
 Each vfdb record (lead 0; clean and mixed with channel 0 of nstdb ``em`` at each ``--snr``, as
 ``bench/ecg_vf.py`` mixes it) and each mitdb record is streamed once through the whole ECG channel.
-Every VF step is recorded — its model probability and whether the organised-rhythm veto held —
+Every VF step is recorded — its model probability, the trees' confirming probability and whether the
+organised-rhythm veto held —
 together with the quality index's suppressions, in the order the channel made them.  Each operating
 point is then replayed with ``VfDetector.decide`` (the detector's own hysteresis, so the alarms are
 those the channel would raise with these parameters) and scored exactly as ``bench/ecg_vf.py``
@@ -46,7 +47,9 @@ SUPPRESS = -1.0  # probability slot marking a quality suppression in the event l
 
 @dataclass
 class Recording:
-    """One record variant: events (end index, probability or SUPPRESS, organised) in channel order."""
+    """One record variant: events (end index, probability or SUPPRESS, organised, the trees'
+    confirmation) in channel order.  Without ``confirm`` a step needs only the probability (a
+    replay of another step rule, made VF-like by a probability of 1)."""
 
     name: str
     n: int
@@ -55,6 +58,7 @@ class Recording:
     ends: npt.NDArray[np.int64]
     prob: npt.NDArray[np.float64]
     organised: npt.NDArray[np.bool_]
+    confirm: npt.NDArray[np.float64] | None = None
 
 
 def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_s: float = 0.1) -> Recording:
@@ -72,26 +76,25 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
     channel.feed(block(0))
     vf = channel.rhythm.vf
     vf.check_every_step = True  # the veto of every step, so that lower thresholds replay exactly too
-    events: list[tuple[int, float, bool]] = []
+    events: list[tuple[int, float, bool, float]] = []
     feed, suppress = vf.feed, vf.suppress
 
     def feed_logged(samples: Any, organised: Any = None) -> VfOutput:
         out = feed(samples, organised)
-        events.extend((s.end_index, s.probability, s.organised) for s in out.steps)
+        events.extend((s.end_index, s.probability, s.organised, s.confirmation) for s in out.steps)
         return out
 
     def suppress_logged(end_index: int) -> Any:
-        events.append((end_index, SUPPRESS, False))
+        events.append((end_index, SUPPRESS, False, np.nan))
         return suppress(end_index)
 
     vf.feed = feed_logged  # type: ignore[method-assign,assignment]
     vf.suppress = suppress_logged  # type: ignore[method-assign]
     for a in range(step, len(x), step):
         channel.feed(block(a))
-    e = np.asarray(events, dtype=np.float64).reshape(-1, 3)
-    return Recording(
-        path.name, len(x), fs, vf_intervals(path, len(x)), e[:, 0].astype(np.int64), e[:, 1], e[:, 2].astype(bool)
-    )
+    e = np.asarray(events, dtype=np.float64).reshape(-1, 4)
+    ends, prob, org = e[:, 0].astype(np.int64), e[:, 1], e[:, 2].astype(bool)
+    return Recording(path.name, len(x), fs, vf_intervals(path, len(x)), ends, prob, org, e[:, 3])
 
 
 def record_cached(path: Path, nstdb: Path, noise: str | None, snr: float | None, cache: Path | None) -> Recording:
@@ -100,11 +103,13 @@ def record_cached(path: Path, nstdb: Path, noise: str | None, snr: float | None,
     f = None if cache is None else cache / f"{path.parent.name}_{path.name}_{noise}_{snr}.npz"
     if f is not None and f.exists():
         d = np.load(f)
-        ends, prob, org = d["ends"], d["prob"], d["organised"]
-        return Recording(path.name, int(d["n"]), float(d["fs"]), vf_intervals(path, int(d["n"])), ends, prob, org)
+        if "confirm" in d:  # else recorded before the trees: record again
+            ends, prob, org, conf = d["ends"], d["prob"], d["organised"], d["confirm"]
+            truth = vf_intervals(path, int(d["n"]))
+            return Recording(path.name, int(d["n"]), float(d["fs"]), truth, ends, prob, org, conf)
     r = record(path, nstdb, noise, snr)
     if f is not None:
-        np.savez(f, ends=r.ends, prob=r.prob, organised=r.organised, n=r.n, fs=r.fs)
+        np.savez(f, ends=r.ends, prob=r.prob, organised=r.organised, confirm=r.confirm, n=r.n, fs=r.fs)
     return r
 
 
@@ -113,11 +118,14 @@ def replay(rec: Recording, params: VfParams) -> list[tuple[int, int]]:
     det = VfDetector(rec.fs, params)
     out: list[tuple[int, int]] = []
     start: int | None = None
-    for end, prob, organised in zip(rec.ends.tolist(), rec.prob.tolist(), rec.organised.tolist(), strict=True):
+    confirm = np.ones(len(rec.ends)) if rec.confirm is None else rec.confirm
+    events = zip(rec.ends.tolist(), rec.prob.tolist(), rec.organised.tolist(), confirm.tolist(), strict=True)
+    for end, prob, organised, conf in events:
         if prob == SUPPRESS:
             changes = det.suppress(end)
         else:
-            c = det.decide(end, prob >= params.threshold and not organised)
+            vf_like = prob >= params.threshold and conf >= params.confirm_threshold and not organised
+            c = det.decide(end, vf_like)
             changes = [] if c is None else [c]
         for c in changes:
             if c.active:

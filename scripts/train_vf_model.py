@@ -1,6 +1,8 @@
-"""Train the VF/flutter step classifier shipped as ``gateway/signal/vf_model.json``.
+"""Train the VF/flutter step classifier shipped as ``gateway/signal/vf_model.json`` and the tree
+ensemble that confirms its VF-like steps, ``gateway/signal/vf_trees.json``.
 
-    uv run python scripts/train_vf_model.py [--data ../shared/data] [--out gateway/signal/vf_model.json]
+    uv run --group train python scripts/train_vf_model.py [--data ../shared/data] \
+        [--out gateway/signal/vf_model.json] [--trees-out gateway/signal/vf_trees.json]
 
 Data (see each folder's PROVENANCE.md): every step (4 s window, 1 s hop, as the streaming detector
 sees it) of
@@ -15,14 +17,21 @@ Noise for training comes from channel 1 of the noise records; the benchmark mixe
 two never share a noise realisation (they do share the noise process and the ECG records).
 
 The model is a logistic regression on standardised features (Newton's method, small L2 penalty),
-positives weighted to balance the classes.  It prints a leave-records-out check (``--folds``
-folds by record name, default 5: every variant of a record — both leads, every noise mix — falls in
-the same fold) so that the figures of a model scored on its own training set can be put in context.
-With ``--episodes DIR`` it also scores alarms the way ``bench/ecg_vf.py`` does (vfdb lead 0, clean
-and em 6/0 dB), each record by the fold model that never saw it, from ``bench/vf_sweep.py``
-recordings of the channel's veto and suppressions (kept in DIR, made when missing).
+positives weighted to balance the classes.  The second stage is a small gradient-boosted tree
+ensemble (scikit-learn's HistGradientBoostingClassifier, ``TREES`` trees of depth ``TREE_DEPTH``,
+the same weights) over the same features, exported as flat node lists that the daemon walks with
+numpy (``gateway/signal/vf_trees.py``), checked here against scikit-learn's own log-odds;
+scikit-learn is needed only here (the ``train`` dependency group).
 
-    uv run python scripts/train_vf_model.py --episodes /tmp/vf_sweep_cache
+It prints a leave-records-out check (``--folds`` folds by record name, default 5: every variant of
+a record — both leads, every noise mix — falls in the same fold) so that the figures of a model
+scored on its own training set can be put in context.  With ``--episodes DIR`` it also scores
+alarms the way ``bench/ecg_vf.py`` does (vfdb lead 0, clean and em 6/0 dB; the logistic model alone
+and confirmed by the trees), each record by the fold models that never saw it, from
+``bench/vf_sweep.py`` recordings of the channel's veto and suppressions (kept in DIR, made when
+missing).
+
+    uv run --group train python scripts/train_vf_model.py --episodes /tmp/vf_sweep_cache
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +54,7 @@ from vf_data import load, mix_noise, noise_record, vf_intervals, vf_mask  # noqa
 
 from gateway.signal import vf_features  # noqa: E402
 from gateway.signal.vf_detector import MODEL_PATH, VfParams, batch_features  # noqa: E402
+from gateway.signal.vf_trees import TREES_PATH, from_nodes  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 POSITIVE_SHARE = 0.75
@@ -78,6 +89,38 @@ def step_set(
     return feats, y, f"{path.parent.name}/{path.name}"
 
 
+def records(data: Path, db: str) -> list[Path]:
+    return sorted(p.with_suffix("") for p in (data / db).glob("*.hea"))
+
+
+def training_steps(data: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(features, labels 1/0, group, kind) of every labelled training step (the sets of the module
+    docstring; steps labelled "ignore" left out)."""
+    nstdb = data / "nstdb"
+    sets: list[tuple[str, np.ndarray, np.ndarray, str]] = []
+    for path in records(data, "vfdb"):
+        for lead in (0, 1):
+            sets.append(("vfdb clean", *step_set(path, lead, nstdb, None, None, cache)))
+        sets.append(("vfdb em 6 dB", *step_set(path, 0, nstdb, "em", 6.0, cache)))
+    for path in records(data, "mitdb"):
+        sets.append(("mitdb clean", *step_set(path, 0, nstdb, None, None, cache)))
+        for noise in ("em", "ma"):
+            for snr in (6.0, 0.0):
+                sets.append((f"mitdb {noise} {snr:g} dB", *step_set(path, 0, nstdb, noise, snr, cache)))
+    x = np.vstack([s[1] for s in sets])
+    y = np.concatenate([s[2] for s in sets])
+    groups = np.concatenate([[s[3]] * len(s[2]) for s in sets])
+    kinds = np.concatenate([[s[0]] * len(s[2]) for s in sets])
+    keep = y >= 0
+    return x[keep], y[keep], groups[keep], kinds[keep]
+
+
+def fold_of(names: list[str], folds: int) -> dict[str, int]:
+    """Leave-records-out folds by record name: every variant of a record (both leads, every noise
+    mix) falls in the same fold."""
+    return {g: i % folds for i, g in enumerate(sorted(names))}
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30) -> tuple[np.ndarray, float]:
     """Weighted logistic regression by Newton's method; classes balanced by weight."""
     n, d = x.shape
@@ -100,18 +143,102 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30
     return beta[:-1], float(beta[-1])
 
 
+# The trees' settings: few shallow trees (bench/vf_tree_study.py: deeper or more overfit the records).
+TREES = 100
+TREE_DEPTH = 3
+TREE_RATE = 0.1
+
+
+def fit_trees(
+    x: np.ndarray, y: np.ndarray, trees: int = TREES, depth: int = TREE_DEPTH, rate: float = TREE_RATE
+) -> Any:
+    """Gradient-boosted trees, classes balanced by weight as the logistic model's; a fixed number of
+    trees (no early stopping: it would hold out random steps, not records).  Deterministic."""
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
+    except ImportError:
+        raise SystemExit("the trees need scikit-learn: uv run --group train python scripts/train_vf_model.py") from None
+
+    w = np.where(y == 1, 0.5 / max(1, int(y.sum())), 0.5 / max(1, int(len(y) - y.sum()))) * len(y)
+    m = HistGradientBoostingClassifier(
+        max_iter=trees, max_depth=depth, learning_rate=rate, early_stopping=False, random_state=0
+    )
+    m.fit(x, y, sample_weight=w)
+    return m
+
+
+NODE_FIELDS = ("value", "feature_idx", "num_threshold", "left", "right", "is_leaf")
+
+
+def export_trees(m: Any) -> dict[str, Any]:
+    """The ensemble as flat node lists (feature, threshold, left, right, leaf value; left when
+    ``x[feature] <= threshold``, a leaf has feature -1) and the log-odds they start from: what a
+    JSON model file would hold.  scikit-learn has no public accessor for a fitted
+    HistGradientBoostingClassifier's trees: this reads ``_predictors`` and its node records, stops
+    when their fields are not the ones known, and the caller checks the sum against the public
+    ``decision_function``."""
+    import sklearn  # noqa: PLC0415
+
+    predictors = getattr(m, "_predictors", None)
+    if predictors is None:
+        raise SystemExit(f"scikit-learn {sklearn.__version__} keeps its fitted trees elsewhere: update export_trees")
+    out = []
+    for (predictor,) in predictors:
+        nodes = predictor.nodes
+        missing = set(NODE_FIELDS) - set(nodes.dtype.names or ())
+        if missing:
+            lack = sorted(missing)
+            raise SystemExit(f"scikit-learn {sklearn.__version__}: tree nodes lack {lack}; update export_trees")
+        leaf = nodes["is_leaf"].astype(bool)
+        out.append(
+            {
+                "feature": [-1 if leaf[i] else int(v) for i, v in enumerate(nodes["feature_idx"])],
+                "threshold": [float(v) for v in nodes["num_threshold"]],
+                "left": [int(v) for v in nodes["left"]],
+                "right": [int(v) for v in nodes["right"]],
+                "value": [float(v) for v in nodes["value"]],
+            }
+        )
+    probe = np.zeros((1, m.n_features_in_))
+    base = float(m.decision_function(probe)[0]) - sum(tree_value(tr, probe[0].tolist()) for tr in out)
+    return {"base": base, "trees": out}
+
+
+def tree_value(tree: dict[str, list[Any]], f: list[float]) -> float:
+    feature, threshold, left, right = tree["feature"], tree["threshold"], tree["left"], tree["right"]
+    i = 0
+    while feature[i] >= 0:
+        i = left[i] if f[feature[i]] <= threshold[i] else right[i]
+    return float(tree["value"][i])
+
+
+def trees_log_odds(doc: dict[str, Any], f: list[float]) -> float:
+    """Plain-Python evaluation of ``export_trees``'s output: the reference the daemon's numpy walk
+    (``gateway/signal/vf_trees.py``) is tested against.  HistGradientBoosting compares the float64
+    features with float64 thresholds, so no rounding of ``f``."""
+    return float(doc["base"]) + sum(tree_value(t, f) for t in doc["trees"])
+
+
+def trees_probability(m: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(m.predict_proba(x)[:, 1], dtype=np.float64)
+
+
+Model = tuple[np.ndarray, float, Any]  # logistic weights and bias, and the trees that confirm it
+
+
 def episode_check(
     args: argparse.Namespace,
     nstdb: Path,
-    models: list[tuple[np.ndarray, float]],
-    full: tuple[np.ndarray, float],
+    models: list[Model],
+    full: Model,
     mean: np.ndarray,
     scale: np.ndarray,
     fold_of: dict[str, int],
 ) -> None:
     """Episode figures of bench/ecg_vf.py (vfdb lead 0) with each record scored by the model of the
-    fold that left it out, beside the model trained on everything.  The channel's own decisions
-    (organised-rhythm veto, quality suppressions) come from bench/vf_sweep.py recordings."""
+    fold that left it out, beside the model trained on everything; the logistic model alone and
+    confirmed by the trees (what ships).  The channel's own decisions (organised-rhythm veto,
+    quality suppressions) come from bench/vf_sweep.py recordings."""
     from vf_sweep import SUPPRESS, Recording, evaluate, record_cached  # noqa: PLC0415
 
     params = VfParams()
@@ -119,31 +246,38 @@ def episode_check(
     amp = vf_features.FEATURE_NAMES.index("log_amplitude")
     vfdb = sorted(p.with_suffix("") for p in (args.data / "vfdb").glob("*.hea"))
     print(
-        f"episodes (bench/ecg_vf.py scoring, vfdb lead 0, threshold {params.threshold}, "
-        f"{params.raise_steps} of {params.raise_of}, clear {params.clear_steps}):"
+        f"episodes (bench/ecg_vf.py scoring, vfdb lead 0, threshold {params.threshold}, trees "
+        f"{params.confirm_threshold}, {params.raise_steps} of {params.raise_of}, clear {params.clear_steps}):"
     )
     for noise, snr in [(None, None), ("em", 6.0), ("em", 0.0)]:
-        scored: dict[str, list[Recording]] = {"leave-records-out": [], "trained on everything": []}
+        scored: dict[str, list[Recording]] = {}
         for path in vfdb:
             rec = record_cached(path, nstdb, noise, snr, args.episodes)
             feats, _, _ = step_set(path, 0, nstdb, noise, snr, args.cache, noise_channel=0)
             steps = rec.prob != SUPPRESS
             if int(steps.sum()) != len(feats):
                 raise SystemExit(f"{path.name}: recording and features disagree; clear {args.episodes}")
-            for label, (w, b) in (
+            for label, (w, b, trees) in (
                 ("leave-records-out", models[fold_of[f"vfdb/{path.name}"]]),
                 ("trained on everything", full),
             ):
                 z = np.clip((feats - mean) / scale @ w + b, -50, 50)
                 p = np.where(feats[:, amp] >= floor, 1.0 / (1.0 + np.exp(-z)), 0.0)
-                prob = rec.prob.copy()
-                prob[steps] = p
-                scored[label].append(Recording(rec.name, rec.n, rec.fs, rec.truth, rec.ends, prob, rec.organised))
+                confirm = trees_probability(trees, feats)
+                for rule, vf_like in (
+                    ("logistic", p >= params.threshold),
+                    ("logistic+trees", (p >= params.threshold) & (confirm >= params.confirm_threshold)),
+                ):
+                    prob = rec.prob.copy()
+                    prob[steps] = np.where(vf_like, 1.0, 0.0)  # the replay compares with the threshold
+                    scored.setdefault(f"{rule:14s} {label}", []).append(
+                        Recording(rec.name, rec.n, rec.fs, rec.truth, rec.ends, prob, rec.organised)
+                    )
         for label, recs in scored.items():
             t = evaluate(recs, params)
             d = np.asarray(t.delays_s or [np.nan])
             print(
-                f"  {noise or 'clean'} {'' if snr is None else f'{snr:g} dB '}{label:22s} Se_episode {t.se:5.1f} % "
+                f"  {noise or 'clean'} {'' if snr is None else f'{snr:g} dB '}{label:36s} Se_episode {t.se:5.1f} % "
                 f"delay median {np.median(d):4.1f} s max {np.max(d):5.1f} s Sp_second {t.sp:6.2f} % "
                 f"false_alarm_episodes {t.false_alarms}"
             )
@@ -162,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/vf_features_cache"))
     ap.add_argument("--threshold", type=float, default=VfParams().threshold)
+    ap.add_argument("--confirm-threshold", type=float, default=VfParams().confirm_threshold)
+    ap.add_argument("--trees-out", type=Path, default=TREES_PATH)
     ap.add_argument("--folds", type=int, default=5, help="leave-records-out folds (2 or more)")
     ap.add_argument(
         "--episodes",
@@ -172,27 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     nstdb = args.data / "nstdb"
-    vfdb = sorted(p.with_suffix("") for p in (args.data / "vfdb").glob("*.hea"))
-    mitdb = sorted(p.with_suffix("") for p in (args.data / "mitdb").glob("*.hea"))
     t0 = time.perf_counter()
-    sets: list[tuple[str, np.ndarray, np.ndarray, str]] = []
-    for path in vfdb:
-        for lead in (0, 1):
-            sets.append(("vfdb clean", *step_set(path, lead, nstdb, None, None, args.cache)))
-        sets.append(("vfdb em 6 dB", *step_set(path, 0, nstdb, "em", 6.0, args.cache)))
-    for path in mitdb:
-        sets.append(("mitdb clean", *step_set(path, 0, nstdb, None, None, args.cache)))
-        for noise in ("em", "ma"):
-            for snr in (6.0, 0.0):
-                sets.append((f"mitdb {noise} {snr:g} dB", *step_set(path, 0, nstdb, noise, snr, args.cache)))
-    print(f"features of {len(sets)} record variants in {time.perf_counter() - t0:.0f} s")
-
-    x = np.vstack([s[1] for s in sets])
-    y = np.concatenate([s[2] for s in sets])
-    groups = np.concatenate([[s[3]] * len(s[2]) for s in sets])
-    kinds = np.concatenate([[s[0]] * len(s[2]) for s in sets])
-    keep = y >= 0
-    x, y, groups, kinds = x[keep], y[keep], groups[keep], kinds[keep]
+    x, y, groups, kinds = training_steps(args.data, args.cache)
+    vfdb, mitdb = records(args.data, "vfdb"), records(args.data, "mitdb")
+    print(f"features of {len(y)} labelled steps in {time.perf_counter() - t0:.0f} s")
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     xs = (x - mean) / scale
@@ -201,22 +320,32 @@ def main(argv: list[str] | None = None) -> int:
     # carries no label information).
     names = sorted(set(groups))
     folds = max(2, args.folds)
-    fold = np.asarray([names.index(g) % folds for g in groups])
+    fold_by_name = fold_of(names, folds)
+    fold = np.asarray([fold_by_name[g] for g in groups])
     prob_cv = np.zeros(len(y))
-    models = []
+    confirm_cv = np.zeros(len(y))
+    models: list[Model] = []
     for k in range(folds):
         w, b = fit_logistic(xs[fold != k], y[fold != k])
-        models.append((w, b))
+        fold_trees = fit_trees(x[fold != k], y[fold != k])
+        models.append((w, b, fold_trees))
         prob_cv[fold == k] = 1.0 / (1.0 + np.exp(-np.clip(xs[fold == k] @ w + b, -50, 50)))
-    print(f"{folds}-fold leave-records-out, threshold {args.threshold}:")
+        confirm_cv[fold == k] = trees_probability(fold_trees, x[fold == k])
+    print(f"{folds}-fold leave-records-out, threshold {args.threshold}, trees {args.confirm_threshold}:")
     for kind in dict.fromkeys(kinds):
         report(kind, prob_cv[kinds == kind], y[kinds == kind], args.threshold)
+        both = np.where(confirm_cv >= args.confirm_threshold, prob_cv, 0.0)
+        report(f"{kind} + trees", both[kinds == kind], y[kinds == kind], args.threshold)
 
     w, b = fit_logistic(xs, y)
+    trees = fit_trees(x, y)
     prob = 1.0 / (1.0 + np.exp(-np.clip(xs @ w + b, -50, 50)))
+    confirm = trees_probability(trees, x)
     print("trained on everything (training-set figures):")
     for kind in dict.fromkeys(kinds):
         report(kind, prob[kinds == kind], y[kinds == kind], args.threshold)
+        both = np.where(confirm >= args.confirm_threshold, prob, 0.0)
+        report(f"{kind} + trees", both[kinds == kind], y[kinds == kind], args.threshold)
     for name, wi in sorted(zip(vf_features.FEATURE_NAMES, w, strict=True), key=lambda t: -abs(t[1])):
         print(f"  weight {name:14s} {wi:+.3f}")
 
@@ -240,9 +369,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
+
+    exported = export_trees(trees)
+    # The daemon's numpy walk of the exported trees against scikit-learn's own log-odds.
+    walk = from_nodes(exported["base"], exported["trees"])
+    rows = x[:: max(1, len(x) // 5000)]
+    gap = float(np.max(np.abs([walk.log_odds(r) for r in rows] - trees.decision_function(rows))))
+    if not gap < 1e-9:
+        raise SystemExit(f"exported trees differ from scikit-learn's by {gap:g} in log-odds")
+    import sklearn  # noqa: PLC0415
+
+    trees_doc = {
+        "features": list(vf_features.FEATURE_NAMES),
+        **exported,
+        "provenance": {
+            **doc["provenance"],
+            "fitted_with": f"scikit-learn {sklearn.__version__} HistGradientBoostingClassifier "
+            f"(max_iter={TREES}, max_depth={TREE_DEPTH}, learning_rate={TREE_RATE}, classes balanced by weight)",
+            "checked": f"log-odds of the exported trees within {gap:.1e} of scikit-learn's on {len(rows)} steps",
+        },
+    }
+    args.trees_out.write_text(json.dumps(trees_doc, separators=(",", ":")) + "\n")
+    print(f"wrote {args.trees_out} ({len(exported['trees'])} trees, log-odds within {gap:.1e} of scikit-learn's)")
     if args.episodes is not None:  # after writing: the replay builds detectors, which load the model
         args.episodes.mkdir(parents=True, exist_ok=True)
-        episode_check(args, nstdb, models, (w, b), mean, scale, {g: names.index(g) % folds for g in names})
+        episode_check(args, nstdb, models, (w, b, trees), mean, scale, fold_by_name)
     return 0
 
 

@@ -180,7 +180,10 @@ def test_recorded_steps_replayed_through_decide_give_the_streaming_episodes(para
     recorded = recorder.feed(x).steps
     live = VfDetector(fs, params).feed(x)
     replayer = VfDetector(fs, params)
-    replayed = [replayer.decide(s.end_index, s.probability >= params.threshold) for s in recorded]
+    replayed = [
+        replayer.decide(s.end_index, s.probability >= params.threshold and s.confirmation >= params.confirm_threshold)
+        for s in recorded
+    ]
     assert [c for c in replayed if c is not None] == live.changes
     assert live.changes  # the excerpt has an episode to compare
 
@@ -210,5 +213,8 @@ def test_a_vetoed_step_is_recorded_as_organised_and_never_vf_like() -> None:
     det.check_every_step = True
     every = det.feed(x, organised).steps
     assert all(s.exact for s in every) and [s.organised for s in every] == [s.end_index > half for s in every]
-    assert [s.vf_like for s in every] == [s.probability >= threshold and not s.organised for s in every]
+    confirm = VfParams().confirm_threshold
+    assert [s.vf_like for s in every] == [
+        s.probability >= threshold and s.confirmation >= confirm and not s.organised for s in every
+    ]
     assert [s.vf_like for s in every] == [s.vf_like for s in vetoed]

@@ -4,6 +4,7 @@ and the feature bounds it relies on hold on every window."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gateway.signal.vf_detector import (
     feature_sos,
     window_length,
 )
+from gateway.signal.vf_trees import from_nodes
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 RECORDS = [
@@ -71,9 +73,15 @@ def _near_threshold_model(seed: int, threshold: float) -> VfModel:
     return VfModel(shipped.mean, shipped.scale, tuple(weights.tolist()), bias)
 
 
+# Trees that confirm every step: another model's exit is tested on its own decisions (the shipped
+# trees, fitted beside the shipped model, would turn down most steps of a random one).
+AGREE = from_nodes(50.0, [{"feature": [-1], "threshold": [0.0], "left": [0], "right": [0], "value": [0.0]}])
+
+
 def _both(x: np.ndarray, fs: float, params: VfParams, model: VfModel | None) -> tuple:
-    early = VfDetector(fs, params, model)
-    full = VfDetector(fs, params, model)
+    trees = None if model is None else AGREE
+    early = VfDetector(fs, params, model, trees=trees)
+    full = VfDetector(fs, params, model, trees=trees)
     full.check_every_step = True
     block = round(0.25 * fs)
     a, b = [], []
@@ -171,7 +179,10 @@ def test_a_loud_window_beyond_the_bounds_is_scored_in_full() -> None:
     # Above 1e50 mV RMS squares may overflow and the bounds are void: no early exit there.
     x, fs = _SIGNALS["ecg/mitdb_119_0s"]
     early, full, ce, cf = _both(x[: int(30 * fs)] * 1e52, fs, VfParams(), None)
-    assert early == full and ce == cf
+    # (A step scored in full also carries the trees' confirmation; the exit asks for it only at
+    # or above the threshold.)
+    unconfirmed = [dataclasses.replace(s, confirmation=math.nan) for s in full]
+    assert early == unconfirmed and ce == cf
 
 
 def _reference(x: np.ndarray, fs: float) -> dict[str, float]:

@@ -5,7 +5,10 @@ Every ``hop_s`` (1 s, aligned on the sample index) the last ``window_s`` (4 s) o
 (``vf_features``) and scored by a logistic model trained on the MIT-BIH Malignant Ventricular
 Ectopy Database together with negatives from MIT-BIH arrhythmia records, clean and mixed with
 electrode-motion and muscle noise
-(``scripts/train_vf_model.py``; the weights and their provenance are in ``vf_model.json``).
+(``scripts/train_vf_model.py``; the weights and their provenance are in ``vf_model.json``).  A step
+the logistic model calls VF-like stays VF-like only when a small tree ensemble trained on the same
+steps agrees (``vf_trees``): about a third fewer alarmed seconds outside VF/flutter, leave-records-out
+(``bench/vf_tree_study.py``).
 
 An *episode* starts when ``raise_steps`` of the last ``raise_of`` (7 of 8) steps score VF-like, and ends after
 ``clear_steps`` VF-free steps in a row (hysteresis: a few organised-looking seconds inside VF do not
@@ -29,6 +32,7 @@ import numpy as np
 from gateway.frozen_init import fast_init
 from gateway.signal import vf_features
 from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass
+from gateway.signal.vf_trees import VfTrees, default_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -131,6 +135,14 @@ class EarlyExit:
         """(probability, exact) of one window from its staged features.  Exact, or -- unless ``full`` --
         an upper bound below the threshold when the later stages could not lift the step to it.
         A window whose log10 RMS is below ``floor`` scores 0 (never VF), as before any model."""
+        prob, exact, _ = self.scored(staged, floor, full=full)
+        return prob, exact
+
+    def scored(
+        self, staged: Iterator[tuple[float, ...]], floor: float, *, full: bool = False
+    ) -> tuple[float, bool, FloatArray | None]:
+        """``probability``, and the feature vector (``FEATURE_NAMES`` order) where every feature was
+        computed (None where the step was decided before: the exit or the amplitude floor)."""
         z = self.bias
         mass = abs(z)
         values: list[float] = []
@@ -141,7 +153,7 @@ class EarlyExit:
             if s == 0:
                 amp = stage[_AMP]
                 if not amp >= floor:
-                    return 0.0, True
+                    return 0.0, True, None
                 if not amp <= vf_features.MAX_LOG_AMPLITUDE:
                     break  # beyond what the bounds hold for: score everything
             if s >= last:
@@ -156,11 +168,11 @@ class EarlyExit:
             # Log-odds first (no sigmoid at the stages that go on); the sigmoid test, the exit's
             # criterion, only where the bound is below the threshold's logit.
             if bound < limit and sigmoid(bound) < self.threshold:
-                return sigmoid(top), False
+                return sigmoid(top), False, None
         values.extend(v for stage in staged for v in stage)
         f = np.empty(len(values))
         f[self.order] = values
-        return self.model.score(f), True
+        return self.model.score(f), True, f
 
 
 def load_model(path: Path = MODEL_PATH) -> VfModel:
@@ -190,6 +202,11 @@ class VfParams:
     window_s: float = 4.0
     hop_s: float = 1.0
     threshold: float = 0.8  # model probability above which a step is VF-like
+    # The trees' probability a step the logistic model calls VF-like needs to stay VF-like.  0.6 from
+    # bench/vf_tree_study.py (leave-records-out on vfdb): 0.6-0.7 gain the most Sp_second with the
+    # logistic model's episode sensitivity; 0.7, chosen inside every fold, misses one more clean
+    # episode when trained on every record (what ships), 0.6 does not.
+    confirm_threshold: float = 0.6
     # VF-like steps among the last ``raise_of`` that start an episode.  7 of 8 was chosen with
     # bench/vf_sweep.py and train_vf_model.py --episodes on vfdb: of the points keeping the
     # leave-records-out episode sensitivity >= 95 %, the fewest false seconds and episodes.
@@ -212,6 +229,9 @@ class VfStep:
     recent_peak_mv: float  # largest band-passed magnitude over the last step: is there any signal?
     organised: bool = False  # the organised-rhythm veto held at this step (asked at every step)
     exact: bool = True
+    # The trees' probability (``vf_trees``), computed only where ``probability`` reaches the
+    # threshold (every step scored in full under ``check_every_step``); nan where not computed.
+    confirmation: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +251,17 @@ class VfOutput:
 
 class VfDetector:
     def __init__(
-        self, fs: float, params: VfParams | None = None, model: VfModel | None = None, first_index: int = 0
+        self,
+        fs: float,
+        params: VfParams | None = None,
+        model: VfModel | None = None,
+        first_index: int = 0,
+        trees: VfTrees | None = None,
     ) -> None:
         self.fs = fs
         self.params = p = params or VfParams()
         self.model = model or default_model()
+        self.trees = trees or default_trees()
         self.decimate = decimation(fs)
         self.fs_features = fs / self.decimate
         self.window = window_length(self.fs_features, p)
@@ -325,19 +351,22 @@ class VfDetector:
         # The veto is asked first: where it holds (most seconds of an ordinary rhythm) the step is
         # not VF-like whatever the waveform would score, so no feature is computed.
         vetoed = organised is not None and not full and organised(end)
+        confirmation = math.nan
         if vetoed:
             prob, exact = UNSCORED, False
         else:
-            prob, exact = self._exit.probability(
-                vf_features.stages(self._ring, self.fs_features), self._floor, full=full
-            )
+            prob, exact, f = self._exit.scored(vf_features.stages(self._ring, self.fs_features), self._floor, full=full)
+            # The trees only where the logistic model already says VF-like (under 1 step in 1,000
+            # on mitdb, clean or noisy), unless every step is to be scored.
+            if f is not None and (full or prob >= p.threshold):
+                confirmation = self.trees.probability(f)
             vetoed = organised is not None and full and organised(end)
-        vf_like = prob >= p.threshold and not vetoed
+        vf_like = prob >= p.threshold and confirmation >= p.confirm_threshold and not vetoed
         # The largest magnitude, read where argmax finds it: the same double as maximum.reduce
         # (and NaN where it gives NaN), without the reduction's set-up (~5k instructions).
         mags = np.abs(self._ring[-self.hop :])
         recent = float(mags[mags.argmax()])
-        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact))
+        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact, confirmation))
         change = self.decide(end, vf_like)
         if change is not None:
             out.changes.append(change)
