@@ -36,7 +36,8 @@ from gateway.records import (
 )
 from gateway.signal import spo2
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange
-from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmSettings
+from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmSettings
+from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
 from gateway.summaries import SummaryAggregator, VitalSummary
 
 AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord | EvidenceRecord
@@ -109,6 +110,8 @@ def is_valid(reading: VitalReading) -> bool:
 
 # Condition of the technical alarm raised while an ECG channel gives no usable signal.
 NO_VALID_ECG = "no_valid_ecg"
+# Conditions an ECG channel raises and clears from its samples (per lead; see ``_ecg_condition``).
+ECG_CONDITIONS = frozenset({NO_VALID_ECG, VENTRICULAR_FIBRILLATION, ASYSTOLE, VENTRICULAR_TACHYCARDIA})
 DEVICE_DISCONNECTED = "device_disconnected"
 # Technical alarms driven by status flags on a device's values.
 FLAG_CONDITIONS = (("sensor_off", DeviceFlag.SENSOR_OFF), ("lead_off", DeviceFlag.LEAD_OFF))
@@ -132,6 +135,9 @@ class _Patient:
         self.ecg: dict[tuple[str, str], EcgChannel] = {}  # (device, channel) -> processing state
         self.spo2: dict[str, spo2.Spo2State] = {}  # device -> SpO2 filter
         self.disconnected_since: dict[str, float] = {}
+        # (device, ECG condition) -> the channels (leads) on which it is on: the alarm is the
+        # device's, raised by its first lead and cleared by its last (``_ecg_condition``).
+        self.ecg_on: dict[tuple[str, str], set[str]] = {}
 
 
 class Pipeline:
@@ -259,9 +265,13 @@ class Pipeline:
         ch = p.ecg.get((b.device_id, b.channel))
         if ch is None:
             ch = p.ecg[(b.device_id, b.channel)] = EcgChannel(b.device_id, self.ecg_settings)
-            # Rhythm alarms still raised from before a restart: the channel goes on with their
-            # episodes, so that its samples clear them (or keep them) as if it had seen them start.
-            ch.resume(p.alarms.raised_for(b.device_id))
+            # ECG alarms still raised from before a restart: the channel goes on with their
+            # episodes (and starts "not valid"), so that its samples clear them, or keep them, as
+            # if it had seen them start -- a new channel reports only changes.
+            raised = [c for c in p.alarms.raised_for(b.device_id) if c in ECG_CONDITIONS]
+            ch.resume(raised, valid=NO_VALID_ECG not in raised)
+            for condition in raised:
+                p.ecg_on.setdefault((b.device_id, condition), set()).add(b.channel)
         # Beats may wait for the channel's next decision point, except while a strip that marks them is cut.
         result = ch.feed(b, defer=not p.evidence.capturing(b.device_id))
         if not result.dropped_blocks:
@@ -275,6 +285,8 @@ class Pipeline:
                 # A rate episode pending before VF must not complete on VF "beats".
                 p.alarms.invalid(Vital.HEART_RATE)
                 p.extremes.invalid(Vital.HEART_RATE)
+            if not self._ecg_condition(p, b, event.condition, event.active):
+                continue
             for tr in rhythm_transitions(p.alarms, event, b.device_id, b.channel):
                 if tr.event is AlarmEvent.RAISED:  # a strip for the raise (with its onset), none for the clear
                     p.evidence.arm(tr.alarm_id, tr.condition, b.device_id, tr.vital, tr.time, event.onset_time)
@@ -316,6 +328,8 @@ class Pipeline:
             p.alarms.invalid(Vital.HEART_RATE)
             p.alarms.invalid(Vital.RR_INTERVAL)
             p.extremes.invalid(Vital.HEART_RATE)
+        if not self._ecg_condition(p, b, NO_VALID_ECG, not change.valid):
+            return
         for tr in p.alarms.technical(
             NO_VALID_ECG,
             not change.valid,
@@ -324,6 +338,19 @@ class Pipeline:
             detail=f"{b.channel}: {change.detail}",
         ):
             out.records.append(self._alarm(p, tr, b.clock))
+
+    @staticmethod
+    def _ecg_condition(p: _Patient, b: SampleBlock, condition: str, active: bool) -> bool:
+        """Record that ``condition`` is on or off on ``b``'s channel; whether the device's alarm is
+        to be raised (on any lead) or cleared (on none left).  A multi-lead front-end sees VF or a
+        lost electrode on each lead apart: the first lead to recover must not clear the alarm
+        while another still has it (nor could that lead raise it again: it reports only changes)."""
+        on = p.ecg_on.setdefault((b.device_id, condition), set())
+        if active:
+            on.add(b.channel)
+            return True  # raising is idempotent: a second lead adds nothing
+        on.discard(b.channel)
+        return not on
 
     def _seen(self, p: _Patient, device: str, t: float, clock: ClockQuality, out: PipelineOutput) -> None:
         p.last_data[device] = t

@@ -9,6 +9,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pytest
 import wfdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -190,3 +191,84 @@ def test_resumed_asystole_is_not_cleared_by_a_weak_beat() -> None:
     assert mon.beat(100, 0.1) == []  # a P wave's energy: not a QRS
     change = mon.beat(300, 0.9)
     assert [(c.condition, c.active) for c in change] == [(ASYSTOLE, False)]
+
+
+def test_no_valid_ecg_raised_before_a_restart_is_cleared_when_the_signal_is_good() -> None:
+    """A new channel reports only changes and starts valid: before, the restored "no valid ECG"
+    alarm of a noisy spell stayed raised for good once the signal was clean after the restart."""
+    x, fs = signal("ecg_vf/vfdb_428_1900s")  # sinus rhythm for its first 23 s
+    a, b = round(5 * fs), round(8 * fs)
+    x = x.copy()
+    x[a:b] += 500.0 * np.random.default_rng(1).standard_normal(b - a)  # 0.5 mV of white noise
+    before = pipeline()
+    raised = rhythm_alarms(feed(before, x, fs, stop_s=10.0), "no_valid_ecg")
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    blob = before.snapshot("p-a")
+    assert blob is not None
+    after = pipeline()
+    assert after.restore("p-a", blob)
+    cleared = rhythm_alarms(feed(after, x, fs, start_s=10.0, stop_s=22.0), "no_valid_ecg")
+    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+    assert after.active_alarm_count() == 0
+
+
+def spells(events: list[tuple[AlarmEvent, str, float]]) -> list[tuple[float, float]]:
+    """(raised, cleared) times of one condition's alarms, inf for one still raised at the end."""
+    out, start = [], None
+    for event, _, t in events:
+        if event is AlarmEvent.RAISED:
+            assert start is None, events  # never raised twice without a clear
+            start = t
+        else:
+            assert start is not None, events
+            out.append((start, t))
+            start = None
+    return out + ([(start, float("inf"))] if start is not None else [])
+
+
+def union(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for s, e in sorted(a + b):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def two_leads(pl: Pipeline, leads: dict[str, np.ndarray], fs: float) -> PipelineOutput:
+    """A multi-lead front-end: one block per frame and lead, the leads of a frame in turn."""
+    out = PipelineOutput()
+    step = round(0.1 * fs)
+    n = min(len(x) for x in leads.values())
+    for s in range(0, n, step):
+        for channel, x in leads.items():
+            block = SampleBlock("strap", channel, fs, T0 + s / fs, x[s : s + step], "uV", first_index=s)
+            out.extend(pl.feed("p-a", block))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("condition", "lead_a", "lead_b"),
+    [
+        # VF on both leads, ending on the first (flutter 20-29 s) while the second is in VF from 30 s:
+        # before, the first lead's clear at 39.8 s ended the alarm, and the second could not raise it again.
+        (VENTRICULAR_FIBRILLATION, (VFL_429, None), ("ecg_vf/vfdb_426_615s", None)),
+        # White-noise bursts on each lead, overlapping: "no valid ECG" until both recover.
+        ("no_valid_ecg", ("ecg_vf/vfdb_428_1900s", (5.0, 8.0)), ("ecg_vf/vfdb_428_1900s", (12.0, 16.0))),
+    ],
+)
+def test_a_device_alarm_is_on_while_any_of_its_leads_has_it(
+    condition: str, lead_a: tuple[str, tuple[float, float] | None], lead_b: tuple[str, tuple[float, float] | None]
+) -> None:
+    leads = {}
+    for channel, (rel, burst) in zip(("ecg", "ecg2"), (lead_a, lead_b), strict=True):
+        x, fs = signal(rel)
+        x = x[: round(22 * fs)].copy() if burst else x
+        if burst:
+            a, b = round(burst[0] * fs), round(burst[1] * fs)
+            x[a:b] += 500.0 * np.random.default_rng(1).standard_normal(b - a)
+        leads[channel] = x
+    alone = [spells(rhythm_alarms(two_leads(pipeline(), {c: x}, fs), condition)) for c, x in leads.items()]
+    together = spells(rhythm_alarms(two_leads(pipeline(), leads, fs), condition))
+    assert all(alone) and together == union(*alone), (alone, together)

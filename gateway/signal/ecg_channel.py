@@ -149,11 +149,13 @@ class EcgChannel:
         self._resumed: frozenset[str] = frozenset()  # episodes raised before a restart (``resume``)
         self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
 
-    def resume(self, conditions: Iterable[str]) -> None:
+    def resume(self, conditions: Iterable[str], *, valid: bool = True) -> None:
         """Rhythm episodes whose alarms were raised before the daemon restarted and are still
         raised: the channel goes on with them (see ``RhythmMonitor.resume``), so that the samples
-        that come in end them, and their alarms get their clear, or keep them on."""
+        that come in end them, and their alarms get their clear, or keep them on.  ``valid=False``:
+        "no valid ECG" was raised, so the channel starts not valid and reports its recovery."""
         self._resumed = frozenset(conditions) & {VENTRICULAR_FIBRILLATION, ASYSTOLE, VENTRICULAR_TACHYCARDIA}
+        self.valid = valid
 
     def _start(self, fs: float, first_index: int) -> None:
         previous = self.rhythm if self.fs is not None else None  # set with ``fs``, at the first start
