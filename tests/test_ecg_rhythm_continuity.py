@@ -19,11 +19,13 @@ from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmEvent, AlarmRecord, SampleBlock
 from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmMonitor
 from gateway.signal.vf_detector import VfDetector, VfParams
+from tests.synthetic_ecg import standstill
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
 VFL_429 = "ecg_vf/vfdb_429_1835s"  # bigeminy, ventricular flutter 20-29 s, bigeminy again (60 s)
 VT_615 = "ecg_vf/vfdb_615_300s"  # atrial fibrillation, VT 26.8-30.8 s, atrial fibrillation (40 s)
+Events = list[tuple[AlarmEvent, str, float]]  # (raised or cleared, alarm_id, seconds from T0)
 
 
 def pipeline() -> Pipeline:
@@ -58,7 +60,7 @@ def feed(
     return out
 
 
-def rhythm_alarms(out: PipelineOutput, condition: str) -> list[tuple[AlarmEvent, str, float]]:
+def rhythm_alarms(out: PipelineOutput, condition: str) -> Events:
     return [
         (r.event, r.alarm_id, r.time.timestamp() - T0)
         for r in out.records
@@ -66,7 +68,7 @@ def rhythm_alarms(out: PipelineOutput, condition: str) -> list[tuple[AlarmEvent,
     ]
 
 
-def raised_then_cleared(events: list[tuple[AlarmEvent, str, float]]) -> tuple[float, float]:
+def raised_then_cleared(events: Events) -> tuple[float, float]:
     assert [e for e, _, _ in events] == [AlarmEvent.RAISED, AlarmEvent.CLEARED], events
     assert events[0][1] == events[1][1]  # one alarm: its clear carries its id
     return events[0][2], events[1][2]
@@ -86,63 +88,44 @@ def test_a_gap_during_fibrillation_neither_ends_nor_strands_its_alarm(gap_start:
     assert gap_start + gap_s < cleared <= max(40.0, gap_start + gap_s) + 12.0
 
 
-def test_fibrillation_raised_before_a_restart_is_cleared_by_the_signal_after_it() -> None:
-    x, fs = signal(VFL_429)
+def across_restart(
+    x: np.ndarray, fs: float, restart_s: float, condition: str, stop_s: float | None = None
+) -> tuple[Events, Events, Pipeline]:
+    """Feed up to ``restart_s``, restart (the snapshot a crash leaves, restored into a new pipeline)
+    and feed on: ``condition``'s alarms before and after, and the pipeline after."""
     before = pipeline()
-    raised = rhythm_alarms(feed(before, x, fs, stop_s=31.0), VENTRICULAR_FIBRILLATION)
-    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    raised = rhythm_alarms(feed(before, x, fs, stop_s=restart_s), condition)
     blob = before.snapshot("p-a")
     assert blob is not None
     after = pipeline()
     assert after.restore("p-a", blob)
-    cleared = rhythm_alarms(feed(after, x, fs, start_s=31.0), VENTRICULAR_FIBRILLATION)
+    return raised, rhythm_alarms(feed(after, x, fs, start_s=restart_s, stop_s=stop_s), condition), after
+
+
+def one_alarm_cleared(raised: Events, cleared: Events) -> float:
+    """Raised once before the restart, cleared once after under the same id: the clear's time."""
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
     assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
-    assert 31 < cleared[0][2] <= 45
+    return cleared[0][2]
+
+
+def test_fibrillation_raised_before_a_restart_is_cleared_by_the_signal_after_it() -> None:
+    x, fs = signal(VFL_429)
+    raised, cleared, _ = across_restart(x, fs, 31.0, VENTRICULAR_FIBRILLATION)
+    assert 31 < one_alarm_cleared(raised, cleared) <= 45
 
 
 def test_fibrillation_still_on_after_a_restart_stays_raised() -> None:
     x, fs = signal("ecg_vf/vfdb_426_615s")  # sinus, then VF from 30 s to the end (60 s)
-    before = pipeline()
-    assert [e for e, _, _ in rhythm_alarms(feed(before, x, fs, stop_s=45.0), VENTRICULAR_FIBRILLATION)] == [
-        AlarmEvent.RAISED
-    ]
-    blob = before.snapshot("p-a")
-    assert blob is not None
-    after = pipeline()
-    assert after.restore("p-a", blob)
-    assert rhythm_alarms(feed(after, x, fs, start_s=45.0), VENTRICULAR_FIBRILLATION) == []  # no clear, no second raise
+    raised, after_restart, after = across_restart(x, fs, 45.0, VENTRICULAR_FIBRILLATION)
+    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
+    assert after_restart == []  # no clear, no second raise
     assert after.active_alarm_count() >= 1
 
 
 def test_tachycardia_raised_before_a_restart_gets_its_clear() -> None:
     x, fs = signal(VT_615)
-    before = pipeline()
-    raised = rhythm_alarms(feed(before, x, fs, stop_s=31.0), "ventricular_tachycardia")
-    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
-    blob = before.snapshot("p-a")
-    assert blob is not None
-    after = pipeline()
-    assert after.restore("p-a", blob)
-    cleared = rhythm_alarms(feed(after, x, fs, start_s=31.0), "ventricular_tachycardia")
-    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
-
-
-def standstill() -> tuple[np.ndarray, float, float, float]:
-    """MIT-BIH 119 with its QRS complexes cut out from 40 to 70 s (P and T waves and baseline kept):
-    (signal in uV, fs, last beat before, first beat after, in seconds)."""
-    rel = "ecg/mitdb_119_0s"
-    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
-    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
-    fs = float(rec.fs)
-    x = rec.p_signal[: int(90 * fs), 0] * 1000.0
-    beats = [int(r) for r in ann.sample if r < len(x) - 0.08 * fs]
-    for r in beats:
-        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
-        if 40 * fs < r < 70 * fs:
-            x[a:b] = np.linspace(x[a], x[b], b - a)
-    last = max(r for r in beats if r <= 40 * fs) / fs
-    first_back = min(r for r in beats if r >= 70 * fs) / fs
-    return x, fs, last, first_back
+    one_alarm_cleared(*across_restart(x, fs, 31.0, "ventricular_tachycardia")[:2])
 
 
 def test_a_gap_during_asystole_keeps_it_on_until_the_first_qrs() -> None:
@@ -156,18 +139,10 @@ def test_a_gap_during_asystole_keeps_it_on_until_the_first_qrs() -> None:
 
 def test_asystole_raised_before_a_restart_is_cleared_by_the_first_qrs() -> None:
     x, fs, _, first_back = standstill()
-    before = pipeline()
-    raised = rhythm_alarms(feed(before, x, fs, stop_s=60.0), ASYSTOLE)
-    blob = before.snapshot("p-a")
-    assert blob is not None
-    after = pipeline()
-    assert after.restore("p-a", blob)
-    cleared = rhythm_alarms(feed(after, x, fs, start_s=60.0), ASYSTOLE)
-    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
-    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+    cleared = one_alarm_cleared(*across_restart(x, fs, 60.0, ASYSTOLE)[:2])
     # Without the patient's QRS reference (a new process) the first beat found ends it: at the
     # latest the first QRS, perhaps a P or T wave before it -- never left raised.
-    assert 60.0 < cleared[0][2] <= first_back + 0.5
+    assert 60.0 < cleared <= first_back + 0.5
 
 
 def test_a_resumed_vf_episode_ends_after_the_clear_steps_or_at_a_flat_window() -> None:
@@ -200,19 +175,12 @@ def test_no_valid_ecg_raised_before_a_restart_is_cleared_when_the_signal_is_good
     a, b = round(5 * fs), round(8 * fs)
     x = x.copy()
     x[a:b] += 500.0 * np.random.default_rng(1).standard_normal(b - a)  # 0.5 mV of white noise
-    before = pipeline()
-    raised = rhythm_alarms(feed(before, x, fs, stop_s=10.0), "no_valid_ecg")
-    assert [e for e, _, _ in raised] == [AlarmEvent.RAISED]
-    blob = before.snapshot("p-a")
-    assert blob is not None
-    after = pipeline()
-    assert after.restore("p-a", blob)
-    cleared = rhythm_alarms(feed(after, x, fs, start_s=10.0, stop_s=22.0), "no_valid_ecg")
-    assert [(e, i) for e, i, _ in cleared] == [(AlarmEvent.CLEARED, raised[0][1])]
+    raised, cleared, after = across_restart(x, fs, 10.0, "no_valid_ecg", stop_s=22.0)
+    one_alarm_cleared(raised, cleared)
     assert after.active_alarm_count() == 0
 
 
-def spells(events: list[tuple[AlarmEvent, str, float]]) -> list[tuple[float, float]]:
+def spells(events: Events) -> list[tuple[float, float]]:
     """(raised, cleared) times of one condition's alarms, inf for one still raised at the end."""
     out, start = [], None
     for event, _, t in events:

@@ -24,6 +24,7 @@ from gateway.records import (
     Vital,
     VitalReading,
 )
+from tests.synthetic_ecg import standstill
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
@@ -195,17 +196,7 @@ def test_qrs_complexes_vanishing_on_a_live_signal_alarm_asystole_within_ten_seco
     """Ventricular standstill: the QRS complexes stop, the rest of the signal (P and T waves,
     baseline) goes on.  An asystole alarm must follow within 10 s of the last beat, and clear at
     the first beat after it."""
-    rec = wfdb.rdrecord(str(FIXTURES / "ecg" / "mitdb_119_0s"), channels=[0])
-    ann = wfdb.rdann(str(FIXTURES / "ecg" / "mitdb_119_0s"), "atr")
-    fs = float(rec.fs)
-    x = rec.p_signal[: int(90 * fs), 0] * 1000.0
-    beats = [int(r) for r in ann.sample if r < len(x) - 0.08 * fs]
-    for r in beats:
-        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
-        if 40 * fs < r < 70 * fs:
-            x[a:b] = np.linspace(x[a], x[b], b - a)  # QRS cut out, P and T waves left
-    last_beat = max(r for r in beats if r <= 40 * fs) / fs
-    first_back = min(r for r in beats if r >= 70 * fs) / fs
+    x, fs, last_beat, first_back = standstill()  # QRS cut out from 40 to 70 s
     out = feed_ecg(pipeline(), x, fs)
     asys = alarms(out, "asystole")
     assert [a.event for a in asys] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]

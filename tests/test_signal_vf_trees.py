@@ -4,12 +4,9 @@ step is VF-like only when both the logistic model and the trees say so."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -21,6 +18,7 @@ from hypothesis import strategies as st
 from gateway.signal import vf_features
 from gateway.signal.vf_detector import VfDetector, VfParams
 from gateway.signal.vf_trees import TREES_PATH, VfTrees, default_trees, from_nodes, load_trees
+from tests.bench_modules import load_bench
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "hil_fixtures"
@@ -150,24 +148,10 @@ def test_every_step_scored_in_full_carries_its_confirmation() -> None:
     assert [s.vf_like for s in steps] == [s.vf_like for s in VfDetector(fs).feed(x).steps]
 
 
-def _sweep() -> ModuleType:
-    # bench/vf_sweep.py puts bench/ on sys.path for its own imports; keep it off the session's path.
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("vf_sweep", ROOT / "bench" / "vf_sweep.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path[:] = saved
-
-
 def test_a_sweep_replay_of_recorded_steps_needs_the_trees_too() -> None:
     # bench/vf_sweep.py records each step's probability and confirmation once and replays the
     # detector's decisions from them: the alarms must be those of the streaming detector.
-    sweep = _sweep()
+    sweep = load_bench("vf_sweep")
     x, fs = _vf_excerpt()
     recorder = VfDetector(fs)
     recorder.check_every_step = True

@@ -4,10 +4,7 @@ rule reads RR spreads as stated, and the per-second breakdown follows bench/ecg_
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -15,26 +12,13 @@ import wfdb
 
 from gateway.signal.ecg_filters import SosFilter
 from gateway.signal.vf_detector import decimation, feature_sos
+from tests.bench_modules import load_bench
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "hil_fixtures"
 
 
-def _study() -> ModuleType:
-    # The bench script puts bench/ and scripts/ on sys.path for its own imports; keep them off the
-    # test session's path afterwards.
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("vf_context_study", ROOT / "bench" / "vf_context_study.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path[:] = saved
-
-
-study = _study()
+study = load_bench("vf_context_study")
 FS = 80.0
 
 
