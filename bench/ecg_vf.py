@@ -21,7 +21,8 @@ Scoring:
   onset (negative: marked before the annotation) — where the evidence strip draws the onset.
 * ``Sp_second``: share of the seconds without annotated VF/flutter in which the alarm is off.
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
-  the alarm clears with deliberate hysteresis.  The figure without that grace is printed too.
+  the alarm clears with deliberate hysteresis.  The figure without that grace is printed too, and
+  the alarm seconds it counts, by the rhythm annotated there (the last rhythm note before them).
 
 Printed per record, overall, and per noise level; the last line is the clean overall figure:
 
@@ -31,7 +32,9 @@ Printed per record, overall, and per noise level; the last line is the clean ove
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, vf_intervals
+from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, rhythm_notes, vf_intervals
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel
@@ -65,6 +68,7 @@ class RecordScore:
     other_alarm_s_raw: int = 0
     raises: int = 0
     onset_errors_s: list[float] = field(default_factory=list)
+    false_by_rhythm: Counter[str] = field(default_factory=Counter)  # scored alarm seconds, by rhythm note
 
     def add(self, o: RecordScore) -> None:
         self.episodes += o.episodes
@@ -77,6 +81,7 @@ class RecordScore:
         self.other_alarm_s_raw += o.other_alarm_s_raw
         self.raises += o.raises
         self.onset_errors_s += o.onset_errors_s
+        self.false_by_rhythm += o.false_by_rhythm
 
     @property
     def se(self) -> float:
@@ -130,6 +135,7 @@ def score(
     tol_s: float,
     grace_s: float,
     onsets: list[tuple[int, int]] | None = None,
+    notes: list[tuple[int, str]] | None = None,
 ) -> RecordScore:
     r = RecordScore(name)
     on = np.zeros(n, dtype=bool)
@@ -165,6 +171,12 @@ def score(
     scored = raw & ~grace_s_mask
     r.other_s_raw, r.other_alarm_s_raw = int(raw.sum()), int((on_s & raw).sum())
     r.other_s, r.other_alarm_s = int(scored.sum()), int((on_s & scored).sum())
+    if notes:
+        # The rhythm annotated at each false alarm second's start: the last note at or before it.
+        starts = [i for i, _ in notes]
+        for k in np.flatnonzero(on_s & scored):
+            j = bisect.bisect_right(starts, int(k) * sec) - 1
+            r.false_by_rhythm[notes[j][1] if j >= 0 else "?"] += 1
     return r
 
 
@@ -184,7 +196,7 @@ def evaluate(
     truth = vf_intervals(path, len(x))
     onsets: list[tuple[int, int]] = []
     alarms = alarm_intervals(x, fs, block_s, onsets)
-    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets)
+    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, rhythm_notes(path))
 
 
 def _fmt(tag: str, s: RecordScore) -> str:
@@ -229,6 +241,8 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
         )
     print(f"{label}: Sp_second without the {args.grace_s:g} s post-episode grace = {total.sp_raw:.2f} %")
     print(f"{label}: {_onset_line(total)}")
+    by_rhythm = ", ".join(f"{k} {v}" for k, v in total.false_by_rhythm.most_common())
+    print(f"{label}: alarm seconds counted against Sp_second, by annotated rhythm: {by_rhythm or 'none'}")
     print(_fmt(f"{label} vf", total))
     return total
 

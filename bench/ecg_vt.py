@@ -38,7 +38,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, vf_intervals
+from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, rhythm_notes, vf_intervals
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings
@@ -88,18 +88,6 @@ class VtScore:
     @property
     def per_hour(self) -> float:
         return self.false_alarms / (self.seconds / 3600.0) if self.seconds else float("nan")
-
-
-def rhythm_notes(path: Path) -> list[tuple[int, str]]:
-    import wfdb  # noqa: PLC0415
-
-    ann = wfdb.rdann(str(path), "atr")
-    out = []
-    for sample, aux in zip(ann.sample, ann.aux_note, strict=True):
-        note = (aux or "").strip("\x00").strip()
-        if note.startswith("("):
-            out.append((int(sample), note))
-    return out
 
 
 def vt_intervals(notes: list[tuple[int, str]], n: int) -> Intervals:

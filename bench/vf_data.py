@@ -74,6 +74,19 @@ def vf_intervals(path: Path, n: int) -> list[tuple[int, int]]:
     return merged
 
 
+def rhythm_notes(path: Path) -> list[tuple[int, str]]:
+    """The record's rhythm aux notes (``(N``, ``(VT``, ``(NOISE`` ...), as (sample, note) in order."""
+    import wfdb  # noqa: PLC0415
+
+    ann = wfdb.rdann(str(path), "atr")
+    out = []
+    for sample, aux in zip(ann.sample, ann.aux_note, strict=True):
+        note = (aux or "").strip("\x00").strip()
+        if note.startswith("("):
+            out.append((int(sample), note))
+    return out
+
+
 def vf_mask(n: int, intervals: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
     mask = np.zeros(n, dtype=bool)
     for a, b in intervals:
