@@ -35,7 +35,7 @@ from gateway.records import (
     utc_from_unix,
 )
 from gateway.signal import spo2
-from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings, StandstillMemory, ValidityChange
 from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmSettings
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
 from gateway.summaries import SummaryAggregator, VitalSummary
@@ -138,6 +138,9 @@ class _Patient:
         # (device, ECG condition) -> the channels (leads) on which it is on: the alarm is the
         # device's, raised by its first lead and cleared by its last (``_ecg_condition``).
         self.ecg_on: dict[tuple[str, str], set[str]] = {}
+        # (device, channel) -> the last process's memory of an asystole episode, for the channel
+        # this one makes (``EcgChannel.resume``).
+        self.standstill: dict[tuple[str, str], StandstillMemory] = {}
 
 
 class Pipeline:
@@ -269,7 +272,8 @@ class Pipeline:
             # episodes (and starts "not valid"), so that its samples clear them, or keep them, as
             # if it had seen them start -- a new channel reports only changes.
             raised = [c for c in p.alarms.raised_for(b.device_id) if c in ECG_CONDITIONS]
-            ch.resume(raised, valid=NO_VALID_ECG not in raised)
+            memory = p.standstill.pop((b.device_id, b.channel), None)
+            ch.resume(raised, valid=NO_VALID_ECG not in raised, standstill=memory)
             for condition in raised:
                 p.ecg_on.setdefault((b.device_id, condition), set()).add(b.channel)
         # Beats may wait for the channel's next decision point, except while a strip that marks them is cut.
@@ -459,7 +463,8 @@ class Pipeline:
 
     def snapshot(self, patient: str) -> bytes | None:
         """What must survive a crash of one patient's processing: raised alarms (each still gets its
-        one clear) and open summary periods.  Signal-filter state is relearnt in seconds and not kept."""
+        one clear) and open summary periods.  Signal-filter state is relearnt in seconds and not kept,
+        but for what an asystole episode on needs to be told from its P and T waves (``StandstillMemory``)."""
         p = self._patients.get(patient)
         if p is None:
             return None
@@ -468,6 +473,12 @@ class Pipeline:
             "alarms": p.alarms.snapshot(),
             "summaries": p.summaries.snapshot(),
             "extremes": p.extremes.snapshot(),
+            # Only while an asystole episode is on, and fixed at its raise (no extra writes).
+            "standstill": [
+                [device, channel, ch.standstill.to_json()]
+                for (device, channel), ch in p.ecg.items()
+                if ch.standstill is not None
+            ],
         }
         return json.dumps(state, separators=(",", ":")).encode()
 
@@ -489,6 +500,14 @@ class Pipeline:
         except (ValueError, KeyError, TypeError):
             return False
         p.alarms, p.summaries, p.extremes = alarms, summaries, extremes
+        p.standstill = {}
+        for item in state.get("standstill", []):
+            # A memory that cannot be read only costs the asystole its reference: the rest stands.
+            try:
+                device, channel, doc = item
+                p.standstill[(str(device), str(channel))] = StandstillMemory.from_json(doc)
+            except (ValueError, TypeError):
+                continue
         return True
 
     def close_device(self, patient: str, device: str) -> PipelineOutput:

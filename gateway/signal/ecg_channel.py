@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import median
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,6 +85,34 @@ class RhythmEvent:
     condition: str  # VENTRICULAR_FIBRILLATION, ASYSTOLE or VENTRICULAR_TACHYCARDIA
     active: bool
     onset_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class StandstillMemory:
+    """What a new process needs to go on with an asystole episode as this one would: the patient's
+    QRS energies and the R-peak detector's levels when it was raised.  Without them the new
+    detector learns the standstill's P and T waves as the signal and takes one for the first QRS,
+    ending the alarm while the heart is still.  Taken once, at the raise, so the saved state does
+    not change (nor get written again) while the episode lasts."""
+
+    fs: float
+    qrs_reference: tuple[float, ...]
+    levels: rpeak_detector.Levels
+
+    def to_json(self) -> list[Any]:
+        lv = self.levels
+        levels = [lv.signal_level, lv.noise_level, lv.learn_max, lv.last_beat_energy, lv.n_noise]
+        return [self.fs, list(self.qrs_reference), levels]
+
+    @classmethod
+    def from_json(cls, doc: Any) -> StandstillMemory:
+        """Raises ValueError or TypeError when ``doc`` is not what ``to_json`` writes."""
+        fs, qrs, (signal, noise, learn_max, last_energy, n_noise) = doc
+        values = [float(fs), signal, noise, learn_max, last_energy, *qrs]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or not float(fs) > 0:
+            raise ValueError("standstill memory: not finite numbers")
+        levels = rpeak_detector.Levels(float(signal), float(noise), float(learn_max), float(last_energy), int(n_noise))
+        return cls(float(fs), tuple(float(q) for q in qrs), levels)
 
 
 @dataclass(slots=True, init=False)
@@ -147,19 +175,26 @@ class EcgChannel:
         self._due = 0  # sample index whose arrival makes processing due
         self.vt: VtDetector | None = None
         self._resumed: frozenset[str] = frozenset()  # episodes raised before a restart (``resume``)
+        self._resumed_standstill: StandstillMemory | None = None
+        self.standstill: StandstillMemory | None = None  # while an asystole episode is on
         self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
 
-    def resume(self, conditions: Iterable[str], *, valid: bool = True) -> None:
+    def resume(
+        self, conditions: Iterable[str], *, valid: bool = True, standstill: StandstillMemory | None = None
+    ) -> None:
         """Rhythm episodes whose alarms were raised before the daemon restarted and are still
         raised: the channel goes on with them (see ``RhythmMonitor.resume``), so that the samples
         that come in end them, and their alarms get their clear, or keep them on.  ``valid=False``:
-        "no valid ECG" was raised, so the channel starts not valid and reports its recovery."""
+        "no valid ECG" was raised, so the channel starts not valid and reports its recovery.
+        ``standstill``: the last process's memory of an asystole episode (``StandstillMemory``)."""
         self._resumed = frozenset(conditions) & {VENTRICULAR_FIBRILLATION, ASYSTOLE, VENTRICULAR_TACHYCARDIA}
+        self._resumed_standstill = standstill if ASYSTOLE in self._resumed else None
         self.valid = valid
 
     def _start(self, fs: float, first_index: int) -> None:
         previous = self.rhythm if self.fs is not None else None  # set with ``fs``, at the first start
         resumed, self._resumed = self._resumed, frozenset()
+        memory, self._resumed_standstill = self._resumed_standstill, None
         same_rate = previous is not None and previous.fs == fs
         self.fs = fs
         if same_rate:
@@ -168,6 +203,11 @@ class EcgChannel:
             rpeak_detector.restart(self.detector.state, first_index)
         else:
             self.detector = RPeakDetector(fs, first_index=first_index)
+        qrs_reference: Iterable[float] = previous.qrs_reference if previous is not None and same_rate else ()
+        if memory is not None and memory.fs == fs:
+            rpeak_detector.adopt(self.detector.state, memory.levels)
+            qrs_reference = memory.qrs_reference
+            self.standstill = memory  # kept for a further restart while the episode lasts
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
         self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index=first_index)
@@ -175,7 +215,7 @@ class EcgChannel:
         self.rhythm.resume(
             vf=VENTRICULAR_FIBRILLATION in resumed or (previous is not None and previous.vf_active),
             asystole=ASYSTOLE in resumed or (previous is not None and previous.asystole),
-            qrs_reference=previous.qrs_reference if previous is not None and same_rate else (),
+            qrs_reference=qrs_reference,
         )
         # The VT reference (the patient's own beats) and an episode on are kept across a gap at
         # the same rate: the beats after it end the episode, or go on with it.
@@ -311,6 +351,11 @@ class EcgChannel:
             self._end_vt(change.index, out)  # VF supersedes it: VT ends as VF begins
         t = self._time(change.index)
         out.rhythm.append(RhythmEvent(t, change.condition, change.active, self._time(change.onset_index)))
+        if change.condition == ASYSTOLE:
+            self.standstill = None
+            if change.active and self.fs is not None:
+                levels = rpeak_detector.learnt(self.detector.state)
+                self.standstill = StandstillMemory(self.fs, tuple(self.rhythm.qrs_reference), levels)
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
             # Rates measured since the onset are VF "beats": never reported.
             self._pending = [p for p in self._pending if p[0] < change.onset_index]

@@ -178,6 +178,32 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.rr = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Levels:
+    """What the detector has learnt of a patient's signal: what ``restart`` keeps across a gap,
+    and what a new process takes over from the last (``adopt``)."""
+
+    signal_level: float
+    noise_level: float
+    learn_max: float
+    last_beat_energy: float
+    n_noise: int
+
+
+def learnt(state: DetectorState) -> Levels:
+    return Levels(state.signal_level, state.noise_level, state.learn_max, state.last_beat_energy, state.n_noise)
+
+
+def adopt(state: DetectorState, levels: Levels) -> None:
+    """Start from ``levels`` instead of learning them again: a new detector then behaves as one
+    restarted after a gap (``restart``), e.g. P and T waves stay below threshold in a standstill."""
+    state.signal_level = levels.signal_level
+    state.noise_level = levels.noise_level
+    state.learn_max = levels.learn_max
+    state.last_beat_energy = levels.last_beat_energy
+    state.n_noise = levels.n_noise
+
+
 def process(state: DetectorState, samples_mv: FloatArray, params: DetectorParams | None = None) -> list[Beat]:
     """Feed the next contiguous samples (in mV); return the beats decided by them, in order."""
     if len(samples_mv) == 0:
