@@ -97,10 +97,10 @@ def measure(
     k = lo + int(env[lo:b].argmax())
     half = 0.5 * env[k]
     left_end = max(0, k - 2 * before)
-    below_left = np.flatnonzero(env[left_end:k] <= half)
+    below_left = (env[left_end:k] <= half).nonzero()[0]
     left = k - (left_end + int(below_left[-1])) if len(below_left) else k - left_end
     right_end = min(stop - start, len(env))
-    below_right = np.flatnonzero(env[k:right_end] <= half)
+    below_right = (env[k:right_end] <= half).nonzero()[0]
     right = int(below_right[0]) if len(below_right) else right_end - k
     return Shape(bp[lo:hi], left + right)
 
