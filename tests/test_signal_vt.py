@@ -112,6 +112,20 @@ def test_measure_needs_the_complex_start_in_the_buffers() -> None:
     assert measure(np.zeros(50), env, start=1000, r_bp=1010, r_env=1010, before=25, after=20, stop=1050) is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    x=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+    t=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+)
+def test_correlation_against_its_np_sqrt_definition(x: list[float], t: list[float]) -> None:
+    a, b = np.array(x), np.array(t)
+    n = min(len(a), len(b))
+    den = float(np.sqrt(a[:n].dot(a[:n]) * b[:n].dot(b[:n])))
+    want = float(a[:n].dot(b[:n])) / den if den > 0 else 0.0
+    got = correlation(a, b)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
 def test_correlation_worked_values() -> None:
     x = np.array([0.0, 1.0, 3.0, -1.0])
     assert correlation(x, x) == pytest.approx(1.0)
