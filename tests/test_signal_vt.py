@@ -64,9 +64,66 @@ def test_measure_reads_nothing_at_or_after_the_decision_point() -> None:
     assert again is not None and again.width == shape.width
 
 
+def _measure_by_flatnonzero(
+    bp: np.ndarray, env: np.ndarray, start: int, r_bp: int, r_env: int, before: int, after: int, stop: int
+) -> Shape | None:
+    """``measure`` as it was defined, with np.flatnonzero (now ndarray.nonzero on the same 1-D masks)."""
+    lo = r_bp - before - start
+    hi = min(r_bp + after + 1, stop, start + len(bp)) - start
+    if lo < 0 or hi - lo < before + 1:
+        return None
+    b = min(r_env + after, stop, start + len(env)) - start
+    if b <= lo:
+        return None
+    k = lo + int(np.argmax(env[lo:b]))
+    half = 0.5 * env[k]
+    left_end = max(0, k - 2 * before)
+    below_left = np.flatnonzero(env[left_end:k] <= half)
+    left = k - (left_end + int(below_left[-1])) if len(below_left) else k - left_end
+    right_end = min(stop - start, len(env))
+    below_right = np.flatnonzero(env[k:right_end] <= half)
+    right = int(below_right[0]) if len(below_right) else right_end - k
+    return Shape(bp[lo:hi], left + right)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    env=st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 3.0]), min_size=1, max_size=120),
+    r=st.integers(0, 130),
+    shift=st.integers(-5, 30),
+    before=st.integers(1, 30),
+    after=st.integers(1, 30),
+    stop=st.integers(0, 140),
+)
+def test_measure_against_its_flatnonzero_definition(
+    env: list[float], r: int, shift: int, before: int, after: int, stop: int
+) -> None:
+    e = np.array(env)
+    bp = np.arange(len(e), dtype=np.float64)
+    args = (bp, e, 0, r, r + shift, before, after, stop)
+    got, want = measure(*args), _measure_by_flatnonzero(*args)
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert got.width == want.width and np.array_equal(got.segment, want.segment)
+
+
 def test_measure_needs_the_complex_start_in_the_buffers() -> None:
     env = np.ones(50)
     assert measure(np.zeros(50), env, start=1000, r_bp=1010, r_env=1010, before=25, after=20, stop=1050) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    x=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+    t=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+)
+def test_correlation_against_its_np_sqrt_definition(x: list[float], t: list[float]) -> None:
+    a, b = np.array(x), np.array(t)
+    n = min(len(a), len(b))
+    den = float(np.sqrt(a[:n].dot(a[:n]) * b[:n].dot(b[:n])))
+    want = float(a[:n].dot(b[:n])) / den if den > 0 else 0.0
+    got = correlation(a, b)
+    assert got == want or (math.isnan(got) and math.isnan(want))
 
 
 def test_correlation_worked_values() -> None:
