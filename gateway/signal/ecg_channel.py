@@ -67,7 +67,7 @@ class EcgSettings:
     hrv_window_s: float = 300.0
     hrv_every_s: float = 60.0
     recover_windows: int = 2
-    max_noise_ratio: float = 0.4  # detector noise level over QRS level beyond which a window is noisy
+    max_noise_ratio: float = 0.4  # mean noise peak in a window over the QRS level beyond which it is noisy
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
 
@@ -167,6 +167,8 @@ class EcgChannel:
         self._next_index: int | None = None
         self._anchor: tuple[int, float] = (0, 0.0)  # (sample index, its Unix time)
         self._pending: list[_Pending] = []
+        # The detector's count and sum of the peaks it set aside, at the last window's end.
+        self._noise_seen: tuple[int, float] = (0, 0.0)
         self._last_beat_time: float | None = None
         self._last_hrv: float | None = None
         self._hrv = hrv.HrvState(window_s=self.settings.hrv_window_s)
@@ -415,6 +417,17 @@ class EcgChannel:
         assert self.fs is not None
         return t0 + (index - i0) / self.fs
 
+    def _noise_peaks_high(self) -> bool:
+        """Whether the peaks the detector set aside as noise since the last window were, on
+        average, a large share of its QRS level.  Its own noise level, a slow average that moves
+        only when a peak is set aside, stays where a burst of noise left it on a clean record
+        with no such peaks (a paced rhythm), and held windows "noisy" long after the noise."""
+        st = self.detector.state
+        count = st.n_noise - self._noise_seen[0]
+        energy = st.noise_energy - self._noise_seen[1]
+        self._noise_seen = (st.n_noise, st.noise_energy)
+        return count > 0 and st.signal_level > 0 and energy > count * self.settings.max_noise_ratio * st.signal_level
+
     def _judge(self, window: QualityWindow, out: EcgOutput) -> None:
         s = self.settings
         quality = window.quality
@@ -424,8 +437,8 @@ class EcgChannel:
                 self._end_vt(window.end_index, out)
             elif (vt_change := self.vt.expire(window.end_index)) is not None:
                 self._vt(vt_change, out)
-        st = self.detector.state
-        if quality is EcgQuality.GOOD and st.signal_level > 0 and st.noise_level > s.max_noise_ratio * st.signal_level:
+        # Asked at every window, not only good ones, so that each window is judged by its own peaks.
+        if self._noise_peaks_high() and quality is EcgQuality.GOOD:
             quality = EcgQuality.NOISY
         end_time = self._time(window.end_index)
         if self.rhythm.vf_active:

@@ -132,6 +132,9 @@ class DetectorState:
     last_beat_energy: float = 0.0
     rr: tuple[int, ...] = ()
     n_noise: int = 0
+    # The energies of all candidates rejected so far, summed: with ``n_noise``, what a caller
+    # needs for the mean noise peak over any stretch (the levels above are slow averages).
+    noise_energy: float = 0.0
     precursor: int = -(2**62)  # index of the last candidate set aside as a precursor
 
 
@@ -370,6 +373,7 @@ def _decide(
         # While learning, levels are plain means of what was seen (an exponential average
         # started from zero would under-estimate the noise right when learning ends).
         state.n_noise += 1
+        state.noise_energy += fp
         gain = max(p.level_gain, 1.0 / state.n_noise) if learning else p.level_gain
         state.noise_level += gain * (fp - state.noise_level)
         return None

@@ -1,0 +1,220 @@
+"""Does the ECG quality index hold back the beats that noise makes, and only those?
+
+    uv run python bench/ecg_quality.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
+        [--variants clean "ma 6" bursts ...] [--set max_slope_floor=0.25 ...] [--per-record]
+
+Each beat the ECG channel publishes (an RR interval reading, released once its quality window is
+judged good) is matched to the annotated beats of the MIT-BIH Arrhythmia Database (lead 0, ±150
+ms, beat symbols as in ``bench/ecg_accuracy.py``).  A published beat with no annotated beat near
+it is a **false beat**: a heart rate and RR interval made up from noise and sent upstream.  The
+quality index's job is to hold those back ("no valid ECG") while letting the true beats through.
+
+Variants of every record (noise from the MIT-BIH Noise Stress Test Database, signal power as in
+``bench/vf_data.py``):
+
+* ``clean``: the record as recorded (it has noisy stretches of its own).
+* ``em``/``ma`` at 12, 6 and 0 dB over the whole record: electrode motion, muscle.
+* ``bursts``: 3 s bursts of white Gaussian noise at 0 dB, one every 20 s, their starts moved by
+  1.3 s each time so that they fall across the quality windows' boundaries in every way.
+
+Printed per variant: true beats published (share of annotated beats), false beats published
+(per hour, and as a share of those published), time judged "no valid ECG" (share), and for the
+bursts the share of bursts with no "no valid ECG" at all within the burst and 4 s after it, and
+the false beats published within the bursts.  The last line is
+``overall quality: clean_invalid_pct=… clean_false_per_h=… bursts_missed_pct=… bursts_false_per_h=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from vf_data import annotated_records, load, mix_noise, noise_record  # noqa: E402
+
+from gateway.readings import SampleBlock, Vital  # noqa: E402
+from gateway.signal import ecg_quality  # noqa: E402
+from gateway.signal.ecg_channel import EcgChannel  # noqa: E402
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+BURST_S, BURST_EVERY_S, BURST_SHIFT_S, BURST_SNR_DB = 3.0, 20.0, 1.3, 0.0
+VARIANTS = ("clean", "em 12", "em 6", "em 0", "ma 12", "ma 6", "ma 0", "bursts")
+
+
+@dataclass
+class Tally:
+    annotated: int = 0
+    true_published: int = 0
+    false_published: int = 0
+    seconds: float = 0.0
+    invalid_s: float = 0.0
+    bursts: int = 0
+    bursts_missed: int = 0
+    burst_false: int = 0
+
+    def add(self, o: Tally) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+
+    def line(self, tag: str) -> str:
+        pub = self.true_published + self.false_published
+        hours = self.seconds / 3600.0
+        s = (
+            f"{tag:8s} true_published={100.0 * self.true_published / max(1, self.annotated):5.1f}% "
+            f"false={self.false_published:5d} ({self.false_published / hours:6.1f}/h, "
+            f"{100.0 * self.false_published / max(1, pub):5.2f}% of published) "
+            f"invalid={100.0 * self.invalid_s / max(1e-9, self.seconds):5.2f}%"
+        )
+        if self.bursts:
+            s += (
+                f" bursts_missed={self.bursts_missed}/{self.bursts} "
+                f"({100.0 * self.bursts_missed / self.bursts:.1f}%) burst_false={self.burst_false}"
+            )
+        return s
+
+
+def bursts(n: int, fs: float) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    k = 0
+    while True:
+        start = (k + 1) * BURST_EVERY_S + (k * BURST_SHIFT_S) % 4.0
+        a, b = round(start * fs), round((start + BURST_S) * fs)
+        if b > n:
+            return out
+        out.append((a, b))
+        k += 1
+
+
+def with_bursts(x: FloatArray, fs: float, spans: list[tuple[int, int]]) -> FloatArray:
+    # White noise of the signal's power (0 dB), only where the bursts are.
+    white = np.random.default_rng(7).standard_normal(len(x))
+    mask = np.zeros(len(x))
+    for a, b in spans:
+        mask[a:b] = 1.0
+    return mix_noise(x, fs, white, BURST_SNR_DB) * mask + x * (1.0 - mask)
+
+
+def run_channel(x: FloatArray, fs: float) -> tuple[IntArray, list[tuple[float, bool]]]:
+    """(sample indices of the beats published, validity changes as (seconds, valid))."""
+    channel = EcgChannel("bench")
+    step = round(0.1 * fs)
+    beats: list[int] = []
+    changes: list[tuple[float, bool]] = []
+    for a in range(0, len(x), step):
+        out = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+        beats += [round(r.time * fs) for r in out.readings if r.vital is Vital.RR_INTERVAL]
+        changes += [(c.time, c.valid) for c in out.changes]
+    return np.asarray(beats, dtype=np.int64), changes
+
+
+def invalid_spans(changes: list[tuple[float, bool]], end_s: float) -> list[tuple[float, float]]:
+    spans, start = [], None
+    for t, valid in changes:
+        if not valid and start is None:
+            start = t
+        elif valid and start is not None:
+            spans.append((start, t))
+            start = None
+    if start is not None:
+        spans.append((start, end_s))
+    return spans
+
+
+def with_params(overrides: dict[str, float]) -> None:
+    """Every quality index the channel makes from now on uses ``QualityParams(**overrides)``."""
+    if not overrides:
+        return
+    params = ecg_quality.QualityParams(**overrides)  # type: ignore[arg-type]
+    made = ecg_quality.new_quality_state
+
+    def new_state(fs: float, _params: object = None, first_index: int = 0) -> ecg_quality.QualityState:
+        return made(fs, params, first_index)
+
+    ecg_quality.new_quality_state = new_state  # type: ignore[assignment]
+
+
+def evaluate(job: tuple[Path, Path, str, dict[str, float]]) -> tuple[str, str, Tally]:
+    import wfdb  # noqa: PLC0415
+
+    path, nstdb, variant, overrides = job
+    with_params(overrides)
+    x, fs = load(path, 0)
+    n = len(x)
+    spans: list[tuple[int, int]] = []
+    if variant == "bursts":
+        spans = bursts(n, fs)
+        x = with_bursts(x, fs, spans)
+    elif variant != "clean":
+        name, snr = variant.split()
+        x = mix_noise(x, fs, noise_record(nstdb, name, fs, n), float(snr))
+    ann = wfdb.rdann(str(path), "atr")
+    ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
+    beats, changes = run_channel(x, fs)
+    tol = round(0.15 * fs)
+    near = np.zeros(len(beats), dtype=bool)
+    if len(ref) and len(beats):
+        pos = np.searchsorted(ref, beats)
+        left = np.abs(beats - ref[np.clip(pos - 1, 0, len(ref) - 1)])
+        right = np.abs(ref[np.clip(pos, 0, len(ref) - 1)] - beats)
+        near = np.minimum(left, right) <= tol
+    t = Tally(annotated=len(ref), true_published=int(near.sum()), false_published=int((~near).sum()), seconds=n / fs)
+    inv = invalid_spans(changes, n / fs)
+    t.invalid_s = sum(b - a for a, b in inv)
+    for a, b in spans:
+        t.bursts += 1
+        lo, hi = a / fs, b / fs + 4.0
+        t.bursts_missed += not any(s < hi and e > lo for s, e in inv)
+        t.burst_false += int(((beats >= a) & (beats < b) & ~near).sum())
+    return path.name, variant, t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--records", nargs="*")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--per-record", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="QualityParams to change")
+    args = ap.parse_args(argv)
+    defaults = ecg_quality.QualityParams()
+    overrides = {
+        k: int(v) if isinstance(getattr(defaults, k), int) else float(v)
+        for k, v in (item.split("=", 1) for item in args.set)
+    }
+    paths = annotated_records(args.data / "mitdb", args.records)
+    jobs = [(p, args.data / "nstdb", v, overrides) for v in args.variants for p in paths]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(evaluate, jobs))
+    totals = {v: Tally() for v in args.variants}
+    for name, variant, t in results:
+        totals[variant].add(t)
+        if args.per_record:
+            print(t.line(f"{name} {variant}"))
+    print(f"records: {len(paths)} mitdb, lead 0")
+    for v in args.variants:
+        print(totals[v].line(v))
+    clean, burst = totals.get("clean", Tally()), totals.get("bursts", Tally())
+    print(
+        "overall quality: "
+        f"clean_invalid_pct={100.0 * clean.invalid_s / max(1e-9, clean.seconds):.2f} "
+        f"clean_false_per_h={clean.false_published / max(1e-9, clean.seconds / 3600.0):.1f} "
+        f"bursts_missed_pct={100.0 * burst.bursts_missed / max(1, burst.bursts):.1f} "
+        f"bursts_false_per_h={burst.false_published / max(1e-9, burst.seconds / 3600.0):.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
