@@ -26,9 +26,7 @@ T0 = 1_780_000_000.0
 def pipeline(ecg: EcgAlarmSection | None = None) -> Pipeline:
     counter = itertools.count(1)
     setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
-    return Pipeline(
-        gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup}, ecg_alarms=ecg
-    )
+    return Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-a": setup}, ecg_alarms=ecg)
 
 
 def feed_file(pl: Pipeline, rel: str) -> tuple[PipelineOutput, float]:

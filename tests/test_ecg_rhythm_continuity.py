@@ -41,7 +41,12 @@ def signal(rel: str) -> tuple[np.ndarray, float]:
 
 
 def feed(
-    pl: Pipeline, x: np.ndarray, fs: float, *, start_s: float = 0.0, stop_s: float | None = None,
+    pl: Pipeline,
+    x: np.ndarray,
+    fs: float,
+    *,
+    start_s: float = 0.0,
+    stop_s: float | None = None,
     gap: tuple[float, float] | None = None,
 ) -> PipelineOutput:
     """Feed in 100 ms blocks, the samples of ``gap`` (seconds) left out (the next block says so)."""
@@ -53,9 +58,7 @@ def feed(
         if gap is not None and gap[0] * fs <= s < gap[1] * fs:
             after_gap = True
             continue
-        block = SampleBlock(
-            "strap", "ecg", fs, T0 + s / fs, x[s : s + step], "uV", first_index=s, gap_before=after_gap
-        )
+        block = SampleBlock("strap", "ecg", fs, T0 + s / fs, x[s : s + step], "uV", first_index=s, gap_before=after_gap)
         after_gap = False
         out.extend(pl.feed("p-a", block))
     return out

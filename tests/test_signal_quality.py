@@ -17,8 +17,8 @@ from scipy.signal import butter, sosfilt
 
 from gateway.readings import SampleBlock, Vital
 from gateway.signal import heart_rate, hrv
-from gateway.signal.ecg_channel import EcgChannel
-from gateway.signal.ecg_quality import EcgQuality, QualityParams, feed, new_quality_state, slope_floor
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings
+from gateway.signal.ecg_quality import EcgQuality, feed, new_quality_state, slope_floor
 from gateway.signal.rpeak_detector import detect_all
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
@@ -110,13 +110,9 @@ def test_heavy_muscle_noise_is_flagged(snr_db: float, min_share: float) -> None:
     assert share(vs, EcgQuality.NOISY) >= min_share
 
 
-@pytest.mark.parametrize("snr_db", [18.0, 15.0])
-def test_moderate_noise_and_baseline_wander_stay_good_and_beats_are_found(snr_db: float) -> None:
-    """Down to 15 dB of muscle noise.  At 12 dB the detector still finds these beats, but the slope
-    floor judges about half the windows noisy: on the MIT-BIH records at 6 dB the detector makes
-    up beats by the hundred an hour, and the floor is set between (``bench/ecg_quality.py``)."""
+def test_moderate_noise_and_baseline_wander_stay_good_and_beats_are_found() -> None:
     rng = np.random.default_rng(7)
-    x = SIG + scaled(muscle(rng, len(SIG)), snr_db) + scaled(wander(rng, len(SIG)), 0.0)
+    x = SIG + scaled(muscle(rng, len(SIG)), 12.0) + scaled(wander(rng, len(SIG)), 0.0)
     assert share(verdicts(x), EcgQuality.GOOD) >= 0.9
     assert f1(REF, np.asarray([b.index for b in detect_all(x, FS)])) >= 0.99
 
@@ -147,7 +143,7 @@ def test_gaussian_noise_is_over_the_slope_floor_at_any_scale_and_rate(seed: int,
     2,000 seeds at 128 Hz), and always over the limit."""
     noise = np.random.default_rng(seed).normal(size=round(4 * fs))
     floor = slope_floor(noise, 4)
-    assert QualityParams().max_slope_floor < floor < 0.45
+    assert EcgSettings().max_slope_floor < floor < 0.45
     assert slope_floor(scale * noise, 4) == pytest.approx(floor, rel=1e-9)
 
 
@@ -159,33 +155,66 @@ def test_slope_floor_of_clean_ecg_is_small() -> None:
 
 
 @pytest.mark.parametrize("start_s", [round(20 + 0.5 * k, 1) for k in range(8)])
-def test_a_burst_of_white_noise_is_flagged_wherever_it_falls_in_the_windows(start_s: float) -> None:
+def test_a_burst_of_white_noise_lifts_the_slope_floor_wherever_it_falls(start_s: float) -> None:
     """3 s of white noise at 0 dB over one or two windows: kurtosis over the whole 4 s window
-    stayed above its limit for most offsets (the beats of 119 are tall), and noise peaks were
-    published as beats; the slope floor judges each second."""
+    stays above its limit for most offsets (the beats of 119 are tall); the slope floor, taken
+    second by second, rises over its limit in the window that holds most of the burst."""
     x, span = white_burst(start_s)
     windows = feed(new_quality_state(FS), x)
     hit = [w for w in windows if w.start_index < span.stop and w.end_index > span.start]
-    # A burst's second that falls in a window with only a fraction of a second of it may be
-    # diluted there; the window holding most of the burst is flagged.
     most = max(hit, key=lambda w: min(w.end_index, span.stop) - max(w.start_index, span.start))
-    assert most.quality is EcgQuality.NOISY, [(w.start_index / FS, w.quality, w.kurtosis) for w in hit]
-    assert all(w.quality is EcgQuality.GOOD for w in windows[:5])
+    assert most.slope_floor > EcgSettings().max_slope_floor, [(w.start_index / FS, w.slope_floor) for w in hit]
+    assert all(w.slope_floor < 0.1 for w in windows[:5])
+
+
+def published_beats(x: np.ndarray, fs: float, seconds: float) -> tuple[list[int], list[tuple[float, bool]]]:
+    """The beats (RR readings) an ECG channel releases, and its validity changes."""
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    published: list[int] = []
+    changes: list[tuple[float, bool]] = []
+    for a in range(0, round(seconds * fs), step):
+        out = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+        published += [round(r.time * fs) for r in out.readings if r.vital is Vital.RR_INTERVAL]
+        changes += [(c.time, c.valid) for c in out.changes]
+    return published, changes
 
 
 @pytest.mark.parametrize("start_s", [20.0, 21.3, 22.6, 23.9])
-def test_the_channel_publishes_no_beat_made_of_a_burst_of_noise(start_s: float) -> None:
+def test_the_channel_calls_a_burst_of_noise_no_valid_ecg_and_publishes_no_beat_made_of_it(start_s: float) -> None:
     x, _ = white_burst(start_s)
-    channel = EcgChannel("strap")
-    step = round(0.1 * FS)
-    published: list[int] = []
-    for a in range(0, 60 * 360, step):
-        out = channel.feed(SampleBlock("strap", "ecg", FS, a / FS, x[a : a + step], "mV", first_index=a))
-        published += [round(r.time * FS) for r in out.readings if r.vital is Vital.RR_INTERVAL]
+    published, changes = published_beats(x, FS, 60.0)
     tol = round(0.15 * FS)
-    made_up = [b / FS for b in published if np.min(np.abs(REF - b)) > tol]
-    assert not made_up
+    assert not [b / FS for b in published if np.min(np.abs(REF - b)) > tol]
+    assert changes and changes[0][1] is False and start_s <= changes[0][0] <= start_s + 7.0, changes
     assert len(published) >= 0.5 * np.count_nonzero(REF < 60 * 360)  # the clean rest still counts
+
+
+def test_moderate_muscle_noise_keeps_the_channel_valid() -> None:
+    """Muscle noise at 12 dB lifts the slope floor over its limit in about half the windows,
+    but the detector finds every beat, none early: the rate is still released."""
+    x = SIG + scaled(muscle(np.random.default_rng(7), len(SIG)), 12.0)
+    floors = [w.slope_floor for w in feed(new_quality_state(FS), x)]
+    assert sum(f > EcgSettings().max_slope_floor for f in floors) >= 0.3 * len(floors)
+    published, changes = published_beats(x, FS, 120.0)
+    assert changes == [] and len(published) >= 0.97 * len(REF)
+
+
+def test_a_slow_wide_rhythm_under_amplifier_fuzz_stays_readable() -> None:
+    """An agonal rhythm (vfdb 427 after its VF: wide, small complexes at ~35 /min under fuzz) has
+    a slope floor of noise, but its beats come at their own pace: it must still give its rate
+    (and the extreme-bradycardia alarm) rather than "no valid ECG"."""
+    fs, rr_s = 250.0, 1.7
+    t = np.arange(round(90 * fs)) / fs
+    x = sum(0.5 * np.exp(-(((t - c) / 0.06) ** 2)) for c in np.arange(1.0, 90.0, rr_s))
+    x = x + 0.03 * np.random.default_rng(3).normal(size=len(t))
+    floors = [w.slope_floor for w in feed(new_quality_state(fs), x)]
+    assert np.median(floors) > EcgSettings().max_slope_floor
+    published, changes = published_beats(x, fs, 90.0)
+    # While the detector learns its levels (the first seconds) it takes fuzz peaks for beats,
+    # and one window is judged noisy for them; from then on the rhythm is read.
+    assert all(t <= 16.0 for t, _ in changes) and (not changes or changes[-1][1])
+    assert len([b for b in published if b >= 20 * fs]) >= 0.9 * (70.0 / rr_s)
 
 
 @settings(max_examples=15, deadline=None)

@@ -6,6 +6,11 @@ make their output safe to alarm on:
 * Beat-derived readings (heart rate, RR interval) are held until the quality window they fall in
   has been judged, and dropped if it was not ``GOOD``: beats found in noise never reach an alarm.
   That delays them by at most one quality window (4 s), well inside the alarms' minimum duration.
+* A good window is still noisy when the R-peak detector set aside peaks nearly as big as its QRS
+  within it, or when it is steep throughout for a second (its slope floor, ``ecg_quality``) and
+  holds a beat that came too early to be the patient's (an RR under ``short_rr_ratio`` of the
+  recent released ones): noise the detector took for beats.  A steep but slow rhythm with no
+  early beat (an agonal rhythm under amplifier fuzz) is left readable.
 * "No valid ECG" starts at the first bad window and ends after ``recover_windows`` good ones in a
   row (a flickering electrode must not toggle the state on every window).
 * A good window with no beat for ``max(3 s, 2 x recent RR)`` reports the rate that the silence
@@ -68,6 +73,8 @@ class EcgSettings:
     hrv_every_s: float = 60.0
     recover_windows: int = 2
     max_noise_ratio: float = 0.4  # mean noise peak in a window over the QRS level beyond which it is noisy
+    max_slope_floor: float = 0.2  # beyond it, a window with an early beat is noisy (module docstring)
+    short_rr_ratio: float = 0.6  # an RR under this share of the recent released ones is early
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
 
@@ -169,6 +176,7 @@ class EcgChannel:
         self._pending: list[_Pending] = []
         # The detector's count and sum of the peaks it set aside, at the last window's end.
         self._noise_seen: tuple[int, float] = (0, 0.0)
+        self._released_rr: tuple[float, ...] = ()  # ms, the last RR intervals released, newest last
         self._last_beat_time: float | None = None
         self._last_hrv: float | None = None
         self._hrv = hrv.HrvState(window_s=self.settings.hrv_window_s)
@@ -428,6 +436,22 @@ class EcgChannel:
         self._noise_seen = (st.n_noise, st.noise_energy)
         return count > 0 and st.signal_level > 0 and energy > count * self.settings.max_noise_ratio * st.signal_level
 
+    def _early_beat(self, window: QualityWindow) -> bool:
+        """Whether a beat of the window came after an RR interval much shorter than the rhythm's:
+        the median of the RRs released since the signal was last invalid and the window's own.
+        The window's own count alone when nothing was released since: a reference kept across
+        a spell of noise could call every beat of a rhythm that changed meanwhile early, and the
+        window would never be good to renew it."""
+        rrs = [r.value for i, r in self._pending if i < window.end_index and r.vital is _RR and r.value is not None]
+        if not rrs:
+            return False
+        return min(rrs) < self.settings.short_rr_ratio * median((*self._released_rr, *rrs))
+
+    def _remember_rr(self, released: list[_Pending]) -> None:
+        rrs = tuple(r.value for _, r in released if r.vital is _RR and r.value is not None)
+        if rrs:
+            self._released_rr = (*self._released_rr, *rrs)[-8:]
+
     def _judge(self, window: QualityWindow, out: EcgOutput) -> None:
         s = self.settings
         quality = window.quality
@@ -438,7 +462,10 @@ class EcgChannel:
             elif (vt_change := self.vt.expire(window.end_index)) is not None:
                 self._vt(vt_change, out)
         # Asked at every window, not only good ones, so that each window is judged by its own peaks.
-        if self._noise_peaks_high() and quality is EcgQuality.GOOD:
+        noise_peaks = self._noise_peaks_high()
+        if quality is EcgQuality.GOOD and (
+            noise_peaks or (window.slope_floor > s.max_slope_floor and self._early_beat(window))
+        ):
             quality = EcgQuality.NOISY
         end_time = self._time(window.end_index)
         if self.rhythm.vf_active:
@@ -458,6 +485,7 @@ class EcgChannel:
         vt_window = quality is EcgQuality.NOISY and self.vt is not None and self.vt.active
         if self.valid and not good and not vt_window:
             self.valid = False
+            self._released_rr = ()
             self._noisy_spell = quality is EcgQuality.NOISY
             out.changes.append(ValidityChange(end_time, False, quality.value))
         elif not self.valid and self.good_streak >= s.recover_windows:
@@ -468,6 +496,7 @@ class EcgChannel:
         self._pending = [p for p in self._pending if p[0] >= window.end_index]
         if good and self.valid:
             out.readings.extend(p[1] for p in settled)
+            self._remember_rr(settled)
             out.readings.extend(self._silence(end_time))
             out.readings.extend(self._hrv_values(end_time))
         elif not good:
