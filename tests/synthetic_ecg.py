@@ -8,6 +8,7 @@ import numpy as np
 import wfdb
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
 
 def standstill(start_s: float = 40.0, end_s: float = 70.0) -> tuple[np.ndarray, float, float, float]:
@@ -27,3 +28,12 @@ def standstill(start_s: float = 40.0, end_s: float = 70.0) -> tuple[np.ndarray, 
     last = max(r for r in beats if r <= start_s * fs) / fs
     first_back = min(r for r in beats if r >= end_s * fs) / fs
     return x, fs, last, first_back
+
+
+def beats_back(first_back_s: float, n: int) -> list[float]:
+    """The first ``n`` annotated beats of MIT-BIH 119 from ``first_back_s`` on, in seconds."""
+    rel = "ecg/mitdb_119_0s"
+    fs = float(wfdb.rdheader(str(FIXTURES / rel)).fs)
+    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
+    beats = [int(r) for r, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
+    return [r / fs for r in beats if r >= first_back_s * fs - 1][:n]

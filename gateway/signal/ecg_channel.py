@@ -98,8 +98,8 @@ class RhythmEvent:
 class StandstillMemory:
     """What a new process needs to go on with an asystole episode as this one would: the patient's
     QRS energies and the R-peak detector's levels when it was raised.  Without them the new
-    detector learns the standstill's P and T waves as the signal and takes one for the first QRS,
-    ending the alarm while the heart is still.  Taken once, at the raise, so the saved state does
+    detector learns the standstill's P and T waves as the signal and takes them for QRS, ending
+    the alarm while the heart is still.  Taken once, at the raise, so the saved state does
     not change (nor get written again) while the episode lasts."""
 
     fs: float

@@ -5,7 +5,10 @@
 * Asystole: no QRS for ``asystole_s`` since the last one, while the signal is still there (its
   band-passed peak over the last second at least ``asystole_min_mv`` and the last quality window
   neither flat nor saturated) and no VF episode is running.  Checked every second, so it is raised
-  at most ``asystole_s`` + 1 s after the last beat; it clears at the next beat.  A flat line is not
+  at most ``asystole_s`` + 1 s after the last beat; it clears when a rhythm is back: ``clear_beats``
+  QRS in a row, each within ``clear_rr_s`` of the one before (at least 20 /min).  A single QRS
+  ended it before, and an agonal rhythm (vfdb 427 after its VF, annotated as asystole: a wide
+  complex every 2 to 7 s) raised and cleared it 15 times in 5 minutes.  A flat line is not
   called asystole: most front-ends give one when an electrode is off, and that is technical.
   A QRS here is a beat whose slope envelope reaches ``weak_ratio`` of the recent QRS (median of the
   last ones): once the QRS complexes stop, the R-peak detector's search-back lowers its threshold
@@ -54,6 +57,8 @@ class RhythmSettings:
     reference_beats: int = 8
     adapt_beats: int = 6
     adapt_rr_s: float = 2.0
+    clear_beats: int = 5
+    clear_rr_s: float = 3.0
     organised_s: float = 5.0
     organised_max_rate: float = 150.0
     organised_spread: float = 0.25
@@ -80,6 +85,7 @@ class RhythmMonitor:
         self._fed = 0  # samples fed since ``first_index``
         self.asystole = False
         self._last_beat: int | None = None  # last QRS
+        self._back: list[int] = []  # the QRS in a row since an asystole was raised
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
@@ -100,9 +106,9 @@ class RhythmMonitor:
         a VF or asystole alarm that still holds, and never ending them (a new monitor knows
         nothing of them) would leave a raised alarm without its clear.  So they stay on and the
         samples after the break decide, as they would have without it: VF ends after
-        ``clear_steps`` organised steps, asystole at the first QRS, either at a flat or saturated
+        ``clear_steps`` organised steps, asystole when a rhythm is back, either at a flat or saturated
         window.  ``qrs_reference`` (the previous monitor's recent QRS energies, at the same rate)
-        keeps the P and T waves of a standstill from counting as that first QRS."""
+        keeps the P and T waves of a standstill from counting as QRS."""
         if vf:
             self.vf.resume(self._first)
         self.asystole = asystole and not vf  # never both: asystole is not called during VF
@@ -131,8 +137,13 @@ class RhythmMonitor:
         self._last_beat = index
         if not self.asystole:
             return []
-        self.asystole = False
-        return [RhythmChange(index, ASYSTOLE, False, index)]
+        back = self._back
+        if back and index - back[-1] > s.clear_rr_s * self.fs:
+            back.clear()
+        back.append(index)
+        if len(back) < s.clear_beats:
+            return []
+        return self._end_asystole(index)
 
     def next_step_end(self) -> int:
         """The sample index at which the next VF step (and asystole check) ends: the step is
@@ -214,4 +225,5 @@ class RhythmMonitor:
         if not self.asystole:
             return []
         self.asystole = False
+        self._back.clear()
         return [RhythmChange(index, ASYSTOLE, False, index)]
