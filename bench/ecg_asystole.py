@@ -1,0 +1,222 @@
+"""Asystole alarms: how soon after the last beat, how soon they end, and how often they flap.
+
+    uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
+        [--clear-beats N]   (the QRS in a row that end an episode; 1 is how it was before c094dab)
+
+Three sets, each through the ECG channel the daemon runs (``gateway.signal.ecg_channel``, lead 0,
+100 ms blocks):
+
+* **Synthetic standstill** on the 24 MIT-BIH Arrhythmia records: the annotated QRS complexes cut
+  out (a straight line from 60 ms before each to 80 ms after; P and T waves and baseline kept)
+  for ``--standstill-s`` (30 s) at five places in each record; each run starts 60 s before and
+  ends 40 s after.  Printed: the raise delay from the last beat before (the issue's target is
+  <= 10 s), the clear delay from the first beat after, missed standstills, and standstills with
+  more than one raise (the alarm flapping).
+* **No standstill**: the same records whole, clean and with electrode-motion noise at 6 dB
+  (``bench/vf_data.py``'s mixing): every asystole alarm there is false, since no record has a
+  pause as long as the alarm's 6 s.
+* **Annotated asystole** in the MIT-BIH Malignant Ventricular Ectopy Database (``(ASYS`` rhythm
+  notes, episodes of 8 s or more): raised or not, the delay from the annotated onset, and how many
+  times the alarm was raised during the episode (1 is what a clinician wants to see).
+
+The last line is
+``overall asystole: standstills=N detected=N delay_median_s=S delay_max_s=S clear_median_s=S
+flapping=N false_alarms=N vfdb_episodes=N vfdb_detected=N vfdb_raises=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from vf_data import annotated_records, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
+
+from gateway.readings import SampleBlock  # noqa: E402
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
+from gateway.signal.ecg_rhythm import ASYSTOLE, RhythmSettings  # noqa: E402
+
+FloatArray = npt.NDArray[np.float64]
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+PLACES = 5
+BEFORE_S, AFTER_S = 60.0, 40.0
+MIN_EPISODE_S = 8.0
+
+
+@dataclass
+class Tally:
+    standstills: int = 0
+    detected: int = 0
+    delays: list[float] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    flapping: int = 0
+    false_alarms: int = 0
+    hours: float = 0.0
+    vfdb_episodes: int = 0
+    vfdb_detected: int = 0
+    vfdb_raises: int = 0
+    vfdb_delays: list[float] = field(default_factory=list)
+
+    def add(self, o: Tally) -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+
+
+SETTINGS = EcgSettings()
+
+
+def asystole_events(x: FloatArray, fs: float) -> list[tuple[float, bool]]:
+    """(seconds from the start of ``x``, raised?) of every asystole change."""
+    channel = EcgChannel("bench", SETTINGS)
+    step = round(0.1 * fs)
+    out: list[tuple[float, bool]] = []
+    for a in range(0, len(x), step):
+        got = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+        out += [(e.time, e.active) for e in got.rhythm if e.condition == ASYSTOLE]
+    return out
+
+
+def beats(path: Path) -> npt.NDArray[np.int64]:
+    import wfdb  # noqa: PLC0415
+
+    ann = wfdb.rdann(str(path), "atr")
+    keep = [int(s) for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def standstill(path: Path, standstill_s: float) -> Tally:
+    x, fs = load(path, 0)
+    qrs = beats(path)
+    t = Tally()
+    span = len(x) / fs
+    for k in range(PLACES):
+        start_s = BEFORE_S + (k + 0.5) * (span - BEFORE_S - AFTER_S - standstill_s) / PLACES
+        a, b = round((start_s - BEFORE_S) * fs), round((start_s + standstill_s + AFTER_S) * fs)
+        y = x[a:b].copy()
+        lo, hi = round(start_s * fs), round((start_s + standstill_s) * fs)
+        for r in qrs[(qrs > lo) & (qrs < hi)]:
+            u, v = int(r - 0.06 * fs) - a, int(r + 0.08 * fs) - a
+            if u >= 0 and v < len(y):
+                y[u:v] = np.linspace(y[u], y[v], v - u)
+        last = qrs[qrs <= lo]
+        after = qrs[qrs >= hi]
+        if not len(last) or not len(after):
+            continue
+        last_s, back_s = (int(last[-1]) - a) / fs, (int(after[0]) - a) / fs
+        events = asystole_events(y, fs)
+        raises = [s for s, on in events if on and last_s < s <= back_s + 1.0]
+        t.standstills += 1
+        if raises:
+            t.detected += 1
+            t.delays.append(raises[0] - last_s)
+            t.flapping += len(raises) > 1
+            clears = [s for s, on in events if not on and s >= raises[0]]
+            if clears:
+                t.clears.append(clears[0] - back_s)
+    return t
+
+
+def no_standstill(path: Path, nstdb: Path, noise: str | None) -> Tally:
+    x, fs = load(path, 0)
+    if noise is not None:
+        x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x)), 6.0)
+    events = asystole_events(x, fs)
+    return Tally(false_alarms=sum(on for _, on in events), hours=len(x) / fs / 3600.0)
+
+
+def vfdb(path: Path) -> Tally:
+    x, fs = load(path, 0)
+    notes = rhythm_notes(path)
+    events = asystole_events(x, fs)
+    t = Tally()
+    for (start, note), nxt in zip(notes, [*notes[1:], (len(x), "")], strict=True):
+        if note != "(ASYS" or (nxt[0] - start) / fs < MIN_EPISODE_S:
+            continue
+        lo, hi = start / fs, nxt[0] / fs
+        raises = [s for s, on in events if on and lo <= s <= hi]
+        t.vfdb_episodes += 1
+        t.vfdb_raises += len(raises)
+        if raises:
+            t.vfdb_detected += 1
+            t.vfdb_delays.append(raises[0] - lo)
+    return t
+
+
+def job(args: tuple[str, Path, Path, float, int | None]) -> tuple[str, str, Tally]:
+    global SETTINGS  # noqa: PLW0603 - one setting per worker process, set before any channel
+    kind, path, nstdb, standstill_s, clear_beats = args
+    if clear_beats is not None:
+        SETTINGS = EcgSettings(rhythm=RhythmSettings(clear_beats=clear_beats))
+    if kind == "standstill":
+        return kind, path.name, standstill(path, standstill_s)
+    if kind == "vfdb":
+        return kind, path.name, vfdb(path)
+    return kind, path.name, no_standstill(path, nstdb, None if kind == "clean" else "em")
+
+
+def _median(v: list[float]) -> float:
+    return statistics.median(v) if v else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--records", nargs="*")
+    ap.add_argument("--standstill-s", type=float, default=30.0)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--clear-beats", type=int)
+    args = ap.parse_args(argv)
+    mitdb = annotated_records(args.data / "mitdb", args.records)
+    vf = [p.with_suffix("") for p in sorted((args.data / "vfdb").glob("*.hea"))]
+    nstdb = args.data / "nstdb"
+    cb = args.clear_beats
+    jobs = [("standstill", p, nstdb, args.standstill_s, cb) for p in mitdb]
+    jobs += [(kind, p, nstdb, 0.0, cb) for kind in ("clean", "em 6 dB") for p in mitdb]
+    jobs += [("vfdb", p, nstdb, 0.0, cb) for p in vf]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(job, jobs))
+    sets: dict[str, Tally] = {}
+    for kind, name, t in results:
+        sets.setdefault(kind, Tally()).add(t)
+        if kind == "standstill" and (t.detected < t.standstills or t.flapping):
+            print(f"standstill {name}: detected {t.detected}/{t.standstills}, flapping {t.flapping}")
+        if kind in ("clean", "em 6 dB") and t.false_alarms:
+            print(f"{kind} {name}: {t.false_alarms} false asystole alarms")
+        if kind == "vfdb" and t.vfdb_episodes:
+            print(f"vfdb {name}: (ASYS episodes {t.vfdb_episodes}, detected {t.vfdb_detected}, raises {t.vfdb_raises}")
+    s, v = sets["standstill"], sets.get("vfdb", Tally())
+    print(
+        f"standstill ({args.standstill_s:g} s, {PLACES} per record, {len(mitdb)} records): "
+        f"detected {s.detected}/{s.standstills}, raise delay from the last beat median "
+        f"{_median(s.delays):.1f} s max {max(s.delays, default=float('nan')):.1f} s, clear after the first "
+        f"returning beat median {_median(s.clears):.1f} s, flapping {s.flapping}"
+    )
+    for kind in ("clean", "em 6 dB"):
+        t = sets[kind]
+        print(f"no standstill, {kind}: {t.false_alarms} false asystole alarms in {t.hours:.1f} h")
+    print(
+        f"vfdb (ASYS >= {MIN_EPISODE_S:g} s: {v.vfdb_episodes} episodes, {v.vfdb_detected} raised, "
+        f"delay from the annotated onset median {_median(v.vfdb_delays):.1f} s, {v.vfdb_raises} raises in all"
+    )
+    false = sets["clean"].false_alarms + sets["em 6 dB"].false_alarms
+    print(
+        f"overall asystole: standstills={s.standstills} detected={s.detected} "
+        f"delay_median_s={_median(s.delays):.1f} delay_max_s={max(s.delays, default=float('nan')):.1f} "
+        f"clear_median_s={_median(s.clears):.1f} flapping={s.flapping} false_alarms={false} "
+        f"vfdb_episodes={v.vfdb_episodes} vfdb_detected={v.vfdb_detected} vfdb_raises={v.vfdb_raises}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
