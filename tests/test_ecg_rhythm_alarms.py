@@ -17,7 +17,8 @@ from gateway.config.processing import AlarmSection, EcgAlarmSection, Limit, Vita
 from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmEvent, AlarmRecord, SampleBlock, Vital, VitalReading
 from gateway.signal.ecg_channel import EcgChannel
-from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION, RhythmMonitor
+from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmMonitor
+from tests.synthetic_ecg import standstill
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
@@ -193,3 +194,27 @@ def test_rhythm_events_do_not_depend_on_block_packing(sizes: list[int]) -> None:
     got = run(sizes)
     assert [(c, a) for _, c, a in got] == [(c, a) for _, c, a in reference]
     assert [t for t, _, _ in got] == pytest.approx([t for t, _, _ in reference], abs=1e-6)
+
+
+def asystole_changes(x: np.ndarray, fs: float) -> list[tuple[float, bool]]:
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    out: list[tuple[float, bool]] = []
+    for a in range(0, len(x), step):
+        got = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "uV", first_index=a))
+        out += [(e.time, e.active) for e in got.rhythm if e.condition == ASYSTOLE]
+    return out
+
+
+@pytest.mark.parametrize(("no_qrs_until_s", "raised"), [(46.5, False), (70.0, True)])
+def test_time_the_signal_was_gone_does_not_count_toward_asystole(no_qrs_until_s: float, raised: bool) -> None:
+    """The amplifier pinned at its rail for 0.7 s, then no QRS while it recovers (MIT-BIH 116, at
+    1390.8 s: a false asystole alarm).  The 6 s are counted from the end of the saturated window
+    (40-44 s here), so 6.5 s without QRS is no asystole and a standstill still is one."""
+    x, fs, last, _ = standstill(40.0, no_qrs_until_s)
+    x[round(40.0 * fs) : round(40.7 * fs)] = -5000.0  # at the rail
+    changes = asystole_changes(x, fs)
+    if not raised:
+        assert changes == []
+    else:
+        assert changes and changes[0][1] and 44.0 + 6.0 <= changes[0][0] <= 44.0 + 7.0, (last, changes)

@@ -9,7 +9,10 @@
   QRS in a row, each within ``clear_rr_s`` of the one before (at least 20 /min).  A single QRS
   ended it before, and an agonal rhythm (vfdb 427 after its VF, annotated as asystole: a wide
   complex every 2 to 7 s) raised and cleared it 15 times in 5 minutes.  A flat line is not
-  called asystole: most front-ends give one when an electrode is off, and that is technical.
+  called asystole: most front-ends give one when an electrode is off, and that is technical.  Nor
+  is the time the signal was gone: after a flat or saturated window, ``asystole_s`` is counted
+  from its end (MIT-BIH 116 has its amplifier pinned at the rail for 0.7 s and recovering for 5 s
+  with no QRS to see, twice: two false asystole alarms, ``bench/ecg_asystole.py``).
   A QRS here is a beat whose slope envelope reaches ``weak_ratio`` of the recent QRS (median of the
   last ones): once the QRS complexes stop, the R-peak detector's search-back lowers its threshold
   and takes P and T waves every few seconds, and those must not hold asystole off.  Small beats
@@ -86,6 +89,7 @@ class RhythmMonitor:
         self.asystole = False
         self._last_beat: int | None = None  # last QRS
         self._back: list[int] = []  # the QRS in a row since an asystole was raised
+        self._signal_back: int | None = None  # the end of the last flat or saturated window
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
@@ -209,6 +213,7 @@ class RhythmMonitor:
         self._no_signal = window.quality in NO_SIGNAL
         if not self._no_signal:
             return []
+        self._signal_back = window.end_index
         out = [self._vf_change(c) for c in self.vf.suppress(window.end_index)]
         return out + self._end_asystole(window.end_index)
 
@@ -217,7 +222,8 @@ class RhythmMonitor:
         last = self._last_beat
         if self.asystole or last is None or self.vf.active or self._no_signal:
             return
-        if index - last >= s.asystole_s * self.fs and peak_mv >= s.asystole_min_mv:
+        since = last if self._signal_back is None else max(last, self._signal_back)
+        if index - since >= s.asystole_s * self.fs and peak_mv >= s.asystole_min_mv:
             self.asystole = True
             out.append(RhythmChange(index, ASYSTOLE, True, last))
 
