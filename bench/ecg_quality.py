@@ -18,7 +18,8 @@ Variants of every record (noise from the MIT-BIH Noise Stress Test Database, sig
   1.3 s each time so that they fall across the quality windows' boundaries in every way.
 
 Printed per variant: true beats published (share of annotated beats), false beats published
-(per hour, and as a share of those published), time judged "no valid ECG" (share), and for the
+(per hour, and as a share of those published), time judged "no valid ECG" (share) and how many
+"no valid ECG" spells began (per hour: each is a technical alarm raised and cleared), and for the
 bursts the share of bursts with no "no valid ECG" at all within the burst and 4 s after it, and
 the false beats published within the bursts.  The last line is
 ``overall quality: clean_invalid_pct=… clean_false_per_h=… bursts_missed_pct=… bursts_false_per_h=…``.
@@ -59,6 +60,7 @@ class Tally:
     false_published: int = 0
     seconds: float = 0.0
     invalid_s: float = 0.0
+    spells: int = 0
     bursts: int = 0
     bursts_missed: int = 0
     burst_false: int = 0
@@ -74,7 +76,8 @@ class Tally:
             f"{tag:8s} true_published={100.0 * self.true_published / max(1, self.annotated):5.1f}% "
             f"false={self.false_published:5d} ({self.false_published / hours:6.1f}/h, "
             f"{100.0 * self.false_published / max(1, pub):5.2f}% of published) "
-            f"invalid={100.0 * self.invalid_s / max(1e-9, self.seconds):5.2f}%"
+            f"invalid={100.0 * self.invalid_s / max(1e-9, self.seconds):5.2f}% "
+            f"spells={self.spells / hours:5.1f}/h"
         )
         if self.bursts:
             s += (
@@ -171,6 +174,7 @@ def evaluate(job: tuple[Path, Path, str, dict[str, float]]) -> tuple[str, str, T
     t = Tally(annotated=len(ref), true_published=int(near.sum()), false_published=int((~near).sum()), seconds=n / fs)
     inv = invalid_spans(changes, n / fs)
     t.invalid_s = sum(b - a for a, b in inv)
+    t.spells = len(inv)
     for a, b in spans:
         t.bursts += 1
         lo, hi = a / fs, b / fs + 4.0
