@@ -110,3 +110,23 @@ def test_an_array_that_cannot_be_filtered_in_place_is_left_alone() -> None:
         out = SosFilter.design(sos).run_in_place(x)
         assert out is not x and np.array_equal(x, before)
         assert np.array_equal(out, SosFilter.design(sos).run(before))
+
+
+_DOUBLES = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@given(
+    parts=st.lists(st.lists(_DOUBLES, max_size=40), min_size=1, max_size=12),
+    step=st.sampled_from([1, 1, 1, 2]),
+)
+def test_join_samples_is_concatenate_bit_for_bit(parts: list[list[float]], step: int) -> None:
+    """join_samples (the bytes of the parts joined) gives np.concatenate's doubles, signed zeros and
+    NaN payloads included, in a writable contiguous array; strided parts take np.concatenate."""
+    from gateway.signal.ecg_filters import join_samples  # noqa: PLC0415
+
+    arrays = [np.asarray(p, dtype=np.float64).repeat(step)[::step] for p in parts]
+    joined = join_samples(arrays)
+    expected = np.concatenate(arrays)
+    assert joined.dtype == np.float64 and joined.shape == expected.shape
+    assert joined.tobytes() == expected.tobytes()
+    assert joined.flags.writeable and joined.flags.c_contiguous

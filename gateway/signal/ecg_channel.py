@@ -42,7 +42,7 @@ import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
 from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
-from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, to_millivolts
+from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, join_samples, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import (
     ASYSTOLE,
@@ -295,7 +295,8 @@ class EcgChannel:
         """Process the queued samples: all of them, or up to the last decision point they reach."""
         if not self._queue:
             return
-        samples = self._queue[0] if len(self._queue) == 1 else np.concatenate(self._queue)
+        # The queued arrays are 1-D float64 (``feed`` checked or converted each block).
+        samples = self._queue[0] if len(self._queue) == 1 else join_samples(self._queue)
         self._queue.clear()
         assert self._next_index is not None
         index = self._next_index - len(samples)

@@ -12,7 +12,7 @@ on first use (see ``_sos_kernel``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,25 @@ def all_finite(x: FloatArray) -> bool:
     ``ndarray.dot``, not ``@``, which goes through numpy's generalised-ufunc machinery.
     """
     return math.isfinite(float(x.dot(x))) or bool(np.isfinite(x).all())
+
+
+_join = bytearray().join
+_FLOAT64 = np.dtype(np.float64)
+
+
+def join_samples(parts: Sequence[FloatArray]) -> FloatArray:
+    """``np.concatenate`` of 1-D native float64 arrays (the caller guarantees it), through their
+    bytes: one join and an array over it, ~3k instructions less for two small arrays and ~10k
+    for ten (no array-function dispatch, no dtype resolution per part).  The same bytes, so the
+    same doubles; a writable array of our own.  A part that is not C-contiguous has no plain
+    buffer (the join refuses it): then ``np.concatenate``."""
+    try:
+        # ndarray exports the buffer protocol (numpy's stubs do not declare it)
+        joined = _join(parts)  # type: ignore[arg-type]
+    except (BufferError, TypeError):
+        return np.concatenate(parts)
+    out: FloatArray = np.frombuffer(joined, dtype=_FLOAT64)
+    return out
 
 
 _SosKernel = Callable[[Any, Any, Any], None]

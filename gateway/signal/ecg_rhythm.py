@@ -167,7 +167,8 @@ class RhythmMonitor:
         out: list[RhythmChange] = []
         self._fed += len(samples_mv)
         result = self.vf.feed(samples_mv, self._organised)
-        changes = {c.index: c for c in result.changes}
+        # Nearly every call has no episode change: no dict (a comprehension is a call of its own).
+        changes = {c.index: c for c in result.changes} if result.changes else {}
         for step in result.steps:
             c = changes.get(step.end_index)
             if c is not None:

@@ -47,13 +47,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.frozen_init import fast_init
-from gateway.signal.ecg_filters import FeatureDesign, SosFilter, all_finite, design_feature
+from gateway.signal.ecg_filters import FeatureDesign, SosFilter, all_finite, design_feature, join_samples
 from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.float64]
+
+_FLOAT64 = np.dtype(np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +238,16 @@ def extend(state: DetectorState, samples_mv: FloatArray) -> None:
     # The new samples are band-passed in place in the concatenation (our own array: the copy
     # that ``SosFilter.run`` makes of the caller's samples is the concatenation's), and the
     # slope in place too: the same kernel on the same numbers.
-    buf_bp = np.concatenate((tail_bp, samples_mv))
+    if samples_mv.dtype is _FLOAT64 and samples_mv.ndim == 1:
+        buf_bp = join_samples((tail_bp, samples_mv))  # the tail is our own float64
+    else:
+        buf_bp = np.concatenate((tail_bp, samples_mv))
     bp = state.bandpass.run_in_place(buf_bp[k:])
     slope = bp - buf_bp[k - 1 : -1] if k else np.concatenate(((0.0,), bp[1:] - bp[:-1]))
     np.abs(slope, out=slope)
     slope *= fs
     env = state.lowpass.run_in_place(slope)
-    buf_f = np.concatenate((state.buf_f[-keep:], env))
+    buf_f = join_samples((state.buf_f[-keep:], env))
     state.buf_bp = buf_bp
     state.buf_f = buf_f
     # Every candidate is a local maximum of the envelope, and so is the largest sample inside any
