@@ -72,12 +72,9 @@ class Tally:
             setattr(self, k, getattr(self, k) + getattr(o, k))
 
 
-SETTINGS = EcgSettings()
-
-
-def asystole_events(x: FloatArray, fs: float) -> list[tuple[float, bool]]:
+def asystole_events(x: FloatArray, fs: float, settings: EcgSettings) -> list[tuple[float, bool]]:
     """(seconds from the start of ``x``, raised?) of every asystole change."""
-    channel = EcgChannel("bench", SETTINGS)
+    channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     out: list[tuple[float, bool]] = []
     for a in range(0, len(x), step):
@@ -94,7 +91,7 @@ def beats(path: Path) -> npt.NDArray[np.int64]:
     return np.asarray(keep, dtype=np.int64)
 
 
-def standstill(path: Path, standstill_s: float) -> Tally:
+def standstill(path: Path, standstill_s: float, settings: EcgSettings) -> Tally:
     x, fs = load(path, 0)
     qrs = beats(path)
     t = Tally()
@@ -113,7 +110,7 @@ def standstill(path: Path, standstill_s: float) -> Tally:
         if not len(last) or not len(after):
             continue
         last_s, back_s = (int(last[-1]) - a) / fs, (int(after[0]) - a) / fs
-        events = asystole_events(y, fs)
+        events = asystole_events(y, fs, settings)
         raises = [s for s, on in events if on and last_s < s <= back_s + 1.0]
         t.standstills += 1
         if raises:
@@ -126,18 +123,18 @@ def standstill(path: Path, standstill_s: float) -> Tally:
     return t
 
 
-def no_standstill(path: Path, nstdb: Path, noise: str | None) -> Tally:
+def no_standstill(path: Path, nstdb: Path, noise: str | None, settings: EcgSettings) -> Tally:
     x, fs = load(path, 0)
     if noise is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x)), 6.0)
-    events = asystole_events(x, fs)
+    events = asystole_events(x, fs, settings)
     return Tally(false_alarms=sum(on for _, on in events), hours=len(x) / fs / 3600.0)
 
 
-def vfdb(path: Path) -> Tally:
+def vfdb(path: Path, settings: EcgSettings) -> Tally:
     x, fs = load(path, 0)
     notes = rhythm_notes(path)
-    events = asystole_events(x, fs)
+    events = asystole_events(x, fs, settings)
     t = Tally()
     for (start, note), nxt in zip(notes, [*notes[1:], (len(x), "")], strict=True):
         if note != "(ASYS" or (nxt[0] - start) / fs < MIN_EPISODE_S:
@@ -152,16 +149,13 @@ def vfdb(path: Path) -> Tally:
     return t
 
 
-def job(args: tuple[str, Path, Path, float, int | None]) -> tuple[str, str, Tally]:
-    global SETTINGS  # noqa: PLW0603 - one setting per worker process, set before any channel
-    kind, path, nstdb, standstill_s, clear_beats = args
-    if clear_beats is not None:
-        SETTINGS = EcgSettings(rhythm=RhythmSettings(clear_beats=clear_beats))
+def job(args: tuple[str, Path, Path, float, EcgSettings]) -> tuple[str, str, Tally]:
+    kind, path, nstdb, standstill_s, settings = args
     if kind == "standstill":
-        return kind, path.name, standstill(path, standstill_s)
+        return kind, path.name, standstill(path, standstill_s, settings)
     if kind == "vfdb":
-        return kind, path.name, vfdb(path)
-    return kind, path.name, no_standstill(path, nstdb, None if kind == "clean" else "em")
+        return kind, path.name, vfdb(path, settings)
+    return kind, path.name, no_standstill(path, nstdb, None if kind == "clean" else "em", settings)
 
 
 def _median(v: list[float]) -> float:
@@ -179,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     mitdb = annotated_records(args.data / "mitdb", args.records)
     vf = [p.with_suffix("") for p in sorted((args.data / "vfdb").glob("*.hea"))]
     nstdb = args.data / "nstdb"
-    cb = args.clear_beats
-    jobs = [("standstill", p, nstdb, args.standstill_s, cb) for p in mitdb]
-    jobs += [(kind, p, nstdb, 0.0, cb) for kind in ("clean", "em 6 dB") for p in mitdb]
-    jobs += [("vfdb", p, nstdb, 0.0, cb) for p in vf]
+    rhythm = RhythmSettings() if args.clear_beats is None else RhythmSettings(clear_beats=args.clear_beats)
+    cfg = EcgSettings(rhythm=rhythm)
+    jobs = [("standstill", p, nstdb, args.standstill_s, cfg) for p in mitdb]
+    jobs += [(kind, p, nstdb, 0.0, cfg) for kind in ("clean", "em 6 dB") for p in mitdb]
+    jobs += [("vfdb", p, nstdb, 0.0, cfg) for p in vf]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(job, jobs))
     sets: dict[str, Tally] = {}

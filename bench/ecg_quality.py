@@ -1,7 +1,7 @@
 """Does the ECG quality index hold back the beats that noise makes, and only those?
 
     uv run python bench/ecg_quality.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
-        [--variants clean "ma 6" bursts ...] [--set max_slope_floor=0.25 ...] [--per-record]
+        [--variants clean "ma 6" bursts ...] [--set max_slope_floor=0.25 short_rr_ratio=0.5 ...] [--per-record]
 
 Each beat the ECG channel publishes (an RR interval reading, released once its quality window is
 judged good) is matched to the annotated beats of the MIT-BIH Arrhythmia Database (lead 0, ±150
@@ -30,8 +30,9 @@ from __future__ import annotations
 import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from vf_data import annotated_records, load, mix_noise, noise_record  # noqa: E402
 
 from gateway.readings import SampleBlock, Vital  # noqa: E402
-from gateway.signal import ecg_quality  # noqa: E402
-from gateway.signal.ecg_channel import EcgChannel  # noqa: E402
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -108,9 +108,9 @@ def with_bursts(x: FloatArray, fs: float, spans: list[tuple[int, int]]) -> Float
     return mix_noise(x, fs, white, BURST_SNR_DB) * mask + x * (1.0 - mask)
 
 
-def run_channel(x: FloatArray, fs: float) -> tuple[IntArray, list[tuple[float, bool]]]:
+def run_channel(x: FloatArray, fs: float, settings: EcgSettings) -> tuple[IntArray, list[tuple[float, bool]]]:
     """(sample indices of the beats published, validity changes as (seconds, valid))."""
-    channel = EcgChannel("bench")
+    channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     beats: list[int] = []
     changes: list[tuple[float, bool]] = []
@@ -134,24 +134,10 @@ def invalid_spans(changes: list[tuple[float, bool]], end_s: float) -> list[tuple
     return spans
 
 
-def with_params(overrides: dict[str, float]) -> None:
-    """Every quality index the channel makes from now on uses ``QualityParams(**overrides)``."""
-    if not overrides:
-        return
-    params = ecg_quality.QualityParams(**overrides)  # type: ignore[arg-type]
-    made = ecg_quality.new_quality_state
-
-    def new_state(fs: float, _params: object = None, first_index: int = 0) -> ecg_quality.QualityState:
-        return made(fs, params, first_index)
-
-    ecg_quality.new_quality_state = new_state  # type: ignore[assignment]
-
-
-def evaluate(job: tuple[Path, Path, str, dict[str, float]]) -> tuple[str, str, Tally]:
+def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]:
     import wfdb  # noqa: PLC0415
 
-    path, nstdb, variant, overrides = job
-    with_params(overrides)
+    path, nstdb, variant, settings = job
     x, fs = load(path, 0)
     n = len(x)
     spans: list[tuple[int, int]] = []
@@ -163,7 +149,7 @@ def evaluate(job: tuple[Path, Path, str, dict[str, float]]) -> tuple[str, str, T
         x = mix_noise(x, fs, noise_record(nstdb, name, fs, n), float(snr))
     ann = wfdb.rdann(str(path), "atr")
     ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
-    beats, changes = run_channel(x, fs)
+    beats, changes = run_channel(x, fs, settings)
     tol = round(0.15 * fs)
     near = np.zeros(len(beats), dtype=bool)
     if len(ref) and len(beats):
@@ -190,15 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--per-record", action="store_true")
-    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="QualityParams to change")
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="EcgSettings to change")
     args = ap.parse_args(argv)
-    defaults = ecg_quality.QualityParams()
-    overrides = {
+    defaults = EcgSettings()
+    overrides: dict[str, Any] = {
         k: int(v) if isinstance(getattr(defaults, k), int) else float(v)
         for k, v in (item.split("=", 1) for item in args.set)
     }
+    settings = replace(defaults, **overrides)
     paths = annotated_records(args.data / "mitdb", args.records)
-    jobs = [(p, args.data / "nstdb", v, overrides) for v in args.variants for p in paths]
+    jobs = [(p, args.data / "nstdb", v, settings) for v in args.variants for p in paths]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(evaluate, jobs))
     totals = {v: Tally() for v in args.variants}

@@ -148,10 +148,9 @@ def test_gaussian_noise_is_over_the_slope_floor_at_any_scale_and_rate(seed: int,
 
 
 def test_slope_floor_of_clean_ecg_is_small() -> None:
-    windows = SIG[: 116 * 360].reshape(-1, 4 * 360)
-    band = sosfilt(butter(2, (1, 40), btype="bandpass", fs=FS, output="sos"), SIG[: 116 * 360]).reshape(-1, 4 * 360)
+    windows = feed(new_quality_state(FS), SIG[: 116 * 360])
     assert len(windows) == 29
-    assert max(slope_floor(w, 4) for w in band) < 0.1
+    assert max(w.slope_floor for w in windows) < 0.1
 
 
 @pytest.mark.parametrize("start_s", [round(20 + 0.5 * k, 1) for k in range(8)])
