@@ -7,8 +7,10 @@ symlink standing in for /dev/serial/by-id/...) exactly as it would open a USB ad
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -104,7 +106,7 @@ async def test_nonin2_fixture_through_a_pty_then_unplug(tmp_path: Path, pty: Pty
         task = asyncio.create_task(feeder())
         readings, exc = await collect(drv)
         await task
-    assert isinstance(exc, DriverDisconnected) and ("read error" in str(exc) or "end of file" in str(exc))
+    assert isinstance(exc, DriverDisconnected) and "hung up" in str(exc)
     ref = expected_readings("nonin2", "nonin2_patient-a_220s.bin")
     assert vital_values(readings) == [(o["vital"], o["value"]) for o in ref if o["kind"] == "vital"]
     assert events(readings) == [DeviceState.SENSOR_OFF, DeviceState.SENSOR_ON]
@@ -275,7 +277,7 @@ async def test_contec_over_socket_url(tmp_path: Path, contec_server: tuple[int, 
     settings = ContecSettings(id="c", port=f"socket://127.0.0.1:{port}")
     async with SerialDriver(ctx(tmp_path, "c"), settings) as drv:
         readings, exc = await collect(drv)
-    assert isinstance(exc, DriverDisconnected) and "end of file" in str(exc)
+    assert isinstance(exc, DriverDisconnected) and "hung up" in str(exc)
     ref = expected_readings("contec", "contec_patient-a_220s.bin")
     assert vital_values(readings) == [(o["vital"], o["value"]) for o in ref if o["kind"] == "vital"]
     assert sum(len(r.samples) for r in readings if isinstance(r, SampleBlock)) == 30 * 60
@@ -422,4 +424,52 @@ async def test_a_consumer_that_stops_reading_pauses_the_port_not_memory(
         assert got == data  # the pause lost nothing: the tty buffered it
     finally:
         writer.cancel()
+        await link.close()
+
+
+@pytest.mark.parametrize("pending_read", [False, True])
+async def test_an_unplug_reads_the_same_whether_a_read_was_pending_or_not(pty: Pty, pending_read: bool) -> None:
+    # Linux gives EIO when the pty master is gone before the read and EOF when it goes during one;
+    # a technician reading the journal must see one event, not two depending on timing.
+    link = await SerialLink.open(PortParams(str(pty.link), 9600))
+    try:
+        await pty.write(b"\x01\x02")
+        async with asyncio.timeout(5):
+            assert await link.read() == b"\x01\x02"
+            if pending_read:
+                reader = asyncio.create_task(link.read())
+                await asyncio.sleep(0.05)
+                pty.unplug()
+                with pytest.raises(LinkLost) as lost:
+                    await reader
+            else:
+                pty.unplug()
+                with pytest.raises(LinkLost) as lost:
+                    await link.read()
+        assert str(lost.value) == f"{link.port.name} hung up (unplugged, or its other end closed)"
+    finally:
+        await link.close()
+
+
+async def test_a_read_error_that_is_not_a_hangup_keeps_its_own_message(
+    pty: Pty, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = await SerialLink.open(PortParams(str(pty.link), 9600))
+
+    class BrokenReads:  # the link's own view of ``os``; the event loop keeps the real one
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        @staticmethod
+        def read(fd: int, n: int) -> bytes:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    try:
+        monkeypatch.setattr(link_module, "os", BrokenReads())
+        await pty.write(b"\x01")
+        async with asyncio.timeout(5):
+            with pytest.raises(LinkLost, match=r"read error on .*Bad file descriptor"):
+                await link.read()
+    finally:
+        monkeypatch.undo()
         await link.close()

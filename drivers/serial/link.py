@@ -26,6 +26,12 @@ reading: the kernel's tty buffer fills and the device's excess is lost there, wh
 see as dropped bytes — memory stays bounded whatever the device sends."""
 
 
+HANGUP_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV})
+"""What a read on a tty returns once its device is gone.  An unplugged USB adapter or a closed pty
+master gives EOF or one of these depending on whether a read was already pending when it went,
+so both are the same event and read the same in the journal."""
+
+
 class LinkError(Exception):
     pass
 
@@ -147,13 +153,19 @@ class SerialLink:
             data = os.read(self._fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as e:  # EIO when a USB adapter or pty master goes away
-            self._set_lost(LinkLost(f"read error on {self.port.name}: {os.strerror(e.errno or 0)}"))
+        except OSError as e:
+            if e.errno in HANGUP_ERRNOS:
+                self._set_lost(LinkLost(self._hung_up()))
+            else:
+                self._set_lost(LinkLost(f"read error on {self.port.name}: {os.strerror(e.errno or 0)}"))
             return
         if not data:
-            self._set_lost(LinkLost(f"end of file on {self.port.name}"))
+            self._set_lost(LinkLost(self._hung_up()))
             return
         self._deliver(data)
+
+    def _hung_up(self) -> str:
+        return f"{self.port.name} hung up (unplugged, or its other end closed)"
 
     def _thread_reader(self) -> None:
         while not self._stop.is_set():
