@@ -282,6 +282,11 @@ class Pipeline:
             # Samples count as data (no "no data" alarm) even while the ECG is not valid: the
             # device is there, its signal is the problem, and that has its own alarm.
             self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+        if result.unreadable:
+            # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
+            p.alarms.invalid(Vital.HEART_RATE)
+            p.alarms.invalid(Vital.RR_INTERVAL)
+            p.extremes.invalid(Vital.HEART_RATE)
         for change in result.changes:
             self._ecg_validity(p, b, change, out)
         for event in result.rhythm:
@@ -327,11 +332,6 @@ class Pipeline:
         )
 
     def _ecg_validity(self, p: _Patient, b: SampleBlock, change: ValidityChange, out: PipelineOutput) -> None:
-        if not change.valid:
-            # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
-            p.alarms.invalid(Vital.HEART_RATE)
-            p.alarms.invalid(Vital.RR_INTERVAL)
-            p.extremes.invalid(Vital.HEART_RATE)
         if not self._ecg_condition(p, b, NO_VALID_ECG, not change.valid):
             return
         for tr in p.alarms.technical(

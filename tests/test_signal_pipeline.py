@@ -80,7 +80,7 @@ def test_lead_off_gives_a_technical_alarm_and_no_bradycardia_alarm() -> None:
     assert [a.event for a in tech] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
     assert tech[0].alarm_id == tech[1].alarm_id
     assert 40 <= tech[0].time.timestamp() - T0 <= 46
-    assert 80 <= tech[1].time.timestamp() - T0 <= 92
+    assert 80 <= tech[1].time.timestamp() - T0 <= 100  # after 4 good windows (``alarm_clear_windows``)
     assert alarms(out, "heart_rate_low") == []
     during = [r for r in out.accepted if r.vital is Vital.HEART_RATE and 41 < r.time - T0 < 80]
     assert during == []

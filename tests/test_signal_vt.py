@@ -20,6 +20,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.loader import load_config
 from gateway.config.processing import AlarmSection, EcgAlarmSection, VentricularTachycardia
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
+from gateway.readings import Vital
 from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings
 from gateway.signal.vt_detector import (
@@ -382,14 +383,14 @@ def test_vt_windows_raise_no_no_valid_ecg_alarm_beside_it(rel: str) -> None:
 
 
 def test_vt_onset_ends_a_no_valid_ecg_spell_and_real_noise_still_raises_one() -> None:
-    """White noise (0.5 mV RMS) from 20 to 23 s, just before the VT of 428 (from 23.3 s): "no valid
+    """White noise (0.5 mV RMS) from 17 to 23 s, just before the VT of 428 (from 23.3 s): "no valid
     ECG" at 24 s, ended by the VT's alarm at 25.5 s (the run read as noise too).  The same noise
-    in the sinus rhythm before, far from any VT (5 to 8 s), is reported and recovers by itself."""
+    in the sinus rhythm before, far from any VT (1 to 7 s), is reported and recovers by itself."""
     x, fs = record("ecg_vf/vfdb_428_1900s")
     got = {}
-    for lo in (20.0, 5.0):
+    for lo in (17.0, 1.0):
         y = x.copy()
-        a, b = round(lo * fs), round((lo + 3.0) * fs)
+        a, b = round(lo * fs), round((lo + 6.0) * fs)
         y[a:b] += 0.5 * np.random.default_rng(1).standard_normal(b - a)
         out = through_pipeline(y, fs)
         got[lo] = [
@@ -397,17 +398,18 @@ def test_vt_onset_ends_a_no_valid_ecg_spell_and_real_noise_still_raises_one() ->
             for r in out.records
             if isinstance(r, AlarmRecord) and r.condition in ("no_valid_ecg", VENTRICULAR_TACHYCARDIA)
         ]
-    noisy, vt_raise = got[20.0][0], got[20.0][2]
+    noisy, vt_raise = got[17.0][0], got[17.0][2]
     assert noisy[:2] == ("no_valid_ecg", AlarmEvent.RAISED) and 23.0 <= noisy[2] <= 24.5
-    assert got[20.0][1] == ("no_valid_ecg", AlarmEvent.CLEARED, vt_raise[2], "ecg: ventricular_tachycardia")
+    assert got[17.0][1] == ("no_valid_ecg", AlarmEvent.CLEARED, vt_raise[2], "ecg: ventricular_tachycardia")
     assert vt_raise[:2] == (VENTRICULAR_TACHYCARDIA, AlarmEvent.RAISED)
-    early = [e for e in got[5.0] if e[0] == "no_valid_ecg"]
+    early = [e for e in got[1.0] if e[0] == "no_valid_ecg"]
     assert [(e[1], e[3]) for e in early] == [(AlarmEvent.RAISED, "ecg: noisy"), (AlarmEvent.CLEARED, "ecg: good")]
-    assert 5.0 <= early[0][2] <= 9.0 and early[1][2] < 23.3  # over before the VT
+    # Raised at the second noisy window; cleared by 4 good ones, before the VT's alarm.
+    assert 4.0 <= early[0][2] <= 12.0 and early[1][2] < vt_raise[2]
 
 
 @pytest.mark.parametrize("lo", [5.0, 8.0])
-def test_a_burst_of_broadband_noise_is_no_valid_ecg_not_vt(lo: float) -> None:
+def test_a_burst_of_broadband_noise_is_not_vt(lo: float) -> None:
     """White noise (0.5 mV RMS, 3 s) in 428's rhythm before its VT: its band-passed bumps are wide
     and unlike the patient's beats, and alike enough to pass a consistency of 0.7 (a VT alarm
     at 10.4 s for the burst at 8 s, and with it no "no valid ECG"); at 0.9 they do not."""
@@ -415,9 +417,12 @@ def test_a_burst_of_broadband_noise_is_no_valid_ecg_not_vt(lo: float) -> None:
     a, b = round(lo * fs), round((lo + 3.0) * fs)
     x = x.copy()
     x[a:b] += 0.5 * np.random.default_rng(1).standard_normal(b - a)
-    alarms = [r for r in through_pipeline(x, fs).records if isinstance(r, AlarmRecord)]
+    out = through_pipeline(x, fs)
+    alarms = [r for r in out.records if isinstance(r, AlarmRecord)]
     assert not [r for r in alarms if r.condition == VENTRICULAR_TACHYCARDIA and r.time.timestamp() - T0 < 23.3]
-    assert [r.event for r in alarms if r.condition == "no_valid_ecg"] == [AlarmEvent.RAISED, AlarmEvent.CLEARED]
+    # The beats in the noise are held back (whether "no valid ECG" is raised for 3 s of noise
+    # depends on the window after it: ``test_signal_quality``).
+    assert not [r for r in out.accepted if r.vital is Vital.HEART_RATE and lo <= r.time - T0 <= lo + 4.0]
 
 
 def test_config_section_and_its_errors(tmp_path: Path) -> None:

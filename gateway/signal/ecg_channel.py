@@ -11,8 +11,11 @@ make their output safe to alarm on:
   holds a beat that came too early to be the patient's (an RR under ``short_rr_ratio`` of the
   recent released ones): noise the detector took for beats.  A steep but slow rhythm with no
   early beat (an agonal rhythm under amplifier fuzz) is left readable.
-* "No valid ECG" starts at the first bad window and ends after ``recover_windows`` good ones in a
-  row (a flickering electrode must not toggle the state on every window).
+* Readings stop at the first bad window and come back after ``recover_windows`` good ones in a
+  row (the first good window after noise often holds its tail).  The "no valid ECG" technical
+  alarm (``changes``) is decided apart, with its own delay and hysteresis (``no_valid_ecg``):
+  intermittent noise gives one alarm for the stretch, not one per burst, and a single noisy
+  window gives none; the beats in it are held back all the same.
 * A good window with no beat for ``max(3 s, 2 x recent RR)`` reports the rate that the silence
   implies (60 / seconds since the last beat), so a real pause or asystole on a valid signal still
   drives the low-rate alarm, while a lead-off flat line (invalid) does not.
@@ -52,6 +55,7 @@ from gateway.signal.ecg_rhythm import (
     RhythmMonitor,
     RhythmSettings,
 )
+from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 from gateway.signal.rpeak_detector import RPeakDetector
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtChange, VtDetector, VtSettings, measure
 
@@ -71,7 +75,10 @@ _FLOAT64 = np.dtype(np.float64)
 class EcgSettings:
     hrv_window_s: float = 300.0
     hrv_every_s: float = 60.0
-    recover_windows: int = 2
+    recover_windows: int = 2  # good windows in a row after a bad one before readings are released again
+    alarm_bad_windows: int = 2  # "no valid ECG": noisy windows among the last ``alarm_of_windows`` that raise it
+    alarm_of_windows: int = 3
+    alarm_clear_windows: int = 4  # good windows in a row that clear it (``no_valid_ecg``)
     max_noise_ratio: float = 0.4  # mean noise peak in a window over the QRS level beyond which it is noisy
     max_slope_floor: float = 0.2  # beyond it, a window with an early beat is noisy (module docstring)
     short_rr_ratio: float = 0.6  # an RR under this share of the recent released ones is early
@@ -128,6 +135,7 @@ class EcgOutput:
     changes: list[ValidityChange]
     rhythm: list[RhythmEvent]
     beats: list[int]  # sample indices of the beats detected
+    unreadable: list[float]  # times from which beat readings stopped being released (bad windows)
     dropped_blocks: int
 
     def __init__(
@@ -136,6 +144,7 @@ class EcgOutput:
         changes: list[ValidityChange] | None = None,
         rhythm: list[RhythmEvent] | None = None,
         beats: list[int] | None = None,
+        unreadable: list[float] | None = None,
         dropped_blocks: int = 0,
     ) -> None:
         # Written out: the generated __init__ calls a factory per list, and one output is made
@@ -144,6 +153,7 @@ class EcgOutput:
         self.changes = [] if changes is None else changes
         self.rhythm = [] if rhythm is None else rhythm
         self.beats = [] if beats is None else beats
+        self.unreadable = [] if unreadable is None else unreadable
         self.dropped_blocks = dropped_blocks
 
 
@@ -168,7 +178,9 @@ class EcgChannel:
         self.device_id = device_id
         self.settings = settings or EcgSettings()
         self.fs: float | None = None
-        self.valid = True
+        s = self.settings
+        self.alarm = NoValidEcgAlarm(s.alarm_bad_windows, s.alarm_of_windows, s.alarm_clear_windows)
+        self.readable = True  # beat readings are released from good windows
         self.good_streak = 0
         self.dropped = 0
         self._next_index: int | None = None
@@ -195,11 +207,17 @@ class EcgChannel:
         """Rhythm episodes whose alarms were raised before the daemon restarted and are still
         raised: the channel goes on with them (see ``RhythmMonitor.resume``), so that the samples
         that come in end them, and their alarms get their clear, or keep them on.  ``valid=False``:
-        "no valid ECG" was raised, so the channel starts not valid and reports its recovery.
+        "no valid ECG" was raised, so the channel starts not valid (nor readable) and reports its recovery.
         ``standstill``: the last process's memory of an asystole episode (``StandstillMemory``)."""
         self._resumed = frozenset(conditions) & {VENTRICULAR_FIBRILLATION, ASYSTOLE, VENTRICULAR_TACHYCARDIA}
         self._resumed_standstill = standstill if ASYSTOLE in self._resumed else None
-        self.valid = valid
+        self.readable = valid
+        self.alarm.restart(raised=not valid)
+
+    @property
+    def valid(self) -> bool:
+        """No "no valid ECG" alarm raised (see ``changes``)."""
+        return not self.alarm.raised
 
     def _start(self, fs: float, first_index: int) -> None:
         previous = self.rhythm if self.fs is not None else None  # set with ``fs``, at the first start
@@ -370,18 +388,24 @@ class EcgChannel:
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
             # Rates measured since the onset are VF "beats": never reported.
             self._pending = [p for p in self._pending if p[0] < change.onset_index]
-            if not self.valid:
+            self.readable = True
+            if self.alarm.end():
                 # VF's low-kurtosis windows read as noise to the quality index: it is the rhythm.
-                self.valid = True
                 out.changes.append(ValidityChange(t, True, VENTRICULAR_FIBRILLATION))
-        elif change.condition == VENTRICULAR_TACHYCARDIA and change.active and not self.valid and self._noisy_spell:
+        elif (
+            change.condition == VENTRICULAR_TACHYCARDIA
+            and change.active
+            and self._noisy_spell
+            and not (self.valid and self.readable)
+        ):
             # VT reads as noise to the quality index (see ``_judge``), also before its alarm: the
             # run is found some beats in, a median 6 s after the annotated onset on vfdb, and
             # ending only a spell begun within the run left most (278 of 490 s) of the VT alarms
             # beside a "no valid ECG".  A run of alike wide complexes is a readable signal, as
             # VF's onset ends such a spell too; real noise raises it again once the VT is over.
-            self.valid = True
-            out.changes.append(ValidityChange(t, True, VENTRICULAR_TACHYCARDIA))
+            self.readable = True
+            if self.alarm.end():
+                out.changes.append(ValidityChange(t, True, VENTRICULAR_TACHYCARDIA))
 
     def _beat(self, index: int, energy: float, decided_index: int, out: EcgOutput) -> None:
         out.beats.append(index)
@@ -481,21 +505,31 @@ class EcgChannel:
         # VT's wide, smooth complexes read as noise to the quality index (low kurtosis, a high
         # detector noise level) in nearly every window of an episode: a "no valid ECG" alarm
         # beside the VT alarm would say the VT is an artefact.  So a noisy window during VT does
-        # not start that spell (one on ends at the VT's onset, ``_rhythm``), and no rate is released
-        # from a window that is not good.
-        vt_window = quality is EcgQuality.NOISY and self.vt is not None and self.vt.active
-        if self.valid and not good and not vt_window:
-            self.valid = False
+        # not count toward that alarm (one on ends at the VT's onset, ``_rhythm``), and no rate is
+        # released from a window that is not good.
+        bad = not good and not (quality is EcgQuality.NOISY and self.vt is not None and self.vt.active)
+        if self.readable and bad:
+            self.readable = False
             self._released_rr = ()
             self._noisy_spell = quality is EcgQuality.NOISY
-            out.changes.append(ValidityChange(end_time, False, quality.value))
-        elif not self.valid and self.good_streak >= s.recover_windows:
-            self.valid = True
-            out.changes.append(ValidityChange(end_time, True, quality.value))
+            out.unreadable.append(end_time)
+        elif not self.readable and self.good_streak >= s.recover_windows:
+            self.readable = True
+        if good:
+            verdict = Verdict.GOOD
+        elif not bad:
+            verdict = Verdict.NEITHER
+        else:
+            verdict = Verdict.NOISY if quality is EcgQuality.NOISY else Verdict.NO_SIGNAL
+        raised = self.alarm.window(verdict)
+        if raised is not None:
+            if raised:
+                self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
+            out.changes.append(ValidityChange(end_time, not raised, quality.value))
 
         settled = [p for p in self._pending if p[0] < window.end_index]
         self._pending = [p for p in self._pending if p[0] >= window.end_index]
-        if good and self.valid:
+        if good and self.readable:
             out.readings.extend(p[1] for p in settled)
             self._remember_rr(settled)
             out.readings.extend(self._silence(end_time))
