@@ -2,13 +2,17 @@
 
 Per patient, the recent samples of every waveform channel (ECG leads, pleth) are kept for
 ``pre_s`` plus a little.  When a physiologic alarm is raised for a device that streams a matching
-waveform (ECG for heart-rate and rhythm alarms, pleth for SpO2/pulse), a capture is armed; once
+waveform (ECG for heart-rate and rhythm alarms, pleth for SpO2/pulse), or the "no valid ECG"
+technical alarm (so that a technician sees whether it is a loose electrode, motion or mains
+hum), a capture is armed; once
 ``post_s`` seconds after the raise have arrived (or the stream breaks) the strip is cut, encoded
 (``evidence_codec``) and handed back to be sent as an ``evidence`` record with the alarm's id.
 
 Budgets (``alarms.evidence`` in the config): a strip longer than ``max_strip_bytes`` encoded loses
 its oldest seconds until it fits; a strip that would take the patient beyond
-``max_bytes_per_hour`` (a sliding hour) is not made, and counted in ``skipped``.
+``max_bytes_per_hour`` (a sliding hour) is not made, and counted in ``skipped``.  A technical
+alarm's strip is made only while the hour's strips stay within ``technical_share`` of it: noise
+compresses badly, and an hour of it must not leave no room for the strip of a VF alarm.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ class _Capture:
     kind: str  # "ecg" or "pleth"
     raise_time: float
     onset_time: float | None
+    technical: bool = False
 
 
 class EvidenceRecorder:
@@ -114,16 +119,26 @@ class EvidenceRecorder:
         self.skipped = 0
 
     def arm(
-        self, alarm_id: str, condition: str, device: str, vital: Vital | None, t: float, onset: float | None = None
+        self,
+        alarm_id: str,
+        condition: str,
+        device: str,
+        vital: Vital | None,
+        t: float,
+        onset: float | None = None,
+        *,
+        technical: bool = False,
     ) -> None:
         """An alarm was raised: capture its strip if the device streams a matching waveform."""
         if not self.settings.enabled or alarm_id in self._armed:
+            return
+        if technical and self.settings.technical_share <= 0:
             return
         kind = "ecg" if vital in ECG_VITALS else "pleth" if vital in PLETH_VITALS else None
         if kind is None or not any(d == device and channel_kind(c) == kind for d, c in self._buffers):
             return
         self._armed.add(alarm_id)
-        self._pending.append(_Capture(alarm_id, condition, device, kind, t, onset))
+        self._pending.append(_Capture(alarm_id, condition, device, kind, t, onset, technical))
 
     def capturing(self, device: str) -> bool:
         """Whether an ECG strip of ``device`` is waiting for its samples (and beat marks)."""
@@ -197,7 +212,8 @@ class EvidenceRecorder:
             return None
         while self._spent and self._spent[0][0] <= c.raise_time - 3600.0:
             self._spent.popleft()
-        if sum(b for _, b in self._spent) + len(data) > s.max_bytes_per_hour:
+        limit = s.max_bytes_per_hour * (s.technical_share if c.technical else 1.0)
+        if sum(b for _, b in self._spent) + len(data) > limit:
             self.skipped += 1
             return None
         self._spent.append((c.raise_time, len(data)))

@@ -341,6 +341,8 @@ class Pipeline:
             device=b.device_id,
             detail=f"{b.channel}: {change.detail}",
         ):
+            if tr.event is AlarmEvent.RAISED:  # what the noise looked like, for the technician
+                p.evidence.arm(tr.alarm_id, NO_VALID_ECG, b.device_id, None, tr.time, change.onset_time, technical=True)
             out.records.append(self._alarm(p, tr, b.clock))
 
     @staticmethod

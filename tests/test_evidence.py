@@ -68,8 +68,11 @@ def feed(pl: Pipeline, x: np.ndarray, fs: float, gap_at_s: float | None = None) 
     return out
 
 
-def strips(out: PipelineOutput) -> list[EvidenceRecord]:
-    return [r for r in out.records if isinstance(r, EvidenceRecord)]
+def strips(out: PipelineOutput, condition: str | None = None) -> list[EvidenceRecord]:
+    return [r for r in out.records if isinstance(r, EvidenceRecord) and condition in (None, r.condition)]
+
+
+VF = "ventricular_fibrillation"
 
 
 def test_fibrillation_alarm_is_followed_by_its_strip() -> None:
@@ -77,7 +80,7 @@ def test_fibrillation_alarm_is_followed_by_its_strip() -> None:
     out = feed(pipeline(), x, fs)
     vf = [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == "ventricular_fibrillation"]
     assert [a.event for a in vf] == [AlarmEvent.RAISED]
-    (strip,) = strips(out)
+    (strip,) = strips(out, VF)
     assert strip.alarm_id == vf[0].alarm_id and strip.condition == "ventricular_fibrillation"
     assert out.records.index(strip) > out.records.index(vf[0])
     assert (strip.sample_rate_hz, strip.unit, strip.resolution, strip.channel) == (fs, "mV", 0.001, "ecg")
@@ -94,7 +97,7 @@ def test_fibrillation_alarm_is_followed_by_its_strip() -> None:
 
 def test_strip_over_its_byte_budget_loses_its_oldest_seconds() -> None:
     x, fs = vf_excerpt()
-    (strip,) = strips(feed(pipeline(EvidenceSection(max_strip_bytes=2_500)), x, fs))
+    (strip,) = strips(feed(pipeline(EvidenceSection(max_strip_bytes=2_500)), x, fs), VF)
     assert len(strip.data) <= 2_500
     assert strip.n_samples - strip.raise_index == round(4 * fs)  # the seconds after the raise are kept
     assert strip.raise_index < round(8 * fs)
@@ -150,7 +153,7 @@ def test_kept_copies_are_bounded_and_found_by_alarm_id() -> None:
 async def test_cli_renders_the_kept_strip_as_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")  # the optional 'plots' extra
     x, fs = vf_excerpt()
-    strip = strips(feed(pipeline(), x, fs))[0]
+    (strip,) = strips(feed(pipeline(), x, fs), VF)
     db = tmp_path / "outbox.db"
     box = await Outbox.open(db, gateway_id="gw")
     await box.accept(strip, state=EvidenceCopies([]).state_for([strip]))
@@ -193,3 +196,54 @@ def test_spo2_alarm_on_a_device_streaming_pleth_gets_a_pleth_strip() -> None:
     assert (strip.unit, strip.resolution, strip.beats) == ("1", 1.0, [])
     values = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples)
     assert values.min() >= 50 and values.max() <= 150 and strip.n_samples == round(12 * fs)
+
+
+def noisy_119(noise_from_s: float, noise_to_s: float) -> tuple[np.ndarray, float]:
+    rec = wfdb.rdrecord(str(FIXTURES / "ecg" / "mitdb_119_0s"), channels=[0])
+    fs = float(rec.fs)
+    x = rec.p_signal[: round(60 * fs), 0] * 1000.0  # uV
+    a, b = round(noise_from_s * fs), round(noise_to_s * fs)
+    x[a:b] += np.random.default_rng(4).normal(0, 1000.0, b - a)  # 1 mV RMS of broadband noise
+    return x, fs
+
+
+def test_no_valid_ecg_is_followed_by_a_strip_of_the_noise_from_where_it_began() -> None:
+    x, fs = noisy_119(20.0, 32.0)
+    out = feed(pipeline(), x, fs)
+    raised = [
+        r
+        for r in out.records
+        if isinstance(r, AlarmRecord) and r.condition == "no_valid_ecg" and r.event is AlarmEvent.RAISED
+    ]
+    (strip,) = strips(out)
+    assert strip.alarm_id == raised[0].alarm_id and strip.condition == "no_valid_ecg"
+    # Raised at the second noisy window (24-28 s); the strip marks the first one's start, 20 s.
+    assert raised[0].time.timestamp() - T0 == pytest.approx(28.0, abs=0.01)
+    assert strip.onset_index is not None
+    onset_s = strip.start_time.timestamp() - T0 + strip.onset_index / fs
+    assert onset_s == pytest.approx(20.0, abs=0.01)
+    values = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples)
+    first = round((strip.start_time.timestamp() - T0) * fs)
+    assert np.array_equal(values, np.round(x[first : first + strip.n_samples]).astype(np.int64))
+
+
+def test_technical_strips_keep_to_their_share_of_the_hour() -> None:
+    """Noise compresses badly: strips of "no valid ECG" may use ``technical_share`` of the hour's
+    budget, and the rest stays for the strips of physiologic alarms."""
+    rec = EvidenceRecorder(EvidenceSection(pre_s=2, post_s=1, max_strip_bytes=1_000, max_bytes_per_hour=4_000))
+    fs = 100.0
+    made = []
+    rng = np.random.default_rng(1)
+    for k in range(60):  # a noise alarm at 5, 15 and 25 s, then a rhythm alarm at 35 and 45 s
+        block = SampleBlock("strap", "ecg", fs, T0 + k, rng.normal(0, 200, 100), "uV", first_index=k * 100)
+        if k in (5, 15, 25):
+            rec.arm(f"noise{k}", "no_valid_ecg", "strap", None, T0 + k, technical=True)
+        elif k in (35, 45):
+            rec.arm(f"vf{k}", "ventricular_fibrillation", "strap", None, T0 + k)
+        made += rec.add_block(block)
+    assert all(500 < len(s.data) <= 1_000 for s in made)
+    assert [s.alarm_id for s in made] == ["noise5", "vf35", "vf45"]  # 1 kB of the 4 kB are for noise
+    assert rec.skipped == 2
+    none = EvidenceRecorder(EvidenceSection(technical_share=0))
+    none.arm("noise", "no_valid_ecg", "strap", None, T0, technical=True)
+    assert not none.capturing("strap")

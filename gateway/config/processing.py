@@ -154,6 +154,16 @@ class EvidenceSection(_Model):
         400_000, ge=1_000, le=100_000_000, description="Per patient over a sliding hour; strips beyond are not made"
     )
 
+    technical_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description=(
+            "Share of max_bytes_per_hour that strips of technical alarms ('no valid ECG': what the noise "
+            "looked like) may use, so that they never take the room of a rhythm alarm's strip; 0: none"
+        ),
+    )
+
     @model_validator(mode="after")
     def _budget(self) -> EvidenceSection:
         if self.max_bytes_per_hour < self.max_strip_bytes:

@@ -91,6 +91,7 @@ class ValidityChange:
     time: float
     valid: bool
     detail: str  # the quality verdict that caused it
+    onset_time: float | None = None  # a raise: the start of the first bad window behind it
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,10 +523,12 @@ class EcgChannel:
         else:
             verdict = Verdict.NOISY if quality is EcgQuality.NOISY else Verdict.NO_SIGNAL
         raised = self.alarm.window(verdict)
-        if raised is not None:
-            if raised:
-                self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
-            out.changes.append(ValidityChange(end_time, not raised, quality.value))
+        if raised is True:
+            self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
+            onset = self._time(window.end_index - self.alarm.windows_back() * self.quality.window)
+            out.changes.append(ValidityChange(end_time, False, quality.value, onset))
+        elif raised is False:
+            out.changes.append(ValidityChange(end_time, True, quality.value))
 
         settled = [p for p in self._pending if p[0] < window.end_index]
         self._pending = [p for p in self._pending if p[0] >= window.end_index]

@@ -60,6 +60,11 @@ class NoValidEcgAlarm:
             return False
         return None
 
+    def windows_back(self) -> int:
+        """How many windows, the last one included, since the first bad one the alarm remembers:
+        where the noise behind a raise began."""
+        return max(1, self._recent.bit_length())
+
     def end(self) -> bool:
         """The rhythm explains the "noise" (VF or VT began): clear at once and forget the noisy
         windows.  Whether it was raised."""
