@@ -108,14 +108,17 @@ def test_ecg_strip_marks_every_beat_the_channel_found_in_it() -> None:
         block = SampleBlock("strap", "ecg", fs, T0 + start / fs, x[start : start + step], "uV", first_index=start)
         out.extend(pl.feed("p-a", block))
         beats += direct.feed(block, defer=False).beats
-    (strip,) = [r for r in out.records if isinstance(r, EvidenceRecord)]
-    assert any(isinstance(r, AlarmRecord) and r.alarm_id == strip.alarm_id for r in out.records)
-    first = round((strip.start_time.timestamp() - T0) * fs)
-    # The strip is cut by the block that completes it: the beats decided by then, all of them.
-    end = next(i + step for i in range(0, len(x), step) if i + step >= first + strip.n_samples)
-    want = [b - first for b in beats if first <= b < first + strip.n_samples]
-    decided_by_end = [b for b in want if b + first < end - round(0.25 * fs)]
-    assert decided_by_end and set(decided_by_end) <= set(strip.beats) <= set(want)
+    # The VF alarm's strip, and that of the "no valid ECG" raised as VF began (read as noise).
+    strips = [r for r in out.records if isinstance(r, EvidenceRecord)]
+    assert sorted(s.condition for s in strips) == ["no_valid_ecg", "ventricular_fibrillation"]
+    for strip in strips:
+        assert any(isinstance(r, AlarmRecord) and r.alarm_id == strip.alarm_id for r in out.records)
+        first = round((strip.start_time.timestamp() - T0) * fs)
+        # The strip is cut by the block that completes it: the beats decided by then, all of them.
+        end = next(i + step for i in range(0, len(x), step) if i + step >= first + strip.n_samples)
+        want = [b - first for b in beats if first <= b < first + strip.n_samples]
+        decided_by_end = [b for b in want if b + first < end - round(0.25 * fs)]
+        assert decided_by_end and set(decided_by_end) <= set(strip.beats) <= set(want)
 
 
 @pytest.mark.parametrize("fs", [100.0, 128.0, 250.0, 360.0, 500.0, 1000.0])
