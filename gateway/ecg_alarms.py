@@ -5,22 +5,37 @@
 * ``ventricular_fibrillation``, ``ventricular_tachycardia`` and ``asystole``: raised and cleared
   by the ECG channel's rhythm events, high severity, not technical; one alarm per condition and
   device at a time.  VT's settings (``alarms.ecg.ventricular_tachycardia``) become the channel's
-  ``VtSettings`` here.
+  ``VtSettings`` here, and the "no valid ECG" delays (``alarms.ecg.no_valid_ecg``, seconds) its
+  counts of quality windows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.alarms import AlarmEngine, AlarmTransition, ThresholdRule
-from gateway.config.processing import EcgAlarmSection, VentricularTachycardia
+from gateway.config.processing import EcgAlarmSection, NoValidEcg, VentricularTachycardia
 from gateway.records import Severity, Vital
 from gateway.signal.ecg_channel import RhythmEvent
+from gateway.signal.ecg_quality import QualityParams
 from gateway.signal.vt_detector import VtSettings
 
+QUALITY_WINDOW_S = QualityParams().window_s
 EXTREME_BRADYCARDIA = "extreme_bradycardia"
 EXTREME_TACHYCARDIA = "extreme_tachycardia"
+
+
+def no_valid_ecg_windows(section: NoValidEcg, window_s: float = QUALITY_WINDOW_S) -> dict[str, int]:
+    """``EcgSettings``' alarm fields from the config's seconds, rounded up to whole quality windows:
+    ``raise_after_s`` of noisy windows among that plus one window."""
+    bad = math.ceil(section.raise_after_s / window_s - 1e-9)
+    return {
+        "alarm_bad_windows": bad,
+        "alarm_of_windows": bad + 1,
+        "alarm_clear_windows": math.ceil(section.clear_after_s / window_s - 1e-9),
+    }
 
 
 def vt_settings(section: VentricularTachycardia) -> VtSettings:

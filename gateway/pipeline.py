@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.alarms import AlarmEngine, AlarmTransition
 from gateway.config.processing import EcgAlarmSection, EvidenceSection, ProcessingSection, VitalLimits
-from gateway.ecg_alarms import ExtremeRateRules, rhythm_transitions, vt_settings
+from gateway.ecg_alarms import ExtremeRateRules, no_valid_ecg_windows, rhythm_transitions, vt_settings
 from gateway.evidence import EvidenceRecorder, Strip
 from gateway.records import (
     AlarmEvent,
@@ -167,6 +167,7 @@ class Pipeline:
             hrv_every_s=proc.ecg_hrv_every_s,
             rhythm=RhythmSettings(asystole_s=self.ecg_alarms.asystole_s),
             vt=vt_settings(self.ecg_alarms.ventricular_tachycardia),
+            **no_valid_ecg_windows(self.ecg_alarms.no_valid_ecg),
         )
         self.spo2_params = spo2.Spo2Params(
             max_jump=proc.spo2.max_jump, median_s=proc.spo2.median_s, tau_s=proc.spo2.tau_s

@@ -1,11 +1,25 @@
-"""The "no valid ECG" technical alarm's delay and hysteresis, window verdict by window verdict."""
+"""The "no valid ECG" technical alarm's delay and hysteresis, window verdict by window verdict,
+and its settings in the config."""
 
 from __future__ import annotations
 
+import itertools
+import textwrap
+from pathlib import Path
+
+import numpy as np
 import pytest
+import wfdb
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config.errors import ConfigError
+from gateway.config.loader import load_config
+from gateway.config.processing import AlarmSection, EcgAlarmSection, NoValidEcg
+from gateway.ecg_alarms import no_valid_ecg_windows
+from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
+from gateway.records import AlarmEvent, AlarmRecord, SampleBlock
+from gateway.signal.ecg_channel import EcgSettings
 from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 
 G, N, X, V = Verdict.GOOD, Verdict.NOISY, Verdict.NO_SIGNAL, Verdict.NEITHER
@@ -74,3 +88,74 @@ def test_restart_keeps_the_state_and_nothing_else() -> None:
 def test_impossible_settings_are_refused(bad: int, of: int, clear: int) -> None:
     with pytest.raises(ValueError, match="bad_windows"):
         NoValidEcgAlarm(bad, of, clear)
+
+
+@pytest.mark.parametrize(
+    ("raise_s", "clear_s", "windows"),
+    [(8, 16, (2, 3, 4)), (4, 4, (1, 2, 1)), (5, 13, (2, 3, 4)), (12, 20, (3, 4, 5))],
+)
+def test_config_seconds_become_whole_quality_windows(
+    raise_s: float, clear_s: float, windows: tuple[int, int, int]
+) -> None:
+    got = no_valid_ecg_windows(NoValidEcg(raise_after_s=raise_s, clear_after_s=clear_s))
+    assert (got["alarm_bad_windows"], got["alarm_of_windows"], got["alarm_clear_windows"]) == windows
+    assert no_valid_ecg_windows(NoValidEcg()) == {
+        "alarm_bad_windows": EcgSettings().alarm_bad_windows,
+        "alarm_of_windows": EcgSettings().alarm_of_windows,
+        "alarm_clear_windows": EcgSettings().alarm_clear_windows,
+    }  # the config's defaults are the channel's
+
+
+def test_a_technician_who_wants_it_at_once_gets_it_for_one_noisy_window() -> None:
+    """``raise_after_s: 4`` through the pipeline: 3 s of noise inside one window raises it,
+    where the default (8 s) does not."""
+    rec = wfdb.rdrecord(str(Path(__file__).parent.parent / "hil_fixtures" / "ecg" / "mitdb_119_0s"), channels=[0])
+    fs = float(rec.fs)
+    x = rec.p_signal[: round(40 * fs), 0] * 1000.0
+    a, b = round(12.5 * fs), round(15.5 * fs)
+    x[a:b] += np.random.default_rng(2).normal(0, 2000.0, b - a)  # 2 mV RMS: a noisy window
+
+    def raised(section: EcgAlarmSection) -> list[float]:
+        setup = PatientSetup("p-a", AlarmSection().limits, {"strap": "replay"})
+        counter = itertools.count()
+        pl = Pipeline(gateway_id="gw", new_key=lambda: f"k{next(counter)}", patients={"p-a": setup}, ecg_alarms=section)
+        step = round(0.1 * fs)
+        out = PipelineOutput()
+        for s in range(0, len(x), step):
+            out.extend(pl.feed("p-a", SampleBlock("strap", "ecg", fs, s / fs, x[s : s + step], "uV", first_index=s)))
+        return [
+            r.time.timestamp()
+            for r in out.records
+            if isinstance(r, AlarmRecord) and r.condition == "no_valid_ecg" and r.event is AlarmEvent.RAISED
+        ]
+
+    assert raised(EcgAlarmSection()) == []
+    assert raised(EcgAlarmSection(no_valid_ecg=NoValidEcg(raise_after_s=4))) == [pytest.approx(16.0)]
+
+
+def test_a_bad_value_names_the_file_the_field_and_what_is_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            gateway:
+              id: hub-01
+            upstream:
+              url: mqtts://broker
+            alarms:
+              ecg:
+                no_valid_ecg: {raise_after_s: 2}
+            patients:
+              - id: p1
+                devices:
+                  - id: d1
+                    driver: replay
+                    vitals: a.jsonl
+            """
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = info.value.render()
+    assert f"{path}:7: alarms.ecg.no_valid_ecg.raise_after_s: must be at least 4" in text
+    assert "Traceback" not in text

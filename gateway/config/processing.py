@@ -113,6 +113,17 @@ class VentricularTachycardia(_Model):
     run_beats: int = Field(6, ge=4, le=12, description="Beats in the run, all but one of them ventricular")
 
 
+class NoValidEcg(_Model):
+    """'no valid ECG' (technical): when noise raises it and how long a clean signal clears it.
+    The signal is judged in 4 s quality windows: both are rounded up to whole windows.  A flat
+    or saturated line (an electrode off) raises it at once."""
+
+    raise_after_s: float = Field(
+        8.0, ge=4, le=60, description="Seconds of noisy windows, within this plus 4 s, that raise it"
+    )
+    clear_after_s: float = Field(16.0, ge=4, le=120, description="Seconds of clean signal in a row that clear it")
+
+
 class EcgAlarmSection(_Model):
     """Rhythm alarms from the ECG waveform, beyond the per-vital heart-rate limits."""
 
@@ -128,6 +139,7 @@ class EcgAlarmSection(_Model):
         6.0, ge=3, le=10, description="No QRS for this long on a live signal: 'asystole' (within 1 s more)"
     )
     ventricular_tachycardia: VentricularTachycardia = Field(default_factory=VentricularTachycardia)
+    no_valid_ecg: NoValidEcg = Field(default_factory=NoValidEcg)
 
     @model_validator(mode="after")
     def _order(self) -> EcgAlarmSection:
