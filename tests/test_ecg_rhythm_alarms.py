@@ -218,3 +218,42 @@ def test_time_the_signal_was_gone_does_not_count_toward_asystole(no_qrs_until_s:
         assert changes == []
     else:
         assert changes and changes[0][1] and 44.0 + 6.0 <= changes[0][0] <= 44.0 + 7.0, (last, changes)
+
+
+def test_flutter_waves_left_in_a_standstill_do_not_become_the_qrs_reference() -> None:
+    """Atrial flutter under a ventricular standstill (MIT-BIH 222 in ``bench/ecg_asystole.py``):
+    the R-peak detector's search-back takes the flutter waves, at 0.35-0.45 of the QRS energy.
+    They count as QRS, and when each entered the reference its median fell onto them within five
+    waves and every later wave counted: no asystole in 30 s.  Waves unlike the patient's QRS stay
+    out of it, so the smaller waves after them (0.2-0.25) are no QRS and asystole is raised."""
+    x, fs, last, back = standstill(40.0, 70.0)
+    t = np.arange(len(x)) / fs
+    for c in np.arange(last + 0.6, 69.5, 0.9):  # broad waves (sd 30 ms), 1.5 mV then 0.9 mV
+        x += (1500.0 if c < last + 5.0 else 900.0) * np.exp(-0.5 * ((t - c) / 0.03) ** 2)
+    changes = asystole_changes(x, fs)
+    assert changes and changes[0][1] and last + 6.0 < changes[0][0] < back, (last, changes)
+    assert [a for _, a in changes] == [True, False]
+
+
+@pytest.mark.parametrize("qrs_like", [True, None])
+def test_smaller_beats_shaped_like_the_qrs_or_unknown_still_enter_the_reference(qrs_like: bool | None) -> None:
+    """Only the waves known to be unlike the patient's QRS are kept out of the reference: the
+    patient's own smaller complexes (or any, when the shape cannot be told) bring it down as
+    before, and the P wave-sized beats after them then count."""
+    mon = RhythmMonitor(250.0)
+    for k in range(8):
+        mon.beat(250 * k, 1.0)
+    assert mon.small(0.4)
+    for k in range(8, 16):
+        mon.beat(250 * k, 0.4, None, qrs_like)
+    assert mon.qrs_reference == [0.4] * 8
+    mon.beat(250 * 16, 0.15, None, qrs_like)  # under 0.3 of the old reference, not of the new one
+    assert mon.qrs_reference[-1] == 0.15  # a QRS
+    unlike = RhythmMonitor(250.0)
+    for k in range(8):
+        unlike.beat(250 * k, 1.0)
+    for k in range(8, 16):
+        unlike.beat(250 * k, 0.4, None, qrs_like=False)
+    assert unlike.qrs_reference == [1.0] * 8
+    unlike.beat(250 * 16, 0.15, None, qrs_like=False)
+    assert unlike.qrs_reference == [1.0] * 8  # no QRS

@@ -57,7 +57,15 @@ from gateway.signal.ecg_rhythm import (
 )
 from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 from gateway.signal.rpeak_detector import RPeakDetector
-from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtChange, VtDetector, VtSettings, measure
+from gateway.signal.vt_detector import (
+    VENTRICULAR_TACHYCARDIA,
+    Shape,
+    VtChange,
+    VtDetector,
+    VtSettings,
+    correlation,
+    measure,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -410,17 +418,26 @@ class EcgChannel:
 
     def _beat(self, index: int, energy: float, decided_index: int, out: EcgOutput) -> None:
         out.beats.append(index)
-        for change in self.rhythm.beat(index, energy, decided_index):
-            self._rhythm(change, out)
         vt = self.vt
+        shape: Shape | None = None
+        measured = False
+        qrs_like: bool | None = None
+        if vt is not None and self.rhythm.small(energy):
+            # A small beat: the asystole rule asks whether it is the patient's QRS, smaller (an
+            # amplitude drop) or a P, T or flutter wave of a standstill (see ``RhythmMonitor.beat``).
+            # The VT detector's reference complex is the patient's own; without one, None (can't tell).
+            reference = vt.reference()
+            if reference is not None:
+                shape, measured = self._shape(vt, index, decided_index), True
+                if shape is not None:
+                    qrs_like = correlation(shape.segment, reference[0]) >= self.rhythm.settings.like_corr
+        for change in self.rhythm.beat(index, energy, decided_index, qrs_like):
+            self._rhythm(change, out)
         if vt is not None and not self.rhythm.vf_active:
-            shape = None
-            if vt.wants_shape(index):
-                st = self.detector.state
-                d = st.design
-                start = st.next_index - len(st.buf_bp)
-                r_bp, r_env = index + d.bp_delay, index + d.feature_delay
-                shape = measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index)
+            if not vt.wants_shape(index):
+                shape = None
+            elif not measured:
+                shape = self._shape(vt, index, decided_index)
             vt_change = vt.beat(index, shape)
             if vt_change is not None:
                 self._vt(vt_change, out)
@@ -435,6 +452,13 @@ class EcgChannel:
         pending.append((index, VitalReading(device, _RR, iv.rr_ms, _RR_UNIT, t, clock)))
         if iv.heart_rate is not None:
             pending.append((index, VitalReading(device, _HR, iv.heart_rate, _HR_UNIT, t, clock)))
+
+    def _shape(self, vt: VtDetector, index: int, decided_index: int) -> Shape | None:
+        st = self.detector.state
+        d = st.design
+        start = st.next_index - len(st.buf_bp)
+        r_bp, r_env = index + d.bp_delay, index + d.feature_delay
+        return measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index)
 
     def _vt(self, change: VtChange, out: EcgOutput) -> None:
         self._rhythm(RhythmChange(change.index, VENTRICULAR_TACHYCARDIA, change.active, change.onset_index), out)

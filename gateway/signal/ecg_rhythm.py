@@ -14,10 +14,16 @@
   from its end (MIT-BIH 116 has its amplifier pinned at the rail for 0.7 s and recovering for 5 s
   with no QRS to see, twice: two false asystole alarms, ``bench/ecg_asystole.py``).
   A QRS here is a beat whose slope envelope reaches ``weak_ratio`` of the recent QRS (median of the
-  last ones): once the QRS complexes stop, the R-peak detector's search-back lowers its threshold
-  and takes P and T waves every few seconds, and those must not hold asystole off.  Small beats
-  that keep coming at a regular rate (``adapt_beats`` in a row, each within ``adapt_rr_s``) are an
-  amplitude change, not a standstill: they become the new reference.
+  last ``reference_beats``): once the QRS complexes stop, the R-peak detector's search-back lowers
+  its threshold and takes P and T waves every few seconds, and those must not hold asystole off.
+  A beat under ``mid_ratio`` of the reference and shaped unlike the patient's QRS (correlation
+  with the VT detector's reference complex under ``like_corr``) counts from ``weak_ratio`` up but
+  does not enter the reference: in atrial flutter the waves left in a standstill reach 0.3-0.45
+  of the QRS, and each one entering pulled the median down onto them until all of them counted
+  (MIT-BIH 222, ``bench/ecg_asystole.py``).  When the shape cannot be told (no reference complex
+  yet, VT detection off) it enters as any other.  Small beats that keep coming at a regular rate
+  (``adapt_beats`` in a row under ``weak_ratio``, each within ``adapt_rr_s``) are an amplitude
+  change, not a standstill: they become the new reference.
 
 * Organised rhythm: a second is never VF-like while the beats of the last ``organised_s`` come
   regularly (RR spread within ``organised_spread`` of the median) at no more than
@@ -57,9 +63,11 @@ class RhythmSettings:
     asystole_s: float = 6.0
     asystole_min_mv: float = 0.02
     weak_ratio: float = 0.3
+    mid_ratio: float = 0.6
     reference_beats: int = 8
     adapt_beats: int = 6
     adapt_rr_s: float = 2.0
+    like_corr: float = 0.95
     clear_beats: int = 5
     clear_rr_s: float = 3.0
     organised_s: float = 5.0
@@ -122,22 +130,43 @@ class RhythmMonitor:
     def qrs_reference(self) -> list[float]:
         return list(self._strong)
 
-    def beat(self, index: int, energy: float, decided_index: int | None = None) -> list[RhythmChange]:
+    def small(self, energy: float) -> bool:
+        """Whether a beat of this energy is under ``mid_ratio`` of the recent QRS: the channel then
+        tells ``beat`` whether it is shaped like the patient's QRS (only these are measured)."""
+        return bool(self._strong) and energy < self.settings.mid_ratio * median(self._strong)
+
+    def beat(
+        self, index: int, energy: float, decided_index: int | None = None, qrs_like: bool | None = None
+    ) -> list[RhythmChange]:
+        """A detected beat.  ``qrs_like``: for a small beat (see ``small``), whether its complex
+        correlates with the patient's reference QRS; None when that cannot be told."""
         s = self.settings
         beats = self._beats
         if beats and index < beats[-1][0]:
             self._in_order = False
         beats.append((index, index if decided_index is None else decided_index))
-        if self._strong and energy < s.weak_ratio * median(self._strong):
+        strong = self._strong
+        ref = median(strong) if strong else 0.0
+        if strong and energy < s.weak_ratio * ref:
             if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
                 self._weak.clear()
             self._weak.append((index, energy))
             if len(self._weak) < s.adapt_beats:
                 return []
-            self._strong.clear()
-            self._strong.extend(e for _, e in self._weak)
+            strong.clear()
+            strong.extend(e for _, e in self._weak)
+            strong.append(energy)
+        elif strong and energy < s.mid_ratio * ref and qrs_like is False:
+            # Counts against asystole but stays out of the reference: in atrial flutter the waves
+            # left in a standstill reach 0.3-0.45 of the QRS, and each one entering pulled the
+            # median down onto them until all of them counted (MIT-BIH 222: 3 of 5 synthetic
+            # standstills never alarmed).  Only when unlike the QRS: the patient's own smaller
+            # complexes must still enter, or the reference is left at the level of the larger ones
+            # (MIT-BIH 228's PVCs, its other beats 0.3-0.4 of them: 5.3 s without a QRS).
+            pass
+        else:
+            strong.append(energy)
         self._weak.clear()
-        self._strong.append(energy)
         self._last_beat = index
         if not self.asystole:
             return []
