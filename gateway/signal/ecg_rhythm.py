@@ -100,6 +100,7 @@ class RhythmMonitor:
         self._signal_back: int | None = None  # the end of the last flat or saturated window
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
+        self._reference: float | None = None  # median of ``_strong``, kept until it changes
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
         self._beats: deque[tuple[int, int]] = deque(maxlen=64)  # all recent beats: (index, decided index)
         # Whether the beats arrived in index order (the R-peak detector gives them so): the veto
@@ -125,6 +126,7 @@ class RhythmMonitor:
             self.vf.resume(self._first)
         self.asystole = asystole and not vf  # never both: asystole is not called during VF
         self._strong.extend(qrs_reference)
+        self._reference = None
 
     @property
     def qrs_reference(self) -> list[float]:
@@ -133,7 +135,13 @@ class RhythmMonitor:
     def small(self, energy: float) -> bool:
         """Whether a beat of this energy is under ``mid_ratio`` of the recent QRS: the channel then
         tells ``beat`` whether it is shaped like the patient's QRS (only these are measured)."""
-        return bool(self._strong) and energy < self.settings.mid_ratio * median(self._strong)
+        return bool(self._strong) and energy < self.settings.mid_ratio * self._median()
+
+    def _median(self) -> float:
+        # Asked twice for most beats (``small``, then ``beat``) and unchanged between them.
+        if self._reference is None:
+            self._reference = median(self._strong)
+        return self._reference
 
     def beat(
         self, index: int, energy: float, decided_index: int | None = None, qrs_like: bool | None = None
@@ -146,7 +154,7 @@ class RhythmMonitor:
             self._in_order = False
         beats.append((index, index if decided_index is None else decided_index))
         strong = self._strong
-        ref = median(strong) if strong else 0.0
+        ref = self._median() if strong else 0.0
         if strong and energy < s.weak_ratio * ref:
             if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
                 self._weak.clear()
@@ -156,6 +164,7 @@ class RhythmMonitor:
             strong.clear()
             strong.extend(e for _, e in self._weak)
             strong.append(energy)
+            self._reference = None
         elif strong and energy < s.mid_ratio * ref and qrs_like is False:
             # Counts against asystole but stays out of the reference: in atrial flutter the waves
             # left in a standstill reach 0.3-0.45 of the QRS, and each one entering pulled the
@@ -166,6 +175,7 @@ class RhythmMonitor:
             pass
         else:
             strong.append(energy)
+            self._reference = None
         self._weak.clear()
         self._last_beat = index
         if not self.asystole:
