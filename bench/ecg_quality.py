@@ -27,6 +27,12 @@ share of bursts the readings were not held back for at all (within the burst and
 ``overall quality: clean_invalid_pct=… clean_false_per_h=… clean_spells_per_h=… bursts_missed_pct=…
 bursts_false_per_h=… bursts_spells_per_h=…``.
 
+``--vfdb`` instead runs the records of the MIT-BIH Malignant Ventricular Ectopy Database as
+recorded (rhythm annotations only: no beats to score) and prints the "no valid ECG" alarms per
+hour and their share of the time, and how many of them ended at a VF or VT onset (the rhythm
+read as noise first): ``overall vfdb technical: alarms_per_h=… invalid_pct=… ended_by_vf=…
+ended_by_vt=…``.
+
 The channel decides the two apart (``ecg_channel``): readings are held from the first bad window,
 while the alarm waits for noise that lasts and clears after a longer run of good windows.  On a
 checkout from before that split (no ``EcgChannel.readable``), ``held`` is the alarm's time.
@@ -192,6 +198,46 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
     return path.name, variant, t
 
 
+def technical_alarms(job: tuple[Path, EcgSettings]) -> tuple[float, int, float, dict[str, int]]:
+    """(seconds, alarms raised, seconds raised, clears by their detail) of one record as recorded."""
+    path, settings = job
+    x, fs = load(path, 0)
+    channel = EcgChannel("bench", settings)
+    step = round(0.1 * fs)
+    changes: Changes = []
+    ended: dict[str, int] = {}
+    for a in range(0, len(x), step):
+        out = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+        for c in out.changes:
+            changes.append((c.time, c.valid))
+            if c.valid:
+                ended[c.detail] = ended.get(c.detail, 0) + 1
+    spans = invalid_spans(changes, len(x) / fs)
+    return len(x) / fs, len(spans), sum(b - a for a, b in spans), ended
+
+
+def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs: int) -> int:
+    paths = annotated_records(data / "vfdb", records)
+    if not paths:
+        raise SystemExit(f"no annotated WFDB records in {data / 'vfdb'}")
+    with ProcessPoolExecutor(jobs) as pool:
+        results = list(pool.map(technical_alarms, [(p, settings) for p in paths]))
+    seconds = sum(r[0] for r in results)
+    raised = sum(r[1] for r in results)
+    invalid = sum(r[2] for r in results)
+    ended: dict[str, int] = {}
+    for r in results:
+        for k, v in r[3].items():
+            ended[k] = ended.get(k, 0) + v
+    print(f"records: {len(paths)} vfdb, lead 0, {seconds / 3600.0:.1f} h; alarms ended by: {ended}")
+    print(
+        f"overall vfdb technical: alarms_per_h={raised / (seconds / 3600.0):.1f} "
+        f"invalid_pct={100.0 * invalid / seconds:.2f} ended_by_vf={ended.get('ventricular_fibrillation', 0)} "
+        f"ended_by_vt={ended.get('ventricular_tachycardia', 0)}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -200,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--per-record", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="EcgSettings to change")
+    ap.add_argument("--vfdb", action="store_true", help="the technical alarm on vfdb as recorded (docstring)")
     args = ap.parse_args(argv)
     defaults = EcgSettings()
     overrides: dict[str, Any] = {
@@ -207,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in (item.split("=", 1) for item in args.set)
     }
     settings = replace(defaults, **overrides)
+    if args.vfdb:
+        return vfdb_main(args.data, args.records, settings, args.jobs)
     paths = annotated_records(args.data / "mitdb", args.records)
     if not paths:
         ap.error(f"no annotated WFDB records in {args.data / 'mitdb'} (--data names the folder that holds mitdb/)")
