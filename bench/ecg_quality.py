@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,7 +58,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from vf_data import annotated_records, load, mix_noise, noise_record  # noqa: E402
 
 from gateway.readings import SampleBlock, Vital  # noqa: E402
-from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange  # noqa: E402
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -126,19 +127,19 @@ def with_bursts(x: FloatArray, fs: float, spans: list[tuple[int, int]]) -> Float
 Changes = list[tuple[float, bool]]
 
 
-def run_channel(x: FloatArray, fs: float, settings: EcgSettings) -> tuple[IntArray, Changes, Changes]:
-    """(sample indices of the beats published, "no valid ECG" changes as (seconds, valid), and
-    readability changes the same way)."""
+def run_channel(x: FloatArray, fs: float, settings: EcgSettings) -> tuple[IntArray, list[ValidityChange], Changes]:
+    """(sample indices of the beats published, "no valid ECG" changes, and readability changes as
+    (seconds, readable))."""
     channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     beats: list[int] = []
-    changes: Changes = []
+    changes: list[ValidityChange] = []
     readable: Changes = []
     was = True
     for a in range(0, len(x), step):
         out = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
         beats += [round(r.time * fs) for r in out.readings if r.vital is Vital.RR_INTERVAL]
-        changes += [(c.time, c.valid) for c in out.changes]
+        changes += out.changes
         now = getattr(channel, "readable", channel.valid)
         if now != was:  # the time of the window end that changed it, or of the block (recovery)
             readable.append(
@@ -185,7 +186,7 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
         right = np.abs(ref[np.clip(pos, 0, len(ref) - 1)] - beats)
         near = np.minimum(left, right) <= tol
     t = Tally(annotated=len(ref), true_published=int(near.sum()), false_published=int((~near).sum()), seconds=n / fs)
-    inv = invalid_spans(changes, n / fs)
+    inv = invalid_spans([(c.time, c.valid) for c in changes], n / fs)
     held = invalid_spans(readable, n / fs)
     t.invalid_s = sum(b - a for a, b in inv)
     t.held_s = sum(b - a for a, b in held)
@@ -198,21 +199,13 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
     return path.name, variant, t
 
 
-def technical_alarms(job: tuple[Path, EcgSettings]) -> tuple[float, int, float, dict[str, int]]:
+def technical_alarms(job: tuple[Path, EcgSettings]) -> tuple[float, int, float, Counter[str]]:
     """(seconds, alarms raised, seconds raised, clears by their detail) of one record as recorded."""
     path, settings = job
     x, fs = load(path, 0)
-    channel = EcgChannel("bench", settings)
-    step = round(0.1 * fs)
-    changes: Changes = []
-    ended: dict[str, int] = {}
-    for a in range(0, len(x), step):
-        out = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
-        for c in out.changes:
-            changes.append((c.time, c.valid))
-            if c.valid:
-                ended[c.detail] = ended.get(c.detail, 0) + 1
-    spans = invalid_spans(changes, len(x) / fs)
+    _, changes, _ = run_channel(x, fs, settings)
+    ended = Counter(c.detail for c in changes if c.valid)
+    spans = invalid_spans([(c.time, c.valid) for c in changes], len(x) / fs)
     return len(x) / fs, len(spans), sum(b - a for a, b in spans), ended
 
 
@@ -225,11 +218,10 @@ def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs
     seconds = sum(r[0] for r in results)
     raised = sum(r[1] for r in results)
     invalid = sum(r[2] for r in results)
-    ended: dict[str, int] = {}
+    ended: Counter[str] = Counter()
     for r in results:
-        for k, v in r[3].items():
-            ended[k] = ended.get(k, 0) + v
-    print(f"records: {len(paths)} vfdb, lead 0, {seconds / 3600.0:.1f} h; alarms ended by: {ended}")
+        ended.update(r[3])
+    print(f"records: {len(paths)} vfdb, lead 0, {seconds / 3600.0:.1f} h; alarms ended by: {dict(ended)}")
     print(
         f"overall vfdb technical: alarms_per_h={raised / (seconds / 3600.0):.1f} "
         f"invalid_pct={100.0 * invalid / seconds:.2f} ended_by_vf={ended.get('ventricular_fibrillation', 0)} "

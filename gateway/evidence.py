@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     FloatArray = npt.NDArray[np.float64]
 
-ECG_VITALS = frozenset({Vital.HEART_RATE, Vital.RR_INTERVAL, None})  # None: rhythm alarms (VF, asystole)
+ECG_VITALS = frozenset({Vital.HEART_RATE, Vital.RR_INTERVAL, None})  # None: rhythm alarms, "no valid ECG"
 PLETH_VITALS = frozenset({Vital.SPO2, Vital.PULSE_RATE, Vital.PERFUSION_INDEX})
 MV_RESOLUTION = 0.001  # ECG strips in whole microvolts
 

@@ -87,6 +87,7 @@ BROKEN: list[tuple[str, str]] = [
     ),
     ("wrong_type.yaml", r":5: upstream\.keepalive_s: must be a whole number \(got 'thirty'\)$"),
     ("out_of_range.yaml", r":7: storage\.commit_interval_ms: must be at least 10 \(got 1\)$"),
+    ("no_valid_ecg_too_soon.yaml", r":7: alarms\.ecg\.no_valid_ecg\.raise_after_s: must be at least 4 \(got 2\)$"),
     ("bad_url.yaml", r":9: upstream\.url: must start with mqtt:// or mqtts:// \(got 'http://broker'\)$"),
     ("missing_required.yaml", r":1: gateway\.id: required field is missing$"),
     ("empty.yaml", r": the file holds no settings"),

@@ -1,10 +1,9 @@
 """The "no valid ECG" technical alarm's delay and hysteresis, window verdict by window verdict,
-and its settings in the config."""
+and its settings in the config (a wrong value's error: ``tests/test_config.py``)."""
 
 from __future__ import annotations
 
 import itertools
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,6 @@ import wfdb
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.errors import ConfigError
-from gateway.config.loader import load_config
 from gateway.config.processing import AlarmSection, EcgAlarmSection, NoValidEcg
 from gateway.ecg_alarms import no_valid_ecg_windows
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
@@ -131,31 +128,3 @@ def test_a_technician_who_wants_it_at_once_gets_it_for_one_noisy_window() -> Non
 
     assert raised(EcgAlarmSection()) == []
     assert raised(EcgAlarmSection(no_valid_ecg=NoValidEcg(raise_after_s=4))) == [pytest.approx(16.0)]
-
-
-def test_a_bad_value_names_the_file_the_field_and_what_is_allowed(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        textwrap.dedent(
-            """\
-            gateway:
-              id: hub-01
-            upstream:
-              url: mqtts://broker
-            alarms:
-              ecg:
-                no_valid_ecg: {raise_after_s: 2}
-            patients:
-              - id: p1
-                devices:
-                  - id: d1
-                    driver: replay
-                    vitals: a.jsonl
-            """
-        )
-    )
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    text = info.value.render()
-    assert f"{path}:7: alarms.ecg.no_valid_ecg.raise_after_s: must be at least 4" in text
-    assert "Traceback" not in text
