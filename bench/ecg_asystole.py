@@ -51,6 +51,7 @@ BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 PLACES = 5
 BEFORE_S, AFTER_S = 60.0, 40.0
 MIN_EPISODE_S = 8.0
+TARGET_S = 10.0  # the raise delay target
 
 
 @dataclass
@@ -183,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     sets: dict[str, Tally] = {}
     for kind, name, t in results:
         sets.setdefault(kind, Tally()).add(t)
-        if kind == "standstill" and (t.detected < t.standstills or t.flapping):
-            print(f"standstill {name}: detected {t.detected}/{t.standstills}, flapping {t.flapping}")
+        late = [d for d in t.delays if d > TARGET_S]
+        if kind == "standstill" and (t.detected < t.standstills or t.flapping or late):
+            print(
+                f"standstill {name}: detected {t.detected}/{t.standstills}, flapping {t.flapping}, "
+                f"delays over {TARGET_S:g} s: {' '.join(f'{d:.1f}' for d in late) or 'none'}"
+            )
         if kind in ("clean", "em 6 dB") and t.false_alarms:
             print(f"{kind} {name}: {t.false_alarms} false asystole alarms")
         if kind == "vfdb" and t.vfdb_episodes:
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"standstill ({args.standstill_s:g} s, {PLACES} per record, {len(mitdb)} records): "
         f"detected {s.detected}/{s.standstills}, raise delay from the last beat median "
-        f"{_median(s.delays):.1f} s max {max(s.delays, default=float('nan')):.1f} s, clear after the first "
+        f"{_median(s.delays):.1f} s max {max(s.delays, default=float('nan')):.1f} s, "
+        f"over {TARGET_S:g} s {sum(d > TARGET_S for d in s.delays)}, clear after the first "
         f"returning beat median {_median(s.clears):.1f} s, flapping {s.flapping}"
     )
     for kind in ("clean", "em 6 dB"):
