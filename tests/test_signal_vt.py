@@ -213,8 +213,32 @@ def test_no_vt_before_a_reference_nor_from_slow_or_unalike_or_familiar_complexes
     f.beats(0.4, noise)
     assert f.changes == []
     f = with_reference()
-    flutter = Shape(NARROW.segment + 0.8 * np.sin(t / 2.0), 31)  # unlike, but not wider
-    f.beats(0.4, [flutter] * 12)
+    f.beats(0.4, [FLUTTER_LIKE] * 12)  # unlike, but not wider
+    assert f.changes == []
+
+
+FLUTTER_LIKE = Shape(NARROW.segment + 0.8 * np.sin(t / 2.0), 31)  # unlike the reference, not wider
+
+
+def test_a_regular_run_at_240_of_unlike_complexes_is_vt_even_when_not_wider() -> None:
+    f = with_reference()
+    f.beats(0.25, [FLUTTER_LIKE] * 6)  # 240 /min, regular: the complexes had no time to widen
+    assert [c.active for c in f.changes] == [True]
+    f.beats(0.8, [NARROW] * 3)
+    assert [c.active for c in f.changes] == [True, False]
+
+
+def test_the_fast_rule_needs_a_regular_rr_and_can_be_turned_off() -> None:
+    f = with_reference()
+    for _ in range(8):  # 240 /min on average, but each RR 30 % off the one before: noise-like
+        f.beats(0.21, [FLUTTER_LIKE])
+        f.beats(0.29, [FLUTTER_LIKE])
+    assert f.changes == []
+    f = with_reference()
+    f.beats(0.31, [FLUTTER_LIKE] * 12)  # 194 /min: under fast_rate, so width is asked for
+    assert f.changes == []
+    f = with_reference(VtSettings(fast_rate=0.0))
+    f.beats(0.25, [FLUTTER_LIKE] * 12)
     assert f.changes == []
 
 
@@ -288,6 +312,22 @@ def test_recorded_ventricular_tachycardia_is_called(rel: str, onset_s: float, en
     assert onset_s <= raised <= onset_s + 6.0  # annotated onset -> alarm
     assert onset_s - 1.0 <= onset <= raised
     assert all(onset_s <= e[0] <= end_s + 6.0 for e in events)  # nothing outside the episode
+
+
+def test_recorded_vt_at_250_per_min_is_called_though_its_complexes_look_narrow() -> None:
+    # vfdb 421: runs of VT at 230-250 /min between pairs of sinus beats, annotated (VT from 12.6 s
+    # to the end but for two short (N; the annotations lag the signal by 2-4 s in this record.
+    x, fs = record("ecg_vf/vfdb_421_1260s")
+    events = vt_events(x, fs)
+    assert [e[1] for e in events] == [True, False, True, False, True], events
+    assert 12.6 <= events[0][2] <= events[0][0] <= 22.0
+    narrow_only = EcgChannel("strap", EcgSettings(vt=VtSettings(fast_rate=0.0)))
+    rhythm = [
+        ev
+        for a in range(0, len(x), 25)
+        for ev in narrow_only.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + 25], "mV", first_index=a)).rhythm
+    ]
+    assert not [ev for ev in rhythm if ev.condition == VENTRICULAR_TACHYCARDIA]  # width alone calls none of it
 
 
 @pytest.mark.parametrize(
