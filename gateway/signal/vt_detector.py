@@ -18,7 +18,8 @@ ventricular, their mean rate is at least ``min_rate`` and the ventricular comple
 (median correlation of consecutive ones at least ``min_consistency``: noise also makes complexes
 unlike the patient's, but not alike one another).  The rate is the run's, not each RR's: the
 R-peak detector misses some of VT's broad complexes, and one missed beat must not break the run.
-It ends after ``clear_beats`` non-ventricular beats in a row, or a pause of ``max_pause_s``.
+It ends after ``clear_beats`` non-ventricular beats in a row spanning ``clear_s`` from the last
+ventricular one, or a pause of ``max_pause_s``.
 
 The reference is the patient's own beats at a slow rate (this RR and the one before at least
 ``60 / min_rate``, no episode on): the median of the last ``reference_beats`` of them, every such
@@ -59,7 +60,12 @@ class VtSettings:
     min_rate: float = 100.0  # /min, the run's mean rate
     run_beats: int = 6
     ventricular_beats: int = 5  # of the last run_beats
+    # An episode ends after ``clear_beats`` non-ventricular beats in a row, the first at least
+    # ``clear_s`` after the last ventricular one.  The time, not only the beats: vfdb 421 has runs of
+    # VT 1-2 sinus beats apart, and 3 beats alone raised and cleared the alarm 39 times in 6
+    # minutes, while 6 beats alone kept it on for 7 s after VT in slow atrial fibrillation (615).
     clear_beats: int = 3
+    clear_s: float = 3.0
     max_pause_s: float = 2.0
     max_corr: float = 0.8
     min_width_ratio: float = 1.3
@@ -136,6 +142,8 @@ class VtDetector:
         self.settings = s = settings or VtSettings()
         self.slow_rr = 60.0 / s.min_rate * fs  # an RR at least this long is at a normal rate
         self.fast_rr = 60.0 / s.fast_rate * fs if s.fast_rate > 0 else -1.0
+        self.clear_after = s.clear_s * fs
+        self._last_ventricular = 0  # during an episode: its last ventricular beat (0: none seen)
         self.before = round(0.10 * fs)  # band-passed samples kept before the R wave...
         self.after = round(0.08 * fs)  # ...and after: the complex, decided by then on a narrow beat
         self._refs: list[Shape] = []
@@ -224,15 +232,18 @@ class VtDetector:
         if len(recent) > s.run_beats:
             del recent[0]
         if self.active:
-            self._calm = 0 if ventricular else self._calm + 1
-            if self._calm >= s.clear_beats:
+            if ventricular:
+                self._calm, self._last_ventricular = 0, index
+            else:
+                self._calm += 1
+            if self._calm >= s.clear_beats and index - self._last_ventricular >= self.clear_after:
                 self.active = False
                 self._calm = 0
                 return VtChange(index, False, index)
             return None
         if ventricular and len(recent) == s.run_beats and self._run(recent):
             self.active = True
-            self._calm = 0
+            self._calm, self._last_ventricular = 0, index
             return VtChange(index, True, next(i for i, v in recent if v is not None))
         return None
 
