@@ -2,9 +2,10 @@
 
     uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
         [--clear-beats N]   (the QRS in a row that end an episode; 1 is how it was before c094dab)
+        [--lead N]          (the records' lead, 0 by default; the annotations are the same)
 
-Three sets, each through the ECG channel the daemon runs (``gateway.signal.ecg_channel``, lead 0,
-100 ms blocks):
+Three sets, each through the ECG channel the daemon runs (``gateway.signal.ecg_channel``, lead 0
+unless ``--lead``, 100 ms blocks):
 
 * **Synthetic standstill** on the 24 MIT-BIH Arrhythmia records: the annotated QRS complexes cut
   out (a straight line from 60 ms before each to 80 ms after; P and T waves and baseline kept)
@@ -92,8 +93,8 @@ def beats(path: Path) -> npt.NDArray[np.int64]:
     return np.asarray(keep, dtype=np.int64)
 
 
-def standstill(path: Path, standstill_s: float, settings: EcgSettings) -> Tally:
-    x, fs = load(path, 0)
+def standstill(path: Path, lead: int, standstill_s: float, settings: EcgSettings) -> Tally:
+    x, fs = load(path, lead)
     qrs = beats(path)
     t = Tally()
     span = len(x) / fs
@@ -124,16 +125,16 @@ def standstill(path: Path, standstill_s: float, settings: EcgSettings) -> Tally:
     return t
 
 
-def no_standstill(path: Path, nstdb: Path, noise: str | None, settings: EcgSettings) -> Tally:
-    x, fs = load(path, 0)
+def no_standstill(path: Path, lead: int, nstdb: Path, noise: str | None, settings: EcgSettings) -> Tally:
+    x, fs = load(path, lead)
     if noise is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x)), 6.0)
     events = asystole_events(x, fs, settings)
     return Tally(false_alarms=sum(on for _, on in events), hours=len(x) / fs / 3600.0)
 
 
-def vfdb(path: Path, settings: EcgSettings) -> Tally:
-    x, fs = load(path, 0)
+def vfdb(path: Path, lead: int, settings: EcgSettings) -> Tally:
+    x, fs = load(path, lead)
     notes = rhythm_notes(path)
     events = asystole_events(x, fs, settings)
     t = Tally()
@@ -150,13 +151,13 @@ def vfdb(path: Path, settings: EcgSettings) -> Tally:
     return t
 
 
-def job(args: tuple[str, Path, Path, float, EcgSettings]) -> tuple[str, str, Tally]:
-    kind, path, nstdb, standstill_s, settings = args
+def job(args: tuple[str, Path, int, Path, float, EcgSettings]) -> tuple[str, str, Tally]:
+    kind, path, lead, nstdb, standstill_s, settings = args
     if kind == "standstill":
-        return kind, path.name, standstill(path, standstill_s, settings)
+        return kind, path.name, standstill(path, lead, standstill_s, settings)
     if kind == "vfdb":
-        return kind, path.name, vfdb(path, settings)
-    return kind, path.name, no_standstill(path, nstdb, None if kind == "clean" else "em", settings)
+        return kind, path.name, vfdb(path, lead, settings)
+    return kind, path.name, no_standstill(path, lead, nstdb, None if kind == "clean" else "em", settings)
 
 
 def _median(v: list[float]) -> float:
@@ -170,15 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--standstill-s", type=float, default=30.0)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--clear-beats", type=int)
+    ap.add_argument("--lead", type=int, default=0)
     args = ap.parse_args(argv)
     mitdb = annotated_records(args.data / "mitdb", args.records)
     vf = [p.with_suffix("") for p in sorted((args.data / "vfdb").glob("*.hea"))]
     nstdb = args.data / "nstdb"
     rhythm = RhythmSettings() if args.clear_beats is None else RhythmSettings(clear_beats=args.clear_beats)
     cfg = EcgSettings(rhythm=rhythm)
-    jobs = [("standstill", p, nstdb, args.standstill_s, cfg) for p in mitdb]
-    jobs += [(kind, p, nstdb, 0.0, cfg) for kind in ("clean", "em 6 dB") for p in mitdb]
-    jobs += [("vfdb", p, nstdb, 0.0, cfg) for p in vf]
+    lead = args.lead
+    jobs = [("standstill", p, lead, nstdb, args.standstill_s, cfg) for p in mitdb]
+    jobs += [(kind, p, lead, nstdb, 0.0, cfg) for kind in ("clean", "em 6 dB") for p in mitdb]
+    jobs += [("vfdb", p, lead, nstdb, 0.0, cfg) for p in vf]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(job, jobs))
     sets: dict[str, Tally] = {}

@@ -4,6 +4,7 @@ alarm, noise stays technical, extreme brady/tachycardia have their own limits an
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,95 @@ def test_smaller_beats_shaped_like_the_qrs_or_unknown_still_enter_the_reference(
     assert unlike.qrs_reference == [1.0] * 8
     unlike.beat(250 * 16, 0.15, None, qrs_like=False)
     assert unlike.qrs_reference == [1.0] * 8  # no QRS
+
+
+@pytest.mark.parametrize(
+    ("label", "waves_s"),
+    [
+        ("isolated", [4.5, 4.85, 10.3]),  # MIT-BIH 200 and 228 in bench/ecg_asystole.py: raised at 16.7 and 17.5 s
+        ("a run twice as fast as the QRS", [2.4 + 0.43 * k for k in range(12)]),  # 222: 15.2 s
+    ],
+)
+def test_waves_out_of_a_pause_do_not_hold_asystole_off(label: str, waves_s: list[float]) -> None:
+    """Broad waves at 0.4 of the QRS energy, unlike it, left in a standstill: seconds after the
+    last QRS, or in a run at twice its rate.  Each counted as a QRS and the alarm came 6 s after
+    the last of them (16-17 s here), or never for the run; they come out of a pause, not as a
+    rhythm, so asystole is raised 6-7 s after the last QRS."""
+    x, fs, last, _ = standstill(40.0, 70.0)
+    t = np.arange(len(x)) / fs
+    for c in waves_s:
+        x += 1500.0 * np.exp(-0.5 * ((t - last - c) / 0.03) ** 2)
+    changes = asystole_changes(x, fs)
+    assert changes and changes[0][1] and last + 6.0 <= changes[0][0] <= last + 7.5, (label, last, changes)
+
+
+def asystole_raised_at(beats: list[tuple[float, float, bool | None]], until_s: float) -> float:
+    """A rhythm monitor given ``beats`` (time in s, energy, qrs_like) as they come, over a 1 Hz
+    baseline of 0.2 mV (a live signal); when asystole was first raised, in s (inf: never)."""
+    fs = 250.0
+    mon = RhythmMonitor(fs)
+    x = 0.2 * np.sin(2 * np.pi * np.arange(round(until_s * fs)) / fs)
+    pending = sorted(beats)
+    for a in range(0, len(x), 25):
+        while pending and pending[0][0] * fs < a + 25:
+            at, energy, like = pending.pop(0)
+            mon.beat(round(at * fs), energy, None, like)
+        for change in mon.feed(x[a : a + 25]):
+            if change.condition == ASYSTOLE and change.active:
+                return change.index / fs
+    return math.inf
+
+
+QRS = [(float(k), 1.0, None) for k in range(10)]  # RR 1 s, the last at 9 s
+
+
+def test_a_small_beat_unlike_the_qrs_counts_only_as_the_rhythm_going_on() -> None:
+    # Out of a pause (over 2.5 RR after the last beat that counted): no QRS, raised 6-7 s after 9 s.
+    assert 15.0 <= asystole_raised_at([*QRS, (13.5, 0.4, False), (13.85, 0.4, False), (19.3, 0.4, False)], 40.0) < 16.0
+    # One RR after the last QRS: the rhythm goes on, and so does the next one within 2.5 RR of it.
+    assert 17.0 <= asystole_raised_at([*QRS, (10.0, 0.4, False), (12.0, 0.4, False)], 40.0) < 19.5
+    # Like the QRS, or under weak_ratio: as before (a QRS wherever it comes; never one).
+    assert 19.0 <= asystole_raised_at([*QRS, (13.5, 0.4, True)], 40.0) < 20.5
+    assert 15.0 <= asystole_raised_at([*QRS, (10.0, 0.2, False)], 40.0) < 16.0
+
+
+def test_a_smaller_rhythm_unlike_the_qrs_holds_asystole_off_across_missed_beats() -> None:
+    """A patient's beats turning smaller and differently shaped (MIT-BIH 124 at 312 s: complexes
+    at 0.4 of the QRS, inverted, for minutes) go on counting, and when two of them are missed (a
+    2.4 s gap at RR 0.8 s, over 2.5 RR) the next ``unlike_run`` of them at the rhythm's rate count
+    again: no asystole.  A run of them twice as fast does not."""
+    qrs = [(0.8 * k, 1.0, None) for k in range(12)]  # the last at 8.8 s
+    small = [(8.8 + 0.8 * k, 0.4, False) for k in range(1, 40) if k not in (8, 9)]
+    assert asystole_raised_at([*qrs, *small], 40.0) == math.inf
+    fast = [(8.8 + 2.4 + 0.35 * k, 0.4, False) for k in range(12)]
+    assert 14.8 <= asystole_raised_at([*qrs, *fast], 40.0) < 16.0
+
+
+def test_the_qrs_upside_down_and_smaller_is_still_the_qrs() -> None:
+    """The patient's complexes turning over at 0.45 of their size from 40 s (another axis: MIT-BIH
+    231's normally conducted beats on lead 1 against its bundle-branch-block ones correlate -0.95
+    to -0.99 with them).  They are the QRS, not waves unlike it: they enter the QRS reference
+    within 10 s (it took until the VT detector's reference complex turned over, 30-35 s here), and
+    three beats missed in a row later (a 3.5 s gap) raise no asystole."""
+    rel = "ecg/mitdb_119_0s"
+    rec = wfdb.rdrecord(str(FIXTURES / rel), channels=[0])
+    ann = wfdb.rdann(str(FIXTURES / rel), "atr")
+    fs = float(rec.fs)
+    x = rec.p_signal[: int(90 * fs), 0] * 1000.0
+    beats = [int(r) for r in ann.sample if 40 * fs < r < len(x) - 0.08 * fs]
+    missed = [r for r in beats if r > 55 * fs][:3]
+    for r in beats:
+        a, b = int(r - 0.06 * fs), int(r + 0.08 * fs)
+        line = np.linspace(x[a], x[b], b - a)
+        x[a:b] = line if r in missed else line - 0.45 * (x[a:b] - line)
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    events = []
+    reference: dict[int, list[float]] = {}
+    for a in range(0, len(x), step):
+        got = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "uV", first_index=a))
+        events += [e for e in got.rhythm if e.condition == ASYSTOLE]
+        if a in (round(40 * fs), round(50 * fs)):
+            reference[round(a / fs)] = channel.rhythm.qrs_reference
+    assert events == []
+    assert max(reference[50]) < 0.6 * min(reference[40]), reference

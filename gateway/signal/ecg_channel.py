@@ -426,11 +426,13 @@ class EcgChannel:
             # A small beat: the asystole rule asks whether it is the patient's QRS, smaller (an
             # amplitude drop) or a P, T or flutter wave of a standstill (see ``RhythmMonitor.beat``).
             # The VT detector's reference complex is the patient's own; without one, None (can't tell).
+            # Its mirror image is the QRS too, seen along another axis: MIT-BIH 231's normally
+            # conducted beats on lead 1 against its bundle-branch-block ones (-0.95 to -0.99).
             reference = vt.reference()
             if reference is not None:
                 shape, measured = self._shape(vt, index, decided_index), True
                 if shape is not None:
-                    qrs_like = correlation(shape.segment, reference[0]) >= self.rhythm.settings.like_corr
+                    qrs_like = abs(correlation(shape.segment, reference[0])) >= self.rhythm.settings.like_corr
         for change in self.rhythm.beat(index, energy, decided_index, qrs_like):
             self._rhythm(change, out)
         if vt is not None and not self.rhythm.vf_active:

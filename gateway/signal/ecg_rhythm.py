@@ -17,13 +17,22 @@
   last ``reference_beats``): once the QRS complexes stop, the R-peak detector's search-back lowers
   its threshold and takes P and T waves every few seconds, and those must not hold asystole off.
   A beat under ``mid_ratio`` of the reference and shaped unlike the patient's QRS (correlation
-  with the VT detector's reference complex under ``like_corr``) counts from ``weak_ratio`` up but
-  does not enter the reference: in atrial flutter the waves left in a standstill reach 0.3-0.45
-  of the QRS, and each one entering pulled the median down onto them until all of them counted
-  (MIT-BIH 222, ``bench/ecg_asystole.py``).  When the shape cannot be told (no reference complex
-  yet, VT detection off) it enters as any other.  Small beats that keep coming at a regular rate
-  (``adapt_beats`` in a row under ``weak_ratio``, each within ``adapt_rr_s``) are an amplitude
-  change, not a standstill: they become the new reference.
+  with the VT detector's reference complex, of either sign, under ``like_corr``) does not enter
+  the reference: in atrial flutter the waves left in a standstill reach 0.3-0.45 of the QRS, and
+  each one entering pulled the median down onto them until all of them counted (MIT-BIH 222,
+  ``bench/ecg_asystole.py``).  Nor does such a beat count when it comes out of a
+  pause: only as the continuation of a rhythm, within ``unlike_gap_rr`` times the recent QRS RR
+  (``unlike_gap_s`` bounds it) of the last beat that counted, or as the ``unlike_run``-th of a run
+  of them at no more than ``1 / unlike_run_rate`` times the recent QRS rate.  In a standstill the
+  P, T and flutter waves at 0.3-0.5 of the QRS come seconds apart, or in a run twice as fast as
+  the QRS were: each one counted and held the alarm off to 11-17.5 s after the last beat (5
+  synthetic standstills of MIT-BIH 200, 222 and 228).  A patient's new rhythm of smaller,
+  differently shaped complexes (MIT-BIH 104, 108, 124, 228) comes beat after beat, and a beat
+  the R-peak detector misses in noise leaves a gap the next run closes (the gap allowed reaches
+  4 s for a slow rhythm: 231's 2:1 block at 35 /min with a beat missed).  When the shape cannot be
+  told (no reference complex yet, VT detection off) it enters as any other.  Small beats that keep
+  coming at a regular rate (``adapt_beats`` in a row under ``weak_ratio``, each within
+  ``adapt_rr_s``) are an amplitude change, not a standstill: they become the new reference.
 
 * Organised rhythm: a second is never VF-like while the beats of the last ``organised_s`` come
   regularly (RR spread within ``organised_spread`` of the median) at no more than
@@ -68,6 +77,10 @@ class RhythmSettings:
     adapt_beats: int = 6
     adapt_rr_s: float = 2.0
     like_corr: float = 0.95
+    unlike_gap_rr: float = 2.5
+    unlike_gap_s: tuple[float, float] = (1.5, 4.0)
+    unlike_run: int = 4
+    unlike_run_rate: float = 0.7
     clear_beats: int = 5
     clear_rr_s: float = 3.0
     organised_s: float = 5.0
@@ -102,6 +115,10 @@ class RhythmMonitor:
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._reference: float | None = None  # median of ``_strong``, kept until it changes
         self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
+        # Where the last beats that entered the QRS reference were (their RR), and the run of small
+        # beats unlike the QRS that did not count since the last beat that did (module docstring).
+        self._qrs_at: deque[int] = deque(maxlen=self.settings.reference_beats + 1)
+        self._unlike: list[int] = []
         self._beats: deque[tuple[int, int]] = deque(maxlen=64)  # all recent beats: (index, decided index)
         # Whether the beats arrived in index order (the R-peak detector gives them so): the veto
         # then looks only at the last few instead of all 64 (it runs every second).
@@ -165,18 +182,23 @@ class RhythmMonitor:
             strong.extend(e for _, e in self._weak)
             strong.append(energy)
             self._reference = None
+            self._qrs_at.append(index)
         elif strong and energy < s.mid_ratio * ref and qrs_like is False:
-            # Counts against asystole but stays out of the reference: in atrial flutter the waves
-            # left in a standstill reach 0.3-0.45 of the QRS, and each one entering pulled the
-            # median down onto them until all of them counted (MIT-BIH 222: 3 of 5 synthetic
-            # standstills never alarmed).  Only when unlike the QRS: the patient's own smaller
-            # complexes must still enter, or the reference is left at the level of the larger ones
-            # (MIT-BIH 228's PVCs, its other beats 0.3-0.4 of them: 5.3 s without a QRS).
-            pass
+            # Stays out of the reference: in atrial flutter the waves left in a standstill reach
+            # 0.3-0.45 of the QRS, and each one entering pulled the median down onto them until
+            # all of them counted (MIT-BIH 222: 3 of 5 synthetic standstills never alarmed).  Only
+            # when unlike the QRS: the patient's own smaller complexes must still enter, or the
+            # reference is left at the level of the larger ones (MIT-BIH 228's PVCs, its other
+            # beats 0.3-0.4 of them: 5.3 s without a QRS).  It counts only within a rhythm.
+            self._weak.clear()
+            if not self._continues_rhythm(index):
+                return []
         else:
             strong.append(energy)
             self._reference = None
+            self._qrs_at.append(index)
         self._weak.clear()
+        self._unlike.clear()
         self._last_beat = index
         if not self.asystole:
             return []
@@ -187,6 +209,32 @@ class RhythmMonitor:
         if len(back) < s.clear_beats:
             return []
         return self._end_asystole(index)
+
+    def _continues_rhythm(self, index: int) -> bool:
+        """Whether a small beat unlike the QRS at ``index`` goes on with a rhythm: it comes within
+        the allowed gap of the last beat that counted, or ends a run of ``unlike_run`` such beats,
+        each within that gap of the one before, not much faster than the recent QRS."""
+        s = self.settings
+        last = self._last_beat
+        qrs = self._qrs_at
+        rr: float | None = None
+        if len(qrs) >= 3:  # two RR intervals at least
+            rr = float(median([b - a for a, b in pairwise(qrs)]))
+        lo, hi = s.unlike_gap_s
+        gap = hi * self.fs if rr is None else min(hi * self.fs, max(lo * self.fs, s.unlike_gap_rr * rr))
+        if last is None or index - last <= gap:
+            return True
+        run = self._unlike
+        if run and index - run[-1] > gap:
+            run.clear()
+        run.append(index)
+        if len(run) < s.unlike_run:
+            return False
+        if rr is not None:
+            recent = run[-s.unlike_run :]
+            if median([b - a for a, b in pairwise(recent)]) < s.unlike_run_rate * rr:
+                return False
+        return True
 
     def next_step_end(self) -> int:
         """The sample index at which the next VF step (and asystole check) ends: the step is
