@@ -20,7 +20,11 @@ Test Database at each ``--snr``).  Annotated VT is a ``(VT`` rhythm note up to t
 
 The last line is the clean overall figure:
 
-    overall vt: episodes=N detected=N Se_episode=PCT vt_or_vf=N delay_median_s=S false_alarms=N per_hour=X hours=H
+    overall vt: episodes=N detected=N Se_episode=PCT vt_or_vf=N delay_median_s=S false_alarms=N per_hour=X
+        hours=H raises=N   (one line)
+
+``raises`` counts every VT alarm raised, true or false: more raises than episodes is an alarm that
+clears and comes back within one (non-sustained VT salvos, ``VtSettings.clear_s``).
 """
 
 from __future__ import annotations
@@ -194,7 +198,8 @@ def _fmt(tag: str, s: VtScore) -> str:
     d = np.median(s.delays_s) if s.delays_s else float("nan")
     return (
         f"{tag}: episodes={s.episodes} detected={s.detected} Se_episode={s.se:.1f} vt_or_vf={s.vt_or_vf} "
-        f"delay_median_s={d:.1f} false_alarms={s.false_alarms} per_hour={s.per_hour:.2f} hours={s.seconds / 3600:.1f}"
+        f"delay_median_s={d:.1f} false_alarms={s.false_alarms} per_hour={s.per_hour:.2f} hours={s.seconds / 3600:.1f} "
+        f"raises={s.raises}"
     )
 
 
