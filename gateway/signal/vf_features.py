@@ -348,6 +348,10 @@ def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
     return float(seg.max()), float(seg.min())
 
 
+_PSR_LAST = np.array(PSR_GRID - 1, dtype=np.intp)
+_PSR_ROW = np.array(PSR_GRID, dtype=np.intp)
+
+
 def _psr(x: FloatArray, p: _Plan) -> float:
     # The extremes read where argmin/argmax find them: the same values as np.minimum/maximum.reduce
     # (~5k instructions less each); only a zero's sign could differ, which changes no box.
@@ -355,8 +359,10 @@ def _psr(x: FloatArray, p: _Plan) -> float:
     scaled = x - lo
     scaled *= PSR_GRID / (hi - lo)
     q = scaled.astype(np.intp)
-    np.minimum(q, PSR_GRID - 1, out=q)
-    boxes = q[p.delay :] * PSR_GRID
+    # The integer constants as 0-d intp arrays: a Python int operand costs ~2k instructions more a
+    # ufunc call (its dtype is worked out from its value); the same integers, the same results.
+    np.minimum(q, _PSR_LAST, out=q)
+    boxes = q[p.delay :] * _PSR_ROW
     boxes += q[: -p.delay]
     # Boxes visited, marked in a byte grid: cheaper than counting the visits (np.bincount) first.
     grid = np.zeros(PSR_GRID * PSR_GRID, dtype=np.uint8)
