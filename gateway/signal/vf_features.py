@@ -102,6 +102,8 @@ class VfFeatures:
 
 TCSC_LEVEL = 0.2  # share of the local maximum a sample must exceed to count (Arafat et al.)
 SUB_WINDOW_S = 1.0  # local maximum and amplitude are taken per second
+# As a 0-d array: a Python float operand costs ~1.5k instructions more a ufunc call.
+_TCSC_LEVEL = np.array(TCSC_LEVEL)
 PSR_GRID = 40  # boxes per axis of the phase-space grid (Amann et al. 2007)
 PSR_DELAY_S = 0.5
 ACF_LAGS_S = (0.15, 1.5)
@@ -224,7 +226,7 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     # Per-second local maximum: threshold-crossing share, and how steady the amplitude is.
     blocks = (ax if p.subs * p.sub == n else ax[: p.subs * p.sub]).reshape(p.subs, p.sub)
     local_max = np.maximum.reduce(blocks, axis=1)
-    tcsc = float(np.count_nonzero(blocks > TCSC_LEVEL * local_max[:, None])) / blocks.size
+    tcsc = float(np.count_nonzero(blocks > _TCSC_LEVEL * local_max[:, None])) / blocks.size
     lms = local_max.tolist()  # a handful of numbers: plain Python is cheaper than numpy here
     lm_mean = sum(lms) / p.subs
     amp_cv = math.sqrt(sum([(v - lm_mean) ** 2 for v in lms]) / p.subs) / lm_mean if lm_mean > 0 else 0.0
