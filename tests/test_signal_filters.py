@@ -130,3 +130,7 @@ def test_join_samples_is_concatenate_bit_for_bit(parts: list[list[float]], step:
     assert joined.dtype == np.float64 and joined.shape == expected.shape
     assert joined.tobytes() == expected.tobytes()
     assert joined.flags.writeable and joined.flags.c_contiguous
+    # The ECG channel queues the bytes of the caller's blocks beside arrays of its own.
+    mixed = join_samples([a.tobytes() if i % 2 else a for i, a in enumerate(arrays)])
+    assert mixed.tobytes() == expected.tobytes()
+    assert mixed.flags.writeable and mixed.flags.c_contiguous

@@ -202,7 +202,9 @@ class EcgChannel:
         self._last_hrv: float | None = None
         self._hrv = hrv.HrvState(window_s=self.settings.hrv_window_s)
         self._clock = ClockQuality.SYNCED
-        self._queue: list[FloatArray] = []  # accepted samples not processed yet (see ``feed``)
+        # Accepted samples not processed yet (see ``feed``): the bytes of the caller's own arrays,
+        # or arrays of the channel's own.
+        self._queue: list[FloatArray | bytes] = []
         self._due = 0  # sample index whose arrival makes processing due
         self.vt: VtDetector | None = None
         self._resumed: frozenset[str] = frozenset()  # episodes raised before a restart (``resume``)
@@ -309,8 +311,10 @@ class EcgChannel:
         self._next_index = block.first_index + len(samples)
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
-        # A copy when the samples are the caller's own array: it may reuse it before they are processed.
-        self._queue.append(samples.copy() if samples is block.samples else samples)
+        # A copy when the samples are the caller's own array: it may reuse it before they are
+        # processed.  Their bytes (~1k instructions less than an array copy): the queue is joined
+        # through its bytes anyway.
+        self._queue.append(samples.tobytes() if samples is block.samples else samples)
         if defer and not self.rhythm.asystole:
             if self._next_index >= self._due:
                 self._process_queue(out, everything=False)
@@ -322,8 +326,8 @@ class EcgChannel:
         """Process the queued samples: all of them, or up to the last decision point they reach."""
         if not self._queue:
             return
-        # The queued arrays are 1-D float64 (``feed`` checked or converted each block).
-        samples = self._queue[0] if len(self._queue) == 1 else join_samples(self._queue)
+        # The queued parts are 1-D float64 (``feed`` checked or converted each block), or their bytes.
+        samples = join_samples(self._queue)
         self._queue.clear()
         assert self._next_index is not None
         index = self._next_index - len(samples)

@@ -36,13 +36,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.signal.ecg_filters import SosFilter, butter2_bandpass
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, join_samples
 from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     FloatArray = npt.NDArray[np.float64]
+
+
+_FLOAT64 = np.dtype(np.float64)
+_max, _min, _sum = np.maximum.reduce, np.minimum.reduce, np.add.reduce
 
 
 class EcgQuality(enum.StrEnum):
@@ -121,7 +125,13 @@ def feed(state: QualityState, samples_mv: FloatArray) -> list[QualityWindow]:
         state.filled += take
         pos += take
         if state.filled == state.window:
-            out.append(_judge(state, np.concatenate(state.raw), np.concatenate(state.filtered)))
+            # The filtered parts are float64 (``SosFilter.run``), the raw ones as given: joined
+            # through their bytes when that gives np.concatenate's array (no dispatch per part).
+            raw = state.raw
+            native = all(r.dtype is _FLOAT64 and r.ndim == 1 for r in raw)
+            out.append(
+                _judge(state, join_samples(raw) if native else np.concatenate(raw), join_samples(state.filtered))
+            )
             state.window_start += state.window
             state.raw.clear()
             state.filtered.clear()
@@ -131,18 +141,20 @@ def feed(state: QualityState, samples_mv: FloatArray) -> list[QualityWindow]:
 
 def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWindow:
     p = state.params
-    hi, lo = float(raw.max()), float(raw.min())
+    # The ufuncs' reductions called directly: what ndarray.max/min/sum call, without their
+    # Python-level wrappers (~2k instructions a call).
+    hi, lo = float(_max(raw)), float(_min(raw))
     ptp = hi - lo
     # Means as sum / n: what ndarray.mean computes (the same pairwise sum, divided by the count),
     # without its Python-level wrapper.
     n = len(filt)
-    centred = filt - filt.sum() / n
+    centred = filt - _sum(filt) / n
     squares = centred * centred
-    var = float(squares.sum() / n)
+    var = float(_sum(squares) / n)
     # The fourth power as squared squares: numpy would call pow() per sample for ``**4``.
-    kurt = float((squares * squares).sum() / n / var**2) if var > 0 else 0.0
+    kurt = float(_sum(squares * squares) / n / var**2) if var > 0 else 0.0
     on_rails = int(np.count_nonzero(raw == hi)) + int(np.count_nonzero(raw == lo))
-    band_ptp = float(filt.max() - filt.min())
+    band_ptp = float(_max(filt) - _min(filt))
 
     if ptp < p.flat_mv:
         quality = EcgQuality.FLAT
@@ -168,15 +180,22 @@ def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWin
 def slope_floor(filt: FloatArray, parts: int) -> float:
     """The largest of the ``parts`` sub-windows' median absolute slope, over the whole window's
     99th percentile of it: near 0 for a spiky QRS train, ~0.26 for Gaussian noise."""
-    slope = np.abs(np.diff(filt))
+    filt = np.asarray(filt)
+    slope = filt[1:] - filt[:-1]  # np.diff, without its wrapper
+    np.abs(slope, slope)
     size = len(slope) // parts
     if size < 2:
         return 0.0
-    # np.partition, not np.percentile/np.median: one selection each, without their wrappers.
-    k = min(len(slope) - 1, int(0.99 * len(slope)))
-    top = float(np.partition(slope, k)[k])
-    if top <= 0.0:
-        return 0.0
+    # Selections (ndarray.partition), not np.percentile/np.median, and in place on our own array:
+    # a selection only reorders, so the sub-windows' medians are taken first, and the whole
+    # slope's 99th percentile after, from the same values in another order.
     pieces = slope[: size * parts].reshape(parts, size)
     mid = size // 2
-    return float(np.partition(pieces, mid, axis=1)[:, mid].max()) / top
+    pieces.partition(mid, axis=1)
+    floor = float(_max(pieces[:, mid]))
+    k = min(len(slope) - 1, int(0.99 * len(slope)))
+    slope.partition(k)
+    top = float(slope[k])
+    if top <= 0.0:
+        return 0.0
+    return floor / top

@@ -102,6 +102,8 @@ class VfFeatures:
 
 TCSC_LEVEL = 0.2  # share of the local maximum a sample must exceed to count (Arafat et al.)
 SUB_WINDOW_S = 1.0  # local maximum and amplitude are taken per second
+# As a 0-d array: a Python float operand costs ~1.5k instructions more a ufunc call.
+_TCSC_LEVEL = np.array(TCSC_LEVEL)
 PSR_GRID = 40  # boxes per axis of the phase-space grid (Amann et al. 2007)
 PSR_DELAY_S = 0.5
 ACF_LAGS_S = (0.15, 1.5)
@@ -224,7 +226,7 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     # Per-second local maximum: threshold-crossing share, and how steady the amplitude is.
     blocks = (ax if p.subs * p.sub == n else ax[: p.subs * p.sub]).reshape(p.subs, p.sub)
     local_max = np.maximum.reduce(blocks, axis=1)
-    tcsc = float(np.count_nonzero(blocks > TCSC_LEVEL * local_max[:, None])) / blocks.size
+    tcsc = float(np.count_nonzero(blocks > _TCSC_LEVEL * local_max[:, None])) / blocks.size
     lms = local_max.tolist()  # a handful of numbers: plain Python is cheaper than numpy here
     lm_mean = sum(lms) / p.subs
     amp_cv = math.sqrt(sum([(v - lm_mean) ** 2 for v in lms]) / p.subs) / lm_mean if lm_mean > 0 else 0.0
@@ -348,6 +350,10 @@ def _autocorrelation(x: FloatArray, p: _Plan) -> tuple[float, float]:
     return float(seg.max()), float(seg.min())
 
 
+_PSR_LAST = np.array(PSR_GRID - 1, dtype=np.intp)
+_PSR_ROW = np.array(PSR_GRID, dtype=np.intp)
+
+
 def _psr(x: FloatArray, p: _Plan) -> float:
     # The extremes read where argmin/argmax find them: the same values as np.minimum/maximum.reduce
     # (~5k instructions less each); only a zero's sign could differ, which changes no box.
@@ -355,8 +361,10 @@ def _psr(x: FloatArray, p: _Plan) -> float:
     scaled = x - lo
     scaled *= PSR_GRID / (hi - lo)
     q = scaled.astype(np.intp)
-    np.minimum(q, PSR_GRID - 1, out=q)
-    boxes = q[p.delay :] * PSR_GRID
+    # The integer constants as 0-d intp arrays: a Python int operand costs ~2k instructions more a
+    # ufunc call (its dtype is worked out from its value); the same integers, the same results.
+    np.minimum(q, _PSR_LAST, out=q)
+    boxes = q[p.delay :] * _PSR_ROW
     boxes += q[: -p.delay]
     # Boxes visited, marked in a byte grid: cheaper than counting the visits (np.bincount) first.
     grid = np.zeros(PSR_GRID * PSR_GRID, dtype=np.uint8)
