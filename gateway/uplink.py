@@ -54,6 +54,7 @@ import json
 import logging
 import random
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -223,6 +224,8 @@ class _AckingClient(aiomqtt.Client):
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self.receive_maximum: int | None = None
         self.connect_error: OSError | None = None
+        self._given_up = False
+        self._given_up_lock = threading.Lock()
 
     def _client_connect(self) -> None:
         # aiomqtt re-raises a failed socket connect as MqttError(str(e)) without the original: keep it,
@@ -232,6 +235,19 @@ class _AckingClient(aiomqtt.Client):
         except OSError as e:
             self.connect_error = e
             raise
+        with self._given_up_lock:
+            if self._given_up:
+                # Connected after the attempt was given up (see ``give_up``): paho closes the
+                # socket once its DISCONNECT is written.  The loop may be gone at a daemon's exit.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._client.disconnect)
+
+    def give_up(self) -> None:
+        """The attempt is over (called before ``__aexit__``).  aiomqtt connects in an executor
+        thread that a cancel does not stop, and ``__aexit__`` cannot close a socket that thread
+        has not opened yet: it would stay open until the client is collected."""
+        with self._given_up_lock:
+            self._given_up = True
 
     def _on_connect(
         self,
@@ -528,6 +544,7 @@ class Uplink:
             self._stats.connected = False
             client.retrieve_link_error()
             # A failure here means the link was already gone: nothing left to close cleanly.
+            client.give_up()  # before: a thread connecting during __aexit__ then closes its socket itself
             with contextlib.suppress(aiomqtt.MqttError, OSError):
                 await client.__aexit__(None, None, None)
 

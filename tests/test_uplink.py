@@ -7,6 +7,8 @@ import contextlib
 import random
 import re
 import string
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from gateway import uplink as uplink_module
 from gateway.config.models import UpstreamSection
 from gateway.failover import backoff_delay
 from gateway.outbox import Outbox
@@ -560,6 +563,36 @@ async def test_failed_and_cancelled_connects_close_their_sockets(outbox: Outbox)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await until(lambda: silent.open == 0, within_s=5.0)
+    finally:
+        await silent.close()
+
+
+async def test_a_connect_cancelled_while_its_thread_connects_closes_the_socket_it_opens_later(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiomqtt connects the socket in an executor thread, which a cancel does not stop: the socket
+    it opens after the attempt was given up must be closed too, not kept until the client is
+    collected (a CI run under load saw one still open 5 s after a shutdown)."""
+    silent = SilentBroker()
+    url = await silent.start()
+    started = threading.Event()
+    real = uplink_module._AckingClient._client_connect
+
+    def slow_connect(self: Any) -> None:
+        started.set()
+        time.sleep(0.5)  # the cancel lands while this thread is connecting
+        real(self)
+
+    monkeypatch.setattr(uplink_module._AckingClient, "_client_connect", slow_connect)
+    uplink = Uplink(upstream(url, publish_timeout_s=5.0), outbox, gateway_id=GW)
+    try:
+        task = asyncio.create_task(uplink.run())
+        await until(started.is_set)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await until(lambda: silent.accepted == 1)  # the thread went on and connected after the cancel
         await until(lambda: silent.open == 0, within_s=5.0)
     finally:
         await silent.close()
