@@ -379,10 +379,11 @@ def test_no_vt_on_ectopy_paced_rhythm_or_noise(rel: str) -> None:
     assert vt_events(x, fs) == []
 
 
+@pytest.mark.parametrize("rel", ["ecg_vf/vfdb_615_300s", "ecg_vf/vfdb_421_1260s"])  # wide VT; fast narrow-looking VT
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.integers(1, 400), min_size=1, max_size=8))
-def test_vt_events_do_not_depend_on_block_sizes(steps: list[int]) -> None:
-    x, fs = record("ecg_vf/vfdb_615_300s")
+@given(steps=st.lists(st.integers(1, 400), min_size=1, max_size=8))
+def test_vt_events_do_not_depend_on_block_sizes(rel: str, steps: list[int]) -> None:
+    x, fs = record(rel)
     assert vt_events(x, fs, steps) == vt_events(x, fs)
 
 
