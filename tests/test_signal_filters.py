@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -134,3 +135,21 @@ def test_join_samples_is_concatenate_bit_for_bit(parts: list[list[float]], step:
     mixed = join_samples([a.tobytes() if i % 2 else a for i, a in enumerate(arrays)])
     assert mixed.tobytes() == expected.tobytes()
     assert mixed.flags.writeable and mixed.flags.c_contiguous
+
+
+@given(
+    parts=st.lists(st.lists(_DOUBLES, max_size=40), min_size=1, max_size=8),
+    dtype=st.sampled_from([np.float64, np.float32, np.int16]),
+)
+def test_concatenate_is_np_concatenate_whatever_the_parts(parts: list[list[float]], dtype: type) -> None:
+    """``concatenate`` takes the bytes join only where it gives np.concatenate's array: 1-D float64
+    parts; other dtypes (a device's int16 counts, float32) and 2-D parts go to np.concatenate."""
+    from gateway.signal.ecg_filters import concatenate  # noqa: PLC0415
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # casting inf/NaN to int16
+        arrays = [np.asarray(p, dtype=np.float64).astype(dtype) for p in parts]
+    for given_parts in (arrays, [a[:, None] for a in arrays]):  # 1-D, and columns
+        got, expected = concatenate(given_parts), np.concatenate(given_parts)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, join_samples
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, concatenate, join_samples
 from gateway.signal.small_stats import median
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     FloatArray = npt.NDArray[np.float64]
 
 
-_FLOAT64 = np.dtype(np.float64)
 _max, _min, _sum = np.maximum.reduce, np.minimum.reduce, np.add.reduce
 
 
@@ -125,13 +124,8 @@ def feed(state: QualityState, samples_mv: FloatArray) -> list[QualityWindow]:
         state.filled += take
         pos += take
         if state.filled == state.window:
-            # The filtered parts are float64 (``SosFilter.run``), the raw ones as given: joined
-            # through their bytes when that gives np.concatenate's array (no dispatch per part).
-            raw = state.raw
-            native = all(r.dtype is _FLOAT64 and r.ndim == 1 for r in raw)
-            out.append(
-                _judge(state, join_samples(raw) if native else np.concatenate(raw), join_samples(state.filtered))
-            )
+            # The filtered parts are float64 (``SosFilter.run``), the raw ones as given.
+            out.append(_judge(state, concatenate(state.raw), join_samples(state.filtered)))
             state.window_start += state.window
             state.raw.clear()
             state.filtered.clear()

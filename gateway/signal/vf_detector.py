@@ -31,7 +31,7 @@ import numpy as np
 
 from gateway.frozen_init import fast_init
 from gateway.signal import vf_features
-from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass, join_samples
+from gateway.signal.ecg_filters import SosFilter, butter2_bandpass, butter2_lowpass, concatenate
 from gateway.signal.vf_trees import VfTrees, default_trees
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ MODEL_PATH = Path(__file__).with_name("vf_model.json")
 BAND_HZ = (1.0, 30.0)
 ANTI_ALIAS_HZ = 35.0
 FEATURE_RATE_HZ = 80.0
-_FLOAT64 = np.dtype(np.float64)
 UNSCORED = math.nan  # probability of a step decided by the organised-rhythm veto alone
 
 
@@ -302,11 +301,7 @@ class VfDetector:
             if len(self._raw) == 1:
                 chunk, own = self._raw[0], False  # the caller's array: filtered on a copy
             else:
-                raw = self._raw
-                # Through the parts' bytes when that gives np.concatenate's array (the ECG
-                # channel's 1-D float64 pieces): no dispatch per part, ~3k instructions a step.
-                native = all(r.dtype is _FLOAT64 and r.ndim == 1 for r in raw)
-                chunk, own = (join_samples(raw) if native else np.concatenate(raw)), True
+                chunk, own = concatenate(self._raw), True
             rest = chunk[need:]
             self._raw = [rest] if len(rest) else []
             self._raw_pending = len(rest)
