@@ -1,12 +1,16 @@
 """Alarm evidence strips: the waveform around an alarm's raise, for a person to look at.
 
 Per patient, the recent samples of every waveform channel (ECG leads, pleth) are kept for
-``pre_s`` plus a little.  When a physiologic alarm is raised for a device that streams a matching
+``max_pre_s`` plus a little.  When a physiologic alarm is raised for a device that streams a matching
 waveform (ECG for heart-rate and rhythm alarms, pleth for SpO2/pulse), or the "no valid ECG"
 technical alarm (so that a technician sees whether it is a loose electrode, motion or mains
 hum), a capture is armed; once
 ``post_s`` seconds after the raise have arrived (or the stream breaks) the strip is cut, encoded
 (``evidence_codec``) and handed back to be sent as an ``evidence`` record with the alarm's id.
+A strip starts ``pre_s`` before the raise, or ``ONSET_LEAD_S`` before the condition's onset when
+that is earlier (up to ``max_pre_s``): VF is raised a median 7 s into an episode (vfdb,
+``bench/ecg_vf.py``), and a strip of the 8 s before its raise often began after the change from
+the rhythm before, which is what a person looking at it wants to see.
 
 Budgets (``alarms.evidence`` in the config): a strip longer than ``max_strip_bytes`` encoded loses
 its oldest seconds until it fits; a strip that would take the patient beyond
@@ -27,6 +31,9 @@ from gateway import evidence_codec
 from gateway.config.processing import EvidenceSection
 from gateway.readings import SampleBlock, Vital
 from gateway.signal.ecg_filters import to_millivolts
+
+# Seconds of the rhythm before the condition's onset that a strip keeps (when the onset is known).
+ONSET_LEAD_S = 2.0
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -163,7 +170,7 @@ class EvidenceRecorder:
                 fs=block.sample_rate_hz,
                 unit=unit,
                 resolution=resolution,
-                capacity=round((s.pre_s + s.post_s + 1.0) * block.sample_rate_hz),
+                capacity=round((s.max_pre_s + s.post_s + 1.0) * block.sample_rate_hz),
                 start_index=block.first_index,
                 start_time=block.first_sample_time,
             )
@@ -200,6 +207,8 @@ class EvidenceRecorder:
         r = buf.index_of(c.raise_time) - buf.start_index
         stop = min(len(everything), r + round(s.post_s * buf.fs))
         pre = s.pre_s
+        if c.onset_time is not None:
+            pre = min(max(pre, c.raise_time - c.onset_time + ONSET_LEAD_S), s.max_pre_s)
         while True:
             start = max(0, r - round(pre * buf.fs))
             ints = np.round(everything[start:stop] / buf.resolution).astype(np.int64)

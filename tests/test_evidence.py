@@ -84,15 +84,39 @@ def test_fibrillation_alarm_is_followed_by_its_strip() -> None:
     assert strip.alarm_id == vf[0].alarm_id and strip.condition == "ventricular_fibrillation"
     assert out.records.index(strip) > out.records.index(vf[0])
     assert (strip.sample_rate_hz, strip.unit, strip.resolution, strip.channel) == (fs, "mV", 0.001, "ecg")
-    assert strip.n_samples == round(12 * fs) and strip.raise_index == round(8 * fs)
+    # VF is raised some 8 s into the episode: the strip starts 2 s before its onset (the sinus
+    # rhythm before it), earlier than pre_s (8 s) before the raise, and ends post_s (4 s) after it.
+    eight_before = vf[0].time.timestamp() - T0 - 8.0  # the raise, less pre_s
+    assert strip.onset_index is not None
+    assert strip.onset_index == round(2 * fs)
+    assert strip.raise_index > round(8 * fs)
+    assert strip.n_samples - strip.raise_index == round(4 * fs)
     # The samples are the input's, to the microvolt, at the right place.
     first = round((strip.start_time.timestamp() - T0) * fs)
-    assert first / fs == pytest.approx(vf[0].time.timestamp() - T0 - 8.0, abs=1 / fs)
+    assert first / fs == pytest.approx(vf[0].time.timestamp() - T0 - strip.raise_index / fs, abs=1 / fs)
+    assert first / fs < eight_before
     got = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples)
     assert np.array_equal(got, np.round(x[first : first + strip.n_samples]).astype(np.int64))
-    assert strip.onset_index is not None and 0 < strip.onset_index < strip.raise_index
     assert len(strip.beats) > 5 and all(0 <= b < strip.n_samples for b in strip.beats)
     assert len(strip.model_dump_json()) < 10_000  # 12 s at 250 Hz, compressed
+
+
+def test_strip_reaches_back_to_the_onset_only_as_far_as_max_pre_s() -> None:
+    x, fs = vf_excerpt()
+    (full,) = strips(feed(pipeline(), x, fs), VF)
+    assert full.onset_index is not None
+    onset_before_raise = (full.raise_index - full.onset_index) / fs
+    assert 6.0 < onset_before_raise < 10.0
+    (capped,) = strips(feed(pipeline(EvidenceSection(max_pre_s=8.5)), x, fs), VF)
+    assert capped.raise_index == round(8.5 * fs)
+    (plain,) = strips(feed(pipeline(EvidenceSection(max_pre_s=8.0)), x, fs), VF)
+    assert plain.raise_index == round(8 * fs) and plain.n_samples == round(12 * fs)
+    assert plain.onset_index == full.onset_index - (full.raise_index - plain.raise_index)
+
+
+def test_max_pre_s_below_pre_s_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="max_pre_s must be at least pre_s"):
+        EvidenceSection(pre_s=10, max_pre_s=9)
 
 
 def test_strip_over_its_byte_budget_loses_its_oldest_seconds() -> None:

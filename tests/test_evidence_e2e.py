@@ -49,7 +49,10 @@ async def test_vf_alarm_and_its_strip_reach_the_broker_and_the_cli(
     (strip,) = [s for s in strips if s["alarm_id"] == alarms[0]["alarm_id"]]
     assert strip["device"] == "ecg-a" and strip["unit"] == "mV"
     samples = evidence_codec.decode(strip["data"], strip["sample_format"], strip["n_samples"])
-    assert len(samples) == strip["n_samples"] == round(12 * strip["sample_rate_hz"])
+    # From 2 s before the VF's onset (about 8 s before the raise) to 4 s after the raise.
+    fs = strip["sample_rate_hz"]
+    assert len(samples) == strip["n_samples"] > round(12 * fs)
+    assert strip["onset_index"] == round(2 * fs) and strip["n_samples"] - strip["raise_index"] == round(4 * fs)
     assert Outbox.key_ids(tmp_path / "state" / "outbox.sqlite3")  # the outbox (and the kept copy) is sealed
     # The CLI reads the sealed copy with the daemon's keyring, as an operator would after delivery.
     assert evidence_main(["--list", "-c", str(cfg)]) == 0

@@ -159,6 +159,15 @@ class EvidenceSection(_Model):
     enabled: bool = True
     pre_s: float = Field(8.0, ge=1, le=60, description="Seconds of waveform before the alarm's raise")
     post_s: float = Field(4.0, ge=0, le=30, description="Seconds after it")
+    max_pre_s: float = Field(
+        20.0,
+        ge=1,
+        le=60,
+        description=(
+            "When the condition began earlier than pre_s before the raise (VF is raised some 8 s into "
+            "an episode), the strip starts 2 s before its onset, but at most this long before the raise"
+        ),
+    )
     max_strip_bytes: int = Field(
         24_000, ge=1_000, le=1_000_000, description="Encoded size per strip; the oldest seconds go first beyond"
     )
@@ -180,6 +189,8 @@ class EvidenceSection(_Model):
     def _budget(self) -> EvidenceSection:
         if self.max_bytes_per_hour < self.max_strip_bytes:
             raise ValueError("max_bytes_per_hour must be at least max_strip_bytes")
+        if self.max_pre_s < self.pre_s:
+            raise ValueError("max_pre_s must be at least pre_s")
         return self
 
 
