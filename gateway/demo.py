@@ -1,9 +1,10 @@
 """``iomt-gateway demo``: the real daemon on the recorded fixtures, with a live view.
 
-Two patients' recordings (pulse oximetry with a desaturation, a sensor-off spell, a fever; MIT-BIH
-ECG) are replayed at N× speed through the real drivers, pipeline, outbox and uplink.  A private
-Mosquitto is started on a free port when the binary is installed; without it the demo runs offline
-and shows the outbox filling.  Ctrl-C ends it cleanly.
+Three patients' recordings (pulse oximetry with a desaturation, a sensor-off spell, a fever; MIT-BIH
+ECG; a bedside ECG with ventricular fibrillation, then asystole) are replayed at N× speed through
+the real drivers, pipeline, outbox and uplink.  A private Mosquitto is started on a free port when
+the binary is installed; without it the demo runs offline and shows the outbox filling.  Ctrl-C
+ends it cleanly.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import signal
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from gateway import keyring, logs
 from gateway.config.loader import ConfigError, load_config
+from gateway.config.models import ConfigBase
 from gateway.local_broker import LocalBroker, find_mosquitto
 from gateway.share import demo_config
 from gateway.status_view import LiveView, format_outbox
@@ -24,17 +28,39 @@ from gateway.status_view import LiveView, format_outbox
 DEMO_CONFIG = demo_config()
 
 
+def _effective_config(state: Path, url: str, speed: float, keyring_file: Path) -> Path:
+    """The demo's config as a file in its state folder: the broker it started, its state and key,
+    the replay speed, every path absolute.  The daemon reads it (and re-reads it on SIGHUP), and
+    ``iomt-gateway evidence -c`` finds the demo's strips through it."""
+    doc = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    base = DEMO_CONFIG.parent
+    doc["upstream"] = {**doc.get("upstream", {}), "url": url, "backoff_max_s": 5.0}
+    # the demo's own key, in its state folder (a real hub's comes from `iomt-gateway keys init`)
+    doc["storage"] = {**doc.get("storage", {}), "path": str(state / "gateway"), "keyring": str(keyring_file)}
+    for patient in doc.get("patients", []):
+        for device in patient.get("devices", []):
+            device["speed"] = speed
+            for key in ("vitals", "ecg"):
+                if key in device:
+                    device[key] = str((base / device[key]).resolve())
+    path = state / "demo-config.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path | None) -> int:
     logs.configure("warning", "console")
-    try:
-        cfg = load_config(DEMO_CONFIG)
-    except ConfigError as e:
-        print(e.render())
-        return 2
+    kept = state is not None
     tmp = None
     if state is None:
         tmp = Path(tempfile.mkdtemp(prefix="iomt-demo-"))
         state = tmp
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        load_config(DEMO_CONFIG)
+    except ConfigError as e:
+        print(e.render())
+        return 2
     broker = None
     binary = None if offline else find_mosquitto()
     if binary is not None:
@@ -46,37 +72,39 @@ def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path
     keyring_file = state / "keyring"
     keyring.init(keyring_file)
     url = broker.url if broker else "mqtt://127.0.0.1:9"  # nothing listens on the discard port
-    patients = [
-        p.model_copy(update={"devices": [d.model_copy(update={"speed": speed}) for d in p.devices]})
-        for p in cfg.patients
-    ]
-    cfg = cfg.model_copy(
-        update={
-            "upstream": cfg.upstream.model_copy(update={"url": url, "backoff_max_s": 5.0}),
-            # the demo's own key, in its state folder (a real hub's comes from `iomt-gateway keys init`)
-            "storage": cfg.storage.model_copy(update={"path": state / "gateway", "keyring": keyring_file}),
-            "patients": patients,
-        }
-    )
+    config_path = _effective_config(state, url, speed, keyring_file)
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        print(e.render())
+        return 2
     print(
         f"Replaying {sum(len(p.devices) for p in cfg.patients)} devices of {len(cfg.patients)} patients at "
         f"{speed:g}x real time. Ctrl-C to stop.\n"
     )
     try:
-        asyncio.run(_demo(cfg, duration))
+        view = asyncio.run(_demo(config_path, cfg, duration))
     finally:
         if broker is not None:
             broker.stop()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    if view.strips:
+        if kept:
+            print(
+                f"  evidence strips: {view.strips}; list them with `iomt-gateway evidence --list -c {config_path}`,"
+                f" draw one with `iomt-gateway evidence ALARM_ID -c {config_path}` (needs the plots extra)"
+            )
+        else:
+            print(f"  evidence strips: {view.strips} (run the demo with --state DIR to keep them and draw them)")
     return 0
 
 
-async def _demo(cfg: object, duration: float | None) -> None:
+async def _demo(config_path: Path, cfg: ConfigBase, duration: float | None) -> LiveView:
     from gateway.daemon import Daemon  # noqa: PLC0415
 
     view = LiveView()
-    daemon = Daemon(DEMO_CONFIG, cfg, observer=view.observe, own_process=True)  # type: ignore[arg-type]
+    daemon = Daemon(config_path, cfg, observer=view.observe, own_process=True)
 
     async def screen() -> None:
         while True:
@@ -106,3 +134,4 @@ async def _demo(cfg: object, duration: float | None) -> None:
             print(f"  delivered to the broker this run (PUBACK): {up.delivered}, resent: {up.resent}")
     # Leave the terminal tidy when Ctrl-C arrived while asyncio owned SIGINT.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    return view

@@ -14,6 +14,7 @@ from gateway.records import (
     AlarmRecord,
     BillingRecord,
     DeviceStatusRecord,
+    EvidenceRecord,
     Reading,
     RecordKind,
     SummaryRecord,
@@ -75,6 +76,7 @@ class LiveView:
         self.summaries = 0
         self.alarms = 0
         self.billing = 0
+        self.strips = 0
         self._last_print = 0.0
         self.record_time: dict[str, float] = {}
 
@@ -118,6 +120,18 @@ class LiveView:
                     "1;35",
                 ),
             )
+        elif isinstance(rec, EvidenceRecord):
+            self.strips += 1
+            self._say(
+                rec.patient,
+                rec.time,
+                self._c(
+                    f"EVIDENCE {rec.condition.replace('_', ' ')}: {rec.n_samples / rec.sample_rate_hz:.1f} s of "
+                    f"{rec.channel} at {rec.sample_rate_hz:g} Hz, {len(rec.beats)} beats marked, "
+                    f"{len(rec.data):,} bytes of samples (alarm {rec.alarm_id})",
+                    "33",
+                ),
+            )
         elif isinstance(rec, DeviceStatusRecord):
             self._say(rec.patient, rec.time, self._c(f"device {rec.device} {rec.state.value} {rec.detail}", "36"))
         elif isinstance(rec, SummaryRecord):
@@ -130,6 +144,8 @@ class LiveView:
         self._last_print = now
         for patient, vitals in sorted(self.latest.items()):
             parts = [f"{label} {vitals[v]:.0f}{unit}" for v, label, unit in _SHOWN if v in vitals]
+            if not parts:
+                continue  # only vitals this screen does not show (RR intervals, HRV) so far
             t = self.record_time.get(patient)
             when = datetime.fromtimestamp(t, tz=UTC) if t else datetime.now(UTC)
             self._say(patient, when, "  ".join(parts))
@@ -143,6 +159,6 @@ class LiveView:
         line = (
             f"[gateway] devices {running}/{len(sessions)} up | broker {broker} | records accepted "
             f"{ob.accepted if ob else 0}, delivered {up.delivered if up else 0} | outbox pending: {pending} | "
-            f"summaries {self.summaries}, alarms {self.alarms}, billing {self.billing}"
+            f"summaries {self.summaries}, alarms {self.alarms}, evidence {self.strips}, billing {self.billing}"
         )
         print(self._c(line, "2") if self.color else line, file=self.out, flush=True)

@@ -19,6 +19,9 @@ HERE = Path(__file__).parent
 # (record, start second, length in seconds): 119 = sinus rhythm with ventricular bigeminy episodes,
 # 116 = sinus rhythm with a few ectopics.  Lead 0 (MLII) only.
 EXCERPTS = [("119", 0, 300), ("116", 600, 300)]
+# The demo's bedside patient: vfdb 424 from 1200 s, 260 s: noisy sinus rhythm, ventricular
+# fibrillation from 59 s (annotated 1259-1365 s), asystole (1371-1383 s), then a nodal rhythm.
+VF_EXCERPTS = [("424", 1200, 260)]
 
 
 def cut_excerpt(
@@ -67,6 +70,19 @@ def ecg_excerpts(mitdb: Path) -> None:
         cut_excerpt(mitdb, name, start_s, length_s, HERE / "ecg")
 
 
+def vf_excerpts(vfdb: Path) -> None:
+    for name, start_s, length_s in VF_EXCERPTS:
+        cut_excerpt(
+            vfdb,
+            name,
+            start_s,
+            length_s,
+            HERE / "ecg",
+            prefix="vfdb",
+            source="MIT-BIH Malignant Ventricular Ectopy Database",
+        )
+
+
 def vitals_stream(path: Path, seed: int, desat: tuple[float, float] | None, sensor_off: tuple[float, float]) -> None:
     """A 1 Hz pulse-oximeter log: baseline SpO2 ~96-97 %, PR ~70, with artefacts, a sensor-off spell
     and (optionally) a desaturation to ~86 % lasting the given (start, end) seconds."""
@@ -102,8 +118,10 @@ def vitals_stream(path: Path, seed: int, desat: tuple[float, float] | None, sens
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mitdb", type=Path, default=HERE.parent.parent / "shared" / "data" / "mitdb")
+    ap.add_argument("--vfdb", type=Path, default=HERE.parent.parent / "shared" / "data" / "vfdb")
     args = ap.parse_args()
     ecg_excerpts(args.mitdb)
+    vf_excerpts(args.vfdb)
     vitals_stream(HERE / "vitals" / "patient-a.jsonl", seed=1, desat=(120, 170), sensor_off=(230, 245))
     vitals_stream(HERE / "vitals" / "patient-b.jsonl", seed=2, desat=None, sensor_off=(60, 64))
 

@@ -39,6 +39,17 @@ def test_demo_shows_readings_alarms_billing_and_delivery(tmp_path: Path) -> None
     assert "TECH ALARM RAISED: sensor off" in text
     assert "BILLING 99453" in text
     assert "broker connected" in text
+    # The bedside patient (vfdb 424: VF at 59 s, asystole at 171 s) within 9 s at 40x: lethal-rhythm
+    # alarms, each followed by its evidence strip, which the evidence command finds afterwards.
+    for condition in ("ventricular fibrillation", "asystole"):
+        assert f"ALARM RAISED: {condition} [high]" in text
+        assert f"EVIDENCE {condition}: " in text
+    vf_id = text.split("EVIDENCE ventricular fibrillation: ", 1)[1].split("(alarm ", 1)[1].split(")", 1)[0]
+    config = tmp_path / "demo-config.yaml"
+    assert f"-c {config}" in text
+    listed = _cli("evidence", "--list", "-c", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert vf_id in listed.stdout.splitlines()
     delivered = int(text.rsplit("delivered to the broker this run (PUBACK): ", 1)[1].split(",")[0])
     assert delivered > 20
     assert "Traceback" not in text + out.stderr
