@@ -149,6 +149,15 @@ def states(received: Sequence[Received]) -> list[str]:
     return [r.json()["state"] for r in received if r.topic == status_topic(PREFIX, GW)]
 
 
+async def announced(uplink: Uplink, subscriber: Subscriber) -> None:
+    """The first connection is up and the uplink itself has its "online" PUBACK (it then opens its
+    publish window).  The subscriber seeing "online" is not enough before a test cuts the link:
+    the PUBACK may still be on its way back, and the uplink would then time out on its status
+    message, not on the rows the test submits (seen in CI on a loaded machine)."""
+    await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+    await until(lambda: uplink.stats.window > 0)
+
+
 async def until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
     """Poll a condition; the deadline only turns a hang into a failure."""
 
@@ -313,7 +322,7 @@ async def test_publish_timeout_releases_rows_and_nothing_is_lost(
     uplink = Uplink(cfg, outbox, gateway_id=GW, backoff_base_s=0.05)
     try:
         async with running(uplink):
-            await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+            await announced(uplink, subscriber)
             proxy.blackhole()  # half-open link: bytes vanish, no RST
             keys = await submit_mixed(outbox, 40)
             await until(lambda: uplink.stats.publish_timeouts >= 1)
@@ -367,7 +376,7 @@ async def test_cancel_gives_leased_rows_back(broker: MosquittoBroker, outbox: Ou
     uplink = Uplink(upstream(proxy.url, inflight=16, publish_timeout_s=30.0), outbox, gateway_id=GW)
     try:
         task = asyncio.create_task(uplink.run())
-        await until(lambda: uplink.stats.connected)
+        await until(lambda: uplink.stats.window > 0)  # announced: see ``announced``
         proxy.blackhole()
         keys = await submit_mixed(outbox, 50)
         await until(lambda: depth(outbox)[1] > 0)  # publishes are in flight, unanswered
@@ -610,7 +619,7 @@ async def test_an_uplink_settling_after_its_outbox_closed_says_so_and_loses_noth
     try:
         with capture_logs() as logs:
             async with running(uplink):
-                await subscriber.wait_until(lambda rs: states(rs) == ["online"])
+                await announced(uplink, subscriber)
                 proxy.blackhole()  # publishes hang: rows stay leased
                 keys = await submit_mixed(ob, 10)
                 await until(lambda: depth(ob)[1] > 0)
