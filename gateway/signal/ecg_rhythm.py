@@ -33,6 +33,13 @@
   told (no reference complex yet, VT detection off) it enters as any other.  Small beats that keep
   coming at a regular rate (``adapt_beats`` in a row under ``weak_ratio``, each within
   ``adapt_rr_s``) are an amplitude change, not a standstill: they become the new reference.
+  What these rules cannot tell from a QRS (``bench/ecg_asystole.py``, lead 0): P waves as large
+  as MIT-BIH 108's (0.31-0.67 of its QRS energy in the two of its five standstills missed) and
+  as alike it (correlation mostly 0.87-0.99) at the former RR count, or enter the reference.
+  222's sharp atrial waves going on at the QRS rate (0.35-0.44, correlation -0.37 to -0.48)
+  carry its rhythm 7 s past the last QRS in one standstill (raised at 13.6 s).  A floor on the
+  correlation of such waves has no room between them and the patient's own beats in noise: 231's
+  on lead 1 fall to -0.3 to -0.56 with electrode motion at 6 dB.
 
 * Organised rhythm: a second is never VF-like while the beats of the last ``organised_s`` come
   regularly (RR spread within ``organised_spread`` of the median) at no more than
