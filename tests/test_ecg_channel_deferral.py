@@ -42,7 +42,12 @@ def decisions(o: EcgOutput) -> tuple[list[object], list[float]]:
 
 @pytest.mark.parametrize(
     ("name", "seconds", "step"),
-    [("ecg/mitdb_119_0s", 120.0, 36), ("ecg_vf/vfdb_426_615s", 60.0, 25), ("ecg_vf/vfdb_615_600s", 60.0, 7)],
+    [
+        ("ecg/mitdb_119_0s", 120.0, 36),
+        ("ecg_vf/vfdb_426_615s", 60.0, 25),
+        ("ecg_vf/vfdb_615_600s", 60.0, 7),
+        ("ecg_vf/vfdb_418_1900s", 40.0, 13),  # a smooth rhythm read for its alike complexes
+    ],
 )
 def test_deferred_channel_decides_in_the_same_blocks_as_one_processing_every_block(
     name: str, seconds: float, step: int
