@@ -30,7 +30,10 @@ bursts_false_per_h=… bursts_spells_per_h=…``.
 ``--vfdb`` instead runs the records of the MIT-BIH Malignant Ventricular Ectopy Database as
 recorded (rhythm annotations only: no beats to score) and prints the "no valid ECG" alarms per
 hour and their share of the time, and how many of them ended at a VF or VT onset (the rhythm
-read as noise first): ``overall vfdb technical: alarms_per_h=… invalid_pct=… ended_by_vf=…
+read as noise first), and before that the share of each annotated rhythm's time (``(N``, ``(VT``,
+``(NOISE`` ... up to the next rhythm note) with the alarm raised, the same over the organised
+rhythms (``ORGANISED``: a readable ECG, where the alarm is the index's error) and the five records
+with the most of it: ``overall vfdb technical: alarms_per_h=… invalid_pct=… ended_by_vf=…
 ended_by_vt=…``.
 
 The channel decides the two apart (``ecg_channel``): readings are held from the first bad window,
@@ -55,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from vf_data import annotated_records, load, mix_noise, noise_record  # noqa: E402
+from vf_data import annotated_records, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
 
 from gateway.readings import SampleBlock, Vital  # noqa: E402
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange  # noqa: E402
@@ -64,6 +67,9 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 BURST_S, BURST_EVERY_S, BURST_SHIFT_S, BURST_SNR_DB = 3.0, 20.0, 1.3, 0.0
+# Rhythms with a readable, organised ECG: "no valid ECG" raised during them is the index's error
+# (or noise the annotators did not mark as such).
+ORGANISED = ("(N", "(NSR", "(AFIB", "(BI", "(SVTA", "(NOD", "(B")
 VARIANTS = ("clean", "em 12", "em 6", "em 0", "ma 12", "ma 6", "ma 0", "bursts")
 
 
@@ -199,14 +205,36 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
     return path.name, variant, t
 
 
-def technical_alarms(job: tuple[Path, EcgSettings]) -> tuple[float, int, float, Counter[str]]:
-    """(seconds, alarms raised, seconds raised, clears by their detail) of one record as recorded."""
+def by_rhythm(
+    notes: list[tuple[float, str]], spans: list[tuple[float, float]], end_s: float
+) -> dict[str, tuple[float, float]]:
+    """{rhythm note: (seconds annotated, seconds of them with "no valid ECG" raised)}; ``notes``
+    as (seconds, note) in order, each rhythm running to the next note (the first one from 0 s:
+    the records start with one)."""
+    out: dict[str, tuple[float, float]] = {}
+    for k, (start, note) in enumerate(notes):
+        stop = notes[k + 1][0] if k + 1 < len(notes) else end_s
+        if stop <= start:
+            continue
+        raised = sum(max(0.0, min(b, stop) - max(a, start)) for a, b in spans)
+        seconds, invalid = out.get(note, (0.0, 0.0))
+        out[note] = (seconds + stop - start, invalid + raised)
+    return out
+
+
+def technical_alarms(
+    job: tuple[Path, EcgSettings],
+) -> tuple[float, int, float, Counter[str], dict[str, tuple[float, float]]]:
+    """(seconds, alarms raised, seconds raised, clears by their detail, ``by_rhythm``) of one
+    record as recorded."""
     path, settings = job
     x, fs = load(path, 0)
     _, changes, _ = run_channel(x, fs, settings)
     ended = Counter(c.detail for c in changes if c.valid)
-    spans = invalid_spans([(c.time, c.valid) for c in changes], len(x) / fs)
-    return len(x) / fs, len(spans), sum(b - a for a, b in spans), ended
+    end_s = len(x) / fs
+    spans = invalid_spans([(c.time, c.valid) for c in changes], end_s)
+    notes = [(sample / fs, note) for sample, note in rhythm_notes(path)]
+    return end_s, len(spans), sum(b - a for a, b in spans), ended, by_rhythm(notes, spans, end_s)
 
 
 def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs: int) -> int:
@@ -219,9 +247,29 @@ def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs
     raised = sum(r[1] for r in results)
     invalid = sum(r[2] for r in results)
     ended: Counter[str] = Counter()
+    rhythms: dict[str, tuple[float, float]] = {}
     for r in results:
         ended.update(r[3])
+        for note, (s, inv) in r[4].items():
+            s0, inv0 = rhythms.get(note, (0.0, 0.0))
+            rhythms[note] = (s0 + s, inv0 + inv)
     print(f"records: {len(paths)} vfdb, lead 0, {seconds / 3600.0:.1f} h; alarms ended by: {dict(ended)}")
+    print("no valid ECG by annotated rhythm (share of its time raised):")
+    for note, (s, inv) in sorted(rhythms.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {note:8s} {100.0 * inv / s:5.1f}% of {s:7.0f} s")
+    organised = [rhythms.get(note, (0.0, 0.0)) for note in ORGANISED]
+    org_s, org_inv = sum(s for s, _ in organised), sum(inv for _, inv in organised)
+    worst = sorted(
+        (
+            (sum(inv for note, (_, inv) in r[4].items() if note in ORGANISED), p.name)
+            for p, r in zip(paths, results, strict=True)
+        ),
+        reverse=True,
+    )[:5]
+    print(
+        f"organised rhythms ({' '.join(ORGANISED)}): {100.0 * org_inv / max(1e-9, org_s):.1f}% "
+        f"of {org_s:.0f} s raised; most in records {', '.join(f'{name} ({inv:.0f} s)' for inv, name in worst)}"
+    )
     print(
         f"overall vfdb technical: alarms_per_h={raised / (seconds / 3600.0):.1f} "
         f"invalid_pct={100.0 * invalid / seconds:.2f} ended_by_vf={ended.get('ventricular_fibrillation', 0)} "

@@ -54,12 +54,17 @@ def cut_excerpt(
         comments=[f"excerpt of {source} record {name}, samples {a}..{b}"],
     )
     ann = wfdb.rdann(str(mitdb / name), "atr", sampfrom=a, sampto=b - 1)
+    sample, symbol, aux_note = np.asarray(ann.sample) - a, ann.symbol, ann.aux_note
+    if len(sample) == 0:
+        # Nothing annotated within (a stretch of one rhythm): the note in force, at the start.
+        before = wfdb.rdann(str(mitdb / name), "atr", sampto=a)
+        sample, symbol, aux_note = np.asarray([0]), before.symbol[-1:], before.aux_note[-1:]
     wfdb.wrann(
         out,
         "atr",
-        sample=np.asarray(ann.sample) - a,
-        symbol=ann.symbol,
-        aux_note=ann.aux_note,
+        sample=sample,
+        symbol=symbol,
+        aux_note=aux_note,
         fs=fs,
         write_dir=str(out_dir),
     )

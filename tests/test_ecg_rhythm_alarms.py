@@ -59,11 +59,11 @@ def test_fibrillation_raises_a_high_alarm_and_holds_the_heart_rate() -> None:
     assert not [r for r in hr if r.time >= T0 + raised]  # ...VF has none
     # The 'beats' in VF are no rate: no rate alarm comes out of them.
     assert not alarms(out, "heart_rate_high") and not alarms(out, "extreme_tachycardia")
-    # The quality index calls VF's first windows noise; VF's start ends that spell, and VF is
-    # not called noise again while it lasts.
-    tech = alarms(out, NO_VALID_ECG)
-    assert tech[-1].event is AlarmEvent.CLEARED and tech[-1].detail == "ecg: ventricular_fibrillation"
-    assert tech[-1].time.timestamp() - T0 == pytest.approx(raised)
+    # The quality index calls VF's first windows noise (low kurtosis), but their complexes are
+    # mostly alike, so they count neither way toward "no valid ECG" (``EcgChannel._judge``):
+    # none is raised before the VF alarm (one was, and VF's start cleared it), and VF is not
+    # called noise while it lasts.
+    assert alarms(out, NO_VALID_ECG) == []
 
 
 @pytest.mark.parametrize(

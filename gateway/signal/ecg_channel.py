@@ -11,6 +11,13 @@ make their output safe to alarm on:
   holds a beat that came too early to be the patient's (an RR under ``short_rr_ratio`` of the
   recent released ones): noise the detector took for beats.  A steep but slow rhythm with no
   early beat (an agonal rhythm under amplifier fuzz) is left readable.
+* A window noisy for its low kurtosis alone is readable when the complexes at its beats are alike
+  one another (each whole one correlates at ``alike_corr`` with a neighbour, at least
+  ``alike_beats`` of them): a smooth, wide, regular rhythm is sub-Gaussian like a sinusoid (vfdb
+  418), while noise, even band-limited to a wide complex's frequencies, makes unalike "complexes",
+  and so does mains hum once it is large beside the complexes (its phase differs at each beat).
+  When most of them are alike but not all, readings are held back as after a noisy window, and
+  it counts neither way toward "no valid ECG".
 * Readings stop at the first bad window and come back after ``recover_windows`` good ones in a
   row (the first good window after noise often holds its tail).  The "no valid ECG" technical
   alarm (``changes``) is decided apart, with its own delay and hysteresis (``no_valid_ecg``):
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +84,7 @@ if TYPE_CHECKING:
 
 
 MIN_REPORTED_HR = 60.0 / heart_rate.MAX_RR_S  # 15 /min
+_sum = np.add.reduce
 _FLOAT64 = np.dtype(np.float64)
 
 
@@ -90,6 +99,11 @@ class EcgSettings:
     max_noise_ratio: float = 0.4  # mean noise peak in a window over the QRS level beyond which it is noisy
     max_slope_floor: float = 0.2  # beyond it, a window with an early beat is noisy (module docstring)
     short_rr_ratio: float = 0.6  # an RR under this share of the recent released ones is early
+    # A window noisy for its low kurtosis alone is readable when the complexes at its beats are
+    # alike (``_alike_complexes``): at least ``alike_beats`` of them whole in the window, each
+    # correlating at ``alike_corr`` or more with the one before or after it.
+    alike_beats: int = 3
+    alike_corr: float = 0.9
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
 
@@ -211,6 +225,7 @@ class EcgChannel:
         self._resumed_standstill: StandstillMemory | None = None
         self.standstill: StandstillMemory | None = None  # while an asystole episode is on
         self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
+        self._beats: list[int] = []  # the last beats' sample indices, oldest first (``_alike_complexes``)
 
     def resume(
         self, conditions: Iterable[str], *, valid: bool = True, standstill: StandstillMemory | None = None
@@ -422,6 +437,10 @@ class EcgChannel:
 
     def _beat(self, index: int, energy: float, decided_index: int, out: EcgOutput) -> None:
         out.beats.append(index)
+        beats = self._beats
+        beats.append(index)
+        if len(beats) > 48:
+            del beats[:24]  # a window holds at most 4 s x 300 /min: 20 beats
         vt = self.vt
         shape: Shape | None = None
         measured = False
@@ -503,6 +522,29 @@ class EcgChannel:
             return False
         return min(rrs) < self.settings.short_rr_ratio * median((*self._released_rr, *rrs))
 
+    def _alike_share(self, window: QualityWindow, band: FloatArray) -> float:
+        """The share of the complexes whole in the window that are alike the one before it or the
+        one after it: their band-passed samples, from 0.12 s before the beat to 0.2 s after it (a
+        wide complex), correlate at ``alike_corr`` or more; 0 with fewer than ``alike_beats``.
+        Noise makes "complexes" unlike one another; a beat the detector placed off the complexes
+        makes one unlike both neighbours."""
+        s = self.settings
+        assert self.fs is not None
+        pre, post = round(0.12 * self.fs), round(0.20 * self.fs)
+        start = window.start_index
+        lo, hi = start + pre, window.end_index - post
+        segments = []
+        for i in self._beats:
+            if lo <= i <= hi:
+                segment = band[i - pre - start : i + post - start]
+                segments.append(segment - _sum(segment) / len(segment))
+        if len(segments) < s.alike_beats:
+            return 0.0
+        alike = [correlation(a, b) >= s.alike_corr for a, b in pairwise(segments)]
+        # Complex k's neighbours are pairs k - 1 and k: each complex needs one of them alike.
+        liked = sum(before or after for before, after in zip([False, *alike], [*alike, False], strict=True))
+        return liked / len(segments)
+
     def _remember_rr(self, released: list[_Pending]) -> None:
         rrs = tuple(r.value for _, r in released if r.vital is _RR and r.value is not None)
         if rrs:
@@ -519,10 +561,23 @@ class EcgChannel:
                 self._vt(vt_change, out)
         # Asked at every window, not only good ones, so that each window is judged by its own peaks.
         noise_peaks = self._noise_peaks_high()
-        if quality is EcgQuality.GOOD and (
-            noise_peaks or (window.slope_floor > s.max_slope_floor and self._early_beat(window))
-        ):
-            quality = EcgQuality.NOISY
+        smooth_rhythm = False  # most of a low-kurtosis window's complexes alike, not all
+        if quality is EcgQuality.GOOD:
+            if noise_peaks or (window.slope_floor > s.max_slope_floor and self._early_beat(window)):
+                quality = EcgQuality.NOISY
+        elif quality is EcgQuality.NOISY and window.band is not None and not noise_peaks:
+            # A smooth rhythm (low kurtosis) whose complexes are alike one another.  Its slope
+            # floor is a noise's (~0.25 on vfdb 418's wide complexes) and its beats are not
+            # checked for early ones: their likeness is the direct test that they are no noise.
+            # With a complex unlike both neighbours (a beat the detector placed off the
+            # complexes, its RR wrong), but most alike, the window is a rhythm with a beat not
+            # to be trusted: readings are held back from it, and like a noisy window during VT,
+            # it counts neither toward "no valid ECG" nor toward clearing it.
+            share = self._alike_share(window, window.band)
+            if share == 1.0:
+                quality = EcgQuality.GOOD
+            else:
+                smooth_rhythm = share > 0.5
         end_time = self._time(window.end_index)
         if self.rhythm.vf_active:
             # No rate in VF, and its windows are not noise: validity is left as it is.
@@ -538,8 +593,13 @@ class EcgChannel:
         # beside the VT alarm would say the VT is an artefact.  So a noisy window during VT does
         # not count toward that alarm (one on ends at the VT's onset, ``_rhythm``), and no rate is
         # released from a window that is not good.
-        bad = not good and not (quality is EcgQuality.NOISY and self.vt is not None and self.vt.active)
-        if self.readable and bad:
+        bad = not good and not (
+            quality is EcgQuality.NOISY and (smooth_rhythm or (self.vt is not None and self.vt.active))
+        )
+        # A smooth rhythm's window with a beat not to be trusted holds the readings back as a
+        # noisy one does (the next ones wait for ``recover_windows`` good windows): released at
+        # once after it, a good window's readings gave 2 more false beats on clean MIT-BIH.
+        if self.readable and (bad or smooth_rhythm):
             self.readable = False
             self._released_rr = ()
             self._noisy_spell = quality is EcgQuality.NOISY

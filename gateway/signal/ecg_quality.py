@@ -24,6 +24,12 @@ own: a slow, wide, small rhythm under amplifier fuzz (an agonal rhythm) has a hi
 is still readable; the ECG channel calls a window noisy on it only when the window's beats come
 too early to be the patient's (``gateway.signal.ecg_channel``).
 
+Kurtosis under ``min_kurtosis`` lumps together noise and smooth, periodic rhythms: a sinusoid has
+1.5, under Gaussian noise's 3, and a regular wide-complex rhythm comes close to one (vfdb 418:
+1.55-2.4 in every window).  The index cannot tell them apart, having no beats: a window noisy for
+its kurtosis alone (its amplitude did not jump) carries its band-passed samples (``band``), and
+the ECG channel reads it when the complexes at the R-peak detector's beats are alike one another.
+
 Downstream, any verdict but ``GOOD`` means "no valid ECG": heart-rate alarms are suppressed and a
 technical condition is raised instead, so a loose electrode does not read as asystole.
 """
@@ -74,6 +80,10 @@ class QualityWindow:
     kurtosis: float
     ptp_mv: float
     slope_floor: float = 0.0  # see the module docstring
+    # The band-passed samples of a window noisy for its kurtosis alone (its amplitude did not
+    # jump), else None: the ECG channel looks in them for a rhythm of alike complexes, which
+    # makes a smooth, wide rhythm readable (see the module docstring).
+    band: FloatArray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -149,15 +159,17 @@ def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWin
     kurt = float(_sum(squares * squares) / n / var**2) if var > 0 else 0.0
     on_rails = int(np.count_nonzero(raw == hi)) + int(np.count_nonzero(raw == lo))
     band_ptp = float(_max(filt) - _min(filt))
+    smooth: FloatArray | None = None
 
     if ptp < p.flat_mv:
         quality = EcgQuality.FLAT
     elif on_rails >= p.rail_share * len(raw):
         quality = EcgQuality.SATURATED
-    elif kurt < p.min_kurtosis or (
-        len(state.good_ptp) >= 3 and band_ptp > p.max_amplitude_jump * median(state.good_ptp)
-    ):
+    elif len(state.good_ptp) >= 3 and band_ptp > p.max_amplitude_jump * median(state.good_ptp):
         quality = EcgQuality.NOISY
+    elif kurt < p.min_kurtosis:
+        quality = EcgQuality.NOISY
+        smooth = filt
     else:
         quality = EcgQuality.GOOD
         state.good_ptp = (*state.good_ptp[-(p.history - 1) :], band_ptp)
@@ -168,6 +180,7 @@ def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWin
         kurtosis=kurt,
         ptp_mv=ptp,
         slope_floor=slope_floor(filt, p.slope_parts),
+        band=smooth,
     )
 
 
