@@ -100,7 +100,7 @@ class EcgSettings:
     max_slope_floor: float = 0.2  # beyond it, a window with an early beat is noisy (module docstring)
     short_rr_ratio: float = 0.6  # an RR under this share of the recent released ones is early
     # A window noisy for its low kurtosis alone is readable when the complexes at its beats are
-    # alike (``_alike_complexes``): at least ``alike_beats`` of them whole in the window, each
+    # alike (``_alike_share``): at least ``alike_beats`` of them whole in the window, each
     # correlating at ``alike_corr`` or more with the one before or after it.
     alike_beats: int = 3
     alike_corr: float = 0.9
@@ -225,7 +225,6 @@ class EcgChannel:
         self._resumed_standstill: StandstillMemory | None = None
         self.standstill: StandstillMemory | None = None  # while an asystole episode is on
         self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
-        self._beats: list[int] = []  # the last beats' sample indices, oldest first (``_alike_complexes``)
 
     def resume(
         self, conditions: Iterable[str], *, valid: bool = True, standstill: StandstillMemory | None = None
@@ -437,10 +436,6 @@ class EcgChannel:
 
     def _beat(self, index: int, energy: float, decided_index: int, out: EcgOutput) -> None:
         out.beats.append(index)
-        beats = self._beats
-        beats.append(index)
-        if len(beats) > 48:
-            del beats[:24]  # a window holds at most 4 s x 300 /min: 20 beats
         vt = self.vt
         shape: Shape | None = None
         measured = False
@@ -534,10 +529,11 @@ class EcgChannel:
         start = window.start_index
         lo, hi = start + pre, window.end_index - post
         segments = []
-        for i in self._beats:
-            if lo <= i <= hi:
-                segment = band[i - pre - start : i + post - start]
-                segments.append(segment - _sum(segment) / len(segment))
+        # The rhythm monitor holds the recent beats (a window holds at most 20: 4 s at 300 /min);
+        # it is made anew with the other states at a gap, so no beat of an earlier stream is read.
+        for i in self.rhythm.beats_within(lo, hi):
+            segment = band[i - pre - start : i + post - start]
+            segments.append(segment - _sum(segment) / len(segment))
         if len(segments) < s.alike_beats:
             return 0.0
         alike = [correlation(a, b) >= s.alike_corr for a, b in pairwise(segments)]

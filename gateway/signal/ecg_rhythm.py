@@ -156,6 +156,10 @@ class RhythmMonitor:
     def qrs_reference(self) -> list[float]:
         return list(self._strong)
 
+    def beats_within(self, lo: int, hi: int) -> list[int]:
+        """The recent beats (the last 64, in the order they came) at sample ``lo`` to ``hi``."""
+        return [i for i, _ in self._beats if lo <= i <= hi]
+
     def small(self, energy: float) -> bool:
         """Whether a beat of this energy is under ``mid_ratio`` of the recent QRS: the channel then
         tells ``beat`` whether it is shaped like the patient's QRS (only these are measured)."""
