@@ -28,21 +28,22 @@ from gateway.status_view import LiveView, format_outbox
 DEMO_CONFIG = demo_config()
 
 
-def _effective_config(state: Path, url: str, speed: float, keyring_file: Path) -> Path:
+def _effective_config(cfg: ConfigBase, state: Path, url: str, speed: float, keyring_file: Path) -> Path:
     """The demo's config as a file in its state folder: the broker it started, its state and key,
-    the replay speed, every path absolute.  The daemon reads it (and re-reads it on SIGHUP), and
-    ``iomt-gateway evidence -c`` finds the demo's strips through it."""
+    the replay speed, and every file a device reads (each ``Path`` field of its validated settings)
+    made absolute, since the file no longer sits beside them.  The daemon reads it (and re-reads
+    it on SIGHUP), and ``iomt-gateway evidence -c`` finds the demo's strips through it."""
     doc = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
     base = DEMO_CONFIG.parent
     doc["upstream"] = {**doc.get("upstream", {}), "url": url, "backoff_max_s": 5.0}
     # the demo's own key, in its state folder (a real hub's comes from `iomt-gateway keys init`)
     doc["storage"] = {**doc.get("storage", {}), "path": str(state / "gateway"), "keyring": str(keyring_file)}
-    for patient in doc.get("patients", []):
-        for device in patient.get("devices", []):
+    for patient, model in zip(doc["patients"], cfg.patients, strict=True):
+        for device, settings in zip(patient["devices"], model.devices, strict=True):
             device["speed"] = speed
-            for key in ("vitals", "ecg"):
-                if key in device:
-                    device[key] = str((base / device[key]).resolve())
+            for name, value in settings:
+                if isinstance(value, Path):
+                    device[name] = str((base / value).resolve())
     path = state / "demo-config.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
@@ -50,17 +51,17 @@ def _effective_config(state: Path, url: str, speed: float, keyring_file: Path) -
 
 def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path | None) -> int:
     logs.configure("warning", "console")
+    try:
+        demo_cfg = load_config(DEMO_CONFIG)
+    except ConfigError as e:
+        print(e.render())
+        return 2
     kept = state is not None
     tmp = None
     if state is None:
         tmp = Path(tempfile.mkdtemp(prefix="iomt-demo-"))
         state = tmp
     state.mkdir(parents=True, exist_ok=True)
-    try:
-        load_config(DEMO_CONFIG)
-    except ConfigError as e:
-        print(e.render())
-        return 2
     broker = None
     binary = None if offline else find_mosquitto()
     if binary is not None:
@@ -72,18 +73,17 @@ def run_demo(*, duration: float | None, speed: float, offline: bool, state: Path
     keyring_file = state / "keyring"
     keyring.init(keyring_file)
     url = broker.url if broker else "mqtt://127.0.0.1:9"  # nothing listens on the discard port
-    config_path = _effective_config(state, url, speed, keyring_file)
     try:
+        config_path = _effective_config(demo_cfg, state, url, speed, keyring_file)
         cfg = load_config(config_path)
+        print(
+            f"Replaying {sum(len(p.devices) for p in cfg.patients)} devices of {len(cfg.patients)} patients at "
+            f"{speed:g}x real time. Ctrl-C to stop.\n"
+        )
+        view = asyncio.run(_demo(config_path, cfg, duration))
     except ConfigError as e:
         print(e.render())
         return 2
-    print(
-        f"Replaying {sum(len(p.devices) for p in cfg.patients)} devices of {len(cfg.patients)} patients at "
-        f"{speed:g}x real time. Ctrl-C to stop.\n"
-    )
-    try:
-        view = asyncio.run(_demo(config_path, cfg, duration))
     finally:
         if broker is not None:
             broker.stop()
