@@ -41,15 +41,19 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from scipy.signal import sosfiltfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aed_classes import NON_SHOCKABLE, RAPID_VT_PER_MIN, classify_seconds, table
 from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, rhythm_notes, vf_intervals
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel
+from gateway.signal.ecg_filters import butter2_bandpass
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION
+from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mitdb"
 MIN_EPISODE_S = 8.0
@@ -69,6 +73,7 @@ class RecordScore:
     raises: int = 0
     onset_errors_s: list[float] = field(default_factory=list)
     false_by_rhythm: Counter[str] = field(default_factory=Counter)  # scored alarm seconds, by rhythm note
+    aed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (AHA class, 's' | 'vf' | 'lethal') seconds
 
     def add(self, o: RecordScore) -> None:
         self.episodes += o.episodes
@@ -82,6 +87,7 @@ class RecordScore:
         self.raises += o.raises
         self.onset_errors_s += o.onset_errors_s
         self.false_by_rhythm += o.false_by_rhythm
+        self.aed += o.aed
 
     @property
     def se(self) -> float:
@@ -100,20 +106,32 @@ ONSET_LOOKBACK_S = 10.0  # a raise this long before an annotated onset still mar
 
 
 def alarm_intervals(
-    x: npt.NDArray[np.float64], fs: float, block_s: float, onsets: list[tuple[int, int]] | None = None
+    x: npt.NDArray[np.float64],
+    fs: float,
+    block_s: float,
+    onsets: list[tuple[int, int]] | None = None,
+    vt: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
     """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed
-    (and, into ``onsets``, each raise's sample and the onset sample it marks)."""
+    (and, into ``onsets``, each raise's sample and the onset sample it marks; into ``vt``, the
+    intervals of the VT alarm)."""
     channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     out: list[tuple[int, int]] = []
     start: int | None = None
+    vt_start: int | None = None
     for a in range(0, len(x), step):
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
         for ev in channel.feed(block).rhythm:
+            i = round(ev.time * fs)
+            if ev.condition == VENTRICULAR_TACHYCARDIA and vt is not None:
+                if ev.active:
+                    vt_start = i
+                elif vt_start is not None:
+                    vt.append((vt_start, i))
+                    vt_start = None
             if ev.condition != VENTRICULAR_FIBRILLATION:
                 continue
-            i = round(ev.time * fs)
             if ev.active:
                 start = i
                 if onsets is not None:
@@ -123,6 +141,8 @@ def alarm_intervals(
                 start = None
     if start is not None:
         out.append((start, len(x)))
+    if vt is not None and vt_start is not None:
+        vt.append((vt_start, len(x)))
     return out
 
 
@@ -136,6 +156,8 @@ def score(
     grace_s: float,
     onsets: list[tuple[int, int]] | None = None,
     notes: list[tuple[int, str]] | None = None,
+    classes: list[str] | None = None,
+    vt_alarms: list[tuple[int, int]] | None = None,
 ) -> RecordScore:
     r = RecordScore(name)
     on = np.zeros(n, dtype=bool)
@@ -177,6 +199,17 @@ def score(
         for k in np.flatnonzero(on_s & scored):
             j = bisect.bisect_right(starts, int(k) * sec) - 1
             r.false_by_rhythm[notes[j][1] if j >= 0 else "?"] += 1
+    if classes:
+        lethal = on.copy()
+        for a, b in vt_alarms or []:
+            lethal[a:b] = True
+        lethal_s = lethal[: m * sec].reshape(m, sec)[:, -1]
+        for k, c in enumerate(classes[:m]):
+            if c in NON_SHOCKABLE and not scored[k]:
+                continue  # the seconds Sp_second leaves out: some VF in them, or the grace after it
+            r.aed[(c, "s")] += 1
+            r.aed[(c, "vf")] += int(on_s[k])
+            r.aed[(c, "lethal")] += int(lethal_s[k])
     return r
 
 
@@ -189,14 +222,19 @@ def evaluate(
     block_s: float,
     tol_s: float,
     grace_s: float,
+    rapid_vt_per_min: float = RAPID_VT_PER_MIN,
 ) -> RecordScore:
     x, fs = load(path, lead)
+    notes = rhythm_notes(path)
+    # The classes are the truth's: measured on the clean record, before any noise, zero phase.
+    classes = classify_seconds(notes, sosfiltfilt(butter2_bandpass(1.0, 30.0, fs), x), fs, rapid_vt_per_min)
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
     truth = vf_intervals(path, len(x))
     onsets: list[tuple[int, int]] = []
-    alarms = alarm_intervals(x, fs, block_s, onsets)
-    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, rhythm_notes(path))
+    vt: list[tuple[int, int]] = []
+    alarms = alarm_intervals(x, fs, block_s, onsets, vt)
+    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, notes, classes, vt)
 
 
 def _fmt(tag: str, s: RecordScore) -> str:
@@ -220,7 +258,10 @@ def _onset_line(s: RecordScore) -> str:
 
 
 def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> RecordScore:
-    jobs = [(p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s) for p in paths]
+    jobs = [
+        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s, args.rapid_vt)
+        for p in paths
+    ]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             results = list(pool.map(evaluate, *zip(*jobs, strict=True)))
@@ -243,6 +284,7 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
     print(f"{label}: {_onset_line(total)}")
     by_rhythm = ", ".join(f"{k} {v}" for k, v in total.false_by_rhythm.most_common())
     print(f"{label}: alarm seconds counted against Sp_second, by annotated rhythm: {by_rhythm or 'none'}")
+    print("\n".join(table(total.aed, label)))
     print(_fmt(f"{label} vf", total))
     return total
 
@@ -259,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance-s", type=float, default=4.0)
     ap.add_argument("--grace-s", type=float, default=10.0)
     ap.add_argument("--records", nargs="*")
+    ap.add_argument(
+        "--rapid-vt",
+        type=float,
+        default=RAPID_VT_PER_MIN,
+        help=f"rate (/min) from which annotated VT is 'rapid VT' in the AED class table (default {RAPID_VT_PER_MIN:g})",
+    )
     args = ap.parse_args(argv)
     if args.nstdb is None:
         args.nstdb = args.data.resolve().parent / "nstdb"
