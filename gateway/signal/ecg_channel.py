@@ -34,7 +34,10 @@ make their output safe to alarm on:
   (the "beats" found in VF are not a rate), and its low-kurtosis windows are not called noise; an
   episode's start also ends a "no valid ECG" spell it caused.  VT's wide complexes read as noise
   too: its onset ends a spell begun by noisy windows, and none starts while it lasts (its rate is
-  still not released from a window that is not good).  Asystole is reported as a rhythm too.
+  still not released from a window that is not good).  Asystole is reported as a rhythm too,
+  and while it lasts a window noisy for its low kurtosis alone (no QRS left to lift it) starts no
+  spell either; a jump in amplitude still does, and a spell already on stays on (noise that hid
+  the QRS looks the same).
 * Samples are processed when they reach the next decision point (a quality-window or VF-step end,
   at most ~1 s apart), not block by block: every decision comes out in the block it would come
   out in anyway, for about half the CPU of running the filters and the detector on every
@@ -589,8 +592,18 @@ class EcgChannel:
         # beside the VT alarm would say the VT is an artefact.  So a noisy window during VT does
         # not count toward that alarm (one on ends at the VT's onset, ``_rhythm``), and no rate is
         # released from a window that is not good.
+        # Likewise a standstill: no QRS spike is left to lift the kurtosis, so its windows read
+        # as noise for their kurtosis alone (``band``); a jump in amplitude (electrode motion)
+        # still counts as noise during asystole.  Unlike VT's onset, asystole's does not end a
+        # spell already on: noise that hides the QRS raises asystole too (MIT-BIH 104 under the
+        # noise bursts of bench/ecg_quality.py, 7 times), and there the spell said so first.
         bad = not good and not (
-            quality is EcgQuality.NOISY and (smooth_rhythm or (self.vt is not None and self.vt.active))
+            quality is EcgQuality.NOISY
+            and (
+                smooth_rhythm
+                or (self.vt is not None and self.vt.active)
+                or (self.rhythm.asystole and window.band is not None)
+            )
         )
         # A smooth rhythm's window with a beat not to be trusted holds the readings back as a
         # noisy one does (the next ones wait for ``recover_windows`` good windows): released at
