@@ -135,8 +135,12 @@ def test_next_step_end_is_where_the_vf_detector_steps(fs: float) -> None:
     steps: list[int] = []
     feed = monitor.vf.feed
 
-    def spy(samples: np.ndarray, organised: Callable[[int], bool] | None = None) -> VfOutput:
-        result = feed(samples, organised)
+    def spy(
+        samples: np.ndarray,
+        organised: Callable[[int], bool] | None = None,
+        artefact: Callable[[int], bool] | None = None,
+    ) -> VfOutput:
+        result = feed(samples, organised, artefact)
         steps.extend(s.end_index for s in result.steps)
         return result
 

@@ -66,6 +66,7 @@ from gateway.signal.ecg_rhythm import (
     RhythmMonitor,
     RhythmSettings,
 )
+from gateway.signal.native_rhythm import NativeRhythm
 from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 from gateway.signal.rpeak_detector import RPeakDetector
 from gateway.signal.vt_detector import (
@@ -266,7 +267,8 @@ class EcgChannel:
             self.standstill = memory  # kept for a further restart while the episode lasts
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
-        self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index=first_index)
+        self.native = NativeRhythm(fs, first_index=first_index)
+        self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index, self.native.through_artefact)
         # Episodes on go on across a gap (or a restart): the samples after it end them or keep them.
         self.rhythm.resume(
             vf=VENTRICULAR_FIBRILLATION in resumed or (previous is not None and previous.vf_active),
@@ -379,6 +381,7 @@ class EcgChannel:
             piece = samples[pos : pos + take]
             pos += take
             index += take
+            self.native.feed(piece)  # before the beats: a VT run's start asks about its samples
             for beat in rpeak_detector.decide(state, index, params):
                 self._beat(beat.index, beat.energy, beat.decided_index, out)
             for change in rhythm.feed(piece):
@@ -484,7 +487,19 @@ class EcgChannel:
         return measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index)
 
     def _vt(self, change: VtChange, out: EcgOutput) -> None:
+        if change.active and self.vt is not None and self._artefact_run(change.index):
+            # The "wide complexes" are an artefact's cycles over the patient's own rhythm: the run
+            # starts over, and the next run to come is asked again.
+            self.vt.reset()
+            return
         self._rhythm(RhythmChange(change.index, VENTRICULAR_TACHYCARDIA, change.active, change.onset_index), out)
+
+    def _artefact_run(self, index: int) -> bool:
+        """Whether the run of "ventricular" beats ending at ``index`` is an artefact over the
+        patient's own rhythm in any of the three 5 s stretches ending 0, 1 and 2 s before it (the
+        native beats are not found in every one: ``bench/ecg_artefact.py``)."""
+        assert self.fs is not None
+        return any(self.native.through_artefact(index - round(k * self.fs)) for k in range(3))
 
     def _end_vt(self, index: int, out: EcgOutput) -> None:
         vt = self.vt

@@ -62,7 +62,7 @@ from gateway.signal.small_stats import median
 from gateway.signal.vf_detector import VfChange, VfDetector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     import numpy as np
     import numpy.typing as npt
@@ -104,10 +104,19 @@ class RhythmChange:
 
 
 class RhythmMonitor:
-    def __init__(self, fs: float, settings: RhythmSettings | None = None, first_index: int = 0) -> None:
+    def __init__(
+        self,
+        fs: float,
+        settings: RhythmSettings | None = None,
+        first_index: int = 0,
+        artefact: Callable[[int], bool] | None = None,
+    ) -> None:
         self.fs = fs
         self.settings = settings or RhythmSettings()
         self.vf = VfDetector(fs, first_index=first_index)
+        # Asked of a step that would be VF-like: is it an artefact over the patient's own rhythm?
+        # (``native_rhythm``; the ECG channel keeps the samples it needs.)
+        self._artefact = artefact
         # A window first scores VF-like once VF fills about half of it, so the episode's onset is
         # marked at that window's middle, not at its end: on vfdb the end is a median 1.8 s after
         # the annotated onset, the middle 0.1 s before it (bench/ecg_vf.py prints the figures).
@@ -264,7 +273,7 @@ class RhythmMonitor:
     def feed(self, samples_mv: FloatArray) -> list[RhythmChange]:
         out: list[RhythmChange] = []
         self._fed += len(samples_mv)
-        result = self.vf.feed(samples_mv, self._organised)
+        result = self.vf.feed(samples_mv, self._organised, self._artefact)
         # Nearly every call has no episode change: no dict (a comprehension is a call of its own).
         changes = {c.index: c for c in result.changes} if result.changes else {}
         for step in result.steps:

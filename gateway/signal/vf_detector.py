@@ -232,6 +232,9 @@ class VfStep:
     # The trees' probability (``vf_trees``), computed only where ``probability`` reaches the
     # threshold (every step scored in full under ``check_every_step``); nan where not computed.
     confirmation: float = math.nan
+    # The step would have been VF-like, but its waveform is an artefact over the patient's own
+    # rhythm (``native_rhythm``, asked only then).
+    artefact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +288,16 @@ class VfDetector:
         self._exit = self.model.early_exit(self.window, self.fs_features, p.threshold)
         self._floor = float(np.log10(p.min_amplitude_mv))
 
-    def feed(self, samples_mv: FloatArray, organised: Callable[[int], bool] | None = None) -> VfOutput:
+    def feed(
+        self,
+        samples_mv: FloatArray,
+        organised: Callable[[int], bool] | None = None,
+        artefact: Callable[[int], bool] | None = None,
+    ) -> VfOutput:
         """Add samples; ``organised(end_index)``, when given, says whether the beats found up to a
-        step's end show an organised rhythm there, which no VF-like score overrides."""
+        step's end show an organised rhythm there, which no VF-like score overrides;
+        ``artefact(end_index)``, asked only of a step that would be VF-like, whether its waveform
+        is an artefact over a rhythm of the patient's own (``native_rhythm``): then it is not."""
         out = VfOutput()
         if len(samples_mv) == 0:
             return out
@@ -310,7 +320,7 @@ class VfDetector:
             self._seen += len(y)
             self._shift_in(y)
             if self._seen >= self.window:
-                self._step(self._first + (self._seen - 1) * k + 1, out, organised)
+                self._step(self._first + (self._seen - 1) * k + 1, out, organised, artefact)
             self._next_raw = ((self._seen // self.hop + 1) * self.hop - 1) * k + 1
         return out
 
@@ -345,7 +355,13 @@ class VfDetector:
         self.onset_index = onset_index
         self._free = 0
 
-    def _step(self, end: int, out: VfOutput, organised: Callable[[int], bool] | None) -> None:
+    def _step(
+        self,
+        end: int,
+        out: VfOutput,
+        organised: Callable[[int], bool] | None,
+        artefact: Callable[[int], bool] | None = None,
+    ) -> None:
         p = self.params
         full = self.check_every_step
         # The veto is asked first: where it holds (most seconds of an ordinary rhythm) the step is
@@ -362,11 +378,14 @@ class VfDetector:
                 confirmation = self.trees.probability(f)
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and confirmation >= p.confirm_threshold and not vetoed
+        native = vf_like and artefact is not None and artefact(end)
+        if native:
+            vf_like = False
         # The largest magnitude, read where argmax finds it: the same double as maximum.reduce
         # (and NaN where it gives NaN), without the reduction's set-up (~5k instructions).
         mags = np.abs(self._ring[-self.hop :])
         recent = float(mags[mags.argmax()])
-        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact, confirmation))
+        out.steps.append(VfStep(end, prob, vf_like, recent, vetoed, exact, confirmation, native))
         change = self.decide(end, vf_like)
         if change is not None:
             out.changes.append(change)
