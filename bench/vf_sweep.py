@@ -79,9 +79,10 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
     events: list[tuple[int, float, bool, float]] = []
     feed, suppress = vf.feed, vf.suppress
 
-    def feed_logged(samples: Any, organised: Any = None) -> VfOutput:
-        out = feed(samples, organised)
-        events.extend((s.end_index, s.probability, s.organised, s.confirmation) for s in out.steps)
+    def feed_logged(samples: Any, organised: Any = None, artefact: Any = None) -> VfOutput:
+        out = feed(samples, organised, artefact)
+        # The native-rhythm veto (``native_rhythm``) acts as the organised-rhythm veto does.
+        events.extend((s.end_index, s.probability, s.organised or s.artefact, s.confirmation) for s in out.steps)
         return out
 
     def suppress_logged(end_index: int) -> Any:

@@ -232,8 +232,8 @@ class VfStep:
     # The trees' probability (``vf_trees``), computed only where ``probability`` reaches the
     # threshold (every step scored in full under ``check_every_step``); nan where not computed.
     confirmation: float = math.nan
-    # The step would have been VF-like, but its waveform is an artefact over the patient's own
-    # rhythm (``native_rhythm``, asked only then).
+    # The step's waveform is an artefact over the patient's own rhythm (``native_rhythm``): asked
+    # only where the step would be VF-like, and of every step under ``check_every_step``.
     artefact: bool = False
 
 
@@ -378,9 +378,10 @@ class VfDetector:
                 confirmation = self.trees.probability(f)
             vetoed = organised is not None and full and organised(end)
         vf_like = prob >= p.threshold and confirmation >= p.confirm_threshold and not vetoed
-        native = vf_like and artefact is not None and artefact(end)
-        if native:
-            vf_like = False
+        # Asked of every step under ``check_every_step``, as the veto is, so that replays at other
+        # thresholds find its answer wherever they need it.
+        native = (vf_like or full) and artefact is not None and artefact(end)
+        vf_like = vf_like and not native
         # The largest magnitude, read where argmax finds it: the same double as maximum.reduce
         # (and NaN where it gives NaN), without the reduction's set-up (~5k instructions).
         mags = np.abs(self._ring[-self.hop :])
