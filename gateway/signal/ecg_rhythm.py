@@ -46,6 +46,10 @@
   ``organised_max_rate`` /min: a plain sinus or paced rhythm with wide, slurred complexes must not be
   called VF however its waveform scores.  Only beats already decided at a step's end are used, so
   the decision does not depend on how the samples are packed.
+* Artefact: nor is a step VF-like when its waveform is a rhythmic artefact (tremor, tooth
+  brushing) over the patient's own rhythm, whose narrow QRS go on through it at their own rate
+  (``native_rhythm``, asked by the VF detector only of a step that would be VF-like; the ECG
+  channel keeps the samples and asks the same of a VT run's start).
 
 Everything is in sample indices; the channel turns them into times.
 """
