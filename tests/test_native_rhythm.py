@@ -114,3 +114,19 @@ def test_a_tremor_over_sinus_rhythm_raises_no_lethal_rhythm_alarm(hz: float) -> 
     22.9 s), none now; the burst is reported as "no valid ECG" instead (its beats held back)."""
     x, fs = with_tremor(hz)
     assert rhythm_alarms(x, fs) == []
+
+
+def test_pacing_spikes_through_fibrillation_are_no_native_rhythm() -> None:
+    """A pacemaker that does not sense VF goes on pacing through it: regular spikes at its own
+    rate, which the 15-45 Hz band finds as well as any QRS.  Spikes of 0.5 mV, two samples wide, at
+    70 /min through 426's VF made it an "artefact" (no VF alarm) until the band's beats were
+    checked for spikes; the VF alarm comes within a second of when it comes without them."""
+    x, fs = record("ecg_vf/vfdb_426_615s")
+    clean = rhythm_alarms(x, fs)
+    for t in np.arange(0.3, len(x) / fs, 60.0 / 70.0):
+        i = round(t * fs)
+        x[i : i + 2] += 0.5
+    assert clean == [(38.8, "ventricular_fibrillation")]
+    ((t, condition),) = rhythm_alarms(x, fs)
+    assert condition == "ventricular_fibrillation" and 38.8 <= t <= 39.8
+    assert native_rhythm.pacing_spikes(x[: round(5 * fs)], [round(t * fs) for t in (0.3, 1.157, 2.014)], fs, 0.75)

@@ -51,6 +51,7 @@ class NativeRhythmSettings:
     min_rate: float = 30.0
     max_rate: float = 150.0
     apart: float = 0.2  # the dominant cycle's rate differs from the beats' (and twice it) by this share
+    spike_share: float = 0.75  # of a beat's slope energy within 10 ms: a pacing spike (``pacing_spikes``)
 
 
 class NativeRhythm:
@@ -105,6 +106,8 @@ def native_beside_cycle(x: FloatArray, fs: float, sos: FloatArray, lf_sos: Float
     beats = peaks(band, s.height * upper(band, 0.995), round(s.min_gap_s * fs))
     if len(beats) < 3:
         return False
+    if pacing_spikes(x[len(x) - n :], beats, fs, s.spike_share):
+        return False
     gaps = [b - a for a, b in pairwise(beats)]
     rr = sorted(gaps)
     k = len(rr) // 2
@@ -125,6 +128,27 @@ def native_beside_cycle(x: FloatArray, fs: float, sos: FloatArray, lf_sos: Float
     # Half the rate too: in a VT with alternating complexes the autocorrelation may peak at two
     # cycles, while the band's peaks find every complex.
     return all(abs(cycle - r) > s.apart * r for r in (0.5 * mean_rate, mean_rate, 2.0 * mean_rate))
+
+
+def pacing_spikes(x: FloatArray, beats: list[int], fs: float, share: float) -> bool:
+    """Whether most of the band's beats are pacing spikes, not QRS complexes: within 40 ms of
+    each, ``share`` or more of the raw signal's squared first differences falls within 10 ms (3
+    differences at least: a spike of a sample or two; a QRS spreads its slope over tens of
+    milliseconds).  A
+    pacemaker that goes on pacing through VF it does not sense is a regular rhythm at its own
+    rate too, and it must not make the VF an "artefact"."""
+    half = max(2, round(0.04 * fs))
+    k = max(3, round(0.01 * fs))  # consecutive differences: a spike's up and down steps
+    spikes = 0
+    for b in beats:
+        d = np.diff(x[max(0, b - half) : b + half + 1])
+        e = d * d
+        total = float(np.sum(e))
+        if len(e) > k and total > 0.0:
+            c = np.cumsum(e)
+            if float(np.max(c[k:] - c[:-k])) >= share * total:
+                spikes += 1
+    return 2 * spikes > len(beats)
 
 
 def upper(x: FloatArray, q: float) -> float:
