@@ -15,8 +15,9 @@ sort rhythms into classes with their own goals:
 A second is put in a class from the rhythm annotated there (the last rhythm note at or before its
 start) and, for VF and VT, from the signal: VF's peak-to-peak over the 4 s around the second
 (band-passed 1-30 Hz, zero phase), VT's rate from the autocorrelation peak (lags 0.15-1.5 s) of
-the 8 s around it.  Annotated noise is no AHA class: it is printed apart.  Pure functions here;
-``ecg_vf.py`` runs the channel and prints the table.
+the 8 s around it (``native_rhythm.dominant_rate``, as the ECG channel measures it).  Annotated
+noise is no AHA class: it is printed apart.  Pure functions here; ``ecg_vf.py`` runs the channel
+and prints the table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from gateway.signal.native_rhythm import dominant_rate  # the rate the ECG channel measures too
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -66,17 +69,6 @@ def per_second_ptp(y: FloatArray, fs: float, span_s: float = 4.0) -> FloatArray:
         w = y[max(0, c - half) : c + half]
         out[k] = float(np.ptp(w)) if len(w) else 0.0
     return out
-
-
-def dominant_rate(y: FloatArray, fs: float) -> float:
-    """Cycles per minute of ``y``'s strongest autocorrelation peak at a lag of 0.15-1.5 s (40-400 /min)."""
-    w = y - y.mean()
-    lo, hi = round(0.15 * fs), round(1.5 * fs)
-    if len(w) <= hi:
-        return float("nan")
-    spec = np.fft.rfft(w, 2 * len(w))  # zero-padded: the linear autocorrelation, by FFT
-    ac = np.fft.irfft(spec * np.conj(spec))[: len(w)]
-    return 60.0 * fs / (lo + int(np.argmax(ac[lo:hi])))
 
 
 def classify_seconds(
