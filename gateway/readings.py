@@ -105,6 +105,8 @@ class SampleBlock:
 
     ``first_index`` counts samples since the session started; a block whose ``first_index`` is
     not the previous block's end marks a gap (``gap_before``) — lost samples are never glued.
+    ``pace``: offsets into ``samples`` where the device detected a pacemaker's pulse (the first
+    sample each one reaches), ascending; the ECG channel holds them out (``pace_blanking``).
     """
 
     device_id: str
@@ -116,6 +118,7 @@ class SampleBlock:
     first_index: int = 0
     gap_before: bool = False
     clock: ClockQuality = ClockQuality.SYNCED
+    pace: tuple[int, ...] = ()
 
     @property
     def duration_s(self) -> float:

@@ -46,6 +46,8 @@ def reading_json(r: Reading, waveform: bool = True) -> dict[str, Any]:
             "n": len(r.samples),
             "gap_before": r.gap_before,
         }
+        if r.pace:
+            obj["pace"] = list(r.pace)
         if waveform:
             obj["samples"] = [round(float(x), 3) for x in r.samples]
         return obj

@@ -11,7 +11,10 @@ Full description in ``docs/ecg-frontend-protocol.md``.  One frame, all integers 
     10  1  channels C (1-4)
     11  1  samples per channel N (1-128)
     12  C*N*W samples, interleaved by instant (s0c0 s0c1 ... s1c0 ...), two's complement
-    ..  2  CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 2 .. end of samples
+    version 2 only:
+    ..  1  P, pacing pulses the front-end detected in the frame (0-8)
+    ..  P  their sample offsets in the frame, ascending, each < N
+    ..  2  CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 2 .. end of samples (v2: of the pulses)
 
 The sequence counter turns lost frames into a marked gap (``gap_before``) with the right number of
 missing samples, never glued waveform.
@@ -23,6 +26,7 @@ import binascii
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -37,10 +41,15 @@ SYNC = b"\xa5\x5a"
 HEADER_LEN = 12
 CRC_LEN = 2
 VERSION = 1
+PACED_VERSION = 2  # version 1 and a list of the pacing pulses in the frame
+VERSIONS = (VERSION, PACED_VERSION)
+# A pacemaker pulses at most twice a beat (atrium, then ventricle); 8 in one frame (128 samples,
+# 0.5 s at 250 Hz) is far more than any pacing, and a count beyond it marks a false sync.
+MAX_PACE = 8
 MAX_CHANNELS = 4
 MAX_SAMPLES = 128
 MAX_RATE_HZ = 4000
-MAX_FRAME = HEADER_LEN + MAX_CHANNELS * MAX_SAMPLES * 3 + CRC_LEN
+MAX_FRAME = HEADER_LEN + MAX_CHANNELS * MAX_SAMPLES * 3 + 1 + MAX_PACE + CRC_LEN
 
 FLAG_LEAD_OFF = 0x01
 FLAG_BATTERY_LOW = 0x02
@@ -64,6 +73,7 @@ class EcgFrame:
     sample_rate_hz: int
     lsb_nv: int
     samples: npt.NDArray[np.int32]  # shape (N, C), raw counts
+    pace: tuple[int, ...] = ()  # sample offsets of the pacing pulses the front-end detected (version 2)
 
     @property
     def n_samples(self) -> int:
@@ -71,9 +81,16 @@ class EcgFrame:
 
 
 def encode_frame(
-    seq: int, samples: npt.NDArray[np.integer[Any]], sample_rate_hz: int, lsb_nv: int, width: int = 2, flags: int = 0
+    seq: int,
+    samples: npt.NDArray[np.integer[Any]],
+    sample_rate_hz: int,
+    lsb_nv: int,
+    width: int = 2,
+    flags: int = 0,
+    pace: Sequence[int] | None = None,
 ) -> bytes:
-    """One frame for ``samples`` of shape (N, C) or (N,): what the front-end firmware sends."""
+    """One frame for ``samples`` of shape (N, C) or (N,): what the front-end firmware sends.
+    ``pace`` (the offsets of the pacing pulses in it, possibly none) makes it a version 2 frame."""
     arr = np.asarray(samples, dtype=np.int64)
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -83,22 +100,32 @@ def encode_frame(
     lim = 1 << (8 * width - 1)
     if arr.min() < -lim or arr.max() >= lim:
         raise ValueError(f"sample out of int{8 * width} range")
+    if pace is not None and not valid_pace(tuple(pace), n):
+        raise ValueError(f"pace: at most {MAX_PACE} ascending offsets under {n}, got {list(pace)}")
     flat = arr.reshape(-1)
     if width == 2:
         payload = flat.astype("<i2").tobytes()
     else:
         u = (flat & 0xFFFFFF).astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3]
         payload = u.tobytes()
-    body = _HEADER.pack(SYNC, (VERSION << 4) | width, flags, seq & 0xFFFF, sample_rate_hz, lsb_nv, c, n)[2:] + payload
+    version = VERSION if pace is None else PACED_VERSION
+    body = _HEADER.pack(SYNC, (version << 4) | width, flags, seq & 0xFFFF, sample_rate_hz, lsb_nv, c, n)[2:] + payload
+    if pace is not None:
+        body += bytes([len(pace), *pace])
     return SYNC + body + struct.pack("<H", crc16(body))
 
 
-def _header(buf: bytes | bytearray, i: int) -> tuple[int, int, int, int, int, int, int] | None:
-    """(width, flags, seq, rate, lsb, channels, n) of a plausible header at ``i``, else None."""
+def valid_pace(offsets: tuple[int, ...], n: int) -> bool:
+    """At most ``MAX_PACE`` offsets, ascending, each one a sample of the frame's ``n``."""
+    return len(offsets) <= MAX_PACE and all(a < b for a, b in pairwise((-1, *offsets, n)))
+
+
+def _header(buf: bytes | bytearray, i: int) -> tuple[int, int, int, int, int, int, int, int] | None:
+    """(version, width, flags, seq, rate, lsb, channels, n) of a plausible header at ``i``, else None."""
     _, ver, flags, seq, rate, lsb, c, n = _HEADER.unpack_from(buf, i)
     width = ver & 0x0F
     if (
-        ver >> 4 != VERSION
+        ver >> 4 not in VERSIONS
         or width not in (2, 3)
         or flags & 0xF8
         or not 1 <= rate <= MAX_RATE_HZ
@@ -107,7 +134,7 @@ def _header(buf: bytes | bytearray, i: int) -> tuple[int, int, int, int, int, in
         or not 1 <= n <= MAX_SAMPLES
     ):
         return None
-    return width, flags, seq, rate, lsb, c, n
+    return ver >> 4, width, flags, seq, rate, lsb, c, n
 
 
 def _samples(payload: bytes, width: int, n: int, c: int) -> npt.NDArray[np.int32]:
@@ -183,8 +210,20 @@ class EcgDecoder:
                 self._drop(i, 1, "bad header")
                 i += 1
                 continue
-            width, flags, seq, rate, lsb, c, n = hdr
-            end = i + HEADER_LEN + c * n * width
+            version, width, flags, seq, rate, lsb, c, n = hdr
+            samples_end = end = i + HEADER_LEN + c * n * width
+            if version == PACED_VERSION:
+                if len(buf) <= end:
+                    if final:
+                        self._drop(i, 1, "truncated frame")
+                        i += 1
+                        continue
+                    break
+                if buf[end] > MAX_PACE:
+                    self._drop(i, 1, "bad header")
+                    i += 1
+                    continue
+                end += 1 + buf[end]
             if len(buf) < end + CRC_LEN:
                 if final:
                     self._drop(i, 1, "truncated frame")
@@ -196,8 +235,18 @@ class EcgDecoder:
                 self._drop(i, 1, "bad CRC")
                 i += 1
                 continue
+            pace = tuple(buf[samples_end + 1 : end])
+            if not valid_pace(pace, n):
+                # The CRC holds: the firmware itself sent it.  Its samples cannot be placed
+                # against the pulses, so the frame is dropped (a gap), and the reason says why.
+                self._flush_drop(out)
+                self._drop(i, end + CRC_LEN - i, "bad pace list")
+                self._flush_drop(out)
+                i = end + CRC_LEN
+                continue
             self._flush_drop(out)
-            out.append(EcgFrame(seq, flags, rate, lsb, _samples(bytes(buf[i + HEADER_LEN : end]), width, n, c)))
+            samples = _samples(bytes(buf[i + HEADER_LEN : samples_end]), width, n, c)
+            out.append(EcgFrame(seq, flags, rate, lsb, samples, pace))
             self.stats.frames += 1
             i = end + CRC_LEN
         if i:
@@ -271,6 +320,7 @@ class EcgTranslator:
                         first_index=self.next_index,
                         gap_before=gap,
                         clock=clock,
+                        pace=it.pace,
                     )
                 )
             self.next_index += n

@@ -138,12 +138,24 @@ def masimo_stream(seconds: Sequence[OxiSecond], start: datetime, newer_firmware:
 
 
 def ecg_frames(
-    counts: npt.NDArray[np.integer], fs: int, lsb_nv: int, per_frame: int, width: int = 2, seq0: int = 0
+    counts: npt.NDArray[np.integer],
+    fs: int,
+    lsb_nv: int,
+    per_frame: int,
+    width: int = 2,
+    seq0: int = 0,
+    pace: npt.NDArray[np.integer] | None = None,
 ) -> Iterator[bytes]:
-    """``ecgstream`` frames of ``per_frame`` samples from raw counts (shape (n,) or (n, channels))."""
+    """``ecgstream`` frames of ``per_frame`` samples from raw counts (shape (n,) or (n, channels)).
+    ``pace``: the sample indices of pacing pulses (ascending), sent in version 2 frames."""
     seq = seq0
+    pulses = np.asarray([] if pace is None else pace, dtype=np.int64)
     for start in range(0, len(counts) - per_frame + 1, per_frame):
-        yield ecg_frontend.encode_frame(seq, counts[start : start + per_frame], fs, lsb_nv, width)
+        offsets = None
+        if pace is not None:
+            lo, hi = np.searchsorted(pulses, [start, start + per_frame])
+            offsets = [int(p) - start for p in pulses[lo:hi]]
+        yield ecg_frontend.encode_frame(seq, counts[start : start + per_frame], fs, lsb_nv, width, pace=offsets)
         seq = (seq + 1) & 0xFFFF
 
 

@@ -38,6 +38,9 @@ make their output safe to alarm on:
   and while it lasts a window noisy for its low kurtosis alone (no QRS left to lift it) starts no
   spell either; a jump in amplitude still does, and a spell already on stays on (noise that hid
   the QRS looks the same).
+* Pacing pulses the device marks on a block (``SampleBlock.pace``) are held out of the samples
+  before any detector sees them (``pace_blanking``): a pacemaker's spikes are no heartbeat, and
+  counted as beats they hide a standstill or VF behind the pacing rate.
 * Samples are processed when they reach the next decision point (a quality-window or VF-step end,
   at most ~1 s apart), not block by block: every decision comes out in the block it would come
   out in anyway, for about half the CPU of running the filters and the detector on every
@@ -55,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
-from gateway.signal import ecg_quality, heart_rate, hrv, rpeak_detector
+from gateway.signal import ecg_quality, heart_rate, hrv, pace_blanking, rpeak_detector
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, join_samples, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import (
@@ -108,6 +111,7 @@ class EcgSettings:
     # correlating at ``alike_corr`` or more with the one before or after it.
     alike_beats: int = 3
     alike_corr: float = 0.9
+    pace_blank_ms: float = pace_blanking.DEFAULT_BLANK_MS  # held from each pacing pulse the device marks
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
 
@@ -229,6 +233,9 @@ class EcgChannel:
         self._resumed_standstill: StandstillMemory | None = None
         self.standstill: StandstillMemory | None = None  # while an asystole episode is on
         self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
+        self._hold_until = 0  # index to which a pacing pulse's hold lasts (``pace_blanking``)
+        self._pace_width = 0
+        self.pacing_pulses = 0  # marked by the device, held out
 
     def resume(
         self, conditions: Iterable[str], *, valid: bool = True, standstill: StandstillMemory | None = None
@@ -268,6 +275,8 @@ class EcgChannel:
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
         self.native = NativeRhythm(fs, first_index=first_index)
+        self._hold_until = 0  # a hold does not go on across a gap
+        self._pace_width = pace_blanking.blank_width(fs, self.settings.pace_blank_ms)
         self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index, self.native.through_artefact)
         # Episodes on go on across a gap (or a restart): the samples after it end them or keep them.
         self.rhythm.resume(
@@ -330,6 +339,8 @@ class EcgChannel:
         self._next_index = block.first_index + len(samples)
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
+        if block.pace or self._hold_until > block.first_index:
+            samples = self._hold_pacing(samples, block)
         # A copy when the samples are the caller's own array: it may reuse it before they are
         # processed.  Their bytes (~1k instructions less than an array copy): the queue is joined
         # through its bytes anyway.
@@ -340,6 +351,22 @@ class EcgChannel:
             return out
         self._process_queue(out)
         return out
+
+    def _hold_pacing(self, samples: FloatArray, block: SampleBlock) -> FloatArray:
+        """The block's samples with the pacing pulses the device marked held out (``pace_blanking``)."""
+        first = block.first_index
+        before: float | None
+        if self._queue:  # the sample before is the last one queued
+            last = self._queue[-1]
+            before = float(np.frombuffer(last[-8:], dtype=_FLOAT64)[0]) if isinstance(last, bytes) else float(last[-1])
+        else:  # or already processed (None at a stream's start)
+            before = self.native.sample(first - 1)
+        self.pacing_pulses += len(block.pace)
+        pulses = [first + p for p in block.pace]
+        held, self._hold_until = pace_blanking.blank(
+            samples, first, pulses, self._pace_width, before=before, hold_until=self._hold_until
+        )
+        return held
 
     def _process_queue(self, out: EcgOutput, everything: bool = True) -> None:
         """Process the queued samples: all of them, or up to the last decision point they reach."""

@@ -85,6 +85,12 @@ class NativeRhythm:
         self._end += m
         self._count = min(size, self._count + m)
 
+    def sample(self, index: int) -> float | None:
+        """The sample fed at ``index``; None when it is not held (not fed yet, or too old)."""
+        if not self._end - self._count <= index < self._end:
+            return None
+        return float(self._ring[index % len(self._ring)])
+
     def through_artefact(self, end_index: int) -> bool:
         """Whether the samples up to ``end_index`` (exclusive) show a native rhythm of its own
         beside a different dominant cycle (module docstring); False when they are not all here."""
