@@ -53,8 +53,8 @@ def through_the_driver(x: np.ndarray, fs: float, span: tuple[float, float], flag
         part = counts[start : start + n]
         flagged = span[0] * fs <= start < span[1] * fs
         frame = encode_frame(seq, part, round(fs), LSB_NV, flags=flags if flagged else 0)
-        items = [it for it in decoder.feed(frame) if isinstance(it, EcgFrame)]
-        assert len(items) == 1
+        items = decoder.feed(frame)
+        assert [type(it) for it in items] == [EcgFrame]
         t_last = T0 + (start + len(part) - 1) / fs  # the frame read as its last sample is taken
         for reading in translator.translate(items, t_last, ClockQuality.SYNCED):
             out.extend(pl.feed("p-a", reading))

@@ -284,6 +284,17 @@ def test_ecg_frame_flags_are_carried_by_the_frame_blocks() -> None:
     ]
 
 
+def test_ecg_frame_ending_in_a5_read_alone_drops_nothing() -> None:
+    # The CRC's last byte is 0xA5 in 1 frame of 256; each frame arriving in a read of its own,
+    # that byte was kept as a possible half sync word and counted as dropped at the next read.
+    frames = (ecg_frontend.encode_frame(0, np.full(4, v), 250, 1000) for v in range(4096))
+    ending_a5 = next(f for f in frames if f[-1] == 0xA5)
+    d = ecg_frontend.EcgDecoder()
+    items = d.feed(ending_a5) + d.feed(ecg_frontend.encode_frame(1, np.zeros(4, int), 250, 1000)) + d.finish()
+    assert [type(it) for it in items] == [ecg_frontend.EcgFrame, ecg_frontend.EcgFrame]
+    assert (d.stats.frames, d.stats.dropped_bytes, d.stats.drops) == (2, 0, 0)
+
+
 def test_ecg_sequence_gap_marks_the_block_and_counts_lost_samples() -> None:
     frames = [ecg_frontend.encode_frame(seq, np.arange(10), 250, 1000) for seq in (65534, 65535, 0, 3, 4)]
     items = decode_all("ecgstream", b"".join(frames))

@@ -173,8 +173,9 @@ class EcgDecoder:
         while True:
             j = buf.find(SYNC, i)
             if j < 0:
-                # Keep a trailing 0xA5: it may be the first half of the next sync word.
-                keep = 1 if buf[-1:] == SYNC[:1] and not final else 0
+                # Keep a trailing 0xA5: it may be the first half of the next sync word.  Not when
+                # it ended a frame just read (its CRC's last byte): it would count as dropped next.
+                keep = 1 if buf[-1:] == SYNC[:1] and not final and i < len(buf) else 0
                 if len(buf) - keep > i:
                     self._drop(i, len(buf) - keep - i, "no sync")
                 i = len(buf) - keep
