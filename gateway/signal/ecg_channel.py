@@ -33,8 +33,9 @@ make their output safe to alarm on:
 * Samples the device flags lead off or saturated (``SampleBlock.flags``) are no signal, whatever
   they look like (with its lead off a front-end may give low, quiet noise: a standstill to the
   rhythm rules): they are set aside as at a gap, never raise asystole, VF or VT, give no rate and
-  teach the detectors nothing; readings come back after ``recover_windows`` good windows.  They
-  are samples all the same (not dropped: no "no data").  One technical alarm per cause: a lead
+  teach the detectors nothing; readings come back after ``recover_windows`` good windows, and an
+  episode on goes on, as across a gap, for the samples after them to end or keep.  They are
+  samples all the same (not dropped: no "no data").  One technical alarm per cause: a lead
   off is the driver's ``sensor_off`` event, and raises no "no valid ECG" beside it; saturation,
   which has no event, counts as saturated windows (``_flagged``).
 * Lethal rhythms (``ecg_rhythm``): during ventricular fibrillation/flutter no heart rate is reported
