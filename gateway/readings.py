@@ -82,6 +82,7 @@ class DeviceFlag(enum.StrEnum):
     SENSOR_OFF = "sensor_off"
     SENSOR_FAULT = "sensor_fault"
     LEAD_OFF = "lead_off"
+    SATURATED = "saturated"  # the front-end's amplifier or ADC at its rail: its samples say nothing
     ARTIFACT = "artifact"
     OUT_OF_TRACK = "out_of_track"
     SEARCHING = "searching"
@@ -107,6 +108,9 @@ class SampleBlock:
     not the previous block's end marks a gap (``gap_before``) — lost samples are never glued.
     ``pace``: offsets into ``samples`` where the device detected a pacemaker's pulse (the first
     sample each one reaches), ascending; the ECG channel holds them out (``pace_blanking``).
+    ``flags``: what the device says of these samples (``LEAD_OFF``, ``SATURATED``, ...).  The ECG
+    channel reads no rhythm in samples flagged lead off or saturated; a driver that flags lead off
+    also reports it as a ``SENSOR_OFF`` event, which is what raises the technical alarm.
     """
 
     device_id: str
@@ -118,6 +122,7 @@ class SampleBlock:
     first_index: int = 0
     gap_before: bool = False
     clock: ClockQuality = ClockQuality.SYNCED
+    flags: frozenset[DeviceFlag] = frozenset()  # the usual empty one is shared: no set built per block
     pace: tuple[int, ...] = ()
 
     @property

@@ -264,6 +264,37 @@ def test_ecg_int24_two_channels_roundtrip() -> None:
     assert any(isinstance(e, DeviceEvent) and e.state is DeviceState.SENSOR_OFF and e.detail == "lead off" for e in out)
 
 
+def test_ecg_frame_flags_are_carried_by_the_frame_blocks() -> None:
+    # b0 lead off, b1 battery low, b2 saturated: every block of a frame (one per channel) carries
+    # its frame's flags, and lead off is also an event, once per change.
+    lead_off, low, saturated = ecg_frontend.FLAG_LEAD_OFF, ecg_frontend.FLAG_BATTERY_LOW, ecg_frontend.FLAG_SATURATED
+    bits = [0, lead_off, lead_off | saturated, saturated | low, 0]
+    frames = [ecg_frontend.encode_frame(seq, np.zeros((10, 2), int), 250, 1000, flags=b) for seq, b in enumerate(bits)]
+    items = decode_all("ecgstream", b"".join(frames))
+    out = ecg_frontend.EcgTranslator("dev").translate(items, 50.0, ClockQuality.SYNCED)
+    blocks = [b for b in out if isinstance(b, SampleBlock)]
+    lead, sat, low = DeviceFlag.LEAD_OFF, DeviceFlag.SATURATED, DeviceFlag.BATTERY_LOW
+    expected = [set(), {lead}, {lead, sat}, {sat, low}, set()]
+    assert [(b.channel, set(b.flags)) for b in blocks] == [(c, f) for f in expected for c in ("ecg", "ecg2")]
+    assert [(e.state, e.detail) for e in out if isinstance(e, DeviceEvent)] == [
+        (DeviceState.SENSOR_OFF, "lead off"),
+        (DeviceState.SENSOR_ON, ""),
+        (DeviceState.BATTERY_LOW, ""),
+        (DeviceState.BATTERY_OK, ""),
+    ]
+
+
+def test_ecg_frame_ending_in_a5_read_alone_drops_nothing() -> None:
+    # The CRC's last byte is 0xA5 in 1 frame of 256; each frame arriving in a read of its own,
+    # that byte was kept as a possible half sync word and counted as dropped at the next read.
+    frames = (ecg_frontend.encode_frame(0, np.full(4, v), 250, 1000) for v in range(4096))
+    ending_a5 = next(f for f in frames if f[-1] == 0xA5)
+    d = ecg_frontend.EcgDecoder()
+    items = d.feed(ending_a5) + d.feed(ecg_frontend.encode_frame(1, np.zeros(4, int), 250, 1000)) + d.finish()
+    assert [type(it) for it in items] == [ecg_frontend.EcgFrame, ecg_frontend.EcgFrame]
+    assert (d.stats.frames, d.stats.dropped_bytes, d.stats.drops) == (2, 0, 0)
+
+
 def test_ecg_sequence_gap_marks_the_block_and_counts_lost_samples() -> None:
     frames = [ecg_frontend.encode_frame(seq, np.arange(10), 250, 1000) for seq in (65534, 65535, 0, 3, 4)]
     items = decode_all("ecgstream", b"".join(frames))

@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from drivers.serial import link as link_module
 from drivers.serial.decode_cli import decode_stream
 from drivers.serial.driver import SerialDriver
+from drivers.serial.ecg_frontend import FLAG_LEAD_OFF, FLAG_SATURATED, encode_frame
 from drivers.serial.link import LinkLost, PortParams, SerialLink
 from drivers.serial.settings import (
     ContecSettings,
@@ -41,7 +43,7 @@ from gateway.driver_api import (
     DriverDisconnected,
     registry,
 )
-from gateway.records import DeviceEvent, DeviceState, Reading, SampleBlock, Vital, VitalReading
+from gateway.records import DeviceEvent, DeviceFlag, DeviceState, Reading, SampleBlock, Vital, VitalReading
 from tests.serial_pty import FIX, Pty
 
 ROOT = FIX.parent.parent
@@ -215,6 +217,25 @@ async def test_ecg_faults_fixture_gaps_and_mid_frame_unplug(tmp_path: Path, pty:
     assert drv.stats.dropped_bytes == sum(o["count"] for o in expected_readings("ecgstream", "ecgstream_faults.bin")
                                           if o["kind"] == "dropped") - 25  # fmt: skip
     # (the last 25 bytes are a frame cut by the unplug: still pending, never a reading)
+
+
+async def test_ecg_lead_off_frames_through_a_pty_give_flagged_blocks(tmp_path: Path, pty: Pty) -> None:
+    # 0.1 s frames: 5 clean, 10 lead off, 5 saturated (the lead back, the amplifier settling), 5 clean.
+    bits = [0] * 5 + [FLAG_LEAD_OFF] * 10 + [FLAG_SATURATED] * 5 + [0] * 5
+    data = b"".join(encode_frame(seq, np.full(36, seq), 360, 5000, flags=b) for seq, b in enumerate(bits))
+    async with SerialDriver(ctx(tmp_path, "ecg-1"), EcgStreamSettings(id="ecg-1", port=str(pty.link))) as drv:
+        task = asyncio.create_task(pty.feed(data, 500, 0.002))
+        readings, exc = await collect(drv, stop=lambda got: sum(isinstance(r, SampleBlock) for r in got) == len(bits))
+        await task
+    assert exc is None
+    blocks = [r for r in readings if isinstance(r, SampleBlock)]
+    assert [b.samples[0] for b in blocks] == [5.0 * seq for seq in range(len(bits))]  # every frame, in order
+    lead, sat = frozenset({DeviceFlag.LEAD_OFF}), frozenset({DeviceFlag.SATURATED})
+    assert [b.flags for b in blocks] == [frozenset()] * 5 + [lead] * 10 + [sat] * 5 + [frozenset()] * 5
+    assert events(readings) == [DeviceState.SENSOR_OFF, DeviceState.SENSOR_ON]
+    off, on = (r for r in readings if isinstance(r, DeviceEvent))
+    assert off.detail == "lead off" and off.time == blocks[5].first_sample_time
+    assert on.time == blocks[15].first_sample_time
 
 
 async def test_masimo_and_nonin8_through_ptys(tmp_path: Path, by_id: Path) -> None:

@@ -45,6 +45,7 @@ def reading_json(r: Reading, waveform: bool = True) -> dict[str, Any]:
             "first_index": r.first_index,
             "n": len(r.samples),
             "gap_before": r.gap_before,
+            "flags": sorted(f.value for f in r.flags),
         }
         if r.pace:
             obj["pace"] = list(r.pace)

@@ -17,7 +17,8 @@ Full description in ``docs/ecg-frontend-protocol.md``.  One frame, all integers 
     ..  2  CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of bytes 2 .. end of samples (v2: of the pulses)
 
 The sequence counter turns lost frames into a marked gap (``gap_before``) with the right number of
-missing samples, never glued waveform.
+missing samples, never glued waveform.  Each block carries its frame's flags (``SampleBlock.flags``):
+the ECG channel reads no rhythm in samples flagged lead off or saturated.
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ MAX_FRAME = HEADER_LEN + MAX_CHANNELS * MAX_SAMPLES * 3 + 1 + MAX_PACE + CRC_LEN
 FLAG_LEAD_OFF = 0x01
 FLAG_BATTERY_LOW = 0x02
 FLAG_SATURATED = 0x04
+
+_FLAG_BITS = (
+    (FLAG_LEAD_OFF, DeviceFlag.LEAD_OFF),
+    (FLAG_BATTERY_LOW, DeviceFlag.BATTERY_LOW),
+    (FLAG_SATURATED, DeviceFlag.SATURATED),
+)
+_FLAG_MASK = FLAG_LEAD_OFF | FLAG_BATTERY_LOW | FLAG_SATURATED
+# The flags of each possible flags byte, made once: every block of a frame carries its frame's.
+_FLAG_SETS = tuple(frozenset(flag for bit, flag in _FLAG_BITS if bits & bit) for bits in range(_FLAG_MASK + 1))
 
 # A jump of more frames than this is a device restart, not a run of lost frames.
 MAX_SEQ_GAP = 1024
@@ -190,8 +200,9 @@ class EcgDecoder:
         while True:
             j = buf.find(SYNC, i)
             if j < 0:
-                # Keep a trailing 0xA5: it may be the first half of the next sync word.
-                keep = 1 if buf[-1:] == SYNC[:1] and not final else 0
+                # Keep a trailing 0xA5: it may be the first half of the next sync word.  Not when
+                # it ended a frame just read (its CRC's last byte): it would count as dropped next.
+                keep = 1 if buf[-1:] == SYNC[:1] and not final and i < len(buf) else 0
                 if len(buf) - keep > i:
                     self._drop(i, len(buf) - keep - i, "no sync")
                 i = len(buf) - keep
@@ -301,12 +312,8 @@ class EcgTranslator:
             # agrees within half a second; re-anchor on the host clock otherwise.
             if not gap and self._next_time is not None and abs(self._next_time - t_first) < 0.5:
                 t_first = self._next_time
-            flags: set[DeviceFlag] = set()
-            if it.flags & FLAG_LEAD_OFF:
-                flags.add(DeviceFlag.LEAD_OFF)
-            if it.flags & FLAG_BATTERY_LOW:
-                flags.add(DeviceFlag.BATTERY_LOW)
-            self.events.update(frozenset(flags), t_first, clock, out, battery=True)
+            flags = _FLAG_SETS[it.flags & _FLAG_MASK]
+            self.events.update(flags, t_first, clock, out, battery=True)
             scale = it.lsb_nv / 1000.0
             for ch in range(it.samples.shape[1]):
                 out.append(
@@ -321,6 +328,7 @@ class EcgTranslator:
                         gap_before=gap,
                         clock=clock,
                         pace=it.pace,
+                        flags=flags,
                     )
                 )
             self.next_index += n

@@ -30,6 +30,14 @@ make their output safe to alarm on:
   glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate) and a rhythm
   episode on goes on across the gap, as do the episodes whose alarms were raised before the daemon
   restarted (``resume``): the samples after the break end them or keep them.
+* Samples the device flags lead off or saturated (``SampleBlock.flags``) are no signal, whatever
+  they look like (with its lead off a front-end may give low, quiet noise: a standstill to the
+  rhythm rules): they are set aside as at a gap, never raise asystole, VF or VT, give no rate and
+  teach the detectors nothing; readings come back after ``recover_windows`` good windows, and an
+  episode on goes on, as across a gap, for the samples after them to end or keep.  They are
+  samples all the same (not dropped: no "no data").  One technical alarm per cause: a lead
+  off is the driver's ``sensor_off`` event, and raises no "no valid ECG" beside it; saturation,
+  which has no event, counts as saturated windows (``_flagged``).
 * Lethal rhythms (``ecg_rhythm``): during ventricular fibrillation/flutter no heart rate is reported
   (the "beats" found in VF are not a rate), and its low-kurtosis windows are not called noise; an
   episode's start also ends a "no valid ECG" spell it caused.  VT's wide complexes read as noise
@@ -57,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.readings import VITAL_UNITS, ClockQuality, SampleBlock, Vital, VitalReading
+from gateway.readings import VITAL_UNITS, ClockQuality, DeviceFlag, SampleBlock, Vital, VitalReading
 from gateway.signal import ecg_quality, heart_rate, hrv, pace_blanking, rpeak_detector
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, join_samples, to_millivolts
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
@@ -93,6 +101,9 @@ if TYPE_CHECKING:
 MIN_REPORTED_HR = 60.0 / heart_rate.MAX_RR_S  # 15 /min
 _sum = np.add.reduce
 _FLOAT64 = np.dtype(np.float64)
+# Device flags under which a block's samples are no signal (``_flagged``).
+_NO_SIGNAL_FLAGS = frozenset({DeviceFlag.LEAD_OFF, DeviceFlag.SATURATED})
+_QUALITY_WINDOW_S = ecg_quality.QualityParams().window_s  # the channel's quality state uses the defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +177,7 @@ class EcgOutput:
     changes: list[ValidityChange]
     rhythm: list[RhythmEvent]
     beats: list[int]  # sample indices of the beats detected
-    unreadable: list[float]  # times from which beat readings stopped being released (bad windows)
+    unreadable: list[float]  # times from which beat readings stopped being released (bad windows, flagged samples)
     dropped_blocks: int
 
     def __init__(
@@ -204,6 +215,8 @@ class EcgChannel:
     # Made at the first block (``_start``), when the sample rate is known.
     detector: RPeakDetector
     rhythm: RhythmMonitor
+    # Samples flagged saturated counted toward "no valid ECG", and the time of the first (``_flagged``).
+    _saturated: tuple[int, float] = (0, 0.0)
 
     def __init__(self, device_id: str, settings: EcgSettings | None = None) -> None:
         self.device_id = device_id
@@ -310,6 +323,10 @@ class EcgChannel:
         evidence strip is being captured), every block is processed as it arrives.
         """
         out = EcgOutput()
+        flags = block.flags  # empty but for a device that flags its samples: one look-up per block
+        if flags and not flags.isdisjoint(_NO_SIGNAL_FLAGS):
+            self._flagged(block, out)
+            return out
         fs = block.sample_rate_hz
         samples: FloatArray | None = block.samples
         # The usual block (float64 samples in mV) is taken as it is, without the general
@@ -711,3 +728,46 @@ class EcgChannel:
             VitalReading(self.device_id, Vital.HRV_SDNN, values.sdnn_ms, "ms", now, self._clock),
             VitalReading(self.device_id, Vital.HRV_RMSSD, values.rmssd_ms, "ms", now, self._clock),
         )
+
+    def _flagged(self, block: SampleBlock, out: EcgOutput) -> None:
+        """A block the device flags lead off or saturated: no signal, whatever its samples look
+        like (a front-end whose lead is off may give low, quiet noise: a standstill to the
+        rhythm rules).  Set aside as a gap is, and unlike an unusable block not counted as
+        dropped: the device is there and says why it has no ECG (no "no data" alarm)."""
+        n = len(block.samples)
+        if n == 0:
+            return
+        self._process_queue(out)  # the samples before it, as before a gap
+        self._next_index = None  # the next unflagged block starts afresh, as after a gap
+        # Episodes on are not ended here but go on, as across a gap: a new rhythm monitor has no
+        # last beat to count a standstill from, so an asystole ended at a lead-off could not be
+        # raised again on the standstill after it.  Readings come back after ``recover_windows``
+        # good windows, as after noise: re-attached electrodes settle for a few seconds.
+        after_good, self.good_streak = self.good_streak > 0, 0
+        if self.readable:
+            self.readable = False
+            self._released_rr = ()
+            self._noisy_spell = False
+            out.unreadable.append(block.first_sample_time)
+        if DeviceFlag.LEAD_OFF in block.flags:
+            # One technical alarm per cause: the driver reports a lead off as a ``sensor_off``
+            # event (detail "lead off"), so no "no valid ECG" is raised beside it.
+            self._saturated = (0, 0.0)
+            return
+        # Saturated: no driver event says so, so it counts as a saturated quality window would (no
+        # signal, "no valid ECG" at once), one per window's length of flagged samples, counted
+        # afresh when the last window judged before them was good: intermittent saturation adds
+        # up, as its short runs leave no window whole between them to be judged.  It clears
+        # after ``alarm_clear_windows`` good windows, as from any cause.
+        fs = block.sample_rate_hz
+        if not MIN_RATE_HZ <= fs <= MAX_RATE_HZ:
+            return
+        count, onset = self._saturated
+        if count == 0 or after_good:
+            count, onset = 0, block.first_sample_time
+        window = max(1, round(_QUALITY_WINDOW_S * fs))
+        for whole in range(count // window + 1, (count + n) // window + 1):
+            if self.alarm.window(Verdict.NO_SIGNAL):
+                t = block.first_sample_time + (whole * window - count) / fs
+                out.changes.append(ValidityChange(t, False, EcgQuality.SATURATED.value, onset))
+        self._saturated = (count + n, onset)
