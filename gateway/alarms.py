@@ -122,6 +122,7 @@ class AlarmEngine:
                 rules.append(ThresholdRule(scope, vital, "high", lim.high))
             self._rules[vital] = rules
         self._technical: dict[tuple[str, str | None], str] = {}
+        self._technical_since: dict[tuple[str, str | None], float] = {}  # raise times (this process's)
 
     def update_limits(self, limits: Mapping[str, VitalLimits]) -> None:
         """New limits (config reload): alarms already raised stay raised under the same id and
@@ -177,10 +178,12 @@ class AlarmEngine:
         if active and current is None:
             alarm_id = f"{self.scope}/{condition}/{device or '-'}/{int(t * 1000)}"
             self._technical[k] = alarm_id
+            self._technical_since[k] = t
             event = AlarmEvent.RAISED
         elif not active and current is not None:
             alarm_id = current
             del self._technical[k]
+            self._technical_since.pop(k, None)
             event = AlarmEvent.CLEARED
         else:
             return []
@@ -196,6 +199,10 @@ class AlarmEngine:
                 detail=detail,
             )
         ]
+
+    def raised_at(self, condition: str, device: str | None = None) -> float | None:
+        """When this process raised technical ``condition`` (None: not raised, or raised before a restart)."""
+        return self._technical_since.get((condition, device))
 
     def snapshot(self) -> dict[str, Any]:
         """The raised alarms, so that after a restart each still gets its one clear.  Pending

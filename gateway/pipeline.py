@@ -249,11 +249,17 @@ class Pipeline:
 
     def _flag_alarms(self, p: _Patient, r: VitalReading, valid: bool, out: PipelineOutput) -> None:
         """Sensor-off / lead-off as the device flags them on its values (not every device sends a
-        separate event): raised by a flagged value, cleared by the device's next valid one."""
+        separate event): raised by a flagged value, cleared by the device's next valid one.  A
+        valid value measured before the raise clears nothing: an ECG channel releases its beats
+        up to a quality window (4 s) late, and one measured before a lead came off would clear
+        the ``sensor_off`` the device's event had just raised."""
         for condition, flag in FLAG_CONDITIONS:
             if flag in r.flags:
                 active = True
             elif valid:
+                since = p.alarms.raised_at(condition, r.device_id)
+                if since is not None and r.time < since:
+                    continue
                 active = False
             else:
                 continue

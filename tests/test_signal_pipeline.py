@@ -208,3 +208,16 @@ def test_qrs_complexes_vanishing_on_a_live_signal_alarm_asystole_within_ten_seco
     assert -0.01 <= asys[1].time.timestamp() - T0 - back <= 0.5  # at that QRS
     raised = [a for a in out.records if isinstance(a, AlarmRecord) and a.event is AlarmEvent.RAISED]
     assert {a.condition for a in raised} <= {"asystole", "heart_rate_low", "extreme_bradycardia", NO_VALID_ECG}
+
+
+def test_a_value_measured_before_a_sensor_off_does_not_clear_it() -> None:
+    """An ECG channel releases its beats up to a quality window late: a heart rate measured at
+    38 s, released after the device's lead-off event at 40 s, cleared that ``sensor_off`` at once."""
+    pl = pipeline()
+    out = PipelineOutput()
+    out.extend(pl.feed("p-a", DeviceEvent("strap", DeviceState.SENSOR_OFF, T0 + 40, "lead off")))
+    out.extend(pl.feed("p-a", VitalReading("strap", Vital.HEART_RATE, 72.0, "/min", T0 + 38)))
+    assert [a.event for a in alarms(out, "sensor_off")] == [AlarmEvent.RAISED]
+    out.extend(pl.feed("p-a", VitalReading("strap", Vital.HEART_RATE, 72.0, "/min", T0 + 41)))
+    got = alarms(out, "sensor_off")
+    assert [(a.event, a.time.timestamp() - T0) for a in got] == [(AlarmEvent.RAISED, 40), (AlarmEvent.CLEARED, 41)]
