@@ -49,7 +49,7 @@ def record_of(s: Strip, key: str) -> EvidenceRecord:
         key=key, gateway_id="bench-gw", patient="p-bench", time=t, clock=ClockQuality.SYNCED,
         alarm_id=s.alarm_id, condition=s.condition, device=s.device, channel=s.channel, sample_rate_hz=s.fs,
         unit=s.unit, resolution=s.resolution, start_time=t, n_samples=s.n_samples, raise_index=s.raise_index,
-        onset_index=s.onset_index, beats=s.beats, sample_format=s.sample_format, data=s.data,
+        onset_index=s.onset_index, beats=s.beats, pace=s.pace, sample_format=s.sample_format, data=s.data,
     )  # fmt: skip
 
 

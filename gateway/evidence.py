@@ -64,6 +64,7 @@ class Strip:
     raise_index: int
     onset_index: int | None
     beats: list[int]
+    pace: list[int]
     sample_format: evidence_codec.SampleFormat
     data: str
 
@@ -79,6 +80,7 @@ class _Buffer:
     samples: deque[FloatArray] = field(default_factory=deque)
     kept: int = 0
     beats: deque[int] = field(default_factory=deque)
+    pace: deque[int] = field(default_factory=deque)  # pacing pulses the device marked
 
     @property
     def end_index(self) -> int:
@@ -90,10 +92,11 @@ class _Buffer:
     def index_of(self, t: float) -> int:
         return self.start_index + round((t - self.start_time) * self.fs)
 
-    def append(self, values: FloatArray, beats: list[int]) -> None:
+    def append(self, values: FloatArray, beats: list[int], pace: list[int]) -> None:
         self.samples.append(values)
         self.kept += len(values)
         self.beats.extend(beats)
+        self.pace.extend(pace)
         while self.samples and self.kept - len(self.samples[0]) >= self.capacity:
             old = self.samples.popleft()
             self.kept -= len(old)
@@ -101,6 +104,8 @@ class _Buffer:
             self.start_index += len(old)
         while self.beats and self.beats[0] < self.start_index:
             self.beats.popleft()
+        while self.pace and self.pace[0] < self.start_index:
+            self.pace.popleft()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +180,8 @@ class EvidenceRecorder:
                 start_time=block.first_sample_time,
             )
             self._buffers[key] = buf
-        buf.append(values, list(beats or ()))  # beats are decided late: they may precede the block
+        # Beats are decided late: they may precede the block.  Pacing pulses come with it.
+        buf.append(values, list(beats or ()), [block.first_index + p for p in block.pace])
         return out + self._complete(key, buf, force=False)
 
     def _complete(self, key: tuple[str, str], buf: _Buffer, force: bool) -> list[Strip]:
@@ -241,6 +247,7 @@ class EvidenceRecorder:
             raise_index=r - start,
             onset_index=onset,
             beats=[b - first for b in buf.beats if first <= b < first + len(ints)],
+            pace=[p - first for p in buf.pace if first <= p < first + len(ints)],
             sample_format=fmt,
             data=data,
         )

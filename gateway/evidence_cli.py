@@ -110,5 +110,6 @@ def evidence_main(argv: list[str]) -> int:
     print(
         f"{out}: {record.condition}, {record.n_samples / record.sample_rate_hz:.1f} s of {record.channel}, "
         f"{len(record.beats)} beats marked, raised at {record.raise_index / record.sample_rate_hz:.1f} s"
+        + (f", {len(record.pace)} pacing pulses marked" if record.pace else "")
     )
     return 0

@@ -36,6 +36,12 @@ def render(record: EvidenceRecord, out: Path) -> None:
         beats = [b for b in record.beats if 0 <= b < record.n_samples]
         if beats:
             ax.plot(t[beats], values[beats], "v", color="tab:blue", markersize=5, label="beats")
+        pace = [p for p in record.pace if 0 <= p < record.n_samples]
+        if pace:
+            # Marked along the strip's top, as a monitor marks them: the samples under them are
+            # what the device sent, but the beat detector saw them held out.
+            ax.plot(t[pace], np.full(len(pace), values.max()), "|", color="tab:green", markersize=12,
+                    label="pacing pulses")  # fmt: skip
         ax.axvline(0.0, color="tab:red", linewidth=1.5, label="alarm raised")
         if record.onset_index is not None and 0 <= record.onset_index < record.n_samples:
             ax.axvline(t[record.onset_index], color="tab:orange", linestyle="--", linewidth=1.2, label="onset")

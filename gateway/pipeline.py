@@ -332,6 +332,7 @@ class Pipeline:
                 raise_index=s.raise_index,
                 onset_index=s.onset_index,
                 beats=s.beats,
+                pace=s.pace,
                 sample_format=s.sample_format,
                 data=s.data,
             )

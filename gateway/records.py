@@ -211,6 +211,9 @@ class EvidenceRecord(_Envelope):
     raise_index: int = Field(ge=0, description="Sample of the strip at which the alarm was raised")
     onset_index: int | None = Field(None, description="Sample where the condition began, when known")
     beats: list[int] = Field(default_factory=list, description="Samples of the strip where beats were detected")
+    pace: list[int] = Field(
+        default_factory=list, description="Samples of the strip where the device marked a pacemaker's pulse"
+    )
     encoding: Literal["zlib-delta-b64"] = "zlib-delta-b64"
     sample_format: Literal["i2", "i4"]
     data: str

@@ -5,6 +5,7 @@ the marks' way in through the ``ecgstream`` protocol's version 2 frames and a re
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from drivers.serial import ecg_frontend, simulate
 from drivers.serial.driver import SerialDriver
 from drivers.serial.ecg_frontend import EcgDecoder, EcgFrame, encode_frame
 from drivers.serial.settings import EcgStreamSettings
+from gateway import evidence_codec
 from gateway.config.processing import AlarmSection
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
-from gateway.records import AlarmEvent, AlarmRecord, SampleBlock
+from gateway.records import AlarmEvent, AlarmRecord, EvidenceRecord, SampleBlock
 from gateway.signal import pace_blanking
 from gateway.signal.ecg_channel import EcgChannel
 from tests.serial_pty import Pty
@@ -265,3 +267,35 @@ def test_the_alarms_do_not_depend_on_the_packing_of_marked_blocks(sizes: list[in
         got += [(round(e.time, 1), e.condition, e.active) for e in out.rhythm]
         a += size
     assert got == [(38.8, "ventricular_fibrillation", True)]
+
+
+def test_the_alarms_strip_marks_the_pacing_pulses_on_the_samples_as_received(tmp_path: Path) -> None:
+    """The VF strip of a paced patient: the spikes are in its samples (what the device sent) and
+    its ``pace`` marks each one; the PNG a person reads draws them."""
+    x, fs = record("ecg_vf/vfdb_426_615s")
+    y, at = paced(x, fs, 0.3, len(x) / fs, 3.0)
+    keys = itertools.count(1)
+    setup = PatientSetup("p-1", AlarmSection().limits, {"strap": "ecgstream"})
+    pipeline = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(keys)}", patients={"p-1": setup})
+    out = PipelineOutput()
+    marks, step = np.asarray(at, dtype=np.int64), round(0.1 * fs)
+    for a in range(0, len(y), step):
+        lo, hi = np.searchsorted(marks, [a, a + step])
+        pace = tuple(int(p) - a for p in marks[lo:hi])
+        block = SampleBlock(
+            "strap", "ecg", fs, 1.78e9 + a / fs, y[a : a + step] * 1000.0, "uV", first_index=a, pace=pace
+        )
+        out.extend(pipeline.feed("p-1", block))
+    (strip,) = [r for r in out.records if isinstance(r, EvidenceRecord) and r.condition == "ventricular_fibrillation"]
+    first = round((strip.start_time.timestamp() - 1.78e9) * fs)
+    assert strip.pace == [p - first for p in at if first <= p < first + strip.n_samples]
+    assert len(strip.pace) >= 10
+    samples = evidence_codec.decode(strip.data, strip.sample_format, strip.n_samples) * strip.resolution
+    assert all(samples[p] - samples[p - 1] > 2.0 for p in strip.pace)  # the 3 mV spikes, as sent
+    if importlib.util.find_spec("matplotlib") is None:  # the optional 'plots' extra
+        return
+    from gateway.evidence_plot import render  # noqa: PLC0415
+
+    png = tmp_path / "strip.png"
+    render(strip, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
