@@ -130,3 +130,56 @@ def test_pacing_spikes_through_fibrillation_are_no_native_rhythm() -> None:
     ((t, condition),) = rhythm_alarms(x, fs)
     assert condition == "ventricular_fibrillation" and 38.8 <= t <= 39.8
     assert native_rhythm.pacing_spikes(x[: round(5 * fs)], [round(t * fs) for t in (0.3, 1.157, 2.014)], fs, 0.75)
+
+
+def test_rate_with_dropouts_allows_hidden_beats_only_at_whole_multiples() -> None:
+    s = native_rhythm.NativeRhythmSettings()
+    fs = 250.0
+    assert native_rhythm.rate_with_dropouts([0, 250, 500, 1000, 1250], fs, s, 250.0) == 60.0  # one hidden at 750
+    assert native_rhythm.rate_with_dropouts([0, 250, 500, 1000, 1125], fs, s, 250.0) is None  # 0.5 s: not 1 s apart
+    assert native_rhythm.rate_with_dropouts([0, 250, 1250], fs, s, 250.0) is None  # three: too few to tell
+    assert native_rhythm.rate_with_dropouts([0, 100, 200, 300], fs, s, 100.0) is None  # over 1.2 s of the 5: a cluster
+    assert native_rhythm.rate_with_dropouts([0, 250, 500, 750, 1750], fs, s, 250.0) is None  # three hidden in a row
+    assert native_rhythm.rate_with_dropouts([0, 250, 500, 750], fs, s, 250.0) == 60.0
+    assert native_rhythm.rate_with_dropouts([0, 250, 500, 750], fs, s, 180.0) is None  # not the patient's RR
+
+
+def test_matched_beats_are_the_complexes_like_the_template_not_the_artefacts_peaks() -> None:
+    fs, s = 250.0, native_rhythm.NativeRhythmSettings()
+    half = round(s.match_half_s * fs)
+    k = np.arange(-half, half + 1)
+
+    def g(c: float) -> np.ndarray:
+        return np.exp(-0.5 * ((k - c) / 1.5) ** 2)
+
+    template = g(0) - 0.4 * g(-4) - 0.5 * g(4) + 0.2 * g(8)  # a QRS in the 15-45 Hz band: narrow, triphasic
+    n = round(5 * fs)
+    hf = 0.4 * np.sin(2 * np.pi * 16.0 * np.arange(n) / fs)  # an artefact's harmonic in the band
+    at = [100, 350, 600, 850, 1100]
+    for i in at:
+        hf[i - half : i + half + 1] += template
+    got = native_rhythm.matched_beats(hf, np.abs(hf), template, fs, s)
+    assert len(got) == len(at) and all(abs(g - a) <= 2 for g, a in zip(got, at, strict=True))
+    assert native_rhythm.matched_beats(hf, np.abs(hf), np.sin(k), fs, s) == []  # nothing like it
+
+
+def test_the_patients_qrs_is_learnt_from_the_beats_the_channel_released() -> None:
+    x, fs = record("ecg/mitdb_119_0s")
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    for a in range(0, round(30 * fs), step):
+        channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+    template = channel.native.template
+    half = round(channel.native.settings.match_half_s * fs)
+    assert template is not None and len(template) == 2 * half + 1
+    assert template[half] == template.max() > 0  # its peak in the middle, turned positive
+
+
+def test_a_tremor_twice_the_beats_size_is_told_by_the_patients_own_qrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 Hz at twice 119's peak-to-peak: the band's peaks are not all the QRS (no regular rhythm
+    among them), but those like the patient's complex are, with a beat or two hidden.  Without the
+    template a VT alarm came at 37.4 s."""
+    x, fs = with_tremor(4.0, 2.0)
+    assert rhythm_alarms(x, fs) == []
+    monkeypatch.setattr(NativeRhythm, "learn", lambda self, beats: None)
+    assert [c for _, c in rhythm_alarms(x, fs)] == ["ventricular_tachycardia"]

@@ -693,6 +693,8 @@ class EcgChannel:
         if good and self.readable:
             out.readings.extend(p[1] for p in settled)
             self._remember_rr(settled)
+            # The patient's own QRS, to be found again through a rhythmic artefact (``native_rhythm``).
+            self.native.learn([i for i, r in settled if r.vital is _RR])
             out.readings.extend(self._silence(end_time))
             out.readings.extend(self._hrv_values(end_time))
         elif not good:
