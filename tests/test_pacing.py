@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import itertools
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.serial import ecg_frontend, simulate
+from drivers.serial.decode_cli import decode_stream
 from drivers.serial.driver import SerialDriver
 from drivers.serial.ecg_frontend import EcgDecoder, EcgFrame, encode_frame
 from drivers.serial.settings import EcgStreamSettings
@@ -299,3 +301,10 @@ def test_the_alarms_strip_marks_the_pacing_pulses_on_the_samples_as_received(tmp
     png = tmp_path / "strip.png"
     render(strip, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_decode_prints_the_pulses_of_a_version_2_capture() -> None:
+    """``iomt-gateway decode ecgstream`` on a capture: a block's pulses, as the technician sees them."""
+    data = encode_frame(0, np.array([1, 2, 3, 4]), 250, 5000, pace=[2]) + encode_frame(1, np.array([5, 6]), 250, 5000)
+    objs = [o for o in decode_stream("ecgstream", io.BytesIO(data)) if o["kind"] == "samples"]
+    assert [o.get("pace") for o in objs] == [[2], None]
