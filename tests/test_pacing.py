@@ -8,6 +8,7 @@ import asyncio
 import importlib.util
 import io
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,15 +107,28 @@ def paced(
     return y, at
 
 
-def rhythm_alarms(x: np.ndarray, fs: float, pulses: list[int], block_s: float = 0.1) -> list[tuple[float, str, bool]]:
-    channel, step, got = EcgChannel("strap"), round(block_s * fs), []
+def marked_blocks(
+    x: np.ndarray, fs: float, pulses: list[int], sizes: list[int] | None = None, unit: str = "mV", t0: float = 0.0
+) -> Iterator[SampleBlock]:
+    """``x`` in blocks (100 ms, or ``sizes`` in turn), each carrying the ``pulses`` (sample
+    indices) within it as its pace marks, as the ``ecgstream`` translator gives them."""
     marks = np.asarray(pulses, dtype=np.int64)
-    for a in range(0, len(x), step):
-        lo, hi = np.searchsorted(marks, [a, a + step])
-        block = SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a,
-                            pace=tuple(int(p) - a for p in marks[lo:hi]))  # fmt: skip
-        out = channel.feed(block)
-        got += [(round(e.time, 1), e.condition, e.active) for e in out.rhythm]
+    a = 0
+    for size in itertools.cycle(sizes or [round(0.1 * fs)]):
+        if a >= len(x):
+            return
+        lo, hi = np.searchsorted(marks, [a, a + size])
+        pace = tuple(int(p) - a for p in marks[lo:hi])
+        yield SampleBlock("strap", "ecg", fs, t0 + a / fs, x[a : a + size], unit, first_index=a, pace=pace)
+        a += size
+
+
+def rhythm_alarms(
+    x: np.ndarray, fs: float, pulses: list[int], sizes: list[int] | None = None
+) -> list[tuple[float, str, bool]]:
+    channel, got = EcgChannel("strap"), []
+    for block in marked_blocks(x, fs, pulses, sizes):
+        got += [(round(e.time, 1), e.condition, e.active) for e in channel.feed(block).rhythm]
     return got
 
 
@@ -155,31 +169,16 @@ def test_captured_paced_beats_are_still_beats() -> None:
     for i in at:
         y[i : i + 2] += 3.0
 
-    def beats(z: np.ndarray, pulses: list[int]) -> list[int]:
-        channel, step, got = EcgChannel("strap"), round(0.1 * fs), []
-        marks = np.asarray(pulses, dtype=np.int64)
-        for a in range(0, len(z), step):
-            lo, hi = np.searchsorted(marks, [a, a + step])
-            pace = tuple(int(p) - a for p in marks[lo:hi])
-            got += channel.feed(
-                SampleBlock("strap", "ecg", fs, a / fs, z[a : a + step], "mV", first_index=a, pace=pace), defer=False
-            ).beats
-        return got
+    def beats(z: np.ndarray, pulses: list[int]) -> tuple[list[int], int]:
+        """The beats found, and the pulses the channel held out."""
+        channel, got = EcgChannel("strap"), []
+        for block in marked_blocks(z, fs, pulses):
+            got += channel.feed(block, defer=False).beats
+        return got, channel.pacing_pulses
 
-    plain, held = beats(x, []), beats(y, at)
+    (plain, _), (held, pulses) = beats(x, []), beats(y, at)
     assert len(held) == len(plain) and max(abs(a - b) for a, b in zip(held, plain, strict=True)) <= 1
-    assert channel_counts_pulses(y, at, fs) == len(at)
-
-
-def channel_counts_pulses(x: np.ndarray, pulses: list[int], fs: float) -> int:
-    channel = EcgChannel("strap")
-    step = round(0.1 * fs)
-    marks = np.asarray(pulses, dtype=np.int64)
-    for a in range(0, len(x), step):
-        lo, hi = np.searchsorted(marks, [a, a + step])
-        channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a,
-                                 pace=tuple(int(p) - a for p in marks[lo:hi])))  # fmt: skip
-    return channel.pacing_pulses
+    assert pulses == len(at)
 
 
 def test_version_2_frame_worked_example() -> None:
@@ -258,17 +257,7 @@ async def test_a_paced_patients_fibrillation_through_a_pty_raises_the_alarm(tmp_
 def test_the_alarms_do_not_depend_on_the_packing_of_marked_blocks(sizes: list[int]) -> None:
     x, fs = record("ecg_vf/vfdb_426_615s")
     y, at = paced(x, fs, 0.3, len(x) / fs, 3.0)
-    marks = np.asarray(at, dtype=np.int64)
-    channel, got, a = EcgChannel("strap"), [], 0
-    for size in itertools.cycle(sizes):
-        if a >= len(y):
-            break
-        lo, hi = np.searchsorted(marks, [a, a + size])
-        pace = tuple(int(p) - a for p in marks[lo:hi])
-        out = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, y[a : a + size], "mV", first_index=a, pace=pace))
-        got += [(round(e.time, 1), e.condition, e.active) for e in out.rhythm]
-        a += size
-    assert got == [(38.8, "ventricular_fibrillation", True)]
+    assert rhythm_alarms(y, fs, at, sizes) == [(38.8, "ventricular_fibrillation", True)]
 
 
 def test_the_alarms_strip_marks_the_pacing_pulses_on_the_samples_as_received(tmp_path: Path) -> None:
@@ -280,13 +269,7 @@ def test_the_alarms_strip_marks_the_pacing_pulses_on_the_samples_as_received(tmp
     setup = PatientSetup("p-1", AlarmSection().limits, {"strap": "ecgstream"})
     pipeline = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(keys)}", patients={"p-1": setup})
     out = PipelineOutput()
-    marks, step = np.asarray(at, dtype=np.int64), round(0.1 * fs)
-    for a in range(0, len(y), step):
-        lo, hi = np.searchsorted(marks, [a, a + step])
-        pace = tuple(int(p) - a for p in marks[lo:hi])
-        block = SampleBlock(
-            "strap", "ecg", fs, 1.78e9 + a / fs, y[a : a + step] * 1000.0, "uV", first_index=a, pace=pace
-        )
+    for block in marked_blocks(y * 1000.0, fs, at, unit="uV", t0=1.78e9):
         out.extend(pipeline.feed("p-1", block))
     (strip,) = [r for r in out.records if isinstance(r, EvidenceRecord) and r.condition == "ventricular_fibrillation"]
     first = round((strip.start_time.timestamp() - 1.78e9) * fs)

@@ -224,17 +224,12 @@ class EcgDecoder:
             version, width, flags, seq, rate, lsb, c, n = hdr
             samples_end = end = i + HEADER_LEN + c * n * width
             if version == PACED_VERSION:
-                if len(buf) <= end:
-                    if final:
-                        self._drop(i, 1, "truncated frame")
-                        i += 1
-                        continue
-                    break
-                if buf[end] > MAX_PACE:
+                count = buf[end] if len(buf) > end else 0  # not here yet: the length check waits for it
+                if count > MAX_PACE:
                     self._drop(i, 1, "bad header")
                     i += 1
                     continue
-                end += 1 + buf[end]
+                end += 1 + count
             if len(buf) < end + CRC_LEN:
                 if final:
                     self._drop(i, 1, "truncated frame")

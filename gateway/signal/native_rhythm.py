@@ -161,9 +161,7 @@ class NativeRhythm:
         back = self._end - end_index  # samples fed after the stretch
         if back < 0 or back + self._need > self._count:
             return False
-        size = len(self._ring)
-        start = (end_index - self._need) % size
-        x = np.roll(self._ring, -start)[: self._need]
+        x = self._stretch(end_index - self._need, end_index)
         template = None if self.template is None else (self.template, self.template_rr)
         return native_beside_cycle(x, self.fs, self._sos, self._lf_sos, self.settings, template)
 
