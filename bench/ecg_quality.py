@@ -61,7 +61,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from vf_data import annotated_records, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
 
 from gateway.readings import SampleBlock, Vital  # noqa: E402
-from gateway.signal.ecg_channel import EcgChannel, EcgSettings, ValidityChange  # noqa: E402
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
+from gateway.signal.ecg_output import ValidityChange  # noqa: E402
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -18,7 +18,7 @@ from typing import Any
 from gateway.alarms import AlarmEngine, AlarmTransition, ThresholdRule
 from gateway.config.processing import EcgAlarmSection, NoValidEcg, VentricularTachycardia
 from gateway.records import Severity, Vital
-from gateway.signal.ecg_channel import RhythmEvent
+from gateway.signal.ecg_output import RhythmEvent
 from gateway.signal.ecg_quality import QualityParams
 from gateway.signal.vt_detector import VtSettings
 

@@ -35,8 +35,10 @@ from gateway.records import (
     utc_from_unix,
 )
 from gateway.signal import spo2
-from gateway.signal.ecg_channel import EcgChannel, EcgSettings, StandstillMemory, ValidityChange
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings
+from gateway.signal.ecg_output import ValidityChange
 from gateway.signal.ecg_rhythm import ASYSTOLE, VENTRICULAR_FIBRILLATION, RhythmSettings
+from gateway.signal.standstill_memory import StandstillMemory
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
 from gateway.summaries import SummaryAggregator, VitalSummary
 

@@ -15,7 +15,8 @@ import wfdb
 from gateway.config.processing import AlarmSection
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmRecord, EvidenceRecord, SampleBlock
-from gateway.signal.ecg_channel import EcgChannel, EcgOutput
+from gateway.signal.ecg_channel import EcgChannel
+from gateway.signal.ecg_output import EcgOutput
 from gateway.signal.ecg_rhythm import RhythmMonitor, RhythmSettings
 from gateway.signal.vf_detector import VfOutput
 from tests.synthetic_ecg import beats_back

@@ -20,7 +20,8 @@ from drivers.serial.ecg_frontend import FLAG_LEAD_OFF, FLAG_SATURATED, EcgDecode
 from gateway.config.processing import AlarmSection
 from gateway.pipeline import NO_VALID_ECG, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmEvent, AlarmRecord, ClockQuality, DeviceFlag, SampleBlock, Vital
-from gateway.signal.ecg_channel import EcgChannel, EcgOutput
+from gateway.signal.ecg_channel import EcgChannel
+from gateway.signal.ecg_output import EcgOutput
 from tests.synthetic_ecg import standstill
 from tests.test_signal_pipeline import alarms, ecg_119
 

@@ -257,6 +257,23 @@ def test_heart_rate_ignores_an_ectopic_and_its_pause() -> None:
     assert [iv.normal for iv in out[9:12]] == [True, False, False]
 
 
+def test_a_silence_implies_a_rate_once_overdue() -> None:
+    st_ = heart_rate.HeartRateState(fs=360.0)
+    # No rhythm known: overdue after 3 s.
+    assert heart_rate.silence_rate(st_, 3.0) is None
+    assert heart_rate.silence_rate(st_, 3.2) == pytest.approx(60.0 / 3.2)
+    # At 60 /min, half as long again as the rhythm: 1.5 s, but never under 2 s.
+    st_.recent_rr = (1.0, 1.0, 1.0)
+    assert heart_rate.silence_rate(st_, 2.0) is None
+    assert heart_rate.silence_rate(st_, 2.5) == pytest.approx(24.0)
+    # At 40 /min, 2.25 s.
+    st_.recent_rr = (1.5, 1.5, 1.5)
+    assert heart_rate.silence_rate(st_, 2.2) is None
+    assert heart_rate.silence_rate(st_, 2.3) == pytest.approx(60.0 / 2.3)
+    # A standstill reads as the lowest rate reported, not as an invalid value.
+    assert heart_rate.silence_rate(st_, 30.0) == 60.0 / heart_rate.MAX_RR_S
+
+
 def test_hrv_from_annotated_beats_matches_direct_computation() -> None:
     st_hr = heart_rate.HeartRateState(fs=FS)
     st_hrv = hrv.HrvState(window_s=60.0)

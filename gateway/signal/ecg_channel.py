@@ -6,26 +6,16 @@ make their output safe to alarm on:
 * Beat-derived readings (heart rate, RR interval) are held until the quality window they fall in
   has been judged, and dropped if it was not ``GOOD``: beats found in noise never reach an alarm.
   That delays them by at most one quality window (4 s), well inside the alarms' minimum duration.
-* A good window is still noisy when the R-peak detector set aside peaks nearly as big as its QRS
-  within it, or when it is steep throughout for a second (its slope floor, ``ecg_quality``) and
-  holds a beat that came too early to be the patient's (an RR under ``short_rr_ratio`` of the
-  recent released ones): noise the detector took for beats.  A steep but slow rhythm with no
-  early beat (an agonal rhythm under amplifier fuzz) is left readable.
-* A window noisy for its low kurtosis alone is readable when the complexes at its beats are alike
-  one another (each whole one correlates at ``alike_corr`` with a neighbour, at least
-  ``alike_beats`` of them): a smooth, wide, regular rhythm is sub-Gaussian like a sinusoid (vfdb
-  418), while noise, even band-limited to a wide complex's frequencies, makes unalike "complexes",
-  and so does mains hum once it is large beside the complexes (its phase differs at each beat).
-  When most of them are alike but not all, readings are held back as after a noisy window, and
-  it counts neither way toward "no valid ECG".
+* A window's verdict is the quality index's, with what the channel knows besides (peaks the
+  detector set aside, early beats, complexes alike one another, the rhythm on): ``window_verdict``.
 * Readings stop at the first bad window and come back after ``recover_windows`` good ones in a
   row (the first good window after noise often holds its tail).  The "no valid ECG" technical
   alarm (``changes``) is decided apart, with its own delay and hysteresis (``no_valid_ecg``):
   intermittent noise gives one alarm for the stretch, not one per burst, and a single noisy
   window gives none; the beats in it are held back all the same.
-* A good window with no beat for ``max(3 s, 2 x recent RR)`` reports the rate that the silence
-  implies (60 / seconds since the last beat), so a real pause or asystole on a valid signal still
-  drives the low-rate alarm, while a lead-off flat line (invalid) does not.
+* A good window with no beat for half as long again as the recent RR (2-3 s) reports the rate
+  that the silence implies (``heart_rate.silence_rate``), so a real pause or asystole on a valid
+  signal still drives the low-rate alarm, while a lead-off flat line (invalid) does not.
 * A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
   glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate) and a rhythm
   episode on goes on across the gap, as do the episodes whose alarms were raised before the daemon
@@ -59,15 +49,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import pairwise
-from statistics import median
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, DeviceFlag, SampleBlock, Vital, VitalReading
-from gateway.signal import ecg_quality, heart_rate, hrv, pace_blanking, rpeak_detector
+from gateway.signal import ecg_quality, heart_rate, hrv, pace_blanking, rpeak_detector, window_verdict
 from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, join_samples, to_millivolts
+from gateway.signal.ecg_output import EcgOutput, RhythmEvent, ValidityChange
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import (
     ASYSTOLE,
@@ -80,6 +69,7 @@ from gateway.signal.ecg_rhythm import (
 from gateway.signal.native_rhythm import NativeRhythm
 from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 from gateway.signal.rpeak_detector import RPeakDetector
+from gateway.signal.standstill_memory import StandstillMemory
 from gateway.signal.vt_detector import (
     VENTRICULAR_TACHYCARDIA,
     Shape,
@@ -98,7 +88,6 @@ if TYPE_CHECKING:
     FloatArray = npt.NDArray[np.float64]
 
 
-MIN_REPORTED_HR = 60.0 / heart_rate.MAX_RR_S  # 15 /min
 _sum = np.add.reduce
 _FLOAT64 = np.dtype(np.float64)
 # Device flags under which a block's samples are no signal (``_flagged``).
@@ -125,78 +114,6 @@ class EcgSettings:
     pace_blank_ms: float = pace_blanking.DEFAULT_BLANK_MS  # held from each pacing pulse the device marks
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
-
-
-@dataclass(frozen=True, slots=True)
-class ValidityChange:
-    time: float
-    valid: bool
-    detail: str  # the quality verdict that caused it
-    onset_time: float | None = None  # a raise: the start of the first bad window behind it
-
-
-@dataclass(frozen=True, slots=True)
-class RhythmEvent:
-    time: float
-    condition: str  # VENTRICULAR_FIBRILLATION, ASYSTOLE or VENTRICULAR_TACHYCARDIA
-    active: bool
-    onset_time: float
-
-
-@dataclass(frozen=True, slots=True)
-class StandstillMemory:
-    """What a new process needs to go on with an asystole episode as this one would: the patient's
-    QRS energies and the R-peak detector's levels when it was raised.  Without them the new
-    detector learns the standstill's P and T waves as the signal and takes them for QRS, ending
-    the alarm while the heart is still.  Taken once, at the raise, so the saved state does
-    not change (nor get written again) while the episode lasts."""
-
-    fs: float
-    qrs_reference: tuple[float, ...]
-    levels: rpeak_detector.Levels
-
-    def to_json(self) -> list[Any]:
-        lv = self.levels
-        levels = [lv.signal_level, lv.noise_level, lv.learn_max, lv.last_beat_energy, lv.n_noise]
-        return [self.fs, list(self.qrs_reference), levels]
-
-    @classmethod
-    def from_json(cls, doc: Any) -> StandstillMemory:
-        """Raises ValueError or TypeError when ``doc`` is not what ``to_json`` writes."""
-        fs, qrs, (signal, noise, learn_max, last_energy, n_noise) = doc
-        values = [float(fs), signal, noise, learn_max, last_energy, *qrs]
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or not float(fs) > 0:
-            raise ValueError("standstill memory: not finite numbers")
-        levels = rpeak_detector.Levels(float(signal), float(noise), float(learn_max), float(last_energy), int(n_noise))
-        return cls(float(fs), tuple(float(q) for q in qrs), levels)
-
-
-@dataclass(slots=True, init=False)
-class EcgOutput:
-    readings: list[VitalReading]
-    changes: list[ValidityChange]
-    rhythm: list[RhythmEvent]
-    beats: list[int]  # sample indices of the beats detected
-    unreadable: list[float]  # times from which beat readings stopped being released (bad windows, flagged samples)
-    dropped_blocks: int
-
-    def __init__(
-        self,
-        readings: list[VitalReading] | None = None,
-        changes: list[ValidityChange] | None = None,
-        rhythm: list[RhythmEvent] | None = None,
-        beats: list[int] | None = None,
-        unreadable: list[float] | None = None,
-        dropped_blocks: int = 0,
-    ) -> None:
-        # Written out: the generated __init__ calls a factory per list, and one output is made
-        # for every block that arrives.
-        self.readings = [] if readings is None else readings
-        self.changes = [] if changes is None else changes
-        self.rhythm = [] if rhythm is None else rhythm
-        self.beats = [] if beats is None else beats
-        self.unreadable = [] if unreadable is None else unreadable
-        self.dropped_blocks = dropped_blocks
 
 
 # A reading held until its quality window is judged, with the sample index it belongs to (to find
@@ -557,51 +474,19 @@ class EcgChannel:
         assert self.fs is not None
         return t0 + (index - i0) / self.fs
 
-    def _noise_peaks_high(self) -> bool:
-        """Whether the peaks the detector set aside as noise since the last window were, on
-        average, a large share of its QRS level.  Its own noise level, a slow average that moves
-        only when a peak is set aside, stays where a burst of noise left it on a clean record
-        with no such peaks (a paced rhythm), and held windows "noisy" long after the noise."""
-        st = self.detector.state
-        count = st.n_noise - self._noise_seen[0]
-        energy = st.noise_energy - self._noise_seen[1]
-        self._noise_seen = (st.n_noise, st.noise_energy)
-        return count > 0 and st.signal_level > 0 and energy > count * self.settings.max_noise_ratio * st.signal_level
-
     def _early_beat(self, window: QualityWindow) -> bool:
-        """Whether a beat of the window came after an RR interval much shorter than the rhythm's:
-        the median of the RRs released since the signal was last invalid and the window's own.
-        The window's own count alone when nothing was released since: a reference kept across
-        a spell of noise could call every beat of a rhythm that changed meanwhile early, and the
-        window would never be good to renew it."""
         rrs = [r.value for i, r in self._pending if i < window.end_index and r.vital is _RR and r.value is not None]
-        if not rrs:
-            return False
-        return min(rrs) < self.settings.short_rr_ratio * median((*self._released_rr, *rrs))
+        return window_verdict.early_beat(rrs, self._released_rr, self.settings.short_rr_ratio)
 
     def _alike_share(self, window: QualityWindow, band: FloatArray) -> float:
-        """The share of the complexes whole in the window that are alike the one before it or the
-        one after it: their band-passed samples, from 0.12 s before the beat to 0.2 s after it (a
-        wide complex), correlate at ``alike_corr`` or more; 0 with fewer than ``alike_beats``.
-        Noise makes "complexes" unlike one another; a beat the detector placed off the complexes
-        makes one unlike both neighbours."""
-        s = self.settings
-        assert self.fs is not None
-        pre, post = round(0.12 * self.fs), round(0.20 * self.fs)
-        start = window.start_index
-        lo, hi = start + pre, window.end_index - post
-        segments = []
         # The rhythm monitor holds the recent beats (a window holds at most 20: 4 s at 300 /min);
         # it is made anew with the other states at a gap, so no beat of an earlier stream is read.
-        for i in self.rhythm.beats_within(lo, hi):
-            segment = band[i - pre - start : i + post - start]
-            segments.append(segment - _sum(segment) / len(segment))
-        if len(segments) < s.alike_beats:
-            return 0.0
-        alike = [correlation(a, b) >= s.alike_corr for a, b in pairwise(segments)]
-        # Complex k's neighbours are pairs k - 1 and k: each complex needs one of them alike.
-        liked = sum(before or after for before, after in zip([False, *alike], [*alike, False], strict=True))
-        return liked / len(segments)
+        s = self.settings
+        assert self.fs is not None
+        beats = self.rhythm.beats_within(window.start_index, window.end_index)
+        return window_verdict.alike_share(
+            beats, band, window.start_index, window.end_index, self.fs, s.alike_corr, s.alike_beats
+        )
 
     def _remember_rr(self, released: list[_Pending]) -> None:
         rrs = tuple(r.value for _, r in released if r.vital is _RR and r.value is not None)
@@ -618,24 +503,17 @@ class EcgChannel:
             elif (vt_change := self.vt.expire(window.end_index)) is not None:
                 self._vt(vt_change, out)
         # Asked at every window, not only good ones, so that each window is judged by its own peaks.
-        noise_peaks = self._noise_peaks_high()
-        smooth_rhythm = False  # most of a low-kurtosis window's complexes alike, not all
-        if quality is EcgQuality.GOOD:
-            if noise_peaks or (window.slope_floor > s.max_slope_floor and self._early_beat(window)):
-                quality = EcgQuality.NOISY
-        elif quality is EcgQuality.NOISY and window.band is not None and not noise_peaks:
-            # A smooth rhythm (low kurtosis) whose complexes are alike one another.  Its slope
-            # floor is a noise's (~0.25 on vfdb 418's wide complexes) and its beats are not
-            # checked for early ones: their likeness is the direct test that they are no noise.
-            # With a complex unlike both neighbours (a beat the detector placed off the
-            # complexes, its RR wrong), but most alike, the window is a rhythm with a beat not
-            # to be trusted: readings are held back from it, and like a noisy window during VT,
-            # it counts neither toward "no valid ECG" nor toward clearing it.
-            share = self._alike_share(window, window.band)
-            if share == 1.0:
-                quality = EcgQuality.GOOD
-            else:
-                smooth_rhythm = share > 0.5
+        st = self.detector.state
+        count, energy = st.n_noise - self._noise_seen[0], st.noise_energy - self._noise_seen[1]
+        self._noise_seen = (st.n_noise, st.noise_energy)
+        noise_peaks = window_verdict.noise_peaks_high(count, energy, st.signal_level, s.max_noise_ratio)
+        quality, smooth_rhythm = window_verdict.refined(
+            window,
+            noise_peaks=noise_peaks,
+            max_slope_floor=s.max_slope_floor,
+            early=lambda: self._early_beat(window),
+            share=lambda band: self._alike_share(window, band),
+        )
         end_time = self._time(window.end_index)
         if self.rhythm.vf_active:
             # No rate in VF, and its windows are not noise: validity is left as it is.
@@ -644,26 +522,18 @@ class EcgChannel:
             heart_rate.reset(self.hr)
             hrv.break_sequence(self._hrv)
             return
-        good = quality is EcgQuality.GOOD
-        self.good_streak = self.good_streak + 1 if good else 0
-        # VT's wide, smooth complexes read as noise to the quality index (low kurtosis, a high
-        # detector noise level) in nearly every window of an episode: a "no valid ECG" alarm
-        # beside the VT alarm would say the VT is an artefact.  So a noisy window during VT does
-        # not count toward that alarm (one on ends at the VT's onset, ``_rhythm``), and no rate is
-        # released from a window that is not good.
-        # Likewise a standstill: no QRS spike is left to lift the kurtosis, so its windows read
-        # as noise for their kurtosis alone (``band``); a jump in amplitude (electrode motion)
-        # still counts as noise during asystole.  Unlike VT's onset, asystole's does not end a
-        # spell already on: noise that hides the QRS raises asystole too (MIT-BIH 104 under the
-        # noise bursts of bench/ecg_quality.py, 7 times), and there the spell said so first.
-        bad = not good and not (
-            quality is EcgQuality.NOISY
-            and (
-                smooth_rhythm
-                or (self.vt is not None and self.vt.active)
-                or (self.rhythm.asystole and window.band is not None)
-            )
+        verdict = window_verdict.verdict(
+            quality,
+            smooth_rhythm=smooth_rhythm,
+            vt_active=self.vt is not None and self.vt.active,
+            # Unlike VT's onset, asystole's does not end a spell already on: noise that hides
+            # the QRS raises asystole too (MIT-BIH 104 under the noise bursts of
+            # bench/ecg_quality.py, 7 times), and there the spell said so first.
+            standstill_band=self.rhythm.asystole and window.band is not None,
         )
+        good = verdict is Verdict.GOOD
+        bad = verdict is Verdict.NOISY or verdict is Verdict.NO_SIGNAL
+        self.good_streak = self.good_streak + 1 if good else 0
         # A smooth rhythm's window with a beat not to be trusted holds the readings back as a
         # noisy one does (the next ones wait for ``recover_windows`` good windows): released at
         # once after it, a good window's readings gave 2 more false beats on clean MIT-BIH.
@@ -674,12 +544,6 @@ class EcgChannel:
             out.unreadable.append(end_time)
         elif not self.readable and self.good_streak >= s.recover_windows:
             self.readable = True
-        if good:
-            verdict = Verdict.GOOD
-        elif not bad:
-            verdict = Verdict.NEITHER
-        else:
-            verdict = Verdict.NOISY if quality is EcgQuality.NOISY else Verdict.NO_SIGNAL
         raised = self.alarm.window(verdict)
         if raised is True:
             self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
@@ -704,19 +568,9 @@ class EcgChannel:
 
     def _silence(self, now: float) -> Iterable[VitalReading]:
         last = self._last_beat_time
-        if last is None:
+        hr = None if last is None else heart_rate.silence_rate(self.hr, now - last)
+        if hr is None:
             return ()
-        recent = self.hr.recent_rr
-        # Overdue: half as long again as the recent rhythm, and in any case after 3 s (20 /min).
-        # statistics.median, as heart_rate does: np.median would import numpy.ma (~1 MB resident)
-        # for a median of a handful of floats.
-        limit = min(3.0, max(2.0, 1.5 * median(recent))) if recent else 3.0
-        gap = now - last
-        if gap <= limit:
-            return ()
-        # The rate the silence implies, floored at the lowest rate the pipeline accepts as
-        # plausible: a standstill must read as a very low rate, not as an invalid value.
-        hr = max(MIN_REPORTED_HR, 60.0 / gap)
         return (VitalReading(self.device_id, _HR, hr, _HR_UNIT, now, self._clock),)
 
     def _hrv_values(self, now: float) -> Iterable[VitalReading]:

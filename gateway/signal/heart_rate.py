@@ -58,3 +58,15 @@ def reset(state: HeartRateState) -> None:
     """Forget the rhythm (after a gap in the samples or a long invalid-ECG spell)."""
     state.last_index = None
     state.recent_rr = ()
+
+
+def silence_rate(state: HeartRateState, silent_s: float) -> float | None:
+    """The rate that ``silent_s`` seconds without a beat imply, once the silence is overdue: half
+    as long again as the recent rhythm (within 2-3 s), and in any case after 3 s (20 /min); None
+    before.  A real pause or asystole on a valid signal then drives the low-rate alarm.  Floored
+    at the lowest rate reported: a standstill must read as a very low rate, not as an invalid one."""
+    recent = state.recent_rr
+    limit = min(3.0, max(2.0, 1.5 * median(recent))) if recent else 3.0
+    if silent_s <= limit:
+        return None
+    return max(60.0 / MAX_RR_S, 60.0 / silent_s)
