@@ -1,7 +1,7 @@
 """R-peak accuracy of our streaming detector, side by side with four open-source references.
 
     uv sync --group bench   # sleepecg and neurokit2 (wfdb comes with the dev group)
-    uv run python bench/ecg_accuracy.py [--data DIR] [--only-ours] [--jobs N] [--block-s 0.1]
+    uv run python bench/ecg_accuracy.py [--data DIR] [--only-ours] [--jobs N] [--block-s 0.1] [--fs 130]
 
 Every WFDB record in DIR that has an ``.atr`` file is scored on lead 0 against its beat
 annotations (the beat symbols of the MIT-BIH/AAMI convention, non-beat labels ignored), with a
@@ -9,7 +9,8 @@ annotations (the beat symbols of the MIT-BIH/AAMI convention, non-beat labels ig
 batch over the whole record.  Per record: Se, +P, F1 for every detector, our heart-rate error
 (10 s windows, 60/median RR, against the annotations) and our detection latency (from the
 annotated R wave to the sample whose arrival made the beat certain; the transport adds up to one
-block on top).  Totals are gross (TP/FP/FN summed over records).  The last line is:
+block on top).  Totals are gross (TP/FP/FN summed over records).  ``--fs`` resamples the records
+and their annotations to a device's rate (a Polar H10 strap: 130 Hz), for ours and the references.  The last line is:
 
     overall ours: Se=… +P=… F1=… latency_median_ms=… latency_max_ms=…
 """
@@ -29,6 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vf_data import annotations, load
 
 from gateway.signal.rpeak_detector import DetectorParams, RPeakDetector
 
@@ -146,18 +150,10 @@ def reference_detectors() -> dict[str, Callable[[FloatArray, float], IntArray]]:
     return {"gqrs": gqrs, "xqrs": xqrs, "sleepecg": sleep, "nk_pantompkins": nk_pt}
 
 
-def evaluate(path: Path, with_refs: bool, block_s: float, lead: int = 0) -> RecordResult:
-    import wfdb  # noqa: PLC0415
-
-    rec = wfdb.rdrecord(str(path), channels=[lead])
-    ann = wfdb.rdann(str(path), "atr")
-    fs = float(rec.fs)
-    sig = np.asarray(rec.p_signal[:, 0], dtype=np.float64)
-    sig = np.nan_to_num(sig)
-    unit = (rec.units or ["mV"])[0]
-    if unit.lower() in ("uv", "µv"):
-        sig = sig * 1e-3
-    ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
+def evaluate(path: Path, with_refs: bool, block_s: float, lead: int = 0, rate: float | None = None) -> RecordResult:
+    sig, fs = load(path, lead, rate)
+    samples, symbols, _ = annotations(path, rate)
+    ref = np.asarray([s for s, sym in zip(samples, symbols, strict=True) if sym in BEAT_SYMBOLS])
     tol = round(TOLERANCE_S * fs)
 
     idx, decided = run_ours(sig, fs, block_s)
@@ -187,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-s", type=float, default=0.1, help="streaming block length in seconds")
     ap.add_argument("--records", nargs="*", help="only these record names")
     ap.add_argument("--lead", type=int, default=0, help="signal index (default 0; the task scores lead 0)")
+    ap.add_argument(
+        "--fs", type=float, help="resample the records (and their annotations) to a device's rate, e.g. 130"
+    )
     args = ap.parse_args(argv)
 
     paths = sorted(p.with_suffix("") for p in args.data.glob("*.hea") if p.with_suffix(".atr").exists())
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no annotated WFDB records in {args.data}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    jobs = [(p, not args.only_ours, args.block_s, args.lead) for p in paths]
+    jobs = [(p, not args.only_ours, args.block_s, args.lead, args.fs) for p in paths]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             results = list(pool.map(evaluate, *zip(*jobs, strict=True)))

@@ -1,6 +1,6 @@
 """Asystole alarms: how soon after the last beat, how soon they end, and how often they flap.
 
-    uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
+    uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...] [--fs 130]
         [--clear-beats N]   (the QRS in a row that end an episode; 1 is how it was before c094dab)
         [--lead N]          (the records' lead, 0 by default; the annotations are the same)
         [--paced-after-ms MS]  (how far after a paced or paced-fusion beat the cut goes, 170 by default)
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from vf_data import annotated_records, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
+from vf_data import annotated_records, annotations, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
 
 from gateway.readings import SampleBlock  # noqa: E402
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
@@ -93,12 +93,9 @@ def asystole_events(x: FloatArray, fs: float, settings: EcgSettings) -> list[tup
     return out
 
 
-def beats(path: Path, symbols: frozenset[str] = BEAT_SYMBOLS) -> npt.NDArray[np.int64]:
-    import wfdb  # noqa: PLC0415
-
-    ann = wfdb.rdann(str(path), "atr")
-    keep = [int(s) for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in symbols]
-    return np.asarray(keep, dtype=np.int64)
+def beats(path: Path, symbols: frozenset[str] = BEAT_SYMBOLS, fs: float | None = None) -> npt.NDArray[np.int64]:
+    samples, syms, _ = annotations(path, fs)
+    return np.asarray([s for s, sym in zip(samples, syms, strict=True) if sym in symbols], dtype=np.int64)
 
 
 def cut_qrs(
@@ -116,10 +113,17 @@ def cut_qrs(
     return y
 
 
-def standstill(path: Path, lead: int, standstill_s: float, settings: EcgSettings, paced_after_s: float = 0.08) -> Tally:
-    x, fs = load(path, lead)
-    qrs = beats(path)
-    paced = frozenset(beats(path, PACED_SYMBOLS).tolist())
+def standstill(
+    path: Path,
+    lead: int,
+    standstill_s: float,
+    settings: EcgSettings,
+    paced_after_s: float = 0.08,
+    rate: float | None = None,
+) -> Tally:
+    x, fs = load(path, lead, rate)
+    qrs = beats(path, fs=rate)
+    paced = frozenset(beats(path, PACED_SYMBOLS, rate).tolist())
     t = Tally()
     span = len(x) / fs
     for k in range(PLACES):
@@ -145,17 +149,19 @@ def standstill(path: Path, lead: int, standstill_s: float, settings: EcgSettings
     return t
 
 
-def no_standstill(path: Path, lead: int, nstdb: Path, noise: str | None, settings: EcgSettings) -> Tally:
-    x, fs = load(path, lead)
+def no_standstill(
+    path: Path, lead: int, nstdb: Path, noise: str | None, settings: EcgSettings, rate: float | None = None
+) -> Tally:
+    x, fs = load(path, lead, rate)
     if noise is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x)), 6.0)
     events = asystole_events(x, fs, settings)
     return Tally(false_alarms=sum(on for _, on in events), hours=len(x) / fs / 3600.0)
 
 
-def vfdb(path: Path, lead: int, settings: EcgSettings) -> Tally:
-    x, fs = load(path, lead)
-    notes = rhythm_notes(path)
+def vfdb(path: Path, lead: int, settings: EcgSettings, rate: float | None = None) -> Tally:
+    x, fs = load(path, lead, rate)
+    notes = rhythm_notes(path, rate)
     events = asystole_events(x, fs, settings)
     t = Tally()
     for (start, note), nxt in zip(notes, [*notes[1:], (len(x), "")], strict=True):
@@ -171,13 +177,13 @@ def vfdb(path: Path, lead: int, settings: EcgSettings) -> Tally:
     return t
 
 
-def job(args: tuple[str, Path, int, Path, float, EcgSettings, float]) -> tuple[str, str, Tally]:
-    kind, path, lead, nstdb, standstill_s, settings, paced_after_s = args
+def job(args: tuple[str, Path, int, Path, float, EcgSettings, float, float | None]) -> tuple[str, str, Tally]:
+    kind, path, lead, nstdb, standstill_s, settings, paced_after_s, rate = args
     if kind == "standstill":
-        return kind, path.name, standstill(path, lead, standstill_s, settings, paced_after_s)
+        return kind, path.name, standstill(path, lead, standstill_s, settings, paced_after_s, rate)
     if kind == "vfdb":
-        return kind, path.name, vfdb(path, lead, settings)
-    return kind, path.name, no_standstill(path, lead, nstdb, None if kind == "clean" else "em", settings)
+        return kind, path.name, vfdb(path, lead, settings, rate)
+    return kind, path.name, no_standstill(path, lead, nstdb, None if kind == "clean" else "em", settings, rate)
 
 
 def _median(v: list[float]) -> float:
@@ -193,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clear-beats", type=int)
     ap.add_argument("--lead", type=int, default=0)
     ap.add_argument("--paced-after-ms", type=float, default=170.0)
+    ap.add_argument(
+        "--fs", type=float, help="resample the records (and their annotations) to a device's rate, e.g. 130"
+    )
     args = ap.parse_args(argv)
     mitdb = annotated_records(args.data / "mitdb", args.records)
     vf = [p.with_suffix("") for p in sorted((args.data / "vfdb").glob("*.hea"))]
@@ -201,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EcgSettings(rhythm=rhythm)
     lead = args.lead
     paced = args.paced_after_ms / 1000.0
-    jobs = [("standstill", p, lead, nstdb, args.standstill_s, cfg, paced) for p in mitdb]
-    jobs += [(kind, p, lead, nstdb, 0.0, cfg, paced) for kind in ("clean", "em 6 dB") for p in mitdb]
-    jobs += [("vfdb", p, lead, nstdb, 0.0, cfg, paced) for p in vf]
+    jobs = [("standstill", p, lead, nstdb, args.standstill_s, cfg, paced, args.fs) for p in mitdb]
+    jobs += [(kind, p, lead, nstdb, 0.0, cfg, paced, args.fs) for kind in ("clean", "em 6 dB") for p in mitdb]
+    jobs += [("vfdb", p, lead, nstdb, 0.0, cfg, paced, args.fs) for p in vf]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(job, jobs))
     sets: dict[str, Tally] = {}
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         f"delay from the annotated onset median {_median(v.vfdb_delays):.1f} s, {v.vfdb_raises} raises in all"
     )
     false = sets["clean"].false_alarms + sets["em 6 dB"].false_alarms
+    if args.fs:
+        print(f"records resampled to {args.fs:g} Hz, annotations with them")
     print(
         f"overall asystole: standstills={s.standstills} detected={s.detected} "
         f"delay_median_s={_median(s.delays):.1f} delay_max_s={max(s.delays, default=float('nan')):.1f} "

@@ -1,6 +1,6 @@
 """VF/flutter alarms of our streaming detector, scored per episode and per second.
 
-    uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0]
+    uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0] [--fs 130]
 
 Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
 as the daemon runs it (R-peak detector, quality index, VF detector and rhythm rules), clean and then mixed with a
@@ -23,6 +23,10 @@ Scoring:
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
   the alarm clears with deliberate hysteresis.  The figure without that grace is printed too, and
   the alarm seconds it counts, by the rhythm annotated there (the last rhythm note before them).
+
+``--fs HZ`` resamples every record (and the noise) to a device's rate, its annotations scaled
+with it: the records were made at 250 Hz (vfdb) and 360 Hz (mitdb), while a Polar H10 strap
+streams 130 Hz.
 
 Printed per record, overall, and per noise level; the last line is the clean overall figure:
 
@@ -223,14 +227,15 @@ def evaluate(
     tol_s: float,
     grace_s: float,
     rapid_vt_per_min: float = RAPID_VT_PER_MIN,
+    rate: float | None = None,
 ) -> RecordScore:
-    x, fs = load(path, lead)
-    notes = rhythm_notes(path)
+    x, fs = load(path, lead, rate)
+    notes = rhythm_notes(path, rate)
     # The classes are the truth's: measured on the clean record, before any noise, zero phase.
     classes = classify_seconds(notes, sosfiltfilt(butter2_bandpass(1.0, 30.0, fs), x), fs, rapid_vt_per_min)
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
-    truth = vf_intervals(path, len(x))
+    truth = vf_intervals(path, len(x), rate)
     onsets: list[tuple[int, int]] = []
     vt: list[tuple[int, int]] = []
     alarms = alarm_intervals(x, fs, block_s, onsets, vt)
@@ -259,7 +264,7 @@ def _onset_line(s: RecordScore) -> str:
 
 def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> RecordScore:
     jobs = [
-        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s, args.rapid_vt)
+        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s, args.rapid_vt, args.fs)
         for p in paths
     ]
     if args.jobs > 1:
@@ -301,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance-s", type=float, default=4.0)
     ap.add_argument("--grace-s", type=float, default=10.0)
     ap.add_argument("--records", nargs="*")
+    ap.add_argument(
+        "--fs",
+        type=float,
+        help="resample the records (and their annotations) to this rate: a device's, e.g. 130 for a Polar H10",
+    )
     ap.add_argument(
         "--rapid-vt",
         type=float,

@@ -1,6 +1,6 @@
 """Ventricular tachycardia alarms of the ECG channel, scored per episode against rhythm annotations.
 
-    uv run python bench/ecg_vt.py [--data DIR] [--lead 0] [--jobs N] [--snr 6 0] [--min-episode-s 6]
+    uv run python bench/ecg_vt.py [--data DIR] [--lead 0] [--jobs N] [--snr 6 0] [--min-episode-s 6] [--fs 130]
                                   [--set min_width_ratio=1.2 ...]
 
 Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
@@ -184,13 +184,14 @@ def evaluate(
     min_episode_s: float,
     tol_s: float,
     vt: VtSettings,
+    rate: float | None = None,
 ) -> VtScore:
-    x, fs = load(path, lead)
+    x, fs = load(path, lead, rate)
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
-    notes = rhythm_notes(path)
+    notes = rhythm_notes(path, rate)
     alarms = alarm_intervals(x, fs, block_s, vt)
-    vt_truth, vf_truth = vt_intervals(notes, len(x)), vf_intervals(path, len(x))
+    vt_truth, vf_truth = vt_intervals(notes, len(x)), vf_intervals(path, len(x), rate)
     return score(path.name, len(x), fs, notes, vt_truth, vf_truth, alarms, min_episode_s, tol_s)
 
 
@@ -206,7 +207,8 @@ def _fmt(tag: str, s: VtScore) -> str:
 def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> VtScore:
     vt = VtSettings(**{k: type(getattr(VtSettings(), k))(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     jobs = [
-        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.min_episode_s, args.tolerance_s, vt) for p in paths
+        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.min_episode_s, args.tolerance_s, vt, args.fs)
+        for p in paths
     ]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -244,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-episode-s", type=float, default=6.0)
     ap.add_argument("--tolerance-s", type=float, default=4.0)
     ap.add_argument("--records", nargs="*")
+    ap.add_argument(
+        "--fs", type=float, help="resample the records (and their annotations) to a device's rate, e.g. 130"
+    )
     ap.add_argument(
         "--set", nargs="*", default=[], metavar="NAME=VALUE", help="VtSettings to try instead of the defaults"
     )

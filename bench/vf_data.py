@@ -7,6 +7,9 @@
   with the signal power taken as (median peak-to-peak per second)^2 / 8 — the power of a sine of
   that amplitude, after the nstdb convention of measuring the signal by its QRS amplitude — and
   the noise power as the mean square of the noise (mean removed).
+* ``load``, ``vf_intervals`` and ``rhythm_notes`` take an optional ``fs``: the record resampled
+  to that rate (``resample``) and its annotations' sample numbers scaled to it, to score the
+  detectors at a device's rate (a Polar H10 strap streams 130 Hz) on records made at another.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ T = TypeVar("T")
 VF_NOTES = ("(VF", "(VFIB", "(VFL")
 
 
-def load(path: Path, lead: int = 0) -> tuple[FloatArray, float]:
+def load(path: Path, lead: int = 0, fs: float | None = None) -> tuple[FloatArray, float]:
+    """The record's ``lead`` in mV and its rate; resampled to ``fs`` when given."""
     import wfdb  # noqa: PLC0415
 
     rec = wfdb.rdrecord(str(path), channels=[lead])
@@ -33,20 +37,38 @@ def load(path: Path, lead: int = 0) -> tuple[FloatArray, float]:
     unit = (rec.units or ["mV"])[0]
     if unit.lower() in ("uv", "µv"):
         sig = sig * 1e-3
-    return sig, float(rec.fs)
+    if fs is None or fs == rec.fs:
+        return sig, float(rec.fs)
+    return resample(sig, float(rec.fs), fs), fs
 
 
-def vf_intervals(path: Path, n: int) -> list[tuple[int, int]]:
-    """Sample intervals [start, end) of VF/flutter in record ``path`` of ``n`` samples, merged."""
+def resample(x: FloatArray, from_fs: float, to_fs: float) -> FloatArray:
+    """``x`` at ``to_fs`` (polyphase, with its anti-alias filter: what a device sampling at that
+    rate behind its own filter would give)."""
+    from fractions import Fraction  # noqa: PLC0415
+
+    from scipy.signal import resample_poly  # noqa: PLC0415
+
+    ratio = Fraction(to_fs / from_fs).limit_denominator(1000)
+    return np.asarray(resample_poly(x, ratio.numerator, ratio.denominator), dtype=np.float64)
+
+
+def annotations(path: Path, fs: float | None) -> tuple[list[int], list[str], list[str]]:
+    """The reference annotations' sample numbers (scaled to ``fs`` when given), symbols and aux notes."""
     import wfdb  # noqa: PLC0415
 
     ann = wfdb.rdann(str(path), "atr")
+    scale = 1.0 if fs is None or not ann.fs else fs / float(ann.fs)
+    samples = [round(int(s) * scale) for s in ann.sample]
+    return samples, list(ann.symbol), [(a or "").strip("\x00").strip() for a in ann.aux_note]
+
+
+def vf_intervals(path: Path, n: int, fs: float | None = None) -> list[tuple[int, int]]:
+    """Sample intervals [start, end) of VF/flutter in record ``path`` of ``n`` samples, merged."""
     out: list[tuple[int, int]] = []
     start: int | None = None
     bracket: int | None = None
-    for sample, sym, aux in zip(ann.sample, ann.symbol, ann.aux_note, strict=True):
-        s = int(sample)
-        note = (aux or "").strip("\x00").strip()
+    for s, sym, note in zip(*annotations(path, fs), strict=True):
         if sym == "[":
             bracket = s if bracket is None else bracket
         elif sym == "]":
@@ -74,17 +96,10 @@ def vf_intervals(path: Path, n: int) -> list[tuple[int, int]]:
     return merged
 
 
-def rhythm_notes(path: Path) -> list[tuple[int, str]]:
+def rhythm_notes(path: Path, fs: float | None = None) -> list[tuple[int, str]]:
     """The record's rhythm aux notes (``(N``, ``(VT``, ``(NOISE`` ...), as (sample, note) in order."""
-    import wfdb  # noqa: PLC0415
-
-    ann = wfdb.rdann(str(path), "atr")
-    out = []
-    for sample, aux in zip(ann.sample, ann.aux_note, strict=True):
-        note = (aux or "").strip("\x00").strip()
-        if note.startswith("("):
-            out.append((int(sample), note))
-    return out
+    samples, _, notes = annotations(path, fs)
+    return [(s, note) for s, note in zip(samples, notes, strict=True) if note.startswith("(")]
 
 
 def vf_mask(n: int, intervals: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
@@ -96,14 +111,7 @@ def vf_mask(n: int, intervals: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
 
 def noise_record(nstdb: Path, name: str, fs: float, n: int, channel: int = 0, offset_s: float = 0.0) -> FloatArray:
     """``n`` samples of noise record ``name`` ('em', 'ma', 'bw') at ``fs``, looped if needed."""
-    from fractions import Fraction  # noqa: PLC0415
-
-    from scipy.signal import resample_poly  # noqa: PLC0415
-
-    noise, nfs = load(nstdb / name, channel)
-    if nfs != fs:
-        ratio = Fraction(fs / nfs).limit_denominator(1000)
-        noise = resample_poly(noise, ratio.numerator, ratio.denominator)
+    noise, _ = load(nstdb / name, channel, fs)
     start = int(offset_s * fs) % len(noise)
     noise = np.roll(noise, -start)
     reps = int(np.ceil(n / len(noise)))
@@ -143,7 +151,8 @@ def clean_and_noisy(
     else:
         print(f"no noise record {args.nstdb / args.noise}: noise-mixed runs skipped")
     clean = run_set(None, None)
-    print(f"records: {args.n_records} (lead {args.lead}), wall time {time.perf_counter() - t0:.0f} s")
+    rate = f", resampled to {args.fs:g} Hz" if getattr(args, "fs", None) else ""
+    print(f"records: {args.n_records} (lead {args.lead}{rate}), wall time {time.perf_counter() - t0:.0f} s")
     for summary in summaries:
         print(summary)
     print(line(f"overall {tag}", clean))
