@@ -12,6 +12,7 @@ import pytest
 import wfdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.signal import resample_poly
 
 from gateway.signal import vf_features
 from gateway.signal.vf_detector import (
@@ -22,7 +23,9 @@ from gateway.signal.vf_detector import (
     VfParams,
     batch_features,
     load_model,
+    window_length,
 )
+from gateway.signal.vf_features import PSR_GRID
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 
@@ -133,6 +136,31 @@ def test_streaming_matches_the_batch_features_used_for_training() -> None:
     assert max(expected) > 0.9 and min(expected) < 0.1
 
 
+@pytest.mark.parametrize("rel", ["ecg_vf/vfdb_418_1900s", "ecg_vf/vfdb_429_1835s", "ecg_vf/vfdb_426_615s"])
+def test_the_phase_space_share_does_not_depend_on_the_sample_rate(rel: str) -> None:
+    # The boxes a curve visits grow with the points drawn on it: the same ECG at a device's rate
+    # must fill the same share as at the rate the model learnt (83 Hz, from vfdb's 250 Hz).
+    # Drawn at each rate's own points, these read 26-38 % more at 130 Hz (a Polar strap) and
+    # 10-17 % more at 200 Hz (features at 100 Hz): enough to raise false VF alarms.
+    x, fs = load(rel)
+    psr = vf_features.FEATURE_NAMES.index("psr")
+    ref = float(np.median(batch_features(x, fs)[1][:, psr]))
+    for rate, up, down in ((130.0, 13, 25), (180.0, 18, 25), (200.0, 4, 5), (360.0, 36, 25)):
+        y = resample_poly(x, up, down)
+        got = float(np.median(batch_features(y, rate)[1][:, psr]))
+        assert got == pytest.approx(ref, rel=0.06), rate
+
+
+def test_at_the_phase_space_rate_the_curve_is_the_samples() -> None:
+    fs = vf_features.PSR_RATE_HZ
+    x = np.random.default_rng(5).normal(size=window_length(fs, VfParams()))
+    p = vf_features._plan(len(x), fs)
+    assert p.psr_at is None and p.delay == round(0.5 * fs)
+    q = np.minimum(((x - x.min()) * (PSR_GRID / (x.max() - x.min()))).astype(int), PSR_GRID - 1)
+    boxes = {(int(a), int(b)) for a, b in zip(q[p.delay :], q[: -p.delay], strict=True)}
+    assert vf_features.compute(x, fs).psr == len(boxes) / PSR_GRID**2
+
+
 def test_features_of_a_sine_and_of_a_spike_train() -> None:
     fs = 125.0
     t = np.arange(int(4 * fs)) / fs
@@ -146,7 +174,9 @@ def test_features_of_a_sine_and_of_a_spike_train() -> None:
     assert sine.harmonics < 0.1  # no energy at 10 and 15 Hz
     assert sine.psr < 0.05  # one closed curve in the phase plane
     noise = vf_features.compute(np.random.default_rng(3).normal(size=len(t)), fs)
-    assert noise.psr > 5 * sine.psr and noise.acf_max < 0.3
+    # At 125 Hz the curve is drawn at 83 Hz (vf_features.PSR_RATE_HZ): 290 points, 0.18 of the
+    # grid at most; noise visits a box for most of them, the sine one closed curve.
+    assert noise.psr > 4 * sine.psr and noise.acf_max < 0.3
     spikes = np.zeros_like(t)
     spikes[:: int(fs)] = 1.0  # one narrow 'QRS' a second
     train = vf_features.compute(spikes, fs)

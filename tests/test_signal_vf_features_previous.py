@@ -88,6 +88,10 @@ _PREVIOUS_ORDER = (
 
 
 def _previous_psr(x: np.ndarray, p: vf_features._Plan) -> float:
+    if p.psr_at is not None and p.psr_frac is not None:
+        # Drawn at vf_features.PSR_RATE_HZ (a later change, of the definition): the grid is
+        # compared on the same points.
+        x = x[p.psr_at] + p.psr_frac * (x[p.psr_at + 1] - x[p.psr_at])
     lo, hi = float(np.minimum.reduce(x)), float(np.maximum.reduce(x))
     scaled = x - lo
     scaled *= PSR_GRID / (hi - lo)
