@@ -1,6 +1,8 @@
 """Asystole alarms: how soon after the last beat, how soon they end, and how often they flap.
 
-    uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...] [--fs 130]
+    uv run python bench/ecg_asystole.py [--data ../shared/data] [--jobs 2] [--records 100 119 ...]
+        [--fs 130]          (the records resampled to a device's rate)
+        [--lose 0.02]       (a share of the 100 ms blocks lost: gaps)
         [--clear-beats N]   (the QRS in a row that end an episode; 1 is how it was before c094dab)
         [--lead N]          (the records' lead, 0 by default; the annotations are the same)
         [--paced-after-ms MS]  (how far after a paced or paced-fusion beat the cut goes, 170 by default)
@@ -82,12 +84,16 @@ class Tally:
             setattr(self, k, getattr(self, k) + getattr(o, k))
 
 
-def asystole_events(x: FloatArray, fs: float, settings: EcgSettings) -> list[tuple[float, bool]]:
-    """(seconds from the start of ``x``, raised?) of every asystole change."""
+def asystole_events(x: FloatArray, fs: float, settings: EcgSettings, lose: float = 0.0) -> list[tuple[float, bool]]:
+    """(seconds from the start of ``x``, raised?) of every asystole change; each 100 ms block
+    lost with probability ``lose`` (a link that drops frames: the channel sees a gap)."""
     channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     out: list[tuple[float, bool]] = []
+    lost = np.random.default_rng(len(x)).random(len(range(0, len(x), step))) < lose
     for a in range(0, len(x), step):
+        if lose and lost[a // step]:
+            continue
         got = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
         out += [(e.time, e.active) for e in got.rhythm if e.condition == ASYSTOLE]
     return out
@@ -120,6 +126,7 @@ def standstill(
     settings: EcgSettings,
     paced_after_s: float = 0.08,
     rate: float | None = None,
+    lose: float = 0.0,
 ) -> Tally:
     x, fs = load(path, lead, rate)
     qrs = beats(path, fs=rate)
@@ -136,7 +143,7 @@ def standstill(
         if not len(last) or not len(after):
             continue
         last_s, back_s = (int(last[-1]) - a) / fs, (int(after[0]) - a) / fs
-        events = asystole_events(y, fs, settings)
+        events = asystole_events(y, fs, settings, lose)
         raises = [s for s, on in events if on and last_s < s <= back_s + 1.0]
         t.standstills += 1
         if raises:
@@ -150,19 +157,25 @@ def standstill(
 
 
 def no_standstill(
-    path: Path, lead: int, nstdb: Path, noise: str | None, settings: EcgSettings, rate: float | None = None
+    path: Path,
+    lead: int,
+    nstdb: Path,
+    noise: str | None,
+    settings: EcgSettings,
+    rate: float | None = None,
+    lose: float = 0.0,
 ) -> Tally:
     x, fs = load(path, lead, rate)
     if noise is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x)), 6.0)
-    events = asystole_events(x, fs, settings)
+    events = asystole_events(x, fs, settings, lose)
     return Tally(false_alarms=sum(on for _, on in events), hours=len(x) / fs / 3600.0)
 
 
-def vfdb(path: Path, lead: int, settings: EcgSettings, rate: float | None = None) -> Tally:
+def vfdb(path: Path, lead: int, settings: EcgSettings, rate: float | None = None, lose: float = 0.0) -> Tally:
     x, fs = load(path, lead, rate)
     notes = rhythm_notes(path, rate)
-    events = asystole_events(x, fs, settings)
+    events = asystole_events(x, fs, settings, lose)
     t = Tally()
     for (start, note), nxt in zip(notes, [*notes[1:], (len(x), "")], strict=True):
         if note != "(ASYS" or (nxt[0] - start) / fs < MIN_EPISODE_S:
@@ -177,13 +190,14 @@ def vfdb(path: Path, lead: int, settings: EcgSettings, rate: float | None = None
     return t
 
 
-def job(args: tuple[str, Path, int, Path, float, EcgSettings, float, float | None]) -> tuple[str, str, Tally]:
-    kind, path, lead, nstdb, standstill_s, settings, paced_after_s, rate = args
+def job(args: tuple[str, Path, int, Path, float, EcgSettings, float, float | None, float]) -> tuple[str, str, Tally]:
+    kind, path, lead, nstdb, standstill_s, settings, paced_after_s, rate, lose = args
     if kind == "standstill":
-        return kind, path.name, standstill(path, lead, standstill_s, settings, paced_after_s, rate)
+        return kind, path.name, standstill(path, lead, standstill_s, settings, paced_after_s, rate, lose)
     if kind == "vfdb":
-        return kind, path.name, vfdb(path, lead, settings, rate)
-    return kind, path.name, no_standstill(path, lead, nstdb, None if kind == "clean" else "em", settings, rate)
+        return kind, path.name, vfdb(path, lead, settings, rate, lose)
+    noise = None if kind == "clean" else "em"
+    return kind, path.name, no_standstill(path, lead, nstdb, noise, settings, rate, lose)
 
 
 def _median(v: list[float]) -> float:
@@ -202,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--fs", type=float, help="resample the records (and their annotations) to a device's rate, e.g. 130"
     )
+    ap.add_argument("--lose", type=float, default=0.0, help="share of the 100 ms blocks lost, at random (gaps)")
     args = ap.parse_args(argv)
     mitdb = annotated_records(args.data / "mitdb", args.records)
     vf = [p.with_suffix("") for p in sorted((args.data / "vfdb").glob("*.hea"))]
@@ -210,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EcgSettings(rhythm=rhythm)
     lead = args.lead
     paced = args.paced_after_ms / 1000.0
-    jobs = [("standstill", p, lead, nstdb, args.standstill_s, cfg, paced, args.fs) for p in mitdb]
-    jobs += [(kind, p, lead, nstdb, 0.0, cfg, paced, args.fs) for kind in ("clean", "em 6 dB") for p in mitdb]
-    jobs += [("vfdb", p, lead, nstdb, 0.0, cfg, paced, args.fs) for p in vf]
+    jobs = [("standstill", p, lead, nstdb, args.standstill_s, cfg, paced, args.fs, args.lose) for p in mitdb]
+    jobs += [
+        (kind, p, lead, nstdb, 0.0, cfg, paced, args.fs, args.lose) for kind in ("clean", "em 6 dB") for p in mitdb
+    ]
+    jobs += [("vfdb", p, lead, nstdb, 0.0, cfg, paced, args.fs, args.lose) for p in vf]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(job, jobs))
     sets: dict[str, Tally] = {}
@@ -246,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     false = sets["clean"].false_alarms + sets["em 6 dB"].false_alarms
     if args.fs:
         print(f"records resampled to {args.fs:g} Hz, annotations with them")
+    if args.lose:
+        print(f"{args.lose:.1%} of the 100 ms blocks lost at random (gaps)")
     print(
         f"overall asystole: standstills={s.standstills} detected={s.detected} "
         f"delay_median_s={_median(s.delays):.1f} delay_max_s={max(s.delays, default=float('nan')):.1f} "

@@ -1,6 +1,6 @@
 """VF/flutter alarms of our streaming detector, scored per episode and per second.
 
-    uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0] [--fs 130]
+    uv run python bench/ecg_vf.py [--data DIR] [--lead 0] [--jobs N] [--noise em] [--snr 6 0] [--fs 130] [--lose 0.01]
 
 Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
 as the daemon runs it (R-peak detector, quality index, VF detector and rhythm rules), clean and then mixed with a
@@ -23,6 +23,9 @@ Scoring:
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
   the alarm clears with deliberate hysteresis.  The figure without that grace is printed too, and
   the alarm seconds it counts, by the rhythm annotated there (the last rhythm note before them).
+
+``--lose P`` drops each block with probability P (seeded by the record's name): a link that
+loses frames, the channel seeing a gap at each (a Polar H10 frame is ~0.56 s: ``--block-s 0.56``).
 
 ``--fs HZ`` resamples every record (and the noise) to a device's rate, its annotations scaled
 with it: the records were made at 250 Hz (vfdb) and 360 Hz (mitdb), while a Polar H10 strap
@@ -115,16 +118,22 @@ def alarm_intervals(
     block_s: float,
     onsets: list[tuple[int, int]] | None = None,
     vt: list[tuple[int, int]] | None = None,
+    lose: float = 0.0,
+    seed: int = 0,
 ) -> list[tuple[int, int]]:
     """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed
     (and, into ``onsets``, each raise's sample and the onset sample it marks; into ``vt``, the
-    intervals of the VT alarm)."""
+    intervals of the VT alarm).  Each block is lost with probability ``lose`` (``seed``): the
+    channel sees a gap, as behind a link that drops frames."""
     channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     out: list[tuple[int, int]] = []
     start: int | None = None
     vt_start: int | None = None
+    lost = np.random.default_rng(seed).random(len(range(0, len(x), step))) < lose
     for a in range(0, len(x), step):
+        if lose and lost[a // step]:
+            continue
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
         for ev in channel.feed(block).rhythm:
             i = round(ev.time * fs)
@@ -228,6 +237,7 @@ def evaluate(
     grace_s: float,
     rapid_vt_per_min: float = RAPID_VT_PER_MIN,
     rate: float | None = None,
+    lose: float = 0.0,
 ) -> RecordScore:
     x, fs = load(path, lead, rate)
     notes = rhythm_notes(path, rate)
@@ -238,7 +248,8 @@ def evaluate(
     truth = vf_intervals(path, len(x), rate)
     onsets: list[tuple[int, int]] = []
     vt: list[tuple[int, int]] = []
-    alarms = alarm_intervals(x, fs, block_s, onsets, vt)
+    seed = int.from_bytes(path.name.encode(), "little") % 2**32  # the same blocks lost in every run
+    alarms = alarm_intervals(x, fs, block_s, onsets, vt, lose, seed)
     return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, notes, classes, vt)
 
 
@@ -264,7 +275,19 @@ def _onset_line(s: RecordScore) -> str:
 
 def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> RecordScore:
     jobs = [
-        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.tolerance_s, args.grace_s, args.rapid_vt, args.fs)
+        (
+            p,
+            args.lead,
+            args.nstdb,
+            noise,
+            snr,
+            args.block_s,
+            args.tolerance_s,
+            args.grace_s,
+            args.rapid_vt,
+            args.fs,
+            args.lose,
+        )
         for p in paths
     ]
     if args.jobs > 1:
@@ -310,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fs",
         type=float,
         help="resample the records (and their annotations) to this rate: a device's, e.g. 130 for a Polar H10",
+    )
+    ap.add_argument(
+        "--lose",
+        type=float,
+        default=0.0,
+        help="share of the --block-s blocks lost, at random (a link that drops frames: the channel sees gaps)",
     )
     ap.add_argument(
         "--rapid-vt",
