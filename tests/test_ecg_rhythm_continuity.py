@@ -25,6 +25,7 @@ from tests.synthetic_ecg import beats_back, standstill
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
 T0 = 1_780_000_000.0
 VFL_429 = "ecg_vf/vfdb_429_1835s"  # bigeminy, ventricular flutter 20-29 s, bigeminy again (60 s)
+VF_426 = "ecg_vf/vfdb_426_615s"  # sinus rhythm, ventricular fibrillation from 30 s (60 s)
 VT_615 = "ecg_vf/vfdb_615_300s"  # atrial fibrillation, VT 26.8-30.8 s, atrial fibrillation (40 s)
 Events = list[tuple[AlarmEvent, str, float]]  # (raised or cleared, alarm_id, seconds from T0)
 
@@ -48,14 +49,19 @@ def feed(
     start_s: float = 0.0,
     stop_s: float | None = None,
     gap: tuple[float, float] | None = None,
+    lose_every_s: float | None = None,
 ) -> PipelineOutput:
-    """Feed in 100 ms blocks, the samples of ``gap`` (seconds) left out (the next block says so)."""
+    """Feed in 100 ms blocks, the samples of ``gap`` (seconds) left out (the next block says so),
+    and with ``lose_every_s`` one block lost every that many seconds (a lossy link)."""
     out = PipelineOutput()
     step = round(0.1 * fs)
     stop = len(x) if stop_s is None else round(stop_s * fs)
     after_gap = False
+    every = None if lose_every_s is None else round(lose_every_s * fs / step)
     for s in range(round(start_s * fs), stop, step):
-        if gap is not None and gap[0] * fs <= s < gap[1] * fs:
+        if (gap is not None and gap[0] * fs <= s < gap[1] * fs) or (
+            every is not None and s // step % every == every - 1
+        ):
             after_gap = True
             continue
         block = SampleBlock("strap", "ecg", fs, T0 + s / fs, x[s : s + step], "uV", first_index=s, gap_before=after_gap)
@@ -90,6 +96,40 @@ def test_a_gap_during_fibrillation_neither_ends_nor_strands_its_alarm(gap_start:
     assert 28 <= raised <= 30
     # Cleared by the organised rhythm after the gap: a refilled window and the clear steps later.
     assert gap_start + gap_s < cleared <= max(40.0, gap_start + gap_s) + 12.0
+
+
+@pytest.mark.parametrize("every_s", [1.0, 3.0, 7.0])
+def test_fibrillation_is_raised_through_a_link_that_loses_a_frame_every_few_seconds(every_s: float) -> None:
+    """Before, every gap started the VF detector afresh (an empty window, no steps counted
+    toward a raise): with a 100 ms block lost every 3 or 7 s, 426's 30 s of VF raised nothing.
+    Now the rhythm monitor goes on across a short gap on a straight line (``EcgChannel._bridge``)."""
+    x, fs = signal(VF_426)
+    steady = rhythm_alarms(feed(pipeline(), x, fs), VENTRICULAR_FIBRILLATION)
+    assert [e for e, _, _ in steady] == [AlarmEvent.RAISED]
+    lossy = rhythm_alarms(feed(pipeline(), x, fs, lose_every_s=every_s), VENTRICULAR_FIBRILLATION)
+    assert [e for e, _, _ in lossy] == [AlarmEvent.RAISED]
+    # The steps whose window holds a line score lower: at one block in ten lost, 4 s later.
+    assert 30.0 <= lossy[0][2] <= steady[0][2] + 5.0
+
+
+def test_a_standstill_is_raised_through_a_link_that_loses_a_frame_every_two_seconds() -> None:
+    """Before, the monitor made anew at each gap had no last QRS to count the standstill from,
+    and the P and T waves are no QRS: with a block lost every 2 s, asystole was never raised."""
+    x, fs, last, first_back = standstill()
+    raised, cleared = raised_then_cleared(rhythm_alarms(feed(pipeline(), x, fs, lose_every_s=2.0), ASYSTOLE))
+    assert 6.0 <= raised - last <= 10.0
+    assert cleared > first_back
+
+
+def test_the_line_across_lost_frames_raises_no_rhythm_alarm() -> None:
+    # MIT-BIH 119's first 40 s (sinus rhythm and bigeminy) with a block lost every second: the
+    # straight lines are no VF, no QRS missing long enough for asystole, and no VT run.
+    x, fs, _, _ = standstill()
+    out = feed(pipeline(), x, fs, stop_s=40.0, lose_every_s=1.0)
+    assert not [r for r in out.records if isinstance(r, AlarmRecord) and r.condition in RHYTHM_CONDITIONS]
+
+
+RHYTHM_CONDITIONS = frozenset({VENTRICULAR_FIBRILLATION, ASYSTOLE, "ventricular_tachycardia"})
 
 
 def across_restart(

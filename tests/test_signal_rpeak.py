@@ -200,3 +200,23 @@ def test_extend_once_then_decide_at_points_equals_process_piece_by_piece(rel: st
             assert _outcome(ours) == _outcome(ref)
         start += len(batch)
     assert ref.last_beat is not None
+
+
+def test_a_gap_does_not_send_a_detector_that_has_learnt_back_to_learning() -> None:
+    # Learning again from every gap, the detector took 0.3 x the largest complex it had ever
+    # seen as its threshold for 2 s: a link that lost a frame every few seconds kept it
+    # learning, and the smaller complexes of a patient whose beats vary (MIT-BIH 104's paced
+    # and fused beats) went unseen for seconds on end (bench/ecg_asystole.py --lose 0.02:
+    # false asystole alarms).  Before its learning is over, a gap starts it afresh.
+    fs = 250.0
+    t = np.arange(round(12 * fs)) / fs
+    x = sum(np.exp(-0.5 * ((t - b) / 0.015) ** 2) for b in np.arange(0.5, 12.0, 0.8))
+    det = RPeakDetector(fs)
+    det.feed(x[: round(5 * fs)], first_index=0)
+    det.feed(x[round(5.2 * fs) :], first_index=round(5.2 * fs))
+    st_ = det.state
+    assert st_.start_index + st_.learn <= round(5.2 * fs)  # not learning
+    early = RPeakDetector(fs)
+    early.feed(x[: round(1 * fs)], first_index=0)
+    early.feed(x[round(1.2 * fs) :], first_index=round(1.2 * fs))
+    assert early.state.start_index == round(1.2 * fs)  # learning afresh from the gap

@@ -248,3 +248,28 @@ def test_a_vetoed_step_is_recorded_as_organised_and_never_vf_like() -> None:
         s.probability >= threshold and s.confirmation >= confirm and not s.organised for s in every
     ]
     assert [s.vf_like for s in every] == [s.vf_like for s in vetoed]
+
+
+def test_steps_whose_window_holds_a_bridged_gap_do_not_keep_vf_from_being_raised() -> None:
+    # Six VF-like steps of the seven that raise an episode, then 8 s that end a bridged gap's
+    # line (EcgChannel._bridge): flat, no step VF-like, yet none counts, and the next VF-like
+    # step raises.  Counted, the flat steps push the six out of the last eight.
+    fs = 250.0
+    for bridged in (True, False):
+        det = VfDetector(fs)
+        for k in range(6):
+            det.decide(k, True)
+        if bridged:
+            det.bridged(round(8 * fs))
+        assert not det.feed(np.zeros(round(8 * fs))).changes
+        change = det.decide(round(8 * fs), True)
+        assert (change is not None and change.active) is bridged
+
+
+def test_during_an_episode_steps_over_a_bridged_gap_count_toward_its_clear() -> None:
+    fs = 250.0
+    det = VfDetector(fs)
+    det.resume(0)
+    det.bridged(round(20 * fs))
+    out = det.feed(np.zeros(round(20 * fs)))
+    assert [c.active for c in out.changes] == [False]

@@ -17,9 +17,11 @@ make their output safe to alarm on:
   that the silence implies (``heart_rate.silence_rate``), so a real pause or asystole on a valid
   signal still drives the low-rate alarm, while a lead-off flat line (invalid) does not.
 * A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
-  glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate) and a rhythm
-  episode on goes on across the gap, as do the episodes whose alarms were raised before the daemon
-  restarted (``resume``): the samples after the break end them or keep them.
+  glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate), the native
+  rhythm its QRS template, and a rhythm episode on goes on across the gap, as do the episodes
+  whose alarms were raised before the daemon restarted (``resume``): the samples after the break
+  end them or keep them.  Across a gap of lost frames up to ``bridge_gap_s`` the rhythm
+  monitor goes on with its decisions in progress (``_bridge``).
 * Samples the device flags lead off or saturated (``SampleBlock.flags``) are no signal, whatever
   they look like (with its lead off a front-end may give low, quiet noise: a standstill to the
   rhythm rules): they are set aside as at a gap, never raise asystole, VF or VT, give no rate and
@@ -112,6 +114,8 @@ class EcgSettings:
     alike_beats: int = 3
     alike_corr: float = 0.9
     pace_blank_ms: float = pace_blanking.DEFAULT_BLANK_MS  # held from each pacing pulse the device marks
+    # A gap of lost samples up to this long keeps the rhythm decisions made before it (module docstring).
+    bridge_gap_s: float = 2.0
     rhythm: RhythmSettings = field(default_factory=RhythmSettings)
     vt: VtSettings = field(default_factory=VtSettings)
 
@@ -132,6 +136,7 @@ class EcgChannel:
     # Made at the first block (``_start``), when the sample rate is known.
     detector: RPeakDetector
     rhythm: RhythmMonitor
+    native: NativeRhythm
     # Samples flagged saturated counted toward "no valid ECG", and the time of the first (``_flagged``).
     _saturated: tuple[int, float] = (0, 0.0)
 
@@ -185,7 +190,10 @@ class EcgChannel:
         """No "no valid ECG" alarm raised (see ``changes``)."""
         return not self.alarm.raised
 
-    def _start(self, fs: float, first_index: int) -> None:
+    def _start(self, fs: float, first_index: int, *, bridge: bool = False) -> None:
+        """Start afresh at ``first_index`` (the first block, a gap, a new rate).  ``bridge``: a
+        short gap of lost samples at the same rate, which the rhythm monitor and the native
+        rhythm's ring go on across (``_bridge``)."""
         previous = self.rhythm if self.fs is not None else None  # set with ``fs``, at the first start
         resumed, self._resumed = self._resumed, frozenset()
         memory, self._resumed_standstill = self._resumed_standstill, None
@@ -204,16 +212,20 @@ class EcgChannel:
             self.standstill = memory  # kept for a further restart while the episode lasts
         self.quality = ecg_quality.new_quality_state(fs, first_index=first_index)
         self.hr = heart_rate.HeartRateState(fs=fs)
-        self.native = NativeRhythm(fs, first_index=first_index)
         self._hold_until = 0  # a hold does not go on across a gap
         self._pace_width = pace_blanking.blank_width(fs, self.settings.pace_blank_ms)
-        self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index, self.native.through_artefact)
-        # Episodes on go on across a gap (or a restart): the samples after it end them or keep them.
-        self.rhythm.resume(
-            vf=VENTRICULAR_FIBRILLATION in resumed or (previous is not None and previous.vf_active),
-            asystole=ASYSTOLE in resumed or (previous is not None and previous.asystole),
-            qrs_reference=qrs_reference,
-        )
+        if not (bridge and same_rate):
+            native = NativeRhythm(fs, first_index=first_index)
+            if same_rate:  # the patient's QRS is the same after a gap
+                native.template, native.template_rr = self.native.template, self.native.template_rr
+            self.native = native
+            self.rhythm = RhythmMonitor(fs, self.settings.rhythm, first_index, self.native.through_artefact)
+            # Episodes on go on across a gap (or a restart): the samples after it end them or keep them.
+            self.rhythm.resume(
+                vf=VENTRICULAR_FIBRILLATION in resumed or (previous is not None and previous.vf_active),
+                asystole=ASYSTOLE in resumed or (previous is not None and previous.asystole),
+                qrs_reference=qrs_reference,
+            )
         # The VT reference (the patient's own beats) and an episode on are kept across a gap at
         # the same rate: the beats after it end the episode, or go on with it.
         vt_on = VENTRICULAR_TACHYCARDIA in resumed or (self.vt is not None and self.vt.active)
@@ -267,9 +279,17 @@ class EcgChannel:
             return out
         if len(samples) == 0:
             return out
+        bridge_from: float | None = None
         if fs != self.fs or block.gap_before or block.first_index != self._next_index:
             self._process_queue(out)  # what came before the gap, with its own clock anchor
-            self._start(fs, block.first_index)
+            if fs == self.fs and self._next_index is not None:
+                lost = block.first_index - self._next_index
+                if 0 < lost <= self.settings.bridge_gap_s * fs:
+                    bridge_from = self.native.sample(self._next_index - 1)
+            self._start(fs, block.first_index, bridge=bridge_from is not None)
+            if bridge_from is not None:
+                self._anchor = (block.first_index, block.first_sample_time)
+                self._bridge(bridge_from, float(samples[0]), lost, out)
         self._next_index = block.first_index + len(samples)
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
@@ -285,6 +305,21 @@ class EcgChannel:
             return out
         self._process_queue(out)
         return out
+
+    def _bridge(self, before: float, after: float, lost: int, out: EcgOutput) -> None:
+        """A short gap of ``lost`` samples: the rhythm monitor and the native rhythm's ring go on
+        across it on a straight line from the sample ``before`` it to the one ``after``.  Their
+        decisions in progress go on with them: the VF steps toward a raise or a clear, the last
+        QRS a standstill is counted from.  Started afresh at every gap, a link that lost a
+        frame every few seconds kept VF from ever being raised (``bench/ecg_vf.py --lose``).  A
+        straight line is no VF, and a step whose window holds it does not keep VF from being
+        raised (``RhythmMonitor.bridge``); it has no QRS and no amplitude to call asystole on.  The
+        R-peak detector, the quality index and the VT run start afresh after the gap as after
+        any other: no detector sees the line as ECG, and no sample is glued to another."""
+        line = np.linspace(before, after, lost + 2)[1:-1]
+        self.native.feed(line)
+        for change in self.rhythm.bridge(line):
+            self._rhythm(change, out)
 
     def _hold_pacing(self, samples: FloatArray, block: SampleBlock) -> FloatArray:
         """The block's samples with the pacing pulses the device marked held out (``pace_blanking``)."""

@@ -289,6 +289,14 @@ class RhythmMonitor:
             self._check_asystole(step.end_index, step.recent_peak_mv, out)
         return out
 
+    def bridge(self, line: FloatArray) -> list[RhythmChange]:
+        """A short gap of lost samples, replaced by ``line`` (a straight line across it,
+        ``EcgChannel._bridge``): fed as samples, so that the VF steps and the standstill count go
+        on across the gap, but no step whose window holds the line keeps VF from being raised
+        (``VfDetector.bridged``)."""
+        self.vf.bridged(self._first + self._fed + len(line))
+        return self.feed(line)
+
     def _vf_change(self, c: VfChange) -> RhythmChange:
         onset = max(self._first, c.onset_index - self._onset_back)
         return RhythmChange(c.index, VENTRICULAR_FIBRILLATION, c.active, onset)

@@ -171,10 +171,17 @@ def new_state(fs: float, params: DetectorParams | None = None, first_index: int 
 
 
 def restart(state: DetectorState, first_index: int) -> None:
-    """Forget the signal (after a gap): filters and candidates restart, learnt levels are kept."""
+    """Forget the signal (after a gap): filters and candidates restart, learnt levels are kept,
+    and so is the end of learning when it was over.  Learning again from every gap, the
+    detector took 0.3 x the largest complex it had ever seen as its threshold for 2 s: a link
+    that lost a frame every few seconds kept it learning, and the smaller complexes of a
+    patient whose beats vary (MIT-BIH 104's paced and fused beats, a third of the largest)
+    went unseen for seconds on end (``bench/ecg_asystole.py --lose``: false asystole alarms)."""
+    learnt = state.next_index >= state.start_index + state.learn and state.signal_level > 0
     state.bandpass.reset()
     state.lowpass.reset()
-    state.next_index = state.start_index = state.decided_upto = state.learn_scanned = first_index
+    state.next_index = state.decided_upto = state.learn_scanned = first_index
+    state.start_index = first_index - state.learn if learnt else first_index
     state.buf_bp = np.zeros(0)
     state.buf_f = np.zeros(0)
     state.tops = []
