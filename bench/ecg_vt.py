@@ -1,6 +1,7 @@
 """Ventricular tachycardia alarms of the ECG channel, scored per episode against rhythm annotations.
 
     uv run python bench/ecg_vt.py [--data DIR] [--lead 0] [--jobs N] [--snr 6 0] [--min-episode-s 6] [--fs 130]
+                                  [--lose 0.02]
                                   [--set min_width_ratio=1.2 ...]
 
 Every WFDB record in DIR with an ``.atr`` file is streamed in 100 ms blocks through the ECG channel
@@ -104,15 +105,24 @@ def vt_intervals(notes: list[tuple[int, str]], n: int) -> Intervals:
 
 
 def alarm_intervals(
-    x: npt.NDArray[np.float64], fs: float, block_s: float, vt: VtSettings | None = None
+    x: npt.NDArray[np.float64],
+    fs: float,
+    block_s: float,
+    vt: VtSettings | None = None,
+    lose: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Intervals]:
     """Run the ECG channel as the daemon does; the sample intervals of each rhythm alarm, and
-    those of "no valid ECG" (under ``NO_VALID``)."""
+    those of "no valid ECG" (under ``NO_VALID``).  Each block is lost with probability ``lose``
+    (``seed``): the channel sees a gap, as behind a link that drops frames."""
     channel = EcgChannel("bench", EcgSettings(vt=vt or VtSettings()))
     step = max(1, round(block_s * fs))
     out: dict[str, Intervals] = {VENTRICULAR_TACHYCARDIA: [], VENTRICULAR_FIBRILLATION: [], NO_VALID: []}
     start: dict[str, int] = {}
+    lost = np.random.default_rng(seed).random(len(range(0, len(x), step))) < lose
     for a in range(0, len(x), step):
+        if lose and lost[a // step]:
+            continue
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
         result = channel.feed(block)
         for change in result.changes:
@@ -185,12 +195,14 @@ def evaluate(
     tol_s: float,
     vt: VtSettings,
     rate: float | None = None,
+    lose: float = 0.0,
 ) -> VtScore:
     x, fs = load(path, lead, rate)
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
     notes = rhythm_notes(path, rate)
-    alarms = alarm_intervals(x, fs, block_s, vt)
+    seed = int.from_bytes(path.name.encode(), "little") % 2**32  # the same blocks lost in every run
+    alarms = alarm_intervals(x, fs, block_s, vt, lose, seed)
     vt_truth, vf_truth = vt_intervals(notes, len(x)), vf_intervals(path, len(x), rate)
     return score(path.name, len(x), fs, notes, vt_truth, vf_truth, alarms, min_episode_s, tol_s)
 
@@ -207,7 +219,19 @@ def _fmt(tag: str, s: VtScore) -> str:
 def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr: float | None) -> VtScore:
     vt = VtSettings(**{k: type(getattr(VtSettings(), k))(v) for k, v in (kv.split("=", 1) for kv in args.set)})
     jobs = [
-        (p, args.lead, args.nstdb, noise, snr, args.block_s, args.min_episode_s, args.tolerance_s, vt, args.fs)
+        (
+            p,
+            args.lead,
+            args.nstdb,
+            noise,
+            snr,
+            args.block_s,
+            args.min_episode_s,
+            args.tolerance_s,
+            vt,
+            args.fs,
+            args.lose,
+        )
         for p in paths
     ]
     if args.jobs > 1:
@@ -246,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-episode-s", type=float, default=6.0)
     ap.add_argument("--tolerance-s", type=float, default=4.0)
     ap.add_argument("--records", nargs="*")
+    ap.add_argument("--lose", type=float, default=0.0, help="share of the blocks lost, at random (gaps)")
     ap.add_argument(
         "--fs", type=float, help="resample the records (and their annotations) to a device's rate, e.g. 130"
     )
