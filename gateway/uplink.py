@@ -425,7 +425,8 @@ class Uplink:
     # ---------------------------------------------------------------- connection loop
 
     async def run(self) -> None:
-        """Connect, announce, drain the outbox; reconnect with backoff.  Returns only by cancel."""
+        """Connect, announce, drain the outbox; reconnect with backoff.  Returns by cancel, or
+        when the outbox is closed under it (a shutdown that could wait no longer)."""
         attempt = 0
         try:
             loop = asyncio.get_running_loop()
@@ -439,6 +440,13 @@ class Uplink:
                     self._failover.return_to_primary()
                     attempt = 0
                     continue
+                except OutboxClosed:
+                    # The daemon's shutdown closed the outbox before this uplink stopped (it waits
+                    # for it only so long): nothing is left to deliver, and nothing is lost -- every
+                    # row is still stored and goes again, same key, after the restart.  Raised on,
+                    # it failed the daemon's task group: exit code 1 for a plain SIGTERM.
+                    self._log.info("uplink_stopped_outbox_closed")
+                    return
                 except _LINK_ERRORS as e:
                     self._stats.last_error = self._explain(e)
                     self._outage_failed(e)

@@ -210,6 +210,25 @@ def test_backoff_is_full_jitter_under_the_cap(attempt: int, base: float, cap: fl
 # --------------------------------------------------------------------------------------------
 
 
+async def test_an_outbox_closed_under_a_running_uplink_ends_it_without_an_error(
+    broker: MosquittoBroker, outbox: Outbox
+) -> None:
+    # The daemon cancels the uplink, waits 2 s, then closes the outbox; a loaded machine let a
+    # publisher reach the closed outbox first, and OutboxClosed failed the daemon's task group:
+    # exit code 1 for a plain SIGTERM (tests/test_daemon_e2e.py, once in a CI run).
+    uplink = Uplink(upstream(broker.url), outbox, gateway_id=GW)
+    task = asyncio.create_task(uplink.run())
+    try:
+        await until(lambda: uplink.stats.connected)
+        await outbox.close()
+        await asyncio.wait_for(task, 30.0)  # returns: no exception
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert not uplink.stats.connected
+
+
 async def test_every_record_delivered_once_with_properties(
     broker: MosquittoBroker, subscriber: Subscriber, outbox: Outbox
 ) -> None:
