@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from vf_data import annotated_records, annotations, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
+from vf_data import annotated_records, annotations, block_starts, load, mix_noise, noise_record, rhythm_notes  # noqa: E402
 
 from gateway.readings import SampleBlock  # noqa: E402
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings  # noqa: E402
@@ -90,10 +90,7 @@ def asystole_events(x: FloatArray, fs: float, settings: EcgSettings, lose: float
     channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     out: list[tuple[float, bool]] = []
-    lost = np.random.default_rng(len(x)).random(len(range(0, len(x), step))) < lose
-    for a in range(0, len(x), step):
-        if lose and lost[a // step]:
-            continue
+    for a in block_starts(len(x), step, lose, len(x)):
         got = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
         out += [(e.time, e.active) for e in got.rhythm if e.condition == ASYSTOLE]
     return out

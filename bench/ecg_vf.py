@@ -54,7 +54,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aed_classes import NON_SHOCKABLE, RAPID_VT_PER_MIN, classify_seconds, table
-from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, rhythm_notes, vf_intervals
+from vf_data import (
+    annotated_records,
+    block_starts,
+    clean_and_noisy,
+    load,
+    mix_noise,
+    noise_record,
+    record_seed,
+    rhythm_notes,
+    vf_intervals,
+)
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel
@@ -130,10 +140,7 @@ def alarm_intervals(
     out: list[tuple[int, int]] = []
     start: int | None = None
     vt_start: int | None = None
-    lost = np.random.default_rng(seed).random(len(range(0, len(x), step))) < lose
-    for a in range(0, len(x), step):
-        if lose and lost[a // step]:
-            continue
+    for a in block_starts(len(x), step, lose, seed):
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
         for ev in channel.feed(block).rhythm:
             i = round(ev.time * fs)
@@ -248,8 +255,7 @@ def evaluate(
     truth = vf_intervals(path, len(x), rate)
     onsets: list[tuple[int, int]] = []
     vt: list[tuple[int, int]] = []
-    seed = int.from_bytes(path.name.encode(), "little") % 2**32  # the same blocks lost in every run
-    alarms = alarm_intervals(x, fs, block_s, onsets, vt, lose, seed)
+    alarms = alarm_intervals(x, fs, block_s, onsets, vt, lose, record_seed(path))
     return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, notes, classes, vt)
 
 

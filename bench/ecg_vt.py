@@ -43,7 +43,17 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vf_data import annotated_records, clean_and_noisy, load, mix_noise, noise_record, rhythm_notes, vf_intervals
+from vf_data import (
+    annotated_records,
+    block_starts,
+    clean_and_noisy,
+    load,
+    mix_noise,
+    noise_record,
+    record_seed,
+    rhythm_notes,
+    vf_intervals,
+)
 
 from gateway.records import SampleBlock
 from gateway.signal.ecg_channel import EcgChannel, EcgSettings
@@ -119,10 +129,7 @@ def alarm_intervals(
     step = max(1, round(block_s * fs))
     out: dict[str, Intervals] = {VENTRICULAR_TACHYCARDIA: [], VENTRICULAR_FIBRILLATION: [], NO_VALID: []}
     start: dict[str, int] = {}
-    lost = np.random.default_rng(seed).random(len(range(0, len(x), step))) < lose
-    for a in range(0, len(x), step):
-        if lose and lost[a // step]:
-            continue
+    for a in block_starts(len(x), step, lose, seed):
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
         result = channel.feed(block)
         for change in result.changes:
@@ -201,8 +208,7 @@ def evaluate(
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
     notes = rhythm_notes(path, rate)
-    seed = int.from_bytes(path.name.encode(), "little") % 2**32  # the same blocks lost in every run
-    alarms = alarm_intervals(x, fs, block_s, vt, lose, seed)
+    alarms = alarm_intervals(x, fs, block_s, vt, lose, record_seed(path))
     vt_truth, vf_truth = vt_intervals(notes, len(x)), vf_intervals(path, len(x), rate)
     return score(path.name, len(x), fs, notes, vt_truth, vf_truth, alarms, min_episode_s, tol_s)
 

@@ -102,6 +102,21 @@ def rhythm_notes(path: Path, fs: float | None = None) -> list[tuple[int, str]]:
     return [(s, note) for s, note in zip(samples, notes, strict=True) if note.startswith("(")]
 
 
+def block_starts(n: int, step: int, lose: float = 0.0, seed: int = 0) -> list[int]:
+    """The first sample of each ``step``-long block of ``n`` samples that arrives, each lost with
+    probability ``lose`` (a link that drops frames: the channel sees a gap), drawn from ``seed``."""
+    starts = range(0, n, step)
+    if not lose:
+        return list(starts)
+    lost = np.random.default_rng(seed).random(len(starts)) < lose
+    return [a for a, gone in zip(starts, lost, strict=True) if not gone]
+
+
+def record_seed(path: Path) -> int:
+    """A seed of the record's name: the same blocks lost in every run (``block_starts``)."""
+    return int.from_bytes(path.name.encode(), "little") % 2**32
+
+
 def vf_mask(n: int, intervals: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
     mask = np.zeros(n, dtype=bool)
     for a, b in intervals:

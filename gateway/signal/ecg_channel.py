@@ -287,12 +287,11 @@ class EcgChannel:
                 if 0 < lost <= self.settings.bridge_gap_s * fs:
                     bridge_from = self.native.sample(self._next_index - 1)
             self._start(fs, block.first_index, bridge=bridge_from is not None)
-            if bridge_from is not None:
-                self._anchor = (block.first_index, block.first_sample_time)
-                self._bridge(bridge_from, float(samples[0]), lost, out)
         self._next_index = block.first_index + len(samples)
         self._anchor = (block.first_index, block.first_sample_time)
         self._clock = block.clock
+        if bridge_from is not None:
+            self._bridge(bridge_from, float(samples[0]), lost, out)
         if block.pace or self._hold_until > block.first_index:
             samples = self._hold_pacing(samples, block)
         # A copy when the samples are the caller's own array: it may reuse it before they are
@@ -514,8 +513,8 @@ class EcgChannel:
         return window_verdict.early_beat(rrs, self._released_rr, self.settings.short_rr_ratio)
 
     def _alike_share(self, window: QualityWindow, band: FloatArray) -> float:
-        # The rhythm monitor holds the recent beats (a window holds at most 20: 4 s at 300 /min);
-        # it is made anew with the other states at a gap, so no beat of an earlier stream is read.
+        # The rhythm monitor holds the recent beats (a window holds at most 20: 4 s at 300 /min),
+        # by sample index: a window after a gap reads none from before it, bridged or not.
         s = self.settings
         assert self.fs is not None
         beats = self.rhythm.beats_within(window.start_index, window.end_index)
