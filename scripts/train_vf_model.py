@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from vf_data import load, mix_noise, noise_record, vf_intervals, vf_mask  # noqa: E402
 
-from gateway.signal import vf_features  # noqa: E402
+from gateway.signal import vf_detector, vf_features  # noqa: E402
 from gateway.signal.vf_detector import MODEL_PATH, VfParams, batch_features  # noqa: E402
 from gateway.signal.vf_trees import TREES_PATH, from_nodes  # noqa: E402
 
@@ -87,6 +87,17 @@ def step_set(
     y = np.where(share >= POSITIVE_SHARE, 1, np.where(share == 0, 0, -1))
     np.savez(f, x=feats, y=y)
     return feats, y, f"{path.parent.name}/{path.name}"
+
+
+def features_version() -> str:
+    """A digest of the code and parameters that compute the features: the cache's folder name, so
+    that a change to a feature never trains on the features it had before (after a074ccc changed
+    ``psr``, a run read the old features from the cache and wrote the old model back unchanged)."""
+    digest = hashlib.sha256()
+    for module in (vf_features, vf_detector):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    digest.update(repr(VfParams()).encode())
+    return digest.hexdigest()[:12]
 
 
 def records(data: Path, db: str) -> list[Path]:
@@ -306,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "(its --cache; made here when missing)",
     )
     args = ap.parse_args(argv)
+    args.cache = args.cache / features_version()
     args.cache.mkdir(parents=True, exist_ok=True)
     nstdb = args.data / "nstdb"
     t0 = time.perf_counter()
