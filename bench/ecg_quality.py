@@ -25,7 +25,7 @@ per hour: each is an alarm raised and cleared, which a technician sees), and for
 share of bursts the readings were not held back for at all (within the burst and 4 s after it:
 ``bursts_missed``), and the false beats published within the bursts.  The last line is
 ``overall quality: clean_invalid_pct=… clean_false_per_h=… clean_spells_per_h=… bursts_missed_pct=…
-bursts_false_per_h=… bursts_spells_per_h=…``.
+bursts_false_per_h=… bursts_spells_per_h=… clean_blind_pct=…``.
 
 ``--vfdb`` instead runs the records of the MIT-BIH Malignant Ventricular Ectopy Database as
 recorded (rhythm annotations only: no beats to score) and prints the "no valid ECG" alarms per
@@ -34,7 +34,11 @@ read as noise first), and before that the share of each annotated rhythm's time 
 ``(NOISE`` ... up to the next rhythm note) with the alarm raised, the same over the organised
 rhythms (``ORGANISED``: a readable ECG, where the alarm is the index's error) and the five records
 with the most of it: ``overall vfdb technical: alarms_per_h=… invalid_pct=… ended_by_vf=…
-ended_by_vt=…``.
+ended_by_vt=… blind_pct=… blind_long=…``.
+
+``blind`` (both modes) is the share of the time the readings were held back with nothing said
+instead: no "no valid ECG" and no rhythm alarm (VF, VT, asystole) on.  A monitor shows no heart
+rate there and no alarm, and looks blank; ``blind_long`` counts such spells of 10 s or more.
 
 The channel decides the two apart (``ecg_channel``): readings are held from the first bad window,
 while the alarm waits for noise that lasts and clears after a longer run of good windows.  On a
@@ -68,6 +72,7 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 BURST_S, BURST_EVERY_S, BURST_SHIFT_S, BURST_SNR_DB = 3.0, 20.0, 1.3, 0.0
+BLIND_LONG_S = 10.0  # a blind spell this long is counted apart (``blind_spans``)
 # Rhythms with a readable, organised ECG: "no valid ECG" raised during them is the index's error
 # (or noise the annotators did not mark as such).
 ORGANISED = ("(N", "(NSR", "(AFIB", "(BI", "(SVTA", "(NOD", "(B")
@@ -83,6 +88,8 @@ class Tally:
     held_s: float = 0.0
     invalid_s: float = 0.0
     spells: int = 0
+    blind_s: float = 0.0
+    blind_long: int = 0
     bursts: int = 0
     bursts_missed: int = 0
     burst_false: int = 0
@@ -100,7 +107,8 @@ class Tally:
             f"{100.0 * self.false_published / max(1, pub):5.2f}% of published) "
             f"held={100.0 * self.held_s / max(1e-9, self.seconds):5.2f}% "
             f"invalid={100.0 * self.invalid_s / max(1e-9, self.seconds):5.2f}% "
-            f"spells={self.spells / hours:5.1f}/h"
+            f"spells={self.spells / hours:5.1f}/h "
+            f"blind={100.0 * self.blind_s / max(1e-9, self.seconds):5.2f}% ({self.blind_long} >= {BLIND_LONG_S:g} s)"
         )
         if self.bursts:
             s += (
@@ -132,28 +140,50 @@ def with_bursts(x: FloatArray, fs: float, spans: list[tuple[int, int]]) -> Float
 
 
 Changes = list[tuple[float, bool]]
+Spans = list[tuple[float, float]]
 
 
-def run_channel(x: FloatArray, fs: float, settings: EcgSettings) -> tuple[IntArray, list[ValidityChange], Changes]:
-    """(sample indices of the beats published, "no valid ECG" changes, and readability changes as
-    (seconds, readable))."""
+def run_channel(
+    x: FloatArray, fs: float, settings: EcgSettings
+) -> tuple[IntArray, list[ValidityChange], Changes, Changes]:
+    """(sample indices of the beats published, "no valid ECG" changes, readability changes as
+    (seconds, readable), and changes of "any rhythm alarm on" as (seconds, none on))."""
     channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     beats: list[int] = []
     changes: list[ValidityChange] = []
     readable: Changes = []
+    rhythm: Changes = []
+    on: set[str] = set()
     was = True
     for a in range(0, len(x), step):
         out = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
         beats += [round(r.time * fs) for r in out.readings if r.vital is Vital.RR_INTERVAL]
         changes += out.changes
+        for e in out.rhythm:
+            before = bool(on)
+            (on.add if e.active else on.discard)(e.condition)
+            if bool(on) != before:
+                rhythm.append((e.time, not on))
         now = getattr(channel, "readable", channel.valid)
         if now != was:  # the time of the window end that changed it, or of the block (recovery)
             readable.append(
                 (out.unreadable[0] if not now and getattr(out, "unreadable", None) else (a + step) / fs, now)
             )
             was = now
-    return np.asarray(beats, dtype=np.int64), changes, readable
+    return np.asarray(beats, dtype=np.int64), changes, readable, rhythm
+
+
+def blind_spans(held: Spans, invalid: Spans, rhythm: Spans, end_s: float) -> Spans:
+    """Where the readings are held back and nothing says why: no "no valid ECG", no rhythm alarm
+    (on a 0.1 s grid).  A monitor there shows no heart rate and no alarm: it looks blank."""
+    grid = np.zeros(round(end_s * 10.0) + 1, dtype=bool)
+    for a, b in held:
+        grid[round(a * 10.0) : round(b * 10.0)] = True
+    for a, b in invalid + rhythm:
+        grid[round(a * 10.0) : round(b * 10.0)] = False
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], grid.view(np.int8), [0]))))
+    return [(a / 10.0, b / 10.0) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def invalid_spans(changes: list[tuple[float, bool]], end_s: float) -> list[tuple[float, float]]:
@@ -184,7 +214,7 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
         x = mix_noise(x, fs, noise_record(nstdb, name, fs, n), float(snr))
     ann = wfdb.rdann(str(path), "atr")
     ref = np.asarray([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
-    beats, changes, readable = run_channel(x, fs, settings)
+    beats, changes, readable, rhythm = run_channel(x, fs, settings)
     tol = round(0.15 * fs)
     near = np.zeros(len(beats), dtype=bool)
     if len(ref) and len(beats):
@@ -198,6 +228,9 @@ def evaluate(job: tuple[Path, Path, str, EcgSettings]) -> tuple[str, str, Tally]
     t.invalid_s = sum(b - a for a, b in inv)
     t.held_s = sum(b - a for a, b in held)
     t.spells = len(inv)
+    blind = blind_spans(held, inv, invalid_spans(rhythm, n / fs), n / fs)
+    t.blind_s = sum(b - a for a, b in blind)
+    t.blind_long = sum(b - a >= BLIND_LONG_S for a, b in blind)
     for a, b in spans:
         t.bursts += 1
         lo, hi = a / fs, b / fs + 4.0
@@ -225,17 +258,18 @@ def by_rhythm(
 
 def technical_alarms(
     job: tuple[Path, EcgSettings],
-) -> tuple[float, int, float, Counter[str], dict[str, tuple[float, float]]]:
-    """(seconds, alarms raised, seconds raised, clears by their detail, ``by_rhythm``) of one
-    record as recorded."""
+) -> tuple[float, int, float, Counter[str], dict[str, tuple[float, float]], Spans]:
+    """(seconds, alarms raised, seconds raised, clears by their detail, ``by_rhythm``, blind
+    spans) of one record as recorded."""
     path, settings = job
     x, fs = load(path, 0)
-    _, changes, _ = run_channel(x, fs, settings)
+    _, changes, readable, rhythm = run_channel(x, fs, settings)
     ended = Counter(c.detail for c in changes if c.valid)
     end_s = len(x) / fs
     spans = invalid_spans([(c.time, c.valid) for c in changes], end_s)
+    blind = blind_spans(invalid_spans(readable, end_s), spans, invalid_spans(rhythm, end_s), end_s)
     notes = [(sample / fs, note) for sample, note in rhythm_notes(path)]
-    return end_s, len(spans), sum(b - a for a, b in spans), ended, by_rhythm(notes, spans, end_s)
+    return end_s, len(spans), sum(b - a for a, b in spans), ended, by_rhythm(notes, spans, end_s), blind
 
 
 def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs: int) -> int:
@@ -271,10 +305,18 @@ def vfdb_main(data: Path, records: list[str] | None, settings: EcgSettings, jobs
         f"organised rhythms ({' '.join(ORGANISED)}): {100.0 * org_inv / max(1e-9, org_s):.1f}% "
         f"of {org_s:.0f} s raised; most in records {', '.join(f'{name} ({inv:.0f} s)' for inv, name in worst)}"
     )
+    blind = [b - a for r in results for a, b in r[5]]
+    longest = sorted(((b - a, a, p.name) for p, r in zip(paths, results, strict=True) for a, b in r[5]), reverse=True)
+    print(
+        f"blind (readings held, nothing said): {100.0 * sum(blind) / seconds:.2f}% of the time, "
+        f"{sum(b >= BLIND_LONG_S for b in blind)} spells >= {BLIND_LONG_S:g} s; longest "
+        + ", ".join(f"{name} at {a:.0f} s ({d:.0f} s)" for d, a, name in longest[:5])
+    )
     print(
         f"overall vfdb technical: alarms_per_h={raised / (seconds / 3600.0):.1f} "
         f"invalid_pct={100.0 * invalid / seconds:.2f} ended_by_vf={ended.get('ventricular_fibrillation', 0)} "
-        f"ended_by_vt={ended.get('ventricular_tachycardia', 0)}"
+        f"ended_by_vt={ended.get('ventricular_tachycardia', 0)} blind_pct={100.0 * sum(blind) / seconds:.2f} "
+        f"blind_long={sum(b >= BLIND_LONG_S for b in blind)}"
     )
     return 0
 
@@ -319,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         f"clean_spells_per_h={clean.spells / max(1e-9, clean.seconds / 3600.0):.1f} "
         f"bursts_missed_pct={100.0 * burst.bursts_missed / max(1, burst.bursts):.1f} "
         f"bursts_false_per_h={burst.false_published / max(1e-9, burst.seconds / 3600.0):.1f} "
-        f"bursts_spells_per_h={burst.spells / max(1e-9, burst.seconds / 3600.0):.1f}"
+        f"bursts_spells_per_h={burst.spells / max(1e-9, burst.seconds / 3600.0):.1f} "
+        f"clean_blind_pct={100.0 * clean.blind_s / max(1e-9, clean.seconds):.2f}"
     )
     return 0
 

@@ -29,12 +29,14 @@ EXTREME_TACHYCARDIA = "extreme_tachycardia"
 
 def no_valid_ecg_windows(section: NoValidEcg, window_s: float = QUALITY_WINDOW_S) -> dict[str, int]:
     """``EcgSettings``' alarm fields from the config's seconds, rounded up to whole quality windows:
-    ``raise_after_s`` of noisy windows among that plus one window."""
+    ``raise_after_s`` of noisy windows among that plus one window; ``unreadable_after_s`` of
+    windows after which the readings were held back (0: never)."""
     bad = math.ceil(section.raise_after_s / window_s - 1e-9)
     return {
         "alarm_bad_windows": bad,
         "alarm_of_windows": bad + 1,
         "alarm_clear_windows": math.ceil(section.clear_after_s / window_s - 1e-9),
+        "alarm_held_windows": math.ceil(section.unreadable_after_s / window_s - 1e-9),
     }
 
 

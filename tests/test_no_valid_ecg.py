@@ -16,7 +16,7 @@ from gateway.config.processing import AlarmSection, EcgAlarmSection, NoValidEcg
 from gateway.ecg_alarms import no_valid_ecg_windows
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmEvent, AlarmRecord, SampleBlock
-from gateway.signal.ecg_channel import EcgSettings
+from gateway.signal.ecg_channel import EcgChannel, EcgSettings
 from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
 
 G, N, X, V = Verdict.GOOD, Verdict.NOISY, Verdict.NO_SIGNAL, Verdict.NEITHER
@@ -81,6 +81,47 @@ def test_restart_keeps_the_state_and_nothing_else() -> None:
     assert a.window(N) is None
 
 
+def run_held(seq: list[tuple[Verdict, bool]], alarm: NoValidEcgAlarm | None = None) -> list[tuple[int, bool]]:
+    a = alarm or NoValidEcgAlarm()
+    return [(i, r) for i, (v, h) in enumerate(seq) if (r := a.window(v, held=h)) is not None]
+
+
+def test_readings_held_back_long_enough_raise_it_by_themselves() -> None:
+    # Good, neither and one noisy window in turn: no raise by the noise rules, the rate held all along.
+    seq = [(G, True), (V, True), (N, True), (G, True)]
+    assert run([v for v, _ in seq]) == []
+    assert run_held(seq) == [(2, True)]  # the third window with the readings held
+    assert run_held(seq, NoValidEcgAlarm(held_windows=4)) == [(3, True)]
+    assert run_held(seq, NoValidEcgAlarm(held_windows=0)) == []  # off
+    # Readings released in between: counted afresh.
+    assert run_held([(G, True), (G, True), (G, False), (V, True), (V, True)]) == []
+    # Cleared as from noise: four good windows in a row (the readings are back after two).
+    assert run_held([(V, True)] * 3 + [(G, True), (G, False), (G, False), (G, False)]) == [(2, True), (6, False)]
+
+
+def test_end_and_restart_forget_the_readings_held() -> None:
+    a = NoValidEcgAlarm()
+    run_held([(V, True), (V, True)], a)
+    a.end()  # VF or VT began: the rhythm says why
+    assert a.window(V, held=True) is None
+    run_held([(V, True)], a)
+    a.restart(raised=False)
+    assert a.window(V, held=True) is None
+
+
+@given(st.lists(st.tuples(st.sampled_from([G, N, X, V]), st.booleans()), max_size=200))
+def test_every_raise_has_its_cause_with_readings_held_too(seq: list[tuple[Verdict, bool]]) -> None:
+    changes = run_held(seq)
+    assert [r for _, r in changes] == [k % 2 == 0 for k in range(len(changes))]
+    verdict = [v for v, _ in seq]
+    for i, raised in changes:
+        if raised:
+            noise = verdict[i] is X or (verdict[i] is N and verdict[max(0, i - 2) : i + 1].count(N) >= 2)
+            assert noise or (i >= 2 and all(h for _, h in seq[i - 2 : i + 1]))
+        else:
+            assert verdict[i - 3 : i + 1] == [G] * 4
+
+
 @pytest.mark.parametrize(("bad", "of", "clear"), [(0, 3, 4), (4, 3, 4), (2, 3, 0)])
 def test_impossible_settings_are_refused(bad: int, of: int, clear: int) -> None:
     with pytest.raises(ValueError, match="bad_windows"):
@@ -100,7 +141,13 @@ def test_config_seconds_become_whole_quality_windows(
         "alarm_bad_windows": EcgSettings().alarm_bad_windows,
         "alarm_of_windows": EcgSettings().alarm_of_windows,
         "alarm_clear_windows": EcgSettings().alarm_clear_windows,
+        "alarm_held_windows": EcgSettings().alarm_held_windows,
     }  # the config's defaults are the channel's
+
+
+@pytest.mark.parametrize(("held_s", "windows"), [(12, 3), (13, 4), (4, 1), (0, 0)])
+def test_unreadable_seconds_become_whole_quality_windows(held_s: float, windows: int) -> None:
+    assert no_valid_ecg_windows(NoValidEcg(unreadable_after_s=held_s))["alarm_held_windows"] == windows
 
 
 def test_a_technician_who_wants_it_at_once_gets_it_for_one_noisy_window() -> None:
@@ -128,3 +175,32 @@ def test_a_technician_who_wants_it_at_once_gets_it_for_one_noisy_window() -> Non
 
     assert raised(EcgAlarmSection()) == []
     assert raised(EcgAlarmSection(no_valid_ecg=NoValidEcg(raise_after_s=4))) == [pytest.approx(16.0)]
+
+
+def test_a_flutter_no_rule_calls_is_not_left_blank() -> None:
+    """vfdb 609 (``hil_fixtures/ecg_vf``): atrial fibrillation, then from 51.1 s a polymorphic
+    ventricular flutter at ~200 /min that neither the VF nor the VT rule calls for 17 s.  Its
+    quality windows alternate good, noisy and neither, so the heart rate stops at ~43 s, and by the
+    noise rules alone nothing said why until 68 s.  Held back for 3 windows, the readings raise
+    "no valid ECG" (``unreadable``) within 13 s of the last rate."""
+    rec = wfdb.rdrecord(str(Path(__file__).parent.parent / "hil_fixtures" / "ecg_vf" / "vfdb_609_970s"), channels=[0])
+    fs, x = float(rec.fs), rec.p_signal[:, 0]
+
+    def stream(settings: EcgSettings) -> tuple[float, list[tuple[float, str]]]:
+        """The last heart rate released before the flutter's end, and the raises."""
+        channel = EcgChannel("strap", settings)
+        step = round(0.1 * fs)
+        rates, raises = [0.0], []
+        for a in range(0, len(x), step):
+            out = channel.feed(SampleBlock("strap", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
+            rates += [r.time for r in out.readings if r.vital.name == "HEART_RATE" and r.time < 72.6]
+            raises += [(c.time, c.detail) for c in out.changes if not c.valid]
+        return max(rates), raises
+
+    last_rate, raises = stream(EcgSettings())
+    assert 40 < last_rate < 51.1  # the rate is held back before the flutter's annotated onset
+    assert raises and raises[0][1] == "unreadable"
+    assert last_rate < raises[0][0] <= last_rate + 13.0
+    # The same stream by the noise rules alone: blank for 25 s.
+    last_rate, raises = stream(EcgSettings(alarm_held_windows=0))
+    assert raises and raises[0][0] - last_rate > 20.0

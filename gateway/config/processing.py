@@ -122,6 +122,13 @@ class NoValidEcg(_Model):
         8.0, ge=4, le=60, description="Seconds of noisy windows, within this plus 4 s, that raise it"
     )
     clear_after_s: float = Field(16.0, ge=4, le=120, description="Seconds of clean signal in a row that clear it")
+    unreadable_after_s: float = Field(
+        12.0,
+        ge=0,
+        le=300,
+        description="Seconds with the heart rate held back (no two clean windows in a row) that raise it when no "
+        "noise, VT or asystole alarm says why; 0 turns this off",
+    )
 
 
 class EcgAlarmSection(_Model):

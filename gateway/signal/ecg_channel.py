@@ -69,7 +69,7 @@ from gateway.signal.ecg_rhythm import (
     RhythmSettings,
 )
 from gateway.signal.native_rhythm import NativeRhythm
-from gateway.signal.no_valid_ecg import NoValidEcgAlarm, Verdict
+from gateway.signal.no_valid_ecg import UNREADABLE, NoValidEcgAlarm, Verdict
 from gateway.signal.rpeak_detector import RPeakDetector
 from gateway.signal.standstill_memory import StandstillMemory
 from gateway.signal.vt_detector import (
@@ -105,6 +105,7 @@ class EcgSettings:
     alarm_bad_windows: int = 2  # "no valid ECG": noisy windows among the last ``alarm_of_windows`` that raise it
     alarm_of_windows: int = 3
     alarm_clear_windows: int = 4  # good windows in a row that clear it (``no_valid_ecg``)
+    alarm_held_windows: int = 3  # windows with readings held back, unexplained, that raise it (0: never)
     max_noise_ratio: float = 0.4  # mean noise peak in a window over the QRS level beyond which it is noisy
     max_slope_floor: float = 0.2  # beyond it, a window with an early beat is noisy (module docstring)
     short_rr_ratio: float = 0.6  # an RR under this share of the recent released ones is early
@@ -145,7 +146,9 @@ class EcgChannel:
         self.settings = settings or EcgSettings()
         self.fs: float | None = None
         s = self.settings
-        self.alarm = NoValidEcgAlarm(s.alarm_bad_windows, s.alarm_of_windows, s.alarm_clear_windows)
+        self.alarm = NoValidEcgAlarm(
+            s.alarm_bad_windows, s.alarm_of_windows, s.alarm_clear_windows, held_windows=s.alarm_held_windows
+        )
         self.readable = True  # beat readings are released from good windows
         self.good_streak = 0
         self.dropped = 0
@@ -167,7 +170,7 @@ class EcgChannel:
         self._resumed: frozenset[str] = frozenset()  # episodes raised before a restart (``resume``)
         self._resumed_standstill: StandstillMemory | None = None
         self.standstill: StandstillMemory | None = None  # while an asystole episode is on
-        self._noisy_spell = False  # the "no valid ECG" spell on began with a noisy window (not flat)
+        self._noisy_spell = False  # the "no valid ECG" spell on is over a live signal (noisy or unreadable, not flat)
         self._hold_until = 0  # index to which a pacing pulse's hold lasts (``pace_blanking``)
         self._pace_width = 0
         self.pacing_pulses = 0  # marked by the device, held out
@@ -578,11 +581,20 @@ class EcgChannel:
             out.unreadable.append(end_time)
         elif not self.readable and self.good_streak >= s.recover_windows:
             self.readable = True
-        raised = self.alarm.window(verdict)
+        # Readings held back with a VT or asystole alarm on are explained by it (VF never gets here).
+        held = not self.readable and not (self.vt is not None and self.vt.active) and not self.rhythm.asystole
+        raised = self.alarm.window(verdict, held=held)
         if raised is True:
-            self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
-            onset = self._time(window.end_index - self.alarm.windows_back() * self.quality.window)
-            out.changes.append(ValidityChange(end_time, False, quality.value, onset))
+            if bad:
+                self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
+                onset = self._time(window.end_index - self.alarm.windows_back() * self.quality.window)
+                out.changes.append(ValidityChange(end_time, False, quality.value, onset))
+            else:
+                # Raised for the readings held back this long (``no_valid_ecg``), on a live signal
+                # the rate could not be read from: a VT found in it explains it, as it does noise.
+                self._noisy_spell = True
+                onset = self._time(window.end_index - s.alarm_held_windows * self.quality.window)
+                out.changes.append(ValidityChange(end_time, False, UNREADABLE, onset))
         elif raised is False:
             out.changes.append(ValidityChange(end_time, True, quality.value))
 
