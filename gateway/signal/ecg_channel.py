@@ -653,8 +653,10 @@ class EcgChannel:
             out.unreadable.append(block.first_sample_time)
         if DeviceFlag.LEAD_OFF in block.flags:
             # One technical alarm per cause: the driver reports a lead off as a ``sensor_off``
-            # event (detail "lead off"), so no "no valid ECG" is raised beside it.
+            # event (detail "lead off"), so no "no valid ECG" is raised beside it, nor for the
+            # readings it held back.
             self._saturated = (0, 0.0)
+            self.alarm.explained()
             return
         # Saturated: no driver event says so, so it counts as a saturated quality window would (no
         # signal, "no valid ECG" at once), one per window's length of flagged samples, counted
