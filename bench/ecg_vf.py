@@ -19,6 +19,9 @@ Scoring:
 * onset mark: for each episode whose alarm was raised during it (or up to 10 s before: an alarm
   already on from an earlier episode marks no onset), the alarm's onset time minus the annotated
   onset (negative: marked before the annotation) — where the evidence strip draws the onset.
+* any alarm: for each episode (8 s or more), how soon after its onset some alarm was on, VF, VT
+  or the technical "no valid ECG": whether the monitor called someone to look at all (VF read as
+  VT, or as a signal it cannot read, still does).
 * ``Sp_second``: share of the seconds without annotated VF/flutter in which the alarm is off.
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
   the alarm clears with deliberate hysteresis.  The figure without that grace is printed too, and
@@ -89,6 +92,7 @@ class RecordScore:
     other_alarm_s_raw: int = 0
     raises: int = 0
     onset_errors_s: list[float] = field(default_factory=list)
+    any_delays_s: list[float] = field(default_factory=list)  # to any alarm on: VF, VT or "no valid ECG"
     false_by_rhythm: Counter[str] = field(default_factory=Counter)  # scored alarm seconds, by rhythm note
     aed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (AHA class, 's' | 'vf' | 'lethal') seconds
 
@@ -103,6 +107,7 @@ class RecordScore:
         self.other_alarm_s_raw += o.other_alarm_s_raw
         self.raises += o.raises
         self.onset_errors_s += o.onset_errors_s
+        self.any_delays_s += o.any_delays_s
         self.false_by_rhythm += o.false_by_rhythm
         self.aed += o.aed
 
@@ -130,19 +135,28 @@ def alarm_intervals(
     vt: list[tuple[int, int]] | None = None,
     lose: float = 0.0,
     seed: int = 0,
+    technical: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
     """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed
     (and, into ``onsets``, each raise's sample and the onset sample it marks; into ``vt``, the
-    intervals of the VT alarm).  Each block is lost with probability ``lose`` (``seed``): the
-    channel sees a gap, as behind a link that drops frames."""
+    intervals of the VT alarm; into ``technical``, those of "no valid ECG").  Each block is lost
+    with probability ``lose`` (``seed``): the channel sees a gap, as behind a link that drops frames."""
     channel = EcgChannel("bench")
     step = max(1, round(block_s * fs))
     out: list[tuple[int, int]] = []
     start: int | None = None
     vt_start: int | None = None
+    tech_start: int | None = None
     for a in block_starts(len(x), step, lose, seed):
         block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
-        for ev in channel.feed(block).rhythm:
+        result = channel.feed(block)
+        for change in result.changes if technical is not None else ():
+            if not change.valid and tech_start is None:
+                tech_start = round(change.time * fs)
+            elif change.valid and tech_start is not None:
+                technical.append((tech_start, round(change.time * fs)))
+                tech_start = None
+        for ev in result.rhythm:
             i = round(ev.time * fs)
             if ev.condition == VENTRICULAR_TACHYCARDIA and vt is not None:
                 if ev.active:
@@ -163,6 +177,8 @@ def alarm_intervals(
         out.append((start, len(x)))
     if vt is not None and vt_start is not None:
         vt.append((vt_start, len(x)))
+    if technical is not None and tech_start is not None:
+        technical.append((tech_start, len(x)))
     return out
 
 
@@ -178,11 +194,15 @@ def score(
     notes: list[tuple[int, str]] | None = None,
     classes: list[str] | None = None,
     vt_alarms: list[tuple[int, int]] | None = None,
+    technical: list[tuple[int, int]] | None = None,
 ) -> RecordScore:
     r = RecordScore(name)
     on = np.zeros(n, dtype=bool)
     for a, b in alarms:
         on[a:b] = True
+    said = on.copy()  # any alarm on: VF, VT or "no valid ECG"
+    for a, b in (vt_alarms or []) + (technical or []):
+        said[a:b] = True
     for a, b in truth:
         if (b - a) / fs < MIN_EPISODE_S:
             continue
@@ -191,6 +211,9 @@ def score(
         if len(hit):
             r.detected += 1
             r.delays_s.append(float(hit[0]) / fs)
+        heard = np.flatnonzero(said[a:b])
+        if len(heard):
+            r.any_delays_s.append(float(heard[0]) / fs)
         marks = [o for i, o in onsets or [] if a - ONSET_LOOKBACK_S * fs <= i <= b]
         if marks:
             r.onset_errors_s.append((marks[0] - a) / fs)
@@ -255,8 +278,9 @@ def evaluate(
     truth = vf_intervals(path, len(x), rate)
     onsets: list[tuple[int, int]] = []
     vt: list[tuple[int, int]] = []
-    alarms = alarm_intervals(x, fs, block_s, onsets, vt, lose, record_seed(path))
-    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, notes, classes, vt)
+    technical: list[tuple[int, int]] = []
+    alarms = alarm_intervals(x, fs, block_s, onsets, vt, lose, record_seed(path), technical)
+    return score(path.name, len(x), fs, truth, alarms, tol_s, grace_s, onsets, notes, classes, vt, technical)
 
 
 def _fmt(tag: str, s: RecordScore) -> str:
@@ -276,6 +300,15 @@ def _onset_line(s: RecordScore) -> str:
         f"onset mark vs annotated onset, {len(e)} episodes raised: median {np.median(e):+.1f} s "
         f"(negative: before), median |error| {np.median(np.abs(e)):.1f} s, within 2 s {int((np.abs(e) <= 2).sum())}, "
         f"late by > 2 s {int((e > 2).sum())}"
+    )
+
+
+def _any_alarm_line(s: RecordScore) -> str:
+    d = np.asarray(s.any_delays_s) if s.any_delays_s else np.asarray([np.nan])
+    return (
+        f"any alarm on (VF, VT or no valid ECG) during the episode: {len(s.any_delays_s)} of {s.episodes}, "
+        f"from the annotated onset median {np.median(d):.1f} s, max {np.max(d):.1f} s, "
+        f"within 10 s {int((d <= 10.0).sum())}"
     )
 
 
@@ -316,6 +349,7 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
         )
     print(f"{label}: Sp_second without the {args.grace_s:g} s post-episode grace = {total.sp_raw:.2f} %")
     print(f"{label}: {_onset_line(total)}")
+    print(f"{label}: {_any_alarm_line(total)}")
     by_rhythm = ", ".join(f"{k} {v}" for k, v in total.false_by_rhythm.most_common())
     print(f"{label}: alarm seconds counted against Sp_second, by annotated rhythm: {by_rhythm or 'none'}")
     print("\n".join(table(total.aed, label)))
