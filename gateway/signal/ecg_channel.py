@@ -12,7 +12,9 @@ make their output safe to alarm on:
   row (the first good window after noise often holds its tail).  The "no valid ECG" technical
   alarm (``changes``) is decided apart, with its own delay and hysteresis (``no_valid_ecg``):
   intermittent noise gives one alarm for the stretch, not one per burst, and a single noisy
-  window gives none; the beats in it are held back all the same.
+  window gives none; the beats in it are held back all the same.  Readings held back for 3
+  windows with no VT or asystole alarm to say why raise it too (``unreadable``): a rhythm whose
+  windows alternate good and bad would otherwise leave the monitor blank.
 * A good window with no beat for half as long again as the recent RR (2-3 s) reports the rate
   that the silence implies (``heart_rate.silence_rate``), so a real pause or asystole on a valid
   signal still drives the low-rate alarm, while a lead-off flat line (invalid) does not.
