@@ -56,10 +56,10 @@ from scipy.signal import sosfiltfilt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import channel_alarms
 from aed_classes import NON_SHOCKABLE, RAPID_VT_PER_MIN, classify_seconds, table
 from vf_data import (
     annotated_records,
-    block_starts,
     clean_and_noisy,
     load,
     mix_noise,
@@ -69,8 +69,6 @@ from vf_data import (
     vf_intervals,
 )
 
-from gateway.records import SampleBlock
-from gateway.signal.ecg_channel import EcgChannel
 from gateway.signal.ecg_filters import butter2_bandpass
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
@@ -137,49 +135,15 @@ def alarm_intervals(
     seed: int = 0,
     technical: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
-    """Run the ECG channel as the daemon does; the sample intervals during which VF is alarmed
-    (and, into ``onsets``, each raise's sample and the onset sample it marks; into ``vt``, the
-    intervals of the VT alarm; into ``technical``, those of "no valid ECG").  Each block is lost
-    with probability ``lose`` (``seed``): the channel sees a gap, as behind a link that drops frames."""
-    channel = EcgChannel("bench")
-    step = max(1, round(block_s * fs))
-    out: list[tuple[int, int]] = []
-    start: int | None = None
-    vt_start: int | None = None
-    tech_start: int | None = None
-    for a in block_starts(len(x), step, lose, seed):
-        block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
-        result = channel.feed(block)
-        for change in result.changes if technical is not None else ():
-            if not change.valid and tech_start is None:
-                tech_start = round(change.time * fs)
-            elif change.valid and tech_start is not None:
-                technical.append((tech_start, round(change.time * fs)))
-                tech_start = None
-        for ev in result.rhythm:
-            i = round(ev.time * fs)
-            if ev.condition == VENTRICULAR_TACHYCARDIA and vt is not None:
-                if ev.active:
-                    vt_start = i
-                elif vt_start is not None:
-                    vt.append((vt_start, i))
-                    vt_start = None
-            if ev.condition != VENTRICULAR_FIBRILLATION:
-                continue
-            if ev.active:
-                start = i
-                if onsets is not None:
-                    onsets.append((i, round(ev.onset_time * fs)))
-            elif start is not None:
-                out.append((start, i))
-                start = None
-    if start is not None:
-        out.append((start, len(x)))
-    if vt is not None and vt_start is not None:
-        vt.append((vt_start, len(x)))
-    if technical is not None and tech_start is not None:
-        technical.append((tech_start, len(x)))
-    return out
+    """The sample intervals during which VF is alarmed (``channel_alarms``; into ``onsets``,
+    each raise's sample and the onset sample it marks; into ``vt`` and ``technical``, the
+    intervals of the VT alarm and of "no valid ECG")."""
+    alarms = channel_alarms.alarm_intervals(x, fs, block_s, lose=lose, seed=seed, onsets=onsets)
+    if vt is not None:
+        vt += alarms[VENTRICULAR_TACHYCARDIA]
+    if technical is not None:
+        technical += alarms[channel_alarms.NO_VALID]
+    return alarms[VENTRICULAR_FIBRILLATION]
 
 
 def score(

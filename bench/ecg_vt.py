@@ -38,14 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from channel_alarms import NO_VALID, Intervals, alarm_intervals
 from vf_data import (
     annotated_records,
-    block_starts,
     clean_and_noisy,
     load,
     mix_noise,
@@ -55,14 +54,11 @@ from vf_data import (
     vf_intervals,
 )
 
-from gateway.records import SampleBlock
-from gateway.signal.ecg_channel import EcgChannel, EcgSettings
+from gateway.signal.ecg_channel import EcgSettings
 from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION
 from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA, VtSettings
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "vfdb"
-Intervals = list[tuple[int, int]]
-NO_VALID = "no_valid_ecg"
 
 
 @dataclass
@@ -111,43 +107,6 @@ def vt_intervals(notes: list[tuple[int, str]], n: int) -> Intervals:
     for k, (s, note) in enumerate(notes):
         if note == "(VT":
             out.append((s, notes[k + 1][0] if k + 1 < len(notes) else n))
-    return out
-
-
-def alarm_intervals(
-    x: npt.NDArray[np.float64],
-    fs: float,
-    block_s: float,
-    vt: VtSettings | None = None,
-    lose: float = 0.0,
-    seed: int = 0,
-) -> dict[str, Intervals]:
-    """Run the ECG channel as the daemon does; the sample intervals of each rhythm alarm, and
-    those of "no valid ECG" (under ``NO_VALID``).  Each block is lost with probability ``lose``
-    (``seed``): the channel sees a gap, as behind a link that drops frames."""
-    channel = EcgChannel("bench", EcgSettings(vt=vt or VtSettings()))
-    step = max(1, round(block_s * fs))
-    out: dict[str, Intervals] = {VENTRICULAR_TACHYCARDIA: [], VENTRICULAR_FIBRILLATION: [], NO_VALID: []}
-    start: dict[str, int] = {}
-    for a in block_starts(len(x), step, lose, seed):
-        block = SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a)
-        result = channel.feed(block)
-        for change in result.changes:
-            i = round(change.time * fs)
-            if not change.valid:
-                start[NO_VALID] = i
-            elif NO_VALID in start:
-                out[NO_VALID].append((start.pop(NO_VALID), i))
-        for ev in result.rhythm:
-            if ev.condition not in out:
-                continue
-            i = round(ev.time * fs)
-            if ev.active:
-                start[ev.condition] = i
-            elif ev.condition in start:
-                out[ev.condition].append((start.pop(ev.condition), i))
-    for cond, i in start.items():
-        out[cond].append((i, len(x)))
     return out
 
 
@@ -208,7 +167,7 @@ def evaluate(
     if noise is not None and snr is not None and nstdb is not None:
         x = mix_noise(x, fs, noise_record(nstdb, noise, fs, len(x), channel=0), snr)
     notes = rhythm_notes(path, rate)
-    alarms = alarm_intervals(x, fs, block_s, vt, lose, record_seed(path))
+    alarms = alarm_intervals(x, fs, block_s, EcgSettings(vt=vt), lose, record_seed(path))
     vt_truth, vf_truth = vt_intervals(notes, len(x)), vf_intervals(path, len(x), rate)
     return score(path.name, len(x), fs, notes, vt_truth, vf_truth, alarms, min_episode_s, tol_s)
 
