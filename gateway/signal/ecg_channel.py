@@ -587,7 +587,7 @@ class EcgChannel:
         held = not self.readable and not (self.vt is not None and self.vt.active) and not self.rhythm.asystole
         raised = self.alarm.window(verdict, held=held)
         if raised is True:
-            if bad:
+            if not self.alarm.for_held:
                 self._noisy_spell = self._noisy_spell and quality is EcgQuality.NOISY
                 onset = self._time(window.end_index - self.alarm.windows_back() * self.quality.window)
                 out.changes.append(ValidityChange(end_time, False, quality.value, onset))

@@ -53,6 +53,9 @@ class NoValidEcgAlarm:
     _recent: int = 0  # the last ``of_windows`` windows, newest in the lowest bit, set when noisy
     _good_run: int = 0
     _held: int = 0  # windows in a row after which the readings were held back, unexplained
+    # What the last raise was for: the readings held back (detail "unreadable"), not the window's
+    # own verdict.  A noisy window can be the one that raises it for them, before noise alone would.
+    for_held: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.bad_windows <= self.of_windows or self.clear_windows < 1 or self.held_windows < 0:
@@ -68,14 +71,16 @@ class NoValidEcgAlarm:
         self._recent = ((self._recent << 1) | noisy) & ((1 << self.of_windows) - 1)
         self._good_run = self._good_run + 1 if verdict is Verdict.GOOD else 0
         self._held = self._held + 1 if held else 0
-        if not self.raised and (
-            verdict is Verdict.NO_SIGNAL
-            or (noisy and self._recent.bit_count() >= self.bad_windows)
+        if not self.raised:
+            if verdict is Verdict.NO_SIGNAL or (noisy and self._recent.bit_count() >= self.bad_windows):
+                self.for_held = False
+                self.raised = True
+                return True
             # Not on a good window: it may be the first of the two that release the readings.
-            or (verdict is not Verdict.GOOD and 0 < self.held_windows <= self._held)
-        ):
-            self.raised = True
-            return True
+            if verdict is not Verdict.GOOD and 0 < self.held_windows <= self._held:
+                self.for_held = True
+                self.raised = True
+                return True
         if self.raised and self._good_run >= self.clear_windows:
             self.raised = False
             return False
