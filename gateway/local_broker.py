@@ -46,8 +46,14 @@ class LocalBroker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.workdir}/\nlog_dest file {self.workdir}/mosquitto.log\n"
         )
+        # A session of its own: Ctrl-C in the terminal signals the whole foreground process group,
+        # and a broker in it died before the gateway had delivered what it flushes on the way out
+        # (an "unexpected disconnection" warning, records left pending).  ``stop`` ends it last.
         self._proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,36 @@ def test_demo_shows_readings_alarms_billing_and_delivery(tmp_path: Path) -> None
     delivered = int(text.rsplit("delivered to the broker this run (PUBACK): ", 1)[1].split(",")[0])
     assert delivered > 20
     assert "Traceback" not in text + out.stderr
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+def test_ctrl_c_stops_the_demo_with_everything_delivered(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal signals the whole foreground process group: the demo's own broker must
+    # outlive the gateway, which delivers what it flushes on the way out (it died first, once).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "demo", "--speed", "40", "--state", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        process_group=0,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "broker connected | records accepted" in line and "delivered 0 " not in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        text = proc.stdout.read()
+        assert proc.wait(60) == 0, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "uplink_disconnected" not in text, text
+    accepted, delivered = (int(w) for w in text.rsplit("  accepted ", 1)[1].split(", refused")[0].split(", delivered "))
+    assert accepted == delivered > 0, text
+    assert "Traceback" not in text
 
 
 def test_demo_offline_fills_the_outbox(tmp_path: Path) -> None:
