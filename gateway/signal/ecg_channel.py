@@ -51,7 +51,6 @@ make their output safe to alarm on:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,7 +58,14 @@ import numpy as np
 
 from gateway.readings import VITAL_UNITS, ClockQuality, DeviceFlag, SampleBlock, Vital, VitalReading
 from gateway.signal import ecg_quality, heart_rate, hrv, pace_blanking, rpeak_detector, window_verdict
-from gateway.signal.ecg_filters import MAX_RATE_HZ, MIN_RATE_HZ, all_finite, join_samples, to_millivolts
+from gateway.signal.ecg_filters import (
+    MAX_RATE_HZ,
+    MAX_SQUARES_MV2,
+    MIN_RATE_HZ,
+    join_samples,
+    plausible,
+    to_millivolts,
+)
 from gateway.signal.ecg_output import EcgOutput, RhythmEvent, ValidityChange
 from gateway.signal.ecg_quality import EcgQuality, QualityWindow
 from gateway.signal.ecg_rhythm import (
@@ -274,7 +280,7 @@ class EcgChannel:
             samples is None
             or not MIN_RATE_HZ <= fs <= MAX_RATE_HZ
             or samples.ndim != 1
-            or not (math.isfinite(samples.dot(samples)) or all_finite(samples))  # all_finite's fast test, inline
+            or not (samples.dot(samples) <= MAX_SQUARES_MV2 or plausible(samples))  # plausible's fast test, inline
         ):
             # Unusable block: counted, and the next good one starts afresh (never glued).
             self._process_queue(out)

@@ -58,6 +58,23 @@ def all_finite(x: FloatArray) -> bool:
     return math.isfinite(float(x.dot(x))) or bool(np.isfinite(x).all())
 
 
+# No ECG front-end's input range reaches 10 V (the usual ones: +-2.4 V at unit gain, and the
+# electrodes' DC offset is +-0.3 V): a sample beyond it is a decoding error, not a signal, and its
+# powers overflow the detectors' sums (the VF features' and the quality index's kurtosis).
+MAX_ABS_MV = 1e4
+MAX_SQUARES_MV2 = MAX_ABS_MV * MAX_ABS_MV
+
+
+def plausible(x: FloatArray) -> bool:
+    """Whether every value of a 1-D float array is finite and within +-``MAX_ABS_MV``.
+
+    A sum of squares up to ``MAX_SQUARES_MV2`` says so at once (NaN fails the comparison), as
+    ``all_finite``'s does; only a larger one has each value checked."""
+    if float(x.dot(x)) <= MAX_SQUARES_MV2:
+        return True
+    return bool(np.isfinite(x).all()) and float(np.abs(x).max()) <= MAX_ABS_MV
+
+
 _join = bytearray().join
 _FLOAT64 = np.dtype(np.float64)
 

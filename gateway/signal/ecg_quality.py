@@ -156,7 +156,8 @@ def _judge(state: QualityState, raw: FloatArray, filt: FloatArray) -> QualityWin
     squares = centred * centred
     var = float(_sum(squares) / n)
     # The fourth power as squared squares: numpy would call pow() per sample for ``**4``.
-    kurt = float(_sum(squares * squares) / n / var**2) if var > 0 else 0.0
+    # var * var, not var**2: a float's ** raises OverflowError where * gives inf.
+    kurt = float(_sum(squares * squares) / n / (var * var)) if var * var > 0.0 else 0.0
     on_rails = int(np.count_nonzero(raw == hi)) + int(np.count_nonzero(raw == lo))
     band_ptp = float(_max(filt) - _min(filt))
     smooth: FloatArray | None = None

@@ -189,6 +189,9 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.turns = None
     state.last_beat = None
     state.rr = ()
+    # An index of the samples before: after a device whose count starts again at 0 (a new link,
+    # ``SampleBlock.first_index``) it lay ahead of the new samples and emptied a slice (a crash).
+    state.precursor = -(2**62)
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,12 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
 
     x2 = x * x
     var = float(x.dot(x)) / n
+    if not var * var > 0.0:
+        # Flat in all but its last bits: a band-passed flat line decays into subnormals whose
+        # squares are 0 (or NaN from an impossible input), so the sums above are not 0 but the
+        # variance's square is.  Its values are a flat window's, as for a zero sum above.
+        yield from _FLAT_STAGES
+        return
     kurt = float(x2.dot(x2)) / n / (var * var)
     log_amp = float(np.log10(max(math.sqrt(var), 1e-6)))
     yield leakage, mean_freq, tcsc, kurt, log_amp, amp_cv
