@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def parse_vitals_line(line: str, lineno: int) -> tuple[float, dict[str, Any]] | 
         raise RecordingError(f"line {lineno}: not JSON ({e.msg})") from e
     if not isinstance(obj, dict) or not isinstance(obj.get("t"), int | float):
         raise RecordingError(f"line {lineno}: expected an object with a numeric 't'")
+    if not math.isfinite(obj["t"]):  # JSON as Python reads it has NaN and Infinity
+        raise RecordingError(f"line {lineno}: 't' must be a finite number, not {obj['t']!r}")
     if "vital" in obj:
         try:
             Vital(obj["vital"])

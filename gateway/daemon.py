@@ -111,6 +111,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._heartbeat = self.clock.monotonic()
         self._uncommitted = 0
+        # Readings set aside unprocessed (``reading_checks``), per (device, field at fault): logged
+        # at the 1st, 10th, 100th ... so that a driver sending nothing usable cannot flood the journal.
+        self._rejected: dict[tuple[str, str], int] = {}
         self._drain = asyncio.Event()
         self._drain.set()
         self.outbox: Outbox | None = None
@@ -371,6 +374,8 @@ class Daemon:
         except Exception:  # a pipeline bug must not take the device down
             self.log.exception("pipeline_error", patient=patient, reading=type(reading).__name__)
             return
+        for device, at, why in out.rejected:
+            self._note_rejected(patient, device, at, why, type(reading).__name__)
         if out.records:
             self._submit_all(out.records, self._states([patient]))
         if self.ledger is not None:
@@ -383,6 +388,21 @@ class Daemon:
             self.observer(patient, reading, out)
         if self._uncommitted > MAX_UNCOMMITTED:
             await self._drain.wait()
+
+    def _note_rejected(self, patient: str, device: str, at: str, why: str, kind: str) -> None:
+        n = self._rejected.get((device, at), 0) + 1
+        self._rejected[(device, at)] = n
+        if n == 10 ** (len(str(n)) - 1):  # 1, 10, 100, ...
+            self.log.warning(
+                "reading_rejected",
+                patient=patient,
+                device=device,
+                reading=kind,
+                field=at,
+                reason=why,
+                count=n,
+                hint="the device's driver gives readings the gateway cannot place in time; they are not processed",
+            )
 
     async def _checkpoint(self, patient: str, device: str) -> None:
         """Everything the device's readings produced so far is committed when this returns."""

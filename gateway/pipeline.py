@@ -16,6 +16,7 @@ from gateway.alarms import AlarmEngine, AlarmTransition
 from gateway.config.processing import EcgAlarmSection, EvidenceSection, ProcessingSection, VitalLimits
 from gateway.ecg_alarms import ExtremeRateRules, no_valid_ecg_windows, rhythm_transitions, vt_settings
 from gateway.evidence import EvidenceRecorder, Strip
+from gateway.reading_checks import battery, unusable
 from gateway.records import (
     AlarmEvent,
     AlarmRecord,
@@ -87,11 +88,15 @@ class PipelineOutput:
     records: list[AnyRecord] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     accepted: list[VitalReading] = field(default_factory=list)
+    # Readings set aside unprocessed, (device, field, why): their time or sample rate is not one
+    # (``reading_checks``).
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
 
     def extend(self, other: PipelineOutput) -> None:
         self.records.extend(other.records)
         self.evidence.extend(other.evidence)
         self.accepted.extend(other.accepted)
+        self.rejected.extend(other.rejected)
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,10 @@ class Pipeline:
         p = self._patients.get(patient)
         out = PipelineOutput()
         if p is None:
+            return out
+        fault = unusable(reading)
+        if fault is not None:
+            out.rejected.append((reading.device_id, *fault))
             return out
         if isinstance(reading, VitalReading):
             self._vital(p, reading, out)
@@ -386,7 +395,7 @@ class Pipeline:
                 driver=p.setup.devices.get(e.device_id, ""),
                 state=e.state,
                 detail=e.detail,
-                battery_pct=e.battery_pct,
+                battery_pct=battery(e),
             )
         )
         transitions: list[AlarmTransition] = []
@@ -398,10 +407,8 @@ class Pipeline:
             transitions = p.alarms.technical(
                 "battery_low", e.state is DeviceState.BATTERY_LOW, e.time, device=e.device_id, detail=e.detail
             )
-        elif e.battery_pct is not None:
-            transitions = p.alarms.technical(
-                "battery_low", e.battery_pct < self.battery_low_pct, e.time, device=e.device_id
-            )
+        elif (pct := battery(e)) is not None:
+            transitions = p.alarms.technical("battery_low", pct < self.battery_low_pct, e.time, device=e.device_id)
         if e.state is DeviceState.CONNECTED:
             # A reconnected device starts a fresh silence timer rather than inheriting the old one.
             p.last_data.setdefault(e.device_id, e.time)
