@@ -7,8 +7,10 @@ the registered ``DriverSpec``, class loaded through the entry point.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import statistics
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wfdb
+from scipy.signal import resample_poly
 
 from drivers.ble import blood_pressure, glucose, heart_rate, plx, polar_pmd, scan_cli, thermometer
 from gateway.clock import SyncPolicy, SystemClock
 from gateway.config.loader import parse_config_text
+from gateway.config.processing import AlarmSection
 from gateway.driver_api import DeviceContext, Driver, DriverConnectFailed, DriverDisconnected, registry
+from gateway.pipeline import PatientSetup, Pipeline
 from gateway.records import (
     ClockQuality,
     DeviceEvent,
@@ -532,3 +538,60 @@ async def test_simultaneous_connects_keep_their_own_timeouts(
         for s in straps:
             await s.stop()
     assert seen == {addrs[0]: 3.0, addrs[1]: 4.0}
+
+
+def _strap_ecg_uv() -> list[int]:
+    """A minute of MIT-BIH 119 as a Polar H10 streams it: 130 Hz, whole microvolts."""
+    rec = wfdb.rdrecord(str(Path(__file__).resolve().parents[2] / "hil_fixtures" / "ecg" / "mitdb_119_0s"))
+    return [int(v) for v in resample_poly(rec.p_signal[: 360 * 60, 0], 13, 36) * 1000.0]
+
+
+def _ecg_frames(strap: PolarH10, uv: list[int]) -> list[bytes]:
+    """The strap's PMD frames for these samples (uV), 73 a frame, on its running sensor clock."""
+    frames = []
+    for k in range(0, len(uv) - PolarH10.FRAME + 1, PolarH10.FRAME):
+        strap.sensor_ns += round(PolarH10.FRAME * 1e9 / 130)
+        body = b"".join(s.to_bytes(3, "little", signed=True) for s in uv[k : k + PolarH10.FRAME])
+        frames.append(b"\x00" + strap.sensor_ns.to_bytes(8, "little") + b"\x00" + body)
+    return frames
+
+
+async def test_polar_ecg_reconnect_keeps_the_heart_rate_coming(
+    mock_bluez: MockBluez, device_ctx: DeviceContext
+) -> None:
+    """A strap whose link drops comes back in a new session, whose time line numbers the samples
+    from 0 again: the pipeline's ECG channel for the strap must go on.  It raised at its first
+    decision after the restart, and at every block after it: no heart rate, VF or asystole
+    detection for the strap until the daemon restarted (``tests/test_ecg_channel_robustness.py``)."""
+    uv = _strap_ecg_uv()
+    counter = itertools.count(1)
+    setup = PatientSetup("p-test", AlarmSection().limits, {"dev1": "polar-ecg"})
+    pipeline = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p-test": setup})
+    address = mock_bluez.peripherals[0]
+    strap = PolarH10(mock_bluez.adapter_of(address))
+    rates: list[list[float]] = []
+    firsts: list[int] = []
+    await strap.peripheral.start()
+    try:
+        for half in (uv[: len(uv) // 2], uv[len(uv) // 2 :]):  # two sessions of 30 s
+            strap.started.clear()
+            driver = make_driver(device_ctx, {"driver": "polar-ecg", "address": address})
+            frames = _ecg_frames(strap, half)
+            async with driver:
+                pending = asyncio.ensure_future(take(aiter(driver.readings()), len(frames), within_s=30))
+                async with asyncio.timeout(10):
+                    await strap.started.wait()
+                for frame in frames:
+                    strap.peripheral.notify(polar_pmd.DATA, frame)
+                blocks = [b for b in await pending if isinstance(b, SampleBlock)]
+            firsts.append(blocks[0].first_index)
+            session: list[float] = []
+            for b in blocks:
+                out = pipeline.feed("p-test", b)
+                session += [r.value for r in out.accepted if r.vital is Vital.HEART_RATE and r.value is not None]
+            rates.append(session)
+    finally:
+        await strap.peripheral.stop()
+    assert firsts == [0, 0]  # the new link's time line starts again
+    assert len(rates[0]) > 10 and len(rates[1]) > 10, rates
+    assert all(55 < statistics.median(r) < 85 for r in rates), rates  # 119: ~70 /min, PVCs in bigeminy at times
