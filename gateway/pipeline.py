@@ -295,7 +295,14 @@ class Pipeline:
             for condition in raised:
                 p.ecg_on.setdefault((b.device_id, condition), set()).add(b.channel)
         # Beats may wait for the channel's next decision point, except while a strip that marks them is cut.
-        result = ch.feed(b, defer=not p.evidence.capturing(b.device_id))
+        try:
+            result = ch.feed(b, defer=not p.evidence.capturing(b.device_id))
+        except Exception:
+            # A fault in the channel must not leave it broken for every block after it (the daemon
+            # logs the exception and goes on): the next block starts a new channel, which goes on
+            # with the ECG alarms raised, as after a restart.
+            del p.ecg[(b.device_id, b.channel)]
+            raise
         if not result.dropped_blocks:
             # Samples count as data (no "no data" alarm) even while the ECG is not valid: the
             # device is there, its signal is the problem, and that has its own alarm.
