@@ -18,8 +18,10 @@ make their output safe to alarm on:
 * A good window with no beat for half as long again as the recent RR (2-3 s) reports the rate
   that the silence implies (``heart_rate.silence_rate``), so a real pause or asystole on a valid
   signal still drives the low-rate alarm, while a lead-off flat line (invalid) does not.
-* A gap in the samples, a rate change or non-finite samples restart the filters: samples are never
-  glued across a gap.  The R-peak detector keeps its learnt levels (at the same rate), the native
+* A gap in the samples, a rate change, a sample count that starts again (a strap's new link) or
+  a block with a non-finite or impossible sample (beyond ``ecg_filters.MAX_ABS_MV``, 10 V: an
+  unusable block, counted in ``dropped``) restart the filters: samples are never glued across a
+  gap.  The R-peak detector keeps its learnt levels (at the same rate), the native
   rhythm its QRS template, and a rhythm episode on goes on across the gap, as do the episodes
   whose alarms were raised before the daemon restarted (``resume``): the samples after the break
   end them or keep them.  Across a gap of lost frames up to ``bridge_gap_s`` the rhythm
