@@ -41,8 +41,8 @@
   correlation of such waves has no room between them and the patient's own beats in noise: 231's
   on lead 1 fall to -0.3 to -0.56 with electrode motion at 6 dB.
   Nor do they tell a standstill from a rhythm the R-peak detector does not see: vfdb 611 goes
-  from sharp sinus beats (slope energy ~92) into a sustained monomorphic VT at ~180 /min of wide
-  complexes (~30), of which the detector, its levels learnt on the sinus QRS, finds one in 4 to 8
+  from sharp sinus beats (slope energy ~92) into a sustained monomorphic VT at ~140 /min of wide
+  complexes (~30), of which the detector, its levels learnt on the sinus QRS, finds one in 3 to 5
   for 30 s: asystole is raised 12 s into the VT (1208 s) and held 27 s.  Its band-passed RMS is
   1.9 times the sinus rhythm's, where every standstill raised on vfdb and in
   ``bench/ecg_asystole.py`` is at most 0.97 times the rhythm before it; a guard on that ratio
