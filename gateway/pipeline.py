@@ -391,6 +391,7 @@ class Pipeline:
             out.records.append(self._alarm(p, tr, clock))
 
     def _event(self, p: _Patient, e: DeviceEvent, out: PipelineOutput) -> None:
+        pct = battery(e)
         out.records.append(
             DeviceStatusRecord(
                 key=self.new_key(),
@@ -402,7 +403,7 @@ class Pipeline:
                 driver=p.setup.devices.get(e.device_id, ""),
                 state=e.state,
                 detail=e.detail,
-                battery_pct=battery(e),
+                battery_pct=pct,
             )
         )
         transitions: list[AlarmTransition] = []
@@ -414,7 +415,7 @@ class Pipeline:
             transitions = p.alarms.technical(
                 "battery_low", e.state is DeviceState.BATTERY_LOW, e.time, device=e.device_id, detail=e.detail
             )
-        elif (pct := battery(e)) is not None:
+        elif pct is not None:
             transitions = p.alarms.technical("battery_low", pct < self.battery_low_pct, e.time, device=e.device_id)
         if e.state is DeviceState.CONNECTED:
             # A reconnected device starts a fresh silence timer rather than inheriting the old one.

@@ -72,13 +72,10 @@ class NoValidEcgAlarm:
         self._good_run = self._good_run + 1 if verdict is Verdict.GOOD else 0
         self._held = self._held + 1 if held else 0
         if not self.raised:
-            if verdict is Verdict.NO_SIGNAL or (noisy and self._recent.bit_count() >= self.bad_windows):
-                self.for_held = False
-                self.raised = True
-                return True
+            noise = verdict is Verdict.NO_SIGNAL or (noisy and self._recent.bit_count() >= self.bad_windows)
             # Not on a good window: it may be the first of the two that release the readings.
-            if verdict is not Verdict.GOOD and 0 < self.held_windows <= self._held:
-                self.for_held = True
+            if noise or (verdict is not Verdict.GOOD and 0 < self.held_windows <= self._held):
+                self.for_held = not noise
                 self.raised = True
                 return True
         if self.raised and self._good_run >= self.clear_windows:

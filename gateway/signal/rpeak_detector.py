@@ -94,6 +94,9 @@ class Beat:
     energy: float  # envelope peak, for quality and debugging
 
 
+_NO_PRECURSOR = -(2**62)  # before any sample
+
+
 @dataclass(slots=True)
 class DetectorState:
     """Everything the detector remembers between blocks (constant size)."""
@@ -138,7 +141,7 @@ class DetectorState:
     # The energies of all candidates rejected so far, summed: with ``n_noise``, what a caller
     # needs for the mean noise peak over any stretch (the levels above are slow averages).
     noise_energy: float = 0.0
-    precursor: int = -(2**62)  # index of the last candidate set aside as a precursor
+    precursor: int = _NO_PRECURSOR  # index of the last candidate set aside as a precursor
 
 
 def new_state(fs: float, params: DetectorParams | None = None, first_index: int = 0) -> DetectorState:
@@ -191,7 +194,7 @@ def restart(state: DetectorState, first_index: int) -> None:
     state.rr = ()
     # An index of the samples before: after a device whose count starts again at 0 (a new link,
     # ``SampleBlock.first_index``) it lay ahead of the new samples and emptied a slice (a crash).
-    state.precursor = -(2**62)
+    state.precursor = _NO_PRECURSOR
 
 
 @dataclass(frozen=True, slots=True)

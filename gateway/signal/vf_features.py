@@ -236,7 +236,12 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     sum_ax = float(ax.dot(p.ones_n))
     dx = x[1:] - x[:-1]  # np.diff, without its wrapper
     sum_dx = float(np.abs(dx, out=dx).dot(p.ones_n1))
-    if sum_dx <= 0.0 or sum_ax <= 0.0:
+    var = float(x.dot(x)) / n
+    # A flat window: a flat line, or one flat in all but its last bits (a band-passed flat line
+    # decays into subnormals whose squares are 0 while their sums are not: the kurtosis below
+    # divided by 0), or NaN from an impossible input.  A variance whose square is positive means
+    # some sample is not 0, so the mass ``sum_ax`` is positive too.
+    if sum_dx <= 0.0 or not var * var > 0.0:
         yield from _FLAT_STAGES
         return
 
@@ -258,13 +263,6 @@ def stages(x: FloatArray, fs: float) -> Iterator[tuple[float, ...]]:
     amp_cv = math.sqrt(sum([(v - lm_mean) ** 2 for v in lms]) / p.subs) / lm_mean if lm_mean > 0 else 0.0
 
     x2 = x * x
-    var = float(x.dot(x)) / n
-    if not var * var > 0.0:
-        # Flat in all but its last bits: a band-passed flat line decays into subnormals whose
-        # squares are 0 (or NaN from an impossible input), so the sums above are not 0 but the
-        # variance's square is.  Its values are a flat window's, as for a zero sum above.
-        yield from _FLAT_STAGES
-        return
     kurt = float(x2.dot(x2)) / n / (var * var)
     log_amp = float(np.log10(max(math.sqrt(var), 1e-6)))
     yield leakage, mean_freq, tcsc, kurt, log_amp, amp_cv

@@ -142,12 +142,14 @@ class PolarH10:
         if ok:
             self.started.set()
 
-    def frame(self, first_sample: int, skip: bool = False) -> bytes | None:
-        """Next frame (samples first_sample…); with ``skip`` the frame is lost in the air."""
+    def frame(self, first_sample: int = 0, skip: bool = False, samples: list[int] | None = None) -> bytes | None:
+        """Next frame (a ramp from ``first_sample``, or these ``FRAME`` samples in uV); with ``skip``
+        the frame is lost in the air."""
         self.sensor_ns += round(self.FRAME * 1e9 / 130)
         if skip:
             return None
-        samples = [(first_sample + i) * 10 for i in range(self.FRAME)]
+        if samples is None:
+            samples = [(first_sample + i) * 10 for i in range(self.FRAME)]
         body = b"".join(s.to_bytes(3, "little", signed=True) for s in samples)
         return b"\x00" + self.sensor_ns.to_bytes(8, "little") + b"\x00" + body
 

@@ -548,12 +548,8 @@ def _strap_ecg_uv() -> list[int]:
 
 def _ecg_frames(strap: PolarH10, uv: list[int]) -> list[bytes]:
     """The strap's PMD frames for these samples (uV), 73 a frame, on its running sensor clock."""
-    frames = []
-    for k in range(0, len(uv) - PolarH10.FRAME + 1, PolarH10.FRAME):
-        strap.sensor_ns += round(PolarH10.FRAME * 1e9 / 130)
-        body = b"".join(s.to_bytes(3, "little", signed=True) for s in uv[k : k + PolarH10.FRAME])
-        frames.append(b"\x00" + strap.sensor_ns.to_bytes(8, "little") + b"\x00" + body)
-    return frames
+    n = PolarH10.FRAME
+    return [f for k in range(0, len(uv) - n + 1, n) if (f := strap.frame(samples=uv[k : k + n])) is not None]
 
 
 async def test_polar_ecg_reconnect_keeps_the_heart_rate_coming(
