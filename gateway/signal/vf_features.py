@@ -395,6 +395,10 @@ def _psr(x: FloatArray, p: _Plan) -> float:
     # The extremes read where argmin/argmax find them: the same values as np.minimum/maximum.reduce
     # (~5k instructions less each); only a zero's sign could differ, which changes no box.
     lo, hi = float(x[x.argmin()]), float(x[x.argmax()])
+    if not hi > lo:
+        # Flat once drawn at the PSR rate (a window flat but for its last bits, which the
+        # interpolation rounds away): a flat window's value, not a division by zero.
+        return FLAT.psr
     scaled = x - lo
     scaled *= PSR_GRID / (hi - lo)
     q = scaled.astype(np.intp)
