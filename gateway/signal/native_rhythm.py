@@ -117,6 +117,12 @@ class NativeRhythm:
             return None
         return float(self._ring[index % len(self._ring)])
 
+    def samples(self, first: int, last: int) -> FloatArray | None:
+        """A copy of the samples of indices ``first`` to ``last`` (exclusive); None when not all held."""
+        if first >= last or first < self._end - self._count or last > self._end:
+            return None
+        return np.array(self._stretch(first, last))
+
     def learn(self, beats: list[int]) -> None:
         """Beats the channel released from a good window (the patient's own QRS complexes): every
         ``learn_every_s`` the template becomes the median of the last ``learn_beats`` of them in

@@ -13,6 +13,29 @@ its 8 annotated VT episodes called by width); the regular RR keeps out noise, wh
 alike enough but come irregularly (MIT-BIH with electrode motion at 0 dB: 6 false VT alarms
 without it, none with it; ``bench/ecg_vt.py``).
 
+The QRS band (5-18 Hz) is blind to what makes some VT plain to the eye: vfdb 611's sustained
+monomorphic VT at ~140 /min, 6 mV complexes as broad as a sine wave, has in that band the sharp
+edge of a sinus QRS (correlation 0.8-0.9 with the reference, envelope width 1.0-1.6 times it), and
+went 15 minutes without a VT alarm.  So a beat is also ventricular when its *raw* complex
+(``RawTemplate``: ``WIDE_BEFORE_S`` before the R wave to ``WIDE_AFTER_S`` after it, detrended) is
+broad and unlike the patient's: its equivalent width (area over peak, from its median) at least
+``wide_min_width_ratio`` times the reference's and its best correlation with it, over shifts of
+up to ``WIDE_SHIFT_S``, under ``wide_max_corr`` (611's VT complexes: 1.9-2.6 times and 0.47-0.77,
+5th to 95th percentile; 96 % of them pass).  A beat whose QRS-band complex correlates with the
+reference at ``own_band_corr`` is the patient's own and not looked at again (most beats of a fast
+sinus or atrial rhythm: the whole ECG chain is 0.91 times as fast with the raw complexes,
+``bench/ecg_speed.py --chain --baseline``).  The raw ECG also holds what the band filters out:
+electrode motion makes broad deflections unlike the QRS.  So a run's ventricular complexes must
+also be alike in the raw ECG (the lower median of consecutive ones' best correlation at least
+``wide_consistency``), and a run that needs beats only their raw complex called ventricular must
+come regularly (every RR within ``raw_run_jitter`` of the median, or of twice it: a complex the
+R-peak detector missed), where the detector's motion artefacts fall between the patient's own
+beats.  ``bench/ecg_vt.py`` on vfdb, clean: 21 of 32 episodes, 6 false alarms (20 and 10 by the
+band alone); electrode motion at 6 dB: 17 and 2 (16, 4); at 0 dB: 7 and 1 (7, 3); on MIT-BIH, one
+false alarm at 0 dB (none).  Without the consistency test: 10 false alarms clean, 4 on MIT-BIH
+at 0 dB; without the regularity: 9 and 3, and one more episode (``--set wide_consistency=-1``,
+``--set raw_run_jitter=10``).
+
 An episode starts when, of the last ``run_beats`` beats, at least ``ventricular_beats`` are
 ventricular, their mean rate is at least ``min_rate`` and the ventricular complexes are alike
 (median correlation of consecutive ones at least ``min_consistency``: noise also makes complexes
@@ -28,16 +51,19 @@ the costly part).  No VT is called before ``min_reference`` beats are held: with
 wide complex cannot be told from the patient's own.  A patient whose own beats are wide (bundle
 branch block, paced) thus has a wide reference, and a sinus tachycardia with those beats is not VT.
 
-Measurements read the R-peak detector's band-passed signal and slope envelope, only samples
-before the beat's decision point, so the result does not depend on how the samples were split
-into blocks.  Only fast beats, the beat after a fast one, the beats of an episode and the sampled
-reference beats are measured: at a steady normal rate the detector costs a comparison per beat.
+Measurements read the R-peak detector's band-passed signal and slope envelope, and the raw
+samples the channel keeps (``NativeRhythm.samples``), only samples before the beat's decision
+point (a reference beat's raw complex is read at the next beat's), so the result does not depend
+on how the samples were split into blocks.  Only fast beats, the beat after a fast one, the beats
+of an episode and the sampled reference beats are measured: at a steady normal rate the detector
+costs a comparison per beat.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -52,6 +78,12 @@ if TYPE_CHECKING:
     FloatArray = npt.NDArray[np.float64]
 
 VENTRICULAR_TACHYCARDIA = "ventricular_tachycardia"
+# The raw complex compared by ``RawTemplate``: from before the R wave to after it, each way shifted
+# by up to ``WIDE_SHIFT_S`` for the best match (a wide complex's R mark falls anywhere on it).
+WIDE_BEFORE_S = 0.12
+WIDE_AFTER_S = 0.16
+WIDE_SHIFT_S = 0.04
+NOT_VENTRICULAR, BY_BAND, BY_RAW_COMPLEX = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +112,14 @@ class VtSettings:
     fast_rate: float = 200.0
     fast_max_corr: float = 0.9
     fast_jitter: float = 0.15  # ...and its RR within this share of the RR before (a regular run)
+    # A beat is also ventricular when its raw complex is at least this many times as broad as the
+    # patient's (``RawTemplate``; 0 turns this off)...
+    wide_min_width_ratio: float = 1.7
+    wide_max_corr: float = 0.8  # ...and unlike it.  Not asked of a beat whose QRS-band complex
+    own_band_corr: float = 0.95  # correlates this well with the reference: the patient's own, and cheaper.
+    wide_consistency: float = 0.9  # a run's ventricular complexes, alike in the raw ECG
+    # A run that needs raw-complex beats is regular: each RR within this share of the median (or twice it).
+    raw_run_jitter: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +136,21 @@ class Shape:
 
     segment: FloatArray  # band-passed samples around the R wave
     width: int  # slope envelope's width at half height, in samples (a lower bound if cut short)
+    # The raw ECG from ``WIDE_BEFORE_S + WIDE_SHIFT_S`` before the R wave up to the beat's decision
+    # point (at most ``WIDE_AFTER_S + WIDE_SHIFT_S`` after it); None when not held.
+    wide: FloatArray | None = None
 
 
 def measure(
-    bp: FloatArray, env: FloatArray, start: int, r_bp: int, r_env: int, before: int, after: int, stop: int
+    bp: FloatArray,
+    env: FloatArray,
+    start: int,
+    r_bp: int,
+    r_env: int,
+    before: int,
+    after: int,
+    stop: int,
+    wide: FloatArray | None = None,
 ) -> Shape | None:
     """The complex whose band-passed R wave is at absolute index ``r_bp`` and whose envelope
     peaks near ``r_env`` (later on a wide complex), from buffers ``bp``/``env`` that start at
@@ -120,7 +171,99 @@ def measure(
     right_end = min(stop - start, len(env))
     below_right = (env[k:right_end] <= half).nonzero()[0]
     right = int(below_right[0]) if len(below_right) else right_end - k
-    return Shape(bp[lo:hi], left + right)
+    return Shape(bp[lo:hi], left + right, wide)
+
+
+@cache
+def _ramp(n: int) -> tuple[FloatArray, float]:
+    """The centred ramp of ``n`` samples and the inverse of its squared norm (0 when under 2)."""
+    c: FloatArray = np.arange(n, dtype=np.float64) - 0.5 * (n - 1)
+    cc = float(c.dot(c))
+    return c, (1.0 / cc if cc > 0 else 0.0)
+
+
+def detrended(x: FloatArray) -> FloatArray:
+    """``x`` less its least-squares line: baseline wander over a complex is not its shape."""
+    n = len(x)
+    if n == 0:
+        return x.copy()
+    c, inv = _ramp(n)
+    return x - float(x.sum()) / n - float(x.dot(c)) * inv * c
+
+
+def spread(x: FloatArray) -> float:
+    """Equivalent width of a detrended complex, in samples: its area over its peak, both from its
+    median (a narrow QRS with flat surroundings is a few tens of milliseconds, a broad wave most of
+    the window; from the mean, a tall narrow complex would shift the flat level it stands on)."""
+    n = len(x)
+    if n == 0:
+        return 0.0
+    # The median by a partition: np.median imports numpy.ma (~1 MB resident) into the daemon.
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(x, (lo, hi))
+    a = np.abs(x - 0.5 * (float(part[lo]) + float(part[hi])))
+    top = float(a.max())
+    return float(a.sum()) / top if top > 0 else 0.0
+
+
+def best_correlation(x: FloatArray, t: FloatArray) -> float:
+    """The highest correlation of the detrended template ``t`` with a detrended window of ``x``
+    as long as it, over every such window (-1 when none has any shape)."""
+    n = len(t)
+    windows = np.lib.stride_tricks.sliding_window_view(x, n)
+    # Correlation with a detrended template ignores the windows' own line: only their norms need it.
+    c, inv = _ramp(n)
+    sums, slopes = windows.sum(axis=1), windows @ c
+    energy = np.einsum("ij,ij->i", windows, windows)
+    power = energy - sums * sums / n - slopes * slopes * inv
+    # A window that is a line to rounding has no shape: its power is cancellation noise.
+    shaped = power > 1e-9 * energy
+    if not shaped.any():
+        return -1.0
+    corr = (windows[shaped] @ t) / np.sqrt(power[shaped] * float(t.dot(t)))
+    return min(1.0, float(corr.max()))
+
+
+def _median_rows(rows: list[FloatArray]) -> FloatArray:
+    """The sample-by-sample median of equally long complexes.  np.median's arithmetic on a sort:
+    np.median itself imports numpy.ma (~1 MB resident)."""
+    ordered = np.sort(np.array(rows), axis=0)
+    n = len(rows)
+    out: FloatArray = ordered[n // 2] if n % 2 else np.mean(ordered[n // 2 - 1 : n // 2 + 1], axis=0)
+    return out
+
+
+class RawTemplate:
+    """The patient's raw complex (``WIDE_BEFORE_S`` before the R wave to ``WIDE_AFTER_S`` after),
+    and whether another is broad and unlike it (``broad_and_unlike``)."""
+
+    def __init__(self, template: FloatArray) -> None:
+        self.template = template
+        self._cuts: dict[int, tuple[FloatArray, float]] = {}  # its start, detrended, and spread, by length
+
+    def cut(self, n: int) -> tuple[FloatArray, float]:
+        """The template's first ``n`` samples detrended, and their ``spread`` (kept: a complex cut
+        short by its decision point is compared with as much of the template, and the decision
+        comes at much the same point beat after beat)."""
+        got = self._cuts.get(n)
+        if got is None:
+            t = detrended(self.template[:n])
+            got = self._cuts[n] = (t, spread(t))
+        return got
+
+    def broad_and_unlike(self, wide: FloatArray, shift: int, min_width_ratio: float, max_corr: float) -> bool:
+        """Whether the raw complex ``wide`` (``shift`` samples of margin each way around the span of
+        the template, possibly cut short at its end) is broad and unlike the template: its
+        equivalent width at least ``min_width_ratio`` times the template's, and its best
+        correlation with it over shifts of up to ``shift`` samples under ``max_corr``, both
+        detrended over the same length.  False when under half of it is held."""
+        n = min(len(self.template), len(wide) - 2 * shift)
+        if n < len(self.template) // 2:
+            return False
+        t, width = self.cut(n)
+        if width <= 0 or spread(detrended(wide[shift : shift + n])) < min_width_ratio * width:
+            return False
+        return best_correlation(wide[: n + 2 * shift], t) < max_corr
 
 
 def correlation(x: FloatArray, template: FloatArray) -> float:
@@ -146,10 +289,20 @@ class VtDetector:
         self._last_ventricular = 0  # during an episode: its last ventricular beat (0: none seen)
         self.before = round(0.10 * fs)  # band-passed samples kept before the R wave...
         self.after = round(0.08 * fs)  # ...and after: the complex, decided by then on a narrow beat
+        self.wide_before, self.wide_after = round(WIDE_BEFORE_S * fs), round(WIDE_AFTER_S * fs)
+        self.wide_shift = round(WIDE_SHIFT_S * fs)
         self._refs: list[Shape] = []
+        # The raw complexes of the reference beats, and their median.  A reference beat's is taken
+        # at the next beat (``pending_wide``): a sharp narrow beat is often decided before its raw
+        # complex has all arrived, and keeping only those decided later kept the broader ones.
+        self._wide_refs: list[FloatArray] = []
+        self._wide_reference: RawTemplate | None = None
+        self._wide_changed = False
+        self._pending_wide: int | None = None
         self._slow = 0  # slow beats seen (for sampling the reference)
         self._reference: tuple[FloatArray, float] | None = None  # (template, width), from _refs when asked
-        self._recent: list[tuple[int, Shape | None]] = []  # (index, shape if ventricular), the last run_beats
+        # (index, shape if ventricular, whether only its raw complex made it so), the last run_beats
+        self._recent: list[tuple[int, Shape | None, bool]] = []
         self._last: int | None = None
         self._last_rr: float | None = None
         self.active = False
@@ -174,6 +327,7 @@ class VtDetector:
         self.reset()
         self.active = active
         self._since = first_index
+        self._pending_wide = None  # its samples are gone
 
     def expire(self, index: int) -> VtChange | None:
         """At sample ``index`` with no beat since the last: an episode ends after ``max_pause_s``."""
@@ -182,6 +336,12 @@ class VtDetector:
             return None
         self.reset()
         return VtChange(index, False, index)
+
+    def wide_span(self, index: int, stop: int) -> tuple[int, int]:
+        """The raw samples (indices ``first`` to ``last``, exclusive) that are the ``Shape.wide`` of
+        the beat at ``index`` decided at ``stop``: none after the decision point, so the shape does
+        not depend on how the samples were packed into blocks."""
+        return index - self.wide_before - self.wide_shift, min(index + self.wide_after + self.wide_shift + 1, stop)
 
     def _reference_beat(self, index: int) -> bool:
         last, prev = self._last, self._last_rr
@@ -223,12 +383,14 @@ class VtDetector:
             self._slow += 1
             if shape is not None and (len(self._refs) < s.reference_beats or self._slow % s.reference_every == 0):
                 self._learn(shape)
+                self._pending_wide = index
         rr, prev = index - last, self._last_rr
         self._last, self._last_rr = index, rr
         fast = rr <= self.fast_rr and prev is not None and abs(rr - prev) <= s.fast_jitter * rr
-        ventricular = shape is not None and self._ventricular(shape, fast)
+        how = NOT_VENTRICULAR if shape is None else self._ventricular(shape, fast)
+        ventricular = how != NOT_VENTRICULAR
         recent = self._recent
-        recent.append((index, shape if ventricular else None))
+        recent.append((index, shape if ventricular else None, how == BY_RAW_COMPLEX))
         if len(recent) > s.run_beats:
             del recent[0]
         if self.active:
@@ -244,19 +406,46 @@ class VtDetector:
         if ventricular and len(recent) == s.run_beats and self._run(recent):
             self.active = True
             self._calm, self._last_ventricular = 0, index
-            return VtChange(index, True, next(i for i, v in recent if v is not None))
+            return VtChange(index, True, next(i for i, v, _ in recent if v is not None))
         return None
 
-    def _run(self, recent: list[tuple[int, Shape | None]]) -> bool:
+    def _run(self, recent: list[tuple[int, Shape | None, bool]]) -> bool:
         s = self.settings
-        shapes = [v for _, v in recent if v is not None]
+        shapes = [v for _, v, _ in recent if v is not None]
         if len(shapes) < s.ventricular_beats:
             return False
         span = recent[-1][0] - recent[0][0]
         if (len(recent) - 1) * 60.0 * self.fs < s.min_rate * span:
             return False
         alike = sorted(correlation(a.segment, b.segment) for a, b in pairwise(shapes))
-        return alike[len(alike) // 2] >= s.min_consistency
+        if alike[len(alike) // 2] < s.min_consistency:
+            return False
+        # Monomorphic VT repeats itself in the raw ECG too, and that rules out noise riding on the
+        # patient's own complexes, which the QRS band hardly sees (``bench/ecg_vt.py``).
+        wide = sorted(c for a, b in pairwise(shapes) if (c := self._wide_alike(a, b)) is not None)
+        if len(wide) >= 2 and wide[(len(wide) - 1) // 2] < s.wide_consistency:
+            return False
+        if len(shapes) - sum(raw for _, _, raw in recent) >= s.ventricular_beats:
+            return True
+        # The run needs beats that only their raw complexes called ventricular.  Electrode motion
+        # makes broad deflections unlike the QRS, and the R-peak detector takes some of them for
+        # beats between the patient's own: such a run comes irregularly.  VT's comes regularly, but
+        # for a broad complex the detector missed (an RR of about twice the others).
+        rr = sorted(b[0] - a[0] for a, b in pairwise(recent))
+        mid = rr[len(rr) // 2]
+        j = s.raw_run_jitter
+        return all((1 - j) * mid <= r <= (1 + j) * mid or (2 - j) * mid <= r <= (2 + j) * mid for r in rr)
+
+    def _wide_alike(self, a: Shape, b: Shape) -> float | None:
+        """How alike two complexes are in the raw ECG: the best correlation of ``a`` with ``b``
+        over the shifts ``RawTemplate`` allows; None when either is not held."""
+        if a.wide is None or b.wide is None:
+            return None
+        k = self.wide_shift
+        n = min(len(a.wide), len(b.wide)) - 2 * k
+        if n <= self.wide_before:
+            return None
+        return best_correlation(b.wide[: n + 2 * k], detrended(a.wide[k : k + n]))
 
     def reference(self) -> tuple[FloatArray, float] | None:
         """The reference template and width, or None before ``min_reference`` beats are held.
@@ -264,23 +453,39 @@ class VtDetector:
         complexes costs more than all the rest of a beat's work, and most are never compared with."""
         refs = self._refs
         if self._reference is None and len(refs) >= self.settings.min_reference:
-            # np.median's arithmetic on a sort: np.median itself imports numpy.ma (~1 MB resident).
-            rows = np.sort(np.array([r.segment for r in refs]), axis=0)
-            n = len(refs)
-            template = rows[n // 2] if n % 2 else np.mean(rows[n // 2 - 1 : n // 2 + 1], axis=0)
-            self._reference = (template, median(r.width for r in refs))
+            self._reference = (_median_rows([r.segment for r in refs]), median(r.width for r in refs))
         return self._reference
 
-    def _ventricular(self, shape: Shape, fast: bool = False) -> bool:
+    def raw_template(self) -> RawTemplate | None:
+        """The median of the reference beats' raw complexes, or None before ``min_reference``."""
+        wides = self._wide_refs
+        if self._wide_changed and len(wides) >= self.settings.min_reference:
+            self._wide_changed = False
+            self._wide_reference = RawTemplate(_median_rows(wides))
+        return self._wide_reference
+
+    def _ventricular(self, shape: Shape, fast: bool = False) -> int:
+        """``NOT_VENTRICULAR``, ``BY_BAND`` (the QRS band's shape and width, or a fast beat merely
+        unlike the reference) or ``BY_RAW_COMPLEX`` (only the raw complex: ``RawTemplate``)."""
         s = self.settings
         ref = self.reference()
         if ref is None:
-            return False
+            return NOT_VENTRICULAR
+        band = correlation(shape.segment, ref[0])
         if fast:
-            return correlation(shape.segment, ref[0]) < s.fast_max_corr
-        if shape.width < s.min_width_ratio * ref[1]:
-            return False
-        return correlation(shape.segment, ref[0]) < s.max_corr
+            return BY_BAND if band < s.fast_max_corr else NOT_VENTRICULAR
+        if band < s.max_corr and shape.width >= s.min_width_ratio * ref[1]:
+            return BY_BAND
+        wide, template = shape.wide, self.raw_template()
+        if (
+            s.wide_min_width_ratio > 0
+            and band < s.own_band_corr
+            and wide is not None
+            and template is not None
+            and template.broad_and_unlike(wide, self.wide_shift, s.wide_min_width_ratio, s.wide_max_corr)
+        ):
+            return BY_RAW_COMPLEX
+        return NOT_VENTRICULAR
 
     def _learn(self, shape: Shape) -> None:
         s = self.settings
@@ -291,3 +496,21 @@ class VtDetector:
         if len(refs) > s.reference_beats:
             del refs[0]
         self._reference = None
+
+    def pending_wide(self) -> int | None:
+        """The reference beat whose raw complex ``learn_wide`` waits for, if any."""
+        return self._pending_wide
+
+    def learn_wide(self, wide: FloatArray | None) -> None:
+        """The raw complex of the ``pending_wide`` beat, in full (``wide_span`` of it with no stop
+        before its end), or None when the samples are not held: the reference goes on without it."""
+        self._pending_wide = None
+        a = self.wide_shift
+        b = a + self.wide_before + self.wide_after + 1
+        if wide is None or len(wide) < b:
+            return
+        refs = self._wide_refs
+        refs.append(wide[a:b])
+        if len(refs) > self.settings.reference_beats:
+            del refs[0]
+        self._wide_changed = True

@@ -27,6 +27,7 @@ EXCERPTS = [
     ("vfdb", "421", 1260, 40, "212", "runs of ventricular tachycardia at 250 /min between pairs of sinus beats"),
     ("vfdb", "418", 1900, 40, "212", "a regular wide-complex rhythm at ~115 /min, near sinusoidal (annotated (N)"),
     ("vfdb", "609", 970, 80, "212", "atrial fibrillation, then polymorphic ventricular flutter from 51.1 s to 72.6 s"),
+    ("vfdb", "611", 1180, 120, "212", "sinus tachycardia, then sustained monomorphic VT at ~140 /min from 16 s"),
     ("nstdb", "119e00", 300, 60, "16", "MIT-BIH 119 with electrode-motion noise at 0 dB (noise burst)"),
 ]
 SOURCES = {"vfdb": "MIT-BIH Malignant Ventricular Ectopy Database", "nstdb": "MIT-BIH Noise Stress Test Database"}
