@@ -177,7 +177,7 @@ def test_best_correlation_against_a_loop_over_the_windows(x: list[float], t: lis
     assert best_correlation(xs, tmpl) == pytest.approx(min(want, 1.0), abs=1e-6)
 
 
-# The raw ECG around a beat at 250 Hz, as ``Shape.wide``: 0.12 s before the R wave, 0.16 s after,
+# The raw ECG around a beat at 250 Hz, as ``Shape.raw``: 0.12 s before the R wave, 0.16 s after,
 # 0.04 s of margin each way (91 samples); the reference's part is the middle 71.
 RAW = np.arange(91) - 40.0
 OWN_RAW = np.exp(-0.5 * (RAW / 3.0) ** 2) - 0.1 * np.exp(-0.5 * ((RAW - 30) / 8.0) ** 2)  # QRS, small T
@@ -324,8 +324,8 @@ class RawFeeder(Feeder):
 
     def beats(self, rr_s: float, shapes: list[Shape]) -> None:
         for shape in shapes:
-            if self.vt.pending_wide() is not None:
-                self.vt.learn_wide(OWN_RAW)
+            if self.vt.pending_raw() is not None:
+                self.vt.learn_raw(OWN_RAW)
             super().beats(rr_s, [shape])
 
 
@@ -376,7 +376,7 @@ def test_no_vt_from_raw_complexes_irregular_unalike_or_without_a_raw_reference()
     f = with_reference()  # the reference beats came with no raw complex (a gap took the samples)
     f.beats(0.43, [BAND_BLIND_VT] * 12)
     assert f.changes == []
-    f = with_raw_reference(VtSettings(wide_min_width_ratio=0.0))  # turned off
+    f = with_raw_reference(VtSettings(raw_min_width_ratio=0.0))  # turned off
     f.beats(0.43, [BAND_BLIND_VT] * 12)
     assert f.changes == []
     f = with_raw_reference()
@@ -498,7 +498,7 @@ def test_recorded_vt_at_250_per_min_is_called_though_its_complexes_look_narrow()
     # One alarm for the salvo: the sinus beats between runs (1-2, under 3 s) do not clear it.
     assert [e[1] for e in events] == [True], events
     assert 12.6 <= events[0][2] <= events[0][0] <= 22.0
-    narrow_only = EcgChannel("strap", EcgSettings(vt=VtSettings(fast_rate=0.0, wide_min_width_ratio=0.0)))
+    narrow_only = EcgChannel("strap", EcgSettings(vt=VtSettings(fast_rate=0.0, raw_min_width_ratio=0.0)))
     rhythm = [
         ev
         for a in range(0, len(x), 25)
@@ -532,7 +532,7 @@ def test_recorded_vt_whose_complexes_only_the_raw_ecg_shows_broad_is_called() ->
     assert [e[1] for e in events] == [True], events  # raised, and held to the end
     raised, _, onset = events[0]
     assert 16.0 <= onset <= raised <= 70.0
-    band_only = EcgChannel("strap", EcgSettings(vt=VtSettings(wide_min_width_ratio=0.0)))
+    band_only = EcgChannel("strap", EcgSettings(vt=VtSettings(raw_min_width_ratio=0.0)))
     rhythm = [
         ev
         for a in range(0, len(x), 25)

@@ -467,9 +467,9 @@ class EcgChannel:
                     qrs_like = abs(correlation(shape.segment, reference[0])) >= self.rhythm.settings.like_corr
         for change in self.rhythm.beat(index, energy, decided_index, qrs_like):
             self._rhythm(change, out)
-        if vt is not None and (reference_beat := vt.pending_wide()) is not None:
+        if vt is not None and (reference_beat := vt.pending_raw()) is not None:
             # Read now, at this beat's decision point, far past the end of that beat's complex.
-            vt.learn_wide(self.native.samples(*vt.wide_span(reference_beat, decided_index)))
+            vt.learn_raw(self.native.samples(*vt.raw_span(reference_beat, decided_index)))
         if vt is not None and not self.rhythm.vf_active:
             if not vt.wants_shape(index):
                 shape = None
@@ -495,8 +495,8 @@ class EcgChannel:
         d = st.design
         start = st.next_index - len(st.buf_bp)
         r_bp, r_env = index + d.bp_delay, index + d.feature_delay
-        wide = self.native.samples(*vt.wide_span(index, decided_index))
-        return measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index, wide)
+        raw = self.native.samples(*vt.raw_span(index, decided_index))
+        return measure(st.buf_bp, st.buf_f, start, r_bp, r_env, vt.before, vt.after, decided_index, raw)
 
     def _vt(self, change: VtChange, out: EcgOutput) -> None:
         if change.active and self.vt is not None and self._artefact_run(change.index):

@@ -17,23 +17,23 @@ The QRS band (5-18 Hz) is blind to what makes some VT plain to the eye: vfdb 611
 monomorphic VT at ~140 /min, 6 mV complexes as broad as a sine wave, has in that band the sharp
 edge of a sinus QRS (correlation 0.8-0.9 with the reference, envelope width 1.0-1.6 times it), and
 went 15 minutes without a VT alarm.  So a beat is also ventricular when its *raw* complex
-(``RawTemplate``: ``WIDE_BEFORE_S`` before the R wave to ``WIDE_AFTER_S`` after it, detrended) is
+(``RawTemplate``: ``RAW_BEFORE_S`` before the R wave to ``RAW_AFTER_S`` after it, detrended) is
 broad and unlike the patient's: its equivalent width (area over peak, from its median) at least
-``wide_min_width_ratio`` times the reference's and its best correlation with it, over shifts of
-up to ``WIDE_SHIFT_S``, under ``wide_max_corr`` (611's VT complexes: 1.9-2.6 times and 0.47-0.77,
+``raw_min_width_ratio`` times the reference's and its best correlation with it, over shifts of
+up to ``RAW_SHIFT_S``, under ``raw_max_corr`` (611's VT complexes: 1.9-2.6 times and 0.47-0.77,
 5th to 95th percentile; 96 % of them pass).  A beat whose QRS-band complex correlates with the
 reference at ``own_band_corr`` is the patient's own and not looked at again (most beats of a fast
 sinus or atrial rhythm: the whole ECG chain is 0.91 times as fast with the raw complexes,
 ``bench/ecg_speed.py --chain --baseline``).  The raw ECG also holds what the band filters out:
 electrode motion makes broad deflections unlike the QRS.  So a run's ventricular complexes must
 also be alike in the raw ECG (the lower median of consecutive ones' best correlation at least
-``wide_consistency``), and a run that needs beats only their raw complex called ventricular must
+``raw_consistency``), and a run that needs beats only their raw complex called ventricular must
 come regularly (every RR within ``raw_run_jitter`` of the median, or of twice it: a complex the
 R-peak detector missed), where the detector's motion artefacts fall between the patient's own
 beats.  ``bench/ecg_vt.py`` on vfdb, clean: 21 of 32 episodes, 6 false alarms (20 and 10 by the
 band alone); electrode motion at 6 dB: 17 and 2 (16, 4); at 0 dB: 7 and 1 (7, 3); on MIT-BIH, one
 false alarm at 0 dB (none).  Without the consistency test: 10 false alarms clean, 4 on MIT-BIH
-at 0 dB; without the regularity: 9 and 3, and one more episode (``--set wide_consistency=-1``,
+at 0 dB; without the regularity: 9 and 3, and one more episode (``--set raw_consistency=-1``,
 ``--set raw_run_jitter=10``).
 
 An episode starts when, of the last ``run_beats`` beats, at least ``ventricular_beats`` are
@@ -79,10 +79,10 @@ if TYPE_CHECKING:
 
 VENTRICULAR_TACHYCARDIA = "ventricular_tachycardia"
 # The raw complex compared by ``RawTemplate``: from before the R wave to after it, each way shifted
-# by up to ``WIDE_SHIFT_S`` for the best match (a wide complex's R mark falls anywhere on it).
-WIDE_BEFORE_S = 0.12
-WIDE_AFTER_S = 0.16
-WIDE_SHIFT_S = 0.04
+# by up to ``RAW_SHIFT_S`` for the best match (a wide complex's R mark falls anywhere on it).
+RAW_BEFORE_S = 0.12
+RAW_AFTER_S = 0.16
+RAW_SHIFT_S = 0.04
 NOT_VENTRICULAR, BY_BAND, BY_RAW_COMPLEX = 0, 1, 2
 
 
@@ -114,10 +114,10 @@ class VtSettings:
     fast_jitter: float = 0.15  # ...and its RR within this share of the RR before (a regular run)
     # A beat is also ventricular when its raw complex is at least this many times as broad as the
     # patient's (``RawTemplate``; 0 turns this off)...
-    wide_min_width_ratio: float = 1.7
-    wide_max_corr: float = 0.8  # ...and unlike it.  Not asked of a beat whose QRS-band complex
+    raw_min_width_ratio: float = 1.7
+    raw_max_corr: float = 0.8  # ...and unlike it.  Not asked of a beat whose QRS-band complex
     own_band_corr: float = 0.95  # correlates this well with the reference: the patient's own, and cheaper.
-    wide_consistency: float = 0.9  # a run's ventricular complexes, alike in the raw ECG
+    raw_consistency: float = 0.9  # a run's ventricular complexes, alike in the raw ECG
     # A run that needs raw-complex beats is regular: each RR within this share of the median (or twice it).
     raw_run_jitter: float = 0.25
 
@@ -136,9 +136,9 @@ class Shape:
 
     segment: FloatArray  # band-passed samples around the R wave
     width: int  # slope envelope's width at half height, in samples (a lower bound if cut short)
-    # The raw ECG from ``WIDE_BEFORE_S + WIDE_SHIFT_S`` before the R wave up to the beat's decision
-    # point (at most ``WIDE_AFTER_S + WIDE_SHIFT_S`` after it); None when not held.
-    wide: FloatArray | None = None
+    # The raw ECG from ``RAW_BEFORE_S + RAW_SHIFT_S`` before the R wave up to the beat's decision
+    # point (at most ``RAW_AFTER_S + RAW_SHIFT_S`` after it); None when not held.
+    raw: FloatArray | None = None
 
 
 def measure(
@@ -150,7 +150,7 @@ def measure(
     before: int,
     after: int,
     stop: int,
-    wide: FloatArray | None = None,
+    raw: FloatArray | None = None,
 ) -> Shape | None:
     """The complex whose band-passed R wave is at absolute index ``r_bp`` and whose envelope
     peaks near ``r_env`` (later on a wide complex), from buffers ``bp``/``env`` that start at
@@ -171,7 +171,7 @@ def measure(
     right_end = min(stop - start, len(env))
     below_right = (env[k:right_end] <= half).nonzero()[0]
     right = int(below_right[0]) if len(below_right) else right_end - k
-    return Shape(bp[lo:hi], left + right, wide)
+    return Shape(bp[lo:hi], left + right, raw)
 
 
 @cache
@@ -234,7 +234,7 @@ def _median_rows(rows: list[FloatArray]) -> FloatArray:
 
 
 class RawTemplate:
-    """The patient's raw complex (``WIDE_BEFORE_S`` before the R wave to ``WIDE_AFTER_S`` after),
+    """The patient's raw complex (``RAW_BEFORE_S`` before the R wave to ``RAW_AFTER_S`` after),
     and whether another is broad and unlike it (``broad_and_unlike``)."""
 
     def __init__(self, template: FloatArray) -> None:
@@ -251,19 +251,19 @@ class RawTemplate:
             got = self._cuts[n] = (t, spread(t))
         return got
 
-    def broad_and_unlike(self, wide: FloatArray, shift: int, min_width_ratio: float, max_corr: float) -> bool:
-        """Whether the raw complex ``wide`` (``shift`` samples of margin each way around the span of
+    def broad_and_unlike(self, raw: FloatArray, shift: int, min_width_ratio: float, max_corr: float) -> bool:
+        """Whether the raw complex ``raw`` (``shift`` samples of margin each way around the span of
         the template, possibly cut short at its end) is broad and unlike the template: its
         equivalent width at least ``min_width_ratio`` times the template's, and its best
         correlation with it over shifts of up to ``shift`` samples under ``max_corr``, both
         detrended over the same length.  False when under half of it is held."""
-        n = min(len(self.template), len(wide) - 2 * shift)
+        n = min(len(self.template), len(raw) - 2 * shift)
         if n < len(self.template) // 2:
             return False
         t, width = self.cut(n)
-        if width <= 0 or spread(detrended(wide[shift : shift + n])) < min_width_ratio * width:
+        if width <= 0 or spread(detrended(raw[shift : shift + n])) < min_width_ratio * width:
             return False
-        return best_correlation(wide[: n + 2 * shift], t) < max_corr
+        return best_correlation(raw[: n + 2 * shift], t) < max_corr
 
 
 def correlation(x: FloatArray, template: FloatArray) -> float:
@@ -289,16 +289,16 @@ class VtDetector:
         self._last_ventricular = 0  # during an episode: its last ventricular beat (0: none seen)
         self.before = round(0.10 * fs)  # band-passed samples kept before the R wave...
         self.after = round(0.08 * fs)  # ...and after: the complex, decided by then on a narrow beat
-        self.wide_before, self.wide_after = round(WIDE_BEFORE_S * fs), round(WIDE_AFTER_S * fs)
-        self.wide_shift = round(WIDE_SHIFT_S * fs)
+        self.raw_before, self.raw_after = round(RAW_BEFORE_S * fs), round(RAW_AFTER_S * fs)
+        self.raw_shift = round(RAW_SHIFT_S * fs)
         self._refs: list[Shape] = []
         # The raw complexes of the reference beats, and their median.  A reference beat's is taken
-        # at the next beat (``pending_wide``): a sharp narrow beat is often decided before its raw
+        # at the next beat (``pending_raw``): a sharp narrow beat is often decided before its raw
         # complex has all arrived, and keeping only those decided later kept the broader ones.
-        self._wide_refs: list[FloatArray] = []
-        self._wide_reference: RawTemplate | None = None
-        self._wide_changed = False
-        self._pending_wide: int | None = None
+        self._raw_refs: list[FloatArray] = []
+        self._raw_reference: RawTemplate | None = None
+        self._raw_changed = False
+        self._pending_raw: int | None = None
         self._slow = 0  # slow beats seen (for sampling the reference)
         self._reference: tuple[FloatArray, float] | None = None  # (template, width), from _refs when asked
         # (index, shape if ventricular, whether only its raw complex made it so), the last run_beats
@@ -327,7 +327,7 @@ class VtDetector:
         self.reset()
         self.active = active
         self._since = first_index
-        self._pending_wide = None  # its samples are gone
+        self._pending_raw = None  # its samples are gone
 
     def expire(self, index: int) -> VtChange | None:
         """At sample ``index`` with no beat since the last: an episode ends after ``max_pause_s``."""
@@ -337,11 +337,11 @@ class VtDetector:
         self.reset()
         return VtChange(index, False, index)
 
-    def wide_span(self, index: int, stop: int) -> tuple[int, int]:
-        """The raw samples (indices ``first`` to ``last``, exclusive) that are the ``Shape.wide`` of
+    def raw_span(self, index: int, stop: int) -> tuple[int, int]:
+        """The raw samples (indices ``first`` to ``last``, exclusive) that are the ``Shape.raw`` of
         the beat at ``index`` decided at ``stop``: none after the decision point, so the shape does
         not depend on how the samples were packed into blocks."""
-        return index - self.wide_before - self.wide_shift, min(index + self.wide_after + self.wide_shift + 1, stop)
+        return index - self.raw_before - self.raw_shift, min(index + self.raw_after + self.raw_shift + 1, stop)
 
     def _reference_beat(self, index: int) -> bool:
         last, prev = self._last, self._last_rr
@@ -383,7 +383,7 @@ class VtDetector:
             self._slow += 1
             if shape is not None and (len(self._refs) < s.reference_beats or self._slow % s.reference_every == 0):
                 self._learn(shape)
-                self._pending_wide = index
+                self._pending_raw = index
         rr, prev = index - last, self._last_rr
         self._last, self._last_rr = index, rr
         fast = rr <= self.fast_rr and prev is not None and abs(rr - prev) <= s.fast_jitter * rr
@@ -422,8 +422,8 @@ class VtDetector:
             return False
         # Monomorphic VT repeats itself in the raw ECG too, and that rules out noise riding on the
         # patient's own complexes, which the QRS band hardly sees (``bench/ecg_vt.py``).
-        wide = sorted(c for a, b in pairwise(shapes) if (c := self._wide_alike(a, b)) is not None)
-        if len(wide) >= 2 and wide[(len(wide) - 1) // 2] < s.wide_consistency:
+        alike_raw = sorted(c for a, b in pairwise(shapes) if (c := self._raw_alike(a, b)) is not None)
+        if len(alike_raw) >= 2 and alike_raw[(len(alike_raw) - 1) // 2] < s.raw_consistency:
             return False
         if len(shapes) - sum(raw for _, _, raw in recent) >= s.ventricular_beats:
             return True
@@ -436,16 +436,16 @@ class VtDetector:
         j = s.raw_run_jitter
         return all((1 - j) * mid <= r <= (1 + j) * mid or (2 - j) * mid <= r <= (2 + j) * mid for r in rr)
 
-    def _wide_alike(self, a: Shape, b: Shape) -> float | None:
+    def _raw_alike(self, a: Shape, b: Shape) -> float | None:
         """How alike two complexes are in the raw ECG: the best correlation of ``a`` with ``b``
         over the shifts ``RawTemplate`` allows; None when either is not held."""
-        if a.wide is None or b.wide is None:
+        if a.raw is None or b.raw is None:
             return None
-        k = self.wide_shift
-        n = min(len(a.wide), len(b.wide)) - 2 * k
-        if n <= self.wide_before:
+        k = self.raw_shift
+        n = min(len(a.raw), len(b.raw)) - 2 * k
+        if n <= self.raw_before:
             return None
-        return best_correlation(b.wide[: n + 2 * k], detrended(a.wide[k : k + n]))
+        return best_correlation(b.raw[: n + 2 * k], detrended(a.raw[k : k + n]))
 
     def reference(self) -> tuple[FloatArray, float] | None:
         """The reference template and width, or None before ``min_reference`` beats are held.
@@ -458,11 +458,11 @@ class VtDetector:
 
     def raw_template(self) -> RawTemplate | None:
         """The median of the reference beats' raw complexes, or None before ``min_reference``."""
-        wides = self._wide_refs
-        if self._wide_changed and len(wides) >= self.settings.min_reference:
-            self._wide_changed = False
-            self._wide_reference = RawTemplate(_median_rows(wides))
-        return self._wide_reference
+        refs = self._raw_refs
+        if self._raw_changed and len(refs) >= self.settings.min_reference:
+            self._raw_changed = False
+            self._raw_reference = RawTemplate(_median_rows(refs))
+        return self._raw_reference
 
     def _ventricular(self, shape: Shape, fast: bool = False) -> int:
         """``NOT_VENTRICULAR``, ``BY_BAND`` (the QRS band's shape and width, or a fast beat merely
@@ -476,13 +476,13 @@ class VtDetector:
             return BY_BAND if band < s.fast_max_corr else NOT_VENTRICULAR
         if band < s.max_corr and shape.width >= s.min_width_ratio * ref[1]:
             return BY_BAND
-        wide, template = shape.wide, self.raw_template()
+        raw, template = shape.raw, self.raw_template()
         if (
-            s.wide_min_width_ratio > 0
+            s.raw_min_width_ratio > 0
             and band < s.own_band_corr
-            and wide is not None
+            and raw is not None
             and template is not None
-            and template.broad_and_unlike(wide, self.wide_shift, s.wide_min_width_ratio, s.wide_max_corr)
+            and template.broad_and_unlike(raw, self.raw_shift, s.raw_min_width_ratio, s.raw_max_corr)
         ):
             return BY_RAW_COMPLEX
         return NOT_VENTRICULAR
@@ -497,20 +497,20 @@ class VtDetector:
             del refs[0]
         self._reference = None
 
-    def pending_wide(self) -> int | None:
-        """The reference beat whose raw complex ``learn_wide`` waits for, if any."""
-        return self._pending_wide
+    def pending_raw(self) -> int | None:
+        """The reference beat whose raw complex ``learn_raw`` waits for, if any."""
+        return self._pending_raw
 
-    def learn_wide(self, wide: FloatArray | None) -> None:
-        """The raw complex of the ``pending_wide`` beat, in full (``wide_span`` of it with no stop
+    def learn_raw(self, raw: FloatArray | None) -> None:
+        """The raw complex of the ``pending_raw`` beat, in full (``raw_span`` of it with no stop
         before its end), or None when the samples are not held: the reference goes on without it."""
-        self._pending_wide = None
-        a = self.wide_shift
-        b = a + self.wide_before + self.wide_after + 1
-        if wide is None or len(wide) < b:
+        self._pending_raw = None
+        a = self.raw_shift
+        b = a + self.raw_before + self.raw_after + 1
+        if raw is None or len(raw) < b:
             return
-        refs = self._wide_refs
-        refs.append(wide[a:b])
+        refs = self._raw_refs
+        refs.append(raw[a:b])
         if len(refs) > self.settings.reference_beats:
             del refs[0]
-        self._wide_changed = True
+        self._raw_changed = True
