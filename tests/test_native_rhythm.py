@@ -81,6 +81,31 @@ def test_no_answer_without_the_samples() -> None:
     assert not native.through_artefact(round(10 * fs))  # no longer in the ring
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 700), min_size=1, max_size=40), first=st.integers(0, 5000), span=st.integers(1, 400)
+)
+def test_samples_are_what_was_fed_at_those_indices_across_the_ring(sizes: list[int], first: int, span: int) -> None:
+    # The VT detector reads raw complexes here by sample index (``NativeRhythm.samples``).
+    native = NativeRhythm(250.0, first_index=1000)
+    fed = np.arange(1000.0, 1000.0 + sum(sizes))  # sample i holds the value i
+    at = 0
+    for n in sizes:
+        native.feed(fed[at : at + n])
+        at += n
+    lo, hi = 1000 + first, 1000 + first + span
+    got = native.samples(lo, hi)
+    size = len(native._ring)
+    held = max(1000, 1000 + len(fed) - size)
+    if lo >= held and hi <= 1000 + len(fed):
+        assert got is not None and np.array_equal(got, np.arange(float(lo), float(hi)))
+        got[:] = -1.0  # a copy: the ring is untouched
+        assert np.array_equal(native.samples(lo, hi), np.arange(float(lo), float(hi)))
+    else:
+        assert got is None  # not fed yet, or overwritten
+    assert native.samples(lo, lo) is None
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.integers(1, 900), min_size=1, max_size=60))
 def test_answers_do_not_depend_on_the_packing(sizes: list[int]) -> None:
