@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property
 from gateway import clock_sync
 from gateway.clock import SyncPolicy, SystemClock
 from gateway.records import ClockQuality
-from tests.ble.harness import _BUS_CONFIG, find_dbus_daemon
+from tests.ble.harness import _BUS_CONFIG, find_dbus_daemon, wait_for_bus
 
 
 class _Timedate(ServiceInterface):
@@ -42,10 +41,7 @@ def system_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     (folder / "bus.conf").write_text(_BUS_CONFIG.format(path=sock))
     proc = subprocess.Popen([daemon, f"--config-file={folder / 'bus.conf'}", "--nofork", "--nopidfile"])
     try:
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.01)
+        wait_for_bus(sock, proc)
         address = f"unix:path={sock}"
         monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
         monkeypatch.setattr(clock_sync, "TIMESYNC_FLAG", str(folder / "no-such-flag"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,23 @@ async def _wait_ready(bus_address: str, adapters: int, proc: subprocess.Popen[by
         await asyncio.sleep(0.05)
 
 
+def wait_for_bus(sock: Path, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """Wait until dbus-daemon accepts connections on ``sock``.  The socket file appears at bind(),
+    before listen(): a client that connects then is refused (a flaky clock-sync test, CI)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dbus-daemon exited with {proc.returncode}")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(sock))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.01)
+
+
 def _spawn(tmp_path: Path, daemon: str, sock: Path, scan_interval_s: float) -> list[subprocess.Popen[bytes]]:
     """Start dbus-daemon, wait for its socket, start bluezoo on it (blocking: run in a thread)."""
     conf = tmp_path / "bus.conf"
@@ -100,10 +118,7 @@ def _spawn(tmp_path: Path, daemon: str, sock: Path, scan_interval_s: float) -> l
         procs.append(
             subprocess.Popen([daemon, f"--config-file={conf}", "--nofork", "--nopidfile"], stdout=out, stderr=out)
         )
-    for _ in range(500):
-        if sock.exists():
-            break
-        time.sleep(0.01)
+    wait_for_bus(sock, procs[0])
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={sock}"}
     cmd = [sys.executable, "-m", "tests.ble.bluezoo_patched", "--scan-interval", str(scan_interval_s), "-a", CENTRAL]
     if os.environ.get("BLUEZOO_VERBOSE"):
