@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.signal.ecg_filters import butter2_bandpass, filter_once
+from gateway.signal.small_stats import median, median_rows
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -142,12 +143,8 @@ class NativeRhythm:
         hf = filter_once(self._sos, self._stretch(first, last))
         segments = [segment for b in released if (segment := _complex(hf, b - first, reach, half)) is not None]
         if len(segments) == len(released):
-            # The median by a sort: np.median imports numpy.ma (~1 MB resident) into the daemon.
-            ordered = np.sort(np.array(segments), axis=0)
-            m = len(segments)
-            self.template = 0.5 * (ordered[(m - 1) // 2] + ordered[m // 2])
-            gaps = sorted(b - a for a, b in pairwise(released))
-            self.template_rr = 0.5 * (gaps[(len(gaps) - 1) // 2] + gaps[len(gaps) // 2])
+            self.template = median_rows(segments)
+            self.template_rr = float(median(b - a for a, b in pairwise(released)))
             self._learnt_at = released[-1]
             self._released = []
 

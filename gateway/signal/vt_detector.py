@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gateway.frozen_init import fast_init
-from gateway.signal.small_stats import median
+from gateway.signal.small_stats import median, median_rows
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -222,15 +222,6 @@ def best_correlation(x: FloatArray, t: FloatArray) -> float:
         return -1.0
     corr = (windows[shaped] @ t) / np.sqrt(power[shaped] * float(t.dot(t)))
     return min(1.0, float(corr.max()))
-
-
-def _median_rows(rows: list[FloatArray]) -> FloatArray:
-    """The sample-by-sample median of equally long complexes.  np.median's arithmetic on a sort:
-    np.median itself imports numpy.ma (~1 MB resident)."""
-    ordered = np.sort(np.array(rows), axis=0)
-    n = len(rows)
-    out: FloatArray = ordered[n // 2] if n % 2 else np.mean(ordered[n // 2 - 1 : n // 2 + 1], axis=0)
-    return out
 
 
 class RawTemplate:
@@ -443,7 +434,7 @@ class VtDetector:
             return None
         k = self.raw_shift
         n = min(len(a.raw), len(b.raw)) - 2 * k
-        if n <= self.raw_before:
+        if n < (self.raw_before + self.raw_after + 1) // 2:  # as ``RawTemplate.broad_and_unlike``
             return None
         return best_correlation(b.raw[: n + 2 * k], detrended(a.raw[k : k + n]))
 
@@ -453,7 +444,7 @@ class VtDetector:
         complexes costs more than all the rest of a beat's work, and most are never compared with."""
         refs = self._refs
         if self._reference is None and len(refs) >= self.settings.min_reference:
-            self._reference = (_median_rows([r.segment for r in refs]), median(r.width for r in refs))
+            self._reference = (median_rows([r.segment for r in refs]), median(r.width for r in refs))
         return self._reference
 
     def raw_template(self) -> RawTemplate | None:
@@ -461,7 +452,7 @@ class VtDetector:
         refs = self._raw_refs
         if self._raw_changed and len(refs) >= self.settings.min_reference:
             self._raw_changed = False
-            self._raw_reference = RawTemplate(_median_rows(refs))
+            self._raw_reference = RawTemplate(median_rows(refs))
         return self._raw_reference
 
     def _ventricular(self, shape: Shape, fast: bool = False) -> int:
