@@ -15,13 +15,17 @@ unless ``--lead``, 100 ms blocks):
   waves and baseline kept)
   for ``--standstill-s`` (30 s) at five places in each record; each run starts 60 s before and
   ends 40 s after.  Printed: the raise delay from the last beat before (the issue's target is
-  <= 10 s), the clear delay from the first beat after, missed standstills, and standstills with
-  more than one raise (the alarm flapping).  80 ms does not reach the end of a paced complex: in
-  102 and 104 the paced QRS goes on to about 170 ms after its annotation (V2, and V5 of 104), so
-  their standstills keep the second half of every paced complex at the pacing rate, a ventricular
-  deflection of 0.3-0.65 of the QRS's slope energy that the channel rightly counts as beats: that
-  was no standstill.  So paced (``/``) and paced-fusion (``f``) beats are cut to 170 ms after
-  (``--paced-after-ms``; 80 gives the cut used before, and the figures printed before, back).
+  <= 10 s), the clear delay from the first beat after, missed standstills, standstills with
+  more than one raise (the alarm flapping), and standstills whose alarm cleared more than 0.5 s
+  before that beat: with no other alarm on (``early_clears``: P or flutter waves taken for a
+  rhythm, the standstill called over while it goes on), or ended by a VF or VT alarm raised in
+  the standstill (a lethal-rhythm alarm still on, under the wrong name).  80 ms does not reach
+  the end of a paced complex: in 102 and 104 the paced QRS goes on to about 170 ms after its
+  annotation (V2, and V5 of 104), so their standstills keep the second half of every paced
+  complex at the pacing rate, a ventricular deflection of 0.3-0.65 of the QRS's slope energy that
+  the channel rightly counts as beats: that was no standstill.  So paced (``/``) and
+  paced-fusion (``f``) beats are cut to 170 ms after (``--paced-after-ms``; 80 gives the cut used
+  before, and the figures printed before, back).
 * **No standstill**: the same records whole, clean and with electrode-motion noise at 6 dB
   (``bench/vf_data.py``'s mixing): every asystole alarm there is false, since no record has a
   pause as long as the alarm's 6 s.
@@ -31,7 +35,7 @@ unless ``--lead``, 100 ms blocks):
 
 The last line is
 ``overall asystole: standstills=N detected=N delay_median_s=S delay_max_s=S clear_median_s=S
-flapping=N false_alarms=N vfdb_episodes=N vfdb_detected=N vfdb_raises=N``.
+early_clears=N flapping=N false_alarms=N vfdb_episodes=N vfdb_detected=N vfdb_raises=N``.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ PLACES = 5
 BEFORE_S, AFTER_S = 60.0, 40.0
 MIN_EPISODE_S = 8.0
 TARGET_S = 10.0  # the issue's raise delay target
+EARLY_S = 0.5  # a clear this long before the first returning beat is early (its time rounded aside)
 
 
 @dataclass
@@ -71,6 +76,10 @@ class Tally:
     detected: int = 0
     delays: list[float] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
+    # Cleared before the first returning beat (by how long): the standstill called over while it
+    # goes on, with no other alarm; or ended by a VF or VT alarm raised in it (``to_lethal``).
+    early_clears: list[float] = field(default_factory=list)
+    to_lethal: int = 0
     flapping: int = 0
     false_alarms: int = 0
     hours: float = 0.0
@@ -84,16 +93,41 @@ class Tally:
             setattr(self, k, getattr(self, k) + getattr(o, k))
 
 
-def asystole_events(x: FloatArray, fs: float, settings: EcgSettings, lose: float = 0.0) -> list[tuple[float, bool]]:
+def asystole_events(
+    x: FloatArray,
+    fs: float,
+    settings: EcgSettings,
+    lose: float = 0.0,
+    lethal: list[tuple[float, bool]] | None = None,
+) -> list[tuple[float, bool]]:
     """(seconds from the start of ``x``, raised?) of every asystole change; each 100 ms block
-    lost with probability ``lose`` (a link that drops frames: the channel sees a gap)."""
+    lost with probability ``lose`` (a link that drops frames: the channel sees a gap).  Into
+    ``lethal``: whether a VF or VT alarm is on, at each change of that."""
     channel = EcgChannel("bench", settings)
     step = round(0.1 * fs)
     out: list[tuple[float, bool]] = []
+    on: set[str] = set()
     for a in block_starts(len(x), step, lose, len(x)):
         got = channel.feed(SampleBlock("bench", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
-        out += [(e.time, e.active) for e in got.rhythm if e.condition == ASYSTOLE]
+        for e in got.rhythm:
+            if e.condition == ASYSTOLE:
+                out.append((e.time, e.active))
+            elif lethal is not None:
+                before = bool(on)
+                (on.add if e.active else on.discard)(e.condition)
+                if bool(on) != before:
+                    lethal.append((e.time, bool(on)))
     return out
+
+
+def lethal_on(lethal: list[tuple[float, bool]], t: float) -> bool:
+    """Whether a VF or VT alarm is on at ``t`` (raised at ``t`` counts)."""
+    state = False
+    for when, on in lethal:
+        if when > t:
+            break
+        state = on
+    return state
 
 
 def beats(path: Path, symbols: frozenset[str] = BEAT_SYMBOLS, fs: float | None = None) -> npt.NDArray[np.int64]:
@@ -140,7 +174,8 @@ def standstill(
         if not len(last) or not len(after):
             continue
         last_s, back_s = (int(last[-1]) - a) / fs, (int(after[0]) - a) / fs
-        events = asystole_events(y, fs, settings, lose)
+        lethal: list[tuple[float, bool]] = []
+        events = asystole_events(y, fs, settings, lose, lethal)
         raises = [s for s, on in events if on and last_s < s <= back_s + 1.0]
         t.standstills += 1
         if raises:
@@ -150,6 +185,11 @@ def standstill(
             clears = [s for s, on in events if not on and s >= raises[0]]
             if clears:
                 t.clears.append(clears[0] - back_s)
+                if clears[0] < back_s - EARLY_S:
+                    if lethal_on(lethal, clears[0]):
+                        t.to_lethal += 1
+                    else:
+                        t.early_clears.append(back_s - clears[0])
     return t
 
 
@@ -233,10 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind, name, t in results:
         sets.setdefault(kind, Tally()).add(t)
         late = [d for d in t.delays if d > TARGET_S]
-        if kind == "standstill" and (t.detected < t.standstills or t.flapping or late):
+        early = t.early_clears
+        if kind == "standstill" and (t.detected < t.standstills or t.flapping or late or early or t.to_lethal):
             print(
                 f"standstill {name}: detected {t.detected}/{t.standstills}, flapping {t.flapping}, "
-                f"delays over {TARGET_S:g} s: {' '.join(f'{d:.1f}' for d in late) or 'none'}"
+                f"delays over {TARGET_S:g} s: {' '.join(f'{d:.1f}' for d in late) or 'none'}, "
+                f"cleared this long before the rhythm was back: {' '.join(f'{d:.1f}' for d in early) or 'none'}, "
+                f"ended by a VF or VT alarm: {t.to_lethal}"
             )
         if kind in ("clean", "em 6 dB") and t.false_alarms:
             print(f"{kind} {name}: {t.false_alarms} false asystole alarms")
@@ -248,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         f"detected {s.detected}/{s.standstills}, raise delay from the last beat median "
         f"{_median(s.delays):.1f} s max {max(s.delays, default=float('nan')):.1f} s, "
         f"over {TARGET_S:g} s {sum(d > TARGET_S for d in s.delays)}, clear after the first "
-        f"returning beat median {_median(s.clears):.1f} s, flapping {s.flapping}"
+        f"returning beat median {_median(s.clears):.1f} s, flapping {s.flapping}; before that beat, "
+        f"cleared with no other alarm {len(s.early_clears)}, ended by a VF or VT alarm {s.to_lethal}"
     )
     for kind in ("clean", "em 6 dB"):
         t = sets[kind]
@@ -265,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"overall asystole: standstills={s.standstills} detected={s.detected} "
         f"delay_median_s={_median(s.delays):.1f} delay_max_s={max(s.delays, default=float('nan')):.1f} "
-        f"clear_median_s={_median(s.clears):.1f} flapping={s.flapping} false_alarms={false} "
+        f"clear_median_s={_median(s.clears):.1f} early_clears={len(s.early_clears)} flapping={s.flapping} "
+        f"false_alarms={false} "
         f"vfdb_episodes={v.vfdb_episodes} vfdb_detected={v.vfdb_detected} vfdb_raises={v.vfdb_raises}"
     )
     return 0

@@ -1,4 +1,5 @@
-"""The synthetic standstill of bench/ecg_asystole.py: what its cut leaves of a paced complex.
+"""The synthetic standstill of bench/ecg_asystole.py: what its cut leaves of a paced complex, and
+whether a lethal-rhythm alarm was on when an asystole alarm cleared early.
 
 MIT-BIH 102 and 104 pace with complexes that last about 170 ms after their annotation; the fixed
 80 ms cut left their second half, which the ECG channel counts as beats.  ``--paced-after-ms``
@@ -37,3 +38,13 @@ def test_paced_after_cuts_a_paced_complex_to_its_end_and_a_narrow_beat_as_before
     assert np.count_nonzero(y[1400:]) == 0  # the paced complex is gone
     assert np.count_nonzero(y[529:600]) == 32  # the other keeps its tail
     assert y[:478].tolist() == x[:478].tolist()
+
+
+def test_lethal_on_reads_the_vf_or_vt_alarm_state_at_a_time() -> None:
+    changes = [(75.0, True), (81.0, False), (90.0, True)]
+    assert not bench.lethal_on(changes, 74.9)
+    assert bench.lethal_on(changes, 75.0)  # raised in the same step as the asystole clear
+    assert bench.lethal_on(changes, 80.9)
+    assert not bench.lethal_on(changes, 81.0)
+    assert bench.lethal_on(changes, 1e9)
+    assert not bench.lethal_on([], 10.0)
