@@ -48,3 +48,18 @@ def test_lethal_on_reads_the_vf_or_vt_alarm_state_at_a_time() -> None:
     assert not bench.lethal_on(changes, 81.0)
     assert bench.lethal_on(changes, 1e9)
     assert not bench.lethal_on([], 10.0)
+
+
+def test_t_waves_are_cut_to_an_upper_normal_qt_but_the_next_p_wave_stays() -> None:
+    n = round(6 * FS)
+    for rr_s, after_s in ((0.8, 0.42 * 0.8**0.5 + 0.04), (0.5, 0.25)):  # QT 0.416 s; at 120 /min the P wave's limit
+        qrs = np.arange(round(1 * FS), round(5 * FS), round(rr_s * FS))
+        x = np.sin(np.arange(n) * 0.37)  # nothing straight
+        y = bench.cut_qrs(x, FS, qrs, frozenset(), 0, 0.08, t_waves=True)
+        r = int(qrs[1])
+        end = int(r + after_s * FS)
+        assert y[r + 1 : end].tolist() != x[r + 1 : end].tolist()
+        assert y[end : int(qrs[2] - 0.06 * FS)].tolist() == x[end : int(qrs[2] - 0.06 * FS)].tolist()
+        assert np.allclose(np.diff(y[int(r - 0.06 * FS) : end], 2), 0.0)  # one straight line
+    plain = bench.cut_qrs(x, FS, qrs, frozenset(), 0, 0.08)
+    assert plain[int(qrs[1] + 0.081 * FS) :][:10].tolist() == x[int(qrs[1] + 0.081 * FS) :][:10].tolist()
