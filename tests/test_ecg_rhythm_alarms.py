@@ -261,6 +261,33 @@ def test_smaller_beats_shaped_like_the_qrs_or_unknown_still_enter_the_reference(
 
 
 @pytest.mark.parametrize(
+    ("rr_s", "qrs_like", "adapts"),
+    [
+        ([0.8, 1.6] * 4, False, False),  # MIT-BIH 222's flutter waves in a standstill, every cycle or two
+        ([1.0] * 8, False, True),  # a regular rhythm of smaller, differently shaped complexes
+        ([0.8, 1.6] * 4, True, True),  # the patient's QRS grown smaller, in atrial fibrillation
+        ([0.8, 1.6] * 4, None, True),  # shape unknown: as before
+    ],
+)
+def test_small_beats_unlike_the_qrs_become_the_reference_only_when_regular(
+    rr_s: list[float], qrs_like: bool | None, adapts: bool
+) -> None:
+    """Beats under ``weak_ratio`` of the QRS that keep coming are an amplitude change, and become
+    the reference; when shaped unlike the QRS, only at a regular rate.  Flutter waves left in a
+    synthetic standstill of MIT-BIH 222 became the reference and cleared the asystole alarm 8 s
+    before the QRS came back (``bench/ecg_asystole.py``)."""
+    fs = 250.0
+    mon = RhythmMonitor(fs)
+    for k in range(8):
+        mon.beat(round(0.8 * fs) * k, 1.0)
+    t = 8 * 0.8
+    for rr in rr_s:
+        t += rr
+        mon.beat(round(t * fs), 0.2, None, qrs_like)
+    assert (mon.qrs_reference[-1] == 0.2) is adapts, mon.qrs_reference
+
+
+@pytest.mark.parametrize(
     ("label", "waves_s"),
     [
         ("isolated", [4.5, 4.85, 10.3]),  # MIT-BIH 200 and 228 in bench/ecg_asystole.py: raised at 16.7 and 17.5 s

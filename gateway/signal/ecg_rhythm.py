@@ -32,12 +32,15 @@
   4 s for a slow rhythm: 231's 2:1 block at 35 /min with a beat missed).  When the shape cannot be
   told (no reference complex yet, VT detection off) it enters as any other.  Small beats that keep
   coming at a regular rate (``adapt_beats`` in a row under ``weak_ratio``, each within
-  ``adapt_rr_s``) are an amplitude change, not a standstill: they become the new reference.
+  ``adapt_rr_s``, and when one of them is shaped unlike the QRS, each RR within ``adapt_jitter``
+  of their median) are an amplitude change, not a standstill: they become the new reference.
   What these rules cannot tell from a QRS (``bench/ecg_asystole.py``, lead 0): P waves as large
   as MIT-BIH 108's (0.31-0.67 of its QRS energy in the two of its five standstills missed) and
   as alike it (correlation mostly 0.87-0.99) at the former RR count, or enter the reference.
   222's sharp atrial waves going on at the QRS rate (0.35-0.44, correlation -0.37 to -0.48)
-  carry its rhythm 7 s past the last QRS in one standstill (raised at 13.6 s).  A floor on the
+  carry its rhythm 7 s past the last QRS in one standstill (raised at 13.6 s), and where the
+  search-back takes them at a regular rate under ``weak_ratio``, they become the reference as
+  a smaller QRS would: the alarm cleared 6.3 s before the QRS came back in one.  A floor on the
   correlation of such waves has no room between them and the patient's own beats in noise: 231's
   on lead 1 fall to -0.3 to -0.56 with electrode motion at 6 dB.
   Nor do they tell a standstill from a rhythm the R-peak detector does not see: vfdb 611 goes
@@ -100,6 +103,7 @@ class RhythmSettings:
     reference_beats: int = 8
     adapt_beats: int = 6
     adapt_rr_s: float = 2.0
+    adapt_jitter: float = 0.25  # ...and, when one of them is unlike the QRS, each RR within this share of their median
     like_corr: float = 0.95
     unlike_gap_rr: float = 2.5
     unlike_gap_s: tuple[float, float] = (1.5, 4.0)
@@ -147,7 +151,7 @@ class RhythmMonitor:
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._reference: float | None = None  # median of ``_strong``, kept until it changes
-        self._weak: list[tuple[int, float]] = []  # recent small beats (index, energy)
+        self._weak: list[tuple[int, float, bool]] = []  # recent small beats (index, energy, unlike the QRS)
         # Where the last beats that entered the QRS reference were (their RR), and the run of small
         # beats unlike the QRS that did not count since the last beat that did (module docstring).
         self._qrs_at: deque[int] = deque(maxlen=self.settings.reference_beats + 1)
@@ -210,13 +214,20 @@ class RhythmMonitor:
         strong = self._strong
         ref = self._median() if strong else 0.0
         if strong and energy < s.weak_ratio * ref:
-            if self._weak and (index - self._weak[-1][0]) > s.adapt_rr_s * self.fs:
-                self._weak.clear()
-            self._weak.append((index, energy))
-            if len(self._weak) < s.adapt_beats:
+            weak = self._weak
+            if weak and (index - weak[-1][0]) > s.adapt_rr_s * self.fs:
+                weak.clear()
+            weak.append((index, energy, qrs_like is False))
+            if len(weak) < s.adapt_beats:
+                return []
+            recent = weak[-s.adapt_beats :]
+            if any(unlike for _, _, unlike in recent) and not _regular([i for i, _, _ in recent], s.adapt_jitter):
+                # Small and unlike the QRS, and irregular: the waves of atrial flutter left in a
+                # standstill (MIT-BIH 222: taken every other cycle or two, 0.8 and 1.6 s apart),
+                # not the patient's QRS grown smaller (``bench/ecg_asystole.py``: cleared 8 s early).
                 return []
             strong.clear()
-            strong.extend(e for _, e in self._weak)
+            strong.extend(e for _, e, _ in weak)
             strong.append(energy)
             self._reference = None
             self._qrs_at.append(index)
@@ -366,3 +377,10 @@ class RhythmMonitor:
         self.asystole = False
         self._back.clear()
         return [RhythmChange(index, ASYSTOLE, False, index)]
+
+
+def _regular(beats: list[int], jitter: float) -> bool:
+    """Whether every RR of ``beats`` (at least two) is within ``jitter`` of their median."""
+    rr = [b - a for a, b in pairwise(beats)]
+    m = median(rr)
+    return all(abs(r - m) <= jitter * m for r in rr)
