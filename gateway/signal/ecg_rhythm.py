@@ -151,7 +151,8 @@ class RhythmMonitor:
         self._no_signal = False
         self._strong: deque[float] = deque(maxlen=self.settings.reference_beats)
         self._reference: float | None = None  # median of ``_strong``, kept until it changes
-        self._weak: list[tuple[int, float, bool]] = []  # recent small beats (index, energy, unlike the QRS)
+        # The last small beats in a row (index, energy, unlike the QRS): at most ``adapt_beats``.
+        self._weak: deque[tuple[int, float, bool]] = deque(maxlen=self.settings.adapt_beats)
         # Where the last beats that entered the QRS reference were (their RR), and the run of small
         # beats unlike the QRS that did not count since the last beat that did (module docstring).
         self._qrs_at: deque[int] = deque(maxlen=self.settings.reference_beats + 1)
@@ -220,8 +221,7 @@ class RhythmMonitor:
             weak.append((index, energy, qrs_like is False))
             if len(weak) < s.adapt_beats:
                 return []
-            recent = weak[-s.adapt_beats :]
-            if any(unlike for _, _, unlike in recent) and not _regular([i for i, _, _ in recent], s.adapt_jitter):
+            if any(unlike for _, _, unlike in weak) and not _regular([i for i, _, _ in weak], s.adapt_jitter):
                 # Small and unlike the QRS, and irregular: the waves of atrial flutter left in a
                 # standstill (MIT-BIH 222: taken every other cycle or two, 0.8 and 1.6 s apart),
                 # not the patient's QRS grown smaller (``bench/ecg_asystole.py``: cleared 8 s early).
