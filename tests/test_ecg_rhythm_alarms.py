@@ -327,6 +327,37 @@ def asystole_raised_at(beats: list[tuple[float, float, bool | None]], until_s: f
 QRS = [(float(k), 1.0, None) for k in range(10)]  # RR 1 s, the last at 9 s
 
 
+def asystole_changes_of(beats: list[tuple[float, float, bool | None]], until_s: float) -> list[tuple[float, bool]]:
+    """As ``asystole_raised_at``, every asystole change (time in s, raised?)."""
+    fs = 250.0
+    mon = RhythmMonitor(fs)
+    x = 0.2 * np.sin(2 * np.pi * np.arange(round(until_s * fs)) / fs)
+    pending = sorted(beats)
+    out: list[tuple[float, bool]] = []
+    for a in range(0, len(x), 25):
+        while pending and pending[0][0] * fs < a + 25:
+            at, energy, like = pending.pop(0)
+            out += [(c.index / fs, c.active) for c in mon.beat(round(at * fs), energy, None, like)]
+        out += [(c.index / fs, c.active) for c in mon.feed(x[a : a + 25]) if c.condition == ASYSTOLE]
+    return out
+
+
+@pytest.mark.parametrize("qrs_like", [True, False, None])
+def test_small_beats_do_not_become_the_reference_once_asystole_is_raised(qrs_like: bool | None) -> None:
+    """In a long standstill the search-back comes to take the P waves one after the other, at a
+    regular rate and a fifth of the QRS: taken for the patient's QRS grown smaller, they cleared
+    the alarm 20-65 s into 27 of 119 synthetic standstills of 90 s.  Before the raise they still
+    hold it off (an amplitude change); once it is raised only a QRS clears it."""
+    p_waves = [(16.0 + k, 0.2, qrs_like) for k in range(40)]  # from 16 s, after the raise at 15-16 s
+    back = [(56.0 + k, 1.0, None) for k in range(14)]
+    changes = asystole_changes_of([*QRS, *p_waves, *back], 70.0)
+    assert [on for _, on in changes] == [True, False], changes
+    assert 15.0 <= changes[0][0] < 16.0
+    assert 60.0 <= changes[1][0] < 61.0  # the fifth QRS back
+    early = asystole_changes_of([*QRS, *[(10.0 + k, 0.2, qrs_like) for k in range(40)]], 50.0)
+    assert early == [], early  # regular from the first second: an amplitude change, never raised
+
+
 def test_a_small_beat_unlike_the_qrs_counts_only_as_the_rhythm_going_on() -> None:
     # Out of a pause (over 2.5 RR after the last beat that counted): no QRS, raised 6-7 s after 9 s.
     assert 15.0 <= asystole_raised_at([*QRS, (13.5, 0.4, False), (13.85, 0.4, False), (19.3, 0.4, False)], 40.0) < 16.0

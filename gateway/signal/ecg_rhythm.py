@@ -33,7 +33,8 @@
   told (no reference complex yet, VT detection off) it enters as any other.  Small beats that keep
   coming at a regular rate (``adapt_beats`` in a row under ``weak_ratio``, each within
   ``adapt_rr_s``, and when one of them is shaped unlike the QRS, each RR within ``adapt_jitter``
-  of their median) are an amplitude change, not a standstill: they become the new reference.
+  of their median) are an amplitude change, not a standstill: they become the new reference,
+  but not once asystole is raised (P waves taken by the search-back in a long standstill).
   What these rules cannot tell from a QRS (``bench/ecg_asystole.py``, lead 0): P waves as large
   as MIT-BIH 108's (0.31-0.67 of its QRS energy in the two of its five standstills missed) and
   as alike it (correlation mostly 0.87-0.99) at the former RR count, or enter the reference.
@@ -219,7 +220,13 @@ class RhythmMonitor:
             if weak and (index - weak[-1][0]) > s.adapt_rr_s * self.fs:
                 weak.clear()
             weak.append((index, energy, qrs_like is False))
-            if len(weak) < s.adapt_beats:
+            if len(weak) < s.adapt_beats or self.asystole:
+                # Not while asystole is on: in a standstill the search-back comes to take the P
+                # waves (and what the synthetic standstills leave of the T waves) one after the
+                # other, regular and at a fifth of the QRS, shaped like it or not.  Taken for a
+                # smaller QRS, they cleared the alarm 20-65 s into 27 of 119 standstills of 90 s,
+                # 8 now (``bench/ecg_asystole.py --standstill-s 90``).  A QRS that comes back
+                # smaller than ``weak_ratio`` of the one before the standstill does not clear it.
                 return []
             if any(unlike for _, _, unlike in weak) and not _regular([i for i, _, _ in weak], s.adapt_jitter):
                 # Small and unlike the QRS, and irregular: the waves of atrial flutter left in a
