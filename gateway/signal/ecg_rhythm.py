@@ -39,9 +39,7 @@
   as MIT-BIH 108's (0.31-0.67 of its QRS energy in the two of its five standstills missed) and
   as alike it (correlation mostly 0.87-0.99) at the former RR count, or enter the reference.
   222's sharp atrial waves going on at the QRS rate (0.35-0.44, correlation -0.37 to -0.48)
-  carry its rhythm 7 s past the last QRS in one standstill (raised at 13.6 s), and where the
-  search-back takes them at a regular rate under ``weak_ratio``, they become the reference as
-  a smaller QRS would: the alarm cleared 6.3 s before the QRS came back in one.  A floor on the
+  carry its rhythm 7 s past the last QRS in one standstill (raised at 13.6 s).  A floor on the
   correlation of such waves has no room between them and the patient's own beats in noise: 231's
   on lead 1 fall to -0.3 to -0.56 with electrode motion at 6 dB.
   Nor do they tell a standstill from a rhythm the R-peak detector does not see: vfdb 611 goes
@@ -231,7 +229,9 @@ class RhythmMonitor:
             if any(unlike for _, _, unlike in weak) and not _regular([i for i, _, _ in weak], s.adapt_jitter):
                 # Small and unlike the QRS, and irregular: the waves of atrial flutter left in a
                 # standstill (MIT-BIH 222: taken every other cycle or two, 0.8 and 1.6 s apart),
-                # not the patient's QRS grown smaller (``bench/ecg_asystole.py``: cleared 8 s early).
+                # not the patient's QRS grown smaller.  They cleared the alarm 8 s early in 222
+                # before the hold above; since, this only keeps them from holding asystole off
+                # before a raise (``bench/ecg_asystole.py`` gives the same figures without it).
                 return []
             strong.clear()
             strong.extend(e for _, e, _ in weak)
