@@ -1,14 +1,15 @@
 """Daemon footprint: time to READY=1, resident memory while running the demo load, import costs.
 
-Usage: uv run python bench/daemon_footprint.py [--seconds 30] [--devices 4 8] [--bytecode installed|none]
+Usage: uv run python bench/daemon_footprint.py [--seconds 30] [--load demo hub] [--bytecode installed|none]
 
 Starts `iomt-gateway run` on config/demo.yaml (with a private Mosquitto when installed) as systemd
 would — with a NOTIFY_SOCKET — once per device count, and reports side by side:
   * start → READY=1 (target ≤ 1.5 s), measured from process spawn;
   * RSS (VmRSS) at READY=1 and after --seconds of the replayed devices (target ≤ 80 MB), split into
-    anonymous and file-backed pages, and the peak (VmHWM): the demo's four devices (two oximeters,
-    two ECG streams) and a fuller hub of eight — 2 ECG streams, 4 oximeters, a blood-pressure cuff
-    and a scale over four patients — all replayed at real time;
+    anonymous and file-backed pages, and the peak (VmHWM): the demo's load (``demo``: its five
+    devices, two oximeters and three ECG streams over three patients) and a fuller hub (``hub``:
+    the demo plus two patients with an oximeter each, one with a blood-pressure cuff and one with
+    a scale: nine devices) — all replayed at real time;
   * CPU used over that time, as a share of one core;
   * what each heavy import costs on its own, in a fresh interpreter (RSS delta and wall time).
 
@@ -45,6 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway import keyring  # noqa: E402
 from gateway.local_broker import LocalBroker, find_mosquitto  # noqa: E402
+
+LOADS = ("demo", "hub")  # config/demo.yaml as it is; the same with two more patients (``fuller_hub``)
 
 IMPORTS = [
     "pydantic",
@@ -117,11 +120,14 @@ def _spot_checks(path: Path, every_s: float, values: list[tuple[str, float]], sp
     return str(path)
 
 
-def eight_devices(cfg: dict[str, Any], tmp: Path) -> None:
-    """The demo's two patients (oximeter + ECG each) plus two more with an oximeter each, one of
-    them also with a BP cuff (a reading every 30 s) and the other with a scale (every 60 s)."""
-    vitals = {p["id"]: next(d["vitals"] for d in p["devices"] if "vitals" in d) for p in cfg["patients"]}
-    a, b = list(vitals.values())
+def fuller_hub(cfg: dict[str, Any], tmp: Path) -> None:
+    """The demo's patients plus two more with an oximeter each (replaying the demo's first two
+    oximeters' recordings), one of them also with a BP cuff (a reading every 30 s) and the other
+    with a scale (every 60 s)."""
+    oximeters = [d["vitals"] for p in cfg["patients"] for d in p["devices"] if "vitals" in d]
+    if len(oximeters) < 2:
+        raise SystemExit("config/demo.yaml has fewer than two oximeter recordings to replay for the fuller hub")
+    a, b = oximeters[:2]
     bp = [("systolic_bp", 128.0), ("diastolic_bp", 82.0), ("pulse_rate", 71.0)]
     cuff = _spot_checks(tmp / "cuff.jsonl", 30.0, bp)
     scale = _spot_checks(tmp / "scale.jsonl", 60.0, [("body_weight", 81.5)])
@@ -169,7 +175,7 @@ class Run:
     status: str
 
 
-def run_daemon(n: int, seconds: float, env: dict[str, str]) -> Run:
+def run_daemon(load: str, seconds: float, env: dict[str, str]) -> Run:
     tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     broker = None
@@ -188,8 +194,8 @@ def run_daemon(n: int, seconds: float, env: dict[str, str]) -> Run:
             for k in ("vitals", "ecg"):
                 if k in d:
                     d[k] = str((ROOT / "config" / d[k]).resolve())
-    if n == 8:
-        eight_devices(cfg, tmp)
+    if load == "hub":
+        fuller_hub(cfg, tmp)
     cfg_path = tmp / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     sock_path = tmp / "notify.sock"
@@ -228,7 +234,7 @@ def run_daemon(n: int, seconds: float, env: dict[str, str]) -> Run:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--devices", type=int, nargs="+", choices=(4, 8), default=[4, 8])
+    ap.add_argument("--load", nargs="+", choices=LOADS, default=list(LOADS), help="the demo's devices, a fuller hub")
     ap.add_argument("--bytecode", choices=("installed", "none"), default="installed")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
@@ -238,7 +244,7 @@ def main() -> None:
     else:
         print("bytecode: none, every module compiled from source at start (PYTHONDONTWRITEBYTECODE=1, no .pyc)")
     env = daemon_env(args.bytecode, tmp)
-    runs = [run_daemon(n, args.seconds, env) for n in args.devices]
+    runs = [run_daemon(load, args.seconds, env) for load in args.load]
 
     def mb(kb: int) -> str:
         return f"{kb / 1024:>9.1f} MB"
