@@ -175,19 +175,14 @@ class Run:
     status: str
 
 
-def run_daemon(load: str, seconds: float, env: dict[str, str]) -> Run:
-    tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    broker = None
-    exe = find_mosquitto()
-    if exe:
-        broker = LocalBroker(exe, tmp / "broker")
-        broker.start()
-        cfg["upstream"]["url"] = broker.url
-    else:
-        cfg["upstream"]["url"] = "mqtt://127.0.0.1:9"
+def daemon_config(load: str, tmp: Path, url: str) -> dict[str, Any]:
+    """config/demo.yaml made to run from ``tmp`` against the broker at ``url``: the recordings'
+    paths made absolute, the state and a new keyring (as the install's ``keys init`` makes it)
+    in ``tmp``; for ``load`` "hub", with the fuller hub's two more patients."""
+    cfg: dict[str, Any] = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["upstream"]["url"] = url
     cfg["storage"]["path"] = str(tmp / "state")
-    keyring.init(tmp / "keyring")  # as the install script's `keys init` would
+    keyring.init(tmp / "keyring")
     cfg["storage"]["keyring"] = str(tmp / "keyring")
     for p in cfg["patients"]:
         for d in p["devices"]:
@@ -196,6 +191,17 @@ def run_daemon(load: str, seconds: float, env: dict[str, str]) -> Run:
                     d[k] = str((ROOT / "config" / d[k]).resolve())
     if load == "hub":
         fuller_hub(cfg, tmp)
+    return cfg
+
+
+def run_daemon(load: str, seconds: float, env: dict[str, str]) -> Run:
+    tmp = Path(tempfile.mkdtemp(prefix="iomt-bench-"))
+    broker = None
+    exe = find_mosquitto()
+    if exe:
+        broker = LocalBroker(exe, tmp / "broker")
+        broker.start()
+    cfg = daemon_config(load, tmp, broker.url if broker else "mqtt://127.0.0.1:9")
     cfg_path = tmp / "gateway.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     sock_path = tmp / "notify.sock"
