@@ -81,6 +81,11 @@ for start in range(0, len(x), step):
     for r in [*pl.feed("p-a", block).records, *pl.tick(1.78e9 + (start + step) / fs).records]:
         seen.add((r.kind.value, getattr(r, "condition", None)))
 assert {("alarm", "asystole"), ("evidence", "asystole")} <= seen, seen
+# A rhythmic artefact's path: the patient's beats found through it at whole multiples of one RR
+# (one hidden here), which the VF and VT rules ask about (``native_rhythm``).
+from gateway.signal.native_rhythm import NativeRhythmSettings, rate_with_dropouts
+rr = round(0.8 * fs)
+assert rate_with_dropouts([0, rr, 2 * rr, 4 * rr, 5 * rr, 6 * rr], fs, NativeRhythmSettings(), rr) == 75.0
 keyring.init(Path(sys.argv[1]))
 assert len(keyring.load(Path(sys.argv[1])).public_key()) == 32
 """

@@ -21,6 +21,13 @@ def test_median_is_statistics_median(values: list[float]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(FINITE, min_size=1, max_size=40))
+def test_median_is_np_median(values: list[float]) -> None:
+    # native_rhythm's base RR was np.median's, which imports numpy.ma into the daemon.
+    assert median(values) == float(np.median(np.asarray(values)))
+
+
+@settings(max_examples=200, deadline=None)
 @given(rows=st.integers(1, 12), length=st.integers(1, 30), seed=st.integers(0, 2**32 - 1))
 def test_median_rows_is_np_median_over_the_rows(rows: int, length: int, seed: int) -> None:
     a = np.random.default_rng(seed).normal(size=(rows, length))
