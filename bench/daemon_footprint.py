@@ -3,7 +3,7 @@
 Usage: uv run python bench/daemon_footprint.py [--seconds 30] [--load demo hub] [--bytecode installed|none]
 
 Starts `iomt-gateway run` on config/demo.yaml (with a private Mosquitto when installed) as systemd
-would — with a NOTIFY_SOCKET — once per device count, and reports side by side:
+would — with a NOTIFY_SOCKET — once per load (``--load``), and reports side by side:
   * start → READY=1 (target ≤ 1.5 s), measured from process spawn;
   * RSS (VmRSS) at READY=1 and after --seconds of the replayed devices (target ≤ 80 MB), split into
     anonymous and file-backed pages, and the peak (VmHWM): the demo's load (``demo``: its five
