@@ -99,7 +99,8 @@ class Daemon:
         own_process: bool = False,
     ) -> None:
         """``own_process``: the daemon is what this process is for (the CLI): it may tune the
-        process-wide garbage collector (gateway/gc_tuning.py); tests running it in-process leave it."""
+        process-wide garbage collector (gateway/gc_tuning.py) and malloc (gateway/heap_trim.py); tests
+        running it in-process leave them."""
         self.own_process = own_process
         self.config_path = config_path
         self.cfg = cfg
@@ -225,6 +226,7 @@ class Daemon:
         started = self.clock.monotonic()
         if self.own_process:
             gc_tuning.configure()
+            heap_trim.limit_arenas()  # before the outbox writer and the drivers' threads start
         if isinstance(self.clock, SystemClock):
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
