@@ -444,3 +444,22 @@ def test_electrode_motion_during_asystole_still_raises_no_valid_ecg() -> None:
     ((raised, cleared),) = spans(out, ASYSTOLE)
     assert raised < 52.0 and cleared > 76.0
     assert [s for s in spans(out, NO_VALID_ECG) if 52.0 <= s[0] <= 66.0]
+
+
+def test_hrv_is_not_taken_over_a_lethal_rhythm_and_starts_over_after_it() -> None:
+    """vfdb 424 (the demo's third patient): VF for two minutes, then asystole.  HRV was given out
+    during the asystole (SDNN 195 ms), taken over VF "beats" and the rhythm before them.  No HRV
+    while a lethal-rhythm alarm is on, and the next one only from NN intervals after its raise."""
+    out, _ = feed_file(pipeline(), "ecg/vfdb_424_1200s")
+    episodes = []
+    for condition in (VENTRICULAR_FIBRILLATION, ASYSTOLE, "ventricular_tachycardia"):
+        times = [a.time.timestamp() for a in alarms(out, condition)]
+        episodes += list(itertools.zip_longest(times[::2], times[1::2], fillvalue=math.inf))
+    assert any(raised < math.inf for raised, _ in episodes), "the excerpt raises VF and asystole"
+    hrv = [r.time for r in out.accepted if r.vital is Vital.HRV_SDNN]
+    rr = [r.time for r in out.accepted if r.vital is Vital.RR_INTERVAL]
+    for raised, cleared in episodes:
+        assert not [t for t in hrv if raised <= t <= cleared], (raised, cleared)
+        later = [t for t in hrv if t > cleared]
+        if later:  # HRV started over: 20 intervals at least since the raise
+            assert len([t for t in rr if raised < t <= later[0]]) >= 20

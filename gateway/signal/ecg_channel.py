@@ -419,6 +419,10 @@ class EcgChannel:
     def _rhythm(self, change: RhythmChange, out: EcgOutput) -> None:
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
             self._end_vt(change.index, out)  # VF supersedes it: VT ends as VF begins
+        if change.active:
+            # HRV starts over (``hrv.restart``): vfdb 424's VF then asystole gave an SDNN of 195 ms
+            # during the asystole, over VF "beats" and the rhythm two minutes before them.
+            hrv.restart(self._hrv)
         t = self._time(change.index)
         out.rhythm.append(RhythmEvent(t, change.condition, change.active, self._time(change.onset_index)))
         if change.condition == ASYSTOLE:
@@ -483,7 +487,10 @@ class EcgChannel:
         iv = heart_rate.add_beat(self.hr, index, t)
         if iv is None:
             return
-        hrv.add_interval(self._hrv, iv)
+        if self.rhythm.vf_active or self.rhythm.asystole or (vt is not None and vt.active):
+            hrv.break_sequence(self._hrv)  # not NN intervals: left out of HRV
+        else:
+            hrv.add_interval(self._hrv, iv)
         # Held until the beat's quality window is judged (see ``_judge``).
         device, clock, pending = self.device_id, self._clock, self._pending
         pending.append((index, VitalReading(device, _RR, iv.rr_ms, _RR_UNIT, t, clock)))

@@ -1,7 +1,9 @@
 """Short-term time-domain HRV (SDNN, RMSSD) over a sliding time window of NN intervals.
 
 Only normal-to-normal intervals count (Task Force of the ESC/NASPE, 1996): an ectopic beat's
-short-long pair would otherwise dominate both measures.  RMSSD uses successive differences only
+short-long pair would otherwise dominate both measures, and the "beats" of a VF, VT or asystole
+episode are none: the ECG channel leaves them out and starts HRV over at the episode's alarm
+(``restart``).  RMSSD uses successive differences only
 between intervals that are adjacent in the recording, never across a dropped ectopic or a gap.
 Memory is bounded by the window: at most ``window_s / MIN_RR_S`` intervals are kept.
 """
@@ -42,6 +44,14 @@ def add_interval(state: HrvState, rr: RRInterval) -> None:
     cap = int(state.window_s / MIN_RR_S) + 1
     while len(state.intervals) > cap:  # a wrong clock must not grow the window without bound
         state.intervals.popleft()
+
+
+def restart(state: HrvState) -> None:
+    """Forget every interval: a lethal rhythm (VF, VT, asystole) has begun.  The intervals before it
+    describe another rhythm, and those since its onset are none (VF's "beats"); HRV comes back
+    once ``min_intervals`` NN intervals have followed the episode."""
+    state.intervals.clear()
+    state.previous_was_normal = False
 
 
 def break_sequence(state: HrvState) -> None:
