@@ -36,6 +36,19 @@ _SHOWN = (
 )
 
 
+# A vital last read this long before the patient's latest reading is shown with its age: the line
+# is dated by the latest reading, and a heart rate held back through VF or an asystole must not
+# read as the rate of that moment.
+STALE_S = 15.0
+
+
+def _shown(label: str, unit: str, value: float, read_at: float, latest: float | None) -> str:
+    text = f"{label} {value:.0f}{unit}"
+    if latest is not None and latest - read_at > STALE_S:
+        text += f" ({_age(latest - read_at)} old)"
+    return text
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -72,7 +85,8 @@ class LiveView:
         self.out = out or sys.stdout
         self.color = self.out.isatty()
         self.every_s = every_s
-        self.latest: dict[str, dict[Vital, float]] = defaultdict(dict)
+        # Per patient and vital: the last value accepted and its time.
+        self.latest: dict[str, dict[Vital, tuple[float, float]]] = defaultdict(dict)
         self.summaries = 0
         self.alarms = 0
         self.billing = 0
@@ -89,7 +103,7 @@ class LiveView:
     def observe(self, patient: str, reading: Reading | None, output: PipelineOutput) -> None:
         for r in output.accepted:
             if r.value is not None:
-                self.latest[patient][r.vital] = r.value
+                self.latest[patient][r.vital] = (r.value, r.time)
             self.record_time[patient] = r.time
         for rec in output.records:
             self.record(rec)
@@ -143,10 +157,10 @@ class LiveView:
             return
         self._last_print = now
         for patient, vitals in sorted(self.latest.items()):
-            parts = [f"{label} {vitals[v]:.0f}{unit}" for v, label, unit in _SHOWN if v in vitals]
+            t = self.record_time.get(patient)
+            parts = [_shown(label, unit, *vitals[v], t) for v, label, unit in _SHOWN if v in vitals]
             if not parts:
                 continue  # only vitals this screen does not show (RR intervals, HRV) so far
-            t = self.record_time.get(patient)
             when = datetime.fromtimestamp(t, tz=UTC) if t else datetime.now(UTC)
             self._say(patient, when, "  ".join(parts))
         snap = daemon.snapshot()

@@ -1,0 +1,59 @@
+"""The demo's live screen (gateway.status_view.LiveView): each patient's vitals line."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.pipeline import PipelineOutput
+from gateway.readings import VitalReading
+from gateway.records import Vital
+from gateway.status_view import STALE_S, LiveView
+
+T0 = 1_780_000_000.0
+
+
+class _Daemon:
+    """What ``LiveView.tick`` reads of the daemon: nothing connected, nothing queued."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"outbox": None, "uplink": None, "sessions": []}
+
+
+def _screen(readings: list[VitalReading]) -> list[str]:
+    out = io.StringIO()
+    view = LiveView(out, every_s=0.0)
+    view.observe("p-a", None, PipelineOutput(accepted=readings))
+    view.tick(_Daemon())  # type: ignore[arg-type]
+    return [line for line in out.getvalue().splitlines() if " p-a " in line]
+
+
+def _date(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _hr(t: float, value: float) -> VitalReading:
+    return VitalReading("strap", Vital.HEART_RATE, value, "/min", T0 + t)
+
+
+def _rr(t: float, value: float) -> VitalReading:
+    return VitalReading("strap", Vital.RR_INTERVAL, value, "ms", T0 + t)
+
+
+def test_a_current_heart_rate_is_shown_as_it_is() -> None:
+    assert _screen([_hr(0.0, 125.0), _rr(0.5, 480.0)])[0].endswith("HR(ECG) 125/min")
+
+
+def test_a_heart_rate_held_back_for_minutes_says_how_old_it_is() -> None:
+    """vfdb 424 in the demo: the last rate before VF (125 /min), then nothing through two minutes
+    of VF; an RR interval during the asystole after it dated the line, and the 125 /min read as
+    that moment's rate."""
+    line = _screen([_hr(0.0, 125.0), _rr(170.0, 1828.0)])[0]
+    assert line.startswith(_date(T0 + 170.0))  # the line is dated by the latest reading
+    assert line.endswith("HR(ECG) 125/min (3 min old)")
+
+
+def test_just_past_the_limit_the_age_is_shown() -> None:
+    assert _screen([_hr(0.0, 80.0), _rr(STALE_S, 750.0)])[0].endswith("HR(ECG) 80/min")
+    assert _screen([_hr(0.0, 80.0), _rr(STALE_S + 1.0, 750.0)])[0].endswith("HR(ECG) 80/min (16 s old)")
