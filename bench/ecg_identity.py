@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", nargs="*", help="record names (default: every annotated record)")
     ap.add_argument("--keep", type=Path, help="write the dumps here (default: a temporary folder)")
     args = ap.parse_args(argv)
+    # Each tree's child runs in that tree: a relative --data (or --keep) is this shell's.
+    args.data = args.data.resolve()
+    if args.keep is not None:
+        args.keep = args.keep.resolve()
 
     sys.path.insert(0, str(HERE))
     import vf_data  # noqa: PLC0415
