@@ -36,15 +36,17 @@ _SHOWN = (
 )
 
 
-# A vital last read this long before the patient's latest reading is shown with its age: the line
-# is dated by the latest reading, and a heart rate held back through VF or an asystole must not
-# read as the rate of that moment.
+# A streamed vital last read this long before the patient's latest reading is shown with its age:
+# the line is dated by the latest reading, and a heart rate held back through VF or an asystole
+# must not read as the rate of that moment.  Spot checks (temperature, blood pressure) are read
+# minutes apart and shown as they are.
 STALE_S = 15.0
+_STREAMED = frozenset({Vital.SPO2, Vital.PULSE_RATE, Vital.HEART_RATE})
 
 
-def _shown(label: str, unit: str, value: float, read_at: float, latest: float | None) -> str:
+def _shown(vital: Vital, label: str, unit: str, value: float, read_at: float, latest: float | None) -> str:
     text = f"{label} {value:.0f}{unit}"
-    if latest is not None and latest - read_at > STALE_S:
+    if vital in _STREAMED and latest is not None and latest - read_at > STALE_S:
         text += f" ({_age(latest - read_at)} old)"
     return text
 
@@ -158,7 +160,7 @@ class LiveView:
         self._last_print = now
         for patient, vitals in sorted(self.latest.items()):
             t = self.record_time.get(patient)
-            parts = [_shown(label, unit, *vitals[v], t) for v, label, unit in _SHOWN if v in vitals]
+            parts = [_shown(v, label, unit, *vitals[v], t) for v, label, unit in _SHOWN if v in vitals]
             if not parts:
                 continue  # only vitals this screen does not show (RR intervals, HRV) so far
             when = datetime.fromtimestamp(t, tz=UTC) if t else datetime.now(UTC)

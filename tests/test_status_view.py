@@ -57,3 +57,8 @@ def test_a_heart_rate_held_back_for_minutes_says_how_old_it_is() -> None:
 def test_just_past_the_limit_the_age_is_shown() -> None:
     assert _screen([_hr(0.0, 80.0), _rr(STALE_S, 750.0)])[0].endswith("HR(ECG) 80/min")
     assert _screen([_hr(0.0, 80.0), _rr(STALE_S + 1.0, 750.0)])[0].endswith("HR(ECG) 80/min (16 s old)")
+
+
+def test_a_spot_check_is_shown_as_it_is_however_old() -> None:
+    temperature = VitalReading("thermo", Vital.BODY_TEMPERATURE, 37.2, "Cel", T0)
+    assert _screen([temperature, _hr(300.0, 70.0)])[0].endswith("HR(ECG) 70/min  Temp 37°C")
