@@ -463,3 +463,27 @@ def test_hrv_is_not_taken_over_a_lethal_rhythm_and_starts_over_after_it() -> Non
         later = [t for t in hrv if t > cleared]
         if later:  # HRV started over: 20 intervals at least since the raise
             assert len([t for t in rr if raised < t <= later[0]]) >= 20
+
+
+def test_no_rate_is_read_from_the_waves_of_a_standstill() -> None:
+    """MIT-BIH 119 with its QRS cut out from 40 to 70 s (P and T waves kept): while the asystole
+    alarm was on, the waves the R-peak detector took gave RR intervals of 1.8-5.4 s and rates of
+    57, 48, 39 ... /min.  The only rate during the alarm is now the silence's (the lowest reported,
+    15 /min); the rate comes back with the QRS."""
+    x, fs, _, back = standstill()
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    on = False
+    during: list[VitalReading] = []
+    after: list[VitalReading] = []
+    for start in range(0, len(x), step):
+        block = SampleBlock("strap", "ecg", fs, start / fs, x[start : start + step], "uV", first_index=start)
+        got = channel.feed(block)
+        for event in got.rhythm:
+            if event.condition == ASYSTOLE:
+                on = event.active
+        (during if on else after).extend(r for r in got.readings if r.vital in (Vital.HEART_RATE, Vital.RR_INTERVAL))
+    assert during, "the silence's rate is reported through the standstill"
+    assert {(r.vital, r.value) for r in during} == {(Vital.HEART_RATE, 15.0)}
+    back_rates = [r.value for r in after if r.vital is Vital.HEART_RATE and r.time > back and r.value is not None]
+    assert back_rates and 50 <= back_rates[-1] <= 90

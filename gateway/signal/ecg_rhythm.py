@@ -183,6 +183,11 @@ class RhythmMonitor:
         self._reference = None
 
     @property
+    def last_qrs(self) -> int | None:
+        """The last beat counted as a QRS (``beat``), the one a standstill is counted from."""
+        return self._last_beat
+
+    @property
     def qrs_reference(self) -> list[float]:
         return list(self._strong)
 
