@@ -19,9 +19,9 @@ An arena keeps the pages its thread touched, and what ``malloc_trim`` cannot han
 resident once per arena.  The daemon's threads allocate little and seldom at the same moment
 (Python's own objects come from its allocator, under the GIL), so ``limit_arenas`` has them
 share the main arena (``M_ARENA_MAX``).  bench/daemon_footprint.py's nine-device hub after 60-90 s,
-three runs or more each: RSS 79.5-80.4 MB with glibc's default, 78.3-78.4 MB with one arena, and
-its peak 80.7-82.5 MB against 79.5-79.7 MB.  The outbox's sealed intake (bench/outbox_crypto.py)
-shows no difference beyond its run-to-run noise.
+RSS 79.5-80.9 MB with glibc's default (6 runs) and 78.0-78.4 MB with one arena (6 runs: 3 with
+MALLOC_ARENA_MAX=1, 3 with this call); the peak 80.7-82.5 MB against 78.9-81.2 MB.  The outbox's
+sealed intake (bench/outbox_crypto.py) shows no difference beyond its run-to-run noise.
 """
 
 from __future__ import annotations
