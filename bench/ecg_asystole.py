@@ -140,21 +140,12 @@ def asystole_events(
     return out
 
 
-def _during(events: list[tuple[float, bool]], t: float) -> bool:
-    """Whether asystole is on at ``t`` (from its raise, up to its clear: the beat that clears it
-    has the clear's time, and its rate is the rhythm's that is back)."""
+def on_at(changes: list[tuple[float, bool]], t: float) -> bool:
+    """Whether an alarm is on at ``t``, from its ``changes`` (time, raised?) in order: raised at ``t``
+    counts, cleared at ``t`` does not (the beat that clears asystole has the clear's time, and its
+    rate is the rhythm's that is back).  Of the VF or VT alarm, or of asystole."""
     state = False
-    for when, on in events:
-        if when > t:
-            break
-        state = on
-    return state
-
-
-def lethal_on(lethal: list[tuple[float, bool]], t: float) -> bool:
-    """Whether a VF or VT alarm is on at ``t`` (raised at ``t`` counts)."""
-    state = False
-    for when, on in lethal:
+    for when, on in changes:
         if when > t:
             break
         state = on
@@ -223,7 +214,7 @@ def standstill(
         events = asystole_events(y, fs, settings, lose, lethal, rates)
         raises = [s for s, on in events if on and last_s < s <= back_s + 1.0]
         t.standstills += 1
-        t.rated += any(r < 0 or r > SILENCE_MAX for when, r in rates if _during(events, when))
+        t.rated += any(r < 0 or r > SILENCE_MAX for when, r in rates if on_at(events, when))
         if raises:
             t.detected += 1
             t.delays.append(raises[0] - last_s)
@@ -232,7 +223,7 @@ def standstill(
             if clears:
                 t.clears.append(clears[0] - back_s)
                 if clears[0] < back_s - EARLY_S:
-                    if lethal_on(lethal, clears[0]):
+                    if on_at(lethal, clears[0]):
                         t.to_lethal += 1
                     else:
                         t.early_clears.append(back_s - clears[0])

@@ -40,14 +40,14 @@ def test_paced_after_cuts_a_paced_complex_to_its_end_and_a_narrow_beat_as_before
     assert y[:478].tolist() == x[:478].tolist()
 
 
-def test_lethal_on_reads_the_vf_or_vt_alarm_state_at_a_time() -> None:
+def test_on_at_reads_an_alarm_state_at_a_time() -> None:
     changes = [(75.0, True), (81.0, False), (90.0, True)]
-    assert not bench.lethal_on(changes, 74.9)
-    assert bench.lethal_on(changes, 75.0)  # raised in the same step as the asystole clear
-    assert bench.lethal_on(changes, 80.9)
-    assert not bench.lethal_on(changes, 81.0)
-    assert bench.lethal_on(changes, 1e9)
-    assert not bench.lethal_on([], 10.0)
+    assert not bench.on_at(changes, 74.9)
+    assert bench.on_at(changes, 75.0)  # raised in the same step as the asystole clear
+    assert bench.on_at(changes, 80.9)
+    assert not bench.on_at(changes, 81.0)
+    assert bench.on_at(changes, 1e9)
+    assert not bench.on_at([], 10.0)
 
 
 def test_t_waves_are_cut_to_an_upper_normal_qt_but_the_next_p_wave_stays() -> None:
