@@ -257,12 +257,16 @@ class TcpProxy:
     """Forwards 127.0.0.1:<port> to the broker; lets a test cut or freeze the link.
 
     ``latency_s`` delays every chunk by that much in each direction (a WAN's round trip is twice
-    it), for benchmarks; ordering is kept.
+    it), for benchmarks; ordering is kept.  ``tap(link, to_broker, data)`` sees every chunk before
+    it is passed on (``link`` numbers the connections from 1), e.g. tests/mqtt_wire.py's PubackTap.
     """
 
-    def __init__(self, target_port: int, *, latency_s: float = 0.0) -> None:
+    def __init__(
+        self, target_port: int, *, latency_s: float = 0.0, tap: Callable[[int, bool, bytes], None] | None = None
+    ) -> None:
         self.target_port = target_port
         self.latency_s = latency_s
+        self.tap = tap
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -292,8 +296,9 @@ class TcpProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst, pair))
+        link = self.accepted
+        for src, dst, to_broker in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.create_task(self._pump(src, dst, pair, link, to_broker))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -302,6 +307,8 @@ class TcpProxy:
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        link: int,
+        to_broker: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         delayed: asyncio.Queue[tuple[float, bytes]] | None = None
@@ -312,6 +319,8 @@ class TcpProxy:
         try:
             while data := await src.read(65536):
                 await self._flowing.wait()
+                if self.tap is not None:
+                    self.tap(link, to_broker, data)
                 if delayed is not None:
                     delayed.put_nowait((loop.time() + self.latency_s, data))
                 else:
