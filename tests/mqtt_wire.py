@@ -90,6 +90,7 @@ class Acked:
     topic: str
     key: str
     at: float  # time.time() when the PUBACK passed the tap
+    reason: int  # the PUBACK's reason code: 0 success, 0x10 no matching subscribers
 
 
 @dataclass
@@ -143,4 +144,4 @@ class PubackTap:
         reason = body[2] if len(body) > 2 else 0
         sent = st.in_flight.pop(packet_id, None)
         if sent is not None and reason < 0x80:  # 0x10, "no matching subscribers", is a success
-            self.acked.append(Acked(*sent, time.time()))
+            self.acked.append(Acked(*sent, time.time(), reason))

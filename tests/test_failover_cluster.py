@@ -124,14 +124,17 @@ async def test_kill9_of_the_connected_node_fails_over_and_loses_nothing(
             try:
                 await sub.wait_until(lambda _: must_arrive <= arrived(), 30)
             except AssertionError as e:
+                missing = must_arrive - arrived()
+                acks = [(node, a) for node, tap in (("A", tap_a), ("B", tap_b)) for a in tap.acked if a.key in missing]
                 raise AssertionError(
-                    f"{e}: {len(must_arrive - arrived())} of the {len(must_arrive)} records acknowledged "
-                    f"by B, or by A earlier than {LOSS_WINDOW_S} s before its kill, are missing; failover "
-                    f"after {failover_s:.1f} s"
+                    f"{e}: {len(missing)} of the {len(must_arrive)} records acknowledged by B, or by A "
+                    f"earlier than {LOSS_WINDOW_S} s before its kill, are missing; failover after "
+                    f"{failover_s:.1f} s; their PUBACKs: "
+                    + ", ".join(f"{node} {a.at - killed_at:+.2f} s reason 0x{a.reason:02x}" for node, a in acks[:10])
                 ) from None
             await asyncio.sleep(1.0)  # what A routed before it died has long arrived by now
             lost_with_a = acked - arrived()
-            assert lost_with_a <= late_on_a
+            assert lost_with_a <= late_on_a, sorted(lost_with_a - late_on_a)
     finally:
         await via_a.close()
         await via_b.close()
