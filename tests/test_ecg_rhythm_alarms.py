@@ -487,3 +487,42 @@ def test_no_rate_is_read_from_the_waves_of_a_standstill() -> None:
     assert {(r.vital, r.value) for r in during} == {(Vital.HEART_RATE, 15.0)}
     back_rates = [r.value for r in after if r.vital is Vital.HEART_RATE and r.time > back and r.value is not None]
     assert back_rates and 50 <= back_rates[-1] <= 90
+
+
+def _rr_readings(x: np.ndarray, fs: float) -> tuple[list[tuple[float, float, float]], float]:
+    """(beat time, RR ms, time of the block that gave it out) of every RR interval, and when
+    asystole was first raised (inf if never)."""
+    channel = EcgChannel("strap")
+    step = round(0.1 * fs)
+    rr: list[tuple[float, float, float]] = []
+    raised = math.inf
+    for start in range(0, len(x), step):
+        block = SampleBlock("strap", "ecg", fs, start / fs, x[start : start + step], "uV", first_index=start)
+        got = channel.feed(block)
+        rr += [(r.time, r.value, start / fs) for r in got.readings if r.vital is Vital.RR_INTERVAL and r.value]
+        raised = min([raised, *(e.time for e in got.rhythm if e.condition == ASYSTOLE and e.active)])
+    return rr, raised
+
+
+@pytest.mark.parametrize("start_s", [20.0, 24.0, 40.0, 44.0, 48.0])
+def test_no_rr_interval_is_read_from_the_waves_before_the_asystole_alarm(start_s: float) -> None:
+    """The P waves the search-back takes in the first seconds of a standstill, which the rhythm
+    monitor does not count as QRS, gave RR intervals of 1.7-3.5 s before the raise (MIT-BIH 119,
+    its QRS cut out from each of these starts): their readings now wait for the next QRS, and
+    go when asystole is raised instead."""
+    x, fs, last, _ = standstill(start_s, 75.0)
+    rr, raised = _rr_readings(x, fs)
+    assert raised < 75.0
+    assert not [r for r in rr if last + 0.15 < r[0] < raised], rr
+
+
+def test_a_pause_that_ends_before_the_alarm_keeps_its_readings() -> None:
+    """A 5.8 s pause (MIT-BIH 119's QRS cut out from 40 to 45 s) ends with the QRS before any
+    alarm: the wave taken at 41.9 s, not counted as a QRS, waited for that QRS and then came out
+    (a reading held is delayed, never lost)."""
+    x, fs, last, back = standstill(40.0, 45.0)
+    rr, raised = _rr_readings(x, fs)
+    assert raised == math.inf
+    waves = [r for r in rr if last + 0.15 < r[0] < back - 0.15]
+    assert [round(t, 1) for t, _, _ in waves] == [41.9], rr
+    assert waves[0][2] >= back  # out once the rhythm was back, not at its window's end

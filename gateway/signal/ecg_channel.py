@@ -165,6 +165,12 @@ class EcgChannel:
         self._next_index: int | None = None
         self._anchor: tuple[int, float] = (0, 0.0)  # (sample index, its Unix time)
         self._pending: list[_Pending] = []
+        # The first beat since the last QRS that the rhythm monitor did not count as one: the
+        # readings from it on wait for the next QRS (see ``_judge``).
+        self._uncounted_from: int | None = None
+        self._uncounted_wait = 0  # samples (set with the rate)
+        self._held: list[_Pending] = []  # their readings, judged good, waiting
+        self._ready: list[_Pending] = []  # ...and released at the next window's end (a QRS came)
         # The detector's count and sum of the peaks it set aside, at the last window's end.
         self._noise_seen: tuple[int, float] = (0, 0.0)
         self._released_rr: tuple[float, ...] = ()  # ms, the last RR intervals released, newest last
@@ -248,6 +254,11 @@ class EcgChannel:
             self.vt.restart(first_index, episode_on=vt_on)
         hrv.break_sequence(self._hrv)
         self._pending.clear()
+        self._uncounted_from = None
+        self._ready += self._held  # judged good before the gap
+        self._held = []
+        # asystole is checked every second: raised by then, ``asystole_s`` + 1 s after the last QRS
+        self._uncounted_wait = round((self.settings.rhythm.asystole_s + 2.0) * fs)
         self._last_beat_time = None
         self._queue.clear()
         self._due = first_index
@@ -431,6 +442,8 @@ class EcgChannel:
                 # The beats since the last QRS were not QRS: their rates are never reported, and
                 # the rate after the standstill is measured afresh.
                 self._pending = [p for p in self._pending if p[0] <= change.onset_index]
+                self._uncounted_from = None
+                self._held = []
                 heart_rate.reset(self.hr)
             if change.active and self.fs is not None:
                 levels = rpeak_detector.learnt(self.detector.state)
@@ -438,6 +451,8 @@ class EcgChannel:
         if change.condition == VENTRICULAR_FIBRILLATION and change.active:
             # Rates measured since the onset are VF "beats": never reported.
             self._pending = [p for p in self._pending if p[0] < change.onset_index]
+            self._held = []  # not QRS by the rhythm monitor, and VF came next
+            self._ready = [p for p in self._ready if p[0] < change.onset_index]
             self.readable = True
             if self.alarm.end():
                 # VF's low-kurtosis windows read as noise to the quality index: it is the rhythm.
@@ -489,7 +504,14 @@ class EcgChannel:
                 self._vt(vt_change, out)
         t = self._time(index)
         standstill = self.rhythm.asystole
-        if standstill and self.rhythm.last_qrs != index:
+        counted = self.rhythm.last_qrs == index
+        if counted:
+            self._uncounted_from = None
+            self._ready += self._held
+            self._held = []
+        elif self._uncounted_from is None and not standstill:
+            self._uncounted_from = index
+        if standstill and not counted:
             # A P, T or flutter wave of the standstill (``RhythmMonitor.beat``): no rate from it,
             # nor does it end the silence the rate reads (``_silence``).  Taken for beats, they
             # gave rates (16-263 /min) or RR intervals timed within the alarm in 107 of the 120
@@ -590,6 +612,8 @@ class EcgChannel:
         if self.rhythm.vf_active:
             # No rate in VF, and its windows are not noise: validity is left as it is.
             self._pending = [p for p in self._pending if p[0] >= window.end_index]
+            out.readings.extend(p[1] for p in self._ready)  # from before the onset
+            self._ready = []
             self.good_streak = 0
             heart_rate.reset(self.hr)
             hrv.break_sequence(self._hrv)
@@ -635,11 +659,29 @@ class EcgChannel:
 
         settled = [p for p in self._pending if p[0] < window.end_index]
         self._pending = [p for p in self._pending if p[0] >= window.end_index]
+        uncounted = self._uncounted_from
+        if uncounted is not None and window.end_index - uncounted > self._uncounted_wait:
+            # No asystole came of it: they are the patient's beats, released as any.
+            uncounted = self._uncounted_from = None
+            self._ready += self._held
+            self._held = []
+        if self._ready:
+            out.readings.extend(p[1] for p in self._ready)
+            self._ready = []
         if good and self.readable:
-            out.readings.extend(p[1] for p in settled)
             self._remember_rr(settled)
             # The patient's own QRS, to be found again through a rhythmic artefact (``native_rhythm``).
             self.native.learn([i for i, r in settled if r.vital is _RR])
+            if uncounted is not None:
+                # Beats the rhythm monitor did not count as QRS since the last one: the P, T or
+                # flutter waves of a standstill, or a new, smaller QRS.  Their readings wait for
+                # the next QRS and are dropped if asystole is raised first: released with their
+                # windows, they gave RR intervals of 1.4-4 s and rates of 47-81 /min from the first
+                # seconds of 19 of the 120 synthetic standstills of bench/ecg_asystole.py (4 since:
+                # waves the monitor counts as QRS).
+                self._held += [p for p in settled if p[0] >= uncounted]
+                settled = [p for p in settled if p[0] < uncounted]
+            out.readings.extend(p[1] for p in settled)
             out.readings.extend(self._silence(end_time))
             out.readings.extend(self._hrv_values(end_time))
         elif not good:
