@@ -220,3 +220,24 @@ def test_a_gap_does_not_send_a_detector_that_has_learnt_back_to_learning() -> No
     early.feed(x[: round(1 * fs)], first_index=0)
     early.feed(x[round(1.2 * fs) :], first_index=round(1.2 * fs))
     assert early.state.start_index == round(1.2 * fs)  # learning afresh from the gap
+
+
+def test_a_new_smaller_qrs_is_taken_within_seconds_with_a_learnt_noise_level() -> None:
+    """vfdb 611: sharp sinus beats (envelope ~90), then from 16.6 s a sustained VT at ~140 /min of
+    wide complexes of a third of their energy (~30).  Over the whole record the detector has
+    learnt a noise level of ~19.5 by then; each VT complex it missed was counted as noise,
+    raising that level onto the VT's, and each one the search-back took added an RR of 3 to 5
+    VT cycles: it took one complex in 3 to 5 until 1232 s (52 s into the excerpt).  A search-back
+    beat as large as candidates rejected since the last beat now says those were beats: the
+    noise level is taken again without them, and the RR history gets the rhythm's interval."""
+    x, fs, _ = load("ecg_vf/vfdb_611_1180s")
+    state = new_state(fs)
+    head = round(15 * fs)
+    beats = process(state, x[:head])
+    assert state.noise_level < 10.0  # a clean start: learnt on this excerpt's sinus rhythm alone
+    state.noise_level = 19.5  # what it had learnt over the record's first 20 minutes
+    for a in range(head, len(x), 25):
+        beats += process(state, x[a : a + 25])
+    vt = [b.index / fs for b in beats if 22.0 <= b.index / fs < 42.0]
+    assert len(vt) >= 40, vt  # ~45 complexes at RR 0.44 s: 41 found, 10 before
+    assert 0.40 <= float(np.median(np.diff(vt))) <= 0.48

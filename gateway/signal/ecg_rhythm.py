@@ -44,17 +44,11 @@
   on lead 1 fall to -0.3 to -0.56 with electrode motion at 6 dB.
   Nor do they tell a standstill from a rhythm the R-peak detector does not see: vfdb 611 goes
   from sharp sinus beats (slope energy ~92) into a sustained monomorphic VT at ~140 /min of wide
-  complexes (~30), of which the detector, its levels learnt on the sinus QRS, finds one in 3 to 5
-  for 30 s: asystole is raised 12 s into the VT (1208 s) and held 27 s.  Its band-passed RMS is
-  1.9 times the sinus rhythm's, where every standstill raised on vfdb and in
-  ``bench/ecg_asystole.py`` is at most 0.97 times the rhythm before it; a guard on that ratio
-  removes this raise (and two in noise), but it would leave the VT with no urgent alarm until the
-  VT alarm (1242.9 s, since the VT rule reads the raw complex: ``vt_detector``), only the
-  technical "no valid ECG" from 1203.9 s.  Tried with the guard (not kept): the detector learns
-  its levels again there, as after a start, and the QRS reference starts over.  No asystole, but
-  with levels learnt on the VT the detector takes both slopes of each complex (0.22 s apart, the
-  second ~0.75 of the first in slope energy), so the VT is called no sooner.  The fix belongs in
-  the R-peak detector's adaptation to a new, wider QRS.
+  complexes (~30), of which the detector, its levels learnt on the sinus QRS, found one in 3 to 5
+  for 36 s, and asystole was raised 12 s into the VT (1208 s) and held 27 s.  The detector now
+  takes a search-back beat with a rejected candidate since the last beat at least 0.9 of its
+  size as the sign of a new, smaller QRS (``rpeak_detector``): it has the VT's complexes 4 s
+  into it, and no asystole is raised there (``tests/test_signal_rpeak.py``).
 
 * Organised rhythm: a second is never VF-like while the beats of the last ``organised_s`` come
   regularly (RR spread within ``organised_spread`` of the median) at no more than
