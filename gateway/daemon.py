@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ GATEWAY_SCOPE = "_gateway"
 """Patient field of gateway-level technical alarms (outbox full, corrupt database, ...)."""
 
 SHUTDOWN_BUDGET_S = 5.0
+UPLINK_LAST_WAIT_S = 2.0  # after the outbox closed: then a stuck uplink no longer holds the process
 MAX_UNCOMMITTED = 5000  # records handed to the outbox and not yet committed before producers wait
 
 Observer = Callable[[str, Reading | None, PipelineOutput], None]
@@ -337,9 +340,24 @@ class Daemon:
         # outbox closed, and its rows simply go again after the restart
         await asyncio.wait({uplink_task}, timeout=2.0)
         step("uplink_ms")
+        if not uplink_task.done():
+            # Seen once in CI (2026-12-03): an uplink cancelled just after it connected never
+            # ended, and the task group waited for it past the test's 30 s (and would past the
+            # unit's TimeoutStopSec).  Where it waits is the one clue to why.
+            self.log.warning("uplink_not_stopped", waited_ms=steps["uplink_ms"], awaiting=awaiting(uplink_task))
         await self.outbox.close()
         step("outbox_ms")
         self.log.info("gateway_stopped", shutdown_ms=steps["outbox_ms"], **steps)
+        if not uplink_task.done():
+            # One that is only settling finds the outbox closed and ends (``OutboxClosed``).
+            await asyncio.wait({uplink_task}, timeout=UPLINK_LAST_WAIT_S)
+        if not uplink_task.done() and self.own_process:
+            # Everything is on disk (the outbox is closed); the task group would wait for the
+            # uplink for good.  Leave now, as a clean stop: what was not delivered goes after the restart.
+            self.log.warning("gateway_exit_forced", reason="uplink_not_stopped", awaiting=awaiting(uplink_task))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     def _install_device_tags(self) -> None:
         try:
@@ -592,3 +610,18 @@ class Daemon:
             "refused": self.refused,
         }
 
+
+
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where a suspended task waits: each coroutine of its ``await`` chain (``file:line function``),
+    then what the innermost one awaits.  ``Task.get_stack`` gives only the outermost frame."""
+    chain: list[str] = []
+    link: Any = task.get_coro()
+    while link is not None and len(chain) < 64:
+        frame = getattr(link, "cr_frame", None) or getattr(link, "gi_frame", None) or getattr(link, "ag_frame", None)
+        if frame is None:
+            chain.append(repr(link)[:200])  # a future, a task or a finished coroutine
+            break
+        chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        link = getattr(link, "cr_await", None) or getattr(link, "gi_yieldfrom", None) or getattr(link, "ag_await", None)
+    return chain

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -58,3 +64,53 @@ async def test_cancelling_the_daemon_while_it_waits_for_the_uplink_propagates(
     assert d.outbox is not None
     with pytest.raises(OutboxClosed):  # closed all the same on the way out
         await d.outbox.lease(1)
+
+
+_UNSTOPPABLE = """
+import asyncio, sys
+from gateway import uplink
+
+async def never_ends(self):
+    while True:  # an uplink that takes every cancellation for something else, and carries on
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+uplink.Uplink.run = never_ends
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_uplink_that_never_ends_does_not_keep_a_stopping_daemon_alive(tmp_path: Path) -> None:
+    """Seen once in CI: after SIGTERM the uplink task never ended, and the daemon's task group
+    waited for it for good (no exit 30 s after SIGTERM; systemd would have killed it at
+    TimeoutStopSec).  The daemon now says where the uplink waits, closes the outbox as always,
+    and leaves with a clean exit once it has waited for it so long."""
+    vitals = FIXTURES / "vitals" / "patient-a.jsonl"
+    cfg = write_config(
+        tmp_path, broker_url="mqtt://127.0.0.1:9", patients={"p-a": [replay_device("idle", vitals=vitals)]}
+    )
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _UNSTOPPABLE, "run", "-c", str(cfg)],
+            cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "gateway_ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = {e["event"]: e for e in map(json.loads, re.findall(r"\{.*\}", log.read_text()))}
+    assert "gateway_stopped" in events and "gateway_exit_forced" in events
+    assert any("never_ends" in link for link in events["uplink_not_stopped"]["awaiting"])
+    assert took < 10, took  # the unit's TimeoutStopSec
