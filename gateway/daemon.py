@@ -611,7 +611,6 @@ class Daemon:
         }
 
 
-
 def awaiting(task: asyncio.Task[Any]) -> list[str]:
     """Where a suspended task waits: each coroutine of its ``await`` chain (``file:line function``),
     then what the innermost one awaits.  ``Task.get_stack`` gives only the outermost frame."""

@@ -255,8 +255,7 @@ class EcgChannel:
         hrv.break_sequence(self._hrv)
         self._pending.clear()
         self._uncounted_from = None
-        self._ready += self._held  # judged good before the gap
-        self._held = []
+        self._free_held()  # judged good before the gap
         # asystole is checked every second: raised by then, ``asystole_s`` + 1 s after the last QRS
         self._uncounted_wait = round((self.settings.rhythm.asystole_s + 2.0) * fs)
         self._last_beat_time = None
@@ -507,8 +506,7 @@ class EcgChannel:
         counted = self.rhythm.last_qrs == index
         if counted:
             self._uncounted_from = None
-            self._ready += self._held
-            self._held = []
+            self._free_held()
         elif self._uncounted_from is None and not standstill:
             self._uncounted_from = index
         if standstill and not counted:
@@ -663,8 +661,7 @@ class EcgChannel:
         if uncounted is not None and window.end_index - uncounted > self._uncounted_wait:
             # No asystole came of it: they are the patient's beats, released as any.
             uncounted = self._uncounted_from = None
-            self._ready += self._held
-            self._held = []
+            self._free_held()
         if self._ready:
             out.readings.extend(p[1] for p in self._ready)
             self._ready = []
@@ -688,6 +685,11 @@ class EcgChannel:
             # The rhythm seen through noise is not to be trusted, nor continued across it.
             heart_rate.reset(self.hr)
             hrv.break_sequence(self._hrv)
+
+    def _free_held(self) -> None:
+        """The held readings go at the next window's end (``_judge``)."""
+        self._ready += self._held
+        self._held = []
 
     def _silence(self, now: float) -> Iterable[VitalReading]:
         last = self._last_beat_time

@@ -146,9 +146,10 @@ class DetectorState:
     # needs for the mean noise peak over any stretch (the levels above are slow averages).
     noise_energy: float = 0.0
     precursor: int = _NO_PRECURSOR  # index of the last candidate set aside as a precursor
-    # The candidates rejected since the last beat (not as T waves), and the noise level then:
-    # a search-back beat as large as some of them says they were beats too (``_decide``).
-    rejected: list[float] = field(default_factory=list)
+    # Every noise-level update since the last beat (peak, gain, rejected only for being under the
+    # threshold), and the level then: a search-back beat as large as some of the latter says they
+    # were beats too (``_decide``).
+    rejected: list[tuple[float, float, bool]] = field(default_factory=list)
     noise_at_beat: float = 0.0
 
 
@@ -385,7 +386,7 @@ def _decide(
 
     rr_expected = float(median(state.rr)) if state.rr else p.default_rr_s * fs
     elapsed = peak - state.last_beat if state.last_beat is not None else None
-    searched = False
+    searched = below_threshold = False
 
     if elapsed is None:
         is_beat = fp >= state.min_energy and fp > threshold
@@ -398,8 +399,7 @@ def _decide(
         searched = True
     else:
         is_beat = fp > threshold
-        if not is_beat and len(state.rejected) <= _REJECTED_KEPT:  # one over: too many to undo
-            state.rejected.append(fp)
+        below_threshold = True
 
     if not is_beat:
         # While learning, levels are plain means of what was seen (an exponential average
@@ -408,6 +408,8 @@ def _decide(
         state.noise_energy += fp
         gain = max(p.level_gain, 1.0 / state.n_noise) if learning else p.level_gain
         state.noise_level += gain * (fp - state.noise_level)
+        if len(state.rejected) <= _REJECTED_KEPT:  # one over: too many to undo
+            state.rejected.append((fp, gain, below_threshold))
         return None
 
     if learning or state.signal_level <= 0:
@@ -422,21 +424,22 @@ def _decide(
         searched
         and not learning
         and len(rejected) <= _REJECTED_KEPT
-        and any(f >= p.alike_rejected_ratio * fp for f in rejected)
+        and any(eligible and f >= p.alike_rejected_ratio * fp for f, _, eligible in rejected)
     ):
         # Found by the search-back, and no larger than a candidate rejected since the last beat:
         # those were beats too, of a new, smaller QRS (vfdb 611's VT after its sinus rhythm, a
         # third of its energy).  Counted as noise, each one raised the noise level onto the new
         # QRS, and the detector took one complex in 3 to 5 for 36 s.  The noise level is taken
-        # again from the last beat without them.  Only candidates nearly as large as this beat:
+        # again from the last beat without them (every other update replayed as it was made,
+        # T waves and search-back rejections included).  Only candidates nearly as large as this beat:
         # with 0.7 of it, electrode-motion noise at 0 dB gave 5 % more false beats
         # (``bench/ecg_quality.py``), with 0.9 1 %; the RR history is left as it is (giving it
         # the rhythm's interval as well took more false beats in noise, and alone too few of
         # the VT's complexes).
         noise = state.noise_at_beat
-        for f in rejected:
-            if f < p.alike_rejected_ratio * fp:
-                noise += p.level_gain * (f - noise)
+        for f, gain, eligible in rejected:
+            if not (eligible and f >= p.alike_rejected_ratio * fp):
+                noise += gain * (f - noise)
         state.noise_level = noise
     if elapsed is not None:
         state.rr = (*state.rr[-(p.rr_history - 1) :], elapsed)
