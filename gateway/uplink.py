@@ -52,15 +52,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -94,6 +95,8 @@ STABLE_AFTER_S = 10.0
 PROBE_TIMEOUT_S = 5.0
 # The newest signed checkpoint of the record chain (gateway.checkpoint) goes out at most this often.
 CHECKPOINT_EVERY_S = 1.0
+
+T = TypeVar("T")
 
 _RESERVED = {"/": "%2F", "+": "%2B", "#": "%23", "%": "%25", "\x00": "%00"}
 
@@ -216,7 +219,8 @@ class _AckingClient(aiomqtt.Client):
     aiomqtt 2.x completes ``publish()`` on any PUBACK and drops its reason code, so a message an
     MQTT 5 broker refused (0x87 not authorised, 0x97 quota exceeded) would look delivered and its
     row would be deleted.  This uses aiomqtt internals (``_client``, ``_loop``, ``_connected``,
-    ``_disconnected``, ``_lock`` and three callbacks), stable within the pinned 2.x series.
+    ``_disconnected``, ``_lock``, three callbacks and ``_wait_for``), stable within the pinned 2.x
+    series.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -277,6 +281,19 @@ class _AckingClient(aiomqtt.Client):
             fut.set_result(reason_code)
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 - aiomqtt's signature
+        # aiomqtt awaits the CONNACK (and its own publishes) with asyncio.wait_for, which on
+        # Python 3.11 returns the result and drops a cancel that comes as it completes (CPython
+        # gh-86296, fixed in 3.12): a daemon stopping as the CONNACK arrived kept its uplink.
+        # asyncio.timeout keeps the cancel; timeouts still end as aiomqtt's MqttError.
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
+
     def _on_disconnect(
         self,
         client: paho.Client,
@@ -307,7 +324,8 @@ class _AckingClient(aiomqtt.Client):
         fut: asyncio.Future[ReasonCode] = self._loop.create_future()
         self._acks[info.mid] = fut
         try:
-            return await asyncio.wait_for(fut, wait_s)
+            async with asyncio.timeout(wait_s):
+                return await fut
         except TimeoutError:
             raise PublishTimeout(f"no PUBACK within {wait_s} s on {topic}") from None
         finally:
@@ -715,7 +733,8 @@ class Uplink:
             await asyncio.sleep(due)
             primary = self._failover.primary
             with contextlib.suppress(OSError, TimeoutError):
-                _, writer = await asyncio.wait_for(asyncio.open_connection(primary.host, primary.port), PROBE_TIMEOUT_S)
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    _, writer = await asyncio.open_connection(primary.host, primary.port)
                 writer.close()
                 self._log.info("uplink_primary_back", primary=str(primary))
                 raise ReturnToPrimary(str(primary))

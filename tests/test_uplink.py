@@ -650,3 +650,64 @@ async def test_an_uplink_settling_after_its_outbox_closed_says_so_and_loses_noth
     assert events["uplink_settled_after_outbox_closed"]["log_level"] == "warning"
     assert not [e for e in logs if e["log_level"] == "error" and e["event"].startswith("uplink_")]
     assert Outbox.inspect(path).depth == len(keys)  # every row still stored, to go again
+
+
+# --------------------------------------------------------------------------------------------
+# A cancel that comes as what is awaited completes (Python 3.11's asyncio.wait_for dropped it)
+# --------------------------------------------------------------------------------------------
+
+
+async def test_a_stop_that_comes_with_a_puback_still_stops_the_uplink(
+    broker: MosquittoBroker, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's stop cancels the uplink in the loop turn that reads a PUBACK.  The publisher
+    awaiting that PUBACK is cancelled by the uplink one turn later, before it resumes: Python
+    3.11's ``asyncio.wait_for`` then returns the PUBACK and drops the cancel (CPython gh-86296),
+    and that publisher went on publishing for good while the uplink waited for it (a CI daemon
+    did not exit 30 s after SIGTERM)."""
+    task: asyncio.Task[None] | None = None
+    pubacks = 0
+    real = uplink_module._AckingClient._on_publish
+
+    def on_publish(self: Any, *args: Any) -> None:
+        nonlocal pubacks
+        real(self, *args)
+        pubacks += 1
+        if pubacks == 5 and task is not None:  # "online" and a few records are through
+            task.cancel()
+
+    monkeypatch.setattr(uplink_module._AckingClient, "_on_publish", on_publish)
+    await submit_mixed(outbox, 200)
+    uplink = Uplink(upstream(broker.url, inflight=4), outbox, gateway_id=GW)
+    task = asyncio.create_task(uplink.run())
+    done, _ = await asyncio.wait({task}, timeout=10.0)
+    if not done:
+        task.cancel()  # a second cancel gets through: end the test's task either way
+    assert done, f"the uplink kept running after its cancel: {pubacks} PUBACKs, {uplink.stats.delivered} delivered"
+    assert task.cancelled()
+    assert pubacks < 50  # it stopped where it was cancelled, not after draining the outbox
+
+
+async def test_a_stop_that_comes_with_the_connack_still_stops_the_uplink(
+    broker: MosquittoBroker, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same in aiomqtt's connect, which awaits the CONNACK through ``asyncio.wait_for``."""
+    task: asyncio.Task[None] | None = None
+    real = uplink_module._AckingClient._on_connect
+
+    def on_connect(self: Any, *args: Any) -> None:
+        real(self, *args)
+        assert task is not None
+        task.cancel()
+
+    monkeypatch.setattr(uplink_module._AckingClient, "_on_connect", on_connect)
+    await submit_mixed(outbox, 20)
+    uplink = Uplink(upstream(broker.url, inflight=4), outbox, gateway_id=GW)
+    task = asyncio.create_task(uplink.run())
+    done, _ = await asyncio.wait({task}, timeout=10.0)
+    if not done:
+        task.cancel()
+    assert done, f"the uplink kept running after its cancel: {uplink.stats.delivered} delivered"
+    assert task.cancelled()
+    assert uplink.stats.delivered == 0
+    await until(lambda: depth(outbox) == (20, 0))

@@ -21,7 +21,8 @@ _INSTALL = "sudo apt-get install bluez && sudo systemctl enable --now bluetooth"
 
 
 async def _call(bus: MessageBus, **kw: Any) -> Any:
-    reply = await asyncio.wait_for(bus.call(Message(**kw)), TIMEOUT_S)
+    async with asyncio.timeout(TIMEOUT_S):
+        reply = await bus.call(Message(**kw))
     if reply is None or reply.message_type == MessageType.ERROR:
         raise OSError(f"D-Bus error: {reply.error_name if reply else 'no reply'} {reply.body if reply else ''}")
     return reply.body
@@ -29,7 +30,8 @@ async def _call(bus: MessageBus, **kw: Any) -> Any:
 
 async def _adapters() -> dict[str, bool] | None:
     """Adapter name -> powered; None when BlueZ is not on the bus."""
-    bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), TIMEOUT_S)
+    async with asyncio.timeout(TIMEOUT_S):
+        bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     try:
         (owned,) = await _call(
             bus,

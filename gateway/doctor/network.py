@@ -61,7 +61,8 @@ async def check_broker(ep: Endpoint, ident: Identity, *, now: float) -> list[Che
     out: list[Check] = []
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM), TIMEOUT_S)
+        async with asyncio.timeout(TIMEOUT_S):
+            infos = await loop.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, TimeoutError) as e:
         out.append(
             Check(
@@ -76,7 +77,8 @@ async def check_broker(ep: Endpoint, ident: Identity, *, now: float) -> list[Che
     out.append(Check(True, f"broker DNS {ep.host}", ", ".join(addresses)))
 
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), TIMEOUT_S)
+        async with asyncio.timeout(TIMEOUT_S):
+            _, writer = await asyncio.open_connection(ep.host, ep.port)
     except ConnectionRefusedError:
         out.append(
             Check(
@@ -143,9 +145,8 @@ async def check_broker(ep: Endpoint, ident: Identity, *, now: float) -> list[Che
 async def _handshake(ep: Endpoint, context: tls.WatchedContext, now: float) -> Check:
     name = f"TLS {ep.host}:{ep.port}"
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(ep.host, ep.port, ssl=context, server_hostname=ep.host), TIMEOUT_S
-        )
+        async with asyncio.timeout(TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(ep.host, ep.port, ssl=context, server_hostname=ep.host)
     except (OSError, TimeoutError) as e:
         failure = tls.failure_of(context) or (tls.classify(e) if isinstance(e, OSError) else None)
         if failure is None:
@@ -154,7 +155,8 @@ async def _handshake(ep: Endpoint, context: tls.WatchedContext, now: float) -> C
     try:
         # TLS 1.3: a broker refusing our certificate says so just after the handshake; wait for it.
         try:
-            await asyncio.wait_for(reader.read(1), 0.5)
+            async with asyncio.timeout(0.5):
+                await reader.read(1)
         except TimeoutError:
             pass
         except OSError as e:

@@ -215,7 +215,10 @@ class Outbox:
         if self._pending.is_set():
             return True
         try:
-            await asyncio.wait_for(self._pending.wait(), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes
+            # with a record (CPython gh-86296), and the uplink's publisher then never stopped.
+            async with asyncio.timeout(timeout):
+                await self._pending.wait()
         except TimeoutError:
             return False
         if self._closed:  # woken by close() or by the writer's death, not by a record
