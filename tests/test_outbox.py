@@ -732,3 +732,32 @@ async def test_a_stored_payload_is_exactly_the_records_json(box: Outbox) -> None
         await box.submit(r)
     stored = {row.key: row.payload for row in await box.lease(10)}
     assert stored == {r.key: r.model_dump_json().encode() for r in records}
+
+
+async def test_a_cancel_that_comes_with_a_record_reaches_wait_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uplink's publisher waits in ``wait_pending``; the daemon's stop may cancel it in the
+    loop turn the writer reports a new record.  Python 3.11's ``asyncio.wait_for`` then returned
+    True and dropped the cancel (CPython gh-86296): the publisher never stopped."""
+    waiter: asyncio.Task[bool] | None = None
+    armed = False
+    real = Outbox._on_writer
+
+    def on_writer(self: Outbox, *args: Any) -> None:
+        real(self, *args)
+        if armed and waiter is not None and not waiter.done():
+            waiter.cancel()  # in the same turn as the writer's report of the committed record
+
+    monkeypatch.setattr(Outbox, "_on_writer", on_writer)
+    b = await open_box(tmp_path / "outbox.db")
+    try:
+        waiter = asyncio.create_task(b.wait_pending(timeout=30.0))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        armed = True
+        await b.submit(summary(b.next_key()))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiter, 5.0)
+    finally:
+        await b.close()
