@@ -42,7 +42,7 @@ GATEWAY_SCOPE = "_gateway"
 """Patient field of gateway-level technical alarms (outbox full, corrupt database, ...)."""
 
 SHUTDOWN_BUDGET_S = 5.0
-UPLINK_LAST_WAIT_S = 2.0  # after the outbox closed: then a stuck uplink no longer holds the process
+UPLINK_LAST_WAIT_S = 2.0  # after the outbox closed: then a stuck uplink or session no longer holds the process
 MAX_UNCOMMITTED = 5000  # records handed to the outbox and not yet committed before producers wait
 
 Observer = Callable[[str, Reading | None, PipelineOutput], None]
@@ -352,13 +352,23 @@ class Daemon:
         await self.outbox.close()
         step("outbox_ms")
         self.log.info("gateway_stopped", shutdown_ms=steps["outbox_ms"], **steps)
-        if not uplink_task.done():
+        # A device session past its grace (``device_stop_timeout``) would hold the process as
+        # well: asyncio.run waits for every task it cancels at the end.
+        stuck = [t for t in (uplink_task, *self.supervisor.stragglers()) if not t.done()]
+        if stuck:
             # One that is only settling finds the outbox closed and ends (``OutboxClosed``).
-            await asyncio.wait({uplink_task}, timeout=UPLINK_LAST_WAIT_S)
-        if not uplink_task.done() and self.own_process:
-            # Everything is on disk (the outbox is closed); the task group would wait for the
-            # uplink for good.  Leave now, as a clean stop: what was not delivered goes after the restart.
-            self.log.warning("gateway_exit_forced", reason="uplink_not_stopped", awaiting=awaiting(uplink_task))
+            _, still = await asyncio.wait(stuck, timeout=UPLINK_LAST_WAIT_S)
+            stuck = [t for t in stuck if t in still]
+        if stuck and self.own_process:
+            # Everything is on disk (the outbox is closed); the task group (the uplink) or
+            # asyncio.run (a session) would wait for them for good.  Leave now, as a clean stop:
+            # what was not delivered goes after the restart.
+            self.log.warning(
+                "gateway_exit_forced",
+                reason="uplink_not_stopped" if uplink_task in stuck else "device_not_stopped",
+                tasks=[t.get_name() for t in stuck],
+                awaiting=[link for t in stuck for link in awaiting(t)],
+            )
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)

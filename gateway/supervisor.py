@@ -290,6 +290,10 @@ class Supervisor:
             for t in still:
                 self.log.error("device_stop_timeout", task=t.get_name())
 
+    def stragglers(self) -> list[asyncio.Task[None]]:
+        """Session tasks cancelled and not yet ended (``stop_all`` names those past its grace)."""
+        return [t for t in self._stopping if not t.done()]
+
     def sessions(self) -> list[SessionInfo]:
         return [s.info for _, s, _ in self._sessions.values()]
 
