@@ -42,7 +42,7 @@ GATEWAY_SCOPE = "_gateway"
 """Patient field of gateway-level technical alarms (outbox full, corrupt database, ...)."""
 
 SHUTDOWN_BUDGET_S = 5.0
-UPLINK_LAST_WAIT_S = 2.0  # after the outbox closed: then a stuck uplink or session no longer holds the process
+LAST_WAIT_S = 2.0  # after the outbox closed: then a stuck uplink or session no longer holds the process
 MAX_UNCOMMITTED = 5000  # records handed to the outbox and not yet committed before producers wait
 
 Observer = Callable[[str, Reading | None, PipelineOutput], None]
@@ -357,7 +357,7 @@ class Daemon:
         stuck = [t for t in (uplink_task, *self.supervisor.stragglers()) if not t.done()]
         if stuck:
             # One that is only settling finds the outbox closed and ends (``OutboxClosed``).
-            _, still = await asyncio.wait(stuck, timeout=UPLINK_LAST_WAIT_S)
+            _, still = await asyncio.wait(stuck, timeout=LAST_WAIT_S)
             stuck = [t for t in stuck if t in still]
         if stuck and self.own_process:
             # Everything is on disk (the outbox is closed); the task group (the uplink) or

@@ -66,21 +66,50 @@ async def test_cancelling_the_daemon_while_it_waits_for_the_uplink_propagates(
         await d.outbox.lease(1)
 
 
-_UNSTOPPABLE = """
+_NEVER_ENDS = """
 import asyncio, sys
-from gateway import uplink
+from gateway import {module}
 
 async def never_ends(self):
-    while True:  # an uplink that takes every cancellation for something else, and carries on
+    while True:  # takes every cancellation for something else, and carries on
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
             pass
 
-uplink.Uplink.run = never_ends
+{module}.{cls}.run = never_ends
 from gateway.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def stop_with_a_task_that_never_ends(tmp_path: Path, module: str, cls: str) -> tuple[dict[str, Any], float]:
+    """The CLI daemon with ``module.cls.run`` ignoring every cancellation, stopped by SIGTERM once
+    ready: its journal lines by event, and how long it took to exit (asserted: exit code 0)."""
+    vitals = FIXTURES / "vitals" / "patient-a.jsonl"
+    cfg = write_config(
+        tmp_path, broker_url="mqtt://127.0.0.1:9", patients={"p-a": [replay_device("idle", vitals=vitals)]}
+    )
+    log = tmp_path / "daemon.log"
+    script = _NEVER_ENDS.format(module=module, cls=cls)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, "run", "-c", str(cfg)],
+            cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "gateway_ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return {e["event"]: e for e in map(json.loads, re.findall(r"\{.*\}", log.read_text()))}, took
 
 
 def test_an_uplink_that_never_ends_does_not_keep_a_stopping_daemon_alive(tmp_path: Path) -> None:
@@ -88,77 +117,16 @@ def test_an_uplink_that_never_ends_does_not_keep_a_stopping_daemon_alive(tmp_pat
     waited for it for good (no exit 30 s after SIGTERM; systemd would have killed it at
     TimeoutStopSec).  The daemon now says where the uplink waits, closes the outbox as always,
     and leaves with a clean exit once it has waited for it so long."""
-    vitals = FIXTURES / "vitals" / "patient-a.jsonl"
-    cfg = write_config(
-        tmp_path, broker_url="mqtt://127.0.0.1:9", patients={"p-a": [replay_device("idle", vitals=vitals)]}
-    )
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _UNSTOPPABLE, "run", "-c", str(cfg)],
-            cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while "gateway_ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, log.read_text()
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    events = {e["event"]: e for e in map(json.loads, re.findall(r"\{.*\}", log.read_text()))}
+    events, took = stop_with_a_task_that_never_ends(tmp_path, "uplink", "Uplink")
     assert "gateway_stopped" in events and "gateway_exit_forced" in events
     assert any("never_ends" in link for link in events["uplink_not_stopped"]["awaiting"])
     assert took < 10, took  # the unit's TimeoutStopSec
 
 
-_UNSTOPPABLE_SESSION = """
-import asyncio, sys
-from gateway import supervisor
-
-async def never_ends(self):
-    while True:  # a device session that takes every cancellation for something else, and carries on
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
-
-supervisor.DeviceSession.run = never_ends
-from gateway.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_a_device_session_that_never_ends_does_not_keep_a_stopping_daemon_alive(tmp_path: Path) -> None:
     """The sessions are tasks of their own: past their grace (``device_stop_timeout``) the
     daemon went on to a clean stop, and then asyncio.run waited for the session for good."""
-    vitals = FIXTURES / "vitals" / "patient-a.jsonl"
-    cfg = write_config(
-        tmp_path, broker_url="mqtt://127.0.0.1:9", patients={"p-a": [replay_device("idle", vitals=vitals)]}
-    )
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _UNSTOPPABLE_SESSION, "run", "-c", str(cfg)],
-            cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while "gateway_ready" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, log.read_text()
-        took = time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    events = {e["event"]: e for e in map(json.loads, re.findall(r"\{.*\}", log.read_text()))}
+    events, took = stop_with_a_task_that_never_ends(tmp_path, "supervisor", "DeviceSession")
     assert "device_stop_timeout" in events and "gateway_stopped" in events
     forced = events["gateway_exit_forced"]
     assert forced["reason"] == "device_not_stopped" and forced["tasks"] == ["device:idle"]

@@ -657,6 +657,17 @@ async def test_an_uplink_settling_after_its_outbox_closed_says_so_and_loses_noth
 # --------------------------------------------------------------------------------------------
 
 
+async def cancelled_within(task: asyncio.Task[None], within_s: float) -> bool:
+    """Whether ``task``, already cancelled (or about to be), ends as cancelled within ``within_s``.
+    One that does not is cancelled again, so that the test ends either way."""
+    done, _ = await asyncio.wait({task}, timeout=within_s)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=within_s)
+        return False
+    return task.cancelled()
+
+
 async def test_a_stop_that_comes_with_a_puback_still_stops_the_uplink(
     broker: MosquittoBroker, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -680,11 +691,7 @@ async def test_a_stop_that_comes_with_a_puback_still_stops_the_uplink(
     await submit_mixed(outbox, 200)
     uplink = Uplink(upstream(broker.url, inflight=4), outbox, gateway_id=GW)
     task = asyncio.create_task(uplink.run())
-    done, _ = await asyncio.wait({task}, timeout=10.0)
-    if not done:
-        task.cancel()  # a second cancel gets through: end the test's task either way
-    assert done, f"the uplink kept running after its cancel: {pubacks} PUBACKs, {uplink.stats.delivered} delivered"
-    assert task.cancelled()
+    assert await cancelled_within(task, 10.0), f"kept running: {pubacks} PUBACKs, {uplink.stats.delivered} delivered"
     assert pubacks < 50  # it stopped where it was cancelled, not after draining the outbox
 
 
@@ -704,10 +711,6 @@ async def test_a_stop_that_comes_with_the_connack_still_stops_the_uplink(
     await submit_mixed(outbox, 20)
     uplink = Uplink(upstream(broker.url, inflight=4), outbox, gateway_id=GW)
     task = asyncio.create_task(uplink.run())
-    done, _ = await asyncio.wait({task}, timeout=10.0)
-    if not done:
-        task.cancel()
-    assert done, f"the uplink kept running after its cancel: {uplink.stats.delivered} delivered"
-    assert task.cancelled()
+    assert await cancelled_within(task, 10.0), f"kept running: {uplink.stats.delivered} delivered"
     assert uplink.stats.delivered == 0
     await until(lambda: depth(outbox) == (20, 0))
