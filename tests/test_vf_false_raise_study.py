@@ -4,6 +4,8 @@ refusing a raise its confident steps do not back."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from tests.bench_modules import load_bench
@@ -90,3 +92,17 @@ def test_a_suppression_empties_the_raise_count() -> None:
     assert study.replay(r, r.prob, r.conf) == []
     r = recording([0.95] * 12, [0.95] * 12, suppressed=(4,))
     assert study.replay(r, r.prob, r.conf) == [(int(r.ends[11]), r.n)]
+
+
+def test_a_real_excerpt_is_recorded_and_its_replay_is_the_channel_s_own_alarms() -> None:
+    # The study wraps private steps of the channel's VF detector to record them; when their
+    # signatures change it breaks with a TypeError (as it did once it was not run for a while).
+    # On real VF (vfdb 426 and 429), the replay of what it recorded must raise and clear exactly
+    # where the channel itself did.
+    fixtures = Path(__file__).parent.parent / "hil_fixtures" / "ecg_vf"
+    for name in ("vfdb_426_615s", "vfdb_429_1835s"):
+        r = study.record(fixtures / name, fixtures, None, None)
+        assert r.truth, name  # the excerpt holds annotated VF
+        assert len(r.ends) == len(r.prob) == len(r.feats) > 50  # a step a second
+        assert r.alarms, name
+        assert study.replay(r, r.prob, r.conf) == r.alarms, name
