@@ -155,9 +155,11 @@ def beats_of(path: Path) -> npt.NDArray[np.int64]:
     beats: list[tuple[int, int]] = []
     beat = channel.rhythm.beat
 
-    def logged(index: int, energy: float, decided_index: int | None = None) -> Any:
+    # The rest of the arguments go through as they come (``qrs_like``): a wrapper that names only
+    # these three broke the study with a TypeError once the monitor took a fourth.
+    def logged(index: int, energy: float, decided_index: int | None = None, *rest: Any, **kw: Any) -> Any:
         beats.append((index, index if decided_index is None else decided_index))
-        return beat(index, energy, decided_index)
+        return beat(index, energy, decided_index, *rest, **kw)
 
     channel.rhythm.beat = logged  # type: ignore[method-assign]
     for a in range(step, len(x), step):

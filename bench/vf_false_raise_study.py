@@ -164,9 +164,11 @@ def record(path: Path, nstdb: Path, noise: str | None, snr: float | None, block_
             feats[-1] = nan if f is None else f
             return prob, exact, f
 
-    def step_logged(end: int, out: Any, organised: Any, artefact: Any = None) -> None:
+    # The rest of the arguments go through as they come: naming them broke the study with a
+    # TypeError once the step took a fourth (the artefact check).
+    def step_logged(end: int, out: Any, *rest: Any, **kw: Any) -> None:
         feats.append(nan)
-        step_(end, out, organised, artefact)
+        step_(end, out, *rest, **kw)
         s = out.steps[-1]
         steps.append((s.end_index, s.probability, s.confirmation, s.organised))
 

@@ -105,3 +105,12 @@ def test_auc() -> None:
     assert study.auc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
     assert study.auc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 0.0
     assert study.auc(np.array([1.0, np.nan]), np.array([1.0])) == 0.5
+
+
+def test_the_beats_handed_to_the_rhythm_monitor_are_recorded_from_a_real_excerpt() -> None:
+    # ``beats_of`` wraps the rhythm monitor's ``beat``; when it named fewer arguments than the
+    # channel passes, the study stopped with a TypeError.  MIT-BIH 203 excerpt: 60 s from 600 s in.
+    beats = study.beats_of(FIXTURES / "ecg_tests" / "mitdb_203_600s")
+    assert beats.shape[1] == 2 and len(beats) > 100
+    assert np.all(beats[:, 1] >= beats[:, 0])  # decided at or after the beat
+    assert np.all(np.diff(beats[:, 0]) > 0)
