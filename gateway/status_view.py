@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from gateway.readings import SampleBlock
 from gateway.records import (
     AlarmEvent,
     AlarmRecord,
@@ -103,10 +104,16 @@ class LiveView:
         print(f"{t:%Y-%m-%d %H:%M:%S}  {patient:<8} {text}", file=self.out, flush=True)
 
     def observe(self, patient: str, reading: Reading | None, output: PipelineOutput) -> None:
+        if isinstance(reading, SampleBlock):
+            # The samples date the line too: through a VF alarm no heart rate is released, and an
+            # ECG-only patient's line went on showing the last rate before it, dated then, as if
+            # nothing had come since (the demo's vfdb 424: "HR(ECG) 125/min" for minutes of VF).
+            end = reading.first_sample_time + reading.duration_s
+            self.record_time[patient] = max(end, self.record_time.get(patient, end))
         for r in output.accepted:
             if r.value is not None:
                 self.latest[patient][r.vital] = (r.value, r.time)
-            self.record_time[patient] = r.time
+            self.record_time[patient] = max(r.time, self.record_time.get(patient, r.time))
         for rec in output.records:
             self.record(rec)
 

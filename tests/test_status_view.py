@@ -6,8 +6,10 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from gateway.pipeline import PipelineOutput
-from gateway.readings import VitalReading
+from gateway.readings import SampleBlock, VitalReading
 from gateway.records import Vital
 from gateway.status_view import STALE_S, LiveView
 
@@ -21,10 +23,12 @@ class _Daemon:
         return {"outbox": None, "uplink": None, "sessions": []}
 
 
-def _screen(readings: list[VitalReading]) -> list[str]:
+def _screen(readings: list[VitalReading], blocks: tuple[SampleBlock, ...] = ()) -> list[str]:
     out = io.StringIO()
     view = LiveView(out, every_s=0.0)
     view.observe("p-a", None, PipelineOutput(accepted=readings))
+    for block in blocks:  # samples with nothing released from them
+        view.observe("p-a", block, PipelineOutput())
     view.tick(_Daemon())  # type: ignore[arg-type]
     return [line for line in out.getvalue().splitlines() if " p-a " in line]
 
@@ -62,3 +66,17 @@ def test_just_past_the_limit_the_age_is_shown() -> None:
 def test_a_spot_check_is_shown_as_it_is_however_old() -> None:
     temperature = VitalReading("thermo", Vital.BODY_TEMPERATURE, 37.2, "Cel", T0)
     assert _screen([temperature, _hr(300.0, 70.0)])[0].endswith("HR(ECG) 70/min  Temp 37°C")
+
+
+def _ecg(t: float, seconds: float = 1.0) -> SampleBlock:
+    return SampleBlock("strap", "ecg", 250.0, T0 + t, np.zeros(round(250 * seconds)), "mV")
+
+
+def test_samples_with_no_rate_released_from_them_age_the_last_rate() -> None:
+    """vfdb 424 in the demo, an ECG-only patient: through two minutes of VF no rate and no RR
+    interval is released, and the line went on showing 125 /min dated before the VF."""
+    line = _screen([_hr(0.0, 125.0)], (_ecg(40.0), _ecg(41.0)))[0]
+    assert line.startswith(_date(T0 + 42.0))  # dated by the end of the last samples
+    assert line.endswith("HR(ECG) 125/min (42 s old)")
+    # Samples of a rate still flowing leave it as it is, and an earlier block does not date it back.
+    assert _screen([_hr(0.0, 80.0), _rr(0.5, 750.0)], (_ecg(1.0), _ecg(-5.0)))[0].endswith("HR(ECG) 80/min")
