@@ -96,6 +96,8 @@ class LiveView:
         self.strips = 0
         self._last_print = 0.0
         self.record_time: dict[str, float] = {}
+        # Per patient, the alarms raised and not yet cleared: alarm id -> what the line says of it.
+        self.active: dict[str, dict[str, str]] = defaultdict(dict)
 
     def _c(self, text: str, code: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
@@ -125,6 +127,10 @@ class LiveView:
             if rec.value is not None and rec.threshold is not None:
                 value = f" value {rec.value:.4g} (limit {rec.threshold:g})"
             kind = "TECH ALARM" if rec.technical else "ALARM"
+            if rec.event is AlarmEvent.RAISED:
+                self.active[rec.patient][rec.alarm_id] = what
+            else:
+                self.active[rec.patient].pop(rec.alarm_id, None)
             colour = "1;31" if rec.event is AlarmEvent.RAISED else "32"
             self._say(
                 rec.patient,
@@ -171,7 +177,10 @@ class LiveView:
             if not parts:
                 continue  # only vitals this screen does not show (RR intervals, HRV) so far
             when = datetime.fromtimestamp(t, tz=UTC) if t else datetime.now(UTC)
-            self._say(patient, when, "  ".join(parts))
+            on = sorted(set(self.active[patient].values()))
+            # The vitals beside the alarms still on: a rate held back through VF reads with them.
+            alarms = self._c(f"  | alarms on: {', '.join(on)}", "1;31") if on else ""
+            self._say(patient, when, "  ".join(parts) + alarms)
         snap = daemon.snapshot()
         ob = snap["outbox"]
         up = snap["uplink"]

@@ -10,7 +10,7 @@ import numpy as np
 
 from gateway.pipeline import PipelineOutput
 from gateway.readings import SampleBlock, VitalReading
-from gateway.records import Vital
+from gateway.records import AlarmEvent, AlarmRecord, ClockQuality, Severity, Vital
 from gateway.status_view import STALE_S, LiveView
 
 T0 = 1_780_000_000.0
@@ -80,3 +80,39 @@ def test_samples_with_no_rate_released_from_them_age_the_last_rate() -> None:
     assert line.endswith("HR(ECG) 125/min (42 s old)")
     # Samples of a rate still flowing leave it as it is, and an earlier block does not date it back.
     assert _screen([_hr(0.0, 80.0), _rr(0.5, 750.0)], (_ecg(1.0), _ecg(-5.0)))[0].endswith("HR(ECG) 80/min")
+
+
+def _alarm(alarm_id: str, event: AlarmEvent, condition: str) -> AlarmRecord:
+    return AlarmRecord(
+        key=f"gw:{alarm_id}:{event.value}",
+        gateway_id="gw",
+        patient="p-a",
+        time=datetime.fromtimestamp(T0, tz=UTC),
+        clock=ClockQuality.SYNCED,
+        alarm_id=alarm_id,
+        event=event,
+        condition=condition,
+        technical=condition == "no_valid_ecg",
+        severity=Severity.HIGH,
+        device="strap",
+    )
+
+
+def test_the_line_names_the_alarms_still_on() -> None:
+    out = io.StringIO()
+    view = LiveView(out, every_s=0.0)
+    view.observe("p-a", None, PipelineOutput(accepted=[_hr(0.0, 125.0)]))
+    for rec in (
+        _alarm("a1", AlarmEvent.RAISED, "no_valid_ecg"),
+        _alarm("a1", AlarmEvent.CLEARED, "no_valid_ecg"),
+        _alarm("a2", AlarmEvent.RAISED, "ventricular_fibrillation"),
+        _alarm("a3", AlarmEvent.RAISED, "heart_rate_high"),
+    ):
+        view.record(rec)
+    view.tick(_Daemon())  # type: ignore[arg-type]
+    view.record(_alarm("a2", AlarmEvent.CLEARED, "ventricular_fibrillation"))
+    view.record(_alarm("a3", AlarmEvent.CLEARED, "heart_rate_high"))
+    view.tick(_Daemon())  # type: ignore[arg-type]
+    lines = [line for line in out.getvalue().splitlines() if " p-a " in line and "HR(ECG)" in line]
+    assert lines[0].endswith("HR(ECG) 125/min  | alarms on: heart rate high, ventricular fibrillation")
+    assert lines[1].endswith("HR(ECG) 125/min")
