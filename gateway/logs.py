@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -51,6 +52,28 @@ def scrub_identifiers(logger: Any, name: str, event_dict: structlog.typing.Event
     return event_dict
 
 
+_show_warning = warnings.showwarning  # Python's own: for a warning sent to a file of its caller's
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Python warnings (numpy's overflow on a device's impossible values, a library's deprecation)
+    as structured warning lines, instead of raw text on stderr beside the JSON.  Python's filters
+    still decide which are shown: by default each once per code location."""
+    if file is not None:
+        _show_warning(message, category, filename, lineno, file, line)
+        return
+    structlog.get_logger("py.warnings").warning(
+        "python_warning", category=category.__name__, message=str(message), source=f"{filename}:{lineno}"
+    )
+
+
 def configure(
     level: str = "info",
     fmt: Literal["auto", "console", "json"] = "auto",
@@ -71,8 +94,9 @@ def configure(
     ]
     renderer: structlog.typing.Processor
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(),
-                                                 exception_formatter=structlog.dev.plain_traceback)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
         renderer = _PrefixRenderer()
 
@@ -90,6 +114,7 @@ def configure(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    warnings.showwarning = _log_warning
     root.setLevel(level.upper())
     # Libraries are chatty at debug; their warnings still come through the same chain.
     for noisy in ("bleak", "dbus_fast", "asyncio"):

@@ -66,3 +66,28 @@ def test_pahos_lost_link_errors_stay_out_of_the_journal_below_debug() -> None:
             structlog.reset_defaults()
             logging.getLogger().handlers.clear()
         assert ("failed to receive on socket" in buf.getvalue()) is shown, level
+
+
+def test_python_warnings_are_structured_warning_lines() -> None:
+    # numpy's overflow warning on a block of impossible values (1e300 mV) reached stderr as raw
+    # text beside the journal's JSON; it is a warning line with its fields now.
+    import warnings  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    buf = io.StringIO()
+    saved = warnings.showwarning
+    logs.configure("info", "json", stream=buf)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            x = np.full(25, 1e300)
+            x.dot(x)
+    finally:
+        warnings.showwarning = saved
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    ((prio, line),) = _lines(buf)
+    assert prio == 4 and line["event"] == "python_warning" and line["logger"] == "py.warnings"
+    assert line["category"] == "RuntimeWarning" and "overflow" in str(line["message"])
+    assert str(line["source"]).startswith(__file__)
