@@ -473,6 +473,7 @@ class Daemon:
         for i, rec in enumerate(records):
             if isinstance(rec, AlarmRecord):
                 self.active_alarms.note(rec)
+                self._log_alarm(rec)
             try:
                 fut = self.outbox.submit(rec, state=state if i == len(records) - 1 else None)
             except OutboxError as e:
@@ -485,6 +486,23 @@ class Daemon:
             futures.append(fut)
             self._last_submit = fut
         return futures
+
+    def _log_alarm(self, rec: AlarmRecord) -> None:
+        # The hub's own trail of each alarm it raised and cleared, with the id the server receives:
+        # what a support call checks first ("did the hub raise it?"), as it checks billing records.
+        # Info, not warning: a patient's alarm is not a fault of the hub (``-p warning`` stays its own).
+        self.log.info(
+            f"alarm_{rec.event.value}",
+            alarm_id=rec.alarm_id,
+            condition=rec.condition,
+            technical=rec.technical,
+            severity=rec.severity.value,
+            patient=rec.patient,
+            device=rec.device,
+            value=rec.value,
+            threshold=rec.threshold,
+            detail=rec.detail,
+        )
 
     def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:
         self._uncommitted -= 1
