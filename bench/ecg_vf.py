@@ -25,7 +25,8 @@ Scoring:
 * ``Sp_second``: share of the seconds without annotated VF/flutter in which the alarm is off.
   Seconds within ``--grace-s`` (default 10 s) after the end of an annotated episode are left out:
   the alarm clears with deliberate hysteresis.  The figure without that grace is printed too, and
-  the alarm seconds it counts, by the rhythm annotated there (the last rhythm note before them).
+  the alarm seconds it counts, by the rhythm annotated there (the last rhythm note before them),
+  and the figure over the seconds not annotated VT either (VT alarmed as VF/flutter apart).
 
 ``--lose P`` drops each block with probability P (seeded by the record's name): a link that
 loses frames, the channel seeing a gap at each (a Polar H10 frame is ~0.56 s: ``--block-s 0.56``).
@@ -92,6 +93,7 @@ class RecordScore:
     onset_errors_s: list[float] = field(default_factory=list)
     any_delays_s: list[float] = field(default_factory=list)  # to any alarm on: VF, VT or "no valid ECG"
     false_by_rhythm: Counter[str] = field(default_factory=Counter)  # scored alarm seconds, by rhythm note
+    scored_by_rhythm: Counter[str] = field(default_factory=Counter)  # scored seconds, by rhythm note
     aed: Counter[tuple[str, str]] = field(default_factory=Counter)  # (AHA class, 's' | 'vf' | 'lethal') seconds
 
     def add(self, o: RecordScore) -> None:
@@ -107,6 +109,7 @@ class RecordScore:
         self.onset_errors_s += o.onset_errors_s
         self.any_delays_s += o.any_delays_s
         self.false_by_rhythm += o.false_by_rhythm
+        self.scored_by_rhythm += o.scored_by_rhythm
         self.aed += o.aed
 
     @property
@@ -203,9 +206,12 @@ def score(
     if notes:
         # The rhythm annotated at each false alarm second's start: the last note at or before it.
         starts = [i for i, _ in notes]
-        for k in np.flatnonzero(on_s & scored):
+        for k in np.flatnonzero(scored):
             j = bisect.bisect_right(starts, int(k) * sec) - 1
-            r.false_by_rhythm[notes[j][1] if j >= 0 else "?"] += 1
+            note = notes[j][1] if j >= 0 else "?"
+            r.scored_by_rhythm[note] += 1
+            if on_s[k]:
+                r.false_by_rhythm[note] += 1
     if classes:
         lethal = on.copy()
         for a, b in vt_alarms or []:
@@ -316,9 +322,23 @@ def run_set(paths: list[Path], args: argparse.Namespace, noise: str | None, snr:
     print(f"{label}: {_any_alarm_line(total)}")
     by_rhythm = ", ".join(f"{k} {v}" for k, v in total.false_by_rhythm.most_common())
     print(f"{label}: alarm seconds counted against Sp_second, by annotated rhythm: {by_rhythm or 'none'}")
+    print(f"{label}: {_outside_vt_line(total)}")
     print("\n".join(table(total.aed, label)))
     print(_fmt(f"{label} vf", total))
     return total
+
+
+def _outside_vt_line(r: RecordScore) -> str:
+    """Sp_second over the scored seconds not annotated VT either: how much of the figure is VT
+    alarmed as VF/flutter (a sinusoidal VT and a flutter look alike; defibrillators treat rapid VT
+    as shockable), and how much the rest."""
+    seconds = r.other_s - r.scored_by_rhythm["(VT"]
+    alarmed = r.other_alarm_s - r.false_by_rhythm["(VT"]
+    sp = 100.0 * (1 - alarmed / seconds) if seconds else float("nan")
+    return (
+        f"Sp_second outside annotated VT too = {sp:.2f} % ({alarmed} alarm seconds of {seconds}; "
+        f"in VT: {r.false_by_rhythm['(VT']} of {r.scored_by_rhythm['(VT']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
