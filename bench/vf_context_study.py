@@ -37,6 +37,11 @@ not shipped.  The per-rhythm table shows the ceiling: with no alarm at all on an
 Sp_second would still be 97.25 % (annotated noise and "(N" stretches of 418/419 that look like
 flutter).  Cost of ``context_features``: about 0.4-0.6 ms per step on this machine, 2-3 times
 the 4 s window features.
+
+Rerun on 25006ae (the model confirmed by the trees since): the AUCs, VF/flutter against VT, are
+0.41-0.60 still; the shipped line is 93.25 % and 28, and 98.97 % with annotated VT left unscored.
+The gate and beat-regularity rows replay the logistic model alone, without the trees (90.64 %
+and 35 at the lowest gate), so they compare with one another, not with the shipped line.
 """
 
 from __future__ import annotations
