@@ -11,7 +11,7 @@ import pytest
 import wfdb
 
 from gateway.signal.ecg_filters import SosFilter
-from gateway.signal.vf_detector import decimation, feature_sos
+from gateway.signal.vf_detector import VfParams, decimation, feature_sos
 from tests.bench_modules import load_bench
 
 ROOT = Path(__file__).parent.parent
@@ -114,3 +114,22 @@ def test_the_beats_handed_to_the_rhythm_monitor_are_recorded_from_a_real_excerpt
     assert beats.shape[1] == 2 and len(beats) > 100
     assert np.all(beats[:, 1] >= beats[:, 0])  # decided at or after the beat
     assert np.all(np.diff(beats[:, 0]) > 0)
+
+
+def test_a_gate_that_keeps_every_step_replays_the_shipped_alarms() -> None:
+    # The gated recordings once left out the trees' confirmation, and every gate row was the
+    # logistic model's alone (90.64 % against the shipped 93.25 %).  A step the trees do not
+    # confirm must stay VF-free through a gate that keeps it.
+    sweep = load_bench("vf_sweep")
+    fs, n = 250.0, 30
+    ends = np.arange(1, n + 1, dtype=np.int64) * int(fs)
+    prob = np.full(n, 0.95)
+    unconfirmed = np.zeros(n)  # the trees never agree: no alarm
+    rec = sweep.Recording("x", int(ends[-1]) + 1, fs, [], ends, prob, np.zeros(n, dtype=bool), unconfirmed)
+    assert sweep.replay(rec, VfParams()) == []
+    kept = study.gated([{"rec": rec, "steps": np.arange(n)}], [np.ones(n, dtype=bool)])
+    assert sweep.replay(kept[0], VfParams()) == []
+    confirmed = sweep.Recording("x", rec.n, fs, [], ends, prob, rec.organised, np.ones(n))
+    assert sweep.replay(confirmed, VfParams())  # the same steps confirmed: raised
+    refused = study.gated([{"rec": confirmed, "steps": np.arange(n)}], [np.zeros(n, dtype=bool)])
+    assert sweep.replay(refused[0], VfParams()) == []
