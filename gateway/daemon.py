@@ -491,6 +491,8 @@ class Daemon:
         # The hub's own trail of each alarm it raised and cleared, with the id the server receives:
         # what a support call checks first ("did the hub raise it?"), as it checks billing records.
         # Info, not warning: a patient's alarm is not a fault of the hub (``-p warning`` stays its own).
+        # No measured value, limit or detail: the journal is kept on the card in clear, and the
+        # readings stay in the outbox, which is encrypted at rest (docs/security.md).
         self.log.info(
             f"alarm_{rec.event.value}",
             alarm_id=rec.alarm_id,
@@ -499,9 +501,6 @@ class Daemon:
             severity=rec.severity.value,
             patient=rec.patient,
             device=rec.device,
-            value=rec.value,
-            threshold=rec.threshold,
-            detail=rec.detail,
         )
 
     def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:

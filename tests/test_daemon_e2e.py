@@ -150,12 +150,14 @@ async def test_replay_reaches_broker_with_unique_keys(
     assert {"summary", "alarm", "status"} <= kinds
     alarms = [r for r in records if r["kind"] == "alarm" and r["condition"] == "spo2_low"]
     assert [a["event"] for a in alarms] == ["raised", "cleared"] and alarms[0]["patient"] == "p-a"
-    # The journal has each alarm's raise and clear too, with the id the server received.
+    # The journal has each alarm's raise and clear too, with the id the server received, and no
+    # measured value (the journal is on the card in clear; the outbox is encrypted).
     journal = [e for e in d.log_events() if e.get("condition") == "spo2_low"]
     assert [(e["event"], e["alarm_id"], e["patient"]) for e in journal] == [
         ("alarm_raised", alarms[0]["alarm_id"], "p-a"),
         ("alarm_cleared", alarms[0]["alarm_id"], "p-a"),
     ]
+    assert alarms[0]["value"] is not None and not any({"value", "threshold", "detail"} & e.keys() for e in journal)
     assert all(r["gateway_id"] == "gw-test" and r["schema_version"] == 1 for r in records)
     online = [r for r in subscriber.status() if r.json()["state"] == "online"]
     assert (online and online[0].retain is False) or online  # retained flag is per delivery; presence matters
