@@ -281,25 +281,22 @@ def episode_check(
     mean: np.ndarray,
     scale: np.ndarray,
     fold_of: dict[str, int],
-    params: VfParams | None = None,
+    points: list[VfParams],
 ) -> None:
     """Episode figures of bench/ecg_vf.py (vfdb lead 0) with each record scored by the model of the
     fold that left it out, beside the model trained on everything; the logistic model alone and
-    confirmed by the trees (what ships), at the operating point ``params`` (the shipped one by
-    default).  The channel's own decisions (organised-rhythm veto, quality suppressions) come from
-    bench/vf_sweep.py recordings."""
+    confirmed by the trees (what ships), at each operating point of ``points``.  The channel's own
+    decisions (organised-rhythm veto, quality suppressions) come from bench/vf_sweep.py recordings.
+    The models' probabilities are worked out once per record: the points only threshold them."""
     from vf_sweep import SUPPRESS, Recording, evaluate, record_cached  # noqa: PLC0415
 
-    params = params or VfParams()
-    floor = np.log10(params.min_amplitude_mv)
+    floor = np.log10(VfParams().min_amplitude_mv)
     amp = vf_features.FEATURE_NAMES.index("log_amplitude")
     vfdb = sorted(p.with_suffix("") for p in (args.data / "vfdb").glob("*.hea"))
-    print(
-        f"episodes (bench/ecg_vf.py scoring, vfdb lead 0, threshold {params.threshold}, trees "
-        f"{params.confirm_threshold}, {params.raise_steps} of {params.raise_of}, clear {params.clear_steps}):"
-    )
-    for noise, snr in [(None, None), ("em", 6.0), ("em", 0.0)]:
-        scored: dict[str, list[Recording]] = {}
+    sets = [(None, None), ("em", 6.0), ("em", 0.0)]
+    # scored[point][set][rule and model]: the recordings replayed with that point's VF-like steps
+    scored: list[list[dict[str, list[Recording]]]] = [[{} for _ in sets] for _ in points]
+    for s, (noise, snr) in enumerate(sets):
         for path in vfdb:
             rec = record_cached(path, nstdb, noise, snr, args.episodes)
             feats, _, _ = step_set(path, 0, nstdb, noise, snr, args.cache, noise_channel=0)
@@ -313,23 +310,30 @@ def episode_check(
                 z = np.clip((feats - mean) / scale @ w + b, -50, 50)
                 p = np.where(feats[:, amp] >= floor, 1.0 / (1.0 + np.exp(-z)), 0.0)
                 confirm = trees_probability(trees, feats)
-                for rule, vf_like in (
-                    ("logistic", p >= params.threshold),
-                    ("logistic+trees", (p >= params.threshold) & (confirm >= params.confirm_threshold)),
-                ):
-                    prob = rec.prob.copy()
-                    prob[steps] = np.where(vf_like, 1.0, 0.0)  # the replay compares with the threshold
-                    scored.setdefault(f"{rule:14s} {label}", []).append(
-                        Recording(rec.name, rec.n, rec.fs, rec.truth, rec.ends, prob, rec.organised)
-                    )
-        for label, recs in scored.items():
-            t = evaluate(recs, params)
-            d = np.asarray(t.delays_s or [np.nan])
-            print(
-                f"  {noise or 'clean'} {'' if snr is None else f'{snr:g} dB '}{label:36s} Se_episode {t.se:5.1f} % "
-                f"delay median {np.median(d):4.1f} s max {np.max(d):5.1f} s Sp_second {t.sp:6.2f} % "
-                f"false_alarm_episodes {t.false_alarms}"
-            )
+                for k, params in enumerate(points):
+                    for rule, vf_like in (
+                        ("logistic", p >= params.threshold),
+                        ("logistic+trees", (p >= params.threshold) & (confirm >= params.confirm_threshold)),
+                    ):
+                        prob = rec.prob.copy()
+                        prob[steps] = np.where(vf_like, 1.0, 0.0)  # the replay compares with the threshold
+                        scored[k][s].setdefault(f"{rule:14s} {label}", []).append(
+                            Recording(rec.name, rec.n, rec.fs, rec.truth, rec.ends, prob, rec.organised)
+                        )
+    for params, by_set in zip(points, scored, strict=True):
+        print(
+            f"episodes (bench/ecg_vf.py scoring, vfdb lead 0, threshold {params.threshold}, trees "
+            f"{params.confirm_threshold}, {params.raise_steps} of {params.raise_of}, clear {params.clear_steps}):"
+        )
+        for (noise, snr), by_rule in zip(sets, by_set, strict=True):
+            for label, recs in by_rule.items():
+                t = evaluate(recs, params)
+                d = np.asarray(t.delays_s or [np.nan])
+                print(
+                    f"  {noise or 'clean'} {'' if snr is None else f'{snr:g} dB '}{label:36s} Se_episode {t.se:5.1f} % "
+                    f"delay median {np.median(d):4.1f} s max {np.max(d):5.1f} s Sp_second {t.sp:6.2f} % "
+                    f"false_alarm_episodes {t.false_alarms}"
+                )
 
 
 def report(name: str, prob: np.ndarray, y: np.ndarray, thr: float) -> None:
@@ -452,8 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.trees_out} ({len(exported['trees'])} trees, log-odds within {gap:.1e} of scikit-learn's)")
     if args.episodes is not None:  # after writing: the replay builds detectors, which load the model
         args.episodes.mkdir(parents=True, exist_ok=True)
-        for params in args.points or [VfParams()]:
-            episode_check(args, nstdb, models, (w, b, trees), mean, scale, fold_by_name, params)
+        episode_check(args, nstdb, models, (w, b, trees), mean, scale, fold_by_name, args.points or [VfParams()])
     return 0
 
 

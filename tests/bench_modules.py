@@ -1,4 +1,4 @@
-"""Import a script of bench/ as a module, for tests of its pure functions."""
+"""Import a script of bench/ or scripts/ as a module, for tests of its pure functions."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-BENCH = Path(__file__).parent.parent / "bench"
+ROOT = Path(__file__).parent.parent
 
 
-def load_bench(name: str) -> ModuleType:
-    """``bench/<name>.py`` as module ``name``.  The bench scripts put bench/ and scripts/ on
-    sys.path for their own imports: that is undone, so the test session's path stays its own."""
+def load_bench(name: str, folder: str = "bench") -> ModuleType:
+    """``<folder>/<name>.py`` (bench/ unless said) as module ``name``.  The scripts put bench/ and
+    scripts/ on sys.path for their own imports: that is undone, so the test session's path stays
+    its own."""
     saved = list(sys.path)
     try:
-        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up there

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from gateway.signal.vf_detector import VfParams
+from tests.bench_modules import load_bench
 
-SCRIPT = Path(__file__).parent.parent / "scripts" / "train_vf_model.py"
-
-
-def _trainer() -> ModuleType:
-    saved = list(sys.path)  # the script puts bench/ on the path for its own imports
-    try:
-        spec = importlib.util.spec_from_file_location("train_vf_model", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path[:] = saved
-
-
-trainer = _trainer()
+trainer = load_bench("train_vf_model", "scripts")
 
 
 def test_an_operating_point_is_the_shipped_parameters_but_for_its_four() -> None:
