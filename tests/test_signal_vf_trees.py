@@ -170,22 +170,12 @@ def test_a_sweep_replay_of_recorded_steps_needs_the_trees_too() -> None:
 
 def test_the_sweep_records_a_real_excerpt_through_the_whole_channel() -> None:
     # bench/vf_sweep.py's ``record`` wraps the channel's VF detector (``feed``, ``suppress``) to log
-    # every step; its replay must raise and clear where the channel itself did (vfdb 426 and 429).
-    sweep = load_bench("vf_sweep")
-    from gateway.records import SampleBlock  # noqa: PLC0415
-    from gateway.signal.ecg_channel import EcgChannel  # noqa: PLC0415
-    from gateway.signal.ecg_rhythm import VENTRICULAR_FIBRILLATION  # noqa: PLC0415
-
+    # every step; its replay must raise and clear where the channel itself did (vfdb 426 and 429),
+    # as bench/ecg_vf.py streams it.
+    sweep, ecg_vf = load_bench("vf_sweep"), load_bench("ecg_vf")
     for name in ("vfdb_426_615s", "vfdb_429_1835s"):
         path = FIXTURES / "ecg_vf" / name
         rec = sweep.record(path, path.parent, None, None)
-        x = wfdb.rdrecord(str(path)).p_signal[:, 0]
-        fs = rec.fs
-        channel, step = EcgChannel("live"), round(0.1 * fs)
-        changes: list[tuple[int, bool]] = []
-        for a in range(0, len(x), step):
-            out = channel.feed(SampleBlock("live", "ecg", fs, a / fs, x[a : a + step], "mV", first_index=a))
-            changes += [(round(e.time * fs), e.active) for e in out.rhythm if e.condition == VENTRICULAR_FIBRILLATION]
-        raised = [i for i, on in changes if on]
-        assert raised, name
-        assert [a for a, _ in sweep.replay(rec, VfParams())] == raised, name
+        alarms = ecg_vf.alarm_intervals(wfdb.rdrecord(str(path)).p_signal[:, 0], rec.fs, 0.1)
+        assert alarms, name
+        assert [a for a, _ in sweep.replay(rec, VfParams())] == [a for a, _ in alarms], name
