@@ -17,6 +17,7 @@ from gateway.config.processing import EcgAlarmSection, EvidenceSection, Processi
 from gateway.ecg_alarms import ExtremeRateRules, no_valid_ecg_windows, rhythm_transitions, vt_settings
 from gateway.evidence import EvidenceRecorder, Strip
 from gateway.reading_checks import battery, unusable
+from gateway.readings import INVALIDATING_FLAGS
 from gateway.records import (
     AlarmEvent,
     AlarmRecord,
@@ -44,18 +45,6 @@ from gateway.signal.vt_detector import VENTRICULAR_TACHYCARDIA
 from gateway.summaries import SummaryAggregator, VitalSummary
 
 AnyRecord = SummaryRecord | AlarmRecord | DeviceStatusRecord | BillingRecord | EvidenceRecord
-
-# Flags under which a device itself says its value is not to be trusted.
-INVALIDATING_FLAGS = frozenset(
-    {
-        DeviceFlag.SENSOR_OFF,
-        DeviceFlag.SENSOR_FAULT,
-        DeviceFlag.LEAD_OFF,
-        DeviceFlag.ARTIFACT,
-        DeviceFlag.OUT_OF_TRACK,
-        DeviceFlag.SEARCHING,
-    }
-)
 
 # Physiologically possible ranges; outside them a value is a decoding or sensor error, not a patient.
 PLAUSIBLE: dict[Vital, tuple[float, float]] = {

@@ -89,7 +89,9 @@ class DeviceFlag(enum.StrEnum):
     LOW_PERFUSION = "low_perfusion"
     MARGINAL_PERFUSION = "marginal_perfusion"
     LOW_SIGNAL_QUALITY = "low_signal_quality"
-    QUESTIONABLE = "questionable"
+    QUESTIONABLE = "questionable"  # the device doubts the value but gives it as the patient's
+    INVALID = "invalid"  # the device says the measurement is not valid (not a value to use)
+    NOT_PATIENT = "not_patient"  # demonstration, test, calibration or control-solution data
     BATTERY_LOW = "battery_low"
     BATTERY_CRITICAL = "battery_critical"
     DEVICE_ALARM = "device_alarm"
@@ -97,6 +99,22 @@ class DeviceFlag(enum.StrEnum):
     CUFF_LOOSE = "cuff_loose"
     IRREGULAR_PULSE = "irregular_pulse"
     IMPROPER_POSITION = "improper_position"
+
+
+# Flags under which a device itself says its value is not to be trusted, or is not the patient's:
+# such a reading drives no alarm, summary value or billing evidence.
+INVALIDATING_FLAGS = frozenset(
+    {
+        DeviceFlag.SENSOR_OFF,
+        DeviceFlag.SENSOR_FAULT,
+        DeviceFlag.LEAD_OFF,
+        DeviceFlag.ARTIFACT,
+        DeviceFlag.OUT_OF_TRACK,
+        DeviceFlag.SEARCHING,
+        DeviceFlag.INVALID,
+        DeviceFlag.NOT_PATIENT,
+    }
+)
 
 
 @fast_init  # built ten times a second per waveform channel

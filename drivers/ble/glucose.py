@@ -37,18 +37,23 @@ SAMPLE_LOCATIONS = {1: "finger", 2: "alternate site test", 3: "earlobe", 4: "con
 _CONTROL_SOLUTION_TYPE = 10
 _CONTROL_SOLUTION_LOCATION = 4
 
+# Sensor Status Annunciation.  The result is no measurement of the patient under a fault of the
+# sensor or strip, too small a sample, a temperature out of the strip's range or an interrupted
+# read (the specification's words: "for valid test/result").  Above or below what the device can
+# process ("HI"/"LO"), the value is the device's own bound: kept, with a doubt, because an alarm
+# on it is the right one (a true "LO" is lower still).  A time fault leaves the value good.
 _STATUS_FLAGS: dict[int, DeviceFlag] = {
     1 << 0: DeviceFlag.BATTERY_LOW,
     1 << 1: DeviceFlag.SENSOR_FAULT,  # sensor malfunction
-    1 << 2: DeviceFlag.QUESTIONABLE,  # sample size insufficient
+    1 << 2: DeviceFlag.INVALID,  # sample size insufficient
     1 << 3: DeviceFlag.SENSOR_FAULT,  # strip insertion error
     1 << 4: DeviceFlag.SENSOR_FAULT,  # strip type incorrect
     1 << 5: DeviceFlag.QUESTIONABLE,  # result above what the device can process
     1 << 6: DeviceFlag.QUESTIONABLE,  # result below what the device can process
-    1 << 7: DeviceFlag.QUESTIONABLE,  # temperature too high
-    1 << 8: DeviceFlag.QUESTIONABLE,  # temperature too low
-    1 << 9: DeviceFlag.QUESTIONABLE,  # read interrupted
-    1 << 10: DeviceFlag.DEVICE_ALARM,  # general device fault
+    1 << 7: DeviceFlag.INVALID,  # temperature too high for a valid result
+    1 << 8: DeviceFlag.INVALID,  # temperature too low for a valid result
+    1 << 9: DeviceFlag.INVALID,  # read interrupted
+    1 << 10: DeviceFlag.SENSOR_FAULT,  # general device fault in the sensor
     1 << 11: DeviceFlag.QUESTIONABLE,  # time fault
 }
 
@@ -114,7 +119,7 @@ def status_flags(m: GlucoseMeasurement) -> frozenset[DeviceFlag]:
     out = {flag for bit, flag in _STATUS_FLAGS.items() if m.status is not None and m.status & bit}
     # A control-solution test checks the meter, not the patient: it must never count as a reading.
     if m.control_solution:
-        out.add(DeviceFlag.QUESTIONABLE)
+        out.add(DeviceFlag.NOT_PATIENT)
     return frozenset(out)
 
 

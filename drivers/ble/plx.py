@@ -20,12 +20,12 @@ PAI_RANGE = (0.0, 100.0)  # a percentage
 _MS_FLAGS: dict[int, DeviceFlag] = {
     1 << 5: DeviceFlag.SEARCHING,  # measurement ongoing: value not settled yet
     1 << 6: DeviceFlag.SEARCHING,  # early estimated data
-    1 << 10: DeviceFlag.QUESTIONABLE,  # data for demonstration: never a patient's
-    1 << 11: DeviceFlag.QUESTIONABLE,  # data for testing
-    1 << 12: DeviceFlag.QUESTIONABLE,  # calibration ongoing
+    1 << 10: DeviceFlag.NOT_PATIENT,  # data for demonstration: never a patient's
+    1 << 11: DeviceFlag.NOT_PATIENT,  # data for testing
+    1 << 12: DeviceFlag.NOT_PATIENT,  # calibration ongoing
     1 << 13: DeviceFlag.ARTIFACT,  # measurement unavailable
-    1 << 14: DeviceFlag.QUESTIONABLE,  # questionable measurement detected
-    1 << 15: DeviceFlag.QUESTIONABLE,  # invalid measurement detected
+    1 << 14: DeviceFlag.QUESTIONABLE,  # questionable measurement detected: given, with a doubt
+    1 << 15: DeviceFlag.INVALID,  # invalid measurement detected
 }
 
 # Device and sensor status (24 bit); bit 0 (extended display update) says nothing about the value.

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
 
-from gateway.readings import DeviceFlag
+from gateway.readings import INVALIDATING_FLAGS, DeviceFlag
 
 
 class Spo2Verdict(enum.StrEnum):
@@ -40,16 +40,9 @@ class Spo2Verdict(enum.StrEnum):
     REJECTED_JUMP = "rejected_jump"  # a held jump that was not confirmed
 
 
-REJECTING_FLAGS = frozenset(
-    {
-        DeviceFlag.SENSOR_OFF,
-        DeviceFlag.SENSOR_FAULT,
-        DeviceFlag.ARTIFACT,
-        DeviceFlag.OUT_OF_TRACK,
-        DeviceFlag.SEARCHING,
-        DeviceFlag.LOW_PERFUSION,
-    }
-)
+# What the pipeline takes as invalid on any vital, and low perfusion, under which an oximeter's
+# SpO2 is known to read wrong.
+REJECTING_FLAGS = INVALIDATING_FLAGS | {DeviceFlag.LOW_PERFUSION}
 
 
 # After these the next value is a fresh start, not a continuation to be averaged with the past.

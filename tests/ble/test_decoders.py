@@ -212,7 +212,7 @@ def test_glucose_realistic_mg_dl() -> None:
 def test_glucose_control_solution_is_flagged() -> None:
     data = b"\x02" + (7).to_bytes(2, "little") + h("EA07030A080000") + h("5FB0") + b"\x4a"
     (v,) = glucose.to_vitals(glucose.decode(data), "g", 1.0, ClockQuality.SYNCED)
-    assert DeviceFlag.QUESTIONABLE in v.flags
+    assert DeviceFlag.NOT_PATIENT in v.flags
 
 
 def test_racp_requests() -> None:
