@@ -13,6 +13,7 @@ from drivers.serial import contec, ecg_frontend, masimo, nonin
 from drivers.serial.framing import Dropped
 from drivers.serial.protocols import PROTOCOLS
 from drivers.serial.simulate import OxiSecond, nonin8_stream, nonin75_stream
+from gateway.pipeline import is_valid
 from gateway.records import ClockQuality, DeviceEvent, DeviceFlag, DeviceState, SampleBlock, Vital, VitalReading
 
 FIX = Path(__file__).resolve().parent.parent / "hil_fixtures" / "serial"
@@ -63,6 +64,18 @@ def test_nonin2_packet_with_a_vanished_frame_is_discarded_not_misread() -> None:
     packets = [it for it in items if isinstance(it, nonin.NoninPacket)]
     # Read naively, the shifted packet would say HR 97, SpO2 48 (the revision byte).
     assert packets == [nonin.NoninPacket(72, 97, frozenset())] * 2
+
+
+def test_nonin2_packet_short_of_a_frame_before_one_without_its_sync_is_discarded_not_misread() -> None:
+    # Frame 1 (HR LSB) vanishes, then the next packet's sync frame: counted from the first sync,
+    # the 25th frame is the next packet's second, and no checksum or dropped byte says so.
+    short = NONIN2_PACKET[:5] + NONIN2_PACKET[10:]
+    unsynced = NONIN2_PACKET[5:]
+    items = decode_all("nonin2", NONIN2_PACKET + short + unsynced + NONIN2_PACKET + NONIN2_PACKET)
+    assert not any(isinstance(it, Dropped) for it in items)
+    packets = [it for it in items if isinstance(it, nonin.NoninPacket)]
+    # Read at the 25th frame, the short packet would say HR 97 (the SpO2 byte), SpO2 48 (the revision).
+    assert packets == [nonin.NoninPacket(72, 97, frozenset())] * 3
 
 
 def test_nonin2_bad_checksum_is_never_a_frame() -> None:
@@ -229,6 +242,66 @@ def test_masimo_rejects_untrustworthy_lines(bad: bytes) -> None:
     items = decode_all("masimo", bad + b"\r\n" + OPENICE_LINE + b"\r\n")
     assert len(frames_of(items)) == 1
     assert [d.count for d in items if isinstance(d, Dropped)] == [len(bad) + 2]
+
+
+RADICAL5_LINE = b"09/15/10 15:10:29 SPO2=097% BPM=064 PI=11.82% ALARM=20 EXC=800"  # MD PnP's example
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        (b"BPM=240", b"BPM=40"),  # would read 40 /min
+        (b"SPO2=098%", b"SPO2=98%"),
+        (b"PI=20.00%", b"PI=2.00%"),
+        (b"PI=20.00%", b"PI=20.0%"),
+    ],
+)
+def test_masimo_a_value_short_of_a_byte_is_rejected_not_read_as_another(lost: tuple[bytes, bytes]) -> None:
+    with pytest.raises(ValueError, match="fixed width"):
+        masimo.parse_line(OPENICE_LINE.replace(*lost))
+
+
+def test_masimo_a_status_short_of_a_digit_is_rejected_by_the_widths_the_device_sends() -> None:
+    searching = OPENICE_LINE.replace(b"EXC=000820", b"EXC=000808")  # pulse search, SpO2 not settled
+    damaged = searching.replace(b"EXC=000808", b"EXC=00080")  # read alone: 0x80, no pulse-search bit
+    items = decode_all("masimo", b"\r\n".join([searching, damaged, searching]) + b"\r\n")
+    lines = [it for it in items if isinstance(it, masimo.MasimoLine)]
+    assert [line.exc for line in lines] == [0x808, 0x808]
+    (drop,) = [it for it in items if isinstance(it, Dropped)]
+    assert "ALARM/EXC of 4/5 characters, not 4/6" in drop.reason and drop.count == len(damaged) + 2
+
+
+def test_masimo_radical5_widths_are_learnt_and_another_device_is_taken_after_three_lines() -> None:
+    r7 = OPENICE_LINE.replace(b"EXC=000820", b"EXC=000000")
+    stream = [RADICAL5_LINE] * 2 + [r7] * 4
+    items = decode_all("masimo", b"\r\n".join(stream) + b"\r\n")
+    lines = [it for it in items if isinstance(it, masimo.MasimoLine)]
+    # The Radical-5's two lines, then the Radical-7's from its third in a row on.
+    assert [line.widths for line in lines] == [(2, 3), (2, 3), (4, 6), (4, 6)]
+    assert lines[0].alarm == 0x20 and lines[0].exc == 0x800 and lines[0].flags == frozenset()
+    assert sum(isinstance(it, Dropped) for it in items) == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "flag"),
+    [
+        (0x2, DeviceFlag.SENSOR_FAULT),  # defective sensor
+        (0x10, DeviceFlag.ARTIFACT),  # interference
+        (0x40, DeviceFlag.ARTIFACT),  # ambient light
+        (0x80, DeviceFlag.SENSOR_FAULT),  # unrecognised sensor
+        (0x100, DeviceFlag.SENSOR_FAULT),  # incompatible sensor
+        (0x1000, DeviceFlag.SENSOR_OFF),  # no cable
+        (0x10000, DeviceFlag.SENSOR_FAULT),  # defective cable
+        (0x20000, DeviceFlag.SEARCHING),  # sensor calibrating
+        (0x40000, DeviceFlag.SENSOR_FAULT),  # sensor life expired
+    ],
+)
+def test_masimo_exceptions_that_void_the_value_are_flags_the_pipeline_rejects(exc: int, flag: DeviceFlag) -> None:
+    line = masimo.parse_line(OPENICE_LINE.replace(b"EXC=000820", b"EXC=%06X" % exc))
+    assert line.flags == {flag}
+    out = masimo.MasimoTranslator("ox").translate([line], 1.0, ClockQuality.SYNCED)
+    (spo2,) = [r for r in out if isinstance(r, VitalReading) and r.vital is Vital.SPO2]
+    assert spo2.value == 98.0 and not is_valid(spo2)
 
 
 def test_masimo_garbage_glued_before_a_line_keeps_the_line() -> None:

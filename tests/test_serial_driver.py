@@ -97,11 +97,14 @@ def events(readings: list[Reading]) -> list[DeviceState]:
 
 async def test_nonin2_fixture_through_a_pty_then_unplug(tmp_path: Path, pty: Pty) -> None:
     data = (FIX / "nonin2_patient-a_220s.bin").read_bytes()
+    # The device goes on streaming: the next packet's sync frame confirms the last whole packet
+    # (a packet is emitted once the sync after its 25 frames has come: ``PacketAssembler``).
+    fed = data + data[:5]
     settings = Nonin2Settings(id="ox-1", port=str(pty.link))
     async with SerialDriver(ctx(tmp_path), settings) as drv:
 
         async def feeder() -> None:
-            await pty.feed(data, 375, 0.01)  # one second of device output every 10 ms
+            await pty.feed(fed, 375, 0.01)  # one second of device output every 10 ms
             await asyncio.sleep(0.2)
             pty.unplug()
 
@@ -113,15 +116,16 @@ async def test_nonin2_fixture_through_a_pty_then_unplug(tmp_path: Path, pty: Pty
     assert vital_values(readings) == [(o["vital"], o["value"]) for o in ref if o["kind"] == "vital"]
     assert events(readings) == [DeviceState.SENSOR_OFF, DeviceState.SENSOR_ON]
     blocks = [r for r in readings if isinstance(r, SampleBlock)]
-    assert sum(len(b.samples) for b in blocks) == len(data) // 5
+    assert sum(len(b.samples) for b in blocks) == len(fed) // 5
     assert not any(b.gap_before for b in blocks)
     assert [b.first_index for b in blocks] == [25 * k for k in range(len(blocks))]
     assert drv.stats.dropped_bytes == 0
 
 
 async def test_real_pacing_vitals_are_dated_at_reception(tmp_path: Path, pty: Pty) -> None:
-    # One second of Nonin #2 at its own pace: one 5-byte frame every 1/75 s.
-    data = (FIX / "nonin2_patient-a_220s.bin").read_bytes()[: 75 * 5]
+    # One second of Nonin #2 at its own pace: one 5-byte frame every 1/75 s, and the sync frame of
+    # the next packet, which confirms the third.
+    data = (FIX / "nonin2_patient-a_220s.bin").read_bytes()[: 76 * 5]
     clock = SystemClock(SyncPolicy.ASSUME_SYNCED)
     async with SerialDriver(ctx(tmp_path), Nonin2Settings(id="ox-1", port=pty.link.as_posix())) as drv:
         t0 = clock.now()

@@ -6,6 +6,14 @@ Dashes mean "no value".  ALARM and EXC are hex bit fields.  Keys we do not know 
 adds SPHB, SPOC, RESVD, EXC1, ...) are ignored.  There is no checksum, so a line is rejected as a
 whole when it holds a non-printable byte, does not start with a date and time, or a known key has a
 value that does not parse or is out of range: a line with one corrupted number is not half-trusted.
+
+Every field has a fixed width, and with no checksum that width is what shows a lost byte: BPM=150
+that loses its "1" would read 50 /min, EXC=000808 that loses its last digit would drop the
+pulse-search bit.  SPO2 and BPM are three characters and PI five (``dd.dd``), on the Radical-5 and
+-7 alike (MD PnP's example lines, ``poxrad_discrete.h``).  ALARM and EXC are four and six hex
+digits on a Radical-7 but two and three on a Radical-5, so the decoder takes their widths from the
+device's first line and rejects a line that differs, until three lines in a row agree on new
+widths (another device on the port).
 """
 
 from __future__ import annotations
@@ -26,23 +34,42 @@ LINE_PERIOD_S = 1.0
 _DATE = re.compile(rb"^\d\d/\d\d/\d\d$")
 _LINE_START = re.compile(rb"\d\d/\d\d/\d\d \d\d:\d\d:\d\d ")
 _TIME = re.compile(rb"^\d\d:\d\d:\d\d$")
-_NUMBER = re.compile(rb"^-?\d+(\.\d+)?$")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,8}$")
+_THREE_DIGITS = re.compile(rb"^\d{3}$")
+_TWO_DECIMALS = re.compile(rb"^\d\d\.\d\d$")
 
-# key -> (vital, unit suffix the device appends, valid range)
-_VITAL_KEYS: dict[bytes, tuple[Vital, bytes, float, float]] = {
-    b"SPO2": (Vital.SPO2, b"%", 0.0, 100.0),
-    b"BPM": (Vital.PULSE_RATE, b"", 0.0, 300.0),
-    b"PI": (Vital.PERFUSION_INDEX, b"%", 0.0, 20.0),
+# key -> (vital, unit suffix the device appends, the value's fixed form, valid range)
+_VITAL_KEYS: dict[bytes, tuple[Vital, bytes, re.Pattern[bytes], float, float]] = {
+    b"SPO2": (Vital.SPO2, b"%", _THREE_DIGITS, 0.0, 100.0),
+    b"BPM": (Vital.PULSE_RATE, b"", _THREE_DIGITS, 0.0, 300.0),
+    b"PI": (Vital.PERFUSION_INDEX, b"%", _TWO_DECIMALS, 0.0, 20.0),
 }
+#: Lines in a row that must agree on new ALARM/EXC widths before the decoder takes them.
+NEW_WIDTHS_AFTER = 3
 
 ALARM_BITS = {0x1: "spo2_high", 0x2: "spo2_low", 0x4: "pr_high", 0x8: "pr_low", 0x10: "active", 0x20: "silenced"}
+# Exception bits (MD PnP's table of the Radical's codes, ``poxrad_discrete.h``).  0x800 (SET
+# mode), 0x200 and 0x800000 (reserved) and the SpCO/SpMET confidence bits say nothing of SpO2.
 EXC_FLAGS = {
     0x1: DeviceFlag.SENSOR_OFF,  # no sensor
+    0x2: DeviceFlag.SENSOR_FAULT,  # defective sensor
     0x4: DeviceFlag.LOW_PERFUSION,
-    0x8: DeviceFlag.SEARCHING,
+    0x8: DeviceFlag.SEARCHING,  # pulse search
+    0x10: DeviceFlag.ARTIFACT,  # interference
     0x20: DeviceFlag.SENSOR_OFF,
+    0x40: DeviceFlag.ARTIFACT,  # ambient light
+    0x80: DeviceFlag.SENSOR_FAULT,  # unrecognised sensor
+    0x100: DeviceFlag.SENSOR_FAULT,  # incompatible sensor
     0x400: DeviceFlag.LOW_SIGNAL_QUALITY,
+    0x1000: DeviceFlag.SENSOR_OFF,  # no cable connected
+    0x2000: DeviceFlag.SENSOR_FAULT,  # cable life expired
+    0x4000: DeviceFlag.SENSOR_FAULT,  # incompatible cable
+    0x8000: DeviceFlag.SENSOR_FAULT,  # unrecognised cable
+    0x10000: DeviceFlag.SENSOR_FAULT,  # defective cable
+    0x20000: DeviceFlag.SEARCHING,  # sensor calibrating: no settled value yet
+    0x40000: DeviceFlag.SENSOR_FAULT,  # sensor life expired
+    0x80000: DeviceFlag.SENSOR_FAULT,  # emitter temperature out of range
+    0x100000: DeviceFlag.SENSOR_FAULT,  # sensor current limit exceeded
 }
 
 
@@ -57,6 +84,7 @@ class MasimoLine:
     alarm: int
     exc: int
     serial: str | None = None
+    widths: tuple[int, int] = (0, 0)  # characters of ALARM and EXC as sent (0: absent)
 
     @property
     def flags(self) -> frozenset[DeviceFlag]:
@@ -70,13 +98,13 @@ class MasimoLine:
         return [name for bit, name in ALARM_BITS.items() if self.alarm & bit]
 
 
-def _value(raw: bytes, suffix: bytes, lo: float, hi: float) -> float | None:
+def _value(raw: bytes, suffix: bytes, form: re.Pattern[bytes], lo: float, hi: float) -> float | None:
     if suffix and raw.endswith(suffix):
         raw = raw[: -len(suffix)]
     if raw and set(raw) <= {ord("-"), ord(".")}:
         return None
-    if not _NUMBER.match(raw):
-        raise _BadLine(f"value {raw!r}")
+    if not form.match(raw):
+        raise _BadLine(f"value {raw!r} is not of the device's fixed width")
     v = float(raw)
     if not lo <= v <= hi:
         raise _BadLine(f"value {v} out of range")
@@ -92,6 +120,7 @@ def parse_line(line: bytes) -> MasimoLine:
         raise _BadLine("no leading date and time")
     values: dict[Vital, float | None] = {}
     alarm = exc = 0
+    widths = [0, 0]
     serial: str | None = None
     seen = False
     for tok in tokens[2:]:
@@ -99,22 +128,22 @@ def parse_line(line: bytes) -> MasimoLine:
         if not eq or not key:
             raise _BadLine(f"token {tok!r} is not KEY=VALUE")
         if key in _VITAL_KEYS:
-            vital, suffix, lo, hi = _VITAL_KEYS[key]
-            values[vital] = _value(raw, suffix, lo, hi)
+            vital, suffix, form, lo, hi = _VITAL_KEYS[key]
+            values[vital] = _value(raw, suffix, form, lo, hi)
             seen = True
         elif key in (b"ALARM", b"EXC"):
             if not _HEX.match(raw):
                 raise _BadLine(f"{key.decode()} is not hex")
             if key == b"ALARM":
-                alarm = int(raw, 16)
+                alarm, widths[0] = int(raw, 16), len(raw)
             else:
-                exc = int(raw, 16)
+                exc, widths[1] = int(raw, 16), len(raw)
             seen = True
         elif key == b"SN":
             serial = raw.decode()
     if not seen:
         raise _BadLine("no known key")
-    return MasimoLine((tokens[0] + b" " + tokens[1]).decode(), values, alarm, exc, serial)
+    return MasimoLine((tokens[0] + b" " + tokens[1]).decode(), values, alarm, exc, serial, (widths[0], widths[1]))
 
 
 @dataclass
@@ -122,6 +151,9 @@ class MasimoDecoder:
     stats: FramerStats = field(default_factory=FramerStats)
     _buf: bytearray = field(default_factory=bytearray)
     _offset: int = 0
+    _widths: tuple[int, int] | None = None  # the device's ALARM and EXC widths, from its lines
+    _new_widths: tuple[int, int] | None = None
+    _new_seen: int = 0
 
     def _reject(self, n: int, reason: str, out: list[MasimoLine | Dropped]) -> None:
         out.append(Dropped(self._offset, n, reason))
@@ -167,13 +199,25 @@ class MasimoDecoder:
                     pass
                 else:
                     self._reject(starts[-1], "garbage before line", out)
-                    self._accept(line, out)
+                    self._accept(line, n - starts[-1], out)
                     return
             self._reject(n, f"bad line: {e}", out)
         else:
-            self._accept(line, out)
+            self._accept(line, n, out)
 
-    def _accept(self, line: MasimoLine, out: list[MasimoLine | Dropped]) -> None:
+    def _accept(self, line: MasimoLine, n: int, out: list[MasimoLine | Dropped]) -> None:
+        if self._widths is not None and line.widths != self._widths:
+            if line.widths == self._new_widths:
+                self._new_seen += 1
+            else:
+                self._new_widths, self._new_seen = line.widths, 1
+            if self._new_seen < NEW_WIDTHS_AFTER:
+                alarm, exc = self._widths
+                self._reject(
+                    n, f"bad line: ALARM/EXC of {line.widths[0]}/{line.widths[1]} characters, not {alarm}/{exc}", out
+                )
+                return
+        self._widths, self._new_widths, self._new_seen = line.widths, None, 0
         out.append(line)
         self.stats.frames += 1
 

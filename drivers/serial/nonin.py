@@ -107,11 +107,15 @@ def _parse7(buf: bytes | bytearray, i: int) -> NoninFrame | None:
 class PacketAssembler:
     """Assembles the 25 frames after a sync frame into HR and SpO2.
 
-    A packet is emitted with its 25th frame, not its 3rd: only then is it known that no frame of it
-    went missing.  A frame can vanish whole (a USB buffer overrun at a frame boundary) without a
-    single dropped byte to show for it; counting to 25 between sync frames is what catches that,
-    and such a packet is discarded rather than read with its bytes shifted (SpO2 from the revision
-    byte).  A drop report also loses the place until the next sync frame.
+    A packet is emitted with the next packet's sync frame, not with its own 3rd frame: only then
+    is it known that none of its 25 frames went missing.  A frame can vanish whole (a USB buffer
+    overrun at a frame boundary) without a single dropped byte to show for it; counting 25 frames
+    from one sync frame to the next is what catches that.  Counting to 25 alone does not: a packet
+    that lost a frame, followed by one that lost its sync frame, reaches 25 with the next packet's
+    second frame, and would be read with its bytes shifted (HR from the SpO2 byte, SpO2 from the
+    revision byte).  Such a packet is discarded.  A drop report also loses the place until the next
+    sync frame.  At the end of a stream (``end``) a packet of 25 frames has nothing after it to
+    contradict it, and is emitted.
     """
 
     index: int | None = None
@@ -120,9 +124,13 @@ class PacketAssembler:
     _lsb: int = 0
     _spo2: int = 0
     _flags: frozenset[DeviceFlag] = frozenset()
+    _complete: NoninPacket | None = None  # 25 frames read: emitted if a sync frame comes next
 
     def frame(self, f: NoninFrame) -> NoninPacket | None:
+        complete, self._complete = self._complete, None
+        packet = None
         if f.sync:
+            packet = complete
             self.index = 0
             self._flags = frozenset()
         elif self.index is not None:
@@ -143,15 +151,22 @@ class PacketAssembler:
         elif self.index == FRAMES_PER_PACKET - 1:
             hr = hr_from_bytes(self._msb, self._lsb)
             spo2 = self._spo2
-            return NoninPacket(
+            self._complete = NoninPacket(
                 pulse_rate=None if hr == HR_MISSING or hr > HR_MAX else hr,
                 spo2=None if spo2 == SPO2_MISSING or spo2 > 100 else spo2,
                 flags=self._flags,
             )
-        return None
+        return packet
 
     def lost_place(self) -> None:
         self.index = None
+        self._complete = None
+
+    def end(self) -> NoninPacket | None:
+        """The stream ended: its last packet, if all 25 of its frames came."""
+        complete, self._complete = self._complete, None
+        self.index = None
+        return complete
 
 
 @dataclass
@@ -176,7 +191,9 @@ class Nonin75Decoder:
         return self._assemble(self.framer.feed(data))
 
     def finish(self) -> list[NoninFrame | NoninPacket | Dropped]:
-        return self._assemble(self.framer.finish())
+        out = self._assemble(self.framer.finish())
+        last = self.packets.end()
+        return out if last is None else [*out, last]
 
     def _assemble(self, items: list[NoninFrame | Dropped]) -> list[NoninFrame | NoninPacket | Dropped]:
         out: list[NoninFrame | NoninPacket | Dropped] = []
