@@ -33,7 +33,7 @@ from drivers.ble.sequence_store import SequenceStore
 from drivers.ble.settings import BleSettings
 from drivers.ble.wire import DecodeError, DeviceDateTime
 from gateway.driver_api import DeviceContext, Driver, DriverConfigError, DriverConnectFailed, DriverDisconnected
-from gateway.readings import DeviceEvent, DeviceState, Reading
+from gateway.readings import DeviceEvent, DeviceState, Reading, VitalReading
 
 BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
 BATTERY_LOW_PCT = 20
@@ -59,6 +59,7 @@ class BleDriver(Driver):
         )
         self.device_clock = DeviceClock(ctx.clock)
         self.decode_errors = 0
+        self._users_seen: set[int | None] = set()
         # The address stays in the driver: logs and messages carry its keyed tag (gateway.device_tags).
         self.device_tag = ctx.tag(settings.address)
         self.log = ctx.log.bind(device=ctx.device_id, device_tag=self.device_tag)
@@ -206,6 +207,20 @@ class BleDriver(Driver):
         """Called once the readings of ``n`` were consumed; True ends the visit (passive mode)."""
         return False
 
+    def _for_patient(self, user: int | None, readings: list[VitalReading]) -> list[Reading]:
+        """A shared cuff's or scale's readings of this patient (``user_id``): those the device marks
+        for another user, or the unknown user (255), are someone else's and are dropped; one with no
+        user field is taken.  Each user seen is logged once a session, so the journal tells a
+        technician that a device is shared before a family member's readings become the patient's."""
+        wanted: int | None = getattr(self.settings, "user_id", None)
+        if user is not None and user not in self._users_seen:
+            self._users_seen.add(user)
+            hint = {"hint": "a shared device: set user_id to take one person's readings"} if wanted is None else {}
+            self.log.info("ble_reading_user", user=user, user_id=wanted, taken=wanted in (None, user), **hint)
+        if wanted is None or user is None or user == wanted:
+            return list(readings)
+        return []
+
     def _stamp(self, ts: DeviceDateTime | None, n: Notification, clock_not_set: bool = False) -> dict[str, Any]:
         return self._place(ts.as_naive_unix() if ts is not None else None, n, clock_not_set)
 
@@ -238,7 +253,7 @@ def _pulse_oximeter(d: BleDriver, n: Notification) -> list[Reading]:
 
 def _blood_pressure(d: BleDriver, n: Notification) -> list[Reading]:
     m = blood_pressure.decode(n.data)
-    return list(blood_pressure.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
+    return d._for_patient(m.user_id, blood_pressure.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
 
 
 def _thermometer(d: BleDriver, n: Notification) -> list[Reading]:
@@ -248,7 +263,7 @@ def _thermometer(d: BleDriver, n: Notification) -> list[Reading]:
 
 def _weight(d: BleDriver, n: Notification) -> list[Reading]:
     m = weight.decode(n.data)
-    return list(weight.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
+    return d._for_patient(m.user_id, weight.to_vitals(m, d.ctx.device_id, **d._stamp(m.timestamp, n)))
 
 
 PROFILES: dict[str, Profile] = {

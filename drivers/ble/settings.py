@@ -7,7 +7,7 @@ stack (``gateway.driver_api.DriverSpec`` imports the driver class lazily).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -91,9 +91,22 @@ class PulseOximeterSettings(BleSettings):
     idle_timeout_s: float | None = Field(None, gt=0)
 
 
+def _user_id() -> Any:
+    return Field(
+        None,
+        ge=0,
+        le=254,
+        description="A device several people share: this patient's user number on it, as the device "
+        "numbers its users. Readings it marks for another user, or for an unknown one (a guest), are "
+        "dropped: they are not this patient's. Unset: every reading is taken, and the journal says "
+        "when the device marks readings with a user",
+    )
+
+
 class BloodPressureSettings(BleSettings):
     driver: Literal["ble-blood-pressure"] = "ble-blood-pressure"
     mode: Mode = "passive"
+    user_id: int | None = _user_id()
 
 
 class ThermometerSettings(BleSettings):
@@ -104,6 +117,7 @@ class ThermometerSettings(BleSettings):
 class WeightSettings(BleSettings):
     driver: Literal["ble-weight"] = "ble-weight"
     mode: Mode = "passive"
+    user_id: int | None = _user_id()
 
 
 class GlucoseSettings(BleSettings):

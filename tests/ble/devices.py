@@ -51,9 +51,11 @@ def bp_cuff(adapter: str, device_now: datetime) -> Peripheral:
     )
 
 
-def bp_payload(sys_: int, dia: int, mean: int, pulse: int, at: datetime) -> bytes:
+def bp_payload(sys_: int, dia: int, mean: int, pulse: int, at: datetime, user: int | None = None) -> bytes:
     sf = [encode_sfloat(v, 0).to_bytes(2, "little") for v in (sys_, dia, mean)]
-    return bytes([0x06]) + b"".join(sf) + date_time(at) + encode_sfloat(pulse, 0).to_bytes(2, "little")
+    flags = 0x06 | (0x08 if user is not None else 0)
+    out = bytes([flags]) + b"".join(sf) + date_time(at) + encode_sfloat(pulse, 0).to_bytes(2, "little")
+    return out if user is None else out + bytes([user])
 
 
 def glucose_payload(seq: int, at: datetime, mg_dl: int) -> bytes:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 import wfdb
 from scipy.signal import resample_poly
 
@@ -144,6 +146,34 @@ async def test_bp_cuff_passive_visit(mock_bluez: MockBluez, device_ctx: DeviceCo
         assert sys_.device_time == naive(measured_at)
         # Corrected onto the host's time line: 30 s before the host's "now", not 1 h 20 min earlier.
         assert sys_.time == pytest.approx(naive(host_now) - 30, abs=3)
+
+
+@pytest.mark.parametrize("user_id", [None, 2])
+async def test_a_shared_cuff_gives_only_its_patients_readings(
+    mock_bluez: MockBluez, device_ctx: DeviceContext, user_id: int | None
+) -> None:
+    """A cuff two people share marks each reading with its user; with ``user_id`` set only that
+    user's come out, and either way the journal names the users the cuff marked."""
+    address = mock_bluez.peripherals[1]
+    now = utc_wall_clock()
+    config = {"driver": "ble-blood-pressure", "address": address, "user_id": user_id}
+    driver = make_driver(device_ctx, {k: v for k, v in config.items() if v is not None})
+    expected = 2 * 4 if user_id is None else 4  # systolic, diastolic, mean, pulse per reading taken
+    with structlog.testing.capture_logs() as logs:
+        async with driver:
+            pending = asyncio.ensure_future(take(aiter(driver.readings()), expected + 2, within_s=15))
+            cuff = bp_cuff(mock_bluez.adapter_of(address), now)
+            await cuff.start()
+            await cuff.wait_subscribed(blood_pressure.MEASUREMENT)
+            cuff.notify(blood_pressure.MEASUREMENT, bp_payload(151, 95, 114, 88, now - timedelta(seconds=40), user=1))
+            cuff.notify(blood_pressure.MEASUREMENT, bp_payload(118, 76, 90, 64, now - timedelta(seconds=20), user=2))
+            await asyncio.sleep(0.2)
+            await cuff.stop()
+            got = await pending
+    systolic = [v.value for v in got if isinstance(v, VitalReading) and v.vital is Vital.SYSTOLIC_BP]
+    assert systolic == ([151, 118] if user_id is None else [118])
+    users = [(e["user"], e["taken"], "hint" in e) for e in logs if e["event"] == "ble_reading_user"]
+    assert users == ([(1, True, True), (2, True, True)] if user_id is None else [(1, False, False), (2, True, False)])
 
 
 async def run_glucose_session(
