@@ -269,7 +269,7 @@ class Pipeline:
     def _block(self, p: _Patient, b: SampleBlock, out: PipelineOutput) -> None:
         p.clock = b.clock
         if not is_ecg(b):
-            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out, billing=False)
             self._strips(p, p.evidence.add_block(b), b.clock, out)
             return
         ch = p.ecg.get((b.device_id, b.channel))
@@ -295,7 +295,7 @@ class Pipeline:
         if not result.dropped_blocks:
             # Samples count as data (no "no data" alarm) even while the ECG is not valid: the
             # device is there, its signal is the problem, and that has its own alarm.
-            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out)
+            self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out, billing=False)
         if result.unreadable:
             # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
             p.alarms.invalid(Vital.HEART_RATE)
@@ -373,9 +373,16 @@ class Pipeline:
         on.discard(b.channel)
         return not on
 
-    def _seen(self, p: _Patient, device: str, t: float, clock: ClockQuality, out: PipelineOutput) -> None:
+    def _seen(
+        self, p: _Patient, device: str, t: float, clock: ClockQuality, out: PipelineOutput, *, billing: bool = True
+    ) -> None:
+        """The device sent data: no "no data" alarm.  ``billing``: and it is evidence of a day of
+        physiologic data.  Waveform samples are not: a strap or probe left powered on the nightstand
+        sends them too (flat, lead off, noise).  The valid readings made from them (heart rate from
+        the ECG's beats, SpO2 beside the pleth) are."""
         p.last_data[device] = t
-        out.evidence.append(Evidence(p.setup.patient, device, t, clock))
+        if billing:
+            out.evidence.append(Evidence(p.setup.patient, device, t, clock))
         for tr in p.alarms.technical("no_data", False, t, device=device):
             out.records.append(self._alarm(p, tr, clock))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
@@ -271,3 +272,41 @@ def test_a_reading_dated_on_the_last_day_of_a_closed_period_is_late() -> None:
     assert b.current is None and b.counters == {"late": 1}
     b.observe("ox1", ts("2026-03-31T08:00:00-05:00"), S)
     assert b.current is not None and list(b.current.days) == [date(2026, 3, 31)]
+
+
+def test_a_meters_memory_from_before_monitoring_began_is_no_day_of_data() -> None:
+    """A glucose meter's first upload brings months of stored readings, device-stamped: days before
+    the hub first heard of the patient were not remote monitoring, and bill nothing."""
+    b = book()
+    installed = ts("2026-05-20T10:00:00-05:00")
+    records = []
+    for k in range(130, 0, -1):  # one stored reading a day, 2026-01-10 .. 05-19
+        t = installed - k * 86400
+        records += b.observe("meter", t, ClockQuality.DEVICE, received=installed).records
+    assert records == [] and b.counters == {"before_monitoring": 130}
+    # Measured at the set-up visit, shortly before the hub first heard of it: counts.
+    records += b.observe("meter", installed - 1800, ClockQuality.DEVICE, received=installed + 5).records
+    for k in range(1, 16):  # then a reading a day, uploaded as it is taken
+        t = installed + k * 86400
+        records += b.observe("meter", t, ClockQuality.DEVICE, received=t + 60).records
+    records += close_all(b)
+    supply = billable_supply(records, BillingSection())
+    assert [(r.code, r.period_start, r.qualifying_days) for r in supply] == [("99454", "2026-05-20", 16)]
+    # A week offline later: stored readings uploaded late still count on the days they were taken.
+    late = book()
+    late.observe("meter", installed, ClockQuality.SYNCED, received=installed)
+    step = late.observe("meter", installed + 3 * 86400, ClockQuality.DEVICE, received=installed + 10 * 86400)
+    assert step.new_day and "before_monitoring" not in late.counters
+
+
+def test_a_book_saved_before_monitoring_since_was_kept_starts_it_at_its_episode() -> None:
+    b = book()
+    feed_days(b, D0, [0, 1])
+    saved = json.loads(b.to_state())
+    del saved["monitoring_since"]
+    again = book()
+    again.load_state(json.dumps(saved).encode())
+    assert again.monitoring_since == day_end(D0 - timedelta(days=1), CHICAGO)
+    stored = local_noon(D0 - timedelta(days=3))  # three days before the episode, uploaded now
+    step = again.observe("m", stored, ClockQuality.DEVICE, received=local_noon(D0 + timedelta(days=2)))
+    assert not step.new_day and again.counters.get("before_monitoring") == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from drivers.replay import ReplayDriver
 from drivers.replay_spec import ReplaySettings
@@ -11,9 +14,19 @@ from gateway.clock import ManualClock
 from gateway.config.processing import AlarmSection
 from gateway.driver_api import DeviceContext, DriverFinished
 from gateway.pipeline import PatientSetup, Pipeline, PipelineOutput
-from gateway.records import AlarmEvent, AlarmRecord, DeviceStatusRecord, SummaryRecord, Vital, VitalReading
+from gateway.records import (
+    AlarmEvent,
+    AlarmRecord,
+    DeviceFlag,
+    DeviceStatusRecord,
+    SampleBlock,
+    SummaryRecord,
+    Vital,
+    VitalReading,
+)
 
 FIXTURES = Path(__file__).parent.parent / "hil_fixtures"
+T0 = 1_780_000_000.0
 
 
 async def _replay(settings: ReplaySettings, pipeline: Pipeline, patient: str, tmp_path: Path) -> PipelineOutput:
@@ -36,8 +49,9 @@ def _pipeline() -> Pipeline:
 
 
 async def test_desaturation_raises_and_clears_one_alarm(tmp_path: Path) -> None:
-    settings = ReplaySettings(id="ox", vitals=Path("vitals/patient-a.jsonl"), speed=0,
-                              start_time="2026-03-01T08:00:00+00:00")  # type: ignore[arg-type]
+    settings = ReplaySettings(
+        id="ox", vitals=Path("vitals/patient-a.jsonl"), speed=0, start_time="2026-03-01T08:00:00+00:00"
+    )  # type: ignore[arg-type]
     out = await _replay(settings, _pipeline(), "p-a", tmp_path)
     alarms = [r for r in out.records if isinstance(r, AlarmRecord)]
     spo2 = [a for a in alarms if a.condition == "spo2_low"]
@@ -53,8 +67,9 @@ async def test_desaturation_raises_and_clears_one_alarm(tmp_path: Path) -> None:
 
 
 async def test_summaries_cover_the_recording_and_reject_artifacts(tmp_path: Path) -> None:
-    settings = ReplaySettings(id="ox", vitals=Path("vitals/patient-a.jsonl"), speed=0,
-                              start_time="2026-03-01T08:00:00+00:00")  # type: ignore[arg-type]
+    settings = ReplaySettings(
+        id="ox", vitals=Path("vitals/patient-a.jsonl"), speed=0, start_time="2026-03-01T08:00:00+00:00"
+    )  # type: ignore[arg-type]
     out = await _replay(settings, _pipeline(), "p-a", tmp_path)
     spo2 = [r for r in out.records if isinstance(r, SummaryRecord) and r.vital is Vital.SPO2]
     assert len(spo2) == 5  # 300 s in 60 s periods
@@ -159,3 +174,27 @@ def test_snapshot_restores_raised_alarms_and_open_summaries() -> None:
     assert cleared[0].detail == "worst 30"
     summary = [r for r in after.flush(t0 + 60).records if isinstance(r, SummaryRecord)]
     assert [(s.count, s.min, s.max) for s in summary] == [(16, 30.0, 70.0)]
+
+
+def _block(channel: str, t: float, fs: float, n: int, flags: frozenset[DeviceFlag], samples: Any = None) -> SampleBlock:
+    data = np.zeros(n) if samples is None else samples
+    return SampleBlock(
+        "ox", channel, fs, t, data, "mV" if channel == "ecg" else "1", first_index=round(t * fs), flags=flags
+    )
+
+
+def test_waveform_samples_alone_are_no_billing_evidence() -> None:
+    """A probe or strap left powered on the nightstand sends samples (flat, sensor off, lead off):
+    the device is there (no "no data" alarm), but no day of physiologic data is."""
+    pipeline, out = _pipeline(), PipelineOutput()
+    for k in range(40):
+        out.extend(pipeline.feed("p-a", _block("pleth", T0 + k, 75.0, 75, frozenset({DeviceFlag.SENSOR_OFF}))))
+        out.extend(pipeline.feed("p-a", _block("ecg", T0 + k, 250.0, 250, frozenset({DeviceFlag.LEAD_OFF}))))
+    assert out.evidence == []
+
+
+async def test_an_ecg_gives_billing_evidence_through_the_readings_made_from_its_beats(tmp_path: Path) -> None:
+    settings = ReplaySettings(id="ox", ecg=Path("ecg/mitdb_119_0s"), speed=0, block_ms=250)
+    out = await _replay(settings, _pipeline(), "p-a", tmp_path)
+    assert out.evidence
+    assert {e.time for e in out.evidence} <= {r.time for r in out.accepted}

@@ -92,6 +92,8 @@ class PatientBook:
         self.enrolment = enrolment if cfg.period_anchor == "enrolment" else None
         self.devices = devices  # empty: any device of this patient counts
         self.episode_start: date | None = None
+        # When the first of the patient's readings reached the hub (Unix s): monitoring began.
+        self.monitoring_since: float | None = None
         self.setup: ServiceState | None = None
         self.setup_dates: list[date] = []
         self.opened: list[OpenPeriod] = []
@@ -105,10 +107,17 @@ class PatientBook:
         """Count a reading that did not count as data, by reason (shown by the billing CLI)."""
         self.counters[reason] = self.counters.get(reason, 0) + n
 
-    def observe(self, device: str, t: float, clock: ClockQuality, n: int = 1) -> Step:
-        """Account ``n`` readings from ``device`` at trusted Unix time ``t``."""
+    def observe(self, device: str, t: float, clock: ClockQuality, n: int = 1, received: float | None = None) -> Step:
+        """Account ``n`` readings from ``device`` at trusted Unix time ``t``, which reached the hub
+        at ``received`` (None: not known, as in a simulation).  A device's stored readings from
+        before monitoring began (``pre_monitoring_s`` before the first reception) are no day of data."""
         if self.devices and device not in self.devices:
             self.count("unassigned_device", n)
+            return _NOTHING
+        if received is not None and (self.monitoring_since is None or received < self.monitoring_since):
+            self.monitoring_since = received
+        if self.monitoring_since is not None and t < self.monitoring_since - self.cfg.pre_monitoring_s:
+            self.count("before_monitoring", n)
             return _NOTHING
         records = self.close_due(t)
         d = local_date(t, self.tz)
@@ -126,10 +135,11 @@ class PatientBook:
 
     def observe_span(self, device: str, first: float, last: float, n: int, clock: ClockQuality) -> Step:
         """Account ``n`` readings spread from ``first`` to ``last`` (a span released from the unsynced hold)."""
+        # Held while the clock was unsynchronised: each reading was received at its own time.
         if n <= 1 or last <= first:
-            return self.observe(device, first, clock, n)
-        a = self.observe(device, first, clock, n - 1)
-        b = self.observe(device, last, clock, 1)
+            return self.observe(device, first, clock, n, received=first)
+        a = self.observe(device, first, clock, n - 1, received=first)
+        b = self.observe(device, last, clock, 1, received=last)
         return Step(a.records + b.records, a.new_day or b.new_day)
 
     def close_due(self, now: float) -> list[BillingRecord]:
@@ -272,6 +282,7 @@ class PatientBook:
             "patient": self.patient,
             "timezone": self.tz.key,
             "episode_start": _iso(self.episode_start),
+            "monitoring_since": self.monitoring_since,
             "setup": None if self.setup is None else [self.setup.status.value, self.setup.version],
             "setup_dates": [d.isoformat() for d in self.setup_dates],
             "open": [
@@ -297,6 +308,10 @@ class PatientBook:
             if obj.get("format") != STATE_FORMAT:
                 raise StateFormatError(f"billing state format {obj.get('format')!r} is not {STATE_FORMAT}")
             self.episode_start = _date(obj["episode_start"])
+            since = obj.get("monitoring_since")
+            if "monitoring_since" not in obj and self.episode_start is not None:  # saved before it was kept
+                since = day_end(date.fromordinal(self.episode_start.toordinal() - 1), self.tz)
+            self.monitoring_since = None if since is None else float(since)
             self.setup = None if obj["setup"] is None else ServiceState(BillingStatus(obj["setup"][0]), obj["setup"][1])
             self.setup_dates = [date.fromisoformat(d) for d in obj["setup_dates"]]
             self.opened = []

@@ -176,7 +176,10 @@ class BillingLedger:
             return
         if host_synced and len(self._hold):
             await self._release_hold()
-        await self._save(patient, book.observe(device, t, clock))
+        # Stamped by the hub, a reading's time is when it came; stamped by its device (a stored
+        # reading, uploaded later), it came now.
+        received = t if clock is ClockQuality.SYNCED else self._clock.now() if host_synced else None
+        await self._save(patient, book.observe(device, t, clock, received=received))
 
     async def tick(self, now: float) -> None:
         """Close periods whose end has passed; save counters left waiting."""

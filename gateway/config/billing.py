@@ -63,6 +63,14 @@ class BillingSection(_Model):
         description="A period closes this long after its last local midnight, so late-arriving readings "
         "of its last day still count",
     )
+    pre_monitoring_s: float = Field(
+        3600.0,
+        ge=0,
+        le=30 * 86400,
+        description="A device's stored readings count as days of data from this long before the patient's "
+        "first reading reached this hub (the set-up visit) on; older ones, such as a meter's memory of "
+        "the months before, were not remote monitoring",
+    )
     persist_interval_s: float = Field(
         5.0, gt=0, le=600, description="Reading counters of an already counted day are saved at most this often"
     )
