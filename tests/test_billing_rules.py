@@ -310,3 +310,18 @@ def test_a_book_saved_before_monitoring_since_was_kept_starts_it_at_its_episode(
     stored = local_noon(D0 - timedelta(days=3))  # three days before the episode, uploaded now
     step = again.observe("m", stored, ClockQuality.DEVICE, received=local_noon(D0 + timedelta(days=2)))
     assert not step.new_day and again.counters.get("before_monitoring") == 1
+
+
+def test_the_set_up_days_are_counted_within_one_period() -> None:
+    """Under ``setup_min_days: 16`` (the older rule), 8 days in one period and 8 in the next are
+    not 16 days of data: the set-up waits for 16 in one period, and its evidence is those days."""
+    cfg = BillingSection(setup_min_days=16)
+    b = book(cfg)
+    records = feed_days(b, D0, list(range(8)))  # period D0 .. D0+29
+    records += feed_days(b, D0, list(range(40, 48)))  # the next period: 8 days
+    assert not [r for r in records if r.code == "99453"]
+    records += feed_days(b, D0, list(range(48, 56)))  # 16 in that period
+    (setup,) = [r for r in records if r.code == "99453"]
+    assert setup.qualifying_days == 16
+    assert setup.dates[0] == (D0 + timedelta(days=40)).isoformat()
+    assert len(setup.evidence) == 16

@@ -175,6 +175,9 @@ class PatientBook:
     def _on_new_day(self, op: OpenPeriod, d: date, t: float, clock: ClockQuality) -> list[BillingRecord]:
         records: list[BillingRecord] = []
         if self.cfg.setup_code and self.setup is None:
+            # The set-up's days of data are those of one period, as device supply's are: days of
+            # an earlier period that fell short do not add up with this one's.
+            self.setup_dates = [x for x in self.setup_dates if x in op.period]
             self.setup_dates.append(d)
             if len(self.setup_dates) >= self.cfg.setup_min_days:
                 self.setup = ServiceState(BillingStatus.BILLABLE, 1)
