@@ -16,7 +16,7 @@ from gateway.billing.ledger import BillingLedger, PatientBilling, state_key
 from gateway.clock import ManualClock
 from gateway.config.billing import BillingSection
 from gateway.records import BillingRecord, ClockQuality
-from tests.billing_helpers import CHICAGO, brief, ts
+from tests.billing_helpers import CHICAGO, brief, local_noon, ts
 
 S = ClockQuality.SYNCED
 PATIENTS = {"p1": PatientBilling(CHICAGO, devices=frozenset({"ox1", "cuff1"}))}
@@ -231,3 +231,56 @@ def test_unsynced_hold_joins_spans_per_device_and_stays_bounded() -> None:
         ("p2", "ox2", 1, 1_800_000_000.0 - 1000),
     ]
     assert len(hold) == 0
+
+
+class SlowStore(MemoryStore):
+    """Record commits wait until released (a busy outbox); state-only saves apply at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[asyncio.Future[None], BillingRecord, Mapping[str, bytes | None] | None]] = []
+
+    def submit(self, record: BillingRecord, *, state: Mapping[str, bytes | None] | None = None) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((fut, record, state))
+        return fut
+
+    def release(self) -> None:
+        for fut, record, state in self.pending:
+            if not fut.done():
+                self.records.append(record)
+                self._apply(state or {})
+                fut.set_result(None)
+
+
+async def test_a_state_saved_while_another_patients_records_commit_never_gets_ahead_of_its_own() -> None:
+    """Held readings of two patients are released together and saved one patient after the other;
+    a same-day reading of the second, meanwhile, saves its state in the background.  That state
+    must not say the set-up was sent before its record is in the outbox: after a crash there, the
+    set-up would never be emitted."""
+    store = SlowStore()
+    t0 = local_noon(date(2026, 3, 2))
+    clock = ManualClock(t=t0, synced=False)
+    patients = {"p1": PatientBilling(CHICAGO), "p2": PatientBilling(CHICAGO)}
+    ledger = await BillingLedger.open(store, BillingSection(), gateway_id="gw", patients=patients, clock=clock)
+    for p in patients:  # one day of data each (Mar 1), on disk
+        ledger._books[p].observe(f"dev-{p}", local_noon(date(2026, 3, 1)), ClockQuality.SYNCED)
+        store.state[state_key(p)] = ledger._books[p].to_state()
+    for p in patients:  # Mar 2, held while the host clock is unsynchronised: each patient's second day
+        await ledger.on_reading(p, f"dev-{p}", t0, ClockQuality.UNSYNCED)
+    clock.synced = True
+    release = asyncio.create_task(ledger.on_reading("p1", "dev-p1", t0 + 10, ClockQuality.SYNCED))
+    for _ in range(5):
+        await asyncio.sleep(0)  # p1's records are in the outbox's queue, not yet committed
+    assert store.pending
+    await ledger.on_reading("p2", "dev-p2", t0 + 20, ClockQuality.SYNCED)
+    # Crash now: p2 restarts from what is on disk, which must not be ahead of its records.
+    restarted = await BillingLedger.open(store, BillingSection(), gateway_id="gw", patients=patients, clock=clock)
+    p2_submitted = {r.code for _, r, _ in store.pending if r.patient == "p2"}
+    assert restarted._books["p2"].setup is None or "99453" in p2_submitted
+    # No crash: everything reaches the outbox, p2's set-up among it.
+    for _ in range(50):
+        store.release()
+        await asyncio.sleep(0)
+    await asyncio.wait_for(release, 2)
+    assert {r.code for r in store.records if r.patient == "p2"} >= {"99453", "99445"}

@@ -229,8 +229,16 @@ class BillingLedger:
                 book.observe_span(span.device, span.first, span.last, span.count, ClockQuality.CORRECTED)
             )
         self._log.info("billing_hold_released", spans=len(spans), readings=sum(s.count for s in spans))
+        # Every book has moved on, and they are saved one after the other: until its turn, each
+        # patient's records wait with those refused earlier, so that no background save of its
+        # state gets ahead of them meanwhile (a crash would then restart from a state that says a
+        # set-up was sent, and it would never be).
         for patient, done in steps.items():
-            await self._save(patient, Step([r for s in done for r in s.records], any(s.new_day for s in done)))
+            records = [r for s in done for r in s.records]
+            if records:
+                self._unsent.setdefault(patient, []).extend(records)
+        for patient, done in steps.items():
+            await self._save(patient, Step([], any(s.new_day for s in done)), retry=True)
 
     async def _save(self, patient: str, step: Step, *, retry: bool = False) -> None:
         if not (step.must_persist or retry):
