@@ -325,3 +325,45 @@ def test_the_set_up_days_are_counted_within_one_period() -> None:
     assert setup.qualifying_days == 16
     assert setup.dates[0] == (D0 + timedelta(days=40)).isoformat()
     assert len(setup.evidence) == 16
+
+
+def _received_in_order(b: PatientBook, days: list[date], device: str = "cuff") -> list:  # type: ignore[type-arg]
+    return [r for d in days for r in b.observe(device, local_noon(d), ClockQuality.DEVICE).records]
+
+
+def test_days_uploaded_behind_a_later_one_open_the_period_they_would_have_in_time_order() -> None:
+    """A period closed on Mar 30; an oximeter's Apr 7 reading arrives, then a cuff's upload of
+    Apr 1-6 after a week offline, then the days after.  In time order the period starts Apr 1:
+    so it does, and the days of Apr 1-6 count instead of being dropped as late."""
+    apr = [date(2026, 4, k) for k in range(1, 31)]
+    in_order = book()
+    records_in_order = feed_days(in_order, D0, list(range(0, 30, 3)))
+    records_in_order += in_order.close_due(local_noon(date(2026, 4, 1)))
+    records_in_order += _received_in_order(in_order, apr[:16]) + close_all(in_order)
+
+    b = book()
+    records = feed_days(b, D0, list(range(0, 30, 3)))
+    records += b.close_due(local_noon(date(2026, 4, 1)))
+    records += _received_in_order(b, [apr[6], *apr[:6], *apr[7:16]]) + close_all(b)
+    assert "late" not in b.counters
+    assert brief(billable_supply(records, BillingSection())) == brief(
+        billable_supply(records_in_order, BillingSection())
+    )
+    assert [r.period_start for r in billable_supply(records, BillingSection())] == ["2026-03-01", "2026-04-01"]
+
+
+def test_days_uploaded_before_an_open_period_that_emitted_records_are_late_or_their_own_period() -> None:
+    b = book()
+    feed_days(b, D0, [0, 1])  # Mar 1-2: 99453 and 99445 emitted for the period from Mar 1
+    b.close_due(local_noon(date(2026, 4, 5)))
+    records = _received_in_order(b, [date(2026, 5, 10), date(2026, 5, 11)])  # a period from May 10, with records
+    assert [r.period_start for r in records if r.code == "99445"] == ["2026-05-10"]
+    # Apr 20 would move that period's start and so its records' keys: late.
+    assert _received_in_order(b, [date(2026, 4, 20)]) == [] and b.counters["late"] == 1
+    # Apr 1-5 make a period of their own that ends before May 10: counted, and billed when it closes.
+    records = _received_in_order(b, [date(2026, 4, k) for k in range(1, 6)]) + close_all(b)
+    supply = billable_supply(records, BillingSection())
+    assert [(r.code, r.period_start, r.qualifying_days) for r in supply] == [
+        ("99445", "2026-04-01", 5),
+        ("99445", "2026-05-10", 2),
+    ]

@@ -155,6 +155,14 @@ class PatientBook:
         for op in self.opened:
             if d in op.period:
                 return op
+        if (
+            len(self.opened) == 1
+            and d < self.opened[0].period.start
+            and (self.closed_through is None or d > self.closed_through)
+        ):
+            early = self._before_first_open(d)
+            if early is not None:
+                return early
         last_end = self.opened[-1].period.end if self.opened else self.closed_through
         if last_end is not None and d <= last_end:
             # Dated inside a closed period, or in a gap before the open one: its records are final.
@@ -171,6 +179,33 @@ class PatientBook:
         op = OpenPeriod(period)
         self.opened.append(op)
         return op
+
+    def _before_first_open(self, d: date) -> OpenPeriod | None:
+        """A day of data after every closed period and before the one open period: readings that came
+        out of order (a cuff's upload after a week offline, behind a live oximeter's reading).  In
+        time order it would have opened a period itself, and so it does now, where that changes no
+        record already emitted: a period of its own when that ends before the open one starts, or
+        the open one starting at ``d`` instead (``first_data`` anchor) while it has emitted nothing
+        and all its days still fall in it.  Otherwise None: the day is late."""
+        first = self.opened[0]
+        period = new_period(d, self.cfg.period_days, self.enrolment)
+        if period is None:
+            return None
+        if period.end < first.period.start:
+            op = OpenPeriod(period)
+            self.opened.insert(0, op)
+            if self.episode_start is not None and self.setup is None and period.start < self.episode_start:
+                self.episode_start = period.start
+            return op
+        setup_in_it = (
+            self.setup is not None and self.episode_start is not None and self.episode_start >= first.period.start
+        )
+        if self.enrolment is not None or first.services or setup_in_it or not all(x in period for x in first.days):
+            return None
+        if self.episode_start == first.period.start:
+            self.episode_start = period.start
+        first.period = period
+        return first
 
     def _on_new_day(self, op: OpenPeriod, d: date, t: float, clock: ClockQuality) -> list[BillingRecord]:
         records: list[BillingRecord] = []
