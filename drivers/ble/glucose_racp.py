@@ -7,7 +7,7 @@ import asyncio
 from drivers.ble import glucose
 from drivers.ble.driver import BleDriver
 from drivers.ble.link import Notification
-from drivers.ble.sequence_store import SequenceStore
+from drivers.ble.sequence_store import Held, SequenceStore
 from drivers.ble.settings import GlucoseSettings
 from gateway.driver_api import DeviceContext, DriverConfigError
 from gateway.readings import Reading
@@ -20,7 +20,14 @@ class GlucoseDriver(BleDriver):
 
     When the meter has nothing newer than the last number held, the driver asks for its newest
     record: a number *below* the one held means the meter's numbering started again (factory reset,
-    replaced meter with the same address), and everything it stores is fetched once more."""
+    replaced meter with the same address), and everything it stores is fetched once more.
+
+    A meter sends its records as fast as the link carries them, and a notification lost to a full
+    queue (``BleLink``: the oldest is dropped) leaves a gap in the numbering.  So the place moves on
+    only through contiguous numbers; a record past a gap is held apart (``Held.above``), and the
+    next fetch starts at the gap, skipping those.  A gap that comes with no notification lost is
+    the meter's own (it overwrote its oldest records), and at the end of such a fetch the place
+    moves past it."""
 
     settings: GlucoseSettings
     SUBSCRIBE = (glucose.MEASUREMENT, glucose.RACP)
@@ -29,8 +36,9 @@ class GlucoseDriver(BleDriver):
     def __init__(self, ctx: DeviceContext, settings: GlucoseSettings) -> None:
         super().__init__(ctx, settings)
         self.store = SequenceStore(ctx.state_dir / self.STATE_FILE, settings.address)
-        self.last_held: int | None = None
+        self.held = Held()
         self.racp_result: glucose.RacpResult | None = None
+        self._dropped_at_request = 0
         self._pending_seq: int | None = None
         self._probing = False
         self._newest_on_meter: int | None = None
@@ -42,14 +50,32 @@ class GlucoseDriver(BleDriver):
         await self._calibrate_clock()
         await super()._prepare()
 
+    @property
+    def last_held(self) -> int | None:
+        return self.held.last
+
     async def _start(self) -> None:
-        self.last_held = await asyncio.to_thread(self.store.load)
-        await self._request(glucose.racp_records_after(self.last_held))
+        self.held = await asyncio.to_thread(self.store.load)
+        await self._request(glucose.racp_records_after(self.held.last))
 
     async def _request(self, request: bytes) -> None:
         self.racp_result = None
-        self.log.info("ble_glucose_fetch", last_held=self.last_held, request=request.hex())
+        self._dropped_at_request = self.link.dropped
+        self.log.info(
+            "ble_glucose_fetch", last_held=self.held.last, held_past_gap=len(self.held.above), request=request.hex()
+        )
         await self.link.write(glucose.RACP, request)
+
+    def _hold(self, seq: int) -> None:
+        """Record ``seq`` is held: the place moves on through the contiguous numbers."""
+        held = self.held
+        if held.last is not None and seq == held.last + 1:
+            held.last = seq
+            while held.last + 1 in held.above:
+                held.above.discard(held.last + 1)
+                held.last += 1
+        else:
+            held.above.add(seq)
 
     def _decode(self, n: Notification) -> list[Reading]:
         self._pending_seq = None
@@ -61,9 +87,9 @@ class GlucoseDriver(BleDriver):
         m = glucose.decode(n.data)
         if self._probing:
             self._newest_on_meter = m.sequence
-        if self.last_held is not None and m.sequence <= self.last_held:
+        if (self.held.last is not None and m.sequence <= self.held.last) or m.sequence in self.held.above:
             if not self._probing:
-                self.log.info("ble_glucose_repeat_skipped", sequence=m.sequence, last_held=self.last_held)
+                self.log.info("ble_glucose_repeat_skipped", sequence=m.sequence, last_held=self.held.last)
             return []
         self._pending_seq = m.sequence
         time_fault = m.status is not None and bool(m.status & (1 << 11))
@@ -74,8 +100,8 @@ class GlucoseDriver(BleDriver):
         if self._pending_seq is not None:
             seq, self._pending_seq = self._pending_seq, None
             await self.ctx.checkpoint()  # the reading is on disk before the meter's place is moved on
-            await asyncio.to_thread(self.store.save, seq)
-            self.last_held = seq
+            self._hold(seq)
+            await asyncio.to_thread(self.store.save, self.held)
             return False
         if n.uuid != glucose.RACP or self.racp_result is None:
             return False
@@ -83,17 +109,29 @@ class GlucoseDriver(BleDriver):
         if self._probing:
             self._probing = False
             newest, self._newest_on_meter = self._newest_on_meter, None
-            if newest is not None and self.last_held is not None and newest < self.last_held:
-                self.log.warning("ble_glucose_numbering_restarted", newest_on_meter=newest, last_held=self.last_held)
-                self.last_held = None
+            if newest is not None and self.held.last is not None and newest < self.held.last:
+                self.log.warning("ble_glucose_numbering_restarted", newest_on_meter=newest, last_held=self.held.last)
+                self.held = Held()
                 await self._request(glucose.racp_all_records())
                 return False
-        elif result is glucose.RacpResult.NO_RECORDS_FOUND and self.last_held is not None:
+        elif result is glucose.RacpResult.NO_RECORDS_FOUND and self.held.last is not None and not self.held.above:
             self._probing = True
             self._newest_on_meter = None
             await self._request(glucose.racp_last_record())
             return False
         ok = result in (glucose.RacpResult.SUCCESS, glucose.RacpResult.NO_RECORDS_FOUND)
-        level = self.log.info if ok else self.log.warning
-        level("ble_glucose_fetch_done", result=result.name.lower(), last_held=self.last_held)
+        lost = self.link.dropped - self._dropped_at_request
+        if ok and self.held.above and not lost:
+            # The meter sent all it has from the place on, and none was lost: the gaps left are
+            # records it no longer stores.
+            self.held = Held(max(self.held.above | {self.held.last or 0}))
+            await asyncio.to_thread(self.store.save, self.held)
+        level = self.log.info if ok and not lost else self.log.warning
+        level(
+            "ble_glucose_fetch_done",
+            result=result.name.lower(),
+            last_held=self.held.last,
+            held_past_gap=len(self.held.above),
+            notifications_lost=lost,
+        )
         return self.passive

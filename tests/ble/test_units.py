@@ -20,6 +20,7 @@ from drivers.ble import decode_cli
 from drivers.ble.device_time import DeviceClock, decode_current_time
 from drivers.ble.driver import BleDriver, SequenceStore
 from drivers.ble.link import NO_RSSI, AdapterScanner, BleLink, Notification
+from drivers.ble.sequence_store import Held
 from drivers.ble.settings import GlucoseSettings, HeartRateSettings, PolarEcgSettings
 from drivers.ble.wire import DecodeError, DeviceDateTime
 from gateway.clock import ManualClock
@@ -81,20 +82,28 @@ def test_current_time_characteristic() -> None:
 
 def test_sequence_store_round_trip_and_foreign_meter(tmp_path: Path) -> None:
     store = SequenceStore(tmp_path / "dev" / "ble-glucose.json", "aa:bb:cc:dd:ee:03")
-    assert store.load() is None
-    store.save(41)
-    assert store.load() == 41
+    assert store.load() == Held()
+    store.save(Held(41, {44, 45}))
+    assert store.load() == Held(41, {44, 45})
     assert not list((tmp_path / "dev").glob("*.tmp"))  # replaced atomically, no leftovers
     other = SequenceStore(store.path, "AA:BB:CC:DD:EE:99")
-    assert other.load() is None  # another meter at this device id: fetch everything
+    assert other.load() == Held()  # another meter at this device id: fetch everything
+
+
+def test_sequence_store_reads_a_file_saved_before_gaps_were_kept(tmp_path: Path) -> None:
+    path = tmp_path / "ble-glucose.json"
+    path.write_text(json.dumps({"address": "AA:BB:CC:DD:EE:03", "last_sequence": 41}))
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() == Held(41)
 
 
 def test_sequence_store_corrupt_file_means_fetch_all(tmp_path: Path) -> None:
     path = tmp_path / "ble-glucose.json"
     path.write_text("{not json")
-    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() is None
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() == Held()
     path.write_text(json.dumps({"address": "AA:BB:CC:DD:EE:03", "last_sequence": 70000}))
-    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() is None
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() == Held()
+    path.write_text(json.dumps({"address": "AA:BB:CC:DD:EE:03", "last_sequence": 5, "held_above": ["x"]}))
+    assert SequenceStore(path, "AA:BB:CC:DD:EE:03").load() == Held(5)  # fetched again rather than missed
 
 
 # --- notification queue ------------------------------------------------------------------------
