@@ -429,6 +429,30 @@ async def test_billing_over_quota_refused_with_alarm_once(tmp_path: Path) -> Non
     await b.close()
 
 
+async def test_alarms_over_quota_are_refused_never_the_oldest_dropped(tmp_path: Path) -> None:
+    alarms: list[tuple[str, str]] = []
+    b = await open_box(tmp_path / "o.db", quotas=QuotaSection(alarm=100),
+                       on_alarm=lambda c, d: alarms.append((c, d)))
+    recs = [alarm(b.next_key()) for _ in range(150)]
+    results = await asyncio.gather(*(b.submit(r) for r in recs), return_exceptions=True)
+    taken = [r.key for r, res in zip(recs, results, strict=True) if res is None]
+    refused = [res for res in results if res is not None]
+    # the producer hears of every alarm not stored; the stored ones are exactly the first 100
+    assert taken == [r.key for r in recs[:100]]
+    assert len(refused) == 50 and all(isinstance(e, OutboxFull) and e.retryable for e in refused)
+    st = b.stats()
+    assert st.classes[RecordKind.ALARM].dropped == 0 and st.refused == 50
+    assert keys_of(await drain(b, 1000)) == taken
+    assert [c for c, _ in alarms] == ["outbox_full"] and "alarm" in alarms[0][1]
+    # a re-submitted stored alarm is a no-op, not a refusal, even at the quota
+    await b.accept(recs[0])
+    # room again after delivery: a refused alarm is taken when tried again
+    rows = await b.lease(10)
+    await b.ack([r.id for r in rows])
+    await b.accept(recs[100])
+    await b.close()
+
+
 async def test_disk_floor_drops_summaries_refuses_billing_and_makes_room_for_alarms(tmp_path: Path) -> None:
     free = [10**12]
     alarms: list[str] = []

@@ -70,6 +70,16 @@ def test_billing_beyond_its_quota_is_refused_never_dropped(conn: sqlite3.Connect
     assert eff.dropped[RecordKind.BILLING] == 0 and len(ids(conn, RecordKind.BILLING)) == 100
 
 
+def test_alarms_beyond_their_quota_are_refused_never_dropped(conn: sqlite3.Connection) -> None:
+    quotas = QuotaSection(alarm=100)
+    commit(conn, book(conn, quotas), [row(RecordKind.ALARM, f"a{i}", i) for i in range(99)])
+    over = [row(RecordKind.ALARM, f"x{i}", 200 + i) for i in range(3)]
+    # a stored key in the batch takes no room: it is skipped, not counted against the quota
+    eff = commit(conn, book(conn, quotas), [row(RecordKind.ALARM, "a0", 0), *over])
+    assert eff.inserted[RecordKind.ALARM] == 1 and eff.refused == over[1:]
+    assert eff.dropped[RecordKind.ALARM] == 0 and len(ids(conn, RecordKind.ALARM)) == 100
+
+
 def test_below_the_disk_floor_an_alarm_takes_the_place_of_a_status_row(conn: sqlite3.Connection) -> None:
     commit(conn, book(conn), [row(RecordKind.STATUS, "st1", 1), row(RecordKind.SUMMARY, "su1", 2)])
     eff = commit(conn, book(conn), [row(RecordKind.ALARM, "a1", 3), row(RecordKind.SUMMARY, "su2", 4)],

@@ -172,7 +172,7 @@ class UpstreamSection(_Model):
 
 
 class QuotaSection(_Model):
-    alarm: int = Field(100_000, ge=100, description="Max pending alarm records")
+    alarm: int = Field(100_000, ge=100, description="Max pending alarm records (never dropped: intake stops instead)")
     evidence: int = Field(20_000, ge=100, description="Max pending alarm evidence strips; oldest dropped beyond")
     billing: int = Field(1_000_000, ge=100, description="Max pending billing records (never dropped)")
     summary: int = Field(500_000, ge=100, description="Max pending summaries; oldest dropped beyond")

@@ -1,11 +1,11 @@
 """The outbox's group-commit transaction as plain functions over an open connection.
 
 ``write_batch`` does everything one commit does — delete acknowledged rows, skip duplicates,
-admit rows within quotas and the free-disk floor, drop the oldest of an over-quota class (never a
-row in flight), seal and insert, write the state riding with the records, update the counters —
-and returns what it changed as ``Effects``.  It reads the writer's bookkeeping from a ``Book`` and
-changes nothing outside the transaction, so the writer applies the effects only after COMMIT and a
-test calls it on a connection without any thread.
+admit rows within quotas and the free-disk floor, drop the oldest of an over-quota class (never an
+alarm or billing row, never a row in flight), seal and insert, write the state riding with the
+records, update the counters — and returns what it changed as ``Effects``.  It reads the writer's
+bookkeeping from a ``Book`` and changes nothing outside the transaction, so the writer applies the
+effects only after COMMIT and a test calls it on a connection without any thread.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from gateway.records import RecordKind
 CHUNK = 900  # host parameters per IN (...) query, well under SQLite's limit
 DELIVERED_KEEP_S = 7 * 86_400.0
 DELIVERED_KEEP_ROWS = 100_000
-NEVER_DROPPED = frozenset({RecordKind.BILLING})
+# Beyond their quota these classes refuse new rows (OutboxFull: the producer keeps the record and
+# tries again) instead of dropping stored ones: an alarm or a billing record is never lost unseen.
+NEVER_DROPPED = frozenset({RecordKind.BILLING, RecordKind.ALARM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +133,21 @@ def delete_acked(conn: sqlite3.Connection, eff: Effects, acks: list[int], now: f
 
 
 def dedupe(conn: sqlite3.Connection, sealing: RowSealing, inserts: list[Insert]) -> dict[RecordKind, list[Insert]]:
-    """Rows per class, without keys repeated in the batch; billing rows also without stored or
-    recently delivered keys.
+    """Rows per class, without keys repeated in the batch; billing and alarm rows also without
+    stored keys, and billing rows without recently delivered ones.
 
-    Billing needs the exact count of new rows before inserting (it is refused, never dropped,
-    beyond its quota).  The other classes rely on INSERT OR IGNORE and its row count, which
-    saves a lookup per row on the hot path.
+    Billing and alarms need the exact count of new rows before inserting (they are refused, never
+    dropped, beyond their quota).  The other classes rely on INSERT OR IGNORE and its row count,
+    which saves a lookup per row on the hot path.
     """
     if not inserts:
         return {}
     ident = sealing.ident
     raw = list({op.key for op in inserts if op.kind is RecordKind.BILLING})
     billing = list({ident(k) for k in raw})
+    alarms = list({op.key if op.own_key else ident(op.key) for op in inserts if op.kind is RecordKind.ALARM})
     # only billing keys are remembered as delivered
-    seen = stored_keys(conn, "outbox", billing) | stored_keys(conn, "delivered", billing)
+    seen = stored_keys(conn, "outbox", billing + alarms) | stored_keys(conn, "delivered", billing)
     if sealing.on and raw:
         # stored or delivered in clear, before the keyring was turned on: the same record
         seen |= {ident(k) for k in stored_keys(conn, "outbox", raw) | stored_keys(conn, "delivered", raw)}
@@ -172,22 +175,23 @@ def admit(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Recor
           kind: RecordKind, rows: list[Insert], below_floor: bool) -> list[Insert]:
     """The rows of one class that may be stored (the rest refused or dropped and counted)."""
     quota: int = getattr(book.quotas, kind.value)
-    take = rows
-    if kind is RecordKind.BILLING:
-        room = 0 if below_floor else max(0, quota - totals[kind])
-        take = rows[:room]
+    if kind in NEVER_DROPPED:
+        # beyond the quota new rows are refused, never stored ones dropped
+        room = min(len(rows), max(0, quota - totals[kind]))
+        if below_floor and kind is RecordKind.BILLING:
+            room = 0
+        elif below_floor:
+            # make room by dropping the least valuable rows first; refuse only what cannot fit
+            made = 0
+            for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
+                made += drop_oldest(conn, book, eff, totals, victim, room - made)
+            room = made
         eff.refused.extend(rows[room:])
-    elif kind is RecordKind.ALARM and below_floor:
-        # make room by dropping the least valuable rows first; refuse only what cannot fit
-        made = 0
-        for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
-            made += drop_oldest(conn, book, eff, totals, victim, len(rows) - made)
-        take = rows[:made]
-        eff.refused.extend(rows[made:])
-    elif below_floor:
+        return rows[:room]
+    if below_floor:
         eff.dropped[kind] += len(rows)
         return []
-    return take
+    return rows
 
 
 def insert(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[RecordKind, int],

@@ -53,7 +53,7 @@ log = structlog.get_logger()
 
 _PRUNE_EVERY_S = 600.0
 _DROP_LOG_EVERY_S = 60.0
-_REFUSABLE = frozenset({RecordKind.BILLING, RecordKind.ALARM})
+_REFUSABLE = txn.NEVER_DROPPED  # refused (OutboxFull), never dropped
 
 class Writer:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, post: Post) -> None:
