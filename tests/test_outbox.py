@@ -17,7 +17,7 @@ from gateway.clock import ManualClock
 from gateway.config.models import QuotaSection
 from gateway.outbox import LeasePolicy, Outbox, OutboxClosed, OutboxFull, PendingRow, Record, seq_floor
 from gateway.outbox.keys import SEQ_BLOCK, SeqCounter, parse_seq
-from gateway.outbox.policy import Backlog, lease_shares
+from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares
 from gateway.records import (
     PRIORITY,
     AlarmEvent,
@@ -351,6 +351,57 @@ def test_lease_shares_are_bounded_and_fill_the_batch() -> None:
     plain = lease_shares(10, backlog, now=0.0, batch_no=1, policy=LeasePolicy(every_n=4))
     assert plain == {RecordKind.ALARM: 10, RecordKind.EVIDENCE: 0, RecordKind.BILLING: 0, RecordKind.SUMMARY: 0,
                      RecordKind.STATUS: 0, RecordKind.TOMBSTONE: 0}
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 4, 5, 8, 10])
+@pytest.mark.parametrize("lower", [1, 2, 3, 4])
+def test_starving_classes_never_take_the_whole_batch_from_the_highest_class(limit: int, lower: int) -> None:
+    # every class below the top one waiting is owed a share (periodic batch): a batch smaller than
+    # their number must still carry the top class, and together they take at most half of it
+    for top_rank in (0, 1):
+        kinds = list(CLASS_ORDER[top_rank : top_rank + 1 + lower])
+        backlog = {k: Backlog(1000, 0.0) for k in kinds}
+        for turn in range(6):
+            shares = lease_shares(limit, backlog, now=1e9, batch_no=4, policy=LeasePolicy(every_n=4), turn=turn)
+            assert sum(shares.values()) == limit
+            assert shares[kinds[0]] >= 1
+            assert sum(shares[k] for k in kinds[1:]) <= limit // 2
+
+
+def test_starving_classes_take_turns_when_the_batch_cannot_serve_them_all() -> None:
+    backlog = {k: Backlog(1000, 0.0) for k in CLASS_ORDER[:4]}
+    served = []
+    for turn in range(3):  # batch of 2: one slot for the starving, three of them waiting
+        shares = lease_shares(2, backlog, now=0.0, batch_no=1, policy=LeasePolicy(every_n=1), turn=turn)
+        assert shares[CLASS_ORDER[0]] == 1
+        served += [k for k in CLASS_ORDER[1:4] if shares[k]]
+    assert sorted(served) == sorted(CLASS_ORDER[1:4])
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+async def test_an_alarm_is_leased_in_the_next_batch_behind_an_old_backlog(tmp_path: Path, window: int) -> None:
+    # after an outage: hundreds of summaries, status and billing records an hour old, then an alarm
+    now = [1_800_000_000.0]
+    b = await open_box(tmp_path / "o.db", clock=lambda: now[0])
+    backlog = [make(b.next_key()) for _ in range(100) for make in (summary, status)]
+    await asyncio.gather(*(b.submit(r) for r in backlog), *(b.submit(billing(f"svc{i}")) for i in range(100)))
+    now[0] += 3600.0
+    rows = await b.lease(window)  # one batch of the backlog goes first
+    await b.ack([r.id for r in rows])
+    urgent = alarm(b.next_key())
+    await b.accept(urgent)
+    rows = await b.lease(window)
+    assert urgent.key in keys_of(rows)
+    seen = {r.kind for r in rows}
+    # ...and the lower classes still move, taking turns in what is left of the batch (a batch of
+    # one row goes to the highest class waiting)
+    for _ in range(6):
+        await b.ack([r.id for r in rows])
+        rows = await b.lease(window)
+        seen |= {r.kind for r in rows}
+    assert seen == {RecordKind.ALARM, RecordKind.BILLING} if window == 1 else set(RecordKind) - {
+        RecordKind.EVIDENCE, RecordKind.TOMBSTONE}
+    await b.close()
 
 
 # ---- bounds: quotas, disk floor, disk full --------------------------------------------------

@@ -44,7 +44,7 @@ from gateway.outbox.ops import (
     Snapshot,
     StateRows,
 )
-from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares
+from gateway.outbox.policy import CLASS_ORDER, Backlog, lease_shares, starving_classes
 from gateway.outbox.sealing import RowSealing
 from gateway.outbox.types import OutboxClosed, OutboxError, OutboxFull, OutboxKeyError, PendingRow
 from gateway.records import RecordKind
@@ -85,6 +85,7 @@ class Writer:
         self._last_commit = -math.inf
         self._last_prune = -math.inf
         self._lease_batches = 0
+        self._starving_turn = 0  # batches so far with starving classes: whose turn it is (policy.lease_shares)
         self._episodes: set[str] = set()
         self._drops_unlogged: dict[RecordKind, int] = dict.fromkeys(RecordKind, 0)
         self._drop_logged_at = -math.inf
@@ -393,8 +394,11 @@ class Writer:
         if not any(b.available > 0 for b in backlog.values()):
             return []
         self._lease_batches += 1
-        shares = lease_shares(limit, backlog, now=self._s.clock(), batch_no=self._lease_batches,
-                              policy=self._s.lease_policy)
+        now, policy = self._s.clock(), self._s.lease_policy
+        shares = lease_shares(limit, backlog, now=now, batch_no=self._lease_batches, policy=policy,
+                              turn=self._starving_turn)
+        if starving_classes(backlog, now=now, batch_no=self._lease_batches, policy=policy):
+            self._starving_turn += 1
         out: list[PendingRow] = []
         for kind in CLASS_ORDER:
             want = shares[kind]
