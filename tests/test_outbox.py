@@ -504,29 +504,32 @@ async def test_alarms_over_quota_are_refused_never_the_oldest_dropped(tmp_path: 
     await b.close()
 
 
-async def test_disk_floor_drops_summaries_refuses_billing_and_makes_room_for_alarms(tmp_path: Path) -> None:
+async def test_disk_floor_drops_summaries_and_still_stores_alarms_and_billing(tmp_path: Path) -> None:
     free = [10**12]
-    alarms: list[str] = []
+    alarms: list[tuple[str, str]] = []
     b = await open_box(tmp_path / "o.db", min_free_mb=64, free_bytes=lambda _f: free[0],
-                       on_alarm=lambda c, _d: alarms.append(c))
+                       on_alarm=lambda c, d: alarms.append((c, d)))
     olds = [summary(b.next_key()) for _ in range(3)]
     await asyncio.gather(*(b.submit(r) for r in olds))
     free[0] = 10 * 1024 * 1024  # below the 64 MB floor
     await b.accept(summary(b.next_key()))  # not an error for the producer...
     assert b.stats().classes[RecordKind.SUMMARY].dropped == 1  # ...but dropped and counted
-    with pytest.raises(OutboxFull):
-        await b.accept(billing("svc-F"))
-    await b.accept(alarm(b.next_key()))  # room made by dropping the oldest summary
-    await b.accept(alarm(b.next_key()))
+    await b.accept(billing("svc-F"))  # room made by dropping the oldest summary
+    assert [c for c, _ in alarms] == ["outbox_full"] and "below 64 MB" in alarms[0][1]
+    await b.accept(alarm(b.next_key()))  # and the next
     left = await drain(b)
-    assert [r.kind for r in left].count(RecordKind.ALARM) == 2
     assert [r.key for r in left if r.kind is RecordKind.SUMMARY] == [olds[2].key]
-    await b.accept(alarm(b.next_key()))  # the last summary makes room
-    with pytest.raises(OutboxFull):
-        await b.accept(alarm(b.next_key()))  # nothing left to drop
-    assert alarms == ["outbox_full"]
+    # nothing left to drop but the disk still has space: alarms and billing are stored all the same
+    more = [alarm(b.next_key()) for _ in range(3)]
+    await asyncio.gather(*(b.accept(r) for r in more), b.accept(alarm(b.next_key())), b.accept(billing("svc-G")))
+    left = await drain(b)
+    assert [r.kind for r in left].count(RecordKind.ALARM) == 5
+    assert [r.kind for r in left].count(RecordKind.BILLING) == 2 and b.stats().refused == 0
+    assert not [r for r in left if r.kind is RecordKind.SUMMARY]
+    assert [c for c, _ in alarms] == ["outbox_full"]  # one episode
     free[0] = 10**12
-    await b.accept(billing("svc-F"))
+    await b.accept(summary(b.next_key()))
+    assert b.stats().classes[RecordKind.SUMMARY].dropped == 1 + 3
     await b.close()
 
 

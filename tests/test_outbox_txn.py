@@ -89,6 +89,14 @@ def test_below_the_disk_floor_an_alarm_takes_the_place_of_a_status_row(conn: sql
     assert ids(conn, RecordKind.ALARM) and not ids(conn, RecordKind.STATUS)
 
 
+def test_below_the_disk_floor_alarms_and_billing_are_stored_with_nothing_left_to_drop(
+        conn: sqlite3.Connection) -> None:
+    eff = commit(conn, book(conn), [row(RecordKind.ALARM, "a1", 1), row(RecordKind.BILLING, "b1:v1", 2),
+                                    row(RecordKind.EVIDENCE, "e1", 3)], below_floor=True)
+    assert eff.refused == [] and eff.dropped[RecordKind.EVIDENCE] == 1
+    assert eff.inserted[RecordKind.ALARM] == 1 and eff.inserted[RecordKind.BILLING] == 1
+
+
 def test_an_acked_billing_key_is_remembered_so_a_resend_is_a_no_op(conn: sqlite3.Connection) -> None:
     commit(conn, book(conn), [row(RecordKind.BILLING, "svc:v1", 1)])
     (bid,) = ids(conn, RecordKind.BILLING)

@@ -182,7 +182,12 @@ class QuotaSection(_Model):
 class StorageSection(_Model):
     path: Path = Field(Path("/var/lib/iomt-gateway"), description="State directory (outbox, device state)")
     quotas: QuotaSection = QuotaSection()
-    min_free_mb: int = Field(64, ge=0, description="Free-disk floor: below it only alarms/billing are taken")
+    min_free_mb: int = Field(
+        64,
+        ge=0,
+        description="Free-disk floor: below it only alarms/billing are taken (until the disk is full); "
+        "new summaries, status and evidence are dropped and the oldest make room",
+    )
     commit_interval_ms: int = Field(200, ge=10, le=5000, description="Group commit: at most one per interval")
     commit_max_records: int = Field(2000, ge=1, le=100_000, description="...or when this many are waiting")
     keyring: Path | None = Field(

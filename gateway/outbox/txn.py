@@ -178,14 +178,13 @@ def admit(conn: sqlite3.Connection, book: Book, eff: Effects, totals: dict[Recor
     if kind in NEVER_DROPPED:
         # beyond the quota new rows are refused, never stored ones dropped
         room = min(len(rows), max(0, quota - totals[kind]))
-        if below_floor and kind is RecordKind.BILLING:
-            room = 0
-        elif below_floor:
-            # make room by dropping the least valuable rows first; refuse only what cannot fit
+        if below_floor:
+            # the floor is kept for these classes: the least valuable rows make room first, and
+            # what they cannot make is taken all the same while the disk has space (a full disk
+            # fails the commit and refuses them: Writer._commit_failed)
             made = 0
             for victim in (RecordKind.STATUS, RecordKind.SUMMARY):
                 made += drop_oldest(conn, book, eff, totals, victim, room - made)
-            room = made
         eff.refused.extend(rows[room:])
         return rows[:room]
     if below_floor:

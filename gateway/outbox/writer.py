@@ -479,7 +479,7 @@ class Writer:
             refused = {id(op) for op in eff.refused}
             for op in inserts:
                 if id(op) in refused:
-                    completions.append((op.future, OutboxFull(self._refusal_detail(op.kind, below_floor)), None))
+                    completions.append((op.future, OutboxFull(self._refusal_detail(op.kind)), None))
                 else:
                     completions.append((op.future, None, None))
         for src, _ in states:
@@ -489,15 +489,17 @@ class Writer:
             kinds = sorted({op.kind.value for op in eff.refused})
             log.warning("outbox_refused", count=len(eff.refused), kinds=kinds, below_floor=below_floor,
                         free_mb=free // 1_000_000, **{f"pending_{k.value}": self._totals[k] for k in _REFUSABLE})
-            self._episode(alarms, "outbox_full", self._refusal_detail(eff.refused[0].kind, below_floor))
+            self._episode(alarms, "outbox_full", self._refusal_detail(eff.refused[0].kind))
+        elif inserts and below_floor:
+            self._episode(alarms, "outbox_full", f"free disk below {self._s.min_free_bytes // 2**20} MB: "
+                          "evidence, summary and status records dropped, alarms and billing still stored")
         elif inserts and not below_floor and "outbox_full" in self._episodes:
             self._episodes.discard("outbox_full")
             log.info("outbox_full_cleared")
         self._log_drops(eff.dropped)
 
-    def _refusal_detail(self, kind: RecordKind, below_floor: bool) -> str:
-        if below_floor:
-            return f"free disk below {self._s.min_free_bytes // 1_000_000} MB: {kind.value} records refused"
+    def _refusal_detail(self, kind: RecordKind) -> str:
+        # only a quota refuses a record here: below the disk floor alarms and billing are still taken
         quota = getattr(self._s.quotas, kind.value)
         return f"{kind.value} quota of {quota} pending records reached: new {kind.value} records refused"
 
