@@ -36,17 +36,36 @@ class _ThresholdState:
     pending_since: float | None = None
     active_id: str | None = None
     worst: float | None = None
+    last_t: float | None = None  # the latest reading this rule has seen
+    last_id: str | None = None  # the last id it gave: a new episode never reuses it
 
 
 class ThresholdRule:
-    """One direction ('low' or 'high') of one vital's limit, as a small state machine."""
+    """One direction ('low' or 'high') of one vital's limit, for one device's readings, as a small
+    state machine.
 
-    def __init__(self, scope: str, vital: Vital, direction: str, limit: Limit, condition: str | None = None) -> None:
+    A reading older than one the rule has already seen changes nothing: a buffered reading that
+    arrives late must not clear a live alarm (nor date its clear before its raise).  The minimum
+    duration counts over readings that keep coming: after a silence longer than it, the wait starts
+    again, since nothing says the value stayed beyond the limit meanwhile.  ``immediate`` readings
+    (a spot-check device's: a cuff, a scale, a spot-check oximeter) raise at once, since no further
+    reading may come for hours to confirm them."""
+
+    def __init__(
+        self,
+        scope: str,
+        vital: Vital,
+        direction: str,
+        limit: Limit,
+        condition: str | None = None,
+        device: str | None = None,
+    ) -> None:
         self.scope = scope
         self.vital = vital
         self.direction = direction
         self.limit = limit
         self.condition = condition or f"{vital.value}_{direction}"
+        self.device = device
         self._s = _ThresholdState()
         self.retired = False  # removed from the config: may still clear, never raises again
 
@@ -61,8 +80,12 @@ class ThresholdRule:
     def active(self) -> bool:
         return self._s.active_id is not None
 
-    def observe(self, value: float, t: float, device: str | None) -> AlarmTransition | None:
+    def observe(self, value: float, t: float, device: str | None, immediate: bool = False) -> AlarmTransition | None:
         s = self._s
+        if s.last_t is not None and t < s.last_t:
+            return None
+        silent = s.last_t is not None and t - s.last_t > self.limit.min_duration_s
+        s.last_t = t
         if s.active_id is not None:
             if self._recovered(value):
                 alarm_id, s.active_id, s.pending_since = s.active_id, None, None
@@ -74,13 +97,28 @@ class ThresholdRule:
         if self.retired or not self._beyond(value):
             s.pending_since = None
             return None
-        if s.pending_since is None:
+        if s.pending_since is None or silent:
             s.pending_since = t
-        if t - s.pending_since >= self.limit.min_duration_s:
-            s.active_id = f"{self.scope}/{self.condition}/{int(t * 1000)}"
+        if immediate or t - s.pending_since >= self.limit.min_duration_s:
+            s.active_id = self._new_id(t)
             s.worst = value
             return self._transition(s.active_id, AlarmEvent.RAISED, t, value, device)
         return None
+
+    def _new_id(self, t: float) -> str:
+        who = "" if self.device is None else f"{self.device}/"
+        alarm_id = base = f"{self.scope}/{self.condition}/{who}{int(t * 1000)}"
+        k = 1
+        while alarm_id == self._s.last_id:  # raised, cleared and raised again within a millisecond
+            k += 1
+            alarm_id = f"{base}-{k}"
+        self._s.last_id = alarm_id
+        return alarm_id
+
+    def take_over(self, prev: ThresholdRule) -> None:
+        """Go on from ``prev``'s state (a limit changed): an active alarm stays raised under its id
+        and clears by this rule; a pending wait keeps its start."""
+        self._s = prev._s
 
     def interrupt(self) -> None:
         """The signal became invalid: a pending (not yet raised) episode must start again."""
@@ -107,58 +145,80 @@ class ThresholdRule:
         )
 
 
+def _rules_of(scope: str, vital: Vital, lim: VitalLimits | None, device: str | None) -> list[ThresholdRule]:
+    if lim is None:
+        return []
+    return [
+        ThresholdRule(scope, vital, direction, limit, device=device)
+        for direction, limit in (("low", lim.low), ("high", lim.high))
+        if limit is not None
+    ]
+
+
 class AlarmEngine:
-    """All alarm state of one patient: threshold rules per vital and technical conditions."""
+    """All alarm state of one patient: threshold rules per vital and device, and technical conditions.
+
+    Each device's readings of a vital have their own rules: an oximeter's bradycardia is not
+    cleared, nor its wait broken, by a cuff's pulse taken meanwhile."""
 
     def __init__(self, scope: str, limits: Mapping[str, VitalLimits]) -> None:
         self.scope = scope
-        self._rules: dict[Vital, list[ThresholdRule]] = {}
-        for name, lim in limits.items():
-            vital = Vital(name)
-            rules = []
-            if lim.low is not None:
-                rules.append(ThresholdRule(scope, vital, "low", lim.low))
-            if lim.high is not None:
-                rules.append(ThresholdRule(scope, vital, "high", lim.high))
-            self._rules[vital] = rules
+        self._limits: dict[Vital, VitalLimits] = {Vital(name): lim for name, lim in limits.items()}
+        self._rules: dict[tuple[Vital, str | None], list[ThresholdRule]] = {}
         self._technical: dict[tuple[str, str | None], str] = {}
         self._technical_since: dict[tuple[str, str | None], float] = {}  # raise times (this process's)
 
+    def _rules_for(self, vital: Vital, device: str | None) -> list[ThresholdRule]:
+        rules = self._rules.get((vital, device))
+        if rules is None:
+            rules = self._rules[(vital, device)] = _rules_of(self.scope, vital, self._limits.get(vital), device)
+            # Alarms restored from a state saved before rules were kept per device: the first
+            # device to report the vital carries them on, so each still gets its one clear.
+            orphans = self._rules.pop((vital, None), []) if device is not None else []
+            for orphan in orphans:
+                same = next((r for r in rules if r.direction == orphan.direction), None)
+                if same is not None:
+                    same.take_over(orphan)
+                else:
+                    orphan.device = device
+                    rules.append(orphan)
+        return rules
+
     def update_limits(self, limits: Mapping[str, VitalLimits]) -> None:
         """New limits (config reload): alarms already raised stay raised under the same id and
-        clear by the new rule, so each still gets exactly one clear; a rule that no longer exists
-        keeps its active alarm until the value recovers by the old rule."""
-        old = {(r.vital, r.direction): r for rules in self._rules.values() for r in rules}
-        self._rules = {}
-        for name, lim in limits.items():
-            vital = Vital(name)
-            rules = []
-            for direction, limit in (("low", lim.low), ("high", lim.high)):
-                if limit is None:
-                    continue
-                rule = ThresholdRule(self.scope, vital, direction, limit)
-                prev = old.pop((vital, direction), None)
-                if prev is not None and prev.active:
-                    rule._s.active_id = prev._s.active_id
-                rules.append(rule)
-            self._rules[vital] = rules
-        for (vital, _), prev in old.items():
-            if prev.active:
-                prev.retired = True
-                self._rules.setdefault(vital, []).append(prev)
+        clear by the new rule, so each still gets exactly one clear, and a pending wait keeps its
+        start; a rule that no longer exists keeps its active alarm until the value recovers by
+        the old rule."""
+        self._limits = {Vital(name): lim for name, lim in limits.items()}
+        for (vital, device), old_rules in list(self._rules.items()):
+            old = {r.direction: r for r in old_rules}
+            rules = _rules_of(self.scope, vital, self._limits.get(vital), device)
+            for rule in rules:
+                prev = old.pop(rule.direction, None)
+                if prev is not None:
+                    rule.take_over(prev)
+            for prev in old.values():
+                if prev.active:
+                    prev.retired = True
+                    rules.append(prev)
+            self._rules[(vital, device)] = rules
 
-    def observe(self, vital: Vital, value: float, t: float, device: str | None = None) -> list[AlarmTransition]:
+    def observe(
+        self, vital: Vital, value: float, t: float, device: str | None = None, *, immediate: bool = False
+    ) -> list[AlarmTransition]:
         out = []
-        for rule in self._rules.get(vital, ()):
-            tr = rule.observe(value, t, device)
+        for rule in self._rules_for(vital, device):
+            tr = rule.observe(value, t, device, immediate)
             if tr is not None:
                 out.append(tr)
         return out
 
-    def invalid(self, vital: Vital) -> None:
+    def invalid(self, vital: Vital, device: str | None = None) -> None:
         """A reading of ``vital`` was rejected: do not let a gap count toward a minimum duration."""
-        for rule in self._rules.get(vital, ()):
-            rule.interrupt()
+        for (v, d), rules in self._rules.items():
+            if v is vital and (device is None or d == device):
+                for rule in rules:
+                    rule.interrupt()
 
     def technical(
         self,
@@ -212,6 +272,7 @@ class AlarmEngine:
                 {
                     "vital": r.vital.value,
                     "direction": r.direction,
+                    "device": r.device,
                     "limit": r.limit.model_dump(),
                     "active_id": r._s.active_id,
                     "worst": r._s.worst,
@@ -226,11 +287,15 @@ class AlarmEngine:
     def restore(self, snap: Mapping[str, Any]) -> None:
         for item in snap.get("threshold", []):
             vital, direction = Vital(item["vital"]), str(item["direction"])
-            rule = next((r for r in self._rules.get(vital, ()) if r.direction == direction), None)
+            device = None if item.get("device") is None else str(item["device"])
+            rules = self._rules.setdefault(
+                (vital, device), _rules_of(self.scope, vital, self._limits.get(vital), device)
+            )
+            rule = next((r for r in rules if r.direction == direction), None)
             if rule is None:  # the limit left the config meanwhile: clear by the rule that raised it
-                rule = ThresholdRule(self.scope, vital, direction, Limit.model_validate(item["limit"]))
+                rule = ThresholdRule(self.scope, vital, direction, Limit.model_validate(item["limit"]), device=device)
                 rule.retired = True
-                self._rules.setdefault(vital, []).append(rule)
+                rules.append(rule)
             rule._s.active_id = str(item["active_id"])
             rule._s.worst = None if item.get("worst") is None else float(item["worst"])
         for condition, device, alarm_id in snap.get("technical", []):

@@ -28,7 +28,7 @@ from gateway.config.models import ConfigBase
 from gateway.config.paths import resolve_paths
 from gateway.driver_api import DeviceContext, registry
 from gateway.evidence_store import EVIDENCE_STATE_PREFIX, EvidenceCopies
-from gateway.outbox import Outbox, OutboxError, OutboxKeyError
+from gateway.outbox import HeldRecords, Outbox, OutboxError, OutboxKeyError
 from gateway.pipeline import AnyRecord, PatientSetup, Pipeline, PipelineOutput
 from gateway.records import AlarmRecord, BillingRecord, ClockQuality, Reading, Severity
 from gateway.sd_notify import Notifier
@@ -81,7 +81,8 @@ def patient_setups(cfg: ConfigBase) -> dict[str, PatientSetup]:
             d.id: d.no_data_minutes * 60 if d.no_data_minutes is not None else (default_s if d.streams else 0.0)
             for d in p.devices
         }
-        setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices}, no_data)
+        spot = frozenset(d.id for d in p.devices if not d.streams)
+        setups[p.id] = PatientSetup(p.id, limits, {d.id: d.driver for d in p.devices}, no_data, spot)
     setups[GATEWAY_SCOPE] = PatientSetup(GATEWAY_SCOPE, {}, {})
     return setups
 
@@ -129,6 +130,8 @@ class Daemon:
         self._saved_state: dict[str, bytes] = {}
         self._evidence_copies: EvidenceCopies | None = None
         self.refused = 0
+        # alarms the outbox refused for now (quota, full disk): submitted again on the next tick
+        self._held = HeldRecords()
         self.active_alarms = status_file.ActiveAlarms()  # for the status file (`iomt-gateway status`)
         self._started_at = self.clock.now()
         self._status_failed = False
@@ -322,12 +325,16 @@ class Daemon:
         assert self.supervisor is not None and self.pipeline is not None and self.outbox is not None
         await self.supervisor.stop_all(grace_s=2.0)
         step("sessions_ms")
-        last = self._submit_all(self.pipeline.flush(self.clock.now()).records, self._states(self.pipeline.patients()))
+        flushed = self._held.take() + self.pipeline.flush(self.clock.now()).records
+        last = self._submit_all(flushed, self._states(self.pipeline.patients()))
         if self.ledger is not None:
             await self.ledger.flush()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await asyncio.gather(*last, return_exceptions=True)
+        if self._held:  # refused again, and there is no next tick: say what is lost
+            lost = self._held.take()
+            self.log.error("records_lost_at_stop", count=len(lost), keys=[r.key for r in lost[:20]])
         step("billing_ms")
         # Give a connected uplink a moment to deliver what is in flight; then it releases whatever it
         # leased and did not get acknowledged — those rows stay in the outbox for the next start.
@@ -474,15 +481,16 @@ class Daemon:
             if isinstance(rec, AlarmRecord):
                 self.active_alarms.note(rec)
                 self._log_alarm(rec)
+            rides = state if i == len(records) - 1 else None
             try:
-                fut = self.outbox.submit(rec, state=state if i == len(records) - 1 else None)
+                fut = self.outbox.submit(rec, state=rides)
             except OutboxError as e:
-                self._refused(rec, e)
+                self._refused(rec, e, rides)
                 continue
             self._uncommitted += 1
             if self._uncommitted > MAX_UNCOMMITTED:
                 self._drain.clear()
-            fut.add_done_callback(functools.partial(self._committed, rec))
+            fut.add_done_callback(functools.partial(self._committed, rec, rides))
             futures.append(fut)
             self._last_submit = fut
         return futures
@@ -503,14 +511,30 @@ class Daemon:
             device=rec.device,
         )
 
-    def _committed(self, rec: AnyRecord, fut: asyncio.Future[None]) -> None:
+    def _committed(self, rec: AnyRecord, state: Mapping[str, bytes | None] | None, fut: asyncio.Future[None]) -> None:
         self._uncommitted -= 1
         if self._uncommitted <= MAX_UNCOMMITTED // 2:
             self._drain.set()
         if not fut.cancelled() and fut.exception() is not None:
-            self._refused(rec, fut.exception())
+            self._refused(rec, fut.exception(), state)
+        else:
+            self._held.settled(rec.key)
 
-    def _refused(self, rec: AnyRecord, e: BaseException | None) -> None:
+    def _refused(self, rec: AnyRecord, e: BaseException | None, state: Mapping[str, bytes | None] | None) -> None:
+        if state:
+            # the outbox wrote no state with a refused record: the next save must not take it as saved
+            for key in state:
+                if key.startswith(PIPELINE_STATE_PREFIX):
+                    self._saved_state.pop(key.removeprefix(PIPELINE_STATE_PREFIX), None)
+        if HeldRecords.keeps(rec, e):
+            # an alarm refused for a passing reason (quota, full disk) is kept and tried again on
+            # the next tick, never dropped here; the outbox raised outbox_full
+            first, given_up = self._held.keep(rec)
+            if first:
+                self.log.warning("record_held", kind=rec.kind, key=rec.key, patient=rec.patient, error=str(e))
+            if given_up is None:
+                return
+            rec, e = given_up, OutboxError(f"more than {len(self._held)} refused records held: the oldest given up")
         self.refused += 1
         self.log.error("record_refused", kind=rec.kind, key=rec.key, patient=rec.patient, error=repr(e))
 
@@ -555,10 +579,12 @@ class Daemon:
             self._heartbeat = self.clock.monotonic()
             now = self.clock.now()
             out = self.pipeline.tick(now, self.clock.quality())
+            # records refused for now go again first, in the order they were made
+            records = self._held.take() + out.records
             touched = {r.patient for r in out.records}
             if n % int(STATE_SAVE_EVERY_S) == 0:
                 touched |= set(self.pipeline.patients())
-            self._submit_all(out.records, self._states(touched, only_changed=not out.records))
+            self._submit_all(records, self._states(touched, only_changed=not out.records))
             if self.ledger is not None:
                 await self.ledger.tick(now)
             n += 1

@@ -95,6 +95,9 @@ class PatientSetup:
     devices: Mapping[str, str]  # device id -> driver name
     no_data_s: Mapping[str, float] = field(default_factory=dict)
     """Per device: seconds without valid data before a 'no_data' alarm (0 = never); absent = the default."""
+    spot_devices: frozenset[str] = frozenset()
+    """Devices that measure on demand (a cuff, a scale): each of their readings beyond a limit
+    raises at once, with no minimum duration, since no further reading may come for hours."""
 
 
 def is_valid(reading: VitalReading) -> bool:
@@ -236,13 +239,14 @@ class Pipeline:
             out.records.append(self._summary(p, s))
         self._flag_alarms(p, r, valid, out)
         if not valid:
-            p.alarms.invalid(r.vital)
+            p.alarms.invalid(r.vital, r.device_id)
             p.extremes.invalid(r.vital)
             return
         assert r.value is not None
         self._seen(p, r.device_id, r.time, r.clock, out)
         out.accepted.append(r)
-        for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id) + p.extremes.observe(
+        spot = r.device_id in p.setup.spot_devices
+        for tr in p.alarms.observe(r.vital, r.value, r.time, r.device_id, immediate=spot) + p.extremes.observe(
             r.vital, r.value, r.time, r.device_id
         ):
             out.records.append(self._alarm(p, tr, r.clock))
@@ -298,15 +302,15 @@ class Pipeline:
             self._seen(p, b.device_id, b.first_sample_time + b.duration_s, b.clock, out, billing=False)
         if result.unreadable:
             # No beat-derived value is trustworthy now: a pending low/high-rate episode restarts.
-            p.alarms.invalid(Vital.HEART_RATE)
-            p.alarms.invalid(Vital.RR_INTERVAL)
+            p.alarms.invalid(Vital.HEART_RATE, b.device_id)
+            p.alarms.invalid(Vital.RR_INTERVAL, b.device_id)
             p.extremes.invalid(Vital.HEART_RATE)
         for change in result.changes:
             self._ecg_validity(p, b, change, out)
         for event in result.rhythm:
             if event.condition == VENTRICULAR_FIBRILLATION and event.active:
                 # A rate episode pending before VF must not complete on VF "beats".
-                p.alarms.invalid(Vital.HEART_RATE)
+                p.alarms.invalid(Vital.HEART_RATE, b.device_id)
                 p.extremes.invalid(Vital.HEART_RATE)
             if not self._ecg_condition(p, b, event.condition, event.active):
                 continue
@@ -380,7 +384,7 @@ class Pipeline:
         physiologic data.  Waveform samples are not: a strap or probe left powered on the nightstand
         sends them too (flat, lead off, noise).  The valid readings made from them (heart rate from
         the ECG's beats, SpO2 beside the pleth) are."""
-        p.last_data[device] = t
+        p.last_data[device] = max(t, p.last_data.get(device, t))  # a late reading is no newer data
         if billing:
             out.evidence.append(Evidence(p.setup.patient, device, t, clock))
         for tr in p.alarms.technical("no_data", False, t, device=device):
