@@ -121,3 +121,40 @@ def test_recorded_fixture_desaturation_shows_and_flagged_artefacts_are_rejected(
     during = [o.smoothed for o in outs if 150 <= o.time <= 170 and o.smoothed is not None]
     assert during and min(during) < 90.0
     assert st_.counts.get(Spo2Verdict.REJECTED_FLAG, 0) > 0
+
+
+def test_a_steady_fall_is_followed_within_the_confirmation() -> None:
+    """97 % then a fall of 2 points a second to 73 %: consecutive values never agree within a
+    couple of points, yet each is far below the old level; the output follows within a few s."""
+    values = [97.0] * 30 + [97.0 - 2 * k for k in range(1, 13)] + [73.0] * 20
+    _, outs = run(values)
+    rejected = [o for o in outs if o.verdict is Spo2Verdict.REJECTED_JUMP]
+    assert rejected == []
+    below = next(o.time for o in outs if o.smoothed is not None and o.smoothed < 90)
+    assert below - 30 <= 8  # the fall starts at t=31; 90 % is crossed by the raw values at t=34
+
+
+def test_a_noisy_desaturation_is_confirmed_as_soon_as_a_steady_one() -> None:
+    def first_below_90(values: list[float]) -> float:
+        _, outs = run(values)
+        return next(o.time for o in outs if o.smoothed is not None and o.smoothed < 90)
+
+    steady = first_below_90([97.0] * 30 + [80.0] * 150)
+    for seed in range(20):  # 80 +- 4: consecutive readings seldom agree within 2 points
+        rng = np.random.default_rng(seed)
+        noisy = [97.0] * 30 + [float(round(80 + rng.uniform(-4, 4))) for _ in range(150)]
+        assert first_below_90(noisy) - steady <= 2, seed
+
+
+def test_a_critical_desaturation_below_50_is_not_thrown_away() -> None:
+    values = [97.0] * 20 + [float(45 + k % 5) for k in range(60)]
+    _, outs = run(values)
+    assert not [o for o in outs if o.verdict is Spo2Verdict.REJECTED_IMPLAUSIBLE]
+    assert smoothed_at(outs, 79) is not None and smoothed_at(outs, 79) < 50
+
+
+def test_a_motion_spike_of_two_readings_is_still_rejected() -> None:
+    values = [97.0] * 20 + [80.0, 78.0] + [97.0] * 20
+    _, outs = run(values)
+    assert [o.time for o in outs if o.verdict is Spo2Verdict.REJECTED_JUMP] == [20.0, 21.0]
+    assert min(o.smoothed for o in outs if o.smoothed is not None) > 96

@@ -6,11 +6,15 @@ Per reading, in order:
 1. **Device status** — sensor off/fault, artifact, out of track, searching and low perfusion mean
    the oximeter itself does not stand behind the number: rejected, and the smoothing restarts
    when good values return (no averaging across a probe-off spell).
-2. **Plausibility** — outside 50-100 % is a decoding or sensor error.
+2. **Plausibility** — outside 40-100 % (the pipeline's plausible range) is a decoding or sensor
+   error.  Below 50 % an oximeter is seldom calibrated, but such a reading is the most critical
+   desaturation there is: it is not thrown away.
 3. **Jumps** — a value more than ``max_jump`` points away from the recent median is held, not
-   used; it is taken (with the values held since) once ``confirm`` consecutive readings agree
-   with it within ``confirm_band``.  A motion spike lasts one or two readings; a true desaturation
-   persists.  The hold costs at most ``confirm`` readings of delay.
+   used; it is taken (with the values held since) once ``confirm`` consecutive readings are all
+   that far on the same side.  A motion spike lasts one or two readings; a true desaturation
+   persists, falling or noisy as it may be (they need not agree with each other: a fall of 2
+   points a second, or a plateau of 80 +- 4, is confirmed as surely as a step).  The hold costs
+   at most ``confirm`` readings of delay.
 4. **Smoothing** — running median of the last ``median_s`` seconds (kills single-sample
    outliers), then an exponential filter with time constant ``tau_s`` (irregular sampling
    handled: the weight depends on the time step).
@@ -51,11 +55,10 @@ PROBE_OFF_FLAGS = frozenset({DeviceFlag.SENSOR_OFF, DeviceFlag.SENSOR_FAULT})
 
 @dataclass(frozen=True, slots=True)
 class Spo2Params:
-    low: float = 50.0
+    low: float = 40.0
     high: float = 100.0
     max_jump: float = 4.0
     confirm: int = 3
-    confirm_band: float = 2.0
     median_s: float = 5.0
     tau_s: float = 3.0
     restart_after_s: float = 30.0  # this long without an accepted value restarts the smoothing
@@ -103,7 +106,7 @@ def feed(state: Spo2State, time: float, value: float | None, flags: frozenset[De
     ref = median(v for _, v in state.recent) if state.recent else None
     if state.held:
         level = median(v for _, v in state.held)
-        if abs(value - level) <= p.confirm_band:
+        if ref is not None and abs(value - ref) > p.max_jump and (value - ref) * (level - ref) > 0:
             state.held.append((time, value))
             if len(state.held) < p.confirm:
                 return [_out(state, time, value, Spo2Verdict.HELD)]
