@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from structlog.testing import capture_logs
+
+from gateway import daemon as daemon_module
+from gateway.config.loader import load_config
+from gateway.daemon import Daemon
+from gateway.outbox import OutboxFull
+from gateway.records import AlarmEvent, AlarmRecord, ClockQuality, Severity, Vital
+from gateway.uplink import UplinkStats
 from tests.broker import MosquittoBroker, Subscriber
 from tests.daemon_harness import FIXTURES, events_named, replay_device, write_config
 
@@ -59,3 +69,59 @@ async def test_broker_outage_warns_with_the_cause_and_logs_recovery(
         line = next(x for x in raw if f'"event": "{name}"' in x)
         assert line.startswith("<4>"), line
     print(f"warning {warned_after:.1f} s after the broker stopped (threshold 3 s)")
+
+
+class _Offline:
+    """An uplink that never connects: what the outbox holds stays there for the test to take."""
+
+    def __init__(self, *_args: Any, **_kw: Any) -> None:
+        self.stats = UplinkStats()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_alarms_the_full_outbox_refused_are_kept_and_stored_once_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long outage fills the alarm quota: the outbox refuses new alarms (never drops stored ones),
+    and the daemon keeps each refused alarm and submits it again on the next tick until it is taken.
+    The old daemon logged record_refused and let it go."""
+    monkeypatch.setattr(daemon_module, "Uplink", _Offline)
+    path = write_config(
+        tmp_path,
+        broker_url="mqtt://127.0.0.1:9",
+        patients={"p-a": [replay_device("idle", vitals=FIXTURES / "vitals" / "patient-a.jsonl")]},
+        extra={"storage": {"quotas": {"alarm": 100}}},
+    )
+    d = Daemon(path, load_config(path))
+    run = asyncio.create_task(d.run())
+    try:
+        async with asyncio.timeout(60):
+            while d.pipeline is None or d.outbox is None:  # noqa: ASYNC110 - waits for the daemon's start-up
+                await asyncio.sleep(0.02)
+            box = d.outbox
+            made = [
+                AlarmRecord(key=box.next_key(), gateway_id="gw-test", patient="p-a", time=datetime.now(UTC),
+                            clock=ClockQuality.SYNCED, alarm_id=f"a{i}", event=AlarmEvent.RAISED,
+                            condition="spo2_low", technical=False, severity=Severity.HIGH, vital=Vital.SPO2,
+                            value=85.0, threshold=88.0)
+                for i in range(150)
+            ]  # fmt: skip
+            with capture_logs() as logs:
+                first = await asyncio.gather(*d._submit_all(list(made)), return_exceptions=True)
+                assert sum(isinstance(r, OutboxFull) for r in first) >= 50  # the quota refused them
+                stored: list[str] = []
+                # the broker is back: delivery frees room (a refused record counted as lost ends the wait)
+                while not {r.key for r in made} <= set(stored) and d.refused == 0:
+                    rows = await box.lease(40)
+                    stored += [r.key for r in rows]
+                    await box.ack([r.id for r in rows])
+                    await asyncio.sleep(0.05)
+            assert d.refused == 0 and not [e for e in logs if e["event"] == "record_refused"]
+            mine = [k for k in stored if k in {r.key for r in made}]
+            assert sorted(mine) == sorted(r.key for r in made)  # each exactly once
+            assert len([e for e in logs if e["event"] == "record_held"]) >= 50
+    finally:
+        d.request_stop()
+        await asyncio.wait({run}, timeout=20)

@@ -5,6 +5,7 @@ Records are *accepted* once committed to disk and *delivered* once the broker ac
 """
 
 from gateway.outbox.api import Outbox
+from gateway.outbox.held import HeldRecords
 from gateway.outbox.policy import LeasePolicy
 from gateway.outbox.types import (
     AlarmHook,
@@ -23,6 +24,7 @@ from gateway.outbox.types import (
 __all__ = [
     "AlarmHook",
     "ClassStats",
+    "HeldRecords",
     "LeasePolicy",
     "Outbox",
     "OutboxClosed",
