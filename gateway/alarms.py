@@ -167,6 +167,7 @@ class AlarmEngine:
         self._rules: dict[tuple[Vital, str | None], list[ThresholdRule]] = {}
         self._technical: dict[tuple[str, str | None], str] = {}
         self._technical_since: dict[tuple[str, str | None], float] = {}  # raise times (this process's)
+        self._technical_kind: dict[tuple[str, str | None], tuple[Severity, bool]] = {}  # as raised
 
     def _rules_for(self, vital: Vital, device: str | None) -> list[ThresholdRule]:
         rules = self._rules.get((vital, device))
@@ -239,11 +240,13 @@ class AlarmEngine:
             alarm_id = f"{self.scope}/{condition}/{device or '-'}/{int(t * 1000)}"
             self._technical[k] = alarm_id
             self._technical_since[k] = t
+            self._technical_kind[k] = (severity, technical)
             event = AlarmEvent.RAISED
         elif not active and current is not None:
             alarm_id = current
             del self._technical[k]
             self._technical_since.pop(k, None)
+            self._technical_kind.pop(k, None)
             event = AlarmEvent.CLEARED
         else:
             return []
@@ -259,6 +262,32 @@ class AlarmEngine:
                 detail=detail,
             )
         ]
+
+    def withdraw(self, device: str | None, t: float, why: str) -> list[AlarmTransition]:
+        """Clear every alarm raised for ``device`` (None: every alarm of the patient), which left
+        the config: nothing would ever clear them, and they would stay on upstream for good."""
+        out: list[AlarmTransition] = []
+        for (vital, d), rules in list(self._rules.items()):
+            if device is not None and d != device:
+                continue
+            for rule in rules:
+                s = rule._s
+                if s.active_id is not None:
+                    out.append(rule._transition(s.active_id, AlarmEvent.CLEARED, t, s.worst or 0.0, d, why))
+                    s.active_id, s.pending_since, s.worst = None, None, None
+            if device is not None:
+                del self._rules[(vital, d)]
+        for (condition, d), alarm_id in list(self._technical.items()):
+            if device is None or d == device:
+                severity, technical = self._technical_kind.pop((condition, d), (Severity.MEDIUM, True))
+                out.append(
+                    AlarmTransition(
+                        alarm_id, AlarmEvent.CLEARED, condition, technical, severity, t, device=d, detail=why
+                    )
+                )
+                del self._technical[(condition, d)]
+                self._technical_since.pop((condition, d), None)
+        return out
 
     def raised_at(self, condition: str, device: str | None = None) -> float | None:
         """When this process raised technical ``condition`` (None: not raised, or raised before a restart)."""

@@ -176,12 +176,23 @@ class Daemon:
             self.log.error("config_reload_failed", problems=e.render(), kept="previous config")
             self.notifier.ready(self.status_line())
             return
-        for section in ("gateway", "upstream", "storage", "clock"):
+        for section in ("gateway", "upstream", "storage", "clock", "processing"):
             if getattr(new, section) != getattr(self.cfg, section):
                 self.log.warning("config_section_needs_restart", section=section)
+        # Per-patient limits and no-data times are applied now; the rest of ``alarms`` is built
+        # into the running pipeline (ECG alarm rules, battery and disconnect thresholds, evidence).
+        kept_limits = {"limits", "no_data_minutes"}
+        if new.alarms.model_dump(exclude=kept_limits) != self.cfg.alarms.model_dump(exclude=kept_limits):
+            self.log.warning("config_section_needs_restart", section="alarms (other than limits and no_data_minutes)")
         self.cfg = new
         assert self.pipeline is not None and self.supervisor is not None
-        self.pipeline.reconfigure(patient_setups(new))
+        before = set(self.pipeline.patients())
+        withdrawn = self.pipeline.reconfigure(patient_setups(new), self.clock.now(), self.clock.quality())
+        if withdrawn.records:
+            now_there = set(self.pipeline.patients())
+            gone: dict[str, bytes | None] = {PIPELINE_STATE_PREFIX + p: None for p in before - now_there}
+            touched = now_there & {r.patient for r in withdrawn.records}
+            self._submit_all(withdrawn.records, {**self._states(touched), **gone})
         if self.ledger is not None:
             await self.ledger.reconfigure(new.billing, patients_from_config(new))
         report = self.supervisor.apply(assignments(new))

@@ -179,19 +179,37 @@ class Pipeline:
         self._patients: dict[str, _Patient] = {}
         self.reconfigure(patients)
 
-    def reconfigure(self, patients: Mapping[str, PatientSetup]) -> None:
-        """Apply a new set of patients; state of unchanged patients is kept (SIGHUP)."""
+    def reconfigure(
+        self, patients: Mapping[str, PatientSetup], now: float | None = None, clock: ClockQuality = ClockQuality.SYNCED
+    ) -> PipelineOutput:
+        """Apply a new set of patients; state of unchanged patients is kept (SIGHUP).  The alarms
+        of a patient or device that left the config are cleared (at ``now``): nothing else ever
+        would, and a stuck alarm upstream is worse than one that says why it ended."""
+        out = PipelineOutput()
         kept = {}
         for pid, setup in patients.items():
             old = self._patients.get(pid)
             if old is not None:
                 if old.setup.limits != setup.limits:
                     old.alarms.update_limits(setup.limits)
+                for device in old.setup.devices.keys() - setup.devices.keys():
+                    old.last_data.pop(device, None)
+                    old.disconnected_since.pop(device, None)
+                    if now is not None:
+                        for tr in old.alarms.withdraw(device, now, "device removed from the config"):
+                            out.records.append(self._alarm(old, tr, clock))
                 old.setup = setup
                 kept[pid] = old
             else:
                 kept[pid] = _Patient(setup, self.summary_period_s, self.ecg_alarms, self.evidence)
+        for pid in self._patients.keys() - patients.keys():
+            if now is not None:
+                gone = self._patients[pid]
+                why = "patient removed from the config"
+                for tr in gone.alarms.withdraw(None, now, why) + gone.extremes.withdraw(now):
+                    out.records.append(self._alarm(gone, tr, clock))
         self._patients = kept
+        return out
 
     # -- input ------------------------------------------------------------------------------
 
@@ -462,6 +480,11 @@ class Pipeline:
             # Summaries close on data time; grace of one period lets late readings land first.
             for s in p.summaries.flush(now - self.summary_period_s):
                 out.records.append(self._summary(p, s))
+            for device in p.setup.devices:
+                # A device that has sent nothing since start (or since it was added) is silent
+                # from then on: one that never comes back after a restart is alarmed too.
+                if p.setup.no_data_s.get(device, self.no_data_s) > 0:
+                    p.last_data.setdefault(device, now)
             for device, last in p.last_data.items():
                 limit = p.setup.no_data_s.get(device, self.no_data_s)
                 if limit > 0 and now - last >= limit:

@@ -119,4 +119,53 @@ def test_a_late_reading_does_not_make_no_data_flap() -> None:
         if t == 400:
             out.extend(p.feed("p", reading("ox", Vital.PULSE_RATE, 70.0, -3600.0)))  # an hour late
         out.extend(p.tick(T0 + t))
-    assert not [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == "no_data"]
+    assert not [r for r in out.records if isinstance(r, AlarmRecord) and r.condition == "no_data" and r.device == "ox"]
+
+
+def test_a_streaming_device_that_never_sends_raises_no_data() -> None:
+    """After a start (or a restart), an oximeter that never comes back is alarmed like one that
+    stopped; a spot-check device is not (its no-data time is 0 unless configured)."""
+    counter = itertools.count(1)
+    setup = PatientSetup("p", AlarmSection().limits, {"ox": "nonin2", "cuff": "ble-blood-pressure"},
+                         no_data_s={"ox": 300.0, "cuff": 0.0})  # fmt: skip
+    p = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients={"p": setup})
+    out = PipelineOutput()
+    for t in range(0, 400, 10):
+        out.extend(p.tick(T0 + t))
+    raised = [(r.device, r.time.timestamp() - T0) for r in out.records if isinstance(r, AlarmRecord)]
+    assert raised == [("ox", 300.0)]
+
+
+def test_alarms_of_a_device_or_patient_removed_on_reload_are_cleared() -> None:
+    counter = itertools.count(1)
+    limits = AlarmSection().limits
+
+    def setups(devices: dict[str, str], *, with_q: bool = True) -> dict[str, PatientSetup]:
+        out = {"p": PatientSetup("p", limits, devices)}
+        if with_q:
+            out["q"] = PatientSetup("q", limits, {"ox-q": "nonin2"})
+        return out
+
+    p = Pipeline(gateway_id="gw", new_key=lambda: f"gw:{next(counter)}", patients=setups({"ox": "nonin2", "hr": "x"}))
+    raised = []
+    for t in range(15):
+        raised += feed(
+            p, [reading("ox", Vital.PULSE_RATE, 35.0, float(t)), reading("hr", Vital.PULSE_RATE, 35.0, float(t))]
+        )
+        raised += [
+            r
+            for r in p.feed("q", reading("ox-q", Vital.PULSE_RATE, 35.0, float(t))).records
+            if isinstance(r, AlarmRecord)
+        ]
+    assert sorted(r.device for r in raised) == ["hr", "ox", "ox-q"]
+    out = p.reconfigure(setups({"hr": "x"}, with_q=False), T0 + 20)
+    cleared = [r for r in out.records if isinstance(r, AlarmRecord)]
+    assert sorted((r.patient, r.device, r.event) for r in cleared) == [
+        ("p", "ox", AlarmEvent.CLEARED),
+        ("q", "ox-q", AlarmEvent.CLEARED),
+    ]
+    by_id = {r.alarm_id: r for r in raised}
+    assert all(r.alarm_id in by_id and "removed from the config" in r.detail for r in cleared)
+    # The device that stays keeps its alarm, and the removed one raises no no_data later.
+    later = [r for t in range(20, 1000, 10) for r in p.tick(T0 + t).records if isinstance(r, AlarmRecord)]
+    assert not [r for r in later if r.device == "ox"]
