@@ -27,7 +27,9 @@ Delivery rules:
   sent again, with the same key, after a reconnect.  Every exit path — cancellation included —
   acks what was acknowledged and releases every other leased row.
 * At most ``upstream.inflight`` publishes are unacknowledged at once (that many publishing tasks),
-  fewer if the broker's CONNACK announces a lower Receive Maximum.
+  fewer if the broker's CONNACK announces a lower Receive Maximum; the checkpoint and status
+  publishes share that Receive Maximum with the records (one budget per connection), so the
+  total unacknowledged never exceeds it.
 * Rows go out in the outbox's lease order.  After a lost link the first copy of each row still
   arrives in that order (TCP keeps it); after a refusal or a timeout a resent row may arrive
   after rows leased later than it.  Any row may arrive twice.
@@ -227,6 +229,12 @@ class _AckingClient(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
         self.receive_maximum: int | None = None
+        # One budget for every QoS 1 publish of the connection (records, checkpoint, status): a
+        # permit is taken before the PUBLISH goes out and given back only by its PUBACK (not by a
+        # cancelled or timed-out wait), so what is unacknowledged on the wire never exceeds the
+        # broker's Receive Maximum.  None: the broker announced none (65,535; inflight caps it).
+        self._budget: asyncio.Semaphore | None = None
+        self._unacked: set[int] = set()
         self.connect_error: OSError | None = None
         self._given_up = False
         self._given_up_lock = threading.Lock()
@@ -266,6 +274,7 @@ class _AckingClient(aiomqtt.Client):
         receive_maximum = getattr(properties, "ReceiveMaximum", None)
         if isinstance(receive_maximum, int) and receive_maximum > 0:
             self.receive_maximum = receive_maximum
+            self._budget = asyncio.Semaphore(receive_maximum)
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_publish(
@@ -279,6 +288,10 @@ class _AckingClient(aiomqtt.Client):
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(reason_code)
+        if mid in self._unacked:
+            self._unacked.discard(mid)
+            if self._budget is not None:
+                self._budget.release()
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
     async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109 - aiomqtt's signature
@@ -317,19 +330,34 @@ class _AckingClient(aiomqtt.Client):
     async def publish_acked(
         self, topic: str, payload: bytes, *, retain: bool, properties: Properties, wait_s: float
     ) -> ReasonCode:
-        info = self._client.publish(topic, payload, 1, retain, properties)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        # The PUBACK is read by a loop callback, so it cannot arrive before this registration.
-        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
-        self._acks[info.mid] = fut
+        mid: int | None = None
         try:
+            # waiting for a permit counts against the publish's timeout: a broker that stopped
+            # acknowledging fails it as "no PUBACK", as it would the publishes holding the permits
             async with asyncio.timeout(wait_s):
+                if self._budget is not None:
+                    await self._budget.acquire()
+                try:
+                    info = self._client.publish(topic, payload, 1, retain, properties)
+                except BaseException:
+                    if self._budget is not None:
+                        self._budget.release()
+                    raise
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    if self._budget is not None:
+                        self._budget.release()
+                    raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+                # The PUBACK is read by a loop callback, so it cannot arrive before this registration.
+                mid = info.mid
+                self._unacked.add(mid)
+                fut: asyncio.Future[ReasonCode] = self._loop.create_future()
+                self._acks[mid] = fut
                 return await fut
         except TimeoutError:
             raise PublishTimeout(f"no PUBACK within {wait_s} s on {topic}") from None
         finally:
-            self._acks.pop(info.mid, None)
+            if mid is not None:
+                self._acks.pop(mid, None)
 
 
 # --------------------------------------------------------------------------------------------

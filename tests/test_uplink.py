@@ -714,3 +714,64 @@ async def test_a_stop_that_comes_with_the_connack_still_stops_the_uplink(
     assert await cancelled_within(task, 10.0), f"kept running: {uplink.stats.delivered} delivered"
     assert uplink.stats.delivered == 0
     await until(lambda: depth(outbox) == (20, 0))
+
+
+async def test_records_and_checkpoints_together_stay_within_the_brokers_receive_maximum(tmp_path: Path) -> None:
+    """The checkpoint publisher used to run beside a window as wide as Receive Maximum: 4
+    unacknowledged publishes against a broker's 3.  A proxy between uplink and broker counts the
+    QoS 1 PUBLISHes not yet acknowledged, with PUBACKs slowed down so that the window stays full."""
+    from gateway import keyring  # noqa: PLC0415
+    from tests.mqtt_wire import _u16, packets  # noqa: PLC0415
+
+    outstanding: set[int] = set()
+    peak = [0]
+    topics: set[str] = set()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", port)
+        ub, db = bytearray(), bytearray()
+
+        async def up() -> None:
+            while data := await reader.read(65536):
+                ub.extend(data)
+                for kind, flags, body in packets(ub):
+                    if kind == 3 and (flags >> 1) & 3 == 1:
+                        tl = _u16(body, 0)
+                        topics.add(body[2 : 2 + tl].decode())
+                        outstanding.add(_u16(body, 2 + tl))
+                        peak[0] = max(peak[0], len(outstanding))
+                uw.write(data)
+                await uw.drain()
+
+        async def down() -> None:
+            while data := await ur.read(65536):
+                await asyncio.sleep(0.1)  # a slow WAN: PUBACKs come late, the window fills
+                db.extend(data)
+                for kind, _flags, body in packets(db):
+                    if kind == 4:
+                        outstanding.discard(_u16(body, 0))
+                writer.write(data)
+                await writer.drain()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+        writer.close()
+        uw.close()
+
+    ring, _ = keyring.init(tmp_path / "keyring")
+    ob = await Outbox.open(tmp_path / "o.db", gateway_id=GW, keyring=ring, commit_interval_ms=20)
+    with MosquittoBroker(tmp_path / "rm-broker", extra_config="max_inflight_messages 3") as b:
+        srv = await asyncio.start_server(lambda r, w: proxy(r, w, b.port), "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        uplink = Uplink(upstream(f"mqtt://127.0.0.1:{port}", inflight=32), ob, gateway_id=GW)
+        try:
+            async with running(uplink):
+                # a steady stream, so the chain moves and a new checkpoint goes out beside the records
+                for round_ in range(15):
+                    await asyncio.gather(*(ob.submit(summary(ob, i=i)) for i in range(12)))
+                    await until(lambda r=round_: uplink.stats.delivered >= 12 * (r + 1))
+                assert uplink.stats.window == 3
+        finally:
+            srv.close()
+            await ob.close()
+    assert f"{PREFIX}/{GW}/checkpoint" in topics  # the checkpoint did share the link
+    assert uplink.stats.refused == 0 and peak[0] <= 3, peak
