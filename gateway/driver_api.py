@@ -16,6 +16,7 @@ import abc
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -131,6 +132,9 @@ class DeviceContext:
     tag: Callable[[str], str] = field(default_factory=lambda: device_tags.current().tag)
     """The device tag of a hardware identifier (``gateway.device_tags``): what a driver writes in
     its logs and messages instead of a BLE address or a serial by-id name."""
+    timezone: tzinfo | None = None
+    """The patient's zone: a device's own clock, set to local wall time with no zone of its own,
+    is read there (None: read as UTC, for tools)."""
     checkpoint: Callable[[], Awaitable[None]] = field(default=_accepted_at_once)
     """Wait until everything this device's readings produced so far is accepted (on disk).  A driver
     that remembers its place in the device's own store (e.g. the last glucose record fetched) saves

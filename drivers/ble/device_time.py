@@ -6,8 +6,11 @@ let us correct it:
 
 * the Current Time characteristic (0x2A2B), read at connect, gives device-now against host-now:
   the offset applies to every stored reading of that session (``source="current-time"``);
-* without it, a plausible device time is kept as sent (``ClockQuality.DEVICE``) and an
-  implausible one (unset, or in the future) is replaced by the time of receipt.
+* without it, a plausible device time is kept (``ClockQuality.DEVICE``) and an implausible one
+  (unset, or in the future) is replaced by the time of receipt.  A device's clock tells local
+  wall time (Bluetooth's Current Time is local time; a clock set by hand shows what the patient's
+  wall clock shows): it is read in the patient's zone, so a cuff's 02:30 in Chicago is 08:30
+  UTC, not 02:30 UTC, 6 h and a day of data earlier.
 
 Every corrected reading keeps the device's own time in ``device_time`` so the correction can be
 audited, and the driver reports the offset in its ``connected`` event.
@@ -16,6 +19,7 @@ audited, and the driver reports the offset in its ``connected`` event.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 
 from drivers.ble.wire import DeviceDateTime, Reader
 from gateway.clock import PLAUSIBLE_EPOCH, Clock
@@ -56,9 +60,16 @@ class Placement:
 
 
 class DeviceClock:
-    def __init__(self, host: Clock) -> None:
+    def __init__(self, host: Clock, zone: tzinfo | None = None) -> None:
         self._host = host
+        self._zone = zone  # where the device's wall clock is read; None: as UTC
         self.correction: ClockCorrection | None = None
+
+    def _wall(self, stamp: float) -> float:
+        """A device wall-clock time (naive, as seconds read as UTC) on the host's time line."""
+        if self._zone is None:
+            return stamp
+        return datetime.fromtimestamp(stamp, UTC).replace(tzinfo=self._zone).timestamp()
 
     def calibrate(self, device_now: DeviceDateTime, host_now: float | None = None) -> ClockCorrection | None:
         """Measure the offset from a Current Time read; None when the device does not know the date."""
@@ -78,6 +89,7 @@ class DeviceClock:
             # Corrected against an unsynchronised host is only as good as the host.
             quality = ClockQuality.CORRECTED if host_quality is ClockQuality.SYNCED else host_quality
             return Placement(stamp + self.correction.offset_s, quality, stamp)
-        if clock_not_set or stamp < _OLDEST_PLAUSIBLE or stamp > received_at + _FUTURE_TOLERANCE_S:
+        t = self._wall(stamp)
+        if clock_not_set or t < _OLDEST_PLAUSIBLE or t > received_at + _FUTURE_TOLERANCE_S:
             return Placement(received_at, host_quality, stamp)
-        return Placement(stamp, ClockQuality.DEVICE, stamp)
+        return Placement(t, ClockQuality.DEVICE, stamp)

@@ -57,7 +57,7 @@ class BleDriver(Driver):
             name=ctx.device_id,
             log=ctx.log,
         )
-        self.device_clock = DeviceClock(ctx.clock)
+        self.device_clock = DeviceClock(ctx.clock, ctx.timezone)
         self.decode_errors = 0
         self._users_seen: set[int | None] = set()
         # The address stays in the driver: logs and messages carry its keyed tag (gateway.device_tags).

@@ -216,7 +216,11 @@ class PatientOverrides(_Model):
 
 class PatientBase(_Model):
     id: Ident = Field(description="Pseudonym sent upstream — never a name")
-    timezone: ZoneName | None = Field(None, description="IANA zone used to cut billing days; default: gateway's")
+    timezone: ZoneName | None = Field(
+        None,
+        description="IANA zone used to cut billing days and to read device clocks that have no zone of "
+        "their own; default: billing.timezone, else the gateway's",
+    )
     alarms: PatientOverrides = PatientOverrides()
     devices: list[Any]  # replaced by the discriminated union in ``build_config_model``
 

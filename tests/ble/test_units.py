@@ -7,7 +7,9 @@ import json
 import math
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from bleak.backends.device import BLEDevice
@@ -234,3 +236,25 @@ async def test_scanner_takes_only_fresh_advertisements() -> None:
     scanner._on_advertisement(dev, adv(-61))
     assert fut.done() and fut.result() is dev
     assert "AA:BB:CC:DD:EE:01" not in scanner._waiters
+
+
+def test_a_device_clock_tells_local_wall_time_in_the_patients_zone() -> None:
+    """A cuff with no Current Time, its clock set by hand in Chicago, stamps 02:30 on Mar 3: that is
+    08:30 UTC (CST), not 02:30 UTC, which would put it 6 h and a day of data earlier."""
+    chicago = ZoneInfo("America/Chicago")
+    measured = datetime(2026, 3, 3, 2, 30, tzinfo=chicago).timestamp()
+    host = ManualClock(t=measured + 40)
+    stamp = DeviceDateTime(2026, 3, 3, 2, 30, 0).as_naive_unix()
+    assert stamp is not None
+    p = DeviceClock(host, chicago).place(stamp, received_at=host.now())
+    assert (p.time, p.clock, p.device_time) == (measured, ClockQuality.DEVICE, stamp)
+    assert datetime.fromtimestamp(p.time, chicago).date() == date(2026, 3, 3)
+    # Daylight saving time: 02:30 on Jul 3 is 07:30 UTC (CDT).
+    july = DeviceDateTime(2026, 7, 3, 2, 30, 0).as_naive_unix()
+    assert july is not None
+    summer = DeviceClock(ManualClock(t=july + 6 * 3600), chicago).place(july, received_at=july + 6 * 3600)
+    assert summer.time == datetime(2026, 7, 3, 7, 30, tzinfo=UTC).timestamp()
+    # With Current Time read, the offset measured carries the zone already.
+    dc = DeviceClock(host, chicago)
+    dc.calibrate(DeviceDateTime(2026, 3, 3, 2, 30, 40))
+    assert dc.place(stamp, received_at=host.now()).time == pytest.approx(measured)
