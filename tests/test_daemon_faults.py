@@ -99,8 +99,11 @@ async def test_corrupt_database_is_moved_aside_and_alarmed(
     assert d.stop() == 0
 
 
-async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: Path, daemon_factory: Any) -> None:
-    # A free-disk floor far above what any disk has: the outbox behaves as on a full SD card.
+async def test_below_the_disk_floor_drops_summaries_keeps_billing_and_stays_up(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    # A free-disk floor far above what any disk has: the outbox behaves as on a nearly full SD
+    # card, where summaries and status make room and alarms and billing are still stored.
     cfg = write_config(
         tmp_path,
         broker_url="mqtt://127.0.0.1:9",
@@ -115,8 +118,9 @@ async def test_full_disk_drops_summaries_refuses_billing_and_stays_up(tmp_path: 
     assert d.stop() == 0
     stats = Outbox.inspect(tmp_path / "state" / "outbox.sqlite3")
     assert stats.classes[RecordKind.SUMMARY].dropped > 0, stats
-    assert stats.refused > 0, "billing records are refused, never dropped"
+    assert stats.refused == 0, "alarms and billing are stored while the disk has room"
     assert stats.classes[RecordKind.BILLING].dropped == 0
+    assert stats.classes[RecordKind.ALARM].dropped == 0
     alarms = [e for e in events_named(d.log_events(), "gateway_technical_alarm") if e["condition"] == "outbox_full"]
     assert alarms, d.log_tail()
 
