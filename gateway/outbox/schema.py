@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from gateway import __version__
+from gateway.outbox import salvage
 from gateway.outbox.types import OutboxError, OutboxTooNew
 from gateway.records import RecordKind
 
@@ -268,8 +269,9 @@ def salvage_meta(path: Path) -> dict[str, str]:
 
 def open_or_recover(path: Path, *, on_corrupt: Callable[[str, Path], None],
                     max_db_bytes: int | None = None) -> sqlite3.Connection:
-    """Open the outbox; a damaged file is moved aside once and replaced by an empty one
-    (``on_corrupt`` hears what happened and where the file went).
+    """Open the outbox; a damaged file is first repaired in place (its indexes rebuilt), and if it
+    is still damaged, moved aside once and replaced by a fresh one holding every row that could be
+    read from it (``salvage``; ``on_corrupt`` hears what happened and where the file went).
 
     Anything else (permissions, missing folder, a second failure) raises OutboxError: the caller
     stops with a clear message instead of restarting into the same damage forever.
@@ -280,14 +282,25 @@ def open_or_recover(path: Path, *, on_corrupt: Callable[[str, Path], None],
     except (sqlite3.DatabaseError, CorruptDatabase) as e:
         if not is_corruption(e):
             raise OutboxError(f"cannot open outbox {path}: {e}") from e
-        moved = move_aside(path)
-        detail = f"{path} unusable ({e}); moved to {moved.name}, started an empty outbox"
-        log.error("outbox_corrupt", path=str(path), moved_to=str(moved), error=str(e))
-        on_corrupt(detail, moved)
+        first = e
+    if salvage.repair_in_place(path):
+        with contextlib.suppress(sqlite3.DatabaseError, CorruptDatabase):
+            return connect(path, max_db_bytes=max_db_bytes)
+    moved = move_aside(path)
     try:
-        return connect(path, max_db_bytes=max_db_bytes)
+        conn = connect(path, max_db_bytes=max_db_bytes)
     except (sqlite3.DatabaseError, CorruptDatabase) as e:
         raise OutboxError(f"cannot create a fresh outbox at {path}: {e}") from e
+    try:
+        got = salvage.copy_rows(moved, conn)
+    except BaseException:
+        conn.close()
+        raise
+    detail = f"{path} unusable ({first}); moved to {moved.name}, {got.summary()} into a fresh outbox"
+    log.error("outbox_corrupt", path=str(path), moved_to=str(moved), error=str(first),
+              salvaged=got.records, lost=got.records_lost)
+    on_corrupt(detail, moved)
+    return conn
 
 
 # ---- persisted counters (so stats survive restarts and `inspect` can show them) -------------

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.outbox import schema, seq_floor, txn
+from gateway.outbox import salvage, schema, seq_floor, txn
 from gateway.outbox.keys import SEQ_BLOCK
 from gateway.outbox.ops import (
     Ack,
@@ -309,22 +309,30 @@ class Writer:
         return OutboxError(f"outbox read failed: {e}"), None
 
     def _recover(self, e: BaseException, alarms: list[tuple[str, str]]) -> None:
-        """The file went bad while open: move it aside and carry on with a fresh one.
+        """The file went bad while open: repair it in place, or move it aside and carry on with a
+        fresh one holding every row that could be read from it (``salvage``).
 
-        The records stored in the damaged file stay in it (for forensics or manual replay); the
-        counters and the key reservation move over so keys keep increasing.  Leases are void:
-        their rows are not in the new file.  If even this fails the writer stops, every waiter
-        hears OutboxClosed, and the next start recovers at open time.
+        Salvaged records keep their ids, keys and payloads; the counters and the key reservation
+        move over so keys keep increasing.  Leases are void: a PUBACK for a row leased from the
+        damaged file is ignored and the row is sent again under its own key.  Rows on damaged pages
+        stay in the file moved aside.  If even this fails the writer stops, every waiter hears
+        OutboxClosed, and the next start recovers at open time.
         """
         old = self._conn
         self._conn = None
         if old is not None:
             with contextlib.suppress(sqlite3.Error):
                 old.close()
+        if salvage.repair_in_place(self._s.path):
+            with contextlib.suppress(sqlite3.DatabaseError, schema.CorruptDatabase):
+                # the same file, the same rows: leases and bookkeeping stay valid
+                self._conn = schema.connect(self._s.path, max_db_bytes=self._s.max_db_bytes)
+                return
         stranded = sum(self._totals.values())
         moved = schema.move_aside(self._s.path)
         conn = schema.connect(self._s.path, max_db_bytes=self._s.max_db_bytes)
         self._conn = conn
+        got = salvage.copy_rows(moved, conn)
         self._counters.leased = {}
         self._sealing.new_file()  # the chain carries over; the nonce salt does not
         conn.execute("BEGIN IMMEDIATE")
@@ -333,20 +341,22 @@ class Writer:
             [("seq_hi", str(self._seq_hi)), ("counters", self._counters.to_json()), *self._sealing.meta_rows()],
         )
         # A PUBACK of a row leased from the damaged file may still arrive: the new file's ids
-        # continue above every id ever leased, so that ack cannot match (and delete) a new row.
+        # continue above every id ever leased (and every salvaged id), so that ack cannot match
+        # (and delete) a new row.
         conn.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
-        conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('outbox', ?)", (self._id_hi,))
+        conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES "
+                     "('outbox', max(?, (SELECT coalesce(max(id), 0) FROM outbox)))", (self._id_hi,))
         conn.execute("COMMIT")
         self._leased.clear()
         self._deleting.clear()
         self._acks.clear()
-        self._totals = dict.fromkeys(RecordKind, 0)
-        self._oldest = dict.fromkeys(RecordKind, None)
+        self._totals = schema.class_totals(conn)
+        self._oldest = schema.oldest_created(conn)
         self._db_bytes = schema.file_bytes(self._s.path)
         detail = (f"{self._s.path} damaged while running ({e}); moved to {moved.name} with "
-                  f"{stranded} undelivered records, continuing with an empty outbox")
+                  f"{stranded} undelivered records: {got.summary()} into a fresh outbox")
         log.error("outbox_corrupt", path=str(self._s.path), moved_to=str(moved), stranded=stranded,
-                  error=str(e))
+                  salvaged=got.records, lost=got.records_lost, error=str(e))
         self._episode(alarms, "outbox_corrupt", detail)
 
     def _shutdown(self, closing: Close, completions: list[Completion]) -> None:
