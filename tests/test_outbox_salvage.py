@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
+import time
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from gateway import keyring
-from gateway.outbox import Outbox, PendingRow
+from gateway.clock import PLAUSIBLE_EPOCH
+from gateway.outbox import Outbox, PendingRow, schema
 from gateway.outbox.keys import parse_seq
 from tests.test_outbox import GW, billing, drain, moved_aside, open_box, summary
 from tests.test_outbox_sealed import open_box as open_sealed
@@ -131,3 +135,22 @@ async def test_sealed_rows_salvaged_into_the_new_file_still_open(tmp_path: Path)
     assert next(tmp_path.glob("outbox.sqlite3.corrupt-*"))  # noqa: ASYNC240 - the test's own folder
     assert _by_key(await b.lease(100)) == before  # decrypted, same keys, same chain positions
     await b.close()
+
+
+def test_quarantine_age_is_not_judged_by_an_unset_clock(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    before_ntp = tmp_path / "o.db.corrupt-19700101T000012Z"  # moved aside before NTP answered
+    old = tmp_path / "o.db.corrupt-20260101T000000Z"
+    for p in (before_ntp, old):
+        p.write_bytes(b"x")
+    os.utime(before_ntp, (12.0, 12.0))
+    now = PLAUSIBLE_EPOCH + 90 * 86_400
+    os.utime(old, (now - 40 * 86_400,) * 2)
+    # the clock is not set yet: nothing is deleted, however old the files look
+    assert schema.purge_quarantine(db, 30 * 86_400, 500.0) == []
+    assert before_ntp.exists() and old.exists()
+    # set: a file of plausible age goes; one stamped before the clock was set starts its age now
+    assert schema.purge_quarantine(db, 30 * 86_400, now) == [old]
+    assert before_ntp.exists() and before_ntp.stat().st_mtime == pytest.approx(now)
+    assert schema.purge_quarantine(db, 30 * 86_400, now + 31 * 86_400) == [before_ntp]
+    assert time.time() > PLAUSIBLE_EPOCH  # this machine's own clock is set (the tests above pass now)

@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from gateway import __version__
+from gateway.clock import PLAUSIBLE_EPOCH
 from gateway.outbox import salvage
 from gateway.outbox.types import OutboxError, OutboxTooNew
 from gateway.records import RecordKind
@@ -240,11 +241,24 @@ def peek_meta(path: Path) -> dict[str, str]:
 
 
 def purge_quarantine(path: Path, max_age_s: float, now: float) -> list[Path]:
-    """Delete files ``move_aside`` made (and their -wal/-shm) once older than ``max_age_s``."""
+    """Delete files ``move_aside`` made (and their -wal/-shm) once older than ``max_age_s``.
+
+    Ages are judged by the wall clock, which a Pi without an RTC may not have yet: nothing is
+    deleted while ``now`` is before ``PLAUSIBLE_EPOCH``, and a file whose time is not plausible
+    (moved aside before NTP, stamped 1970, or ahead of ``now``) has its age unknown: it is
+    stamped with ``now`` and kept ``max_age_s`` from then.  Wrong either way, the rule keeps a file
+    longer, never deletes one early.
+    """
     gone: list[Path] = []
+    if now < PLAUSIBLE_EPOCH:
+        return gone
     for p in path.parent.glob(f"{path.name}.corrupt-*"):
         try:
-            if now - p.stat().st_mtime > max_age_s:
+            stamped = p.stat().st_mtime
+            if stamped < PLAUSIBLE_EPOCH or stamped > now:
+                os.utime(p, (now, now))
+                log.info("outbox_quarantine_restamped", path=str(p), was=stamped)
+            elif now - stamped > max_age_s:
                 p.unlink()
                 gone.append(p)
         except OSError as e:
