@@ -490,23 +490,28 @@ class Daemon:
     ) -> list[asyncio.Future[None]]:
         """Hand records to the outbox; ``state`` rides with the last of them (same transaction)."""
         assert self.outbox is not None
-        futures = []
+        futures: list[asyncio.Future[None]] = []
         if self._evidence_copies is not None and (copies := self._evidence_copies.state_for(records)):
             state = {**(state or {}), **copies}
         if state and not records:
             fut = self.outbox.submit_state(state)
             self._last_submit = fut
             return [fut]
-        for i, rec in enumerate(records):
+        for rec in records:
             if isinstance(rec, AlarmRecord):
                 self.active_alarms.note(rec)
                 self._log_alarm(rec)
-            rides = state if i == len(records) - 1 else None
-            try:
-                fut = self.outbox.submit(rec, state=rides)
-            except OutboxError as e:
-                self._refused(rec, e, rides)
-                continue
+        last = len(records) - 1
+        try:
+            # one burst, one transaction: records on disk without the state that made them would be
+            # made again after a crash, under new keys
+            submitted = self.outbox.submit_many(records, state=state)
+        except OutboxError as e:
+            for i, rec in enumerate(records):
+                self._refused(rec, e, state if i == last else None)
+            return futures
+        for i, (rec, fut) in enumerate(zip(records, submitted, strict=True)):
+            rides = state if i == last else None
             self._uncommitted += 1
             if self._uncommitted > MAX_UNCOMMITTED:
                 self._drain.clear()

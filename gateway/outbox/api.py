@@ -25,6 +25,7 @@ from gateway.outbox.audit import AuditReport, check_rows
 from gateway.outbox.keys import SeqCounter, format_key, parse_seq
 from gateway.outbox.ops import (
     Ack,
+    Burst,
     Close,
     Completion,
     Insert,
@@ -152,10 +153,59 @@ class Outbox:
         if self._closed:
             fut.set_exception(OutboxClosed("the outbox is closed"))
             return fut
+        rows = None if state is None else state_rows(state)
+        op = self._insert(record, rows, fut)
+        if op is None:
+            if rows:  # the state that rode with it is still the producer's truth: keep it
+                with contextlib.suppress(OutboxClosed):  # only if the writer died: the close reports it
+                    self._writer.put(self._kept_state(rows), write=True)
+            return fut
+        try:
+            self._writer.put(op, write=True)
+        except OutboxClosed as e:
+            fut.set_exception(e)
+        return fut
+
+    def submit_many(
+        self, records: Sequence[Record], *, state: Mapping[str, bytes | None] | None = None
+    ) -> list[asyncio.Future[None]]:
+        """``submit`` for records made together, ``state`` riding with the last: one future per
+        record, in order.  The writer takes the burst as one operation, so the records and the
+        state always commit in the same transaction (a crash keeps all or none of them; it never
+        keeps records without the state that made them, which would make them again under new
+        keys).  Each record is still accepted or refused on its own, as by ``submit``.
+        """
+        futs: list[asyncio.Future[None]] = [self._loop.create_future() for _ in records]
+        if not records:
+            return [self.submit_state(state)] if state else []
+        if self._closed:
+            for f in futs:
+                f.set_exception(OutboxClosed("the outbox is closed"))
+            return futs
+        rows = None if state is None else state_rows(state)
+        last = len(records) - 1
+        inserts: list[Insert] = []
+        kept: PutState | None = None
+        for i, (record, fut) in enumerate(zip(records, futs, strict=True)):
+            op = self._insert(record, rows if i == last else None, fut)
+            if op is not None:
+                inserts.append(op)
+            elif i == last and rows:
+                kept = self._kept_state(rows)
+        if not inserts and kept is None:
+            return futs
+        try:
+            self._writer.put(Burst(inserts, kept), write=True)
+        except OutboxClosed as e:
+            for op in inserts:
+                op.future.set_exception(e)
+        return futs
+
+    def _insert(self, record: Record, rows: dict[str, bytes | None] | None, fut: asyncio.Future[None]) -> Insert | None:
+        """The writer's operation for ``record``; None when it is refused here (``fut`` says why)."""
         kind: RecordKind = record.kind
         if kind.__class__ is not RecordKind:  # a model built without validation may carry the value
             kind = RecordKind(kind)
-        rows = None if state is None else state_rows(state)
         seq = parse_seq(self._gateway_id, record.key)
         own_key = seq is not None
         if seq is None:  # a service key (billing): order it by when it was queued
@@ -164,27 +214,21 @@ class Outbox:
         payload = record.__pydantic_serializer__.to_json(record)
         problem = mqtt_limits.record_size_problem(len(payload), self._max_record_bytes)
         if problem is not None:
-            self._refuse_too_large(record, problem, rows, fut)
-            return fut
-        op = Insert(kind, record.key, record.patient, seq, payload, self._clock(), rows, fut, own_key)
-        try:
-            self._writer.put(op, write=True)
-        except OutboxClosed as e:
-            fut.set_exception(e)
-        return fut
+            self._refuse_too_large(record, problem, fut)
+            return None
+        return Insert(kind, record.key, record.patient, seq, payload, self._clock(), rows, fut, own_key)
 
-    def _refuse_too_large(
-        self, record: Record, problem: str, rows: dict[str, bytes | None] | None, fut: asyncio.Future[None]
-    ) -> None:
+    def _refuse_too_large(self, record: Record, problem: str, fut: asyncio.Future[None]) -> None:
         self._too_large += 1
         detail = f"{record.kind} {record.key} (patient {record.patient}): {problem}"
         fut.set_exception(RecordTooLarge(detail))
         _raise_alarms(self._on_alarm, [("record_too_large", detail)])
-        if rows:  # the state that rode with it is still the producer's truth: keep it
-            kept: asyncio.Future[None] = self._loop.create_future()
-            kept.add_done_callback(_log_state_failure)
-            with contextlib.suppress(OutboxClosed):  # only if the writer died: the close reports it
-                self._writer.put(PutState(rows, kept), write=True)
+
+    def _kept_state(self, rows: dict[str, bytes | None]) -> PutState:
+        """The state that rode with a record refused as too large, written on its own."""
+        kept: asyncio.Future[None] = self._loop.create_future()
+        kept.add_done_callback(_log_state_failure)
+        return PutState(rows, kept)
 
     async def accept(self, record: Record, *, state: Mapping[str, bytes | None] | None = None) -> None:
         await self.submit(record, state=state)

@@ -51,6 +51,15 @@ class PutState:
 
 
 @dataclass(slots=True)
+class Burst:
+    """Records submitted together (``Outbox.submit_many``): the writer takes them in one go, so
+    they and the state riding on the last always commit in the same transaction."""
+
+    inserts: list[Insert]
+    state: PutState | None = None  # the state, when the record it rode on was refused before queueing
+
+
+@dataclass(slots=True)
 class Ack:
     ids: tuple[int, ...]
 
@@ -82,7 +91,7 @@ class Close:
     future: Fut
 
 
-Op = Insert | PutState | Ack | Release | Lease | LoadState | Reserve | Close
+Op = Insert | PutState | Burst | Ack | Release | Lease | LoadState | Reserve | Close
 
 
 # ---- what the loop sees ---------------------------------------------------------------------

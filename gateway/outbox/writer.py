@@ -28,6 +28,7 @@ from gateway.outbox import salvage, schema, seq_floor, txn
 from gateway.outbox.keys import SEQ_BLOCK
 from gateway.outbox.ops import (
     Ack,
+    Burst,
     Close,
     Completion,
     Fut,
@@ -110,10 +111,13 @@ class Writer:
                 urgent = True
             self._queue.append(op)
             if write:
-                self._queued_writes += 1
+                # one per write the batch will count (``_batch_ops``): a burst counts each of its parts
+                n = len(op.inserts) + (op.state is not None) if isinstance(op, Burst) else 1
+                starts = self._queued_writes == 0
+                self._queued_writes += n
                 # wake the thread when a batch starts (it then sleeps until the commit is due)
                 # and when the batch is big enough to commit at once
-                urgent = urgent or self._queued_writes == 1 or self._queued_writes >= self._s.max_records
+                urgent = urgent or starts or self._queued_writes >= self._s.max_records
             # once set, the flag stays until the thread takes the queue (under this lock), so a
             # second notify finds the thread already woken or busy: in a burst every put would
             # otherwise pay one (the queue stays at max_records while a batch is sealed)
@@ -257,13 +261,17 @@ class Writer:
 
     def _handle(self, op: Op, completions: list[Completion], alarms: list[tuple[str, str]]) -> Close | None:
         if isinstance(op, Insert):
-            self._inserts.append(op)
-            if op.state:
-                self._states.append((op, op.state))
-            self._batch_ops += 1
+            self._insert(op)
         elif isinstance(op, PutState):
             self._states.append((op, op.state))
             self._batch_ops += 1
+        elif isinstance(op, Burst):
+            # one operation, so all of it joins the same batch: the commit comes after it, never inside
+            for ins in op.inserts:
+                self._insert(ins)
+            if op.state is not None:
+                self._states.append((op.state, op.state.state))
+                self._batch_ops += 1
         elif isinstance(op, Ack):
             # Only rows leased in this run are acked: an id from an earlier lease that was
             # released, or from before a file replacement, must not delete anything.
@@ -297,6 +305,12 @@ class Writer:
         else:
             return op
         return None
+
+    def _insert(self, op: Insert) -> None:
+        self._inserts.append(op)
+        if op.state:
+            self._states.append((op, op.state))
+        self._batch_ops += 1
 
     def _read_failed(self, e: sqlite3.Error, alarms: list[tuple[str, str]],
                      empty: object) -> tuple[OutboxError | None, object]:
@@ -378,6 +392,10 @@ class Writer:
         for op in ops:
             if isinstance(op, Insert | PutState | Lease | LoadState | Close):
                 waiting.append(op.future)
+            elif isinstance(op, Burst):
+                waiting += [i.future for i in op.inserts]
+                if op.state is not None:
+                    waiting.append(op.state.future)
         self._post([(f, err, None) for f in waiting], None, [("outbox_failed", str(e))])
 
     # ---- reads --------------------------------------------------------------------------
