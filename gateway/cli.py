@@ -242,6 +242,10 @@ def _run(config: Path, log_format: str | None) -> int:
     except ConfigError as e:
         logs.configure("info", "auto")
         print_config_error("run", e)
+        # Also as an error-level journal line: `journalctl -p warning` shows why the unit failed.
+        import structlog  # noqa: PLC0415
+
+        structlog.get_logger().error("config_invalid", file=str(config), problems=e.render())
         return EXIT_USAGE
     fmt = log_format or cfg.logging.format
     logs.configure(cfg.logging.level, fmt)  # type: ignore[arg-type]
@@ -280,11 +284,11 @@ def _status(config: Path, as_json: bool) -> int:
     import time  # noqa: PLC0415
 
     from gateway import status_file  # noqa: PLC0415
-    from gateway.config.loader import ConfigError, load_config  # noqa: PLC0415
+    from gateway.config.loader import ConfigError, load_config_for_tools  # noqa: PLC0415
     from gateway.config.paths import resolve_paths  # noqa: PLC0415
 
     try:
-        cfg = load_config(config)
+        cfg = load_config_for_tools(config)
     except ConfigError as e:
         print_config_error("status", e)
         return EXIT_USAGE
@@ -312,24 +316,37 @@ def _outbox(config: Path | None, db: Path | None, as_json: bool, *, check: bool 
 
     if db is None:
         config = config or DEFAULT_CONFIG
-        from gateway.config.loader import ConfigError, load_config  # noqa: PLC0415
+        from gateway.config.loader import ConfigError, load_config_for_tools  # noqa: PLC0415
         from gateway.config.paths import resolve_paths  # noqa: PLC0415
 
         try:
-            cfg = load_config(config)
+            cfg = load_config_for_tools(config)
         except ConfigError as e:
             print_config_error("outbox", e)
             return EXIT_USAGE
         paths = resolve_paths(config, cfg)
         db, ring = paths.outbox, ring or paths.keyring
-    if not db.exists():
-        print(f"iomt-gateway outbox: no outbox database at {db}", file=sys.stderr)
-        return 1
-    if check:
-        from gateway.outbox_check_cli import check_command  # noqa: PLC0415
+    from gateway.outbox import OutboxError  # noqa: PLC0415
 
-        return check_command(db, ring, as_json=as_json)
-    stats = Outbox.inspect(db)
+    try:
+        if not db.exists():
+            print(f"iomt-gateway outbox: no outbox database at {db}", file=sys.stderr)
+            return 1
+        if check:
+            from gateway.outbox_check_cli import check_command  # noqa: PLC0415
+
+            return check_command(db, ring, as_json=as_json)
+        stats = Outbox.inspect(db)
+    except PermissionError:
+        print(f"iomt-gateway outbox: cannot read {db}: run as the service's user (sudo -u iomt-gateway ...)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except OutboxError as e:
+        print(f"iomt-gateway outbox: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"iomt-gateway outbox: cannot read {db}: {e.strerror or e}", file=sys.stderr)
+        return 1
     if as_json:
         print(
             json.dumps(

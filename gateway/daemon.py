@@ -249,7 +249,11 @@ class Daemon:
         if isinstance(self.clock, SystemClock):
             # Before the first reading is dated: is this a hub whose clock NTP has not set yet?
             await self.clock.refresh()
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            # A path it may not create (outside StateDirectory, read-only): a restart cannot fix it.
+            raise StartRefused(f"cannot use the state directory {self.paths.state_dir}: {e.strerror or e}") from None
         with contextlib.suppress(status_file.StatusUnavailable):
             self.active_alarms.carry_over(status_file.read(status_file.status_path(self.paths.state_dir)))
         self.outbox = await self._open_outbox()

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import DEFAULT_CONFIG
-from gateway.config.loader import ConfigError, load_config
+from gateway.config.loader import ConfigError, load_config_for_tools
 from gateway.device_tags import KEY_FILE, DeviceTagger
 
 PROG = "iomt-gateway device-tag"
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("identifiers", nargs="*", help="BLE addresses or serial by-id names (default: the configured ones)")
     args = ap.parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config_for_tools(args.config)
     except ConfigError as e:
         print(f"{PROG}: {e.render()}", file=sys.stderr)
         return 2

@@ -45,13 +45,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _kept(config: Path, db: Path | None) -> dict[str, bytes]:
     from gateway import keyring  # noqa: PLC0415
-    from gateway.config.loader import load_config  # noqa: PLC0415
+    from gateway.config.loader import load_config_for_tools  # noqa: PLC0415
     from gateway.config.paths import resolve_paths  # noqa: PLC0415
     from gateway.outbox import Outbox  # noqa: PLC0415
 
     ring = None
     if db is None or config.exists():  # --db alone reads an outbox in clear
-        paths = resolve_paths(config, load_config(config))
+        paths = resolve_paths(config, load_config_for_tools(config))
         db = db or paths.outbox
         # the saved state is sealed with the daemon's keyring (readable by the service user/root)
         ring = keyring.load(paths.keyring) if paths.keyring.exists() else None

@@ -151,6 +151,8 @@ def load(path: Path) -> Keyring:
         ) from None
     except OSError as e:
         raise KeyringError(f"cannot read keyring {path}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise KeyringError(f"{path}: not a keyring file (not UTF-8 text)") from None
     return parse(text, path)
 
 

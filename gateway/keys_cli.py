@@ -45,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(path: Path) -> Any:
-    from gateway.config.loader import load_config  # noqa: PLC0415
+    from gateway.config.loader import load_config_for_tools  # noqa: PLC0415
 
-    return load_config(path)
+    return load_config_for_tools(path)
 
 
 def keys_main(argv: list[str]) -> int:

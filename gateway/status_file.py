@@ -173,6 +173,8 @@ def read(path: Path) -> dict[str, Any]:
         ) from None
     except OSError as e:
         raise StatusUnavailable(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise StatusUnavailable(f"{path} is not a status file (not UTF-8 text)") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
@@ -181,6 +183,9 @@ def read(path: Path) -> dict[str, Any]:
         raise StatusUnavailable(
             f"{path} has an unknown format (schema {doc.get('schema') if isinstance(doc, dict) else '?'})"
         )
+    written = doc.get("written_at")
+    if not isinstance(written, int | float) or isinstance(written, bool):
+        raise StatusUnavailable(f"{path} is damaged (no time it was written)")
     return doc
 
 

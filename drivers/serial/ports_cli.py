@@ -76,9 +76,9 @@ def rows(ports: Iterable[Any], by_id: Mapping[str, str], configured: Mapping[str
 
 
 def _configured(config: Path) -> dict[str, str]:
-    from gateway.config.loader import load_config  # noqa: PLC0415
+    from gateway.config.loader import load_config_for_tools  # noqa: PLC0415
 
-    cfg = load_config(config)
+    cfg = load_config_for_tools(config)
     out = {}
     for p in cfg.patients:
         for d in p.devices:

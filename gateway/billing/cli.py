@@ -49,9 +49,9 @@ def _instant(text: str) -> float:
 
 
 def _load_config(path: Path) -> Any:
-    from gateway.config.loader import load_config  # noqa: PLC0415 - only when asked for
+    from gateway.config.loader import load_config_for_tools  # noqa: PLC0415 - only when asked for
 
-    return load_config(path)
+    return load_config_for_tools(path)
 
 
 def _simulate(argv: list[str]) -> int:

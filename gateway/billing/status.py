@@ -46,7 +46,7 @@ def status_main(argv: list[str]) -> int:
     from gateway import keyring  # noqa: PLC0415
     from gateway.config import DEFAULT_CONFIG  # noqa: PLC0415
     from gateway.config.errors import ConfigError  # noqa: PLC0415
-    from gateway.config.loader import load_config  # noqa: PLC0415
+    from gateway.config.loader import load_config_for_tools  # noqa: PLC0415
     from gateway.config.paths import resolve_paths  # noqa: PLC0415
     from gateway.outbox import Outbox, OutboxError  # noqa: PLC0415
 
@@ -68,7 +68,7 @@ def status_main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per patient")
     args = ap.parse_args(argv)
     try:
-        config: Any = load_config(args.config)
+        config: Any = load_config_for_tools(args.config)
     except ConfigError as e:
         print(f"iomt-gateway billing: {e.render()}", file=sys.stderr)
         return 2

@@ -105,6 +105,20 @@ def summarise(cfg: ConfigBase, path: Path) -> list[str]:
     return [f"{path}: OK", *(f"  {k:<13}{v}" for k, v in rows), *_patient_lines(cfg)]
 
 
+# Set by systemd for a service whose unit asks for them (LoadCredential=, StateDirectory=, ...):
+# unset in a technician's shell, which is no mistake.
+SET_BY_SYSTEMD = frozenset(
+    {
+        "CREDENTIALS_DIRECTORY",
+        "STATE_DIRECTORY",
+        "RUNTIME_DIRECTORY",
+        "CACHE_DIRECTORY",
+        "LOGS_DIRECTORY",
+        "CONFIGURATION_DIRECTORY",
+    }
+)
+
+
 def _unset_notes(unset: list[UnsetVariable]) -> list[str]:
     by_name: dict[str, list[UnsetVariable]] = {}
     for u in unset:
@@ -128,6 +142,18 @@ def check_config_command(path: Path, *, out: TextIO | None = None, err: TextIO |
         head, *rest = e.render().splitlines()
         # The header names the program; problem lines keep the ``file:line:`` form editors jump to.
         print("\n".join([f"iomt-gateway check-config: {head}", *rest]), file=err)
+        return EXIT_CONFIG
+    unknown = [u for u in report.unset if u.name not in SET_BY_SYSTEMD]
+    if unknown:
+        # Neither set here nor by systemd for the service: `run` will refuse the file (a misspelling?).
+        print(f"iomt-gateway check-config: {path}: {len(unknown)} problem(s) in the configuration", file=err)
+        for u in unknown:
+            where = f"{path}:{u.line}: " if u.line is not None else f"{path}: "
+            print(
+                f"{where}{u.path}: uses ${u.name}, which is not set, and systemd sets no such variable for the "
+                f"service (a misspelling? variables it sets: {', '.join(sorted(SET_BY_SYSTEMD))})",
+                file=err,
+            )
         return EXIT_CONFIG
     for line in summarise(report.config, path):
         print(line, file=out)

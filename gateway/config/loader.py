@@ -175,6 +175,14 @@ def read_config_report(path: Path, *, require_env: bool = True) -> LoadReport:
     return analyse_config_text(_read_text(path), file=path, require_env=require_env)
 
 
+def load_config_for_tools(path: Path) -> ConfigBase:
+    """The config as the CLI's tools read it (status, outbox, keys, billing, evidence, device-tag,
+    ports): every rule of ``load_config``, but a path variable may be unset.  They run from a
+    shell, where ${CREDENTIALS_DIRECTORY} (set by systemd for the service only) is not, and the
+    paths they use are not the ones it names."""
+    return read_config_report(path, require_env=False).config
+
+
 def loaded_from(cfg: ConfigBase) -> Path | None:
     """The absolute path of the file ``cfg`` was read from; None for a model built in code."""
     return cfg._source_file

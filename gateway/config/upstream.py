@@ -42,6 +42,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _shown(url: str) -> str:
+    """``url`` as an error may quote it: whatever comes before an '@' could be a password (a
+    mistyped ``mqtts:/user:secret@host`` has no netloc for the check below to find it in)."""
+    if "@" not in url:
+        return repr(url)
+    scheme, sep, rest = url.partition("://") if "://" in url else ("", "", url)
+    return repr(f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}")
+
+
 def check_url(url: str) -> str:
     """``url`` if it is a usable broker URL; raises ``ValueErrorAt`` (which the loader does not
     follow with the value) so a URL holding a password is never echoed."""
@@ -53,15 +62,15 @@ def check_url(url: str) -> str:
             (),
         )
     if parts.scheme not in SCHEMES:
-        raise ValueErrorAt(f"must start with mqtt:// or mqtts:// (got {url!r})", ())
+        raise ValueErrorAt(f"must start with mqtt:// or mqtts:// (got {_shown(url)})", ())
     if not parts.hostname:
-        raise ValueErrorAt(f"has no host name (got {url!r})", ())
+        raise ValueErrorAt(f"has no host name (got {_shown(url)})", ())
     try:
         _ = parts.port
     except ValueError:
-        raise ValueErrorAt(f"has an invalid port (got {url!r})", ()) from None
+        raise ValueErrorAt(f"has an invalid port (got {_shown(url)})", ()) from None
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueErrorAt(f"must be just scheme://host[:port] (got {url!r})", ())
+        raise ValueErrorAt(f"must be just scheme://host[:port] (got {_shown(url)})", ())
     return url
 
 

@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 def check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as e:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: a region ("America"), a long name
         raise ValueError(f"unknown time zone {name!r} (use an IANA name like 'America/Chicago')") from e
     return name
 
