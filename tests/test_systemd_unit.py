@@ -312,3 +312,22 @@ def test_outbox_this_version_cannot_read_is_refused_and_left_in_place(hub: Conta
     assert _sha(hub, DB) == digest and hub.run(["ls", "/var/lib/iomt-gateway"]).stdout == files
     warnings = _journal(hub, "-p", "warning")
     assert "written by iomt-gateway 7.0.0" in warnings and f"this is iomt-gateway {__version__}" in warnings
+
+
+def test_purge_keeps_the_outbox_with_its_keyring_and_a_reinstall_reads_it_again(hub: Container) -> None:
+    """apt purge removes the config but keeps the outbox (billing evidence): the keyring that
+    reads it stays beside it, and a reinstall puts it back rather than making a new one, which
+    would refuse to start on the kept outbox."""
+    hub.run(["systemctl", "stop", UNIT], timeout=60)
+    keyring = _sha(hub, "/etc/iomt-gateway/keyring").split()[0]
+    digest = _sha(hub, DB)
+    done = hub.run(["apt-get", "purge", "-y", "-q", "iomt-gateway"], check=False, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "keyring.kept" in done.stderr + done.stdout
+    assert hub.run(["test", "-e", "/etc/iomt-gateway"], check=False).returncode != 0
+    assert hub.run(["stat", "-c", "%a %U", "/var/lib/iomt-gateway/keyring.kept"]).stdout.strip() == "600 root"
+    assert _sha(hub, DB) == digest
+    _apt_install(hub, "/root/current.deb")
+    assert _sha(hub, "/etc/iomt-gateway/keyring").split()[0] == keyring
+    assert hub.run(["stat", "-c", "%a %U", "/etc/iomt-gateway/keyring"]).stdout.strip() == "600 root"
+    assert hub.run(["test", "-e", "/var/lib/iomt-gateway/keyring.kept"], check=False).returncode != 0
