@@ -31,6 +31,9 @@ CURRENT_TIME = "00002a2b-0000-1000-8000-00805f9b34fb"
 # Readings older than this before the software's release year cannot be real: the clock is unset.
 _OLDEST_PLAUSIBLE = PLAUSIBLE_EPOCH - 5 * 365 * 86400
 _FUTURE_TOLERANCE_S = 300.0
+# A device's memory holds at most months of readings: a corrected time older than this is a stamp
+# from before the clock restarted, not a reading.
+_MAX_STORED_AGE_S = 366 * 86400.0
 
 
 def decode_current_time(data: bytes) -> DeviceDateTime:
@@ -85,10 +88,19 @@ class DeviceClock:
         host_quality = self._host.quality()
         if stamp is None:
             return Placement(received_at, host_quality, None)
-        if self.correction is not None and not clock_not_set:
+        if self.correction is not None:
             # Corrected against an unsynchronised host is only as good as the host.
             quality = ClockQuality.CORRECTED if host_quality is ClockQuality.SYNCED else host_quality
-            return Placement(stamp + self.correction.offset_s, quality, stamp)
+            t = stamp + self.correction.offset_s
+            if not clock_not_set:
+                return Placement(t, quality, stamp)
+            # The device says its clock is not set (a glucose meter's time fault, a battery change
+            # that restarted it at 2000-01-01): it still runs, and Current Time read from the same
+            # clock places the readings it stamped since, which receipt time would put all at
+            # "now" (an old low read as a current one).  A reading stamped before the clock
+            # restarted comes out in the future or years back: receipt time, as before.
+            if received_at - _MAX_STORED_AGE_S <= t <= received_at + _FUTURE_TOLERANCE_S:
+                return Placement(t, quality, stamp)
         t = self._wall(stamp)
         if clock_not_set or t < _OLDEST_PLAUSIBLE or t > received_at + _FUTURE_TOLERANCE_S:
             return Placement(received_at, host_quality, stamp)

@@ -258,3 +258,21 @@ def test_a_device_clock_tells_local_wall_time_in_the_patients_zone() -> None:
     dc = DeviceClock(host, chicago)
     dc.calibrate(DeviceDateTime(2026, 3, 3, 2, 30, 40))
     assert dc.place(stamp, received_at=host.now()).time == pytest.approx(measured)
+
+
+def test_a_clock_not_set_is_still_placed_by_current_time_read_from_it() -> None:
+    """A meter whose clock restarted at 2000-01-01 after a battery change flags its records with a
+    time fault; read through Current Time from the same clock they are placed where they were
+    taken, not all at receipt time (an old low read as a current one).  A record stamped before the
+    restart comes out years away: receipt time."""
+    host = ManualClock(t=1_800_000_000.0)
+    dc = DeviceClock(host)
+    device_now = DeviceDateTime(2000, 1, 1, 5, 0, 0)  # five hours after the restart
+    dc.calibrate(device_now)
+    now_stamp = device_now.as_naive_unix()
+    assert now_stamp is not None
+    taken = dc.place(now_stamp - 3 * 3600, received_at=host.now(), clock_not_set=True)
+    assert (taken.time, taken.clock) == (host.now() - 3 * 3600, ClockQuality.CORRECTED)
+    before_restart = DeviceDateTime(2026, 6, 1, 8, 0, 0).as_naive_unix()
+    stale = dc.place(before_restart, received_at=host.now(), clock_not_set=True)
+    assert (stale.time, stale.clock, stale.device_time) == (host.now(), ClockQuality.SYNCED, before_restart)
