@@ -115,6 +115,14 @@ class ThresholdRule:
         self._s.last_id = alarm_id
         return alarm_id
 
+    def withdraw(self, t: float, why: str) -> AlarmTransition | None:
+        """Clear the raised alarm, if any, whose source left the config: nothing else ever would."""
+        s = self._s
+        if s.active_id is None:
+            return None
+        alarm_id, s.active_id, s.pending_since, s.worst = s.active_id, None, None, None
+        return self._transition(alarm_id, AlarmEvent.CLEARED, t, None, self.device, why)
+
     def take_over(self, prev: ThresholdRule) -> None:
         """Go on from ``prev``'s state (a limit changed): an active alarm stays raised under its id
         and clears by this rule; a pending wait keeps its start."""
@@ -128,7 +136,7 @@ class ThresholdRule:
         return min(a, b) if self.direction == "low" else max(a, b)
 
     def _transition(
-        self, alarm_id: str, event: AlarmEvent, t: float, value: float, device: str | None, detail: str = ""
+        self, alarm_id: str, event: AlarmEvent, t: float, value: float | None, device: str | None, detail: str = ""
     ) -> AlarmTransition:
         return AlarmTransition(
             alarm_id=alarm_id,
@@ -215,11 +223,12 @@ class AlarmEngine:
         return out
 
     def invalid(self, vital: Vital, device: str | None = None) -> None:
-        """A reading of ``vital`` was rejected: do not let a gap count toward a minimum duration."""
-        for (v, d), rules in self._rules.items():
-            if v is vital and (device is None or d == device):
-                for rule in rules:
-                    rule.interrupt()
+        """A reading of ``vital`` (from ``device``; None: from any) was rejected: do not let a gap
+        count toward a minimum duration."""
+        keys = [(vital, device)] if device is not None else [k for k in self._rules if k[0] is vital]
+        for key in keys:
+            for rule in self._rules.get(key, ()):
+                rule.interrupt()
 
     def technical(
         self,
@@ -267,26 +276,15 @@ class AlarmEngine:
         """Clear every alarm raised for ``device`` (None: every alarm of the patient), which left
         the config: nothing would ever clear them, and they would stay on upstream for good."""
         out: list[AlarmTransition] = []
-        for (vital, d), rules in list(self._rules.items()):
-            if device is not None and d != device:
-                continue
-            for rule in rules:
-                s = rule._s
-                if s.active_id is not None:
-                    out.append(rule._transition(s.active_id, AlarmEvent.CLEARED, t, s.worst or 0.0, d, why))
-                    s.active_id, s.pending_since, s.worst = None, None, None
-            if device is not None:
-                del self._rules[(vital, d)]
-        for (condition, d), alarm_id in list(self._technical.items()):
+        for key, rules in list(self._rules.items()):
+            if device is None or key[1] == device:
+                out += [tr for rule in rules if (tr := rule.withdraw(t, why)) is not None]
+                if device is not None:
+                    del self._rules[key]
+        for condition, d in list(self._technical):
             if device is None or d == device:
-                severity, technical = self._technical_kind.pop((condition, d), (Severity.MEDIUM, True))
-                out.append(
-                    AlarmTransition(
-                        alarm_id, AlarmEvent.CLEARED, condition, technical, severity, t, device=d, detail=why
-                    )
-                )
-                del self._technical[(condition, d)]
-                self._technical_since.pop((condition, d), None)
+                severity, technical = self._technical_kind.get((condition, d), (Severity.MEDIUM, True))
+                out += self.technical(condition, False, t, device=d, severity=severity, detail=why, technical=technical)
         return out
 
     def raised_at(self, condition: str, device: str | None = None) -> float | None:

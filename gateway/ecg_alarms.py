@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.alarms import AlarmEngine, AlarmTransition, ThresholdRule
 from gateway.config.processing import EcgAlarmSection, NoValidEcg, VentricularTachycardia
-from gateway.records import AlarmEvent, Severity, Vital
+from gateway.records import Severity, Vital
 from gateway.signal.ecg_output import RhythmEvent
 from gateway.signal.ecg_quality import QualityParams
 from gateway.signal.vt_detector import VtSettings
@@ -76,17 +76,9 @@ class ExtremeRateRules:
 
     def withdraw(self, t: float) -> list[AlarmTransition]:
         """Clear the raised ones: their patient left the config."""
-        out = []
-        for rule in self._rules.values():
-            s = rule._s
-            if s.active_id is not None:
-                out.append(
-                    rule._transition(
-                        s.active_id, AlarmEvent.CLEARED, t, s.worst or 0.0, None, "patient removed from the config"
-                    )
-                )
-                s.active_id, s.pending_since, s.worst = None, None, None
-        return out
+        return [
+            tr for r in self._rules.values() if (tr := r.withdraw(t, "patient removed from the config")) is not None
+        ]
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
