@@ -16,14 +16,12 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
 from gateway import device_tags, gc_tuning, heap_trim, keyring, status_file
 from gateway.billing.book import StateFormatError
-from gateway.billing.days import host_zone
-from gateway.billing.ledger import BillingLedger, patients_from_config
+from gateway.billing.ledger import BillingLedger, patient_zones, patients_from_config
 from gateway.clock import Clock, SystemClock
 from gateway.config.loader import ConfigError, load_config
 from gateway.config.models import ConfigBase
@@ -422,15 +420,9 @@ class Daemon:
             base_dir=self.paths.base_dir,
             log=structlog.get_logger().bind(device=device_id, patient=a.patient),
             tag=device_tags.current().tag,
-            timezone=self._zone_of(a.patient),
+            timezone=patient_zones(self.cfg).get(a.patient),
             checkpoint=functools.partial(self._checkpoint, a.patient, device_id),
         )
-
-    def _zone_of(self, patient: str) -> ZoneInfo:
-        """The patient's zone (``patients[].timezone``, else ``billing.timezone``, else the hub's)."""
-        p = next((p for p in self.cfg.patients if p.id == patient), None)
-        name = (p.timezone if p is not None else None) or self.cfg.billing.timezone
-        return ZoneInfo(name) if name else host_zone()
 
     async def _sink(self, patient: str, reading: Reading) -> None:
         assert self.pipeline is not None

@@ -50,10 +50,6 @@ class GlucoseDriver(BleDriver):
         await self._calibrate_clock()
         await super()._prepare()
 
-    @property
-    def last_held(self) -> int | None:
-        return self.held.last
-
     async def _start(self) -> None:
         self.held = await asyncio.to_thread(self.store.load)
         await self._request(glucose.racp_records_after(self.held.last))
@@ -66,10 +62,17 @@ class GlucoseDriver(BleDriver):
         )
         await self.link.write(glucose.RACP, request)
 
+    def _lost(self) -> int:
+        """Notifications the link dropped since the last request."""
+        return self.link.dropped - self._dropped_at_request
+
     def _hold(self, seq: int) -> None:
-        """Record ``seq`` is held: the place moves on through the contiguous numbers."""
+        """Record ``seq`` is held: the place moves on through the contiguous numbers, and past a
+        gap no lost notification explains (the meter's own); past one that may be a lost record,
+        ``seq`` is held apart.  So the state file stays a number unless a notification was lost,
+        rather than a list growing with every record of a first download."""
         held = self.held
-        if held.last is not None and seq == held.last + 1:
+        if (held.last is not None and seq == held.last + 1) or (not held.above and not self._lost()):
             held.last = seq
             while held.last + 1 in held.above:
                 held.above.discard(held.last + 1)
@@ -120,7 +123,7 @@ class GlucoseDriver(BleDriver):
             await self._request(glucose.racp_last_record())
             return False
         ok = result in (glucose.RacpResult.SUCCESS, glucose.RacpResult.NO_RECORDS_FOUND)
-        lost = self.link.dropped - self._dropped_at_request
+        lost = self._lost()
         if ok and self.held.above and not lost:
             # The meter sent all it has from the place on, and none was lost: the gaps left are
             # records it no longer stores.

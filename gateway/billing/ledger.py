@@ -59,13 +59,21 @@ class PatientBilling:
     devices: frozenset[str] = field(default_factory=frozenset)
 
 
+def patient_zones(config: Any) -> dict[str, ZoneInfo]:
+    """Each patient's zone in a validated gateway config (``ConfigBase``): ``patients[].timezone``,
+    else ``billing.timezone``, else the hub's.  Billing days are cut there, and device clocks read."""
+    billing: BillingSection = config.billing
+    default_zone = ZoneInfo(billing.timezone) if billing.timezone else host_zone()
+    return {p.id: ZoneInfo(p.timezone) if p.timezone else default_zone for p in config.patients}
+
+
 def patients_from_config(config: Any) -> dict[str, PatientBilling]:
     """``PatientBilling`` for every patient of a validated gateway config (``ConfigBase``)."""
     billing: BillingSection = config.billing
-    default_zone = ZoneInfo(billing.timezone) if billing.timezone else host_zone()
+    zones = patient_zones(config)
     return {
         p.id: PatientBilling(
-            timezone=ZoneInfo(p.timezone) if p.timezone else default_zone,
+            timezone=zones[p.id],
             enrolment=billing.enrolment.get(p.id),
             devices=frozenset(d.id for d in p.devices),
         )

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -15,6 +16,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.loader import UnsetVariable, config_json_schema, read_config_report, resolve_path
 from gateway.config.models import ConfigBase
 from gateway.config.processing import AlarmSection
+from gateway.config.variables import SET_BY_SYSTEMD
 
 __all__ = ["DEFAULT_CONFIG", "check_config_command", "schema_command", "summarise"]
 
@@ -105,18 +107,7 @@ def summarise(cfg: ConfigBase, path: Path) -> list[str]:
     return [f"{path}: OK", *(f"  {k:<13}{v}" for k, v in rows), *_patient_lines(cfg)]
 
 
-# Set by systemd for a service whose unit asks for them (LoadCredential=, StateDirectory=, ...):
-# unset in a technician's shell, which is no mistake.
-SET_BY_SYSTEMD = frozenset(
-    {
-        "CREDENTIALS_DIRECTORY",
-        "STATE_DIRECTORY",
-        "RUNTIME_DIRECTORY",
-        "CACHE_DIRECTORY",
-        "LOGS_DIRECTORY",
-        "CONFIGURATION_DIRECTORY",
-    }
-)
+_SYSTEMD_SETS = ", ".join(sorted(SET_BY_SYSTEMD))
 
 
 def _unset_notes(unset: list[UnsetVariable]) -> list[str]:
@@ -138,22 +129,15 @@ def check_config_command(path: Path, *, out: TextIO | None = None, err: TextIO |
     try:
         # Outside the service ${CREDENTIALS_DIRECTORY} is normally unset: note it, do not fail on it.
         report = read_config_report(path, require_env=False)
+        # Neither set here nor by systemd for the service: `run` will refuse the file (a misspelling?).
+        unknown = [u.problem() for u in report.unset if not u.set_by_systemd]
+        if unknown:
+            why = f", and systemd sets no such variable for the service (a misspelling? it sets {_SYSTEMD_SETS})"
+            raise ConfigError(path, [replace(p, message=p.message + why) for p in unknown])
     except ConfigError as e:
         head, *rest = e.render().splitlines()
         # The header names the program; problem lines keep the ``file:line:`` form editors jump to.
         print("\n".join([f"iomt-gateway check-config: {head}", *rest]), file=err)
-        return EXIT_CONFIG
-    unknown = [u for u in report.unset if u.name not in SET_BY_SYSTEMD]
-    if unknown:
-        # Neither set here nor by systemd for the service: `run` will refuse the file (a misspelling?).
-        print(f"iomt-gateway check-config: {path}: {len(unknown)} problem(s) in the configuration", file=err)
-        for u in unknown:
-            where = f"{path}:{u.line}: " if u.line is not None else f"{path}: "
-            print(
-                f"{where}{u.path}: uses ${u.name}, which is not set, and systemd sets no such variable for the "
-                f"service (a misspelling? variables it sets: {', '.join(sorted(SET_BY_SYSTEMD))})",
-                file=err,
-            )
         return EXIT_CONFIG
     for line in summarise(report.config, path):
         print(line, file=out)

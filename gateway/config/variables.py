@@ -71,6 +71,19 @@ def expand_paths(data: Any, tp: Any, path: Loc, env: Mapping[str, str], found: C
     return data
 
 
+# Set by systemd for a service whose unit asks for them (LoadCredential=, StateDirectory=, ...).
+SET_BY_SYSTEMD = frozenset(
+    {
+        "CREDENTIALS_DIRECTORY",
+        "STATE_DIRECTORY",
+        "RUNTIME_DIRECTORY",
+        "CACHE_DIRECTORY",
+        "LOGS_DIRECTORY",
+        "CONFIGURATION_DIRECTORY",
+    }
+)
+
+
 @dataclass(frozen=True)
 class UnsetVariable:
     """A ``$NAME`` in a path field whose variable is not set in the loader's environment."""
@@ -78,6 +91,11 @@ class UnsetVariable:
     name: str
     path: str
     line: int | None
+
+    @property
+    def set_by_systemd(self) -> bool:
+        """systemd sets it for the service (unset in a technician's shell, which is no mistake)."""
+        return self.name in SET_BY_SYSTEMD
 
     def problem(self) -> Problem:
         message = f"uses ${self.name}, which is not set"
